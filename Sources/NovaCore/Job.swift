@@ -1,0 +1,57 @@
+import Foundation
+
+/// A job as stored by a queue backend.
+public struct Job: Sendable, Equatable {
+  public var id: JobID
+  public var queue: String
+  public var kind: String
+  /// The JSON payload, as the bytes that were enqueued.
+  public var payload: Data
+  public var priority: Int
+  public var state: JobState
+  /// When the job may run (its delay, or the end of its retry backoff).
+  public var runAt: Date
+  /// Claims so far; a claim counts as an attempt.
+  public var attempts: Int
+  public var maxAttempts: Int
+  public var idempotencyKey: String?
+  public var createdAt: Date
+  public var updatedAt: Date
+  public var startedAt: Date?
+  public var finishedAt: Date?
+  /// The JSON result of a succeeded job.
+  public var result: Data?
+  public var lastError: String?
+  public var leaseOwner: String?
+  public var leaseExpiresAt: Date?
+  /// Increases with every claim; a lease is valid only while its token matches.
+  public var fencingToken: Int64
+
+  public init(
+    id: JobID, queue: String, kind: String, payload: Data, priority: Int, state: JobState,
+    runAt: Date, attempts: Int, maxAttempts: Int, idempotencyKey: String?, createdAt: Date,
+    updatedAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil, result: Data? = nil,
+    lastError: String? = nil, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
+    fencingToken: Int64 = 0
+  ) {
+    self.id = id
+    self.queue = queue
+    self.kind = kind
+    self.payload = payload
+    self.priority = priority
+    self.state = state
+    self.runAt = runAt
+    self.attempts = attempts
+    self.maxAttempts = maxAttempts
+    self.idempotencyKey = idempotencyKey
+    self.createdAt = createdAt
+    self.updatedAt = updatedAt
+    self.startedAt = startedAt
+    self.finishedAt = finishedAt
+    self.result = result
+    self.lastError = lastError
+    self.leaseOwner = leaseOwner
+    self.leaseExpiresAt = leaseExpiresAt
+    self.fencingToken = fencingToken
+  }
+}

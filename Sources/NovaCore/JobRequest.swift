@@ -1,0 +1,78 @@
+import Foundation
+
+/// What a client asks a queue to run.
+public struct JobRequest: Sendable, Equatable {
+  /// The largest priority; higher runs first.
+  public static let maxPriority = 1000
+  /// The most attempts a job may ask for.
+  public static let maxAttemptsLimit = 1000
+  /// Attempts when the request names none.
+  public static let defaultMaxAttempts = 5
+
+  public var kind: String
+  /// JSON bytes; `{}` when the client sends none.
+  public var payload: Data
+  public var queue: String
+  public var priority: Int
+  /// Earliest run time; `nil` runs as soon as a worker is free.
+  public var runAt: Date?
+  public var maxAttempts: Int
+  /// A second enqueue with the same key returns the first job instead of a new one.
+  public var idempotencyKey: String?
+
+  public init(
+    kind: String, payload: Data = Data("{}".utf8), queue: String = "default", priority: Int = 0,
+    runAt: Date? = nil, maxAttempts: Int = JobRequest.defaultMaxAttempts,
+    idempotencyKey: String? = nil
+  ) {
+    self.kind = kind
+    self.payload = payload
+    self.queue = queue
+    self.priority = priority
+    self.runAt = runAt
+    self.maxAttempts = maxAttempts
+    self.idempotencyKey = idempotencyKey
+  }
+
+  /// Checks every field; the error names the first field that is wrong.
+  public func validate(maxPayloadBytes: Int) throws(NovaError) {
+    try Self.validateName(kind, field: "kind")
+    try Self.validateName(queue, field: "queue")
+    guard (0...Self.maxPriority).contains(priority) else {
+      throw .invalidInput(
+        field: "priority", message: "\(priority) is out of range 0...\(Self.maxPriority)")
+    }
+    guard (1...Self.maxAttemptsLimit).contains(maxAttempts) else {
+      throw .invalidInput(
+        field: "max_attempts", message: "\(maxAttempts) is out of range 1...\(Self.maxAttemptsLimit)")
+    }
+    if let key = idempotencyKey {
+      guard !key.isEmpty, key.utf8.count <= 255 else {
+        throw .invalidInput(field: "idempotency_key", message: "must be 1 to 255 bytes")
+      }
+    }
+    guard payload.count <= maxPayloadBytes else {
+      throw .payloadTooLarge(limit: maxPayloadBytes, actual: payload.count)
+    }
+    if let syntax = JSONErrorText.syntaxError(in: payload) {
+      throw .invalidInput(field: "payload", message: "not valid JSON: \(syntax)")
+    }
+  }
+
+  /// Kinds and queue names: 1 to 128 characters of letters, digits, `.`, `_`, `-`, `:`.
+  public static func validateName(_ name: String, field: String) throws(NovaError) {
+    guard !name.isEmpty, name.utf8.count <= 128 else {
+      throw .invalidInput(field: field, message: "must be 1 to 128 characters")
+    }
+    for byte in name.utf8 {
+      let ok =
+        (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
+        || byte == 46 || byte == 95 || byte == 45 || byte == 58
+      guard ok else {
+        throw .invalidInput(
+          field: field,
+          message: "'\(name)' may hold only letters, digits, '.', '_', '-' and ':'")
+      }
+    }
+  }
+}

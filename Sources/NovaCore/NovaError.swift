@@ -1,0 +1,43 @@
+/// Errors that Nova reports to its users: each names what is wrong and where.
+public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// Input (a flag, a field of a request body, a payload) is malformed or out of range.
+  case invalidInput(field: String, message: String)
+  /// A job kind that no handler is registered for.
+  case unknownJobKind(String)
+  /// A payload or body larger than the configured limit.
+  case payloadTooLarge(limit: Int, actual: Int)
+  /// The requested job does not exist.
+  case jobNotFound(JobID)
+  /// The operation is not valid in the job's current state.
+  case invalidState(JobID, JobState, String)
+  /// The lease was lost (expired, reclaimed, or the job was cancelled): the worker must stop.
+  case leaseLost(JobID)
+  /// The data directory or database cannot be used.
+  case storage(String)
+
+  public var description: String {
+    switch self {
+    case .invalidInput(let field, let message): return "invalid \(field): \(message)"
+    case .unknownJobKind(let kind): return "unknown job kind '\(kind)'"
+    case .payloadTooLarge(let limit, let actual):
+      return "payload is \(actual) bytes, over the limit of \(limit) bytes"
+    case .jobNotFound(let id): return "job \(id) not found"
+    case .invalidState(let id, let state, let action): return "cannot \(action) job \(id): it is \(state)"
+    case .leaseLost(let id): return "lease on job \(id) was lost (expired, reclaimed or cancelled)"
+    case .storage(let message): return message
+    }
+  }
+
+  /// A stable machine-readable code, used in HTTP error bodies.
+  public var code: String {
+    switch self {
+    case .invalidInput: return "invalid_input"
+    case .unknownJobKind: return "unknown_job_kind"
+    case .payloadTooLarge: return "payload_too_large"
+    case .jobNotFound: return "not_found"
+    case .invalidState: return "invalid_state"
+    case .leaseLost: return "lease_lost"
+    case .storage: return "storage_error"
+    }
+  }
+}

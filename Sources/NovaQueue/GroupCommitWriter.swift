@@ -1,0 +1,100 @@
+import Dispatch
+import GRDB
+import Synchronization
+
+/// Runs write operations from many tasks in shared transactions (group commit), so that the
+/// queue's throughput is not bound by one commit (and one WAL sync) per operation.
+///
+/// Each operation runs in its own savepoint: one that throws is rolled back alone, the others
+/// commit. Callers are resumed only after the shared transaction committed.
+final class GroupCommitWriter: Sendable {
+  private struct Pending: Sendable {
+    /// Runs the operation inside the open transaction and returns how to resume its caller.
+    let execute: @Sendable (Database) -> @Sendable ((any Error)?) -> Void
+    /// Resumes the caller with an error without running the operation.
+    let fail: @Sendable (any Error) -> Void
+  }
+
+  private struct State {
+    var pending: [Pending] = []
+    var flushing = false
+  }
+
+  private let writer: DatabasePool
+  private let maxBatch: Int
+  private let state = Mutex(State())
+  private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
+
+  init(writer: DatabasePool, maxBatch: Int) {
+    self.writer = writer
+    self.maxBatch = max(1, maxBatch)
+  }
+
+  /// Runs `body` in a write transaction shared with other concurrent callers.
+  func perform<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+      let pending = Pending(execute: { db in
+        let result: Result<T, any Error>
+        do {
+          var value: T?
+          try db.inSavepoint {
+            value = try body(db)
+            return .commit
+          }
+          result = .success(value!)
+        } catch {
+          result = .failure(error)
+        }
+        return { commitError in
+          if let commitError {
+            continuation.resume(throwing: commitError)
+          } else {
+            continuation.resume(with: result)
+          }
+        }
+      }, fail: { continuation.resume(throwing: $0) })
+      let startFlush = state.withLock { state -> Bool in
+        state.pending.append(pending)
+        if state.flushing { return false }
+        state.flushing = true
+        return true
+      }
+      if startFlush { queue.async { self.flushLoop() } }
+    }
+  }
+
+  private func flushLoop() {
+    while true {
+      let batch = state.withLock { state -> [Pending] in
+        if state.pending.isEmpty {
+          state.flushing = false
+          return []
+        }
+        if state.pending.count <= maxBatch {
+          let batch = state.pending
+          state.pending.removeAll(keepingCapacity: true)
+          return batch
+        }
+        let batch = Array(state.pending.prefix(maxBatch))
+        state.pending.removeFirst(maxBatch)
+        return batch
+      }
+      if batch.isEmpty { return }
+      var resumers: [@Sendable ((any Error)?) -> Void] = []
+      resumers.reserveCapacity(batch.count)
+      do {
+        try writer.writeWithoutTransaction { db in
+          try db.inTransaction(.immediate) {
+            for operation in batch { resumers.append(operation.execute(db)) }
+            return .commit
+          }
+        }
+        for resume in resumers { resume(nil) }
+      } catch {
+        // The transaction did not commit: every caller, whether its operation ran or not, gets the error.
+        for resume in resumers { resume(error) }
+        for operation in batch.dropFirst(resumers.count) { operation.fail(error) }
+      }
+    }
+  }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Metrics
+import NovaCore
+import Synchronization
+
+/// Wraps any backend and records queue metrics through swift-metrics, so that every backend
+/// exports the same series.
+public final class InstrumentedJobQueue: JobQueue {
+  /// Metric names, shared with the dashboards.
+  public enum Names {
+    public static let enqueued = "nova_jobs_enqueued_total"
+    public static let claimed = "nova_jobs_claimed_total"
+    public static let completed = "nova_jobs_completed_total"
+    public static let failed = "nova_jobs_failed_total"
+    public static let dead = "nova_jobs_dead_total"
+    public static let cancelled = "nova_jobs_cancelled_total"
+    public static let reaped = "nova_jobs_lease_expired_total"
+    public static let waitSeconds = "nova_job_wait_seconds"
+    public static let runSeconds = "nova_job_run_seconds"
+  }
+
+  private struct Handles {
+    let enqueued: Metrics.Counter
+    let claimed: Metrics.Counter
+    let completed: Metrics.Counter
+    let failed: Metrics.Counter
+    let dead: Metrics.Counter
+    let cancelled: Metrics.Counter
+    let reaped: Metrics.Counter
+    let wait: Metrics.Timer
+    let run: Metrics.Timer
+
+    init(queue: String) {
+      let dimensions = [("queue", queue)]
+      enqueued = Metrics.Counter(label: Names.enqueued, dimensions: dimensions)
+      claimed = Metrics.Counter(label: Names.claimed, dimensions: dimensions)
+      completed = Metrics.Counter(label: Names.completed, dimensions: dimensions)
+      failed = Metrics.Counter(label: Names.failed, dimensions: dimensions)
+      dead = Metrics.Counter(label: Names.dead, dimensions: dimensions)
+      cancelled = Metrics.Counter(label: Names.cancelled, dimensions: dimensions)
+      reaped = Metrics.Counter(label: Names.reaped, dimensions: dimensions)
+      wait = Metrics.Timer(label: Names.waitSeconds, dimensions: dimensions, preferredDisplayUnit: .seconds)
+      run = Metrics.Timer(label: Names.runSeconds, dimensions: dimensions, preferredDisplayUnit: .seconds)
+    }
+  }
+
+  /// The wrapped backend.
+  public let base: any JobQueue
+  private let clock: any WallClock
+  private let handles = Mutex<[String: Handles]>([:])
+
+  public init(_ base: any JobQueue, clock: any WallClock = SystemWallClock()) {
+    self.base = base
+    self.clock = clock
+  }
+
+  private func metrics(_ queue: String) -> Handles {
+    handles.withLock { handles in
+      if let existing = handles[queue] { return existing }
+      let made = Handles(queue: queue)
+      handles[queue] = made
+      return made
+    }
+  }
+
+  private static func nanoseconds(from start: Date, to end: Date) -> Int64 {
+    Int64(max(0, end.timeIntervalSince(start)) * 1e9)
+  }
+
+  public func enqueue(_ request: JobRequest) async throws -> EnqueueResult {
+    let result: EnqueueResult = try await base.enqueue(request)
+    if !result.existing { metrics(request.queue).enqueued.increment() }
+    return result
+  }
+
+  public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
+    let results = try await base.enqueue(batch: requests)
+    for (request, result) in zip(requests, results) where !result.existing {
+      metrics(request.queue).enqueued.increment()
+    }
+    return results
+  }
+
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+    -> [JobLease]
+  {
+    let leases = try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+    let now = clock.now()
+    for lease in leases {
+      let handles = metrics(lease.job.queue)
+      handles.claimed.increment()
+      handles.wait.recordNanoseconds(Self.nanoseconds(from: lease.job.runAt, to: lease.job.startedAt ?? now))
+    }
+    return leases
+  }
+
+  public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    try await base.heartbeat(leases, leaseDuration: leaseDuration)
+  }
+
+  public func complete(_ lease: JobLease, result: Data?) async throws {
+    try await base.complete(lease, result: result)
+    let handles = metrics(lease.job.queue)
+    handles.completed.increment()
+    handles.run.recordNanoseconds(Self.nanoseconds(from: lease.job.startedAt ?? clock.now(), to: clock.now()))
+  }
+
+  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    let outcome = try await base.fail(lease, error: error, retryable: retryable)
+    let handles = metrics(lease.job.queue)
+    handles.failed.increment()
+    handles.run.recordNanoseconds(Self.nanoseconds(from: lease.job.startedAt ?? clock.now(), to: clock.now()))
+    if outcome == .dead { handles.dead.increment() }
+    return outcome
+  }
+
+  public func release(_ lease: JobLease) async throws {
+    try await base.release(lease)
+  }
+
+  public func cancel(_ id: JobID) async throws -> Job {
+    let before = try await base.get(id)
+    let job = try await base.cancel(id)
+    if before?.state != .cancelled { metrics(job.queue).cancelled.increment() }
+    return job
+  }
+
+  public func retry(_ id: JobID) async throws -> Job {
+    try await base.retry(id)
+  }
+
+  public func reapExpiredLeases() async throws -> ReapResult {
+    let result = try await base.reapExpiredLeases()
+    for id in result.requeued + result.dead {
+      guard let job = try await base.get(id) else { continue }
+      let handles = metrics(job.queue)
+      handles.reaped.increment()
+      if job.state == .dead { handles.dead.increment() }
+    }
+    return result
+  }
+
+  public func purgeFinished(before: Date) async throws -> Int {
+    try await base.purgeFinished(before: before)
+  }
+
+  public func stats() async throws -> QueueStats { try await base.stats() }
+  public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
+  public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+  public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
+}

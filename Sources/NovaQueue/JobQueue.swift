@@ -1,0 +1,162 @@
+import Foundation
+import NovaCore
+
+/// The contract every queue backend keeps (SQLite, Redis): at-least-once execution,
+/// exactly-once completion record.
+public protocol JobQueue: Sendable {
+  /// Adds a job, or returns the existing one when its idempotency key was seen before.
+  func enqueue(_ request: JobRequest) async throws -> EnqueueResult
+  /// Adds many jobs in one step; results are in request order.
+  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult]
+  /// Atomically leases up to `limit` runnable jobs, highest priority first, then oldest.
+  /// An empty `queues` list means every queue.
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+    -> [JobLease]
+  /// Extends leases; a lease whose job was cancelled or reclaimed reports so.
+  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome]
+  /// Records success. Throws `NovaError.leaseLost` when the lease is no longer valid.
+  func complete(_ lease: JobLease, result: Data?) async throws
+  /// Records a failed attempt: retried after backoff, or dead-lettered after the last attempt.
+  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome
+  /// Gives a job back without counting the attempt (used on graceful shutdown).
+  func release(_ lease: JobLease) async throws
+  /// Cancels a job: a waiting job never runs; a running job's worker sees cancellation.
+  func cancel(_ id: JobID) async throws -> Job
+  /// Puts a dead, cancelled or failed job back to available with its attempts reset.
+  func retry(_ id: JobID) async throws -> Job
+  /// Makes jobs whose lease expired available again (or dead, when out of attempts).
+  func reapExpiredLeases() async throws -> ReapResult
+  /// Deletes succeeded and cancelled jobs that finished before `before`.
+  func purgeFinished(before: Date) async throws -> Int
+  /// Counts per queue and state.
+  func stats() async throws -> QueueStats
+  /// One job, or nil.
+  func get(_ id: JobID) async throws -> Job?
+  /// Jobs, newest first, with filters and a cursor.
+  func list(_ filter: JobFilter) async throws -> JobPage
+  /// Returns when new work may be available, or after `timeout`.
+  func waitForJobs(timeout: Duration) async
+}
+
+extension JobQueue {
+  /// Enqueues one job and returns its id.
+  public func enqueue(_ request: JobRequest) async throws -> JobID {
+    let result: EnqueueResult = try await enqueue(request)
+    return result.id
+  }
+
+  /// Extends one lease.
+  public func heartbeat(_ lease: JobLease, leaseDuration: Duration) async throws -> HeartbeatOutcome {
+    let outcomes = try await heartbeat([lease], leaseDuration: leaseDuration)
+    return outcomes[lease.id] ?? .lost
+  }
+}
+
+/// What an enqueue did.
+public struct EnqueueResult: Sendable, Equatable {
+  public var id: JobID
+  public var state: JobState
+  /// True when an earlier job with the same idempotency key was returned instead of a new one.
+  public var existing: Bool
+
+  public init(id: JobID, state: JobState, existing: Bool) {
+    self.id = id
+    self.state = state
+    self.existing = existing
+  }
+}
+
+/// A claimed job and the proof of the claim.
+public struct JobLease: Sendable, Equatable {
+  public var job: Job
+  /// The fencing token: complete and fail succeed only while it still matches.
+  public var token: Int64
+  public var worker: String
+  public var expiresAt: Date
+
+  public var id: JobID { job.id }
+
+  public init(job: Job, token: Int64, worker: String, expiresAt: Date) {
+    self.job = job
+    self.token = token
+    self.worker = worker
+    self.expiresAt = expiresAt
+  }
+}
+
+/// The answer to a heartbeat.
+public enum HeartbeatOutcome: Sendable, Equatable {
+  /// The lease now runs until this time.
+  case extended(Date)
+  /// The job was cancelled: stop working on it.
+  case cancelled
+  /// The lease expired and the job was reclaimed, or it no longer exists.
+  case lost
+}
+
+/// What happened to a failed attempt.
+public enum FailOutcome: Sendable, Equatable {
+  /// The job runs again at this time.
+  case retryScheduled(Date)
+  /// Out of attempts (or not retryable): the job is dead-lettered.
+  case dead
+}
+
+/// What a reaper pass did.
+public struct ReapResult: Sendable, Equatable {
+  public var requeued: [JobID]
+  public var dead: [JobID]
+
+  public init(requeued: [JobID] = [], dead: [JobID] = []) {
+    self.requeued = requeued
+    self.dead = dead
+  }
+}
+
+/// Job counts per queue and state.
+public struct QueueStats: Sendable, Equatable {
+  /// `counts[queue][state]`; states with no jobs are absent.
+  public var counts: [String: [JobState: Int]]
+
+  public init(counts: [String: [JobState: Int]] = [:]) { self.counts = counts }
+
+  /// The count for one queue and state.
+  public func count(queue: String, state: JobState) -> Int { counts[queue]?[state] ?? 0 }
+
+  /// The count for one state over all queues.
+  public func total(_ state: JobState) -> Int { counts.values.reduce(0) { $0 + ($1[state] ?? 0) } }
+}
+
+/// Filters for listing jobs.
+public struct JobFilter: Sendable, Equatable {
+  public var state: JobState?
+  public var queue: String?
+  public var kind: String?
+  /// At most this many jobs (1...1000).
+  public var limit: Int
+  /// The `nextCursor` of the previous page.
+  public var cursor: String?
+
+  public init(
+    state: JobState? = nil, queue: String? = nil, kind: String? = nil, limit: Int = 50,
+    cursor: String? = nil
+  ) {
+    self.state = state
+    self.queue = queue
+    self.kind = kind
+    self.limit = limit
+    self.cursor = cursor
+  }
+}
+
+/// One page of a job listing.
+public struct JobPage: Sendable, Equatable {
+  public var jobs: [Job]
+  /// Pass as `cursor` to get the next page; nil on the last page.
+  public var nextCursor: String?
+
+  public init(jobs: [Job], nextCursor: String?) {
+    self.jobs = jobs
+    self.nextCursor = nextCursor
+  }
+}

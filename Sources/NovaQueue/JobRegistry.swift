@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import NovaCore
+
+/// What a handler learns about the job it runs.
+public struct JobContext: Sendable {
+  public var id: JobID
+  public var queue: String
+  public var kind: String
+  /// 1 on the first run, 2 on the first retry, and so on.
+  public var attempt: Int
+  public var maxAttempts: Int
+  public var logger: Logger
+
+  public init(id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger) {
+    self.id = id
+    self.queue = queue
+    self.kind = kind
+    self.attempt = attempt
+    self.maxAttempts = maxAttempts
+    self.logger = logger
+  }
+}
+
+/// Thrown by a handler for a failure that retrying cannot fix: the job is dead-lettered at once.
+public struct NonRetryableJobError: Error, CustomStringConvertible {
+  public var message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}
+
+/// Handlers by job kind, each decoding its own `Codable` parameters from the payload.
+public struct JobRegistry: Sendable {
+  typealias Handler = @Sendable (Data, JobContext) async throws -> Data?
+
+  struct Entry: Sendable {
+    var run: Handler
+    var validate: @Sendable (Data) throws -> Void
+    var timeout: Duration?
+  }
+
+  private(set) var entries: [String: Entry] = [:]
+
+  public init() {}
+
+  /// Registers a handler for `kind`. The payload is decoded as `Parameters`; the returned value
+  /// is stored as the job's JSON result. `timeout` overrides the pool's per-job timeout.
+  public mutating func register<Parameters: Decodable & Sendable, Output: Encodable & Sendable>(
+    _ kind: String, parameters: Parameters.Type = Parameters.self, timeout: Duration? = nil,
+    _ body: @escaping @Sendable (Parameters, JobContext) async throws -> Output
+  ) {
+    let decode: @Sendable (Data) throws -> Parameters = { data in
+      do {
+        return try JSONDecoder().decode(Parameters.self, from: data)
+      } catch {
+        let detail = JSONErrorText.syntaxError(in: data) ?? JSONErrorText.describe(error)
+        throw NovaError.invalidInput(field: "payload", message: "for kind '\(kind)': \(detail)")
+      }
+    }
+    entries[kind] = Entry(
+      run: { data, context in
+        let parameters: Parameters
+        do {
+          parameters = try decode(data)
+        } catch {
+          throw NonRetryableJobError(String(describing: error))
+        }
+        let output = try await body(parameters, context)
+        if output is EmptyResult { return nil }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(output)
+      },
+      validate: { data in _ = try decode(data) },
+      timeout: timeout)
+  }
+
+  /// The registered kinds, sorted.
+  public var kinds: [String] { entries.keys.sorted() }
+
+  /// Checks that a handler exists for the kind and that the payload decodes as its parameters.
+  public func validate(kind: String, payload: Data) throws(NovaError) {
+    guard let entry = entries[kind] else {
+      throw NovaError.unknownJobKind(kind)
+    }
+    do {
+      try entry.validate(payload)
+    } catch let error as NovaError {
+      throw error
+    } catch {
+      throw NovaError.invalidInput(field: "payload", message: String(describing: error))
+    }
+  }
+
+  func entry(for kind: String) -> Entry? { entries[kind] }
+}
+
+/// A handler output that stores no result.
+public struct EmptyResult: Codable, Sendable {
+  public init() {}
+}

@@ -1,0 +1,46 @@
+import Foundation
+import Logging
+import NovaCore
+import ServiceLifecycle
+
+/// Periodically makes jobs whose lease expired available again, and purges old finished jobs.
+public struct LeaseReaper: Service {
+  public var queue: any JobQueue
+  public var interval: Duration
+  /// Succeeded and cancelled jobs older than this are deleted; nil keeps them.
+  public var retention: Duration?
+  public var logger: Logger
+
+  public init(queue: any JobQueue, interval: Duration = .seconds(1), retention: Duration? = nil, logger: Logger) {
+    self.queue = queue
+    self.interval = interval
+    self.retention = retention
+    self.logger = logger
+  }
+
+  /// Runs one pass: reap, then purge.
+  @discardableResult
+  public func runOnce(now: Date = Date()) async throws -> ReapResult {
+    let result = try await queue.reapExpiredLeases()
+    if !result.requeued.isEmpty || !result.dead.isEmpty {
+      logger.notice(
+        "reaped expired leases", metadata: ["requeued": "\(result.requeued.count)", "dead": "\(result.dead.count)"])
+    }
+    if let retention {
+      let purged = try await queue.purgeFinished(before: now.addingTimeInterval(-retention.seconds))
+      if purged > 0 { logger.info("purged finished jobs", metadata: ["count": "\(purged)"]) }
+    }
+    return result
+  }
+
+  public func run() async throws {
+    while !Task.isShuttingDownGracefully && !Task.isCancelled {
+      do {
+        try await runOnce()
+      } catch {
+        logger.error("lease reaper pass failed", metadata: ["error": "\(error)"])
+      }
+      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+    }
+  }
+}

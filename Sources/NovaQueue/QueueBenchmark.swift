@@ -1,0 +1,178 @@
+import Foundation
+import Logging
+import NovaCore
+import Synchronization
+
+/// `nova bench queue`: enqueues N jobs, runs them to completion in-process, checks that none was
+/// lost or completed twice, and measures throughput and enqueue-to-completion latency.
+public enum QueueBenchmark {
+  /// What to run.
+  public struct Options: Sendable {
+    public var jobs: Int
+    public var workers: Int
+    public var payloadBytes: Int
+    /// Jobs per enqueue call.
+    public var enqueueBatch: Int
+    /// Give up (and count the rest as lost) after this long.
+    public var timeout: Duration
+
+    public init(jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600)) {
+      self.jobs = jobs
+      self.workers = workers
+      self.payloadBytes = payloadBytes
+      self.enqueueBatch = enqueueBatch
+      self.timeout = timeout
+    }
+  }
+
+  /// One run's figures; the JSON keys are the stable output of `nova bench queue --json`.
+  public struct Result: Codable, Sendable, Equatable {
+    public var backend: String
+    public var jobs: Int
+    public var workers: Int
+    public var payload_bytes: Int
+    public var enqueue_per_s: Double
+    public var e2e_per_s: Double
+    public var p50_ms: Double
+    public var p99_ms: Double
+    public var lost: Int
+    public var duplicate_completions: Int
+    public var elapsed_s: Double
+  }
+
+  /// Runs the benchmark against `queue`, which should be empty and used by nobody else.
+  public static func run(
+    queue: any JobQueue, backend: String, options: Options, logger: Logger,
+    progress: (@Sendable (_ completed: Int, _ total: Int) -> Void)? = nil
+  ) async throws -> Result {
+    guard options.jobs > 0, options.workers > 0, options.payloadBytes >= 0 else {
+      throw NovaError.invalidInput(field: "jobs/workers/payload-bytes", message: "jobs and workers must be positive")
+    }
+    let counting = CompletionCountingQueue(queue)
+    var registry = JobRegistry()
+    registry.register("bench", parameters: JSONValue.self) { _, _ in EmptyResult() }
+    let queueName = "bench"
+    let pool = WorkerPool(
+      queue: counting, registry: registry,
+      configuration: .init(concurrency: options.workers, queues: [queueName], pollInterval: .milliseconds(50)),
+      logger: logger)
+    let filler = String(repeating: "x", count: max(0, options.payloadBytes - 10))
+    let payload = Data("{\"data\":\"\(filler)\"}".utf8)
+    let clock = ContinuousClock()
+
+    let start = clock.now
+    var enqueueElapsed = Duration.zero
+    var ids: [JobID] = []
+    ids.reserveCapacity(options.jobs)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await pool.run() }
+      var remaining = options.jobs
+      while remaining > 0 {
+        let count = min(options.enqueueBatch, remaining)
+        let requests = Array(repeating: JobRequest(kind: "bench", payload: payload, queue: queueName), count: count)
+        ids.append(contentsOf: try await counting.enqueue(batch: requests).map(\.id))
+        remaining -= count
+      }
+      enqueueElapsed = clock.now - start
+      let deadline = clock.now.advanced(by: options.timeout)
+      var lastReport = clock.now
+      while counting.completedCount < options.jobs && clock.now < deadline {
+        try await Task.sleep(for: .milliseconds(5))
+        if let progress, clock.now - lastReport > .milliseconds(500) {
+          progress(counting.completedCount, options.jobs)
+          lastReport = clock.now
+        }
+      }
+      pool.shutdown()
+      try await group.waitForAll()
+    }
+    let elapsed = (clock.now - start).seconds
+    progress?(counting.completedCount, options.jobs)
+
+    var latencies: [Double] = []
+    latencies.reserveCapacity(options.jobs)
+    var succeeded = Set<JobID>()
+    var cursor: String?
+    repeat {
+      let page = try await queue.list(JobFilter(state: .succeeded, queue: queueName, limit: 1000, cursor: cursor))
+      for job in page.jobs {
+        succeeded.insert(job.id)
+        if let finished = job.finishedAt { latencies.append(finished.timeIntervalSince(job.createdAt) * 1000) }
+      }
+      cursor = page.nextCursor
+    } while cursor != nil
+    latencies.sort()
+    let lost = ids.filter { !succeeded.contains($0) }.count
+    return Result(
+      backend: backend, jobs: options.jobs, workers: options.workers, payload_bytes: payload.count,
+      enqueue_per_s: Double(options.jobs) / max(enqueueElapsed.seconds, 1e-9),
+      e2e_per_s: Double(options.jobs - lost) / max(elapsed, 1e-9),
+      p50_ms: percentile(latencies, 0.50), p99_ms: percentile(latencies, 0.99), lost: lost,
+      duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed)
+  }
+
+  /// The nearest-rank percentile of sorted values (0 when empty).
+  public static func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
+    return sorted[min(max(rank, 0), sorted.count - 1)]
+  }
+
+  /// The median of several runs' results, field by field (the first run's identity fields).
+  public static func median(_ results: [Result]) -> Result {
+    guard var out = results.first else { preconditionFailure("median of no results") }
+    func med(_ key: (Result) -> Double) -> Double {
+      let values = results.map(key).sorted()
+      let mid = values.count / 2
+      return values.count % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2
+    }
+    out.enqueue_per_s = med(\.enqueue_per_s)
+    out.e2e_per_s = med(\.e2e_per_s)
+    out.p50_ms = med(\.p50_ms)
+    out.p99_ms = med(\.p99_ms)
+    out.elapsed_s = med(\.elapsed_s)
+    out.lost = results.map(\.lost).max() ?? 0
+    out.duplicate_completions = results.map(\.duplicate_completions).max() ?? 0
+    return out
+  }
+}
+
+/// Forwards to a queue and counts the completions it accepted per job, so that a job recorded
+/// as completed twice would show.
+final class CompletionCountingQueue: JobQueue {
+  private let base: any JobQueue
+  private let counts = Mutex<(completed: Int, duplicates: Int, seen: Set<JobID>)>((0, 0, []))
+
+  init(_ base: any JobQueue) { self.base = base }
+
+  var completedCount: Int { counts.withLock { $0.completed } }
+  var duplicateCompletions: Int { counts.withLock { $0.duplicates } }
+
+  func complete(_ lease: JobLease, result: Data?) async throws {
+    try await base.complete(lease, result: result)
+    counts.withLock { counts in
+      if counts.seen.insert(lease.id).inserted { counts.completed += 1 } else { counts.duplicates += 1 }
+    }
+  }
+
+  func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
+  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+  }
+  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    try await base.heartbeat(leases, leaseDuration: leaseDuration)
+  }
+  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    try await base.fail(lease, error: error, retryable: retryable)
+  }
+  func release(_ lease: JobLease) async throws { try await base.release(lease) }
+  func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
+  func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
+  func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
+  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  func stats() async throws -> QueueStats { try await base.stats() }
+  func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
+  func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+  func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
+}

@@ -1,0 +1,523 @@
+import Foundation
+import GRDB
+import NovaCore
+import Synchronization
+
+/// The embedded queue backend: one SQLite database in WAL mode, written through a group-commit
+/// writer, read concurrently. Several processes may share the file.
+public final class SQLiteJobQueue: JobQueue {
+  /// How SQLite syncs the WAL: `normal` survives process crashes, `full` also power loss.
+  public enum Synchronous: String, Sendable {
+    case normal = "NORMAL"
+    case full = "FULL"
+  }
+
+  /// Settings for opening a queue database.
+  public struct Configuration: Sendable {
+    /// Path of the database file; its folder must exist and be writable.
+    public var path: String
+    public var synchronous: Synchronous
+    public var retryPolicy: RetryPolicy
+    /// How long a writer waits for another process's write lock before failing.
+    public var busyTimeout: TimeInterval
+    /// Most operations grouped into one transaction.
+    public var maxBatchSize: Int
+    public var clock: any WallClock
+
+    public init(
+      path: String, synchronous: Synchronous = .normal, retryPolicy: RetryPolicy = RetryPolicy(),
+      busyTimeout: TimeInterval = 10, maxBatchSize: Int = 1024,
+      clock: any WallClock = SystemWallClock()
+    ) {
+      self.path = path
+      self.synchronous = synchronous
+      self.retryPolicy = retryPolicy
+      self.busyTimeout = busyTimeout
+      self.maxBatchSize = maxBatchSize
+      self.clock = clock
+    }
+  }
+
+  /// `PRAGMA application_id` of a Nova database ("NOVA").
+  public static let applicationID: Int32 = 0x4E4F_5641
+
+  public let configuration: Configuration
+  private let pool: DatabasePool
+  private let writer: GroupCommitWriter
+  private let wake = WakeSignal()
+  private let knownQueues = Mutex<Set<String>>([])
+
+  /// Opens (and creates or migrates) the database at `configuration.path`.
+  public init(configuration: Configuration) throws {
+    self.configuration = configuration
+    var config = GRDB.Configuration()
+    config.busyMode = .timeout(configuration.busyTimeout)
+    config.maximumReaderCount = 4
+    let synchronous = configuration.synchronous.rawValue
+    config.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+    }
+    let path = configuration.path
+    do {
+      pool = try DatabasePool(path: path, configuration: config)
+      try pool.barrierWriteWithoutTransaction { db in
+        try Self.checkIsNovaDatabase(db, path: path)
+      }
+      try Self.migrator.migrate(pool)
+    } catch let error as NovaError {
+      throw error
+    } catch let error as DatabaseError {
+      throw NovaError.storage(Self.describe(error, path: path))
+    }
+    writer = GroupCommitWriter(writer: pool, maxBatch: configuration.maxBatchSize)
+  }
+
+  /// Opens a queue at a path with default settings.
+  public convenience init(path: String) throws {
+    try self.init(configuration: Configuration(path: path))
+  }
+
+  private static func describe(_ error: DatabaseError, path: String) -> String {
+    switch error.resultCode {
+    case .SQLITE_NOTADB:
+      return "\(path) is not a Nova database (SQLite says: file is not a database)"
+    case .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PERM:
+      return "cannot open \(path) for writing: \(error.message ?? "\(error.resultCode)")"
+    default:
+      return "database error at \(path): \(error.message ?? "\(error.resultCode)")"
+    }
+  }
+
+  private static func checkIsNovaDatabase(_ db: Database, path: String) throws {
+    let appID = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
+    if appID == applicationID { return }
+    let tables = try String.fetchAll(
+      db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    if appID != 0 || !tables.isEmpty {
+      let detail = tables.isEmpty ? "application_id \(appID)" : "tables: \(tables.prefix(5).joined(separator: ", "))"
+      throw NovaError.storage("\(path) is not a Nova database (\(detail)); use another --data-dir")
+    }
+    try db.execute(sql: "PRAGMA application_id = \(applicationID)")
+  }
+
+  private static var migrator: DatabaseMigrator {
+    var migrator = DatabaseMigrator()
+    migrator.registerMigration("v1-jobs") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_jobs (
+            id TEXT PRIMARY KEY NOT NULL,
+            queue TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            priority INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            run_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            idempotency_key TEXT,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            started_at INTEGER,
+            finished_at INTEGER,
+            result BLOB,
+            last_error TEXT,
+            lease_owner TEXT,
+            lease_expires_at INTEGER,
+            fencing_token INTEGER NOT NULL DEFAULT 0
+          );
+          CREATE INDEX nova_jobs_available ON nova_jobs(queue, priority DESC, run_at, id)
+            WHERE state = 'available';
+          CREATE INDEX nova_jobs_waiting ON nova_jobs(run_at) WHERE state IN ('scheduled', 'failed');
+          CREATE INDEX nova_jobs_leases ON nova_jobs(lease_expires_at) WHERE state = 'running';
+          CREATE INDEX nova_jobs_state ON nova_jobs(state, queue, id);
+          CREATE UNIQUE INDEX nova_jobs_idempotency ON nova_jobs(idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+          CREATE INDEX nova_jobs_finished ON nova_jobs(finished_at)
+            WHERE state IN ('succeeded', 'cancelled');
+          CREATE TABLE nova_queues (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
+          """)
+    }
+    return migrator
+  }
+
+  // MARK: - Columns
+
+  private static let columns =
+    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token"
+
+  private static func job(from row: Row) throws -> Job {
+    let stateText: String = row[5]
+    guard let state = JobState(rawValue: stateText) else {
+      throw NovaError.storage("job \(row[0] as String) has unknown state '\(stateText)'")
+    }
+    return Job(
+      id: JobID(row[0]), queue: row[1], kind: row[2], payload: row[3], priority: row[4],
+      state: state, runAt: date(row[6]), attempts: row[7], maxAttempts: row[8],
+      idempotencyKey: row[9], createdAt: date(row[10]), updatedAt: date(row[11]),
+      startedAt: (row[12] as Int64?).map(date), finishedAt: (row[13] as Int64?).map(date),
+      result: row[14], lastError: row[15], leaseOwner: row[16],
+      leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18])
+  }
+
+  private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+
+  private var nowMillis: Int64 { Self.millis(configuration.clock.now()) }
+
+  // MARK: - Enqueue
+
+  public func enqueue(_ request: JobRequest) async throws -> EnqueueResult {
+    try await enqueue(batch: [request])[0]
+  }
+
+  public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
+    if requests.isEmpty { return [] }
+    let now = configuration.clock.now()
+    let newQueues = knownQueues.withLock { known -> [String] in
+      let fresh = Set(requests.map(\.queue)).subtracting(known)
+      return Array(fresh)
+    }
+    let results = try await writer.perform { db -> [EnqueueResult] in
+      for queue in newQueues {
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
+      }
+      var results: [EnqueueResult] = []
+      results.reserveCapacity(requests.count)
+      for request in requests { results.append(try Self.insert(request, now: now, db: db)) }
+      return results
+    }
+    if !newQueues.isEmpty { knownQueues.withLock { $0.formUnion(newQueues) } }
+    wake.signal()
+    return results
+  }
+
+  private static func insert(_ request: JobRequest, now: Date, db: Database) throws -> EnqueueResult {
+    if let key = request.idempotencyKey {
+      let existing = try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT id, state FROM nova_jobs WHERE idempotency_key = ?"),
+        arguments: [key])
+      if let existing {
+        return EnqueueResult(
+          id: JobID(existing[0]), state: JobState(rawValue: existing[1]) ?? .available, existing: true)
+      }
+    }
+    let runAt = max(request.runAt ?? now, now)
+    let state: JobState = runAt > now ? .scheduled : .available
+    let id = JobID.generate(now: now)
+    let nowMillis = millis(now)
+    try db.cachedStatement(
+      sql: """
+        INSERT INTO nova_jobs (id, queue, kind, payload, priority, state, run_at, max_attempts,
+          idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+    ).execute(arguments: [
+      id.rawValue, request.queue, request.kind, request.payload, request.priority, state.rawValue,
+      millis(runAt), request.maxAttempts, request.idempotencyKey, nowMillis, nowMillis,
+    ])
+    return EnqueueResult(id: id, state: state, existing: false)
+  }
+
+  // MARK: - Claim
+
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+    -> [JobLease]
+  {
+    guard limit > 0 else { return [] }
+    let now = nowMillis
+    let expires = now + Int64(leaseDuration.seconds * 1000)
+    return try await writer.perform { db -> [JobLease] in
+      try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'available', updated_at = ?
+          WHERE state IN ('scheduled', 'failed') AND run_at <= ?
+          """
+      ).execute(arguments: [now, now])
+      let names = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
+      // One ordered, index-backed lookup per queue, merged here: `queue IN (...)` would sort
+      // every available job of those queues.
+      var candidates: [(id: String, priority: Int, runAt: Int64)] = []
+      let select = try db.cachedStatement(
+        sql: """
+          SELECT id, priority, run_at FROM nova_jobs WHERE state = 'available' AND queue = ?
+          ORDER BY priority DESC, run_at, id LIMIT ?
+          """)
+      for name in names {
+        let rows = try Row.fetchCursor(select, arguments: [name, limit])
+        while let row = try rows.next() { candidates.append((row[0], row[1], row[2])) }
+      }
+      if names.count > 1 {
+        candidates.sort {
+          if $0.priority != $1.priority { return $0.priority > $1.priority }
+          if $0.runAt != $1.runAt { return $0.runAt < $1.runAt }
+          return $0.id < $1.id
+        }
+      }
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1,
+            fencing_token = fencing_token + 1, lease_owner = ?, lease_expires_at = ?,
+            started_at = ?, updated_at = ?
+          WHERE id = ? AND state = 'available' RETURNING \(Self.columns)
+          """)
+      var leases: [JobLease] = []
+      for candidate in candidates.prefix(limit) {
+        guard
+          let row = try Row.fetchOne(update, arguments: [worker, expires, now, now, candidate.id])
+        else { continue }
+        let job = try Self.job(from: row)
+        leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+      }
+      return leases
+    }
+  }
+
+  // MARK: - Leases
+
+  public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    if leases.isEmpty { return [:] }
+    let now = nowMillis
+    let expires = now + Int64(leaseDuration.seconds * 1000)
+    return try await writer.perform { db -> [JobID: HeartbeatOutcome] in
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET lease_expires_at = ?, updated_at = ?
+          WHERE id = ? AND state = 'running' AND fencing_token = ?
+          """)
+      var outcomes: [JobID: HeartbeatOutcome] = [:]
+      for lease in leases {
+        try update.execute(arguments: [expires, now, lease.id.rawValue, lease.token])
+        if db.changesCount > 0 {
+          outcomes[lease.id] = .extended(Self.date(expires))
+        } else {
+          let state = try String.fetchOne(
+            db.cachedStatement(sql: "SELECT state FROM nova_jobs WHERE id = ?"), arguments: [lease.id.rawValue])
+          outcomes[lease.id] = state == JobState.cancelled.rawValue ? .cancelled : .lost
+        }
+      }
+      return outcomes
+    }
+  }
+
+  public func complete(_ lease: JobLease, result: Data?) async throws {
+    let now = nowMillis
+    try await writer.perform { db in
+      try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'succeeded', result = ?, finished_at = ?, updated_at = ?,
+            lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = ? AND state = 'running' AND fencing_token = ?
+          """
+      ).execute(arguments: [result, now, now, lease.id.rawValue, lease.token])
+      if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
+    }
+  }
+
+  public func fail(_ lease: JobLease, error message: String, retryable: Bool) async throws -> FailOutcome {
+    let now = configuration.clock.now()
+    let policy = configuration.retryPolicy
+    let outcome = try await writer.perform { db -> FailOutcome in
+      guard
+        let row = try Row.fetchOne(
+          db.cachedStatement(
+            sql: "SELECT attempts, max_attempts FROM nova_jobs WHERE id = ? AND state = 'running' AND fencing_token = ?"),
+          arguments: [lease.id.rawValue, lease.token])
+      else { throw NovaError.leaseLost(lease.id) }
+      let attempts: Int = row[0]
+      let maxAttempts: Int = row[1]
+      let nowMillis = Self.millis(now)
+      if retryable && attempts < maxAttempts {
+        let runAt = now.addingTimeInterval(policy.delay(afterAttempt: attempts))
+        try db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET state = 'failed', run_at = ?, last_error = ?, updated_at = ?,
+              lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
+            """
+        ).execute(arguments: [Self.millis(runAt), message, nowMillis, lease.id.rawValue])
+        return .retryScheduled(runAt)
+      }
+      try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'dead', last_error = ?, finished_at = ?, updated_at = ?,
+            lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
+          """
+      ).execute(arguments: [message, nowMillis, nowMillis, lease.id.rawValue])
+      return .dead
+    }
+    return outcome
+  }
+
+  public func release(_ lease: JobLease) async throws {
+    let now = nowMillis
+    try await writer.perform { db in
+      try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'available', attempts = MAX(attempts - 1, 0), updated_at = ?,
+            lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = ? AND state = 'running' AND fencing_token = ?
+          """
+      ).execute(arguments: [now, lease.id.rawValue, lease.token])
+      if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
+    }
+    wake.signal()
+  }
+
+  // MARK: - Operator actions
+
+  public func cancel(_ id: JobID) async throws -> Job {
+    let now = nowMillis
+    return try await writer.perform { db -> Job in
+      let job = try Self.fetchJob(id, db: db)
+      switch job.state {
+      case .cancelled:
+        return job
+      case .succeeded, .dead:
+        throw NovaError.invalidState(id, job.state, "cancel")
+      case .scheduled, .available, .running, .failed:
+        try db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,
+              lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
+            """
+        ).execute(arguments: [now, now, id.rawValue])
+        return try Self.fetchJob(id, db: db)
+      }
+    }
+  }
+
+  public func retry(_ id: JobID) async throws -> Job {
+    let now = nowMillis
+    let job = try await writer.perform { db -> Job in
+      let job = try Self.fetchJob(id, db: db)
+      switch job.state {
+      case .dead, .cancelled, .failed:
+        try db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET state = 'available', attempts = 0, run_at = ?, finished_at = NULL,
+              updated_at = ? WHERE id = ?
+            """
+        ).execute(arguments: [now, now, id.rawValue])
+        return try Self.fetchJob(id, db: db)
+      case .scheduled, .available, .running, .succeeded:
+        throw NovaError.invalidState(id, job.state, "retry")
+      }
+    }
+    wake.signal()
+    return job
+  }
+
+  private static func fetchJob(_ id: JobID, db: Database) throws -> Job {
+    guard
+      let row = try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT \(columns) FROM nova_jobs WHERE id = ?"), arguments: [id.rawValue])
+    else { throw NovaError.jobNotFound(id) }
+    return try job(from: row)
+  }
+
+  // MARK: - Maintenance
+
+  public func reapExpiredLeases() async throws -> ReapResult {
+    let now = nowMillis
+    let result = try await writer.perform { db -> ReapResult in
+      let rows = try Row.fetchAll(
+        db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET
+              state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+              finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,
+              last_error = 'lease expired: the worker stopped heartbeating',
+              lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+            WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state
+            """), arguments: [now, now, now])
+      var result = ReapResult()
+      for row in rows {
+        let id = JobID(row[0] as String)
+        if (row[1] as String) == JobState.dead.rawValue { result.dead.append(id) } else { result.requeued.append(id) }
+      }
+      return result
+    }
+    if !result.requeued.isEmpty { wake.signal() }
+    return result
+  }
+
+  public func purgeFinished(before: Date) async throws -> Int {
+    let cutoff = Self.millis(before)
+    return try await writer.perform { db -> Int in
+      try db.execute(
+        sql: "DELETE FROM nova_jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < ?",
+        arguments: [cutoff])
+      return db.changesCount
+    }
+  }
+
+  // MARK: - Reads
+
+  public func stats() async throws -> QueueStats {
+    try await pool.read { db in
+      var counts: [String: [JobState: Int]] = [:]
+      let rows = try Row.fetchCursor(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY state, queue")
+      while let row = try rows.next() {
+        guard let state = JobState(rawValue: row[1]) else { continue }
+        counts[row[0], default: [:]][state] = row[2]
+      }
+      for name in try String.fetchAll(db, sql: "SELECT name FROM nova_queues") where counts[name] == nil {
+        counts[name] = [:]
+      }
+      return QueueStats(counts: counts)
+    }
+  }
+
+  public func get(_ id: JobID) async throws -> Job? {
+    try await pool.read { db in
+      try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?", arguments: [id.rawValue])
+        .map(Self.job(from:))
+    }
+  }
+
+  public func list(_ filter: JobFilter) async throws -> JobPage {
+    guard (1...1000).contains(filter.limit) else {
+      throw NovaError.invalidInput(field: "limit", message: "\(filter.limit) is out of range 1...1000")
+    }
+    var conditions: [String] = []
+    var arguments: StatementArguments = []
+    if let state = filter.state {
+      conditions.append("state = ?")
+      _ = arguments.append(contentsOf: [state.rawValue])
+    }
+    if let queue = filter.queue {
+      conditions.append("queue = ?")
+      _ = arguments.append(contentsOf: [queue])
+    }
+    if let kind = filter.kind {
+      conditions.append("kind = ?")
+      _ = arguments.append(contentsOf: [kind])
+    }
+    if let cursor = filter.cursor {
+      guard JobID(cursor).isWellFormed else {
+        throw NovaError.invalidInput(field: "cursor", message: "'\(cursor)' is not a cursor this server issued")
+      }
+      conditions.append("id < ?")
+      _ = arguments.append(contentsOf: [cursor])
+    }
+    let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+    let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(filter.limit + 1)"
+    let finalArguments = arguments
+    let jobs = try await pool.read { db in
+      try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.job(from:))
+    }
+    if jobs.count > filter.limit {
+      let page = Array(jobs.prefix(filter.limit))
+      return JobPage(jobs: page, nextCursor: page.last?.id.rawValue)
+    }
+    return JobPage(jobs: jobs, nextCursor: nil)
+  }
+
+  public func waitForJobs(timeout: Duration) async {
+    await wake.wait(timeout: timeout)
+  }
+
+  /// The SQLite version linked into this process.
+  public func sqliteVersion() async throws -> String {
+    try await pool.read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
+  }
+}

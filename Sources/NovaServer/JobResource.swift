@@ -1,0 +1,61 @@
+import Foundation
+import NovaCore
+import NovaQueue
+
+/// A job as the HTTP API and `--json` output show it.
+public struct JobResource: Codable, Sendable, Equatable {
+  public var id: String
+  public var queue: String
+  public var kind: String
+  public var state: String
+  public var payload: JSONValue
+  public var priority: Int
+  public var attempts: Int
+  public var max_attempts: Int
+  public var idempotency_key: String?
+  public var run_at: String
+  public var created_at: String
+  public var updated_at: String
+  public var started_at: String?
+  public var finished_at: String?
+  public var result: JSONValue?
+  public var last_error: String?
+  public var lease_owner: String?
+  public var lease_expires_at: String?
+
+  public init(_ job: Job) {
+    id = job.id.rawValue
+    queue = job.queue
+    kind = job.kind
+    state = job.state.rawValue
+    payload = (try? JSONValue.parse(job.payload)) ?? .null
+    priority = job.priority
+    attempts = job.attempts
+    max_attempts = job.maxAttempts
+    idempotency_key = job.idempotencyKey
+    run_at = Self.timestamp(job.runAt)
+    created_at = Self.timestamp(job.createdAt)
+    updated_at = Self.timestamp(job.updatedAt)
+    started_at = job.startedAt.map(Self.timestamp)
+    finished_at = job.finishedAt.map(Self.timestamp)
+    result = job.result.flatMap { try? JSONValue.parse($0) }
+    last_error = job.lastError
+    lease_owner = job.leaseOwner
+    lease_expires_at = job.leaseExpiresAt.map(Self.timestamp)
+  }
+
+  /// RFC 3339 with milliseconds, UTC.
+  public static func timestamp(_ date: Date) -> String {
+    date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+  }
+}
+
+/// Shared JSON encoding for API bodies and CLI output: sorted keys, so output is stable.
+public enum NovaJSON {
+  /// Encodes with sorted keys (and indentation when `pretty`).
+  public static func encode<T: Encodable>(_ value: T, pretty: Bool = false) throws -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    return try encoder.encode(value)
+  }
+}

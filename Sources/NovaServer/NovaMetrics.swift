@@ -1,0 +1,108 @@
+import CoreMetrics
+import Foundation
+import Metrics
+import NovaQueue
+import Prometheus
+import Synchronization
+
+/// The process-wide Prometheus registry behind swift-metrics, with help text for every series
+/// Nova exports (Prometheus' linter, `promtool check metrics`, requires it).
+public enum NovaMetrics {
+  /// Help text per metric name.
+  public static let help: [String: String] = [
+    InstrumentedJobQueue.Names.enqueued: "Jobs enqueued (idempotent repeats not counted).",
+    InstrumentedJobQueue.Names.claimed: "Jobs claimed by workers (each attempt counts).",
+    InstrumentedJobQueue.Names.completed: "Jobs that succeeded.",
+    InstrumentedJobQueue.Names.failed: "Failed job attempts, retried or not.",
+    InstrumentedJobQueue.Names.dead: "Jobs moved to the dead-letter state.",
+    InstrumentedJobQueue.Names.cancelled: "Jobs cancelled by a client.",
+    InstrumentedJobQueue.Names.reaped: "Job leases that expired and were reaped.",
+    InstrumentedJobQueue.Names.waitSeconds: "Time from when a job became runnable until a worker claimed it.",
+    InstrumentedJobQueue.Names.runSeconds: "Time a job ran, from claim to its recorded outcome.",
+    QueueMetricsCollector.depthMetric: "Jobs per queue and state, as last read from the store.",
+    QueueMetricsCollector.runningMetric: "Jobs running in this process's worker pool.",
+    "nova_build_info": "Nova's version; always 1.",
+    "nova_http_requests_total": "HTTP requests served, by method, route and status.",
+    "nova_http_request_duration_seconds": "HTTP request latency by method and route.",
+  ]
+
+  /// Nova's registry; `/metrics` renders it.
+  public static let registry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(HelpfulPrometheusFactory(registry: registry, help: help))
+    Gauge(label: "nova_build_info", dimensions: [("version", NovaVersion.string)]).record(1)
+    return registry
+  }()
+
+  /// Makes sure the registry is the swift-metrics backend (idempotent).
+  public static func bootstrap() { _ = registry }
+
+  /// The Prometheus text exposition of every metric.
+  public static func render() -> [UInt8] { registry.emitToBuffer() }
+}
+
+/// Nova's version string.
+public enum NovaVersion {
+  public static let string = "0.1.0"
+}
+
+/// swift-prometheus' swift-metrics factory, with help text per metric name.
+struct HelpfulPrometheusFactory: MetricsFactory {
+  let registry: PrometheusCollectorRegistry
+  let help: [String: String]
+
+  private let durationBuckets: [Duration] = [
+    .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+    .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+    .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+  ]
+  private let valueBuckets: [Double] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
+
+  private func descriptor(_ label: String) -> MetricNameDescriptor {
+    MetricNameDescriptor(metricName: label.replacingOccurrences(of: ".", with: "_"), unitName: "", helpText: help[label] ?? label.replacingOccurrences(of: "_", with: " "))
+  }
+
+  func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+    registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+  }
+
+  func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+    registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+  }
+
+  func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+    if aggregate {
+      return registry.makeValueHistogram(descriptor: descriptor(label), labels: dimensions, buckets: valueBuckets)
+    }
+    return registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+  }
+
+  func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+    registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+  }
+
+  func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+    registry.makeDurationHistogram(descriptor: descriptor(label), labels: dimensions, buckets: durationBuckets)
+  }
+
+  func destroyCounter(_ handler: any CounterHandler) {
+    if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+  }
+
+  func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+    if let counter = handler as? Prometheus.Counter { registry.unregisterCounter(counter) }
+  }
+
+  func destroyRecorder(_ handler: any RecorderHandler) {
+    if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+    if let histogram = handler as? ValueHistogram { registry.unregisterValueHistogram(histogram) }
+  }
+
+  func destroyMeter(_ handler: any MeterHandler) {
+    if let gauge = handler as? Prometheus.Gauge { registry.unregisterGauge(gauge) }
+  }
+
+  func destroyTimer(_ handler: any TimerHandler) {
+    if let histogram = handler as? DurationHistogram { registry.unregisterDurationHistogram(histogram) }
+  }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NovaCore
+import NovaQueue
+import ServiceLifecycle
+
+/// Everything `nova serve` runs: the HTTP API, the worker pool, the lease reaper and the metrics
+/// collector, as services of one group with graceful shutdown.
+public struct NovaServer: Sendable {
+  /// Settings of a server.
+  public struct Configuration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Worker pool concurrency; 0 runs no workers in this process.
+    public var workers: Int
+    public var maxPayloadBytes: Int
+    public var pool: WorkerPool.Configuration
+    public var reaperInterval: Duration
+    public var metricsInterval: Duration
+    public var retention: Duration?
+
+    public init(
+      host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
+      pool: WorkerPool.Configuration = WorkerPool.Configuration(), reaperInterval: Duration = .seconds(1),
+      metricsInterval: Duration = .seconds(5), retention: Duration? = .seconds(7 * 86400)
+    ) {
+      self.host = host
+      self.port = port
+      self.workers = workers
+      self.maxPayloadBytes = maxPayloadBytes
+      self.pool = pool
+      self.reaperInterval = reaperInterval
+      self.metricsInterval = metricsInterval
+      self.retention = retention
+    }
+  }
+
+  public let configuration: Configuration
+  public let queue: any JobQueue
+  public let registry: JobRegistry
+  public let logger: Logger
+  public let clock: any WallClock
+
+  /// Wraps the backend in metrics instrumentation.
+  public init(
+    configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
+    logger: Logger, clock: any WallClock = SystemWallClock()
+  ) {
+    NovaMetrics.bootstrap()
+    self.configuration = configuration
+    self.queue = queue is InstrumentedJobQueue ? queue : InstrumentedJobQueue(queue, clock: clock)
+    self.registry = registry
+    self.logger = logger
+    self.clock = clock
+  }
+
+  /// The HTTP routes, without any background service (tests drive them directly).
+  public func makeRouter() -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: HTTPMetricsMiddleware())
+    router.add(middleware: JSONErrorMiddleware())
+    router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
+    router.get("readyz") { _, _ in
+      do {
+        _ = try await queue.list(JobFilter(limit: 1))
+        return try jsonResponse(["status": "ready"])
+      } catch {
+        throw APIError(.serviceUnavailable, code: "not_ready", message: "queue store unavailable: \(error)")
+      }
+    }
+    router.get("metrics") { _, _ in
+      var headers = HTTPFields()
+      headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+      return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: NovaMetrics.render())))
+    }
+    JobsController<BasicRequestContext>(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
+      .addRoutes(to: router.group("v1/jobs"))
+    router.get("v1/queues/stats") { _, _ in
+      try jsonResponse(StatsResource(try await queue.stats()))
+    }
+    return router
+  }
+
+  /// The background services: worker pool (when `workers > 0`), lease reaper, metrics collector.
+  public func makeServices() -> (pool: WorkerPool?, services: [any Service]) {
+    var services: [any Service] = []
+    var pool: WorkerPool?
+    if configuration.workers > 0 {
+      var poolConfiguration = configuration.pool
+      poolConfiguration.concurrency = configuration.workers
+      let made = WorkerPool(queue: queue, registry: registry, configuration: poolConfiguration, logger: logger)
+      pool = made
+      services.append(made)
+    }
+    services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
+    services.append(QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger))
+    return (pool, services)
+  }
+
+  /// The whole application: HTTP server plus background services.
+  public func makeApplication(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+    -> some ApplicationProtocol
+  {
+    let (_, services) = makeServices()
+    return Application(
+      router: makeRouter(),
+      configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "nova"),
+      services: services,
+      onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+      logger: logger)
+  }
+
+  /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+  public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    try await makeApplication(onServerRunning: onServerRunning).runService()
+  }
+}
+
+/// Job counts for `GET /v1/queues/stats` and `nova jobs stats --json`.
+public struct StatsResource: Codable, Sendable, Equatable {
+  /// `queues[queue][state]`, every state present.
+  public var queues: [String: [String: Int]]
+  /// Per state over all queues.
+  public var totals: [String: Int]
+
+  public init(_ stats: QueueStats) {
+    var queues: [String: [String: Int]] = [:]
+    var totals: [String: Int] = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) })
+    for (name, counts) in stats.counts {
+      var row: [String: Int] = [:]
+      for state in JobState.allCases {
+        row[state.rawValue] = counts[state] ?? 0
+        totals[state.rawValue, default: 0] += counts[state] ?? 0
+      }
+      queues[name] = row
+    }
+    self.queues = queues
+    self.totals = totals
+  }
+}

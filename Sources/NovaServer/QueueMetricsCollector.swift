@@ -1,0 +1,51 @@
+import Foundation
+import Logging
+import Metrics
+import NovaCore
+import NovaQueue
+import ServiceLifecycle
+
+/// Reads queue depth per queue and state from the store at an interval and exports it as gauges.
+public struct QueueMetricsCollector: Service {
+  /// Gauge of jobs per queue and state.
+  public static let depthMetric = "nova_queue_jobs"
+  /// Gauge of jobs running in this process.
+  public static let runningMetric = "nova_worker_pool_running_jobs"
+
+  public var queue: any JobQueue
+  public var pool: WorkerPool?
+  public var interval: Duration
+  public var logger: Logger
+
+  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(5), logger: Logger) {
+    self.queue = queue
+    self.pool = pool
+    self.interval = interval
+    self.logger = logger
+  }
+
+  /// Reads the store once and sets every gauge (zero for states with no jobs).
+  public func collect() async throws {
+    let stats = try await queue.stats()
+    for (name, counts) in stats.counts {
+      for state in JobState.allCases {
+        Gauge(label: Self.depthMetric, dimensions: [("queue", name), ("state", state.rawValue)])
+          .record(counts[state] ?? 0)
+      }
+    }
+    if let pool {
+      Gauge(label: Self.runningMetric).record(pool.runningCount)
+    }
+  }
+
+  public func run() async throws {
+    while !Task.isShuttingDownGracefully && !Task.isCancelled {
+      do {
+        try await collect()
+      } catch {
+        logger.error("queue metrics collection failed", metadata: ["error": "\(error)"])
+      }
+      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+    }
+  }
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+
+/// Options every command that touches data shares.
+struct StoreOptions: ParsableArguments {
+  @Option(name: .long, help: ArgumentHelp("Data directory holding the database.", valueName: "dir"))
+  var dataDir: String = ProcessInfo.processInfo.environment["NOVA_DATA_DIR"] ?? "./nova-data"
+
+  @Option(name: .long, help: ArgumentHelp("SQLite durability: normal (survives crashes) or full (also power loss).", valueName: "mode"))
+  var synchronous: String = "normal"
+
+  /// Opens the queue database, creating the data directory if needed.
+  func openQueue() throws -> SQLiteJobQueue {
+    guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {
+      throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
+    }
+    let path = try DataDirectory.prepare(dataDir)
+    return try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
+  }
+}
+
+/// Output options.
+struct OutputOptions: ParsableArguments {
+  @Flag(name: .long, help: "Print machine-readable JSON.")
+  var json = false
+}
+
+/// The data directory: created on first use, checked for writability.
+enum DataDirectory {
+  /// Returns the database path inside `dir`.
+  static func prepare(_ dir: String) throws -> String {
+    let manager = FileManager.default
+    var isDirectory: ObjCBool = false
+    if manager.fileExists(atPath: dir, isDirectory: &isDirectory) {
+      guard isDirectory.boolValue else {
+        throw NovaError.storage("data directory \(dir) exists but is not a directory")
+      }
+    } else {
+      do {
+        try manager.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      } catch {
+        throw NovaError.storage("cannot create data directory \(dir): \((error as NSError).localizedDescription)")
+      }
+    }
+    guard manager.isWritableFile(atPath: dir) else {
+      throw NovaError.storage("data directory \(dir) is not writable")
+    }
+    return (dir as NSString).appendingPathComponent("nova.sqlite")
+  }
+}
+
+/// Logging to stderr at the level of `NOVA_LOG_LEVEL` (info by default).
+enum NovaLogging {
+  static func logger(_ label: String) -> Logger {
+    LoggingSystem.bootstrapOnce
+    var logger = Logger(label: label)
+    let level = ProcessInfo.processInfo.environment["NOVA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+    logger.logLevel = level ?? .info
+    return logger
+  }
+}
+
+extension LoggingSystem {
+  fileprivate static let bootstrapOnce: Void = {
+    LoggingSystem.bootstrap(StreamLogHandler.standardError)
+  }()
+}
+
+/// Prints an `Encodable` as JSON on stdout.
+func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
+  let encoder = JSONEncoder()
+  encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+  FileHandle.standardOutput.write(try encoder.encode(value))
+  FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+/// True when stderr is a terminal, so progress lines are worth drawing.
+var stderrIsTerminal: Bool { isatty(STDERR_FILENO) != 0 }
+
+/// Parses a comma-separated queue list; empty or `*` means all queues.
+func parseQueues(_ text: String) throws -> [String] {
+  if text.isEmpty || text == "*" { return [] }
+  let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+  for name in names { try JobRequest.validateName(name, field: "--queues") }
+  return names
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import NovaCore
+import NovaQueue
+import NovaServer
+
+struct EnqueueCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "enqueue",
+    abstract: "Add a job and print its id.",
+    discussion: "Built-in kinds: noop, sleep {\"ms\":N}, fail {\"times\":N}, echo (returns its payload).")
+
+  @OptionGroup var store: StoreOptions
+  @OptionGroup var output: OutputOptions
+
+  @Argument(help: "The job kind.")
+  var kind: String
+
+  @Option(help: ArgumentHelp("JSON object passed to the handler.", valueName: "json"))
+  var payload: String = "{}"
+
+  @Option(help: "Queue name.")
+  var queue: String = "default"
+
+  @Option(help: ArgumentHelp("0...1000; higher runs first.", valueName: "n"))
+  var priority: Int = 0
+
+  @Option(help: ArgumentHelp("Run no earlier than this many seconds from now.", valueName: "seconds"))
+  var delay: Double = 0
+
+  @Option(name: .long, help: ArgumentHelp("Attempts before the job is dead-lettered.", valueName: "n"))
+  var maxAttempts: Int = JobRequest.defaultMaxAttempts
+
+  @Option(name: .long, help: ArgumentHelp("A repeated enqueue with the same key returns the first job.", valueName: "key"))
+  var idempotencyKey: String?
+
+  func run() async throws {
+    guard delay >= 0, delay <= 366 * 86400 else {
+      throw NovaError.invalidInput(field: "--delay", message: "\(delay) is out of range 0...31622400")
+    }
+    let payloadData = Data(payload.utf8)
+    let parsed: JSONValue
+    do {
+      parsed = try JSONValue.parse(payloadData)
+    } catch {
+      throw NovaError.invalidInput(field: "--payload", message: "not valid JSON: \(JSONErrorText.describe(error))")
+    }
+    guard case .object = parsed else {
+      throw NovaError.invalidInput(field: "--payload", message: "must be a JSON object")
+    }
+    let request = JobRequest(
+      kind: kind, payload: payloadData, queue: queue, priority: priority,
+      runAt: delay > 0 ? Date().addingTimeInterval(delay) : nil, maxAttempts: maxAttempts,
+      idempotencyKey: idempotencyKey)
+    try request.validate(maxPayloadBytes: 1 << 20)
+    try BuiltinJobs.registry.validate(kind: kind, payload: payloadData)
+    let queue = InstrumentedJobQueue(try store.openQueue())
+    let result: EnqueueResult = try await queue.enqueue(request)
+    if output.json {
+      try printJSON(EnqueueOutput(id: result.id.rawValue, state: result.state.rawValue, existing: result.existing))
+    } else {
+      print(result.id.rawValue)
+    }
+  }
+}
+
+struct EnqueueOutput: Codable {
+  var id: String
+  var state: String
+  var existing: Bool
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import NovaCore
+
+/// The `nova` command line.
+@main
+struct NovaCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "nova",
+    abstract: "Nova: a durable job queue and orchestration core for fleets of AI agents.",
+    discussion: """
+      Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, payloads, data directory),
+      3 job not found, 4 the job's state does not allow the action.
+      """,
+    version: "0.1.0",
+    subcommands: [
+      ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, BenchCommand.self,
+    ])
+
+  /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.
+  static func main() async {
+    do {
+      var command = try parseAsRoot()
+      if var asyncCommand = command as? any AsyncParsableCommand {
+        try await asyncCommand.run()
+      } else {
+        try command.run()
+      }
+    } catch let error as NovaError {
+      fail(error.description, code: ExitStatus.code(for: error))
+    } catch let error as ExitCode {
+      Foundation.exit(error.rawValue)
+    } catch {
+      let code = exitCode(for: error)
+      if code == .success { exit(withError: error) }
+      if code == .validationFailure {
+        FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+        Foundation.exit(ExitStatus.badInput)
+      }
+      fail(String(describing: error), code: ExitStatus.failure)
+    }
+  }
+
+  static func fail(_ message: String, code: Int32) -> Never {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    Foundation.exit(code)
+  }
+}
+
+/// Exit codes of `nova`.
+enum ExitStatus {
+  static let failure: Int32 = 1
+  static let badInput: Int32 = 2
+  static let notFound: Int32 = 3
+  static let conflict: Int32 = 4
+
+  static func code(for error: NovaError) -> Int32 {
+    switch error {
+    case .invalidInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
+    case .jobNotFound: return notFound
+    case .invalidState, .leaseLost: return conflict
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+import NovaServer
+
+struct ServeCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "serve",
+    abstract: "Run the HTTP API, the worker pool and the lease reaper until SIGINT or SIGTERM.")
+
+  @OptionGroup var store: StoreOptions
+
+  @Option(help: "Address to listen on.")
+  var host: String = "127.0.0.1"
+
+  @Option(help: "Port to listen on (0 picks a free one).")
+  var port: Int = 8080
+
+  @OptionGroup var pool: PoolOptions
+
+  @Option(name: .long, help: ArgumentHelp("Largest job payload accepted, in bytes.", valueName: "bytes"))
+  var maxPayloadBytes: Int = 1 << 20
+
+  @Option(name: .long, help: ArgumentHelp("Keep succeeded and cancelled jobs this many hours (0 keeps them forever).", valueName: "hours"))
+  var retentionHours: Double = 168
+
+  func validate() throws {
+    guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
+    guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
+    guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
+    try pool.check()
+  }
+
+  func run() async throws {
+    let queue = try store.openQueue()
+    let logger = NovaLogging.logger("nova.serve")
+    let configuration = NovaServer.Configuration(
+      host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
+      pool: try pool.configuration(), retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil)
+    let server = NovaServer(configuration: configuration, queue: queue, logger: logger)
+    let host = self.host
+    let dataDir = store.dataDir
+    try await server.run { port in
+      logger.notice("nova listening on http://\(host):\(port) (data: \(dataDir))")
+    }
+  }
+}
+
+/// Worker pool flags shared by `serve` and `worker`.
+struct PoolOptions: ParsableArguments {
+  @Option(help: "Jobs run at the same time (0: no workers in this process).")
+  var workers: Int = 4
+
+  @Option(help: ArgumentHelp("Queues to take jobs from, comma-separated; * for all.", valueName: "names"))
+  var queues: String = "*"
+
+  @Option(name: .long, help: ArgumentHelp("Lease length; a worker silent for this long loses its jobs.", valueName: "seconds"))
+  var leaseSeconds: Double = 30
+
+  @Option(name: .long, help: ArgumentHelp("A job running longer is cancelled and retried.", valueName: "seconds"))
+  var jobTimeoutSeconds: Double = 300
+
+  @Option(name: .long, help: ArgumentHelp("On shutdown, how long running jobs may finish before their leases are released.", valueName: "seconds"))
+  var shutdownGraceSeconds: Double = 10
+
+  @Option(name: .long, help: ArgumentHelp("How often an idle worker looks for jobs.", valueName: "ms"))
+  var pollMs: Int = 250
+
+  func check() throws {
+    guard workers >= 0, workers <= 10_000 else { throw ValidationError("--workers \(workers) is out of range 0...10000") }
+    guard leaseSeconds >= 0.1 else { throw ValidationError("--lease-seconds must be at least 0.1") }
+    guard jobTimeoutSeconds > 0 else { throw ValidationError("--job-timeout-seconds must be positive") }
+    guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace-seconds must not be negative") }
+    guard pollMs >= 1 else { throw ValidationError("--poll-ms must be at least 1") }
+  }
+
+  func configuration() throws -> WorkerPool.Configuration {
+    WorkerPool.Configuration(
+      concurrency: workers, queues: try parseQueues(queues), leaseDuration: .seconds(fractional: leaseSeconds),
+      jobTimeout: .seconds(fractional: jobTimeoutSeconds), pollInterval: .milliseconds(pollMs),
+      shutdownGracePeriod: .seconds(fractional: shutdownGraceSeconds))
+  }
+}

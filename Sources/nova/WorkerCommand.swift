@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+import ServiceLifecycle
+import UnixSignals
+
+struct WorkerCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "worker",
+    abstract: "Run workers (and the lease reaper) without the HTTP API, until SIGINT or SIGTERM.")
+
+  @OptionGroup var store: StoreOptions
+  @OptionGroup var pool: PoolOptions
+
+  func validate() throws {
+    try pool.check()
+    guard pool.workers > 0 else { throw ValidationError("--workers must be at least 1 for nova worker") }
+  }
+
+  func run() async throws {
+    let queue = InstrumentedJobQueue(try store.openQueue())
+    let logger = NovaLogging.logger("nova.worker")
+    let configuration = try pool.configuration()
+    let workers = WorkerPool(queue: queue, registry: BuiltinJobs.registry, configuration: configuration, logger: logger)
+    let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger)
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [workers, reaper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    logger.notice(
+      "nova worker started",
+      metadata: ["worker": "\(configuration.workerID)", "workers": "\(configuration.concurrency)", "data": "\(store.dataDir)"])
+    try await group.run()
+  }
+}
