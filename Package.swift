@@ -74,14 +74,22 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaQueueTests",
-      dependencies: ["NovaCore", "NovaQueue"],
+      dependencies: [
+        "NovaCore", "NovaQueue",
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
         "NovaCore", "NovaQueue", "NovaServer",
+        .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
     ),

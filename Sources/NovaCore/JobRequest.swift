@@ -55,7 +55,7 @@ public struct JobRequest: Sendable, Equatable {
       throw .payloadTooLarge(limit: maxPayloadBytes, actual: payload.count)
     }
     if let syntax = JSONErrorText.syntaxError(in: payload) {
-      throw .invalidInput(field: "payload", message: "not valid JSON: \(syntax)")
+      throw .malformedInput(field: "payload", message: "not valid JSON: \(syntax)")
     }
   }
 

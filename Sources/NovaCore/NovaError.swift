@@ -1,7 +1,9 @@
 /// Errors that Nova reports to its users: each names what is wrong and where.
 public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
-  /// Input (a flag, a field of a request body, a payload) is malformed or out of range.
+  /// Input (a flag, a field of a request body, a payload) is out of range or not allowed.
   case invalidInput(field: String, message: String)
+  /// Input that cannot be parsed: malformed JSON, a field of the wrong type, an unknown field.
+  case malformedInput(field: String, message: String)
   /// A job kind that no handler is registered for.
   case unknownJobKind(String)
   /// A payload or body larger than the configured limit.
@@ -18,6 +20,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .invalidInput(let field, let message): return "invalid \(field): \(message)"
+    case .malformedInput(let field, let message): return "malformed \(field): \(message)"
     case .unknownJobKind(let kind): return "unknown job kind '\(kind)'"
     case .payloadTooLarge(let limit, let actual):
       return "payload is \(actual) bytes, over the limit of \(limit) bytes"
@@ -32,6 +35,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   public var code: String {
     switch self {
     case .invalidInput: return "invalid_input"
+    case .malformedInput: return "malformed_input"
     case .unknownJobKind: return "unknown_job_kind"
     case .payloadTooLarge: return "payload_too_large"
     case .jobNotFound: return "not_found"

@@ -54,7 +54,7 @@ public struct JobRegistry: Sendable {
         return try JSONDecoder().decode(Parameters.self, from: data)
       } catch {
         let detail = JSONErrorText.syntaxError(in: data) ?? JSONErrorText.describe(error)
-        throw NovaError.invalidInput(field: "payload", message: "for kind '\(kind)': \(detail)")
+        throw NovaError.malformedInput(field: "payload", message: "for kind '\(kind)': \(detail)")
       }
     }
     entries[kind] = Entry(

@@ -17,9 +17,10 @@ public struct APIError: HTTPResponseError, Equatable {
     self.message = message
   }
 
-  /// Maps Nova's domain errors to statuses: bad input 400/422, size 413, missing 404, state 409.
+  /// Maps Nova's domain errors to statuses: unparseable input 400, invalid input 422, size 413, missing 404, state 409.
   public init(_ error: NovaError) {
     switch error {
+    case .malformedInput: self.init(.badRequest, code: error.code, message: error.description)
     case .invalidInput: self.init(.unprocessableContent, code: error.code, message: error.description)
     case .unknownJobKind: self.init(.unprocessableContent, code: error.code, message: error.description)
     case .payloadTooLarge: self.init(.contentTooLarge, code: error.code, message: error.description)

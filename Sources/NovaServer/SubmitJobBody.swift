@@ -15,27 +15,27 @@ public struct SubmitJobBody: Sendable {
     do {
       value = try JSONValue.parse(data)
     } catch {
-      throw .invalidInput(field: "body", message: "malformed JSON: \(JSONErrorText.describe(error))")
+      throw .malformedInput(field: "body", message: "malformed JSON: \(JSONErrorText.describe(error))")
     }
     guard let object = value.objectValue else {
-      throw .invalidInput(field: "body", message: "expected a JSON object")
+      throw .malformedInput(field: "body", message: "expected a JSON object")
     }
     for key in object.keys.sorted() where !fields.contains(key) {
-      throw .invalidInput(
+      throw .malformedInput(
         field: key, message: "unknown field; expected one of \(fields.sorted().joined(separator: ", "))")
     }
     guard case .string(let kind)? = object["kind"] else {
-      throw .invalidInput(field: "kind", message: object["kind"] == nil ? "is required" : "must be a string")
+      throw .malformedInput(field: "kind", message: object["kind"] == nil ? "is required" : "must be a string")
     }
     var request = JobRequest(kind: kind)
     if let payload = object["payload"] {
       guard case .object = payload else {
-        throw .invalidInput(field: "payload", message: "must be a JSON object")
+        throw .malformedInput(field: "payload", message: "must be a JSON object")
       }
       request.payload = payload.encoded()
     }
     if let queue = object["queue"] {
-      guard case .string(let name) = queue else { throw .invalidInput(field: "queue", message: "must be a string") }
+      guard case .string(let name) = queue else { throw .malformedInput(field: "queue", message: "must be a string") }
       request.queue = name
     }
     if let priority = object["priority"] { request.priority = try integer(priority, field: "priority") }
@@ -45,7 +45,7 @@ public struct SubmitJobBody: Sendable {
       switch delay {
       case .int(let value): seconds = Double(value)
       case .double(let value): seconds = value
-      default: throw .invalidInput(field: "delay_seconds", message: "must be a number")
+      default: throw .malformedInput(field: "delay_seconds", message: "must be a number")
       }
       guard seconds >= 0, seconds <= 366 * 86400 else {
         throw .invalidInput(field: "delay_seconds", message: "\(seconds) is out of range 0...31622400")
@@ -56,7 +56,7 @@ public struct SubmitJobBody: Sendable {
       switch key {
       case .null: break
       case .string(let text): request.idempotencyKey = text
-      default: throw .invalidInput(field: "idempotency_key", message: "must be a string")
+      default: throw .malformedInput(field: "idempotency_key", message: "must be a string")
       }
     }
     try request.validate(maxPayloadBytes: maxPayloadBytes)
@@ -67,7 +67,7 @@ public struct SubmitJobBody: Sendable {
     switch value {
     case .int(let number): return Int(number)
     case .double(let number) where number == number.rounded() && abs(number) < 1e15: return Int(number)
-    default: throw .invalidInput(field: field, message: "must be an integer")
+    default: throw .malformedInput(field: field, message: "must be an integer")
     }
   }
 }

@@ -56,7 +56,7 @@ enum ExitStatus {
 
   static func code(for error: NovaError) -> Int32 {
     switch error {
-    case .invalidInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
+    case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
     case .jobNotFound: return notFound
     case .invalidState, .leaseLost: return conflict
     }

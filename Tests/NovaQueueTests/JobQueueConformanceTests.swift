@@ -1,0 +1,331 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import Testing
+
+/// The backend contract, written once against `JobQueue` and run for every backend.
+@Suite("JobQueue conformance")
+struct JobQueueConformanceTests {
+  let clock = ManualWallClock()
+  let leaseTime: Duration = .seconds(30)
+
+  func makeQueue(_ backend: QueueBackend, retry: RetryPolicy = RetryPolicy(baseDelay: 10, maxDelay: 100, jitter: 0))
+    throws -> any JobQueue
+  {
+    try backend.make(clock, retry)
+  }
+
+  func request(_ kind: String = "noop", queue: String = "default", priority: Int = 0, payload: String = "{}",
+               maxAttempts: Int = 3, key: String? = nil, delay: TimeInterval? = nil) -> JobRequest {
+    JobRequest(
+      kind: kind, payload: Data(payload.utf8), queue: queue, priority: priority,
+      runAt: delay.map { clock.now().addingTimeInterval($0) }, maxAttempts: maxAttempts, idempotencyKey: key)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func enqueueThenGetReturnsTheStoredJob(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request("echo", queue: "gpu", priority: 7, payload: #"{"a":1}"#, maxAttempts: 4))
+    let job = try #require(try await queue.get(id))
+    #expect(job.id == id)
+    #expect(job.kind == "echo")
+    #expect(job.queue == "gpu")
+    #expect(job.priority == 7)
+    #expect(job.maxAttempts == 4)
+    #expect(job.attempts == 0)
+    #expect(job.state == .available)
+    #expect(try JSONValue.parse(job.payload) == .object(["a": .int(1)]))
+    #expect(try await queue.get(JobID.generate()) == nil)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func delayedJobIsScheduledUntilItsRunAt(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(delay: 60))
+    #expect(try await queue.get(id)?.state == .scheduled)
+    #expect(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 10).isEmpty)
+    clock.advance(by: 61)
+    let leases = try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 10)
+    #expect(leases.map(\.id) == [id])
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func claimsHighestPriorityFirstThenOldest(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let low: JobID = try await queue.enqueue(request(priority: 1))
+    clock.advance(by: 1)
+    let high: JobID = try await queue.enqueue(request(priority: 9))
+    clock.advance(by: 1)
+    let lowLater: JobID = try await queue.enqueue(request(priority: 1))
+    let otherQueue: JobID = try await queue.enqueue(request(queue: "other", priority: 5))
+    let leases = try await queue.claim(queues: ["default", "other"], worker: "w", leaseDuration: leaseTime, limit: 10)
+    #expect(leases.map(\.id) == [high, otherQueue, low, lowLater])
+    #expect(leases.allSatisfy { $0.job.state == .running && $0.job.attempts == 1 && $0.worker == "w" })
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func claimHonoursLimitAndQueueFilter(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    for _ in 0..<5 { _ = try await queue.enqueue(request(queue: "a")) as JobID }
+    let inB: JobID = try await queue.enqueue(request(queue: "b"))
+    let first = try await queue.claim(queues: ["a"], worker: "w", leaseDuration: leaseTime, limit: 3)
+    #expect(first.count == 3)
+    #expect(first.allSatisfy { $0.job.queue == "a" })
+    let onlyB = try await queue.claim(queues: ["b"], worker: "w", leaseDuration: leaseTime, limit: 10)
+    #expect(onlyB.map(\.id) == [inB])
+    let rest = try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 10)
+    #expect(rest.count == 2)
+    #expect(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 0).isEmpty)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func idempotencyKeyReturnsTheFirstJob(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let first: EnqueueResult = try await queue.enqueue(request(key: "order-42"))
+    let second: EnqueueResult = try await queue.enqueue(request(payload: #"{"other":true}"#, key: "order-42"))
+    #expect(first.existing == false)
+    #expect(second.existing == true)
+    #expect(second.id == first.id)
+    #expect(try await queue.stats().total(.available) == 1)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func batchEnqueueKeepsRequestOrder(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let results = try await queue.enqueue(batch: (0..<20).map { request(payload: #"{"n":\#($0)}"#) })
+    #expect(results.count == 20)
+    for (index, result) in results.enumerated() {
+      let job = try #require(try await queue.get(result.id))
+      #expect(try JSONValue.parse(job.payload) == .object(["n": .int(Int64(index))]))
+    }
+    #expect(try await queue.enqueue(batch: []).isEmpty)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func concurrentClaimsNeverShareAJob(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    _ = try await queue.enqueue(batch: (0..<200).map { _ in request() })
+    let claimed = try await withThrowingTaskGroup(of: [JobID].self) { group in
+      for worker in 0..<10 {
+        group.addTask {
+          var mine: [JobID] = []
+          while true {
+            let leases = try await queue.claim(queues: [], worker: "w\(worker)", leaseDuration: leaseTime, limit: 7)
+            if leases.isEmpty { return mine }
+            mine += leases.map(\.id)
+          }
+        }
+      }
+      var all: [JobID] = []
+      for try await ids in group { all += ids }
+      return all
+    }
+    #expect(claimed.count == 200)
+    #expect(Set(claimed).count == 200)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func completeRecordsResultOnceAndFencesStaleLeases(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request())
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    try await queue.complete(lease, result: Data(#"{"ok":true}"#.utf8))
+    let job = try #require(try await queue.get(id))
+    #expect(job.state == .succeeded)
+    #expect(try JSONValue.parse(try #require(job.result)) == .object(["ok": .bool(true)]))
+    #expect(job.finishedAt != nil)
+    await #expect(throws: NovaError.leaseLost(id)) { try await queue.complete(lease, result: nil) }
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func expiredLeaseIsReapedAndTheOldHolderIsFencedOut(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request())
+    let stale = try #require(try await queue.claim(queues: [], worker: "w1", leaseDuration: .seconds(5), limit: 1).first)
+    #expect(try await queue.reapExpiredLeases() == ReapResult())
+    clock.advance(by: 6)
+    #expect(try await queue.reapExpiredLeases() == ReapResult(requeued: [id]))
+    let fresh = try #require(try await queue.claim(queues: [], worker: "w2", leaseDuration: leaseTime, limit: 1).first)
+    #expect(fresh.token > stale.token)
+    #expect(fresh.job.attempts == 2)
+    await #expect(throws: NovaError.leaseLost(id)) { try await queue.complete(stale, result: nil) }
+    await #expect(throws: NovaError.leaseLost(id)) { _ = try await queue.fail(stale, error: "x", retryable: true) }
+    #expect(try await queue.heartbeat(stale, leaseDuration: leaseTime) == .lost)
+    try await queue.complete(fresh, result: nil)
+    #expect(try await queue.get(id)?.state == .succeeded)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func reapingTheLastAttemptDeadLetters(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 1))
+    _ = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1)
+    clock.advance(by: 2)
+    #expect(try await queue.reapExpiredLeases() == ReapResult(dead: [id]))
+    let job = try #require(try await queue.get(id))
+    #expect(job.state == .dead)
+    #expect(job.lastError?.contains("lease expired") == true)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func failRetriesWithBackoffThenDeadLetters(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 2))
+    let first = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    let outcome = try await queue.fail(first, error: "boom", retryable: true)
+    #expect(outcome == .retryScheduled(clock.now().addingTimeInterval(10)))
+    var job = try #require(try await queue.get(id))
+    #expect(job.state == .failed)
+    #expect(job.lastError == "boom")
+    #expect(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).isEmpty)
+    clock.advance(by: 10)
+    let second = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(second.job.attempts == 2)
+    #expect(try await queue.fail(second, error: "boom again", retryable: true) == .dead)
+    job = try #require(try await queue.get(id))
+    #expect(job.state == .dead)
+    #expect(job.lastError == "boom again")
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func nonRetryableFailureDeadLettersAtOnce(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 5))
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(try await queue.fail(lease, error: "bad payload", retryable: false) == .dead)
+    #expect(try await queue.get(id)?.state == .dead)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func heartbeatExtendsTheLeaseAndReportsCancellation(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request())
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(10), limit: 1).first)
+    clock.advance(by: 8)
+    let outcome = try await queue.heartbeat(lease, leaseDuration: .seconds(10))
+    #expect(outcome == .extended(clock.now().addingTimeInterval(10)))
+    clock.advance(by: 8)
+    #expect(try await queue.reapExpiredLeases() == ReapResult())
+    _ = try await queue.cancel(id)
+    #expect(try await queue.heartbeat(lease, leaseDuration: .seconds(10)) == .cancelled)
+    await #expect(throws: NovaError.leaseLost(id)) { try await queue.complete(lease, result: nil) }
+    #expect(try await queue.get(id)?.state == .cancelled)
+    #expect(try await queue.heartbeat([], leaseDuration: .seconds(1)).isEmpty)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func cancelledWaitingJobNeverRuns(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let waiting: JobID = try await queue.enqueue(request())
+    let delayed: JobID = try await queue.enqueue(request(delay: 30))
+    #expect(try await queue.cancel(waiting).state == .cancelled)
+    #expect(try await queue.cancel(delayed).state == .cancelled)
+    #expect(try await queue.cancel(waiting).state == .cancelled)
+    clock.advance(by: 60)
+    #expect(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 10).isEmpty)
+    await #expect(throws: NovaError.self) { _ = try await queue.cancel(JobID.generate()) }
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func finishedJobsCannotBeCancelledAndOnlyFinishedOnesRetried(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request())
+    await #expect(throws: NovaError.invalidState(id, .available, "retry")) { _ = try await queue.retry(id) }
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    try await queue.complete(lease, result: nil)
+    await #expect(throws: NovaError.invalidState(id, .succeeded, "cancel")) { _ = try await queue.cancel(id) }
+    await #expect(throws: NovaError.invalidState(id, .succeeded, "retry")) { _ = try await queue.retry(id) }
+    await #expect(throws: NovaError.jobNotFound(JobID("01000000-0000-7000-8000-000000000000"))) {
+      _ = try await queue.retry(JobID("01000000-0000-7000-8000-000000000000"))
+    }
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func retryPutsADeadJobBackWithAttemptsReset(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 1))
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(try await queue.fail(lease, error: "x", retryable: true) == .dead)
+    let retried = try await queue.retry(id)
+    #expect(retried.state == .available)
+    #expect(retried.attempts == 0)
+    let again = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(again.id == id)
+    try await queue.complete(again, result: nil)
+    #expect(try await queue.get(id)?.state == .succeeded)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func releaseGivesTheJobBackWithoutCountingTheAttempt(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request())
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    try await queue.release(lease)
+    let job = try #require(try await queue.get(id))
+    #expect(job.state == .available)
+    #expect(job.attempts == 0)
+    await #expect(throws: NovaError.leaseLost(id)) { try await queue.release(lease) }
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func statsCountPerQueueAndState(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    _ = try await queue.enqueue(request(queue: "a")) as JobID
+    _ = try await queue.enqueue(request(queue: "a")) as JobID
+    _ = try await queue.enqueue(request(queue: "b", delay: 100)) as JobID
+    let lease = try #require(try await queue.claim(queues: ["a"], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    try await queue.complete(lease, result: nil)
+    let stats = try await queue.stats()
+    #expect(stats.count(queue: "a", state: .available) == 1)
+    #expect(stats.count(queue: "a", state: .succeeded) == 1)
+    #expect(stats.count(queue: "b", state: .scheduled) == 1)
+    #expect(stats.total(.running) == 0)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func listFiltersAndPagesNewestFirst(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    var ids: [JobID] = []
+    for index in 0..<7 {
+      clock.advance(by: 0.01)
+      ids.append(try await queue.enqueue(request(index.isMultiple(of: 2) ? "echo" : "noop", queue: index < 5 ? "a" : "b")))
+    }
+    var seen: [JobID] = []
+    var cursor: String?
+    repeat {
+      let page = try await queue.list(JobFilter(queue: "a", limit: 2, cursor: cursor))
+      seen += page.jobs.map(\.id)
+      cursor = page.nextCursor
+    } while cursor != nil
+    #expect(seen == Array(ids[0..<5].reversed()))
+    #expect(try await queue.list(JobFilter(kind: "echo")).jobs.count == 4)
+    #expect(try await queue.list(JobFilter(state: .running)).jobs.isEmpty)
+    await #expect(throws: NovaError.self) { _ = try await queue.list(JobFilter(limit: 0)) }
+    await #expect(throws: NovaError.self) { _ = try await queue.list(JobFilter(cursor: "'; DROP TABLE")) }
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func purgeDeletesOnlyOldFinishedJobs(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let done: JobID = try await queue.enqueue(request())
+    let waiting: JobID = try await queue.enqueue(request(queue: "other"))
+    let lease = try #require(try await queue.claim(queues: ["default"], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    try await queue.complete(lease, result: nil)
+    #expect(try await queue.purgeFinished(before: clock.now().addingTimeInterval(-60)) == 0)
+    clock.advance(by: 120)
+    #expect(try await queue.purgeFinished(before: clock.now().addingTimeInterval(-60)) == 1)
+    #expect(try await queue.get(done) == nil)
+    #expect(try await queue.get(waiting) != nil)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func waitForJobsReturnsWhenAJobArrives(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let start = ContinuousClock.now
+    async let waited: Void = queue.waitForJobs(timeout: .seconds(20))
+    try await Task.sleep(for: .milliseconds(50))
+    _ = try await queue.enqueue(request()) as JobID
+    await waited
+    #expect(ContinuousClock.now - start < .seconds(10))
+  }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import GRDB
+import Logging
+import NovaCore
+import NovaQueue
+import Testing
+
+@Suite("SQLiteJobQueue")
+struct SQLiteJobQueueTests {
+  @Test func dataSurvivesReopening() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    var id: JobID
+    do {
+      let queue = try SQLiteJobQueue(path: path)
+      id = try await queue.enqueue(JobRequest(kind: "noop", idempotencyKey: "k"))
+    }
+    let reopened = try SQLiteJobQueue(configuration: .init(path: path, synchronous: .full))
+    #expect(try await reopened.get(id)?.state == .available)
+    let again: EnqueueResult = try await reopened.enqueue(JobRequest(kind: "noop", idempotencyKey: "k"))
+    #expect(again.id == id && again.existing)
+    #expect(try await reopened.sqliteVersion().hasPrefix("3."))
+  }
+
+  @Test func refusesAFileThatIsNotADatabase() throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("junk.sqlite").path
+    try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: path))
+    #expect {
+      _ = try SQLiteJobQueue(path: path)
+    } throws: { error in
+      guard case NovaError.storage(let message) = error else { return false }
+      return message.contains("is not a Nova database") && message.contains(path)
+    }
+  }
+
+  @Test func refusesAnotherApplicationsDatabase() throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("other.sqlite").path
+    let other = try DatabaseQueue(path: path)
+    try other.write { try $0.execute(sql: "CREATE TABLE invoices (id INTEGER)") }
+    try other.close()
+    #expect {
+      _ = try SQLiteJobQueue(path: path)
+    } throws: { error in
+      guard case NovaError.storage(let message) = error else { return false }
+      return message.contains("invoices")
+    }
+  }
+
+  @Test func refusesAPathThatCannotBeOpened() throws {
+    let file = try TemporaryDirectory.make().appendingPathComponent("plain-file")
+    try Data("x".utf8).write(to: file)
+    #expect(throws: NovaError.self) {
+      _ = try SQLiteJobQueue(path: file.appendingPathComponent("q.sqlite").path)
+    }
+  }
+
+  @Test func oneFailingOperationDoesNotSpoilItsGroupCommit() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    let queue = try SQLiteJobQueue(path: path)
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 1).first)
+    try await queue.complete(lease, result: nil)
+    // Many concurrent operations share transactions; the invalid ones fail alone.
+    let outcomes = await withTaskGroup(of: Bool.self) { group in
+      for index in 0..<100 {
+        group.addTask {
+          if index.isMultiple(of: 10) {
+            return (try? await queue.complete(lease, result: nil)) != nil
+          }
+          return (try? await queue.enqueue(JobRequest(kind: "noop")) as JobID) != nil
+        }
+      }
+      var results: [Bool] = []
+      for await ok in group { results.append(ok) }
+      return results
+    }
+    #expect(outcomes.filter { $0 }.count == 90)
+    #expect(try await queue.stats().total(.available) == 90)
+    #expect(try await queue.get(id)?.state == .succeeded)
+  }
+}
+
+@Suite("Queue model")
+struct QueueModelTests {
+  @Test func retryPolicyGrowsExponentiallyWithBoundedJitter() {
+    let policy = RetryPolicy(baseDelay: 1, maxDelay: 60, jitter: 0.5)
+    #expect(policy.delay(afterAttempt: 1, random: 0) == 0.5)
+    #expect(policy.delay(afterAttempt: 1, random: 0.999) < 1.0)
+    #expect(policy.delay(afterAttempt: 3, random: 0) == 2)
+    #expect(policy.delay(afterAttempt: 30, random: 0.999) <= 60)
+    #expect(RetryPolicy(jitter: 7).jitter == 1)
+    for attempt in 1...10 {
+      let delay = policy.delay(afterAttempt: attempt)
+      #expect(delay >= 0 && delay <= 60)
+    }
+  }
+
+  @Test func jobIDsAreTimeOrderedUUIDv7() {
+    let earlier = JobID.generate(now: Date(timeIntervalSince1970: 1_700_000_000))
+    let later = JobID.generate(now: Date(timeIntervalSince1970: 1_700_000_001))
+    #expect(earlier < later)
+    #expect(earlier.isWellFormed)
+    #expect(Array(earlier.rawValue)[14] == "7")
+    #expect(!JobID("not-a-uuid").isWellFormed)
+    #expect(!JobID("0123456789-123456789-123456789-12345").isWellFormed)
+    #expect(Set((0..<1000).map { _ in JobID.generate() }).count == 1000)
+  }
+
+  @Test func jobRequestValidationNamesTheField() {
+    func field(_ request: JobRequest) -> String? {
+      do {
+        try request.validate(maxPayloadBytes: 64)
+        return nil
+      } catch {
+        switch error {
+        case .invalidInput(let field, _), .malformedInput(let field, _): return field
+        case .payloadTooLarge: return "size"
+        default: return "other"
+        }
+      }
+    }
+    #expect(field(JobRequest(kind: "ok")) == nil)
+    #expect(field(JobRequest(kind: "")) == "kind")
+    #expect(field(JobRequest(kind: "bad kind")) == "kind")
+    #expect(field(JobRequest(kind: "ok", queue: "q/1")) == "queue")
+    #expect(field(JobRequest(kind: "ok", priority: -1)) == "priority")
+    #expect(field(JobRequest(kind: "ok", priority: 1001)) == "priority")
+    #expect(field(JobRequest(kind: "ok", maxAttempts: 0)) == "max_attempts")
+    #expect(field(JobRequest(kind: "ok", idempotencyKey: "")) == "idempotency_key")
+    #expect(field(JobRequest(kind: "ok", payload: Data("{bad".utf8))) == "payload")
+    #expect(field(JobRequest(kind: "ok", payload: Data(repeating: 0x20, count: 65))) == "size")
+  }
+
+  @Test func jsonErrorsNameThePosition() throws {
+    let message = JSONErrorText.syntaxError(in: Data("{\"a\": 1,\n  oops}".utf8))
+    #expect(message?.contains("byte offset") == true)
+    #expect(message?.contains("line 2") == true)
+    #expect(JSONErrorText.syntaxError(in: Data("{\"a\":".utf8))?.contains("end of input at byte offset 5") == true)
+    #expect(JSONErrorText.syntaxError(in: Data("[1]".utf8)) == nil)
+    var registry = JobRegistry()
+    BuiltinJobs.register(into: &registry)
+    #expect(registry.kinds == ["echo", "fail", "noop", "sleep"])
+    #expect(throws: NovaError.unknownJobKind("gpu.train")) { try registry.validate(kind: "gpu.train", payload: Data("{}".utf8)) }
+    #expect {
+      try registry.validate(kind: "sleep", payload: Data(#"{"ms":"x"}"#.utf8))
+    } throws: { error in
+      "\(error)".contains("field 'ms': expected an integer")
+    }
+    #expect {
+      try registry.validate(kind: "fail", payload: Data("{}".utf8))
+    } throws: { error in
+      "\(error)".contains("missing required field 'times'")
+    }
+    #expect(throws: NovaError.self) { try registry.validate(kind: "noop", payload: Data("[1]".utf8)) }
+    #expect(try JobState.parse("DEAD") == .dead)
+  }
+
+  @Test func wakeSignalIsRememberedAndCancellable() async {
+    let signal = WakeSignal()
+    signal.signal()
+    await signal.wait()
+    let start = ContinuousClock.now
+    await signal.wait(timeout: .milliseconds(50))
+    #expect(ContinuousClock.now - start >= .milliseconds(40))
+    let task = Task { await signal.wait() }
+    task.cancel()
+    await task.value
+  }
+
+  @Test func benchmarkLosesNothing() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
+    let result = try await QueueBenchmark.run(
+      queue: try SQLiteJobQueue(path: path), backend: "sqlite",
+      options: .init(jobs: 500, workers: 4, payloadBytes: 100, enqueueBatch: 64), logger: .init(label: "bench"))
+    #expect(result.jobs == 500)
+    #expect(result.lost == 0)
+    #expect(result.duplicate_completions == 0)
+    #expect(result.e2e_per_s > 0)
+    #expect(result.p99_ms >= result.p50_ms)
+    let median = QueueBenchmark.median([result, result, result])
+    #expect(median.e2e_per_s == result.e2e_per_s)
+    #expect(QueueBenchmark.percentile([1, 2, 3, 4], 0.5) == 2)
+    #expect(QueueBenchmark.percentile([], 0.5) == 0)
+  }
+}

@@ -1,0 +1,254 @@
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+import Synchronization
+import Testing
+
+/// Counts handler runs per job, to prove exactly-once behaviour.
+final class RunLedger: Sendable {
+  private let runs = Mutex<[JobID: Int]>([:])
+  func record(_ id: JobID) { runs.withLock { $0[id, default: 0] += 1 } }
+  func count(_ id: JobID) -> Int { runs.withLock { $0[id] ?? 0 } }
+  var all: [JobID: Int] { runs.withLock { $0 } }
+}
+
+struct TestParameters: Codable, Sendable {
+  var ms: Int?
+}
+
+@Suite("WorkerPool", .serialized)
+struct WorkerPoolTests {
+  let logger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    return logger
+  }()
+
+  func makeQueue(retry: RetryPolicy = RetryPolicy(baseDelay: 0.01, maxDelay: 0.05, jitter: 0)) throws -> SQLiteJobQueue {
+    let path = try TemporaryDirectory.make().appendingPathComponent("queue.sqlite").path
+    return try SQLiteJobQueue(configuration: .init(path: path, retryPolicy: retry))
+  }
+
+  func poolConfiguration(
+    concurrency: Int = 4, lease: Duration = .seconds(30), timeout: Duration = .seconds(60), grace: Duration = .seconds(5)
+  ) -> WorkerPool.Configuration {
+    .init(
+      concurrency: concurrency, workerID: "test-worker", leaseDuration: lease, jobTimeout: timeout,
+      pollInterval: .milliseconds(20), shutdownGracePeriod: grace)
+  }
+
+  /// Waits until `condition` holds, polling; fails the test after `timeout`.
+  func eventually(
+    _ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
+  ) async throws {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+      if try await condition() { return }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out waiting for \(what)")
+  }
+
+  /// Runs a pool while `body` runs, then shuts it down and waits for it.
+  func withPool(
+    queue: any JobQueue, registry: JobRegistry, configuration: WorkerPool.Configuration,
+    _ body: (WorkerPool) async throws -> Void
+  ) async throws {
+    let pool = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await pool.run() }
+      do {
+        try await body(pool)
+      } catch {
+        pool.shutdown()
+        throw error
+      }
+      pool.shutdown()
+      try await group.waitForAll()
+    }
+  }
+
+  @Test func runsBuiltinJobsAndStoresResults() async throws {
+    let queue = try makeQueue()
+    let echo: JobID = try await queue.enqueue(JobRequest(kind: "echo", payload: Data(#"{"x":[1,2]}"#.utf8)))
+    let sleep: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":5}"#.utf8)))
+    let noop: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration()) { _ in
+      try await eventually("jobs to succeed") { try await queue.stats().total(.succeeded) == 3 }
+    }
+    #expect(try JSONValue.parse(try #require(try await queue.get(echo)?.result)) == .object(["x": .array([.int(1), .int(2)])]))
+    #expect(try JSONValue.parse(try #require(try await queue.get(sleep)?.result)) == .object(["slept_ms": .int(5)]))
+    #expect(try await queue.get(noop)?.result == nil)
+  }
+
+  @Test func failingJobIsRetriedUntilItSucceeds() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "fail", payload: Data(#"{"times":2}"#.utf8), maxAttempts: 5))
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration()) { _ in
+      try await eventually("retried job to succeed") { try await queue.get(id)?.state == .succeeded }
+    }
+    let job = try #require(try await queue.get(id))
+    #expect(job.attempts == 3)
+    #expect(try JSONValue.parse(try #require(job.result)) == .object(["attempts": .int(3)]))
+  }
+
+  @Test func jobOutOfAttemptsIsDeadLettered() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "fail", payload: Data(#"{"times":9,"message":"gpu on fire"}"#.utf8), maxAttempts: 2))
+    let unknown: JobID = try await queue.enqueue(JobRequest(kind: "not-registered"))
+    let badPayload: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":"soon"}"#.utf8)))
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration()) { _ in
+      try await eventually("jobs to be dead") { try await queue.stats().total(.dead) == 3 }
+    }
+    #expect(try await queue.get(id)?.lastError == "gpu on fire")
+    #expect(try await queue.get(id)?.attempts == 2)
+    #expect(try await queue.get(unknown)?.lastError?.contains("no handler for job kind") == true)
+    #expect(try await queue.get(badPayload)?.attempts == 1)
+  }
+
+  @Test func jobOverItsTimeoutIsCancelledAndFails() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":30000}"#.utf8), maxAttempts: 1))
+    let start = ContinuousClock.now
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(timeout: .milliseconds(300))) { _ in
+      try await eventually("timed-out job to be dead") { try await queue.get(id)?.state == .dead }
+    }
+    #expect(ContinuousClock.now - start < .seconds(10))
+    #expect(try await queue.get(id)?.lastError?.contains("timed out") == true)
+  }
+
+  @Test func cancellingARunningJobCancelsItsHandler() async throws {
+    let queue = try makeQueue()
+    let sawCancellation = Mutex(false)
+    var registry = JobRegistry()
+    registry.register("wait", parameters: TestParameters.self) { _, _ in
+      do {
+        try await Task.sleep(for: .seconds(60))
+      } catch {
+        sawCancellation.withLock { $0 = true }
+        throw error
+      }
+      return EmptyResult()
+    }
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "wait"))
+    try await withPool(
+      queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(300))
+    ) { pool in
+      try await eventually("job to start") { try await queue.get(id)?.state == .running }
+      _ = try await queue.cancel(id)
+      try await eventually("handler to see cancellation") { sawCancellation.withLock { $0 } && pool.runningCount == 0 }
+    }
+    #expect(try await queue.get(id)?.state == .cancelled)
+  }
+
+  @Test func heartbeatsKeepALongJobLeased() async throws {
+    let queue = try makeQueue()
+    let ledger = RunLedger()
+    var registry = JobRegistry()
+    registry.register("long", parameters: TestParameters.self) { _, context in
+      ledger.record(context.id)
+      try await Task.sleep(for: .milliseconds(1500))
+      return EmptyResult()
+    }
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "long"))
+    let reaper = LeaseReaper(queue: queue, interval: .milliseconds(50), logger: logger)
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(400))) { _ in
+      try await eventually("long job to succeed") {
+        try await reaper.runOnce()
+        return try await queue.get(id)?.state == .succeeded
+      }
+    }
+    #expect(ledger.count(id) == 1)
+    #expect(try await queue.get(id)?.attempts == 1)
+  }
+
+  @Test func gracefulShutdownLetsInFlightJobsFinish() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":400}"#.utf8)))
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(grace: .seconds(10))) { _ in
+      try await eventually("job to start") { try await queue.get(id)?.state == .running }
+    }
+    #expect(try await queue.get(id)?.state == .succeeded)
+  }
+
+  @Test func shutdownPastTheGracePeriodReleasesLeases() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":60000}"#.utf8)))
+    let start = ContinuousClock.now
+    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(grace: .milliseconds(200))) { _ in
+      try await eventually("job to start") { try await queue.get(id)?.state == .running }
+    }
+    #expect(ContinuousClock.now - start < .seconds(10))
+    let job = try #require(try await queue.get(id))
+    #expect(job.state == .available)
+    #expect(job.attempts == 0)
+    #expect(job.leaseOwner == nil)
+  }
+
+  @Test func cancellingThePoolTaskReleasesLeasesAtOnce() async throws {
+    let queue = try makeQueue()
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":60000}"#.utf8)))
+    let pool = WorkerPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(), logger: logger)
+    let task = Task { try await pool.run() }
+    try await eventually("job to start") { try await queue.get(id)?.state == .running }
+    task.cancel()
+    _ = await task.result
+    #expect(try await queue.get(id)?.state == .available)
+  }
+
+  @Test func stressThousandJobsTenWorkersEachCompletedExactlyOnce() async throws {
+    let queue = try makeQueue()
+    let ledger = RunLedger()
+    var registry = JobRegistry()
+    registry.register("count", parameters: TestParameters.self) { parameters, context in
+      ledger.record(context.id)
+      if let ms = parameters.ms { try await Task.sleep(for: .milliseconds(ms)) }
+      return ["id": context.id.rawValue]
+    }
+    let requests = (0..<1000).map { index in
+      JobRequest(kind: "count", payload: Data(index.isMultiple(of: 10) ? #"{"ms":2}"#.utf8 : "{}".utf8), priority: index % 3)
+    }
+    var ids: [JobID] = []
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(concurrency: 10)) { _ in
+      // Enqueue while the workers run, in small batches and single jobs.
+      for chunk in stride(from: 0, to: requests.count, by: 50) {
+        ids += try await queue.enqueue(batch: Array(requests[chunk..<min(chunk + 50, requests.count)])).map(\.id)
+      }
+      try await eventually("1000 jobs to succeed", timeout: .seconds(120)) { try await queue.stats().total(.succeeded) == 1000 }
+    }
+    #expect(Set(ids).count == 1000)
+    let runs = ledger.all
+    #expect(runs.count == 1000)
+    #expect(runs.values.allSatisfy { $0 == 1 })
+    for id in ids.prefix(50) {
+      let job = try #require(try await queue.get(id))
+      #expect(job.state == .succeeded)
+      #expect(try JSONValue.parse(try #require(job.result)) == .object(["id": .string(id.rawValue)]))
+    }
+    let stats = try await queue.stats()
+    #expect(stats.total(.succeeded) == 1000)
+    #expect(stats.total(.available) + stats.total(.running) + stats.total(.dead) + stats.total(.failed) == 0)
+  }
+
+  @Test func leaseReaperServiceRequeuesAndPurges() async throws {
+    let clock = ManualWallClock()
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    let queue = try SQLiteJobQueue(configuration: .init(path: path, clock: clock))
+    let done: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
+    let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(60), limit: 1).first)
+    try await queue.complete(lease, result: nil)
+    let stuck: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
+    _ = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1)
+    clock.advance(by: 3600)
+    let reaper = LeaseReaper(queue: queue, interval: .milliseconds(10), retention: .seconds(60), logger: logger)
+    let result = try await reaper.runOnce(now: clock.now())
+    #expect(result.requeued == [stuck])
+    #expect(try await queue.get(done) == nil)
+    let task = Task { try await reaper.run() }
+    try await Task.sleep(for: .milliseconds(50))
+    task.cancel()
+    _ = await task.result
+    #expect(try await queue.get(stuck)?.state == .available)
+  }
+}
