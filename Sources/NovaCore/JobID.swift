@@ -23,6 +23,14 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
     return JobID(formatUUID(bytes))
   }
 
+  /// The smallest id that `generate` can make at `date`: ids below it were made earlier.
+  public static func lowerBound(for date: Date) -> JobID {
+    let millis = UInt64(max(0, date.timeIntervalSince1970 * 1000))
+    var bytes = [UInt8](repeating: 0, count: 16)
+    for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: millis >> UInt64(8 * (5 - i))) }
+    return JobID(formatUUID(bytes))
+  }
+
   /// True when the text has the shape of a UUID (8-4-4-4-12 hex digits).
   public var isWellFormed: Bool {
     let utf8 = Array(rawValue.utf8)

@@ -23,6 +23,10 @@ final class GroupCommitWriter: Sendable {
   private let writer: DatabasePool
   private let maxBatch: Int
   private let state = Mutex(State())
+  private let counters = Mutex<(transactions: Int, operations: Int)>((0, 0))
+
+  /// Transactions committed and operations they carried, for diagnostics.
+  var statistics: (transactions: Int, operations: Int) { counters.withLock { $0 } }
   private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
 
   init(writer: DatabasePool, maxBatch: Int) {
@@ -30,18 +34,24 @@ final class GroupCommitWriter: Sendable {
     self.maxBatch = max(1, maxBatch)
   }
 
-  /// Runs `body` in a write transaction shared with other concurrent callers.
-  func perform<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+  /// Runs `body` in a write transaction shared with other concurrent callers. With `savepoint`
+  /// false the caller promises that `body` changes nothing when it throws (a single statement,
+  /// or checks before the first write), which saves the savepoint's cost.
+  func perform<T: Sendable>(savepoint: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
       let pending = Pending(execute: { db in
         let result: Result<T, any Error>
         do {
-          var value: T?
-          try db.inSavepoint {
-            value = try body(db)
-            return .commit
+          if savepoint {
+            var value: T?
+            try db.inSavepoint {
+              value = try body(db)
+              return .commit
+            }
+            result = .success(value!)
+          } else {
+            result = .success(try body(db))
           }
-          result = .success(value!)
         } catch {
           result = .failure(error)
         }
@@ -88,6 +98,10 @@ final class GroupCommitWriter: Sendable {
             for operation in batch { resumers.append(operation.execute(db)) }
             return .commit
           }
+        }
+        counters.withLock {
+          $0.transactions += 1
+          $0.operations += batch.count
         }
         for resume in resumers { resume(nil) }
       } catch {

@@ -105,6 +105,17 @@ public final class InstrumentedJobQueue: JobQueue {
     handles.run.recordNanoseconds(Self.nanoseconds(from: lease.job.startedAt ?? clock.now(), to: clock.now()))
   }
 
+  public func complete(batch: [JobCompletion]) async throws -> [Bool] {
+    let recorded = try await base.complete(batch: batch)
+    let now = clock.now()
+    for (entry, ok) in zip(batch, recorded) where ok {
+      let handles = metrics(entry.lease.job.queue)
+      handles.completed.increment()
+      handles.run.recordNanoseconds(Self.nanoseconds(from: entry.lease.job.startedAt ?? now, to: now))
+    }
+    return recorded
+  }
+
   public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
     let outcome = try await base.fail(lease, error: error, retryable: retryable)
     let handles = metrics(lease.job.queue)

@@ -4,11 +4,12 @@ import NovaCore
 /// The contract every queue backend keeps (SQLite, Redis): at-least-once execution,
 /// exactly-once completion record.
 public protocol JobQueue: Sendable {
-  /// Adds a job, or returns the existing one when its idempotency key was seen before.
+  /// Adds a job, or returns the existing one when its idempotency key was seen before in the
+  /// same queue.
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult
   /// Adds many jobs in one step; results are in request order.
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult]
-  /// Atomically leases up to `limit` runnable jobs, highest priority first, then oldest.
+  /// Atomically leases up to `limit` runnable jobs, highest priority first, then in enqueue order.
   /// An empty `queues` list means every queue.
   func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
     -> [JobLease]
@@ -16,6 +17,9 @@ public protocol JobQueue: Sendable {
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome]
   /// Records success. Throws `NovaError.leaseLost` when the lease is no longer valid.
   func complete(_ lease: JobLease, result: Data?) async throws
+  /// Records success of many jobs in one step; per entry, true when recorded and false when its
+  /// lease was lost. Workers use it so that one commit (or one round trip) carries many outcomes.
+  func complete(batch: [JobCompletion]) async throws -> [Bool]
   /// Records a failed attempt: retried after backoff, or dead-lettered after the last attempt.
   func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome
   /// Gives a job back without counting the attempt (used on graceful shutdown).
@@ -49,6 +53,17 @@ extension JobQueue {
   public func heartbeat(_ lease: JobLease, leaseDuration: Duration) async throws -> HeartbeatOutcome {
     let outcomes = try await heartbeat([lease], leaseDuration: leaseDuration)
     return outcomes[lease.id] ?? .lost
+  }
+}
+
+/// A successful job's lease and result, for `complete(batch:)`.
+public struct JobCompletion: Sendable, Equatable {
+  public var lease: JobLease
+  public var result: Data?
+
+  public init(lease: JobLease, result: Data?) {
+    self.lease = lease
+    self.result = result
   }
 }
 

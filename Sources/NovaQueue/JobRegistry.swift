@@ -10,7 +10,7 @@ public struct JobContext: Sendable {
   /// 1 on the first run, 2 on the first retry, and so on.
   public var attempt: Int
   public var maxAttempts: Int
-  public var logger: Logger
+  private let baseLogger: Logger
 
   public init(id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger) {
     self.id = id
@@ -18,7 +18,15 @@ public struct JobContext: Sendable {
     self.kind = kind
     self.attempt = attempt
     self.maxAttempts = maxAttempts
-    self.logger = logger
+    self.baseLogger = logger
+  }
+
+  /// A logger that tags every message with the job's id and kind (built on use: most jobs never log).
+  public var logger: Logger {
+    var logger = baseLogger
+    logger[metadataKey: "job"] = "\(id)"
+    logger[metadataKey: "kind"] = "\(kind)"
+    return logger
   }
 }
 
@@ -73,6 +81,14 @@ public struct JobRegistry: Sendable {
       },
       validate: { data in _ = try decode(data) },
       timeout: timeout)
+  }
+
+  /// Registers a handler that takes the payload's JSON bytes as they are and returns the result's
+  /// JSON bytes (or nil for none), for handlers that parse their own input.
+  public mutating func registerRaw(
+    _ kind: String, timeout: Duration? = nil, _ body: @escaping @Sendable (Data, JobContext) async throws -> Data?
+  ) {
+    entries[kind] = Entry(run: body, validate: { _ in }, timeout: timeout)
   }
 
   /// The registered kinds, sorted.

@@ -15,8 +15,11 @@ public enum QueueBenchmark {
     public var enqueueBatch: Int
     /// Give up (and count the rest as lost) after this long.
     public var timeout: Duration
+    /// Jobs claimed ahead of free workers; nil uses the pool's default.
+    public var prefetch: Int?
 
-    public init(jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600)) {
+    public init(jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil) {
+      self.prefetch = prefetch
       self.jobs = jobs
       self.workers = workers
       self.payloadBytes = payloadBytes
@@ -50,11 +53,11 @@ public enum QueueBenchmark {
     }
     let counting = CompletionCountingQueue(queue)
     var registry = JobRegistry()
-    registry.register("bench", parameters: JSONValue.self) { _, _ in EmptyResult() }
+    registry.registerRaw("bench") { _, _ in nil }
     let queueName = "bench"
     let pool = WorkerPool(
       queue: counting, registry: registry,
-      configuration: .init(concurrency: options.workers, queues: [queueName], pollInterval: .milliseconds(50)),
+      configuration: .init(concurrency: options.workers, queues: [queueName], pollInterval: .milliseconds(50), prefetch: options.prefetch),
       logger: logger)
     let filler = String(repeating: "x", count: max(0, options.payloadBytes - 10))
     let payload = Data("{\"data\":\"\(filler)\"}".utf8)
@@ -153,6 +156,16 @@ final class CompletionCountingQueue: JobQueue {
     counts.withLock { counts in
       if counts.seen.insert(lease.id).inserted { counts.completed += 1 } else { counts.duplicates += 1 }
     }
+  }
+
+  func complete(batch: [JobCompletion]) async throws -> [Bool] {
+    let recorded = try await base.complete(batch: batch)
+    counts.withLock { counts in
+      for (entry, ok) in zip(batch, recorded) where ok {
+        if counts.seen.insert(entry.lease.id).inserted { counts.completed += 1 } else { counts.duplicates += 1 }
+      }
+    }
+    return recorded
   }
 
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }

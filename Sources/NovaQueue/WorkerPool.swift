@@ -4,9 +4,14 @@ import NovaCore
 import ServiceLifecycle
 import Synchronization
 
-/// Runs jobs from a queue with N concurrent workers: claims in batches, heartbeats long jobs,
-/// enforces per-job timeouts, and shuts down gracefully (in-flight jobs finish, or their leases
-/// are released when the grace period ends).
+/// Runs jobs from a queue with N concurrent workers: claims ahead in batches, heartbeats long
+/// jobs, enforces per-job timeouts, and shuts down gracefully (in-flight jobs finish, or their
+/// leases are released when the grace period ends).
+///
+/// Three loops cooperate: a fetcher keeps a small buffer of claimed jobs topped up, a dispatcher
+/// starts buffered jobs whenever a worker slot is free, and a supervisor heartbeats leases and
+/// enforces timeouts. A worker slot frees as soon as a handler returns; recording its outcome
+/// goes on in the background (bounded), so that outcomes of many jobs share one commit.
 public final class WorkerPool: Service {
   /// Settings of a pool.
   public struct Configuration: Sendable {
@@ -17,7 +22,7 @@ public final class WorkerPool: Service {
     /// The name recorded as lease owner.
     public var workerID: String
     public var leaseDuration: Duration
-    /// How often running jobs' leases are extended; a third of the lease by default.
+    /// How often leases of running and buffered jobs are extended; a third of the lease by default.
     public var heartbeatInterval: Duration
     /// A job running longer is cancelled and fails (and is retried if attempts remain).
     public var jobTimeout: Duration
@@ -27,12 +32,15 @@ public final class WorkerPool: Service {
     /// After shutdown begins, how long in-flight jobs may run before they are cancelled and
     /// their leases released.
     public var shutdownGracePeriod: Duration
+    /// Jobs claimed ahead of free workers (leased and heartbeated while they wait). Raises
+    /// throughput for short jobs; set 0 for long jobs so that other workers can take them.
+    public var prefetch: Int
 
     public init(
       concurrency: Int = 4, queues: [String] = [], workerID: String = WorkerPool.defaultWorkerID(),
       leaseDuration: Duration = .seconds(30), heartbeatInterval: Duration? = nil,
       jobTimeout: Duration = .seconds(300), pollInterval: Duration = .milliseconds(250),
-      shutdownGracePeriod: Duration = .seconds(10)
+      shutdownGracePeriod: Duration = .seconds(10), prefetch: Int? = nil
     ) {
       self.concurrency = max(1, concurrency)
       self.queues = queues
@@ -42,6 +50,7 @@ public final class WorkerPool: Service {
       self.jobTimeout = jobTimeout
       self.pollInterval = pollInterval
       self.shutdownGracePeriod = shutdownGracePeriod
+      self.prefetch = max(0, prefetch ?? self.concurrency)
     }
   }
 
@@ -61,12 +70,44 @@ public final class WorkerPool: Service {
     var stopReason: StopReason?
   }
 
+  struct Buffered {
+    var lease: JobLease
+    var lastHeartbeat: ContinuousClock.Instant
+  }
+
   struct State {
+    /// Handlers running.
     var running = 0
+    /// Jobs started whose outcome is not yet recorded (includes `running`).
+    var unrecorded = 0
+    /// Successes waiting to be recorded together.
+    var completions: [JobCompletion] = []
+    var buffer: [Buffered] = []
+    var bufferHead = 0
     var inFlight: [JobID: InFlight] = [:]
     var stopping = false
     var stopDeadline: ContinuousClock.Instant?
     var forceStopped = false
+
+    var buffered: Int { buffer.count - bufferHead }
+
+    mutating func popBuffered() -> Buffered? {
+      guard bufferHead < buffer.count else { return nil }
+      let next = buffer[bufferHead]
+      bufferHead += 1
+      if bufferHead > 64 && bufferHead * 2 > buffer.count {
+        buffer.removeFirst(bufferHead)
+        bufferHead = 0
+      }
+      return next
+    }
+
+    mutating func drainBuffer() -> [JobLease] {
+      let rest = buffer[bufferHead...].map(\.lease)
+      buffer.removeAll()
+      bufferHead = 0
+      return rest
+    }
   }
 
   /// `host-pid-random`, unique per process.
@@ -80,8 +121,14 @@ public final class WorkerPool: Service {
   private let registry: JobRegistry
   private let logger: Logger
   private let state = Mutex(State())
-  private let slotFreed = WakeSignal()
+  /// Wakes the dispatcher: jobs buffered, a slot freed, an outcome recorded, shutdown.
+  private let dispatchWake = WakeSignal()
+  /// Wakes the fetcher: the buffer has room, shutdown.
+  private let fetchWake = WakeSignal()
+  /// Wakes the recorder: successes to record.
+  private let recordWake = WakeSignal()
   private let clock = ContinuousClock()
+  private var maxUnrecorded: Int { configuration.concurrency * 4 + configuration.prefetch }
 
   public init(queue: any JobQueue, registry: JobRegistry, configuration: Configuration, logger: Logger) {
     self.queue = queue
@@ -99,6 +146,8 @@ public final class WorkerPool: Service {
     await withGracefulShutdownHandler {
       await withDiscardingTaskGroup { group in
         group.addTask { await self.supervise() }
+        group.addTask { await self.fetch() }
+        group.addTask { await self.recordCompletions() }
         await self.dispatch(into: &group)
       }
     } onGracefulShutdown: {
@@ -116,76 +165,164 @@ public final class WorkerPool: Service {
         state.stopDeadline = deadline
       }
     }
-    slotFreed.signal()
+    dispatchWake.signal()
+    fetchWake.signal()
   }
 
-  private var isStopping: Bool { state.withLock { $0.stopping } }
+  private var isStopping: Bool { state.withLock { $0.stopping } || Task.isCancelled }
 
-  private func dispatch(into group: inout DiscardingTaskGroup) async {
-    while !isStopping && !Task.isCancelled {
-      let free = state.withLock { configuration.concurrency - $0.running }
-      if free <= 0 {
-        await slotFreed.wait()
+  /// Keeps `concurrency + prefetch` jobs leased (running or buffered).
+  private func fetch() async {
+    let target = configuration.concurrency + configuration.prefetch
+    while !isStopping {
+      let want = state.withLock { target - $0.running - $0.buffered }
+      if want <= 0 {
+        await fetchWake.wait()
         continue
       }
       let leases: [JobLease]
       do {
         leases = try await queue.claim(
           queues: configuration.queues, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: free)
+          leaseDuration: configuration.leaseDuration, limit: want)
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
-        try? await Task.sleep(for: configuration.pollInterval)
+        await fetchWake.wait(timeout: configuration.pollInterval)
         continue
       }
       if leases.isEmpty {
         await queue.waitForJobs(timeout: configuration.pollInterval)
         continue
       }
-      state.withLock { $0.running += leases.count }
-      for lease in leases {
-        group.addTask { await self.execute(lease) }
+      let now = clock.now
+      let stopping = state.withLock { state -> Bool in
+        state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
+        return state.stopping
+      }
+      dispatchWake.signal()
+      if stopping { break }
+    }
+    await releaseBuffered()
+  }
+
+  private func releaseBuffered() async {
+    let leftovers = state.withLock { $0.drainBuffer() }
+    for lease in leftovers {
+      do {
+        try await queue.release(lease)
+      } catch {
+        logger.warning("could not release a buffered lease; it will expire", metadata: ["job": "\(lease.id)", "error": "\(error)"])
       }
     }
   }
 
-  private func execute(_ lease: JobLease) async {
-    defer {
-      state.withLock { $0.running -= 1 }
-      slotFreed.signal()
+  private func dispatch(into group: inout DiscardingTaskGroup) async {
+    while true {
+      let next = state.withLock { state -> (stop: Bool, lease: JobLease?) in
+        if state.stopping || Task.isCancelled { return (true, nil) }
+        guard state.running < configuration.concurrency, state.unrecorded < maxUnrecorded,
+          let buffered = state.popBuffered()
+        else { return (false, nil) }
+        state.running += 1
+        state.unrecorded += 1
+        return (false, buffered.lease)
+      }
+      if next.stop { break }
+      if let lease = next.lease {
+        group.addTask { await self.execute(lease) }
+        continue
+      }
+      await dispatchWake.wait()
     }
+    // Shutdown (or cancellation): wake the fetcher so that it releases what it buffered.
+    state.withLock { $0.stopping = true }
+    fetchWake.signal()
+  }
+
+  private func execute(_ lease: JobLease) async {
     let job = lease.job
-    guard let entry = registry.entry(for: job.kind) else {
-      await finish(lease, outcome: .failure(NonRetryableJobError("no handler for job kind '\(job.kind)'")), reason: nil)
+    let outcome: Result<Data?, any Error>
+    let reason: StopReason?
+    var currentLease = lease
+    if let entry = registry.entry(for: job.kind) {
+      let context = JobContext(
+        id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
+        logger: logger)
+      let payload = job.payload
+      let run = entry.run
+      let task = Task { try await run(payload, context) }
+      let now = clock.now
+      let forced = state.withLock { state -> Bool in
+        state.inFlight[job.id] = InFlight(
+          lease: lease, task: task, deadline: now.advanced(by: entry.timeout ?? configuration.jobTimeout),
+          lastHeartbeat: now, stopReason: state.forceStopped ? .shutdown : nil)
+        return state.forceStopped
+      }
+      if forced { task.cancel() }
+      outcome = await withTaskCancellationHandler {
+        await task.result
+      } onCancel: {
+        self.stop(job.id, reason: .shutdown)
+      }
+      (reason, currentLease) = state.withLock { state -> (StopReason?, JobLease) in
+        state.running -= 1
+        let entry = state.inFlight.removeValue(forKey: job.id)
+        return (entry?.stopReason, entry?.lease ?? lease)
+      }
+    } else {
+      outcome = .failure(NonRetryableJobError("no handler for job kind '\(job.kind)'"))
+      reason = nil
+      state.withLock { $0.running -= 1 }
+    }
+    if reason == nil, case .success(let result) = outcome {
+      state.withLock { $0.completions.append(JobCompletion(lease: currentLease, result: result)) }
+      recordWake.signal()
+      dispatchWake.signal()
+      fetchWake.signal()
       return
     }
-    var jobLogger = logger
-    jobLogger[metadataKey: "job"] = "\(job.id)"
-    jobLogger[metadataKey: "kind"] = "\(job.kind)"
-    let context = JobContext(
-      id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
-      logger: jobLogger)
-    let payload = job.payload
-    let run = entry.run
-    let task = Task { try await run(payload, context) }
-    let now = clock.now
-    let forced = state.withLock { state -> Bool in
-      state.inFlight[job.id] = InFlight(
-        lease: lease, task: task, deadline: now.advanced(by: entry.timeout ?? configuration.jobTimeout),
-        lastHeartbeat: now, stopReason: state.forceStopped ? .shutdown : nil)
-      return state.forceStopped
+    dispatchWake.signal()
+    fetchWake.signal()
+    await record(currentLease, outcome: outcome, reason: reason)
+    state.withLock { $0.unrecorded -= 1 }
+    dispatchWake.signal()
+  }
+
+  /// Records successes in batches: whatever finished while the previous batch was being
+  /// written goes into the next one.
+  private func recordCompletions() async {
+    while true {
+      let (batch, done) = state.withLock { state -> ([JobCompletion], Bool) in
+        if state.completions.isEmpty {
+          return ([], (state.stopping || Task.isCancelled) && state.unrecorded == 0)
+        }
+        let batch = state.completions
+        state.completions.removeAll(keepingCapacity: true)
+        return (batch, false)
+      }
+      if done { return }
+      if batch.isEmpty {
+        await recordWake.wait(timeout: .milliseconds(100))
+        continue
+      }
+      var recorded: [Bool]?
+      for attempt in 1...3 where recorded == nil {
+        do {
+          recorded = try await queue.complete(batch: batch)
+        } catch {
+          logger.error("could not record completions", metadata: ["jobs": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)"])
+          try? await Task.sleep(for: .milliseconds(100 * attempt))
+        }
+      }
+      if let recorded {
+        for (entry, ok) in zip(batch, recorded) where !ok {
+          logger.warning("lease lost before the job's success was recorded", metadata: ["job": "\(entry.lease.id)"])
+        }
+      }
+      // Unrecorded successes keep their leases; when those expire the jobs run again.
+      state.withLock { $0.unrecorded -= batch.count }
+      dispatchWake.signal()
     }
-    if forced { task.cancel() }
-    let outcome = await withTaskCancellationHandler {
-      await task.result
-    } onCancel: {
-      self.stop(job.id, reason: .shutdown)
-    }
-    let (reason, currentLease) = state.withLock { state -> (StopReason?, JobLease) in
-      let entry = state.inFlight.removeValue(forKey: job.id)
-      return (entry?.stopReason, entry?.lease ?? lease)
-    }
-    await finish(currentLease, outcome: outcome, reason: reason)
   }
 
   private func stop(_ id: JobID, reason: StopReason) {
@@ -197,7 +334,7 @@ public final class WorkerPool: Service {
     task?.cancel()
   }
 
-  private func finish(_ lease: JobLease, outcome: Result<Data?, any Error>, reason: StopReason?) async {
+  private func record(_ lease: JobLease, outcome: Result<Data?, any Error>, reason: StopReason?) async {
     do {
       switch (reason, outcome) {
       case (.jobCancelled, _), (.leaseLost, _):
@@ -225,9 +362,10 @@ public final class WorkerPool: Service {
   private func supervise() async {
     let tick = min(configuration.heartbeatInterval / 2, .milliseconds(100))
     while true {
-      let (stopping, empty) = state.withLock { ($0.stopping, $0.inFlight.isEmpty && $0.running == 0) }
-      if stopping && empty { return }
-      if Task.isCancelled && empty { return }
+      let done = state.withLock { state in
+        (state.stopping || Task.isCancelled) && state.inFlight.isEmpty && state.unrecorded == 0 && state.buffered == 0
+      }
+      if done { return }
       try? await Task.sleep(for: tick)
       let now = clock.now
       var toCancel: [Task<Data?, any Error>] = []
@@ -247,6 +385,10 @@ public final class WorkerPool: Service {
             due.append(entry.lease)
           }
         }
+        for index in state.bufferHead..<state.buffer.count
+        where now - state.buffer[index].lastHeartbeat >= configuration.heartbeatInterval {
+          due.append(state.buffer[index].lease)
+        }
         return due
       }
       for task in toCancel { task.cancel() }
@@ -262,17 +404,33 @@ public final class WorkerPool: Service {
       logger.error("heartbeat failed", metadata: ["error": "\(error)"])
       return
     }
+    var gone: Set<JobID> = []
     for (id, outcome) in outcomes {
       switch outcome {
       case .extended(let expiresAt):
         state.withLock { state in
-          state.inFlight[id]?.lastHeartbeat = now
-          state.inFlight[id]?.lease.expiresAt = expiresAt
+          if state.inFlight[id] != nil {
+            state.inFlight[id]?.lastHeartbeat = now
+            state.inFlight[id]?.lease.expiresAt = expiresAt
+          } else if let index = state.buffer[state.bufferHead...].firstIndex(where: { $0.lease.id == id }) {
+            state.buffer[index].lastHeartbeat = now
+            state.buffer[index].lease.expiresAt = expiresAt
+          }
         }
       case .cancelled:
         stop(id, reason: .jobCancelled)
+        gone.insert(id)
       case .lost:
         stop(id, reason: .leaseLost)
+        gone.insert(id)
+      }
+    }
+    if !gone.isEmpty {
+      // Buffered jobs that were cancelled or reclaimed must not start.
+      state.withLock { state in
+        let kept = state.buffer[state.bufferHead...].filter { !gone.contains($0.lease.id) }
+        state.buffer = Array(kept)
+        state.bufferHead = 0
       }
     }
   }

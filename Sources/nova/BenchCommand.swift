@@ -26,6 +26,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Payload size of each job in bytes.")
     var payloadBytes: Int = 64
 
+    @Option(help: "Jobs each pool claims ahead of free workers (default: as many as --workers).")
+    var prefetch: Int?
+
     @Option(help: "Runs; the summary reports the median of each figure.")
     var runs: Int = 1
 
@@ -39,6 +42,7 @@ struct BenchCommand: AsyncParsableCommand {
       guard (1...10_000).contains(workers) else { throw ValidationError("--workers must be in 1...10000") }
       guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
+      guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
       guard backend == "sqlite" || backend.hasPrefix("sqlite://") else {
         throw ValidationError("--backend '\(backend)' is not supported; use sqlite or sqlite://PATH")
       }
@@ -60,7 +64,7 @@ struct BenchCommand: AsyncParsableCommand {
         let queue = try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
-          queue: queue, backend: "sqlite", options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes),
+          queue: queue, backend: "sqlite", options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch),
           logger: logger,
           progress: { done, total in
             if showProgress {
@@ -68,6 +72,10 @@ struct BenchCommand: AsyncParsableCommand {
             }
           })
         if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+        if ProcessInfo.processInfo.environment["NOVA_BENCH_DEBUG"] != nil {
+          let stats = queue.writeStatistics
+          FileHandle.standardError.write(Data("transactions \(stats.transactions), operations \(stats.operations)\n".utf8))
+        }
         results.append(result)
       }
       let median = QueueBenchmark.median(results)

@@ -34,6 +34,9 @@ struct EnqueueCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("A repeated enqueue with the same key returns the first job.", valueName: "key"))
   var idempotencyKey: String?
 
+  @Option(help: ArgumentHelp("Enqueue this many copies (for load tests); prints a summary instead of ids.", valueName: "n"))
+  var count: Int = 1
+
   func run() async throws {
     guard delay >= 0, delay <= 366 * 86400 else {
       throw NovaError.invalidInput(field: "--delay", message: "\(delay) is out of range 0...31622400")
@@ -54,7 +57,17 @@ struct EnqueueCommand: AsyncParsableCommand {
       idempotencyKey: idempotencyKey)
     try request.validate(maxPayloadBytes: 1 << 20)
     try BuiltinJobs.registry.validate(kind: kind, payload: payloadData)
+    guard (1...100_000_000).contains(count) else {
+      throw NovaError.invalidInput(field: "--count", message: "\(count) is out of range 1...100000000")
+    }
+    guard count == 1 || idempotencyKey == nil else {
+      throw NovaError.invalidInput(field: "--count", message: "cannot enqueue copies with one idempotency key")
+    }
     let queue = InstrumentedJobQueue(try store.openQueue())
+    if count > 1 {
+      try await enqueueCopies(of: request, into: queue)
+      return
+    }
     let result: EnqueueResult = try await queue.enqueue(request)
     if output.json {
       try printJSON(EnqueueOutput(id: result.id.rawValue, state: result.state.rawValue, existing: result.existing))
@@ -62,6 +75,34 @@ struct EnqueueCommand: AsyncParsableCommand {
       print(result.id.rawValue)
     }
   }
+}
+
+extension EnqueueCommand {
+  private func enqueueCopies(of request: JobRequest, into queue: any JobQueue) async throws {
+    let start = ContinuousClock.now
+    var done = 0
+    let showProgress = stderrIsTerminal
+    while done < count {
+      let batch = min(1000, count - done)
+      _ = try await queue.enqueue(batch: Array(repeating: request, count: batch))
+      done += batch
+      if showProgress && (done % 50_000 == 0 || done == count) {
+        FileHandle.standardError.write(Data("\r  enqueued \(done)/\(count)".utf8))
+      }
+    }
+    if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+    let seconds = (ContinuousClock.now - start).seconds
+    if output.json {
+      try printJSON(EnqueueCountOutput(enqueued: count, seconds: seconds))
+    } else {
+      print("enqueued \(count) \(kind) jobs in \(String(format: "%.2f", seconds)) s")
+    }
+  }
+}
+
+struct EnqueueCountOutput: Codable {
+  var enqueued: Int
+  var seconds: Double
 }
 
 struct EnqueueOutput: Codable {

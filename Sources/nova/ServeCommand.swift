@@ -68,18 +68,22 @@ struct PoolOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("How often an idle worker looks for jobs.", valueName: "ms"))
   var pollMs: Int = 250
 
+  @Option(help: ArgumentHelp("Jobs claimed ahead of free workers (default: as many as --workers; 0 for long jobs).", valueName: "n"))
+  var prefetch: Int?
+
   func check() throws {
     guard workers >= 0, workers <= 10_000 else { throw ValidationError("--workers \(workers) is out of range 0...10000") }
     guard leaseSeconds >= 0.1 else { throw ValidationError("--lease-seconds must be at least 0.1") }
     guard jobTimeoutSeconds > 0 else { throw ValidationError("--job-timeout-seconds must be positive") }
     guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace-seconds must not be negative") }
     guard pollMs >= 1 else { throw ValidationError("--poll-ms must be at least 1") }
+    guard (prefetch ?? 0) >= 0 else { throw ValidationError("--prefetch must not be negative") }
   }
 
   func configuration() throws -> WorkerPool.Configuration {
     WorkerPool.Configuration(
       concurrency: workers, queues: try parseQueues(queues), leaseDuration: .seconds(fractional: leaseSeconds),
       jobTimeout: .seconds(fractional: jobTimeoutSeconds), pollInterval: .milliseconds(pollMs),
-      shutdownGracePeriod: .seconds(fractional: shutdownGraceSeconds))
+      shutdownGracePeriod: .seconds(fractional: shutdownGraceSeconds), prefetch: prefetch)
   }
 }

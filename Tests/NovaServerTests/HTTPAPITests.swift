@@ -44,7 +44,7 @@ struct HTTPAPITests {
         #expect((body["payload"] as? [String: Any])?["n"] as? Int == 1)
         id = try #require(body["id"] as? String)
       }
-      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","idempotency_key":"k1"}"#)) { response in
+      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","queue":"gpu","idempotency_key":"k1"}"#)) { response in
         #expect(response.status == .ok)
         let value1 = try json(response.body)["id"] as? String
         #expect(value1 == id)
