@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import NovaCore
 import Synchronization
 
@@ -168,6 +169,21 @@ public final class SQLiteJobQueue: JobQueue {
       leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18])
   }
 
+  private static func job(from raw: RawStatement) throws -> Job {
+    let stateText = raw.string(5)
+    guard let state = JobState(rawValue: stateText) else {
+      throw NovaError.storage("job \(raw.string(0)) has unknown state '\(stateText)'")
+    }
+    return Job(
+      id: JobID(raw.string(0)), queue: raw.string(1), kind: raw.string(2), payload: raw.data(3),
+      priority: raw.int(4), state: state, runAt: date(raw.int64(6)), attempts: raw.int(7),
+      maxAttempts: raw.int(8), idempotencyKey: raw.optionalString(9), createdAt: date(raw.int64(10)),
+      updatedAt: date(raw.int64(11)), startedAt: raw.optionalInt64(12).map(date),
+      finishedAt: raw.optionalInt64(13).map(date), result: raw.optionalData(14),
+      lastError: raw.optionalString(15), leaseOwner: raw.optionalString(16),
+      leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18))
+  }
+
   private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
   private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
 
@@ -214,15 +230,24 @@ public final class SQLiteJobQueue: JobQueue {
     let state: JobState = runAt > now ? .scheduled : .available
     let id = JobID.generate(now: now)
     let nowMillis = millis(now)
-    try db.cachedStatement(
-      sql: """
-        INSERT INTO nova_jobs (id, queue, kind, payload, priority, state, run_at, max_attempts,
-          idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        """
-    ).execute(arguments: [
-      id.rawValue, request.queue, request.kind, request.payload, request.priority, state.rawValue,
-      millis(runAt), request.maxAttempts, request.idempotencyKey, nowMillis, nowMillis,
-    ])
+    let insert = RawStatement(
+      try db.cachedStatement(
+        sql: """
+          INSERT INTO nova_jobs (id, queue, kind, payload, priority, state, run_at, max_attempts,
+            idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """), in: db)
+    insert.bind(1, id.rawValue)
+    insert.bind(2, request.queue)
+    insert.bind(3, request.kind)
+    insert.bind(4, request.payload)
+    insert.bind(5, request.priority)
+    insert.bind(6, state.rawValue)
+    insert.bind(7, millis(runAt))
+    insert.bind(8, request.maxAttempts)
+    insert.bind(9, request.idempotencyKey)
+    insert.bind(10, nowMillis)
+    insert.bind(11, nowMillis)
+    _ = try insert.run()
     return EnqueueResult(id: id, state: state, existing: false)
   }
 
@@ -242,37 +267,53 @@ public final class SQLiteJobQueue: JobQueue {
           """
       ).execute(arguments: [now, now])
       let names = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
-      // One ordered, index-backed lookup per queue, merged here: `queue IN (...)` would sort
-      // every available job of those queues.
-      var candidates: [(id: String, priority: Int)] = []
-      let select = try db.cachedStatement(
-        sql: """
-          SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?
-          ORDER BY priority DESC, id LIMIT ?
-          """)
-      for name in names {
-        let rows = try Row.fetchCursor(select, arguments: [name, limit])
-        while let row = try rows.next() { candidates.append((row[0], row[1])) }
-      }
-      if names.count > 1 {
-        candidates.sort {
-          $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id
+      // How many to take from each queue: one queue takes all; several are merged by priority
+      // first, since `queue IN (...)` would sort every available job of those queues.
+      var counts: [(queue: String, count: Int)] = []
+      if names.count == 1 {
+        counts = [(names[0], limit)]
+      } else {
+        var candidates: [(queue: String, id: String, priority: Int)] = []
+        let select = try db.cachedStatement(
+          sql: """
+            SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?
+            ORDER BY priority DESC, id LIMIT ?
+            """)
+        for name in names {
+          let rows = try Row.fetchCursor(select, arguments: [name, limit])
+          while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
         }
+        candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
+        var perQueue: [String: Int] = [:]
+        for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+        counts = perQueue.map { ($0.key, $0.value) }
       }
       let update = try db.cachedStatement(
         sql: """
           UPDATE nova_jobs SET state = 'running', attempts = attempts + 1,
-            fencing_token = fencing_token + 1, lease_owner = ?, lease_expires_at = ?,
-            started_at = ?, updated_at = ?
-          WHERE id = ? AND state = 'available' RETURNING \(Self.columns)
+            fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+            started_at = ?3, updated_at = ?3
+          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4
+            ORDER BY priority DESC, id LIMIT ?5)
+          RETURNING \(Self.columns)
           """)
       var leases: [JobLease] = []
-      for candidate in candidates.prefix(limit) {
-        guard
-          let row = try Row.fetchOne(update, arguments: [worker, expires, now, now, candidate.id])
-        else { continue }
-        let job = try Self.job(from: row)
-        leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+      let expiresAt = Self.date(expires)
+      for (name, count) in counts {
+        let raw = RawStatement(update, in: db)
+        raw.bind(1, worker)
+        raw.bind(2, expires)
+        raw.bind(3, now)
+        raw.bind(4, name)
+        raw.bind(5, count)
+        while try raw.step() {
+          let job = try Self.job(from: raw)
+          leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
+        }
+        raw.finish()
+      }
+      leases.sort {
+        $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
       }
       return leases
     }
@@ -322,8 +363,13 @@ public final class SQLiteJobQueue: JobQueue {
       var recorded: [Bool] = []
       recorded.reserveCapacity(batch.count)
       for entry in batch {
-        try update.execute(arguments: [entry.result, now, now, entry.lease.id.rawValue, entry.lease.token])
-        recorded.append(db.changesCount > 0)
+        let raw = RawStatement(update, in: db)
+        raw.bind(1, entry.result)
+        raw.bind(2, now)
+        raw.bind(3, now)
+        raw.bind(4, entry.lease.id.rawValue)
+        raw.bind(5, entry.lease.token)
+        recorded.append(try raw.run() > 0)
       }
       return recorded
     }

@@ -26,7 +26,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Payload size of each job in bytes.")
     var payloadBytes: Int = 64
 
-    @Option(help: "Jobs each pool claims ahead of free workers (default: as many as --workers).")
+    @Option(help: "Jobs the pool claims ahead of free workers (default: 4 per worker).")
     var prefetch: Int?
 
     @Option(help: "Runs; the summary reports the median of each figure.")
