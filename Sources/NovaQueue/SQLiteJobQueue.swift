@@ -57,8 +57,9 @@ public final class SQLiteJobQueue: JobQueue {
     let synchronous = configuration.synchronous.rawValue
     config.prepareDatabase { db in
       try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
-      // Hot pages (the ends of the indexes) are rewritten by every transaction; checkpointing
-      // less often copies each of them to the database file once instead of many times.
+      guard !db.configuration.readonly else { return }
+      // Writer only. Hot pages (the ends of the indexes) are rewritten by every transaction;
+      // checkpointing less often copies each of them to the database file once, not many times.
       try db.execute(sql: "PRAGMA wal_autocheckpoint = 8192")
       try db.execute(sql: "PRAGMA cache_size = -16384")
       // Each grouped operation runs in a savepoint, whose statement journal would otherwise be

@@ -25,7 +25,7 @@ public struct NovaServer: Sendable {
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
       pool: WorkerPool.Configuration = WorkerPool.Configuration(), reaperInterval: Duration = .seconds(1),
-      metricsInterval: Duration = .seconds(5), retention: Duration? = .seconds(7 * 86400)
+      metricsInterval: Duration = .seconds(15), retention: Duration? = .seconds(7 * 86400)
     ) {
       self.host = host
       self.port = port

@@ -17,7 +17,7 @@ public struct QueueMetricsCollector: Service {
   public var interval: Duration
   public var logger: Logger
 
-  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(5), logger: Logger) {
+  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger) {
     self.queue = queue
     self.pool = pool
     self.interval = interval
