@@ -13,6 +13,8 @@ let package = Package(
     .executable(name: "nova", targets: ["nova"]),
     .library(name: "NovaCore", targets: ["NovaCore"]),
     .library(name: "NovaQueue", targets: ["NovaQueue"]),
+    .library(name: "NovaRedis", targets: ["NovaRedis"]),
+    .library(name: "NovaRedisQueue", targets: ["NovaRedisQueue"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -46,6 +48,19 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaRedis",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "NovaRedisQueue",
+      dependencies: ["NovaCore", "NovaQueue", "NovaRedis"],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
@@ -65,6 +80,8 @@ let package = Package(
       dependencies: [
         "NovaCore",
         "NovaQueue",
+        "NovaRedis",
+        "NovaRedisQueue",
         "NovaServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
@@ -73,10 +90,21 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(
+      name: "NovaTestSupport",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      path: "Tests/NovaTestSupport",
+      swiftSettings: swiftSettings
+    ),
     .testTarget(
       name: "NovaQueueTests",
       dependencies: [
-        "NovaCore", "NovaQueue",
+        "NovaCore", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -85,7 +113,7 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaServer",
+        "NovaCore", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaTestSupport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -15,7 +15,9 @@ public protocol JobQueue: Sendable {
     -> [JobLease]
   /// Extends leases; a lease whose job was cancelled or reclaimed reports so.
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome]
-  /// Records success. Throws `NovaError.leaseLost` when the lease is no longer valid.
+  /// Records success. Repeating it with the same lease (a call retried after a dropped
+  /// connection) succeeds again without effect; throws `NovaError.leaseLost` when another
+  /// lease took the job (it expired and was reclaimed) or the job was cancelled.
   func complete(_ lease: JobLease, result: Data?) async throws
   /// Records success of many jobs in one step; per entry, true when recorded and false when its
   /// lease was lost. Workers use it so that one commit (or one round trip) carries many outcomes.

@@ -348,11 +348,8 @@ public final class SQLiteJobQueue: JobQueue {
   }
 
   public func complete(_ lease: JobLease, result: Data?) async throws {
-    let now = nowMillis
-    try await writer.perform(savepoint: false) { db in
-      try db.cachedStatement(sql: Self.completeSQL).execute(arguments: [result, now, now, lease.id.rawValue, lease.token])
-      if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
-    }
+    let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
+    if recorded.first != true { throw NovaError.leaseLost(lease.id) }
   }
 
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
@@ -370,7 +367,15 @@ public final class SQLiteJobQueue: JobQueue {
         raw.bind(3, now)
         raw.bind(4, entry.lease.id.rawValue)
         raw.bind(5, entry.lease.token)
-        recorded.append(try raw.run() > 0)
+        if try raw.run() > 0 {
+          recorded.append(true)
+        } else {
+          // Recorded before under the same lease (a retried call) counts as recorded.
+          let again = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM nova_jobs WHERE id = ? AND state = 'succeeded' AND fencing_token = ?"),
+            arguments: [entry.lease.id.rawValue, entry.lease.token])
+          recorded.append(again != nil)
+        }
       }
       return recorded
     }

@@ -53,10 +53,14 @@ public struct RESPDecoder: Sendable {
     var values: [RESPValue] = []
     var consumed = 0
     while consumed < bytes.count {
-      let result = try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws(RESPDecodingError) -> (value: RESPValue, consumed: Int)? in
-        try decode(UnsafeRawBufferPointer(rebasing: raw[consumed...]))
+      let attempt = bytes.withUnsafeBytes { raw -> Result<(value: RESPValue, consumed: Int)?, RESPDecodingError> in
+        do throws(RESPDecodingError) {
+          return .success(try decode(UnsafeRawBufferPointer(rebasing: raw[consumed...])))
+        } catch {
+          return .failure(error)
+        }
       }
-      guard let result else { break }
+      guard let result = try attempt.get() else { break }
       values.append(result.value)
       consumed += result.consumed
     }

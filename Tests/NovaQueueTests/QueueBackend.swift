@@ -2,6 +2,9 @@ import Testing
 import Foundation
 import NovaCore
 import NovaQueue
+import NovaRedis
+import NovaRedisQueue
+import NovaTestSupport
 
 /// A queue backend under test. The conformance suite runs once per entry of `all`.
 struct QueueBackend: CustomTestStringConvertible, Sendable {
@@ -15,8 +18,16 @@ struct QueueBackend: CustomTestStringConvertible, Sendable {
     return try SQLiteJobQueue(configuration: .init(path: path, retryPolicy: retry, clock: clock))
   }
 
+  /// A fresh key prefix on the shared test `redis-server`, so every test has its own keyspace.
+  static let redis = QueueBackend(name: "redis") { clock, retry in
+    RedisJobQueue(
+      configuration: .init(
+        client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), retryPolicy: retry, clock: clock,
+        keyPrefix: "test-\(UUID().uuidString.prefix(8))"))
+  }
+
   /// Every backend the conformance suite runs against.
-  static let all: [QueueBackend] = [.sqlite]
+  static let all: [QueueBackend] = [.sqlite, .redis]
 }
 
 enum TemporaryDirectory {

@@ -1,0 +1,284 @@
+import NovaRedis
+
+/// The Lua scripts of `RedisJobQueue`: every state change is one script, so it is atomic.
+///
+/// Keys of queue Q share the hash tag `{Q}` (Redis Cluster puts them in one slot), under
+/// `KEYS[1]` = `nova:{Q}:`:
+/// - `job:<id>` hash: the job's fields (`token` is the fencing token);
+/// - `available` sorted set, score −priority (ties in id order, which is enqueue order);
+/// - `delayed` sorted set, score run-at in ms (delayed jobs and failed jobs waiting to retry);
+/// - `running` sorted set, score lease expiry in ms;
+/// - `state:<state>` sorted sets (score 0, so members sort by id) for listing and counting;
+/// - `all` sorted set (score 0) of every job, for listing without a state;
+/// - `finished` sorted set, score finish time, of succeeded and cancelled jobs (for purging);
+/// - `idem` hash: idempotency key → job id.
+enum RedisQueueScripts {
+  /// Moves a job's membership from one `state:` set to another and sets its state field.
+  private static let helpers = """
+    local p = KEYS[1]
+    local function move(id, from, to, now)
+      if from then redis.call('ZREM', p .. 'state:' .. from, id) end
+      redis.call('ZADD', p .. 'state:' .. to, 0, id)
+      redis.call('HSET', p .. 'job:' .. id, 'state', to, 'updated_at', now)
+    end
+    local function promote(now)
+      local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, 1000)
+      for _, id in ipairs(due) do
+        redis.call('ZREM', p .. 'delayed', id)
+        local k = p .. 'job:' .. id
+        local st = redis.call('HGET', k, 'state')
+        if st == 'scheduled' or st == 'failed' then
+          move(id, st, 'available', now)
+          redis.call('ZADD', p .. 'available', -tonumber(redis.call('HGET', k, 'priority')), id)
+        end
+      end
+    end
+
+    """
+
+  /// ARGV: now, count, then per job: id, kind, payload, priority, run_at, max_attempts, idempotency key ('' for none).
+  /// Returns per job: id, state, existing (1/0). A job id seen before (a retried call) counts as existing.
+  static let enqueue = RedisScript(
+    helpers + """
+      local now = tonumber(ARGV[1])
+      local n = tonumber(ARGV[2])
+      local out = {}
+      local i = 3
+      for _ = 1, n do
+        local id, kind, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+        local prio, runat, maxa, idem = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
+        i = i + 7
+        local existing = false
+        if idem ~= '' then existing = redis.call('HGET', p .. 'idem', idem) end
+        if not existing and redis.call('EXISTS', p .. 'job:' .. id) == 1 then existing = id end
+        if existing then
+          out[#out + 1] = existing
+          out[#out + 1] = redis.call('HGET', p .. 'job:' .. existing, 'state') or 'available'
+          out[#out + 1] = 1
+        else
+          local state = 'available'
+          if runat > now then state = 'scheduled' end
+          local k = p .. 'job:' .. id
+          redis.call('HSET', k, 'id', id, 'kind', kind, 'payload', payload, 'priority', prio, 'state', state,
+            'run_at', runat, 'attempts', 0, 'max_attempts', maxa, 'created_at', now, 'updated_at', now, 'token', 0)
+          if idem ~= '' then
+            redis.call('HSET', k, 'idem', idem)
+            redis.call('HSET', p .. 'idem', idem, id)
+          end
+          if state == 'available' then
+            redis.call('ZADD', p .. 'available', -prio, id)
+          else
+            redis.call('ZADD', p .. 'delayed', runat, id)
+          end
+          redis.call('ZADD', p .. 'state:' .. state, 0, id)
+          redis.call('ZADD', p .. 'all', 0, id)
+          out[#out + 1] = id
+          out[#out + 1] = state
+          out[#out + 1] = 0
+        end
+      end
+      return out
+      """)
+
+  /// ARGV: now, limit, worker, lease expiry. Promotes due delayed jobs, then leases up to
+  /// `limit` available ones. Returns each claimed job's HGETALL.
+  static let claim = RedisScript(
+    helpers + """
+      local now, limit, worker, expires = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+      promote(now)
+      local out = {}
+      if limit <= 0 then return out end
+      local popped = redis.call('ZPOPMIN', p .. 'available', limit)
+      for j = 1, #popped, 2 do
+        local id = popped[j]
+        local k = p .. 'job:' .. id
+        redis.call('HINCRBY', k, 'token', 1)
+        redis.call('HINCRBY', k, 'attempts', 1)
+        redis.call('HSET', k, 'lease_owner', worker, 'lease_expires_at', expires, 'started_at', now)
+        move(id, 'available', 'running', now)
+        redis.call('ZADD', p .. 'running', expires, id)
+        out[#out + 1] = redis.call('HGETALL', k)
+      end
+      return out
+      """)
+
+  /// ARGV: now, count, then per job: id, token, result ('' for none, else '=' .. json).
+  /// Returns 1 per job recorded (or already recorded with the same token), 0 when the lease was lost.
+  static let complete = RedisScript(
+    helpers + """
+      local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+      local out = {}
+      local i = 3
+      for _ = 1, n do
+        local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+        i = i + 3
+        local k = p .. 'job:' .. id
+        local fields = redis.call('HMGET', k, 'state', 'token')
+        if fields[1] == 'running' and fields[2] == token then
+          if result ~= '' then redis.call('HSET', k, 'result', string.sub(result, 2)) end
+          redis.call('HSET', k, 'finished_at', now)
+          redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+          redis.call('ZREM', p .. 'running', id)
+          move(id, 'running', 'succeeded', now)
+          redis.call('ZADD', p .. 'finished', now, id)
+          out[#out + 1] = 1
+        elseif fields[1] == 'succeeded' and fields[2] == token then
+          out[#out + 1] = 1
+        else
+          out[#out + 1] = 0
+        end
+      end
+      return out
+      """)
+
+  /// ARGV: now, id, token, error, retryable (1/0), base delay ms, max delay ms, jitter, random.
+  /// Returns {'retry', run_at} | {'dead'} | {'lost'}.
+  static let fail = RedisScript(
+    helpers + """
+      local now, id, token, err = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+      local retryable = ARGV[5] == '1'
+      local base, maxd, jitter, rnd = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+      local k = p .. 'job:' .. id
+      local f = redis.call('HMGET', k, 'state', 'token', 'attempts', 'max_attempts')
+      if f[1] ~= 'running' or f[2] ~= token then return {'lost'} end
+      local attempts, maxa = tonumber(f[3]), tonumber(f[4])
+      redis.call('ZREM', p .. 'running', id)
+      redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+      redis.call('HSET', k, 'last_error', err)
+      if retryable and attempts < maxa then
+        local raw = math.min(maxd, base * math.pow(2, math.min(attempts - 1, 62)))
+        local runat = now + math.floor(raw * (1 - jitter) + raw * jitter * rnd)
+        redis.call('HSET', k, 'run_at', runat)
+        move(id, 'running', 'failed', now)
+        redis.call('ZADD', p .. 'delayed', runat, id)
+        return {'retry', runat}
+      end
+      redis.call('HSET', k, 'finished_at', now)
+      move(id, 'running', 'dead', now)
+      return {'dead'}
+      """)
+
+  /// ARGV: now, expiry, count, then per lease: id, token. Returns 'ok' | 'cancelled' | 'lost' per lease.
+  static let heartbeat = RedisScript(
+    helpers + """
+      local now, expires, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+      local out = {}
+      local i = 4
+      for _ = 1, n do
+        local id, token = ARGV[i], ARGV[i + 1]
+        i = i + 2
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'token')
+        if f[1] == 'running' and f[2] == token then
+          redis.call('HSET', k, 'lease_expires_at', expires, 'updated_at', now)
+          redis.call('ZADD', p .. 'running', expires, id)
+          out[#out + 1] = 'ok'
+        elseif f[1] == 'cancelled' then
+          out[#out + 1] = 'cancelled'
+        else
+          out[#out + 1] = 'lost'
+        end
+      end
+      return out
+      """)
+
+  /// ARGV: now, id, token. Gives a running job back without counting the attempt. Returns 1 or 0 (lost).
+  static let release = RedisScript(
+    helpers + """
+      local now, id, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+      local k = p .. 'job:' .. id
+      local f = redis.call('HMGET', k, 'state', 'token', 'priority', 'attempts')
+      if f[1] ~= 'running' or f[2] ~= token then return 0 end
+      redis.call('ZREM', p .. 'running', id)
+      redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+      redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
+      move(id, 'running', 'available', now)
+      redis.call('ZADD', p .. 'available', -tonumber(f[3]), id)
+      return 1
+      """)
+
+  /// ARGV: now, id. Returns the job's HGETALL after cancelling, or an error reply
+  /// 'NOVA notfound' / 'NOVA state <state>'.
+  static let cancel = RedisScript(
+    helpers + """
+      local now, id = tonumber(ARGV[1]), ARGV[2]
+      local k = p .. 'job:' .. id
+      local st = redis.call('HGET', k, 'state')
+      if not st then return redis.error_reply('NOVA notfound') end
+      if st == 'cancelled' then return redis.call('HGETALL', k) end
+      if st == 'succeeded' or st == 'dead' then return redis.error_reply('NOVA state ' .. st) end
+      redis.call('ZREM', p .. 'available', id)
+      redis.call('ZREM', p .. 'delayed', id)
+      redis.call('ZREM', p .. 'running', id)
+      redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+      redis.call('HSET', k, 'finished_at', now)
+      move(id, st, 'cancelled', now)
+      redis.call('ZADD', p .. 'finished', now, id)
+      return redis.call('HGETALL', k)
+      """)
+
+  /// ARGV: now, id. Puts a dead, cancelled or failed job back to available with attempts reset.
+  static let retry = RedisScript(
+    helpers + """
+      local now, id = tonumber(ARGV[1]), ARGV[2]
+      local k = p .. 'job:' .. id
+      local st = redis.call('HGET', k, 'state')
+      if not st then return redis.error_reply('NOVA notfound') end
+      if st ~= 'dead' and st ~= 'cancelled' and st ~= 'failed' then return redis.error_reply('NOVA state ' .. st) end
+      redis.call('ZREM', p .. 'delayed', id)
+      redis.call('ZREM', p .. 'finished', id)
+      redis.call('HDEL', k, 'finished_at')
+      redis.call('HSET', k, 'attempts', 0, 'run_at', now)
+      move(id, st, 'available', now)
+      redis.call('ZADD', p .. 'available', -tonumber(redis.call('HGET', k, 'priority')), id)
+      return redis.call('HGETALL', k)
+      """)
+
+  /// ARGV: now. Returns {requeued ids..., '|', dead ids...}.
+  static let reap = RedisScript(
+    helpers + """
+      local now = tonumber(ARGV[1])
+      local expired = redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+      local requeued, dead = {}, {}
+      for _, id in ipairs(expired) do
+        local k = p .. 'job:' .. id
+        redis.call('ZREM', p .. 'running', id)
+        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'priority')
+        if f[1] == 'running' then
+          redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+          redis.call('HSET', k, 'last_error', 'lease expired: the worker stopped heartbeating')
+          if tonumber(f[2]) >= tonumber(f[3]) then
+            redis.call('HSET', k, 'finished_at', now)
+            move(id, 'running', 'dead', now)
+            dead[#dead + 1] = id
+          else
+            move(id, 'running', 'available', now)
+            redis.call('ZADD', p .. 'available', -tonumber(f[4]), id)
+            requeued[#requeued + 1] = id
+          end
+        end
+      end
+      local out = requeued
+      out[#out + 1] = '|'
+      for _, id in ipairs(dead) do out[#out + 1] = id end
+      return out
+      """)
+
+  /// ARGV: cutoff (ms). Deletes up to 1000 succeeded or cancelled jobs that finished before it;
+  /// returns how many.
+  static let purge = RedisScript(
+    helpers + """
+      local cutoff = tonumber(ARGV[1])
+      local old = redis.call('ZRANGEBYSCORE', p .. 'finished', '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
+      for _, id in ipairs(old) do
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'idem')
+        if f[1] then redis.call('ZREM', p .. 'state:' .. f[1], id) end
+        if f[2] then redis.call('HDEL', p .. 'idem', f[2]) end
+        redis.call('ZREM', p .. 'all', id)
+        redis.call('ZREM', p .. 'finished', id)
+        redis.call('DEL', k)
+      end
+      return #old
+      """)
+}

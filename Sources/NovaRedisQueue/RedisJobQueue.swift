@@ -1,0 +1,427 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import NovaRedis
+import Synchronization
+
+/// The queue backend for workers on many hosts: the same contract as `SQLiteJobQueue`, on Redis
+/// (or Valkey). Every state change is one Lua script; enqueue, claim, complete and heartbeat
+/// take many jobs per call.
+public final class RedisJobQueue: JobQueue {
+  /// Settings of a Redis queue.
+  public struct Configuration: Sendable {
+    public var client: RedisClient.Configuration
+    public var retryPolicy: RetryPolicy
+    public var clock: any WallClock
+    /// First part of every key.
+    public var keyPrefix: String
+
+    public init(
+      client: RedisClient.Configuration, retryPolicy: RetryPolicy = RetryPolicy(),
+      clock: any WallClock = SystemWallClock(), keyPrefix: String = "nova"
+    ) {
+      self.client = client
+      self.retryPolicy = retryPolicy
+      self.clock = clock
+      self.keyPrefix = keyPrefix
+    }
+  }
+
+  public let configuration: Configuration
+  /// The underlying client (for tests and tools).
+  public let client: RedisClient
+  private let knownQueues = Mutex<Set<String>>([])
+  private let wake = WakeSignal()
+
+  public init(configuration: Configuration) {
+    self.configuration = configuration
+    client = RedisClient(configuration: configuration.client)
+  }
+
+  /// A queue on the Redis at `url` (`redis://…`).
+  public convenience init(url: String) throws {
+    self.init(configuration: Configuration(client: .init(url: try RedisURL(parsing: url))))
+  }
+
+  /// Checks that Redis answers (and fails with a clear error when it does not).
+  public func ping() async throws {
+    let reply = try await client.send("PING")
+    guard reply.string == "PONG" else { throw RedisError.unexpectedReply("PING answered \(reply)") }
+  }
+
+  /// Closes the connections.
+  public func close() { client.close() }
+
+  private var now: Int64 { Self.millis(configuration.clock.now()) }
+  private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+
+  private func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
+  private var queuesKey: RESPArgument { .string("\(configuration.keyPrefix):queues") }
+
+  private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument]) async throws -> RESPValue {
+    try await client.evaluate(script, keys: [prefix(queue)], arguments: arguments)
+  }
+
+  private func allQueues() async throws -> [String] {
+    let reply = try await client.send("SMEMBERS", queuesKey)
+    let names = (reply.elements ?? []).compactMap(\.string)
+    knownQueues.withLock { $0.formUnion(names) }
+    return names.sorted()
+  }
+
+  // MARK: - Parsing
+
+  /// A job from its hash (HGETALL); the queue is not stored in it, the caller knows it.
+  static func job(from reply: RESPValue) throws -> Job {
+    guard let elements = reply.elements, !elements.isEmpty else { throw RedisError.unexpectedReply("empty job hash") }
+    var fields: [String: RESPValue] = [:]
+    for index in stride(from: 0, to: elements.count - 1, by: 2) {
+      if let key = elements[index].string { fields[key] = elements[index + 1] }
+    }
+    func text(_ key: String) -> String? { fields[key]?.string }
+    func int(_ key: String) -> Int64? { text(key).flatMap { Int64($0) } }
+    func bytes(_ key: String) -> Data? {
+      if case .bulkString(let value?)? = fields[key] { return Data(value) }
+      return text(key).map { Data($0.utf8) }
+    }
+    guard let id = text("id"), let kind = text("kind"), let stateText = text("state"),
+      let state = JobState(rawValue: stateText)
+    else { throw RedisError.unexpectedReply("job hash without id, kind or state") }
+    return Job(
+      id: JobID(id), queue: "", kind: kind, payload: bytes("payload") ?? Data("{}".utf8),
+      priority: Int(int("priority") ?? 0), state: state, runAt: date(int("run_at") ?? 0),
+      attempts: Int(int("attempts") ?? 0), maxAttempts: Int(int("max_attempts") ?? 1), idempotencyKey: text("idem"),
+      createdAt: date(int("created_at") ?? 0), updatedAt: date(int("updated_at") ?? 0),
+      startedAt: int("started_at").map(date), finishedAt: int("finished_at").map(date), result: bytes("result"),
+      lastError: text("last_error"), leaseOwner: text("lease_owner"),
+      leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0)
+  }
+
+  private static func job(from reply: RESPValue, queue: String) throws -> Job {
+    var job = try job(from: reply)
+    job.queue = queue
+    return job
+  }
+
+  private func mapScriptError(_ error: any Error, id: JobID, action: String) -> any Error {
+    guard case RedisError.server(let message) = error, message.hasPrefix("NOVA ") else { return error }
+    if message == "NOVA notfound" { return NovaError.jobNotFound(id) }
+    if message.hasPrefix("NOVA state "), let state = JobState(rawValue: String(message.dropFirst("NOVA state ".count))) {
+      return NovaError.invalidState(id, state, action)
+    }
+    return error
+  }
+
+  // MARK: - Enqueue
+
+  public func enqueue(_ request: JobRequest) async throws -> EnqueueResult {
+    try await enqueue(batch: [request])[0]
+  }
+
+  public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
+    if requests.isEmpty { return [] }
+    let nowDate = configuration.clock.now()
+    let now = Self.millis(nowDate)
+    let fresh = knownQueues.withLock { Set(requests.map(\.queue)).subtracting($0) }
+    if !fresh.isEmpty {
+      _ = try await client.send(["SADD", queuesKey] + fresh.sorted().map { .string($0) })
+      knownQueues.withLock { $0.formUnion(fresh) }
+    }
+    // Ids are made here, so a call retried after a dropped connection finds its jobs instead
+    // of adding them twice.
+    var results = [EnqueueResult?](repeating: nil, count: requests.count)
+    let byQueue = Dictionary(grouping: requests.indices, by: { requests[$0].queue })
+    for (queue, indices) in byQueue.sorted(by: { $0.key < $1.key }) {
+      var arguments: [RESPArgument] = [.int(now), .int(indices.count)]
+      arguments.reserveCapacity(2 + indices.count * 7)
+      for index in indices {
+        let request = requests[index]
+        let runAt = max(Self.millis(request.runAt ?? nowDate), now)
+        arguments += [
+          .string(JobID.generate(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
+          .int(request.priority), .int(runAt), .int(request.maxAttempts), .string(request.idempotencyKey ?? ""),
+        ]
+      }
+      let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments)
+      guard let values = reply.elements, values.count == indices.count * 3 else {
+        throw RedisError.unexpectedReply("enqueue returned \(reply)")
+      }
+      for (position, index) in indices.enumerated() {
+        let base = position * 3
+        results[index] = EnqueueResult(
+          id: JobID(values[base].string ?? ""), state: JobState(rawValue: values[base + 1].string ?? "") ?? .available,
+          existing: values[base + 2].int == 1)
+      }
+    }
+    wake.signal()
+    return results.map { $0! }
+  }
+
+  // MARK: - Claim
+
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+    guard limit > 0 else { return [] }
+    let names = queues.isEmpty ? try await allQueues() : queues
+    guard !names.isEmpty else { return [] }
+    var counts: [(String, Int)] = [(names[0], limit)]
+    if names.count > 1 {
+      // Peek at each queue's best jobs, then take the best `limit` over all of them.
+      let peeks = try await client.pipeline(names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
+      var candidates: [(queue: String, id: String, score: Double)] = []
+      for (name, reply) in zip(names, peeks) {
+        let values = try reply.checked().elements ?? []
+        for index in stride(from: 0, to: values.count - 1, by: 2) {
+          guard let id = values[index].string, let score = values[index + 1].string.flatMap(Double.init) else { continue }
+          candidates.append((name, id, score))
+        }
+      }
+      candidates.sort { $0.score != $1.score ? $0.score < $1.score : $0.id < $1.id }
+      var perQueue: [String: Int] = [:]
+      for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+      // Queues with nothing available still get a call of their own when others are short,
+      // so that their due delayed jobs are promoted.
+      counts = names.map { ($0, perQueue[$0] ?? 0) }
+    }
+    let now = self.now
+    let expires = now + Int64(leaseDuration.seconds * 1000)
+    var leases: [JobLease] = []
+    for (queue, count) in counts {
+      let reply = try await run(RedisQueueScripts.claim, queue: queue, [.int(now), .int(count), .string(worker), .int(expires)])
+      for item in reply.elements ?? [] {
+        let job = try Self.job(from: item, queue: queue)
+        leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+      }
+    }
+    if counts.count > 1 && leases.isEmpty {
+      // Promotion may just have made jobs available.
+      let retry = counts.map { ($0.0, limit) }
+      for (queue, count) in retry where leases.count < limit {
+        let reply = try await run(
+          RedisQueueScripts.claim, queue: queue, [.int(now), .int(count - leases.count), .string(worker), .int(expires)])
+        for item in reply.elements ?? [] {
+          let job = try Self.job(from: item, queue: queue)
+          leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+        }
+      }
+    }
+    leases.sort { $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id }
+    return leases
+  }
+
+  // MARK: - Leases
+
+  public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    if leases.isEmpty { return [:] }
+    let now = self.now
+    let expires = now + Int64(leaseDuration.seconds * 1000)
+    var outcomes: [JobID: HeartbeatOutcome] = [:]
+    for (queue, group) in Dictionary(grouping: leases, by: \.job.queue) {
+      var arguments: [RESPArgument] = [.int(now), .int(expires), .int(group.count)]
+      for lease in group { arguments += [.string(lease.id.rawValue), .int(lease.token)] }
+      let reply = try await run(RedisQueueScripts.heartbeat, queue: queue, arguments)
+      for (lease, value) in zip(group, reply.elements ?? []) {
+        switch value.string {
+        case "ok": outcomes[lease.id] = .extended(Self.date(expires))
+        case "cancelled": outcomes[lease.id] = .cancelled
+        default: outcomes[lease.id] = .lost
+        }
+      }
+    }
+    return outcomes
+  }
+
+  public func complete(_ lease: JobLease, result: Data?) async throws {
+    let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
+    if recorded.first != true { throw NovaError.leaseLost(lease.id) }
+  }
+
+  public func complete(batch: [JobCompletion]) async throws -> [Bool] {
+    if batch.isEmpty { return [] }
+    let now = self.now
+    var recorded = [Bool](repeating: false, count: batch.count)
+    let byQueue = Dictionary(grouping: batch.indices, by: { batch[$0].lease.job.queue })
+    for (queue, indices) in byQueue {
+      var arguments: [RESPArgument] = [.int(now), .int(indices.count)]
+      arguments.reserveCapacity(2 + indices.count * 3)
+      for index in indices {
+        let entry = batch[index]
+        let result: RESPArgument = entry.result.map { .bytes([UInt8(ascii: "=")] + Array($0)) } ?? .string("")
+        arguments += [.string(entry.lease.id.rawValue), .int(entry.lease.token), result]
+      }
+      let reply = try await run(RedisQueueScripts.complete, queue: queue, arguments)
+      for (index, value) in zip(indices, reply.elements ?? []) { recorded[index] = value.int == 1 }
+    }
+    return recorded
+  }
+
+  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    let policy = configuration.retryPolicy
+    let reply = try await run(
+      RedisQueueScripts.fail, queue: lease.job.queue,
+      [
+        .int(now), .string(lease.id.rawValue), .int(lease.token), .string(error), retryable ? "1" : "0",
+        .int(Int64(policy.baseDelay * 1000)), .int(Int64(policy.maxDelay * 1000)), .string(String(policy.jitter)),
+        .string(String(Double.random(in: 0..<1))),
+      ])
+    let values = reply.elements ?? []
+    switch values.first?.string {
+    case "retry": return .retryScheduled(Self.date(values.count > 1 ? values[1].int ?? 0 : 0))
+    case "dead": return .dead
+    default: throw NovaError.leaseLost(lease.id)
+    }
+  }
+
+  public func release(_ lease: JobLease) async throws {
+    let reply = try await run(RedisQueueScripts.release, queue: lease.job.queue, [.int(now), .string(lease.id.rawValue), .int(lease.token)])
+    if reply.int != 1 { throw NovaError.leaseLost(lease.id) }
+    wake.signal()
+  }
+
+  // MARK: - Operator actions
+
+  /// The queue a job lives in (ids do not name it, so every known queue is asked at once).
+  private func queueOf(_ id: JobID) async throws -> String? {
+    let names = try await allQueues()
+    if names.isEmpty { return nil }
+    let replies = try await client.pipeline(names.map { ["EXISTS", .string("\(configuration.keyPrefix):{\($0)}:job:\(id.rawValue)")] })
+    for (name, reply) in zip(names, replies) where reply.int == 1 { return name }
+    return nil
+  }
+
+  public func cancel(_ id: JobID) async throws -> Job {
+    guard let queue = try await queueOf(id) else { throw NovaError.jobNotFound(id) }
+    do {
+      return try Self.job(from: try await run(RedisQueueScripts.cancel, queue: queue, [.int(now), .string(id.rawValue)]), queue: queue)
+    } catch {
+      throw mapScriptError(error, id: id, action: "cancel")
+    }
+  }
+
+  public func retry(_ id: JobID) async throws -> Job {
+    guard let queue = try await queueOf(id) else { throw NovaError.jobNotFound(id) }
+    do {
+      let job = try Self.job(from: try await run(RedisQueueScripts.retry, queue: queue, [.int(now), .string(id.rawValue)]), queue: queue)
+      wake.signal()
+      return job
+    } catch {
+      throw mapScriptError(error, id: id, action: "retry")
+    }
+  }
+
+  // MARK: - Maintenance
+
+  public func reapExpiredLeases() async throws -> ReapResult {
+    var result = ReapResult()
+    let now = self.now
+    for queue in try await allQueues() {
+      let reply = try await run(RedisQueueScripts.reap, queue: queue, [.int(now)])
+      var dead = false
+      for value in reply.elements ?? [] {
+        guard let id = value.string else { continue }
+        if id == "|" {
+          dead = true
+        } else if dead {
+          result.dead.append(JobID(id))
+        } else {
+          result.requeued.append(JobID(id))
+        }
+      }
+    }
+    if !result.requeued.isEmpty { wake.signal() }
+    return result
+  }
+
+  public func purgeFinished(before: Date) async throws -> Int {
+    var total = 0
+    let cutoff = Self.millis(before)
+    for queue in try await allQueues() {
+      while true {
+        let deleted = Int(try await run(RedisQueueScripts.purge, queue: queue, [.int(cutoff)]).int ?? 0)
+        total += deleted
+        if deleted < 1000 { break }
+      }
+    }
+    return total
+  }
+
+  // MARK: - Reads
+
+  public func stats() async throws -> QueueStats {
+    let names = try await allQueues()
+    var commands: [[RESPArgument]] = []
+    for name in names {
+      for state in JobState.allCases {
+        commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:state:\(state.rawValue)")])
+      }
+    }
+    let replies = try await client.pipeline(commands)
+    var counts: [String: [JobState: Int]] = [:]
+    var index = 0
+    for name in names {
+      var row: [JobState: Int] = [:]
+      for state in JobState.allCases {
+        let count = Int(try replies[index].checked().int ?? 0)
+        if count > 0 { row[state] = count }
+        index += 1
+      }
+      counts[name] = row
+    }
+    return QueueStats(counts: counts)
+  }
+
+  public func get(_ id: JobID) async throws -> Job? {
+    guard id.isWellFormed, let queue = try await queueOf(id) else { return nil }
+    let reply = try await client.send("HGETALL", .string("\(configuration.keyPrefix):{\(queue)}:job:\(id.rawValue)"))
+    if (reply.elements ?? []).isEmpty { return nil }
+    return try Self.job(from: reply, queue: queue)
+  }
+
+  public func list(_ filter: JobFilter) async throws -> JobPage {
+    guard (1...1000).contains(filter.limit) else {
+      throw NovaError.invalidInput(field: "limit", message: "\(filter.limit) is out of range 1...1000")
+    }
+    if let cursor = filter.cursor, !JobID(cursor).isWellFormed {
+      throw NovaError.invalidInput(field: "cursor", message: "'\(cursor)' is not a cursor this server issued")
+    }
+    let names: [String]
+    if let queue = filter.queue { names = [queue] } else { names = try await allQueues() }
+    let set = filter.state.map { "state:\($0.rawValue)" } ?? "all"
+    let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
+    // Kind is not indexed: read in pages until enough match.
+    var ids: [(queue: String, id: String)] = []
+    let fetch = filter.kind == nil ? filter.limit + 1 : 1000
+    let replies = try await client.pipeline(names.map {
+      ["ZREVRANGEBYLEX", .string("\(configuration.keyPrefix):{\($0)}:\(set)"), upper, "-", "LIMIT", 0, .int(fetch)]
+    })
+    for (name, reply) in zip(names, replies) {
+      for value in try reply.checked().elements ?? [] {
+        if let id = value.string { ids.append((name, id)) }
+      }
+    }
+    ids.sort { $0.id > $1.id }
+    var jobs: [Job] = []
+    var position = 0
+    while position < ids.count && jobs.count <= filter.limit {
+      let chunk = ids[position..<min(ids.count, position + 200)]
+      position += chunk.count
+      let hashes = try await client.pipeline(chunk.map { ["HGETALL", .string("\(configuration.keyPrefix):{\($0.queue)}:job:\($0.id)")] })
+      for (entry, reply) in zip(chunk, hashes) where !(reply.elements ?? []).isEmpty {
+        let job = try Self.job(from: reply, queue: entry.queue)
+        if let kind = filter.kind, job.kind != kind { continue }
+        jobs.append(job)
+        if jobs.count > filter.limit { break }
+      }
+    }
+    if jobs.count > filter.limit {
+      let page = Array(jobs.prefix(filter.limit))
+      return JobPage(jobs: page, nextCursor: page.last?.id.rawValue)
+    }
+    return JobPage(jobs: jobs, nextCursor: nil)
+  }
+
+  public func waitForJobs(timeout: Duration) async {
+    // Jobs enqueued by this process wake the wait at once; other hosts' are found by polling.
+    await wake.wait(timeout: timeout)
+  }
+}
