@@ -111,6 +111,15 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "NovaRedisTests",
+      dependencies: [
+        "NovaRedis", "NovaTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "NovaServerTests",
       dependencies: [
         "NovaCore", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaTestSupport",

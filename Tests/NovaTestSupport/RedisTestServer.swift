@@ -8,7 +8,7 @@ public final class RedisTestServer: Sendable {
   public let port: Int
   public let directory: URL
   public let password: String?
-  private let process: Mutex<Process?>
+  private let process: Mutex<pid_t>
   private let arguments: [String]
 
   /// `redis://` URL of this server.
@@ -29,7 +29,7 @@ public final class RedisTestServer: Sendable {
     ]
     if let password { arguments += ["--requirepass", password] }
     self.arguments = arguments
-    process = Mutex(nil)
+    process = Mutex(0)
     try start()
   }
 
@@ -50,19 +50,14 @@ public final class RedisTestServer: Sendable {
 
   private static let sharedPID = Mutex<Int32>(0)
 
-  var pid: Int32 { process.withLock { $0?.processIdentifier ?? 0 } }
+  var pid: Int32 { process.withLock { $0 } }
 
   /// Starts (or restarts) the server and waits until it accepts connections.
   public func start() throws {
     guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
       throw TestServerError("redis-server is not installed (Debian: apt-get install redis-server); scripts/test.sh installs it")
     }
-    let child = Process()
-    child.executableURL = URL(fileURLWithPath: binary)
-    child.arguments = arguments
-    child.standardOutput = FileHandle.nullDevice
-    child.standardError = FileHandle.nullDevice
-    try child.run()
+    let child = try ChildProcess.spawn(binary, arguments)
     process.withLock { $0 = child }
     let deadline = Date().addingTimeInterval(10)
     while Date() < deadline {
@@ -74,16 +69,56 @@ public final class RedisTestServer: Sendable {
 
   /// Stops the server: SIGTERM (Redis flushes its AOF) or SIGKILL.
   public func stop(kill signal: Int32 = SIGTERM) {
-    let child = process.withLock { process -> Process? in
-      defer { process = nil }
+    let pid = process.withLock { process -> pid_t in
+      defer { process = 0 }
       return process
     }
-    guard let child, child.isRunning else { return }
-    kill(child.processIdentifier, signal)
-    child.waitUntilExit()
+    guard pid > 0 else { return }
+    kill(pid, signal)
+    // Reaped here with waitpid: Foundation's own notice of the exit can lag for seconds while
+    // the test's threads are busy.
+    let deadline = Date().addingTimeInterval(10)
+    var status: Int32 = 0
+    while Date() < deadline {
+      let reaped = waitpid(pid, &status, WNOHANG)
+      if reaped == pid || reaped == -1 { return }
+      usleep(5_000)
+    }
+    kill(pid, SIGKILL)
   }
 
   deinit { stop(kill: SIGKILL) }
+}
+
+/// Starts programs with every signal unblocked and at its default action. Foundation's Process
+/// passes on the spawning thread's signal mask, and the threads of a Swift test process block
+/// most signals, so a server started that way would ignore SIGTERM.
+public enum ChildProcess {
+  public static func spawn(_ path: String, _ arguments: [String]) throws -> pid_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    guard result == 0 else { throw TestServerError("cannot start \(path): error \(result)") }
+    return pid
+  }
 }
 
 public struct TestServerError: Error, CustomStringConvertible {

@@ -1,0 +1,115 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NovaRedis
+import NovaTestSupport
+import Testing
+
+@Suite("Redis client", .serialized)
+struct RedisClientTests {
+  @Test func parsesURLs() throws {
+    let full = try RedisURL(parsing: "redis://agent:s%40cret@redis.internal:6380/3?protocol=3")
+    #expect(full.host == "redis.internal")
+    #expect(full.port == 6380)
+    #expect(full.username == "agent")
+    #expect(full.password == "s@cret")
+    #expect(full.database == 3)
+    #expect(full.protocolVersion == 3)
+    #expect(full.description == "redis://agent:***@redis.internal:6380/3")
+    #expect(try RedisURL(parsing: "redis://localhost") == RedisURL(host: "localhost"))
+    for bad in ["http://x", "redis://", "redis://h:0", "redis://h/db", "redis://h?protocol=4", "redis://h?x=1", "::"] {
+      #expect(throws: RedisError.self, "\(bad)") { _ = try RedisURL(parsing: bad) }
+    }
+  }
+
+  @Test func sendsPipelinesAndRunsScripts() async throws {
+    let client = try RedisClient(url: RedisTestServer.shared.url)
+    defer { client.close() }
+    let key = "client-test-\(UUID().uuidString)"
+    #expect(try await client.send("SET", .string(key), "41").string == "OK")
+    #expect(try await client.send("INCR", .string(key)).int == 42)
+    let replies = try await client.pipeline((0..<100).map { _ in ["INCR", .string(key)] })
+    #expect(replies.last?.int == 142)
+    // Many concurrent commands share the pooled connections (pipelining).
+    let sum = try await withThrowingTaskGroup(of: Int64.self) { group in
+      for _ in 0..<200 { group.addTask { try await client.send("INCR", .string(key)).int ?? 0 } }
+      return try await group.reduce(0, +)
+    }
+    #expect(sum > 0)
+    #expect(try await client.send("GET", .string(key)).int == 342)
+    await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND") }
+    // A script the server has not seen is loaded on NOSCRIPT, then run by its SHA-1.
+    let script = RedisScript("return {KEYS[1], ARGV[1], \(UUID().uuidString.count)}")
+    #expect(script.sha1.count == 40)
+    let reply = try await client.evaluate(script, keys: ["k"], arguments: ["v"])
+    #expect(reply.elements?.map(\.string) == ["k", "v", nil])
+    _ = try await client.send("SCRIPT", "FLUSH")
+    #expect(try await client.evaluate(script, keys: ["k2"], arguments: ["v"]).elements?.first?.string == "k2")
+    #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+  }
+
+  @Test func authenticatesSelectsAndSpeaksRESP3() async throws {
+    let server = try RedisTestServer(password: "hunter2")
+    defer { server.stop() }
+    let wrong = RedisClient(configuration: .init(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), retryWindow: .zero))
+    await #expect(throws: RedisError.self) { try await wrong.send("PING") }
+    let client = RedisClient(configuration: .init(url: try RedisURL(parsing: "redis://:hunter2@127.0.0.1:\(server.port)/2?protocol=3")))
+    defer { client.close() }
+    _ = try await client.send("SET", "where", "db2")
+    let other = try RedisClient(url: "redis://:hunter2@127.0.0.1:\(server.port)/0")
+    defer { other.close() }
+    #expect(try await other.send("GET", "where").isNull)
+    let hello = try await client.send("HGETALL", "nothing")
+    #expect(hello == .map([]))
+  }
+
+  @Test func commandTimeoutAndReconnectAfterADroppedConnection() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let proxy = try await LatencyProxy(targetPort: server.port, delay: .milliseconds(300))
+    let slow = RedisClient(configuration: .init(url: RedisURL(port: proxy.port), commandTimeout: .milliseconds(100), retryWindow: .zero))
+    await #expect(throws: RedisError.timeout("no reply within 100 ms")) { try await slow.send("PING") }
+    slow.close()
+
+    let client = RedisClient(configuration: .init(url: RedisURL(port: server.port), poolSize: 1, retryWindow: .seconds(20)))
+    defer { client.close() }
+    #expect(try await client.send("PING").string == "PONG")
+    _ = try await client.send("CLIENT", "KILL", "TYPE", "normal")
+    #expect(try await client.send("PING").string == "PONG")
+    // Redis down for a while: commands retry until it is back.
+    server.stop()
+    async let reply = client.send("PING")
+    try await Task.sleep(for: .milliseconds(500))
+    try server.start()
+    #expect(try await reply.string == "PONG")
+    let unreachable = RedisClient(configuration: .init(url: RedisURL(port: try FreePort.find()), retryWindow: .zero))
+    await #expect(throws: RedisError.self) { try await unreachable.send("PING") }
+    await proxy.close()
+  }
+
+  @Test func aServerSendingGarbageGetsAProtocolError() async throws {
+    let port = try FreePort.find()
+    let garbage = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(GarbageResponder()) }
+      }
+      .bind(host: "127.0.0.1", port: port).get()
+    let client = RedisClient(configuration: .init(url: RedisURL(port: port), retryWindow: .zero))
+    await #expect {
+      try await client.send("PING")
+    } throws: { error in
+      guard case RedisError.protocolError(let decoding) = error else { return false }
+      return decoding.offset == 0
+    }
+    client.close()
+    try await garbage.close()
+  }
+}
+
+final class GarbageResponder: ChannelInboundHandler, Sendable {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "?garbage\r\n")), promise: nil)
+  }
+}
