@@ -16,6 +16,8 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   case leaseLost(JobID)
   /// The data directory or database cannot be used.
   case storage(String)
+  /// A service Nova depends on (Redis) cannot be reached.
+  case unavailable(String)
 
   public var description: String {
     switch self {
@@ -28,6 +30,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .invalidState(let id, let state, let action): return "cannot \(action) job \(id): it is \(state)"
     case .leaseLost(let id): return "lease on job \(id) was lost (expired, reclaimed or cancelled)"
     case .storage(let message): return message
+    case .unavailable(let message): return message
     }
   }
 
@@ -42,6 +45,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .invalidState: return "invalid_state"
     case .leaseLost: return "lease_lost"
     case .storage: return "storage_error"
+    case .unavailable: return "unavailable"
     }
   }
 }

@@ -52,6 +52,18 @@ public final class RedisJobQueue: JobQueue {
   /// Closes the connections.
   public func close() { client.close() }
 
+  /// Deletes every key under this queue's prefix (for benchmarks and tests on a shared Redis).
+  public func deleteAllKeys() async throws {
+    var cursor = "0"
+    repeat {
+      let reply = try await client.send("SCAN", .string(cursor), "MATCH", .string("\(configuration.keyPrefix):*"), "COUNT", 1000)
+      guard let parts = reply.elements, parts.count == 2 else { throw RedisError.unexpectedReply("SCAN returned \(reply)") }
+      cursor = parts[0].string ?? "0"
+      let keys = (parts[1].elements ?? []).compactMap(\.string)
+      if !keys.isEmpty { _ = try await client.send(["UNLINK"] + keys.map { .string($0) }) }
+    } while cursor != "0"
+  }
+
   private var now: Int64 { Self.millis(configuration.clock.now()) }
   private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
   private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
@@ -96,6 +108,21 @@ public final class RedisJobQueue: JobQueue {
       startedAt: int("started_at").map(date), finishedAt: int("finished_at").map(date), result: bytes("result"),
       lastError: text("last_error"), leaseOwner: text("lease_owner"),
       leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0)
+  }
+
+  /// A lease from a claim's reply (the fields of `RedisQueueScripts.claimFields`, by position).
+  static func lease(from reply: RESPValue, queue: String, worker: String, now: Int64, expires: Int64) throws -> JobLease {
+    guard let f = reply.elements, f.count == RedisQueueScripts.claimFields.count, let id = f[0].string, let kind = f[1].string
+    else { throw RedisError.unexpectedReply("claim returned \(reply)") }
+    var payload = Data("{}".utf8)
+    if case .bulkString(let bytes?) = f[2] { payload = Data(bytes) }
+    let token = f[9].int ?? 0
+    let job = Job(
+      id: JobID(id), queue: queue, kind: kind, payload: payload, priority: Int(f[3].int ?? 0), state: .running,
+      runAt: date(f[4].int ?? now), attempts: Int(f[5].int ?? 1), maxAttempts: Int(f[6].int ?? 1),
+      idempotencyKey: f[7].string, createdAt: date(f[8].int ?? now), updatedAt: date(now), startedAt: date(now),
+      leaseOwner: worker, leaseExpiresAt: date(expires), fencingToken: token)
+    return JobLease(job: job, token: token, worker: worker, expiresAt: date(expires))
   }
 
   private static func job(from reply: RESPValue, queue: String) throws -> Job {
@@ -189,8 +216,7 @@ public final class RedisJobQueue: JobQueue {
     for (queue, count) in counts {
       let reply = try await run(RedisQueueScripts.claim, queue: queue, [.int(now), .int(count), .string(worker), .int(expires)])
       for item in reply.elements ?? [] {
-        let job = try Self.job(from: item, queue: queue)
-        leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+        leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
       }
     }
     if counts.count > 1 && leases.isEmpty {
@@ -200,8 +226,7 @@ public final class RedisJobQueue: JobQueue {
         let reply = try await run(
           RedisQueueScripts.claim, queue: queue, [.int(now), .int(count - leases.count), .string(worker), .int(expires)])
         for item in reply.elements ?? [] {
-          let job = try Self.job(from: item, queue: queue)
-          leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: Self.date(expires)))
+          leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
         }
       }
     }
@@ -337,7 +362,8 @@ public final class RedisJobQueue: JobQueue {
     let cutoff = Self.millis(before)
     for queue in try await allQueues() {
       while true {
-        let deleted = Int(try await run(RedisQueueScripts.purge, queue: queue, [.int(cutoff)]).int ?? 0)
+        let deleted = Int(
+          try await run(RedisQueueScripts.purge, queue: queue, [.int(cutoff), .string(JobID.lowerBound(for: before).rawValue)]).int ?? 0)
         total += deleted
         if deleted < 1000 { break }
       }
@@ -352,7 +378,8 @@ public final class RedisJobQueue: JobQueue {
     var commands: [[RESPArgument]] = []
     for name in names {
       for state in JobState.allCases {
-        commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:state:\(state.rawValue)")])
+        let set = state == .running ? "running" : "state:\(state.rawValue)"
+        commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:\(set)")])
       }
     }
     let replies = try await client.pipeline(commands)
@@ -386,17 +413,31 @@ public final class RedisJobQueue: JobQueue {
     }
     let names: [String]
     if let queue = filter.queue { names = [queue] } else { names = try await allQueues() }
-    let set = filter.state.map { "state:\($0.rawValue)" } ?? "all"
-    let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
-    // Kind is not indexed: read in pages until enough match.
+    // Newest first by id: each state set is ordered by id (creation time); the running set is
+    // small and sorted here; without a state filter, every set is read and merged.
+    let states = filter.state.map { [$0] } ?? JobState.allCases
     var ids: [(queue: String, id: String)] = []
     let fetch = filter.kind == nil ? filter.limit + 1 : 1000
-    let replies = try await client.pipeline(names.map {
-      ["ZREVRANGEBYLEX", .string("\(configuration.keyPrefix):{\($0)}:\(set)"), upper, "-", "LIMIT", 0, .int(fetch)]
-    })
-    for (name, reply) in zip(names, replies) {
+    var commands: [[RESPArgument]] = []
+    var owners: [String] = []
+    for name in names {
+      for state in states {
+        let base = "\(configuration.keyPrefix):{\(name)}:"
+        if state == .running {
+          commands.append(["ZRANGE", .string(base + "running"), 0, -1])
+        } else {
+          let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
+          commands.append(["ZREVRANGEBYLEX", .string(base + "state:\(state.rawValue)"), upper, "-", "LIMIT", 0, .int(fetch)])
+        }
+        owners.append(name)
+      }
+    }
+    let replies = try await client.pipeline(commands)
+    for (name, reply) in zip(owners, replies) {
       for value in try reply.checked().elements ?? [] {
-        if let id = value.string { ids.append((name, id)) }
+        guard let id = value.string else { continue }
+        if let cursor = filter.cursor, id >= cursor { continue }
+        ids.append((name, id))
       }
     }
     ids.sort { $0.id > $1.id }

@@ -26,7 +26,7 @@ public struct APIError: HTTPResponseError, Equatable {
     case .payloadTooLarge: self.init(.contentTooLarge, code: error.code, message: error.description)
     case .jobNotFound: self.init(.notFound, code: error.code, message: error.description)
     case .invalidState, .leaseLost: self.init(.conflict, code: error.code, message: error.description)
-    case .storage: self.init(.serviceUnavailable, code: error.code, message: error.description)
+    case .storage, .unavailable: self.init(.serviceUnavailable, code: error.code, message: error.description)
     }
   }
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NovaCore
 import NovaQueue
+import NovaRedisQueue
 
 struct BenchCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -14,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
       commandName: "queue",
       abstract: "Enqueue N jobs, run them to completion in-process, check none was lost or completed twice.")
 
-    @Option(help: "Queue backend: sqlite (a fresh database in a temporary folder) or sqlite://PATH.")
+    @Option(help: "Queue backend: sqlite (a fresh database in a temporary folder), sqlite://PATH, or redis://HOST:PORT (keys under a fresh prefix, deleted afterwards).")
     var backend: String = "sqlite"
 
     @Option(help: "Jobs per run.")
@@ -43,8 +44,8 @@ struct BenchCommand: AsyncParsableCommand {
       guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
       guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
-      guard backend == "sqlite" || backend.hasPrefix("sqlite://") else {
-        throw ValidationError("--backend '\(backend)' is not supported; use sqlite or sqlite://PATH")
+      guard backend == "sqlite" || backend.hasPrefix("sqlite://") || backend.hasPrefix("redis://") else {
+        throw ValidationError("--backend '\(backend)' is not supported; use sqlite, sqlite://PATH or redis://HOST:PORT")
       }
     }
 
@@ -59,12 +60,20 @@ struct BenchCommand: AsyncParsableCommand {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("nova-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let path = backend.hasPrefix("sqlite://")
-          ? String(backend.dropFirst("sqlite://".count)) : folder.appendingPathComponent("bench.sqlite").path
-        let queue = try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
+        let queue: any JobQueue
+        let backendName: String
+        if backend.hasPrefix("redis://") {
+          queue = try await QueueURL.open(backend, keyPrefix: "nova-bench-\(UUID().uuidString.prefix(8))")
+          backendName = "redis"
+        } else {
+          let path = backend.hasPrefix("sqlite://")
+            ? String(backend.dropFirst("sqlite://".count)) : folder.appendingPathComponent("bench.sqlite").path
+          queue = try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
+          backendName = "sqlite"
+        }
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
-          queue: queue, backend: "sqlite", options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch),
+          queue: queue, backend: backendName, options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch),
           logger: logger,
           progress: { done, total in
             if showProgress {
@@ -72,9 +81,9 @@ struct BenchCommand: AsyncParsableCommand {
             }
           })
         if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
-        if ProcessInfo.processInfo.environment["NOVA_BENCH_DEBUG"] != nil {
-          let stats = queue.writeStatistics
-          FileHandle.standardError.write(Data("transactions \(stats.transactions), operations \(stats.operations)\n".utf8))
+        if let redis = queue as? RedisJobQueue {
+          try await redis.deleteAllKeys()
+          redis.close()
         }
         results.append(result)
       }
@@ -84,7 +93,7 @@ struct BenchCommand: AsyncParsableCommand {
       } else {
         print(
           """
-          backend \(median.backend) (synchronous=\(mode.rawValue.lowercased())), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
+          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()))" : ""), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)

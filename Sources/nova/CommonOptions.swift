@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import NovaCore
 import NovaQueue
+import NovaRedis
+import NovaRedisQueue
 
 /// Options every command that touches data shares.
 struct StoreOptions: ParsableArguments {
@@ -12,14 +14,24 @@ struct StoreOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("SQLite durability: normal (survives crashes) or full (also power loss).", valueName: "mode"))
   var synchronous: String = "normal"
 
-  /// Opens the queue database, creating the data directory if needed.
-  func openQueue() throws -> SQLiteJobQueue {
+  @Option(name: .long, help: ArgumentHelp("Queue backend: redis://[user:password@]host:port/db or sqlite://PATH (default: the SQLite database in --data-dir).", valueName: "url"))
+  var queueURL: String? = ProcessInfo.processInfo.environment["NOVA_QUEUE_URL"]
+
+  /// Opens the queue: the URL's backend, or the SQLite database in the data directory (created
+  /// on first use).
+  func openQueue() async throws -> any JobQueue {
     guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {
       throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
+    }
+    if let queueURL, !queueURL.isEmpty {
+      return try await QueueURL.open(queueURL, synchronous: mode)
     }
     let path = try DataDirectory.prepare(dataDir)
     return try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
   }
+
+  /// Where the data is, for log lines.
+  var location: String { queueURL.flatMap { $0.isEmpty ? nil : (try? RedisURL(parsing: $0))?.description ?? $0 } ?? dataDir }
 }
 
 /// Output options.

@@ -63,7 +63,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     guard count == 1 || idempotencyKey == nil else {
       throw NovaError.invalidInput(field: "--count", message: "cannot enqueue copies with one idempotency key")
     }
-    let queue = InstrumentedJobQueue(try store.openQueue())
+    let queue = InstrumentedJobQueue(try await store.openQueue())
     if count > 1 {
       try await enqueueCopies(of: request, into: queue)
       return

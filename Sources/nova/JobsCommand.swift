@@ -77,7 +77,7 @@ struct JobsCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-      let job = try await InstrumentedJobQueue(store.openQueue()).cancel(try parseID(id))
+      let job = try await InstrumentedJobQueue(try await store.openQueue()).cancel(try parseID(id))
       if output.json { try printJSON(JobResource(job)) } else { print("cancelled \(job.id)") }
     }
   }

@@ -59,6 +59,7 @@ enum ExitStatus {
     case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
     case .jobNotFound: return notFound
     case .invalidState, .leaseLost: return conflict
+    case .unavailable: return failure
     }
   }
 }

@@ -34,14 +34,14 @@ struct ServeCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let queue = try store.openQueue()
+    let queue = try await store.openQueue()
     let logger = NovaLogging.logger("nova.serve")
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
       pool: try pool.configuration(), retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil)
     let server = NovaServer(configuration: configuration, queue: queue, logger: logger)
     let host = self.host
-    let dataDir = store.dataDir
+    let dataDir = store.location
     try await server.run { port in
       logger.notice("nova listening on http://\(host):\(port) (data: \(dataDir))")
     }

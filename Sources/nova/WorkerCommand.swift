@@ -20,7 +20,7 @@ struct WorkerCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let queue = InstrumentedJobQueue(try store.openQueue())
+    let queue = InstrumentedJobQueue(try await store.openQueue())
     let logger = NovaLogging.logger("nova.worker")
     let configuration = try pool.configuration()
     let workers = WorkerPool(queue: queue, registry: BuiltinJobs.registry, configuration: configuration, logger: logger)
@@ -30,7 +30,7 @@ struct WorkerCommand: AsyncParsableCommand {
         services: [workers, reaper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     logger.notice(
       "nova worker started",
-      metadata: ["worker": "\(configuration.workerID)", "workers": "\(configuration.concurrency)", "data": "\(store.dataDir)"])
+      metadata: ["worker": "\(configuration.workerID)", "workers": "\(configuration.concurrency)", "data": "\(store.location)"])
     try await group.run()
   }
 }
