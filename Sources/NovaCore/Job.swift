@@ -22,6 +22,7 @@ public struct Job: Sendable, Equatable {
   /// The JSON result of a succeeded job.
   public var result: Data?
   public var lastError: String?
+  /// The worker holding the lease; after success, the worker that completed the job.
   public var leaseOwner: String?
   public var leaseExpiresAt: Date?
   /// Increases with every claim; a lease is valid only while its token matches.

@@ -383,7 +383,7 @@ public final class SQLiteJobQueue: JobQueue {
 
   private static let completeSQL = """
     UPDATE nova_jobs SET state = 'succeeded', result = ?, finished_at = ?, updated_at = ?,
-      lease_owner = NULL, lease_expires_at = NULL
+      lease_expires_at = NULL
     WHERE id = ? AND state = 'running' AND fencing_token = ?
     """
 

@@ -126,7 +126,7 @@ enum RedisQueueScripts {
           else
             redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now)
           end
-          redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+          redis.call('HDEL', k, 'lease_expires_at')
           redis.call('ZREM', p .. 'running', id)
           redis.call('ZADD', p .. 'state:succeeded', 0, id)
           out[#out + 1] = 1

@@ -1,0 +1,146 @@
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+import NovaRedis
+import NovaRedisQueue
+import NovaTestSupport
+import Synchronization
+import Testing
+
+/// Counts the completions a queue accepted, per job, to show that none is recorded twice.
+final class CompletionLedger: JobQueue {
+  let base: any JobQueue
+  private let recorded = Mutex<[JobID: Int]>([:])
+
+  init(_ base: any JobQueue) { self.base = base }
+
+  var counts: [JobID: Int] { recorded.withLock { $0 } }
+
+  func complete(batch: [JobCompletion]) async throws -> [Bool] {
+    let results = try await base.complete(batch: batch)
+    recorded.withLock { recorded in
+      for (entry, ok) in zip(batch, results) where ok { recorded[entry.lease.id, default: 0] += 1 }
+    }
+    return results
+  }
+
+  func complete(_ lease: JobLease, result: Data?) async throws {
+    try await base.complete(lease, result: result)
+    recorded.withLock { $0[lease.id, default: 0] += 1 }
+  }
+
+  func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
+  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+  }
+  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    try await base.heartbeat(leases, leaseDuration: leaseDuration)
+  }
+  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    try await base.fail(lease, error: error, retryable: retryable)
+  }
+  func release(_ lease: JobLease) async throws { try await base.release(lease) }
+  func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
+  func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
+  func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
+  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  func stats() async throws -> QueueStats { try await base.stats() }
+  func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
+  func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+  func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
+}
+
+@Suite("Redis queue under latency and dropped connections", .serialized)
+struct RedisResilienceTests {
+  let logger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+  }()
+
+  func redisQueue(port: Int, prefix: String) throws -> RedisJobQueue {
+    RedisJobQueue(
+      configuration: .init(
+        client: .init(url: RedisURL(port: port), commandTimeout: .seconds(2), retryWindow: .seconds(30)),
+        retryPolicy: RetryPolicy(baseDelay: 0.05, maxDelay: 0.2), keyPrefix: prefix))
+  }
+
+  /// 1,000 jobs, 10 workers, through a proxy adding 2 ms each way; with `cutEvery`, every
+  /// connection is cut at random moments while the jobs run.
+  func runStress(cutEvery: ClosedRange<Int>?) async throws {
+    let proxy = try await LatencyProxy(targetPort: RedisTestServer.shared.port, delay: .milliseconds(2))
+    let prefix = "stress-\(UUID().uuidString.prefix(8))"
+    let redis = try redisQueue(port: proxy.port, prefix: prefix)
+    let queue = CompletionLedger(redis)
+    let ledger = RunLedger()
+    var registry = JobRegistry()
+    registry.register("count", parameters: TestParameters.self) { _, context in
+      ledger.record(context.id)
+      return ["id": context.id.rawValue]
+    }
+    let pool = WorkerPool(
+      queue: queue, registry: registry,
+      configuration: .init(
+        concurrency: 10, workerID: "stress", leaseDuration: .seconds(2), pollInterval: .milliseconds(20), prefetch: 10),
+      logger: logger)
+    let reaper = LeaseReaper(queue: queue, interval: .milliseconds(200), logger: logger)
+    var ids: [JobID] = []
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await pool.run() }
+      group.addTask {
+        while !Task.isCancelled {
+          try? await Task.sleep(for: .milliseconds(200))
+          try? await reaper.runOnce()
+        }
+      }
+      if let cutEvery {
+        group.addTask {
+          while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(Int.random(in: cutEvery)))
+            proxy.cutAll()
+          }
+        }
+      }
+      for chunk in stride(from: 0, to: 1000, by: 100) {
+        ids += try await queue.enqueue(batch: (chunk..<chunk + 100).map { _ in JobRequest(kind: "count") }).map(\.id)
+      }
+      let deadline = ContinuousClock.now.advanced(by: .seconds(120))
+      while ContinuousClock.now < deadline {
+        if (try? await redis.stats().total(.succeeded)) == 1000 { break }
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      pool.shutdown()
+      group.cancelAll()
+      try? await group.waitForAll()
+    }
+    await proxy.close()
+    redis.close()
+    // Checked over a direct connection: the proxy is gone.
+    let direct = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    #expect(Set(ids).count == 1000)
+    let stats = try await direct.stats()
+    #expect(stats.total(.succeeded) == 1000, "\(stats)")
+    #expect(stats.total(.dead) == 0)
+    // Every job ran, and exactly one completion was recorded for each.
+    let runs = ledger.all
+    #expect(ids.allSatisfy { (runs[$0] ?? 0) >= 1 })
+    let completions = queue.counts
+    #expect(completions.count == 1000)
+    #expect(completions.values.allSatisfy { $0 == 1 })
+    if cutEvery == nil {
+      #expect(runs.values.allSatisfy { $0 == 1 })
+    }
+    try await direct.deleteAllKeys()
+    direct.close()
+  }
+
+  @Test func stressThroughTwoMillisecondsOfLatency() async throws {
+    try await runStress(cutEvery: nil)
+  }
+
+  @Test func stressWithConnectionsCutAtRandom() async throws {
+    try await runStress(cutEvery: 100...400)
+  }
+}
