@@ -4,18 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real tools the tests use: promtool checks the /metrics exposition.
-if ! command -v promtool >/dev/null 2>&1; then
+# Real servers and tools the tests use: redis-server (the tests start their own, on free
+# loopback ports) and promtool (checks the /metrics exposition).
+need() {
+  local tool="$1" package="$2"
+  command -v "$tool" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's prometheus package for promtool..."
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null || {
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+    echo "installing Debian's $package package for $tool..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; }
   else
-    echo "error: promtool is missing; install it first (Debian: sudo apt-get install prometheus)" >&2
+    echo "error: $tool is missing; install it first (Debian: sudo apt-get install $package)" >&2
     exit 1
   fi
-fi
+}
+need redis-server redis-server
+need promtool prometheus
 
 swift build --build-tests --enable-code-coverage
 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85

@@ -59,12 +59,13 @@ struct SQLiteJobQueueTests {
     let id: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
     let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 1).first)
     try await queue.complete(lease, result: nil)
+    let stale = JobLease(job: lease.job, token: 999, worker: "w", expiresAt: lease.expiresAt)
     // Many concurrent operations share transactions; the invalid ones fail alone.
     let outcomes = await withTaskGroup(of: Bool.self) { group in
       for index in 0..<100 {
         group.addTask {
           if index.isMultiple(of: 10) {
-            return (try? await queue.complete(lease, result: nil)) != nil
+            return (try? await queue.complete(stale, result: nil)) != nil
           }
           return (try? await queue.enqueue(JobRequest(kind: "noop")) as JobID) != nil
         }

@@ -55,7 +55,7 @@ struct ProcessTests {
     let dir = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
     let ids = try await queue.enqueue(batch: (0..<4).map { _ in JobRequest(kind: "sleep", payload: Data(#"{"ms":700}"#.utf8)) }).map(\.id)
-    let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--workers", "4", "--shutdown-grace-seconds", "20"])
+    let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--workers", "4", "--prefetch", "0", "--shutdown-grace-seconds", "20"])
     try await eventually("jobs to start") { try await queue.stats().total(.running) == 4 }
     worker.signal(SIGTERM)
     #expect(await worker.waitForExit() == 0)

@@ -1,0 +1,108 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import NovaRedis
+import NovaRedisQueue
+import NovaTestSupport
+import Testing
+
+/// Real `nova worker` processes sharing a real `redis-server`.
+@Suite("nova workers on Redis", .serialized)
+struct RedisProcessTests {
+  func queue(_ server: RedisTestServer) throws -> RedisJobQueue {
+    RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url), retryWindow: .seconds(30))))
+  }
+
+  func workerArguments(_ server: RedisTestServer, workers: Int = 4) -> [String] {
+    ["worker", "--queue-url", server.url, "--workers", "\(workers)", "--lease-seconds", "1", "--poll-ms", "20", "--prefetch", "2"]
+  }
+
+  @Test func twoWorkersShareTheQueueAndOneKilledMidJobLosesNothing() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let queue = try queue(server)
+    let ids = try await queue.enqueue(batch: (0..<80).map { _ in
+      JobRequest(kind: "sleep", payload: Data(#"{"ms":100}"#.utf8), maxAttempts: 5)
+    }).map(\.id)
+    let first = try NovaProcess(workerArguments(server))
+    let second = try NovaProcess(workerArguments(server))
+    try await eventually("both workers to run jobs", timeout: .seconds(60)) {
+      let stats = try await queue.stats()
+      return stats.total(.succeeded) >= 8 && stats.total(.running) >= 4
+    }
+    let killedPID = first.process.processIdentifier
+    first.signal(SIGKILL)
+    _ = await first.waitForExit()
+    // Jobs the killed worker held (its id is host-pid-random).
+    let orphaned = try await queue.list(JobFilter(state: .running, limit: 100)).jobs
+      .filter { $0.leaseOwner?.contains("-\(killedPID)-") == true }
+    #expect(!orphaned.isEmpty, "the kill should leave jobs mid-run")
+    try await eventually("every job to succeed", timeout: .seconds(90)) {
+      try await queue.stats().total(.succeeded) == ids.count
+    }
+    second.signal(SIGTERM)
+    #expect(await second.waitForExit() == 0)
+    var owners = Set<String>()
+    for id in ids {
+      let job = try #require(try await queue.get(id))
+      #expect(job.state == .succeeded)
+      if let owner = job.leaseOwner { owners.insert(owner) }
+    }
+    #expect(owners.count == 2, "both workers completed jobs: \(owners)")
+    for job in orphaned {
+      let after = try #require(try await queue.get(job.id))
+      #expect(after.attempts >= 2)
+      #expect(after.leaseOwner != job.leaseOwner)
+    }
+    let stats = try await queue.stats()
+    #expect(stats.total(.dead) == 0 && stats.total(.running) == 0 && stats.total(.available) == 0)
+    queue.close()
+  }
+
+  @Test func redisRestartedMidRunIsSurvived() async throws {
+    let server = try RedisTestServer(appendOnly: true)
+    defer { server.stop() }
+    let queue = try queue(server)
+    let ids = try await queue.enqueue(batch: (0..<60).map { _ in
+      JobRequest(kind: "sleep", payload: Data(#"{"ms":50}"#.utf8), maxAttempts: 10)
+    }).map(\.id)
+    let worker = try NovaProcess(workerArguments(server))
+    try await eventually("some jobs to finish", timeout: .seconds(60)) {
+      try await queue.stats().total(.succeeded) >= 10
+    }
+    server.stop()
+    try await Task.sleep(for: .milliseconds(700))
+    try server.start()
+    try await eventually("every job to succeed after the restart", timeout: .seconds(90)) {
+      try await queue.stats().total(.succeeded) == ids.count
+    }
+    worker.signal(SIGTERM)
+    #expect(await worker.waitForExit() == 0)
+    for id in ids { #expect(try await queue.get(id)?.state == .succeeded) }
+    queue.close()
+  }
+
+  @Test func cliTalksToRedis() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let enqueue = try await NovaProcess.run(["enqueue", "echo", "--payload", #"{"x":1}"#, "--queue-url", server.url])
+    #expect(enqueue.code == 0, "\(enqueue.stderr)")
+    let id = enqueue.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let show = try await NovaProcess.run(["jobs", "show", id, "--queue-url", server.url])
+    #expect(show.stdout.contains("\"state\" : \"available\""))
+    let stats = try await NovaProcess.run(["jobs", "stats", "--json", "--queue-url", server.url])
+    #expect(stats.stdout.contains("\"available\" : 1"))
+    let bench = try await NovaProcess.run(["bench", "queue", "--backend", server.url, "--jobs", "500", "--workers", "4", "--json"])
+    #expect(bench.code == 0, "\(bench.stderr)")
+    let figures = try #require(try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any])
+    #expect(figures["backend"] as? String == "redis")
+    #expect(figures["lost"] as? Int == 0)
+    #expect(figures["duplicate_completions"] as? Int == 0)
+    let unreachable = try await NovaProcess.run(["jobs", "list", "--queue-url", "redis://127.0.0.1:\(try FreePort.find())"])
+    #expect(unreachable.code == 1)
+    #expect(unreachable.stderr.contains("cannot reach redis"))
+    let badURL = try await NovaProcess.run(["jobs", "list", "--queue-url", "postgres://x"])
+    #expect(badURL.code == 2)
+    #expect(badURL.stderr.contains("--queue-url"))
+  }
+}
