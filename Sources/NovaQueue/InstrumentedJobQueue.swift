@@ -98,13 +98,6 @@ public final class InstrumentedJobQueue: JobQueue {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }
 
-  public func complete(_ lease: JobLease, result: Data?) async throws {
-    try await base.complete(lease, result: result)
-    let handles = metrics(lease.job.queue)
-    handles.completed.increment()
-    handles.run.recordNanoseconds(Self.nanoseconds(from: lease.job.startedAt ?? clock.now(), to: clock.now()))
-  }
-
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     let recorded = try await base.complete(batch: batch)
     let now = clock.now()

@@ -15,12 +15,10 @@ public protocol JobQueue: Sendable {
     -> [JobLease]
   /// Extends leases; a lease whose job was cancelled or reclaimed reports so.
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome]
-  /// Records success. Repeating it with the same lease (a call retried after a dropped
-  /// connection) succeeds again without effect; throws `NovaError.leaseLost` when another
-  /// lease took the job (it expired and was reclaimed) or the job was cancelled.
-  func complete(_ lease: JobLease, result: Data?) async throws
   /// Records success of many jobs in one step; per entry, true when recorded and false when its
-  /// lease was lost. Workers use it so that one commit (or one round trip) carries many outcomes.
+  /// lease was lost. Repeating an entry with the same lease (a call retried after a dropped
+  /// connection) reports true again without effect. Workers use it so that one commit (or one
+  /// round trip) carries many outcomes.
   func complete(batch: [JobCompletion]) async throws -> [Bool]
   /// Records a failed attempt: retried after backoff, or dead-lettered after the last attempt.
   func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome
@@ -49,6 +47,13 @@ extension JobQueue {
   public func enqueue(_ request: JobRequest) async throws -> JobID {
     let result: EnqueueResult = try await enqueue(request)
     return result.id
+  }
+
+  /// Records success of one job; throws `NovaError.leaseLost` when another lease took the job
+  /// (it expired and was reclaimed) or the job was cancelled.
+  public func complete(_ lease: JobLease, result: Data?) async throws {
+    let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
+    if recorded.first != true { throw NovaError.leaseLost(lease.id) }
   }
 
   /// Extends one lease.
@@ -153,6 +158,16 @@ public struct JobFilter: Sendable, Equatable {
   public var limit: Int
   /// The `nextCursor` of the previous page.
   public var cursor: String?
+
+  /// Checks the limit and the cursor (a job id from a previous page).
+  public func validate() throws(NovaError) {
+    guard (1...1000).contains(limit) else {
+      throw .invalidInput(field: "limit", message: "\(limit) is out of range 1...1000")
+    }
+    if let cursor, !JobID(cursor).isWellFormed {
+      throw .invalidInput(field: "cursor", message: "'\(cursor)' is not a cursor this server issued")
+    }
+  }
 
   public init(
     state: JobState? = nil, queue: String? = nil, kind: String? = nil, limit: Int = 50,

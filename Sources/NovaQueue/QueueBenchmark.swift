@@ -141,51 +141,46 @@ public enum QueueBenchmark {
 }
 
 /// Forwards to a queue and counts the completions it accepted per job, so that a job recorded
-/// as completed twice would show.
-final class CompletionCountingQueue: JobQueue {
+/// as completed twice would show (the benchmark's and the stress tests' check).
+public final class CompletionCountingQueue: JobQueue {
   private let base: any JobQueue
-  private let counts = Mutex<(completed: Int, duplicates: Int, seen: Set<JobID>)>((0, 0, []))
+  private let counts = Mutex<[JobID: Int]>([:])
 
-  init(_ base: any JobQueue) { self.base = base }
+  public init(_ base: any JobQueue) { self.base = base }
 
-  var completedCount: Int { counts.withLock { $0.completed } }
-  var duplicateCompletions: Int { counts.withLock { $0.duplicates } }
+  /// Completions accepted, per job.
+  public var completions: [JobID: Int] { counts.withLock { $0 } }
+  /// Jobs with at least one accepted completion.
+  public var completedCount: Int { counts.withLock { $0.count } }
+  /// Accepted completions beyond the first, over all jobs (must be 0).
+  public var duplicateCompletions: Int { counts.withLock { $0.values.reduce(0) { $0 + $1 - 1 } } }
 
-  func complete(_ lease: JobLease, result: Data?) async throws {
-    try await base.complete(lease, result: result)
-    counts.withLock { counts in
-      if counts.seen.insert(lease.id).inserted { counts.completed += 1 } else { counts.duplicates += 1 }
-    }
-  }
-
-  func complete(batch: [JobCompletion]) async throws -> [Bool] {
+  public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     let recorded = try await base.complete(batch: batch)
     counts.withLock { counts in
-      for (entry, ok) in zip(batch, recorded) where ok {
-        if counts.seen.insert(entry.lease.id).inserted { counts.completed += 1 } else { counts.duplicates += 1 }
-      }
+      for (entry, ok) in zip(batch, recorded) where ok { counts[entry.lease.id, default: 0] += 1 }
     }
     return recorded
   }
 
-  func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
-  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+  public func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
+  public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
     try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
   }
-  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+  public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }
-  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
     try await base.fail(lease, error: error, retryable: retryable)
   }
-  func release(_ lease: JobLease) async throws { try await base.release(lease) }
-  func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
-  func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
-  func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
-  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
-  func stats() async throws -> QueueStats { try await base.stats() }
-  func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
-  func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
-  func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
+  public func release(_ lease: JobLease) async throws { try await base.release(lease) }
+  public func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
+  public func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
+  public func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
+  public func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  public func stats() async throws -> QueueStats { try await base.stats() }
+  public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
+  public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+  public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
 }

@@ -347,11 +347,6 @@ public final class SQLiteJobQueue: JobQueue {
     }
   }
 
-  public func complete(_ lease: JobLease, result: Data?) async throws {
-    let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
-    if recorded.first != true { throw NovaError.leaseLost(lease.id) }
-  }
-
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     if batch.isEmpty { return [] }
     let now = nowMillis
@@ -561,9 +556,7 @@ public final class SQLiteJobQueue: JobQueue {
   }
 
   public func list(_ filter: JobFilter) async throws -> JobPage {
-    guard (1...1000).contains(filter.limit) else {
-      throw NovaError.invalidInput(field: "limit", message: "\(filter.limit) is out of range 1...1000")
-    }
+    try filter.validate()
     var conditions: [String] = []
     var arguments: StatementArguments = []
     if let state = filter.state {
@@ -579,9 +572,6 @@ public final class SQLiteJobQueue: JobQueue {
       _ = arguments.append(contentsOf: [kind])
     }
     if let cursor = filter.cursor {
-      guard JobID(cursor).isWellFormed else {
-        throw NovaError.invalidInput(field: "cursor", message: "'\(cursor)' is not a cursor this server issued")
-      }
       conditions.append("id < ?")
       _ = arguments.append(contentsOf: [cursor])
     }

@@ -256,11 +256,6 @@ public final class RedisJobQueue: JobQueue {
     return outcomes
   }
 
-  public func complete(_ lease: JobLease, result: Data?) async throws {
-    let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
-    if recorded.first != true { throw NovaError.leaseLost(lease.id) }
-  }
-
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     if batch.isEmpty { return [] }
     let now = self.now
@@ -405,12 +400,7 @@ public final class RedisJobQueue: JobQueue {
   }
 
   public func list(_ filter: JobFilter) async throws -> JobPage {
-    guard (1...1000).contains(filter.limit) else {
-      throw NovaError.invalidInput(field: "limit", message: "\(filter.limit) is out of range 1...1000")
-    }
-    if let cursor = filter.cursor, !JobID(cursor).isWellFormed {
-      throw NovaError.invalidInput(field: "cursor", message: "'\(cursor)' is not a cursor this server issued")
-    }
+    try filter.validate()
     let names: [String]
     if let queue = filter.queue { names = [queue] } else { names = try await allQueues() }
     // Newest first by id: each state set is ordered by id (creation time); the running set is

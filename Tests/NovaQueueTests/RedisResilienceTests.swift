@@ -8,50 +8,6 @@ import NovaTestSupport
 import Synchronization
 import Testing
 
-/// Counts the completions a queue accepted, per job, to show that none is recorded twice.
-final class CompletionLedger: JobQueue {
-  let base: any JobQueue
-  private let recorded = Mutex<[JobID: Int]>([:])
-
-  init(_ base: any JobQueue) { self.base = base }
-
-  var counts: [JobID: Int] { recorded.withLock { $0 } }
-
-  func complete(batch: [JobCompletion]) async throws -> [Bool] {
-    let results = try await base.complete(batch: batch)
-    recorded.withLock { recorded in
-      for (entry, ok) in zip(batch, results) where ok { recorded[entry.lease.id, default: 0] += 1 }
-    }
-    return results
-  }
-
-  func complete(_ lease: JobLease, result: Data?) async throws {
-    try await base.complete(lease, result: result)
-    recorded.withLock { $0[lease.id, default: 0] += 1 }
-  }
-
-  func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
-  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
-    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
-  }
-  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
-    try await base.heartbeat(leases, leaseDuration: leaseDuration)
-  }
-  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
-    try await base.fail(lease, error: error, retryable: retryable)
-  }
-  func release(_ lease: JobLease) async throws { try await base.release(lease) }
-  func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
-  func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
-  func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
-  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
-  func stats() async throws -> QueueStats { try await base.stats() }
-  func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
-  func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
-  func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
-}
-
 @Suite("Redis queue under latency and dropped connections", .serialized)
 struct RedisResilienceTests {
   let logger: Logger = {
@@ -73,7 +29,7 @@ struct RedisResilienceTests {
     let proxy = try await LatencyProxy(targetPort: RedisTestServer.shared.port, delay: .milliseconds(2))
     let prefix = "stress-\(UUID().uuidString.prefix(8))"
     let redis = try redisQueue(port: proxy.port, prefix: prefix)
-    let queue = CompletionLedger(redis)
+    let queue = CompletionCountingQueue(redis)
     let ledger = RunLedger()
     var registry = JobRegistry()
     registry.register("count", parameters: TestParameters.self) { _, context in
@@ -126,7 +82,7 @@ struct RedisResilienceTests {
     // Every job ran, and exactly one completion was recorded for each.
     let runs = ledger.all
     #expect(ids.allSatisfy { (runs[$0] ?? 0) >= 1 })
-    let completions = queue.counts
+    let completions = queue.completions
     #expect(completions.count == 1000)
     #expect(completions.values.allSatisfy { $0 == 1 })
     if cutEvery == nil {
