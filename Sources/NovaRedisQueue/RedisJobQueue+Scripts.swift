@@ -94,13 +94,16 @@ enum RedisQueueScripts {
       for j = 1, #popped, 2 do
         local id = popped[j]
         local k = p .. 'job:' .. id
-        local f = redis.call('HMGET', k, 'token', 'attempts')
-        redis.call('HSET', k, 'token', tonumber(f[1]) + 1, 'attempts', tonumber(f[2]) + 1, 'state', 'running',
+        -- One read serves both the update and the reply (fields of claimFields, in order).
+        local f = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
+          'max_attempts', 'idem', 'created_at', 'token')
+        f[6] = tonumber(f[6]) + 1
+        f[10] = tonumber(f[10]) + 1
+        redis.call('HSET', k, 'token', f[10], 'attempts', f[6], 'state', 'running',
           'lease_owner', worker, 'lease_expires_at', expires, 'started_at', now, 'updated_at', now)
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
-        out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
-          'max_attempts', 'idem', 'created_at', 'token')
+        out[#out + 1] = f
       end
       return out
       """)
@@ -121,12 +124,13 @@ enum RedisQueueScripts {
         local k = p .. 'job:' .. id
         local fields = redis.call('HMGET', k, 'state', 'token')
         if fields[1] == 'running' and fields[2] == token then
+          -- An empty lease_expires_at reads as none (cheaper than a separate HDEL).
           if result ~= '' then
-            redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now, 'result', string.sub(result, 2))
+            redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now,
+              'lease_expires_at', '', 'result', string.sub(result, 2))
           else
-            redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now)
+            redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now, 'lease_expires_at', '')
           end
-          redis.call('HDEL', k, 'lease_expires_at')
           redis.call('ZREM', p .. 'running', id)
           redis.call('ZADD', p .. 'state:succeeded', 0, id)
           out[#out + 1] = 1

@@ -92,6 +92,7 @@ public final class RedisJobQueue: JobQueue {
       if let key = elements[index].string { fields[key] = elements[index + 1] }
     }
     func text(_ key: String) -> String? { fields[key]?.string }
+    // Empty values mean none (completion blanks lease_expires_at rather than deleting it).
     func int(_ key: String) -> Int64? { text(key).flatMap { Int64($0) } }
     func bytes(_ key: String) -> Data? {
       if case .bulkString(let value?)? = fields[key] { return Data(value) }
