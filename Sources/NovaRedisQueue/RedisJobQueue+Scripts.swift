@@ -13,14 +13,15 @@ import NovaRedis
 /// - `idem` hash: idempotency key → job id.
 ///
 /// Each job's life is about 14 Redis calls inside three scripts, the fewest that keep every
-/// state listable and countable.
+/// state listable and countable. Times, scores and counters travel as strings: a Lua number given
+/// to `redis.call` is formatted with printf, which cost more than the commands themselves.
 enum RedisQueueScripts {
   /// Moves a job's membership from one `state:` set to another and sets its state field.
   private static let helpers = """
     local p = KEYS[1]
     local function move(id, from, to, now)
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
-      if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, 0, id) end
+      if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
       redis.call('HSET', p .. 'job:' .. id, 'state', to, 'updated_at', now)
     end
     local function promote(now)
@@ -31,25 +32,26 @@ enum RedisQueueScripts {
         local st = redis.call('HGET', k, 'state')
         if st == 'scheduled' or st == 'failed' then
           move(id, st, 'available', now)
-          redis.call('ZADD', p .. 'available', -tonumber(redis.call('HGET', k, 'priority')), id)
+          redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
         end
       end
     end
 
     """
 
-  /// ARGV: now, count, then per job: id, kind, payload, priority, run_at, max_attempts, idempotency key ('' for none).
+  /// ARGV: now, count, then per job: id, kind, payload, priority, score (−priority), run_at,
+  /// max_attempts, idempotency key ('' for none), initial state (available or scheduled).
   /// Returns per job: id, state, existing (1/0). A job id seen before (a retried call) counts as existing.
   static let enqueue = RedisScript(
     helpers + """
-      local now = tonumber(ARGV[1])
+      local now = ARGV[1]
       local n = tonumber(ARGV[2])
       local out = {}
       local i = 3
       for _ = 1, n do
-        local id, kind, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-        local prio, runat, maxa, idem = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
-        i = i + 7
+        local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+        local runat, maxa, idem, state = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+        i = i + 9
         local existing = false
         if idem ~= '' then existing = redis.call('HGET', p .. 'idem', idem) end
         if not existing and redis.call('EXISTS', p .. 'job:' .. id) == 1 then existing = id end
@@ -58,21 +60,20 @@ enum RedisQueueScripts {
           out[#out + 1] = redis.call('HGET', p .. 'job:' .. existing, 'state') or 'available'
           out[#out + 1] = 1
         else
-          local state = 'available'
-          if runat > now then state = 'scheduled' end
           local k = p .. 'job:' .. id
-          redis.call('HSET', k, 'id', id, 'kind', kind, 'payload', payload, 'priority', prio, 'state', state,
-            'run_at', runat, 'attempts', 0, 'max_attempts', maxa, 'created_at', now, 'updated_at', now, 'token', 0)
+          redis.call('HSET', k, 'id', id, 'kind', kind, 'payload', payload, 'priority', prio, 'score', score,
+            'state', state, 'run_at', runat, 'attempts', '0', 'max_attempts', maxa, 'created_at', now,
+            'updated_at', now, 'token', '0')
           if idem ~= '' then
             redis.call('HSET', k, 'idem', idem)
             redis.call('HSET', p .. 'idem', idem, id)
           end
           if state == 'available' then
-            redis.call('ZADD', p .. 'available', -prio, id)
+            redis.call('ZADD', p .. 'available', score, id)
           else
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
-          redis.call('ZADD', p .. 'state:' .. state, 0, id)
+          redis.call('ZADD', p .. 'state:' .. state, '0', id)
           out[#out + 1] = id
           out[#out + 1] = state
           out[#out + 1] = 0
@@ -86,7 +87,7 @@ enum RedisQueueScripts {
   /// position: cheaper to make and to parse than HGETALL's names and values).
   static let claim = RedisScript(
     helpers + """
-      local now, limit, worker, expires = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+      local now, limit, worker, expires = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
       promote(now)
       local out = {}
       if limit <= 0 then return out end
@@ -94,16 +95,14 @@ enum RedisQueueScripts {
       for j = 1, #popped, 2 do
         local id = popped[j]
         local k = p .. 'job:' .. id
-        -- One read serves both the update and the reply (fields of claimFields, in order).
-        local f = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
-          'max_attempts', 'idem', 'created_at', 'token')
-        f[6] = tonumber(f[6]) + 1
-        f[10] = tonumber(f[10]) + 1
-        redis.call('HSET', k, 'token', f[10], 'attempts', f[6], 'state', 'running',
-          'lease_owner', worker, 'lease_expires_at', expires, 'started_at', now, 'updated_at', now)
+        redis.call('HINCRBY', k, 'token', 1)
+        redis.call('HINCRBY', k, 'attempts', 1)
+        redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
+          'started_at', now, 'updated_at', now)
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
-        out[#out + 1] = f
+        out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
+          'max_attempts', 'idem', 'created_at', 'token')
       end
       return out
       """)
@@ -115,7 +114,7 @@ enum RedisQueueScripts {
   /// Returns 1 per job recorded (or already recorded with the same token), 0 when the lease was lost.
   static let complete = RedisScript(
     helpers + """
-      local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+      local now, n = ARGV[1], tonumber(ARGV[2])
       local out = {}
       local i = 3
       for _ = 1, n do
@@ -132,7 +131,7 @@ enum RedisQueueScripts {
             redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now, 'lease_expires_at', '')
           end
           redis.call('ZREM', p .. 'running', id)
-          redis.call('ZADD', p .. 'state:succeeded', 0, id)
+          redis.call('ZADD', p .. 'state:succeeded', '0', id)
           out[#out + 1] = 1
         elseif fields[1] == 'succeeded' and fields[2] == token then
           out[#out + 1] = 1
@@ -173,7 +172,7 @@ enum RedisQueueScripts {
   /// ARGV: now, expiry, count, then per lease: id, token. Returns 'ok' | 'cancelled' | 'lost' per lease.
   static let heartbeat = RedisScript(
     helpers + """
-      local now, expires, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+      local now, expires, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
       local out = {}
       local i = 4
       for _ = 1, n do
@@ -199,13 +198,13 @@ enum RedisQueueScripts {
     helpers + """
       local now, id, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
       local k = p .. 'job:' .. id
-      local f = redis.call('HMGET', k, 'state', 'token', 'priority', 'attempts')
+      local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts')
       if f[1] ~= 'running' or f[2] ~= token then return 0 end
       redis.call('ZREM', p .. 'running', id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
       redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
       move(id, 'running', 'available', now)
-      redis.call('ZADD', p .. 'available', -tonumber(f[3]), id)
+      redis.call('ZADD', p .. 'available', f[3], id)
       return 1
       """)
 
@@ -240,7 +239,7 @@ enum RedisQueueScripts {
       redis.call('HDEL', k, 'finished_at')
       redis.call('HSET', k, 'attempts', 0, 'run_at', now)
       move(id, st, 'available', now)
-      redis.call('ZADD', p .. 'available', -tonumber(redis.call('HGET', k, 'priority')), id)
+      redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
       return redis.call('HGETALL', k)
       """)
 
@@ -253,7 +252,7 @@ enum RedisQueueScripts {
       for _, id in ipairs(expired) do
         local k = p .. 'job:' .. id
         redis.call('ZREM', p .. 'running', id)
-        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'priority')
+        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score')
         if f[1] == 'running' then
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
           redis.call('HSET', k, 'last_error', 'lease expired: the worker stopped heartbeating')
@@ -263,7 +262,7 @@ enum RedisQueueScripts {
             dead[#dead + 1] = id
           else
             move(id, 'running', 'available', now)
-            redis.call('ZADD', p .. 'available', -tonumber(f[4]), id)
+            redis.call('ZADD', p .. 'available', f[4], id)
             requeued[#requeued + 1] = id
           end
         end

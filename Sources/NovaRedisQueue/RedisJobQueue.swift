@@ -162,13 +162,14 @@ public final class RedisJobQueue: JobQueue {
     let byQueue = Dictionary(grouping: requests.indices, by: { requests[$0].queue })
     for (queue, indices) in byQueue.sorted(by: { $0.key < $1.key }) {
       var arguments: [RESPArgument] = [.int(now), .int(indices.count)]
-      arguments.reserveCapacity(2 + indices.count * 7)
+      arguments.reserveCapacity(2 + indices.count * 9)
       for index in indices {
         let request = requests[index]
         let runAt = max(Self.millis(request.runAt ?? nowDate), now)
         arguments += [
           .string(JobID.generate(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
-          .int(request.priority), .int(runAt), .int(request.maxAttempts), .string(request.idempotencyKey ?? ""),
+          .int(request.priority), .int(-request.priority), .int(runAt), .int(request.maxAttempts),
+          .string(request.idempotencyKey ?? ""), runAt > now ? "scheduled" : "available",
         ]
       }
       let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments)
