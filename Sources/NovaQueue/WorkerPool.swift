@@ -32,10 +32,12 @@ public final class WorkerPool: Service {
     /// After shutdown begins, how long in-flight jobs may run before they are cancelled and
     /// their leases released.
     public var shutdownGracePeriod: Duration
-    /// Jobs claimed ahead of free workers (leased and heartbeated while they wait); four per
-    /// worker by default, as Celery does. It lets one claim and one commit serve many short
-    /// jobs; set 0 for long jobs so that other workers can take what this one would hold.
-    public var prefetch: Int
+    /// Jobs claimed ahead of free workers (leased and heartbeated while they wait). Nil (the
+    /// default) adapts it to the pool's pace: about 100 ms of work, at most 32 per worker, so
+    /// that one claim and one commit serve many short jobs while long jobs are not hoarded
+    /// (at one job a second, nothing is claimed ahead). A number fixes it; 0 claims only for
+    /// free workers.
+    public var prefetch: Int?
 
     public init(
       concurrency: Int = 4, queues: [String] = [], workerID: String = WorkerPool.defaultWorkerID(),
@@ -51,7 +53,7 @@ public final class WorkerPool: Service {
       self.jobTimeout = jobTimeout
       self.pollInterval = pollInterval
       self.shutdownGracePeriod = shutdownGracePeriod
-      self.prefetch = max(0, prefetch ?? self.concurrency * 4)
+      self.prefetch = prefetch.map { max(0, $0) }
     }
   }
 
@@ -87,6 +89,10 @@ public final class WorkerPool: Service {
     var bufferHead = 0
     var inFlight: [JobID: InFlight] = [:]
     var stopping = false
+    /// Handlers finished since the supervisor last measured the pace.
+    var finishedSinceTick = 0
+    /// Jobs finished per second, smoothed.
+    var pace: Double = 0
     var stopDeadline: ContinuousClock.Instant?
     var forceStopped = false
 
@@ -129,7 +135,14 @@ public final class WorkerPool: Service {
   /// Wakes the recorder: successes to record.
   private let recordWake = WakeSignal()
   private let clock = ContinuousClock()
-  private var maxUnrecorded: Int { configuration.concurrency * 4 + configuration.prefetch }
+  private var maxPrefetch: Int { configuration.prefetch ?? configuration.concurrency * 32 }
+  private var maxUnrecorded: Int { configuration.concurrency * 4 + maxPrefetch }
+
+  /// The prefetch to use now: fixed, or about 100 ms of work at the pace measured so far.
+  private func currentPrefetch(_ state: State) -> Int {
+    if let fixed = configuration.prefetch { return fixed }
+    return min(maxPrefetch, Int(state.pace * 0.1))
+  }
 
   public init(queue: any JobQueue, registry: JobRegistry, configuration: Configuration, logger: Logger) {
     self.queue = queue
@@ -174,10 +187,14 @@ public final class WorkerPool: Service {
 
   /// Keeps `concurrency + prefetch` jobs leased (running or buffered).
   private func fetch() async {
-    let target = configuration.concurrency + configuration.prefetch
     while !isStopping {
-      let want = state.withLock { target - $0.running - $0.buffered }
-      if want <= 0 {
+      // Refill only when the buffer is half empty, so that each claim takes many jobs: with a
+      // remote backend every claim is a round trip, however few jobs it brings.
+      let (want, buffered, lowWater) = state.withLock { state -> (Int, Int, Int) in
+        let prefetch = currentPrefetch(state)
+        return (configuration.concurrency + prefetch - state.running - state.buffered, state.buffered, prefetch / 2)
+      }
+      if want <= 0 || buffered > lowWater {
         await fetchWake.wait()
         continue
       }
@@ -267,6 +284,7 @@ public final class WorkerPool: Service {
       }
       (reason, currentLease) = state.withLock { state -> (StopReason?, JobLease) in
         state.running -= 1
+        state.finishedSinceTick += 1
         let entry = state.inFlight.removeValue(forKey: job.id)
         return (entry?.stopReason, entry?.lease ?? lease)
       }
@@ -367,8 +385,14 @@ public final class WorkerPool: Service {
         (state.stopping || Task.isCancelled) && state.inFlight.isEmpty && state.unrecorded == 0 && state.buffered == 0
       }
       if done { return }
+      let tickStart = clock.now
       try? await Task.sleep(for: tick)
       let now = clock.now
+      let elapsed = max((now - tickStart).seconds, 0.001)
+      state.withLock { state in
+        state.pace = 0.7 * state.pace + 0.3 * Double(state.finishedSinceTick) / elapsed
+        state.finishedSinceTick = 0
+      }
       var toCancel: [Task<Data?, any Error>] = []
       let due = state.withLock { state -> [JobLease] in
         if state.stopping, let deadline = state.stopDeadline, now >= deadline, !state.forceStopped {

@@ -27,7 +27,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Payload size of each job in bytes.")
     var payloadBytes: Int = 64
 
-    @Option(help: "Jobs the pool claims ahead of free workers (default: 4 per worker).")
+    @Option(help: "Jobs the pool claims ahead of free workers (default: adaptive, as for nova worker).")
     var prefetch: Int?
 
     @Option(help: "Runs; the summary reports the median of each figure.")

@@ -68,7 +68,7 @@ struct PoolOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("How often an idle worker looks for jobs.", valueName: "ms"))
   var pollMs: Int = 250
 
-  @Option(help: ArgumentHelp("Jobs claimed ahead of free workers (default: 4 per worker; 0 for long jobs).", valueName: "n"))
+  @Option(help: ArgumentHelp("Jobs claimed ahead of free workers (default: adapts to about 100 ms of work, at most 32 per worker; 0 claims only for free workers).", valueName: "n"))
   var prefetch: Int?
 
   func check() throws {
