@@ -15,6 +15,7 @@ let package = Package(
     .library(name: "NovaQueue", targets: ["NovaQueue"]),
     .library(name: "NovaRedis", targets: ["NovaRedis"]),
     .library(name: "NovaRedisQueue", targets: ["NovaRedisQueue"]),
+    .library(name: "NovaSecurity", targets: ["NovaSecurity"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -28,6 +29,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
   ],
   targets: [
     .target(
@@ -58,6 +60,11 @@ let package = Package(
     .target(
       name: "NovaRedisQueue",
       dependencies: ["NovaCore", "NovaQueue", "NovaRedis"],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "NovaSecurity",
+      dependencies: ["NovaCore", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings
     ),
     .target(
@@ -117,6 +124,11 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaSecurityTests",
+      dependencies: ["NovaCore", "NovaSecurity", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings
     ),
     .testTarget(

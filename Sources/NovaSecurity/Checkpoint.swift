@@ -1,0 +1,134 @@
+import Crypto
+import Foundation
+
+/// A signed tree head in the C2SP tlog-checkpoint format, wrapped in a C2SP signed note:
+/// origin line, tree size, base64 root hash, a blank line, then `— name base64(keyID‖signature)`.
+public struct Checkpoint: Sendable, Equatable {
+  /// Names the log (for example `nova.example/audit`).
+  public var origin: String
+  public var size: Int
+  public var rootHash: MerkleTree.Hash
+
+  public init(origin: String, size: Int, rootHash: MerkleTree.Hash) {
+    self.origin = origin
+    self.size = size
+    self.rootHash = rootHash
+  }
+
+  /// The signed body: the three checkpoint lines, each ending in a newline.
+  public var body: String { "\(origin)\n\(size)\n\(Data(rootHash).base64EncodedString())\n" }
+
+  /// The note signed by `key`.
+  public func signed(by key: NoteSigner) throws -> String {
+    let signature = try key.sign(Array(body.utf8))
+    return body + "\n" + "\u{2014} \(key.name) \(Data(key.keyID + signature).base64EncodedString())\n"
+  }
+
+  /// A checkpoint note that failed to parse or verify, and why.
+  public struct VerificationError: Error, Equatable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+  }
+
+  /// Parses a signed note and checks its signature by `verifier`.
+  public static func verify(note: String, verifier: NoteVerifier) throws(VerificationError) -> Checkpoint {
+    guard let split = note.range(of: "\n\n") else { throw VerificationError("no blank line between the checkpoint and its signatures") }
+    let body = String(note[..<split.lowerBound]) + "\n"
+    let lines = body.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+    guard lines.count >= 3 else { throw VerificationError("a checkpoint has an origin, a size and a root hash line") }
+    guard let size = Int(lines[1]), size >= 0 else { throw VerificationError("tree size '\(lines[1])' is not a number") }
+    guard let root = Data(base64Encoded: String(lines[2])), root.count == 32 else {
+      throw VerificationError("root hash '\(lines[2])' is not base64 of 32 bytes")
+    }
+    let signatures = note[split.upperBound...].split(separator: "\n")
+    var sawName = false
+    for line in signatures {
+      let parts = line.split(separator: " ")
+      guard parts.count == 3, parts[0] == "\u{2014}", parts[1] == verifier.name else { continue }
+      sawName = true
+      guard let blob = Data(base64Encoded: String(parts[2])), blob.count == 4 + 64 else {
+        throw VerificationError("signature by \(verifier.name) is malformed")
+      }
+      guard Array(blob.prefix(4)) == verifier.keyID else { continue }
+      guard verifier.verify(signature: Array(blob.dropFirst(4)), for: Array(body.utf8)) else {
+        throw VerificationError("signature by \(verifier.name) does not match the checkpoint")
+      }
+      return Checkpoint(origin: String(lines[0]), size: size, rootHash: Array(root))
+    }
+    throw VerificationError(sawName ? "no signature by this key of \(verifier.name)" : "no signature by \(verifier.name)")
+  }
+}
+
+/// The Ed25519 key that signs notes, with its C2SP key name and id.
+public struct NoteSigner: Sendable {
+  public let name: String
+  /// The raw 32-byte Ed25519 seed (swift-crypto's key types are not Sendable).
+  private let seed: [UInt8]
+
+  public init(name: String, privateKey: Curve25519.Signing.PrivateKey) {
+    self.name = name
+    self.seed = Array(privateKey.rawRepresentation)
+  }
+
+  /// A new random key.
+  public static func generate(name: String) -> NoteSigner {
+    NoteSigner(name: name, privateKey: Curve25519.Signing.PrivateKey())
+  }
+
+  public var privateKey: Curve25519.Signing.PrivateKey {
+    // The seed came from a valid key, so it always parses.
+    try! Curve25519.Signing.PrivateKey(rawRepresentation: seed)
+  }
+
+  /// The public half.
+  public var verifier: NoteVerifier { NoteVerifier(name: name, publicKey: privateKey.publicKey) }
+
+  /// SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[0..<4], per C2SP signed-note.
+  public var keyID: [UInt8] { verifier.keyID }
+
+  func sign(_ message: [UInt8]) throws -> [UInt8] { Array(try privateKey.signature(for: message)) }
+}
+
+/// Checks notes signed by one Ed25519 key.
+public struct NoteVerifier: Sendable {
+  public let name: String
+  /// The raw 32-byte Ed25519 public key.
+  public let publicKeyBytes: [UInt8]
+
+  public init(name: String, publicKey: Curve25519.Signing.PublicKey) {
+    self.name = name
+    self.publicKeyBytes = Array(publicKey.rawRepresentation)
+  }
+
+  public var publicKey: Curve25519.Signing.PublicKey {
+    // The bytes came from a valid key, so they always parse.
+    try! Curve25519.Signing.PublicKey(rawRepresentation: publicKeyBytes)
+  }
+
+  /// Parses a C2SP verifier key: `name+hexkeyid+base64(0x01 ‖ public key)`.
+  public init(verifierKey: String) throws {
+    let parts = verifierKey.split(separator: "+", maxSplits: 2)
+    guard parts.count == 3, let blob = Data(base64Encoded: String(parts[2])), blob.count == 33, blob.first == 0x01 else {
+      throw Checkpoint.VerificationError("'\(verifierKey)' is not a name+keyid+key verifier key")
+    }
+    self.init(name: String(parts[0]), publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: blob.dropFirst()))
+    guard String(parts[1]) == keyID.map { String(format: "%02x", $0) }.joined() else {
+      throw Checkpoint.VerificationError("the key id in '\(verifierKey)' does not match its key")
+    }
+  }
+
+  public var keyID: [UInt8] {
+    var hasher = SHA256()
+    hasher.update(data: Array(name.utf8) + [0x0A, 0x01] + publicKeyBytes)
+    return Array(hasher.finalize().prefix(4))
+  }
+
+  /// The C2SP verifier key string, to hand to reviewers.
+  public var verifierKey: String {
+    "\(name)+\(keyID.map { String(format: "%02x", $0) }.joined())+\(Data([0x01] + publicKeyBytes).base64EncodedString())"
+  }
+
+  func verify(signature: [UInt8], for message: [UInt8]) -> Bool {
+    publicKey.isValidSignature(signature, for: message)
+  }
+}

@@ -1,0 +1,163 @@
+import Crypto
+
+/// RFC 6962 (Certificate Transparency) Merkle trees over audit entries: leaf = SHA-256(0x00‖entry),
+/// node = SHA-256(0x01‖left‖right), and the inclusion and consistency proofs of RFC 9162.
+public enum MerkleTree {
+  public typealias Hash = [UInt8]
+
+  /// SHA-256 of the empty string: the root of an empty tree.
+  public static let emptyRoot: Hash = Array(SHA256.hash(data: [UInt8]()))
+
+  /// The hash of a leaf.
+  public static func leafHash(_ entry: some Sequence<UInt8>) -> Hash {
+    var hasher = SHA256()
+    hasher.update(data: [0x00])
+    hasher.update(data: Array(entry))
+    return Array(hasher.finalize())
+  }
+
+  /// The hash of an inner node.
+  public static func nodeHash(_ left: Hash, _ right: Hash) -> Hash {
+    var hasher = SHA256()
+    hasher.update(data: [0x01])
+    hasher.update(data: left)
+    hasher.update(data: right)
+    return Array(hasher.finalize())
+  }
+
+  /// The largest power of two smaller than `n` (n > 1).
+  static func split(_ n: Int) -> Int {
+    var k = 1
+    while k << 1 < n { k <<= 1 }
+    return k
+  }
+
+  /// MTH over leaf hashes.
+  public static func root(_ leaves: ArraySlice<Hash>) -> Hash {
+    switch leaves.count {
+    case 0: return emptyRoot
+    case 1: return leaves[leaves.startIndex]
+    default:
+      let k = split(leaves.count)
+      let middle = leaves.startIndex + k
+      return nodeHash(root(leaves[leaves.startIndex..<middle]), root(leaves[middle...]))
+    }
+  }
+
+  /// The audit path of leaf `index` in the tree of `leaves` (RFC 6962 §2.1.1).
+  public static func inclusionProof(index: Int, leaves: ArraySlice<Hash>) -> [Hash] {
+    guard leaves.count > 1 else { return [] }
+    let k = split(leaves.count)
+    let middle = leaves.startIndex + k
+    if index < k {
+      return inclusionProof(index: index, leaves: leaves[leaves.startIndex..<middle]) + [root(leaves[middle...])]
+    }
+    return inclusionProof(index: index - k, leaves: leaves[middle...]) + [root(leaves[leaves.startIndex..<middle])]
+  }
+
+  /// Checks an audit path (RFC 9162 §2.1.3.2).
+  public static func verifyInclusion(index: Int, size: Int, leafHash: Hash, proof: [Hash], root: Hash) -> Bool {
+    guard index >= 0, index < size else { return false }
+    var fn = index
+    var sn = size - 1
+    var r = leafHash
+    for p in proof {
+      if sn == 0 { return false }
+      if fn & 1 == 1 || fn == sn {
+        r = nodeHash(p, r)
+        if fn & 1 == 0 {
+          repeat {
+            fn >>= 1
+            sn >>= 1
+          } while fn & 1 == 0 && fn != 0
+        }
+      } else {
+        r = nodeHash(r, p)
+      }
+      fn >>= 1
+      sn >>= 1
+    }
+    return sn == 0 && r == root
+  }
+
+  /// The proof that the tree of the first `oldSize` leaves is a prefix of the tree of `leaves`
+  /// (RFC 6962 §2.1.2).
+  public static func consistencyProof(oldSize: Int, leaves: ArraySlice<Hash>) -> [Hash] {
+    guard oldSize > 0, oldSize < leaves.count else { return [] }
+    return subproof(oldSize, leaves, complete: true)
+  }
+
+  private static func subproof(_ m: Int, _ leaves: ArraySlice<Hash>, complete: Bool) -> [Hash] {
+    let n = leaves.count
+    if m == n { return complete ? [] : [root(leaves)] }
+    let k = split(n)
+    let middle = leaves.startIndex + k
+    if m <= k {
+      return subproof(m, leaves[leaves.startIndex..<middle], complete: complete) + [root(leaves[middle...])]
+    }
+    return subproof(m - k, leaves[middle...], complete: false) + [root(leaves[leaves.startIndex..<middle])]
+  }
+
+  /// Checks a consistency proof between two tree heads (RFC 9162 §2.1.4.2).
+  public static func verifyConsistency(oldSize: Int, newSize: Int, oldRoot: Hash, newRoot: Hash, proof: [Hash]) -> Bool {
+    guard oldSize > 0, oldSize <= newSize else { return false }
+    if oldSize == newSize { return proof.isEmpty && oldRoot == newRoot }
+    guard !proof.isEmpty else { return false }
+    var path = proof
+    if oldSize & (oldSize - 1) == 0 { path.insert(oldRoot, at: 0) }
+    var fn = oldSize - 1
+    var sn = newSize - 1
+    while fn & 1 == 1 {
+      fn >>= 1
+      sn >>= 1
+    }
+    var fr = path[0]
+    var sr = path[0]
+    for c in path.dropFirst() {
+      if sn == 0 { return false }
+      if fn & 1 == 1 || fn == sn {
+        fr = nodeHash(c, fr)
+        sr = nodeHash(c, sr)
+        if fn & 1 == 0 {
+          repeat {
+            fn >>= 1
+            sn >>= 1
+          } while fn & 1 == 0 && fn != 0
+        }
+      } else {
+        sr = nodeHash(sr, c)
+      }
+      fn >>= 1
+      sn >>= 1
+    }
+    return fr == oldRoot && sr == newRoot && sn == 0
+  }
+}
+
+/// Computes a tree's root from leaves streamed in order, keeping only O(log n) hashes, so that
+/// verifying millions of audit entries takes flat memory.
+public struct MerkleAccumulator: Sendable {
+  /// Roots of complete subtrees, largest first, with their sizes.
+  private var stack: [(size: Int, hash: MerkleTree.Hash)] = []
+  public private(set) var count = 0
+
+  public init() {}
+
+  /// Adds the next leaf hash.
+  public mutating func append(leafHash: MerkleTree.Hash) {
+    var node = (size: 1, hash: leafHash)
+    while let last = stack.last, last.size == node.size {
+      stack.removeLast()
+      node = (last.size * 2, MerkleTree.nodeHash(last.hash, node.hash))
+    }
+    stack.append(node)
+    count += 1
+  }
+
+  /// The root of the leaves added so far.
+  public var root: MerkleTree.Hash {
+    guard var hash = stack.last?.hash else { return MerkleTree.emptyRoot }
+    for entry in stack.dropLast().reversed() { hash = MerkleTree.nodeHash(entry.hash, hash) }
+    return hash
+  }
+}

@@ -1,0 +1,32 @@
+import Foundation
+import NovaCore
+import NovaSecurity
+import Testing
+
+@Suite("RFC 8785 canonical JSON")
+struct CanonicalJSONTests {
+  @Test func sortsKeysByUTF16AndDropsWhitespace() throws {
+    let value = try JSONValue.parse(Data(#"{ "b": [1, 2, {"z": null, "a": true}], "a": "x", "\u20ac": 1, "\ud83d\ude00": 2, "1": false }"#.utf8))
+    #expect(try CanonicalJSON.string(value) == #"{"1":false,"a":"x","b":[1,2,{"a":true,"z":null}],"€":1,"😀":2}"#)
+  }
+
+  @Test func escapesOnlyWhatItMust() throws {
+    let value = JSONValue.string("q\"b\\s/\u{08}\u{0C}\n\r\t\u{01}\u{1F}é€")
+    #expect(try CanonicalJSON.string(value) == "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001fé€\"")
+  }
+
+  @Test func printsNumbersAsECMAScriptDoes() throws {
+    let cases: [(Double, String)] = [
+      (0, "0"), (-0.0, "0"), (1, "1"), (-1.5, "-1.5"), (100, "100"), (1e21, "1e+21"), (1e20, "100000000000000000000"),
+      (123456789012345680000, "123456789012345680000"), (0.000001, "0.000001"), (1e-7, "1e-7"), (1.5e-7, "1.5e-7"),
+      (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"), (0.1, "0.1"), (1e16, "10000000000000000"),
+      (4.35, "4.35"), (333333333.33333329, "333333333.3333333"), (-1e-10, "-1e-10"),
+    ]
+    for (number, text) in cases {
+      #expect(try CanonicalJSON.string(.double(number)) == text, "\(number)")
+    }
+    #expect(try CanonicalJSON.string(.int(-42)) == "-42")
+    #expect(throws: CanonicalJSON.InvalidNumber.self) { try CanonicalJSON.encode(.double(.nan)) }
+    #expect(throws: CanonicalJSON.InvalidNumber.self) { try CanonicalJSON.encode(.array([.double(.infinity)])) }
+  }
+}
