@@ -112,7 +112,7 @@ public struct NoteVerifier: Sendable {
       throw Checkpoint.VerificationError("'\(verifierKey)' is not a name+keyid+key verifier key")
     }
     self.init(name: String(parts[0]), publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: blob.dropFirst()))
-    guard String(parts[1]) == keyID.map { String(format: "%02x", $0) }.joined() else {
+    guard String(parts[1]) == keyID.map({ String(format: "%02x", $0) }).joined() else {
       throw Checkpoint.VerificationError("the key id in '\(verifierKey)' does not match its key")
     }
   }

@@ -15,7 +15,7 @@ struct StoreOptions: ParsableArguments {
   var synchronous: String = "normal"
 
   @Option(name: .long, help: ArgumentHelp("Queue backend: redis://[user:password@]host:port/db or sqlite://PATH (default: the SQLite database in --data-dir).", valueName: "url"))
-  var queueURL: String? = ProcessInfo.processInfo.environment["NOVA_QUEUE_URL"]
+  var queueURL: String?
 
   /// Opens the queue: the URL's backend, or the SQLite database in the data directory (created
   /// on first use).
@@ -23,15 +23,21 @@ struct StoreOptions: ParsableArguments {
     guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {
       throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
     }
-    if let queueURL, !queueURL.isEmpty {
-      return try await QueueURL.open(queueURL, synchronous: mode)
+    if let url = effectiveQueueURL {
+      return try await QueueURL.open(url, synchronous: mode)
     }
     let path = try DataDirectory.prepare(dataDir)
     return try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
   }
 
-  /// Where the data is, for log lines.
-  var location: String { queueURL.flatMap { $0.isEmpty ? nil : (try? RedisURL(parsing: $0))?.description ?? $0 } ?? dataDir }
+  /// `--queue-url`, else `NOVA_QUEUE_URL`; nil for the SQLite database in the data directory.
+  var effectiveQueueURL: String? {
+    let url = queueURL ?? ProcessInfo.processInfo.environment["NOVA_QUEUE_URL"]
+    return url?.isEmpty == false ? url : nil
+  }
+
+  /// Where the data is, for log lines (passwords hidden).
+  var location: String { effectiveQueueURL.map { (try? RedisURL(parsing: $0))?.description ?? $0 } ?? dataDir }
 }
 
 /// Output options.

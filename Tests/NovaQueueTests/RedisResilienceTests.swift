@@ -48,7 +48,7 @@ struct RedisResilienceTests {
       group.addTask {
         while !Task.isCancelled {
           try? await Task.sleep(for: .milliseconds(200))
-          try? await reaper.runOnce()
+          _ = try? await reaper.runOnce()
         }
       }
       if let cutEvery {
@@ -69,7 +69,7 @@ struct RedisResilienceTests {
       }
       pool.shutdown()
       group.cancelAll()
-      try? await group.waitForAll()
+      _ = try? await group.waitForAll()
     }
     await proxy.close()
     redis.close()
