@@ -22,5 +22,6 @@ need redis-server redis-server
 need promtool prometheus
 
 swift build --build-tests --enable-code-coverage
-swift test --enable-code-coverage --skip-build
+# A hung test fails the run instead of holding CI until its own limit.
+timeout 1200 swift test --enable-code-coverage --skip-build
 python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85

@@ -17,6 +17,7 @@ struct ProcessTests {
     }).map(\.id)
     let common = ["--data-dir", dir.path, "--workers", "8", "--lease-seconds", "1", "--poll-ms", "20"]
     let victim = try NovaProcess(["worker"] + common)
+    defer { victim.signal(SIGKILL) }
     try await eventually("the first worker to finish some jobs and hold others") {
       let stats = try await queue.stats()
       return stats.total(.succeeded) >= 8 && stats.total(.running) >= 4
@@ -27,6 +28,7 @@ struct ProcessTests {
     #expect(!orphaned.isEmpty, "the kill should leave jobs mid-run")
 
     let rescuer = try NovaProcess(["worker"] + common)
+    defer { rescuer.signal(SIGKILL) }
     try await eventually("every job to succeed after the leases expire", timeout: .seconds(90)) {
       try await queue.stats().total(.succeeded) == ids.count
     }
@@ -56,6 +58,7 @@ struct ProcessTests {
     let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
     let ids = try await queue.enqueue(batch: (0..<4).map { _ in JobRequest(kind: "sleep", payload: Data(#"{"ms":700}"#.utf8)) }).map(\.id)
     let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--workers", "4", "--prefetch", "0", "--shutdown-grace-seconds", "20"])
+    defer { worker.signal(SIGKILL) }
     try await eventually("jobs to start") { try await queue.stats().total(.running) == 4 }
     worker.signal(SIGTERM)
     #expect(await worker.waitForExit() == 0)

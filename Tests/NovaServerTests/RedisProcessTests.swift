@@ -26,6 +26,10 @@ struct RedisProcessTests {
     }).map(\.id)
     let first = try NovaProcess(workerArguments(server))
     let second = try NovaProcess(workerArguments(server))
+    defer {
+      first.signal(SIGKILL)
+      second.signal(SIGKILL)
+    }
     try await eventually("both workers to run jobs", timeout: .seconds(60)) {
       let stats = try await queue.stats()
       return stats.total(.succeeded) >= 8 && stats.total(.running) >= 4
@@ -67,6 +71,7 @@ struct RedisProcessTests {
       JobRequest(kind: "sleep", payload: Data(#"{"ms":50}"#.utf8), maxAttempts: 10)
     }).map(\.id)
     let worker = try NovaProcess(workerArguments(server))
+    defer { worker.signal(SIGKILL) }
     try await eventually("some jobs to finish", timeout: .seconds(60)) {
       try await queue.stats().total(.succeeded) >= 10
     }
