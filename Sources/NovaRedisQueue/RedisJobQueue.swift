@@ -446,7 +446,11 @@ public final class RedisJobQueue: JobQueue {
         if jobs.count > filter.limit { break }
       }
     }
-    return JobPage(newestFirst: jobs, limit: filter.limit)
+    if jobs.count > filter.limit {
+      let page = Array(jobs.prefix(filter.limit))
+      return JobPage(jobs: page, nextCursor: page.last?.id.rawValue)
+    }
+    return JobPage(jobs: jobs, nextCursor: nil)
   }
 
   public func waitForJobs(timeout: Duration) async {

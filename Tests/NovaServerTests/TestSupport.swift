@@ -59,6 +59,7 @@ final class NovaProcess: @unchecked Sendable {
       self.output.unlock()
     }
     try process.run()
+    ChildRegistry.add(process.processIdentifier)
   }
 
   var stdout: String {
@@ -97,6 +98,26 @@ final class NovaProcess: @unchecked Sendable {
       throw TestFailure("nova \(arguments.joined(separator: " ")) did not finish")
     }
     return (code, child.stdout, child.stderr)
+  }
+}
+
+/// Every `nova` child the tests started: killed when the test process exits, so that a failed
+/// or interrupted test never leaves a worker behind to take jobs from a later test's server.
+enum ChildRegistry {
+  private static let pids = Mutex<[Int32]>([])
+  private static let installed: Void = {
+    atexit {
+      // Only children still running (waitpid answers 0): a reaped pid may belong to anyone now.
+      var status: Int32 = 0
+      for pid in ChildRegistry.pids.withLock({ $0 }) where waitpid(pid, &status, WNOHANG) == 0 {
+        kill(pid, SIGKILL)
+      }
+    }
+  }()
+
+  static func add(_ pid: Int32) {
+    _ = installed
+    pids.withLock { $0.append(pid) }
   }
 }
 
