@@ -191,4 +191,15 @@ public struct JobPage: Sendable, Equatable {
     self.jobs = jobs
     self.nextCursor = nextCursor
   }
+
+  /// A page from up to `limit + 1` jobs read newest first: the extra one, when present, only
+  /// shows that another page follows.
+  public init(newestFirst jobs: [Job], limit: Int) {
+    guard jobs.count > limit else {
+      self.init(jobs: jobs, nextCursor: nil)
+      return
+    }
+    let page = Array(jobs.prefix(limit))
+    self.init(jobs: page, nextCursor: page.last?.id.rawValue)
+  }
 }

@@ -581,11 +581,7 @@ public final class SQLiteJobQueue: JobQueue {
     let jobs = try await pool.read { db in
       try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.job(from:))
     }
-    if jobs.count > filter.limit {
-      let page = Array(jobs.prefix(filter.limit))
-      return JobPage(jobs: page, nextCursor: page.last?.id.rawValue)
-    }
-    return JobPage(jobs: jobs, nextCursor: nil)
+    return JobPage(newestFirst: jobs, limit: filter.limit)
   }
 
   public func waitForJobs(timeout: Duration) async {

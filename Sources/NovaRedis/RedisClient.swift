@@ -96,18 +96,15 @@ public final class RedisClient: Sendable {
     try await withConnection { try await $0.pipeline(commands) }
   }
 
-  /// Runs a Lua script by its SHA-1, loading it first when the server does not know it
-  /// (a fresh or restarted Redis).
+  /// Runs a Lua script by its SHA-1; when the server does not know it (a fresh or restarted
+  /// Redis, or a `SCRIPT FLUSH`), sends the source with `EVAL`, which also caches it, so a flush
+  /// racing between a load and a call cannot fail the call.
   public func evaluate(_ script: RedisScript, keys: [RESPArgument], arguments: [RESPArgument]) async throws -> RESPValue {
     try await withConnection { connection in
-      let call: [RESPArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)] + keys + arguments
-      let reply = try await connection.send(call)
+      let tail: [RESPArgument] = [.int(keys.count)] + keys + arguments
+      let reply = try await connection.send(["EVALSHA", .string(script.sha1)] + tail)
       if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-        let loaded = try await connection.send(["SCRIPT", "LOAD", .string(script.source)]).checked()
-        guard loaded.string == script.sha1 else {
-          throw RedisError.unexpectedReply("SCRIPT LOAD returned \(loaded.string ?? "?"), expected \(script.sha1)")
-        }
-        return try await connection.send(call).checked()
+        return try await connection.send(["EVAL", .string(script.source)] + tail).checked()
       }
       return try reply.checked()
     }

@@ -446,11 +446,7 @@ public final class RedisJobQueue: JobQueue {
         if jobs.count > filter.limit { break }
       }
     }
-    if jobs.count > filter.limit {
-      let page = Array(jobs.prefix(filter.limit))
-      return JobPage(jobs: page, nextCursor: page.last?.id.rawValue)
-    }
-    return JobPage(jobs: jobs, nextCursor: nil)
+    return JobPage(newestFirst: jobs, limit: filter.limit)
   }
 
   public func waitForJobs(timeout: Duration) async {

@@ -23,7 +23,10 @@ struct RedisClientTests {
   }
 
   @Test func sendsPipelinesAndRunsScripts() async throws {
-    let client = try RedisClient(url: RedisTestServer.shared.url)
+    // Its own server: the SCRIPT FLUSH below must not touch the scripts of tests running beside it.
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let client = try RedisClient(url: server.url)
     defer { client.close() }
     let key = "client-test-\(UUID().uuidString)"
     #expect(try await client.send("SET", .string(key), "41").string == "OK")
@@ -38,11 +41,12 @@ struct RedisClientTests {
     #expect(sum > 0)
     #expect(try await client.send("GET", .string(key)).int == 342)
     await #expect(throws: RedisError.self) { try await client.send("NOSUCHCOMMAND") }
-    // A script the server has not seen is loaded on NOSCRIPT, then run by its SHA-1.
+    // A script the server has not seen is sent with EVAL on NOSCRIPT, then known by its SHA-1.
     let script = RedisScript("return {KEYS[1], ARGV[1], \(UUID().uuidString.count)}")
     #expect(script.sha1.count == 40)
     let reply = try await client.evaluate(script, keys: ["k"], arguments: ["v"])
     #expect(reply.elements?.map(\.string) == ["k", "v", nil])
+    #expect(try await client.send("SCRIPT", "EXISTS", .string(script.sha1)).elements?.first?.int == 1)
     _ = try await client.send("SCRIPT", "FLUSH")
     #expect(try await client.evaluate(script, keys: ["k2"], arguments: ["v"]).elements?.first?.string == "k2")
     #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")

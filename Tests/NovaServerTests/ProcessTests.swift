@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import NovaCore
 import NovaQueue
+import NovaTestSupport
 import Testing
 
 /// Tests that run the real `nova` binary as a child process.
@@ -23,7 +24,7 @@ struct ProcessTests {
       return stats.total(.succeeded) >= 8 && stats.total(.running) >= 4
     }
     victim.signal(SIGKILL)
-    #expect(await victim.waitForExit() == 9 || victim.process.terminationReason == .uncaughtSignal)
+    #expect(await victim.waitForExit() == 128 + SIGKILL)
     let orphaned = try await queue.list(JobFilter(state: .running, limit: 100)).jobs
     #expect(!orphaned.isEmpty, "the kill should leave jobs mid-run")
 
@@ -154,16 +155,11 @@ struct ProcessTests {
 
     let file = URL(fileURLWithPath: dir).appendingPathComponent("metrics.txt")
     try metrics.write(to: file)
-    let promtool = Process()
-    promtool.executableURL = URL(fileURLWithPath: "/bin/sh")
-    promtool.arguments = ["-c", "promtool check metrics < '\(file.path)'"]
-    let errors = Pipe()
-    promtool.standardError = errors
-    promtool.standardOutput = errors
-    try promtool.run()
-    promtool.waitUntilExit()
-    let complaint = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    #expect(promtool.terminationStatus == 0, "promtool check metrics (install Debian's prometheus package): \(complaint)")
+    let report = URL(fileURLWithPath: dir).appendingPathComponent("promtool.txt")
+    let promtool = try ChildProcess("/bin/sh", ["-c", "promtool check metrics < '\(file.path)'"], standardOutput: report.path, standardError: report.path)
+    let status = await promtool.waitForExit(timeout: .seconds(30))
+    let complaint = (try? String(contentsOf: report, encoding: .utf8)) ?? ""
+    #expect(status == 0, "promtool check metrics (install Debian's prometheus package): \(complaint)")
 
     server.signal(SIGTERM)
     #expect(await server.waitForExit() == 0)

@@ -34,7 +34,7 @@ struct RedisProcessTests {
       let stats = try await queue.stats()
       return stats.total(.succeeded) >= 8 && stats.total(.running) >= 4
     }
-    let killedPID = first.process.processIdentifier
+    let killedPID = first.pid
     first.signal(SIGKILL)
     _ = await first.waitForExit()
     // Jobs the killed worker held (its id is host-pid-random).

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import NovaCore
 import NovaQueue
+import NovaTestSupport
 import Testing
 
 enum TemporaryDirectory {
@@ -24,100 +25,49 @@ enum NovaBinary {
   }
 }
 
-/// A `nova` child process.
-final class NovaProcess: @unchecked Sendable {
-  // Safe: `process` and the pipes are set up in init and only read afterwards; Foundation's
-  // Process is thread-safe for terminate/waitUntilExit, and output is collected through locks.
-  let process = Process()
-  private let stdoutPipe = Pipe()
-  private let stderrPipe = Pipe()
-  private let output = NSLock()
-  private var stdoutData = Data()
-  private var stderrData = Data()
+/// A `nova` child process whose output is collected in files (read at any time, complete once
+/// it exited).
+final class NovaProcess: Sendable {
+  let child: ChildProcess
+  private let outputDirectory: URL
 
   init(_ arguments: [String], environment: [String: String] = [:]) throws {
-    process.executableURL = URL(fileURLWithPath: NovaBinary.path)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.merge(environment) { $1 }
-    process.environment = env
-    process.standardOutput = stdoutPipe
-    process.standardError = stderrPipe
-    process.standardInput = FileHandle.nullDevice
-    stdoutPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let chunk = handle.availableData
-      guard let self else { return }
-      self.output.lock()
-      self.stdoutData.append(chunk)
-      self.output.unlock()
-    }
-    stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let chunk = handle.availableData
-      guard let self else { return }
-      self.output.lock()
-      self.stderrData.append(chunk)
-      self.output.unlock()
-    }
-    try process.run()
-    ChildRegistry.add(process.processIdentifier)
+    outputDirectory = try TemporaryDirectory.make()
+    child = try ChildProcess(
+      NovaBinary.path, arguments, environment: environment,
+      standardOutput: outputDirectory.appendingPathComponent("stdout").path,
+      standardError: outputDirectory.appendingPathComponent("stderr").path)
   }
 
-  var stdout: String {
-    output.lock()
-    defer { output.unlock() }
-    return String(decoding: stdoutData, as: UTF8.self)
-  }
+  var pid: Int32 { child.pid }
+  var stdout: String { read("stdout") }
+  var stderr: String { read("stderr") }
 
-  var stderr: String {
-    output.lock()
-    defer { output.unlock() }
-    return String(decoding: stderrData, as: UTF8.self)
+  private func read(_ name: String) -> String {
+    (try? String(contentsOf: outputDirectory.appendingPathComponent(name), encoding: .utf8)) ?? ""
   }
 
   /// Signals the child while it runs (never a pid that may have been reused).
-  func signal(_ signal: Int32) {
-    if process.isRunning { kill(process.processIdentifier, signal) }
-  }
+  func signal(_ signal: Int32) { child.signal(signal) }
 
-  /// Waits for exit without blocking the cooperative thread pool.
+  /// Waits for the exit code (128 + N after signal N) without blocking the cooperative pool.
   func waitForExit(timeout: Duration = .seconds(60)) async -> Int32? {
-    let deadline = ContinuousClock.now.advanced(by: timeout)
-    while process.isRunning {
-      if ContinuousClock.now > deadline { return nil }
-      try? await Task.sleep(for: .milliseconds(20))
-    }
-    try? await Task.sleep(for: .milliseconds(50))  // let the pipes drain
-    return process.terminationStatus
+    await child.waitForExit(timeout: timeout)
   }
 
   /// Runs `nova ARGS` to completion.
   static func run(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (code: Int32, stdout: String, stderr: String) {
-    let child = try NovaProcess(arguments)
-    guard let code = await child.waitForExit(timeout: timeout) else {
-      child.signal(SIGKILL)
+    let process = try NovaProcess(arguments)
+    guard let code = await process.waitForExit(timeout: timeout) else {
+      process.signal(SIGKILL)
       throw TestFailure("nova \(arguments.joined(separator: " ")) did not finish")
     }
-    return (code, child.stdout, child.stderr)
+    return (code, process.stdout, process.stderr)
   }
-}
 
-/// Every `nova` child the tests started: killed when the test process exits, so that a failed
-/// or interrupted test never leaves a worker behind to take jobs from a later test's server.
-enum ChildRegistry {
-  private static let pids = Mutex<[Int32]>([])
-  private static let installed: Void = {
-    atexit {
-      // Only children still running (waitpid answers 0): a reaped pid may belong to anyone now.
-      var status: Int32 = 0
-      for pid in ChildRegistry.pids.withLock({ $0 }) where waitpid(pid, &status, WNOHANG) == 0 {
-        kill(pid, SIGKILL)
-      }
-    }
-  }()
-
-  static func add(_ pid: Int32) {
-    _ = installed
-    pids.withLock { $0.append(pid) }
+  deinit {
+    child.signal(SIGKILL)
+    try? FileManager.default.removeItem(at: outputDirectory)
   }
 }
 

@@ -8,7 +8,7 @@ public final class RedisTestServer: Sendable {
   public let port: Int
   public let directory: URL
   public let password: String?
-  private let process: Mutex<pid_t>
+  private let process: Mutex<ChildProcess?>
   private let arguments: [String]
 
   /// `redis://` URL of this server.
@@ -29,35 +29,25 @@ public final class RedisTestServer: Sendable {
     ]
     if let password { arguments += ["--requirepass", password] }
     self.arguments = arguments
-    process = Mutex(0)
+    process = Mutex(nil)
     try start()
   }
 
-  /// The server that most tests share, started on first use and stopped when the tests exit.
+  /// The server that most tests share, started on first use and killed when the tests exit.
   public static let shared: RedisTestServer = {
     do {
-      let server = try RedisTestServer()
-      sharedPID.withLock { $0 = server.pid }
-      atexit {
-        let pid = sharedPID.withLock { $0 }
-        if pid > 0 { kill(pid, SIGKILL) }
-      }
-      return server
+      return try RedisTestServer()
     } catch {
       fatalError("cannot start redis-server for the tests: \(error)")
     }
   }()
-
-  private static let sharedPID = Mutex<Int32>(0)
-
-  var pid: Int32 { process.withLock { $0 } }
 
   /// Starts (or restarts) the server and waits until it accepts connections.
   public func start() throws {
     guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
       throw TestServerError("redis-server is not installed (Debian: apt-get install redis-server); scripts/test.sh installs it")
     }
-    let child = try ChildProcess.spawn(binary, arguments)
+    let child = try ChildProcess(binary, arguments)
     process.withLock { $0 = child }
     let deadline = Date().addingTimeInterval(10)
     while Date() < deadline {
@@ -69,32 +59,33 @@ public final class RedisTestServer: Sendable {
 
   /// Stops the server: SIGTERM (Redis flushes its AOF) or SIGKILL.
   public func stop(kill signal: Int32 = SIGTERM) {
-    let pid = process.withLock { process -> pid_t in
-      defer { process = 0 }
-      return process
+    guard let child = process.withLock({ $0.take() }) else { return }
+    child.signal(signal)
+    if child.waitForExitBlocking(timeout: .seconds(10)) == nil {
+      child.signal(SIGKILL)
+      _ = child.waitForExitBlocking(timeout: .seconds(5))
     }
-    guard pid > 0 else { return }
-    kill(pid, signal)
-    // Reaped here with waitpid: Foundation's own notice of the exit can lag for seconds while
-    // the test's threads are busy.
-    let deadline = Date().addingTimeInterval(10)
-    var status: Int32 = 0
-    while Date() < deadline {
-      let reaped = waitpid(pid, &status, WNOHANG)
-      if reaped == pid || reaped == -1 { return }
-      usleep(5_000)
-    }
-    kill(pid, SIGKILL)
   }
 
   deinit { stop(kill: SIGKILL) }
 }
 
-/// Starts programs with every signal unblocked and at its default action. Foundation's Process
-/// passes on the spawning thread's signal mask, and the threads of a Swift test process block
-/// most signals, so a server started that way would ignore SIGTERM.
-public enum ChildProcess {
-  public static func spawn(_ path: String, _ arguments: [String]) throws -> pid_t {
+/// A child program that this process alone reaps, with `waitpid` polling.
+///
+/// Not Foundation's `Process`: it learns of a child's exit from SIGCHLD, and the threads of a
+/// Swift test process block that signal, so its `isRunning` and `waitUntilExit` could lag for
+/// seconds or wait forever. It also passes on the spawning thread's signal mask, so a child would
+/// ignore SIGTERM; here every signal starts unblocked and at its default action.
+public final class ChildProcess: Sendable {
+  public let pid: pid_t
+  /// The wait status once reaped; until then, `kill` on `pid` cannot reach a reused pid.
+  private let reaped = Mutex<Int32?>(nil)
+
+  /// Starts `path` with `arguments`; standard input is /dev/null, output goes to the given files.
+  public init(
+    _ path: String, _ arguments: [String], environment: [String: String]? = nil,
+    standardOutput: String = "/dev/null", standardError: String = "/dev/null"
+  ) throws {
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -110,14 +101,81 @@ public enum ChildProcess {
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
     defer { for pointer in argv { free(pointer) } }
+    let variables = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } } ?? ProcessInfo.processInfo.environment
+    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for pointer in envp { free(pointer) } }
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    let result = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
     guard result == 0 else { throw TestServerError("cannot start \(path): error \(result)") }
-    return pid
+    self.pid = pid
+    ChildRegistry.add(self)
+  }
+
+  /// The exit code once the child has exited (128 + N after signal N), nil while it runs.
+  public var exitCode: Int32? {
+    reaped.withLock { status -> Int32? in
+      if status == nil {
+        var raw: Int32 = 0
+        let result = waitpid(pid, &raw, WNOHANG)
+        if result == pid { status = raw } else if result == -1 { status = -1 }
+      }
+      guard let status else { return nil }
+      if status == -1 { return -1 }
+      let signal = status & 0x7f
+      return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+  }
+
+  /// Sends `signal` unless the child was already reaped (its pid may belong to anyone now).
+  public func signal(_ signal: Int32) {
+    reaped.withLock { status in
+      if status == nil { kill(pid, signal) }
+    }
+  }
+
+  /// Waits for the exit without blocking the cooperative thread pool; nil after `timeout`.
+  public func waitForExit(timeout: Duration = .seconds(60)) async -> Int32? {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while true {
+      if let code = exitCode { return code }
+      if ContinuousClock.now > deadline { return nil }
+      try? await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
+  /// Waits for the exit, blocking this thread (for synchronous teardown); nil after `timeout`.
+  public func waitForExitBlocking(timeout: Duration) -> Int32? {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while true {
+      if let code = exitCode { return code }
+      if ContinuousClock.now > deadline { return nil }
+      usleep(5_000)
+    }
+  }
+}
+
+/// Every child the tests started: killed when the test process exits, so that a failed or
+/// interrupted test never leaves a worker behind to take jobs from a later test's server.
+enum ChildRegistry {
+  private static let children = Mutex<[ChildProcess]>([])
+  private static let installed: Void = {
+    atexit {
+      for child in ChildRegistry.children.withLock({ $0 }) where child.exitCode == nil {
+        child.signal(SIGKILL)
+      }
+    }
+  }()
+
+  static func add(_ child: ChildProcess) {
+    _ = installed
+    children.withLock { list in
+      list.removeAll { $0.exitCode != nil }
+      list.append(child)
+    }
   }
 }
 
