@@ -62,9 +62,14 @@ let package = Package(
       dependencies: ["NovaCore", "NovaQueue", "NovaRedis"],
       swiftSettings: swiftSettings
     ),
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     .target(
       name: "NovaSecurity",
-      dependencies: ["NovaCore", .product(name: "Crypto", package: "swift-crypto")],
+      dependencies: [
+        "NovaCore", "NovaQueue", "CZlib",
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
       swiftSettings: swiftSettings
     ),
     .target(
@@ -72,6 +77,7 @@ let package = Package(
       dependencies: [
         "NovaCore",
         "NovaQueue",
+        "NovaSecurity",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -89,6 +95,7 @@ let package = Package(
         "NovaQueue",
         "NovaRedis",
         "NovaRedisQueue",
+        "NovaSecurity",
         "NovaServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
@@ -128,7 +135,10 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaSecurityTests",
-      dependencies: ["NovaCore", "NovaSecurity", .product(name: "Crypto", package: "swift-crypto")],
+      dependencies: [
+        "NovaCore", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers and tools the tests use: redis-server (the tests start their own, on free
-# loopback ports) and promtool (checks the /metrics exposition).
+# loopback ports), promtool (checks the /metrics exposition), sqlite3 (tampers with the audit
+# log as an attacker would), jq and openssl (verify evidence the way a reviewer does).
 need() {
   local tool="$1" package="$2"
   command -v "$tool" >/dev/null 2>&1 && return 0
@@ -20,6 +21,10 @@ need() {
 }
 need redis-server redis-server
 need promtool prometheus
+need sqlite3 sqlite3
+need jq jq
+need openssl openssl
+[ -f /usr/include/zlib.h ] || need zlib-headers zlib1g-dev
 
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.

@@ -10,6 +10,8 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   case payloadTooLarge(limit: Int, actual: Int)
   /// The requested job does not exist.
   case jobNotFound(JobID)
+  /// Another requested thing (a token, an audit entry) does not exist.
+  case notFound(String)
   /// The operation is not valid in the job's current state.
   case invalidState(JobID, JobState, String)
   /// The lease was lost (expired, reclaimed, or the job was cancelled): the worker must stop.
@@ -27,6 +29,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .payloadTooLarge(let limit, let actual):
       return "payload is \(actual) bytes, over the limit of \(limit) bytes"
     case .jobNotFound(let id): return "job \(id) not found"
+    case .notFound(let message): return message
     case .invalidState(let id, let state, let action): return "cannot \(action) job \(id): it is \(state)"
     case .leaseLost(let id): return "lease on job \(id) was lost (expired, reclaimed or cancelled)"
     case .storage(let message): return message
@@ -41,7 +44,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .malformedInput: return "malformed_input"
     case .unknownJobKind: return "unknown_job_kind"
     case .payloadTooLarge: return "payload_too_large"
-    case .jobNotFound: return "not_found"
+    case .jobNotFound, .notFound: return "not_found"
     case .invalidState: return "invalid_state"
     case .leaseLost: return "lease_lost"
     case .storage: return "storage_error"

@@ -21,7 +21,7 @@ public struct LeaseReaper: Service {
   /// Runs one pass: reap, then purge.
   @discardableResult
   public func runOnce(now: Date = Date()) async throws -> ReapResult {
-    let result = try await queue.reapExpiredLeases()
+    let result = try await AuditContext.$actor.withValue("reaper") { try await queue.reapExpiredLeases() }
     if !result.requeued.isEmpty || !result.dead.isEmpty {
       logger.notice(
         "reaped expired leases", metadata: ["requeued": "\(result.requeued.count)", "dead": "\(result.dead.count)"])

@@ -24,11 +24,14 @@ public final class SQLiteJobQueue: JobQueue {
     /// Most operations grouped into one transaction.
     public var maxBatchSize: Int
     public var clock: any WallClock
+    /// Records every job transition in the transaction that makes it (the audit log); nil
+    /// records nothing.
+    public var journal: (any JobTransitionJournal)?
 
     public init(
       path: String, synchronous: Synchronous = .normal, retryPolicy: RetryPolicy = RetryPolicy(),
       busyTimeout: TimeInterval = 10, maxBatchSize: Int = 1024,
-      clock: any WallClock = SystemWallClock()
+      clock: any WallClock = SystemWallClock(), journal: (any JobTransitionJournal)? = nil
     ) {
       self.path = path
       self.synchronous = synchronous
@@ -36,6 +39,7 @@ public final class SQLiteJobQueue: JobQueue {
       self.busyTimeout = busyTimeout
       self.maxBatchSize = maxBatchSize
       self.clock = clock
+      self.journal = journal
     }
   }
 
@@ -45,6 +49,10 @@ public final class SQLiteJobQueue: JobQueue {
   public let configuration: Configuration
   private let pool: DatabasePool
   private let writer: GroupCommitWriter
+  private let journal: (any JobTransitionJournal)?
+
+  /// The database, for stores that live beside the queue's tables (the audit log, tokens).
+  public var database: DatabasePool { pool }
   private let wake = WakeSignal()
   private let knownQueues = Mutex<Set<String>>([])
 
@@ -72,13 +80,22 @@ public final class SQLiteJobQueue: JobQueue {
       try pool.barrierWriteWithoutTransaction { db in
         try Self.checkIsNovaDatabase(db, path: path)
       }
-      try Self.migrator.migrate(pool)
+      var migrator = Self.migrator
+      configuration.journal?.registerMigrations(in: &migrator)
+      try migrator.migrate(pool)
     } catch let error as NovaError {
       throw error
     } catch let error as DatabaseError {
       throw NovaError.storage(Self.describe(error, path: path))
     }
     writer = GroupCommitWriter(writer: pool, maxBatch: configuration.maxBatchSize)
+    journal = configuration.journal
+  }
+
+  /// Runs `body` in the queue's shared write transaction (in a savepoint of its own), so that
+  /// records of other stores commit with the queue's changes.
+  public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    try await writer.perform(body)
   }
 
   /// Opens a queue at a path with default settings.
@@ -203,6 +220,8 @@ public final class SQLiteJobQueue: JobQueue {
       let fresh = Set(requests.map(\.queue)).subtracting(known)
       return Array(fresh)
     }
+    let journal = journal
+    let actor = AuditContext.actor
     let results = try await writer.perform { db -> [EnqueueResult] in
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
@@ -210,6 +229,17 @@ public final class SQLiteJobQueue: JobQueue {
       var results: [EnqueueResult] = []
       results.reserveCapacity(requests.count)
       for request in requests { results.append(try Self.insert(request, now: now, db: db)) }
+      if let journal {
+        let time = Self.millis(now)
+        let transitions = zip(requests, results).compactMap { request, result -> JobTransition? in
+          result.existing
+            ? nil
+            : JobTransition(
+              event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
+              to: result.state, attempt: 0, time: time)
+        }
+        try journal.record(transitions, actor: actor, in: db)
+      }
       return results
     }
     if !newQueues.isEmpty { knownQueues.withLock { $0.formUnion(newQueues) } }
@@ -260,13 +290,27 @@ public final class SQLiteJobQueue: JobQueue {
     guard limit > 0 else { return [] }
     let now = nowMillis
     let expires = now + Int64(leaseDuration.seconds * 1000)
+    let journal = journal
+    let actor = AuditContext.actor
     return try await writer.perform { db -> [JobLease] in
-      try db.cachedStatement(
-        sql: """
-          UPDATE nova_jobs SET state = 'available', updated_at = ?
-          WHERE state IN ('scheduled', 'failed') AND run_at <= ?
-          """
-      ).execute(arguments: [now, now])
+      // Due delayed and retrying jobs become available. A failed job has run at least once, a
+      // scheduled one never (retry resets attempts but makes the job available at once).
+      let promoted = try Row.fetchAll(
+        db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET state = 'available', updated_at = ?
+            WHERE state IN ('scheduled', 'failed') AND run_at <= ? RETURNING id, queue, kind, attempts
+            """), arguments: [now, now])
+      var transitions: [JobTransition] = []
+      if journal != nil {
+        for row in promoted {
+          let attempts: Int = row[3]
+          transitions.append(
+            JobTransition(
+              event: .promoted, job: JobID(row[0] as String), queue: row[1], kind: row[2],
+              from: attempts > 0 ? .failed : .scheduled, to: .available, attempt: attempts, time: now))
+        }
+      }
       let names = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
       // How many to take from each queue: one queue takes all; several are merged by priority
       // first, since `queue IN (...)` would sort every available job of those queues.
@@ -313,6 +357,15 @@ public final class SQLiteJobQueue: JobQueue {
         }
         raw.finish()
       }
+      if let journal {
+        for lease in leases {
+          transitions.append(
+            JobTransition(
+              event: .claimed, job: lease.id, queue: lease.job.queue, kind: lease.job.kind, from: .available,
+              to: .running, attempt: lease.job.attempts, time: now, detail: worker))
+        }
+        try journal.record(transitions, actor: actor, in: db)
+      }
       leases.sort {
         $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
       }
@@ -350,10 +403,14 @@ public final class SQLiteJobQueue: JobQueue {
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     if batch.isEmpty { return [] }
     let now = nowMillis
-    // Each entry is one UPDATE that either applies or changes nothing, so no savepoint is needed.
-    return try await writer.perform(savepoint: false) { db -> [Bool] in
+    let journal = journal
+    let actor = AuditContext.actor
+    // Each entry is one UPDATE that either applies or changes nothing, so without a journal
+    // (whose records could fail after them) no savepoint is needed.
+    return try await writer.perform(savepoint: journal != nil) { db -> [Bool] in
       let update = try db.cachedStatement(sql: Self.completeSQL)
       var recorded: [Bool] = []
+      var transitions: [JobTransition] = []
       recorded.reserveCapacity(batch.count)
       for entry in batch {
         let raw = RawStatement(update, in: db)
@@ -364,6 +421,13 @@ public final class SQLiteJobQueue: JobQueue {
         raw.bind(5, entry.lease.token)
         if try raw.run() > 0 {
           recorded.append(true)
+          if journal != nil {
+            let job = entry.lease.job
+            transitions.append(
+              JobTransition(
+                event: .completed, job: job.id, queue: job.queue, kind: job.kind, from: .running,
+                to: .succeeded, attempt: job.attempts, time: now))
+          }
         } else {
           // Recorded before under the same lease (a retried call) counts as recorded.
           let again = try Row.fetchOne(
@@ -372,6 +436,7 @@ public final class SQLiteJobQueue: JobQueue {
           recorded.append(again != nil)
         }
       }
+      try journal?.record(transitions, actor: actor, in: db)
       return recorded
     }
   }
@@ -385,6 +450,8 @@ public final class SQLiteJobQueue: JobQueue {
   public func fail(_ lease: JobLease, error message: String, retryable: Bool) async throws -> FailOutcome {
     let now = configuration.clock.now()
     let policy = configuration.retryPolicy
+    let journal = journal
+    let actor = AuditContext.actor
     let outcome = try await writer.perform { db -> FailOutcome in
       guard
         let row = try Row.fetchOne(
@@ -403,6 +470,9 @@ public final class SQLiteJobQueue: JobQueue {
               lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
             """
         ).execute(arguments: [Self.millis(runAt), message, nowMillis, lease.id.rawValue])
+        try journal?.record(
+          [Self.transition(.failed, lease.job, from: .running, to: .failed, attempt: attempts, time: nowMillis, detail: message)],
+          actor: actor, in: db)
         return .retryScheduled(runAt)
       }
       try db.cachedStatement(
@@ -411,6 +481,9 @@ public final class SQLiteJobQueue: JobQueue {
             lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
           """
       ).execute(arguments: [message, nowMillis, nowMillis, lease.id.rawValue])
+      try journal?.record(
+        [Self.transition(.dead, lease.job, from: .running, to: .dead, attempt: attempts, time: nowMillis, detail: message)],
+        actor: actor, in: db)
       return .dead
     }
     return outcome
@@ -418,6 +491,8 @@ public final class SQLiteJobQueue: JobQueue {
 
   public func release(_ lease: JobLease) async throws {
     let now = nowMillis
+    let journal = journal
+    let actor = AuditContext.actor
     try await writer.perform { db in
       try db.cachedStatement(
         sql: """
@@ -427,6 +502,9 @@ public final class SQLiteJobQueue: JobQueue {
           """
       ).execute(arguments: [now, lease.id.rawValue, lease.token])
       if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
+      try journal?.record(
+        [Self.transition(.released, lease.job, from: .running, to: .available, attempt: max(lease.job.attempts - 1, 0), time: now)],
+        actor: actor, in: db)
     }
     wake.signal()
   }
@@ -435,6 +513,8 @@ public final class SQLiteJobQueue: JobQueue {
 
   public func cancel(_ id: JobID) async throws -> Job {
     let now = nowMillis
+    let journal = journal
+    let actor = AuditContext.actor
     return try await writer.perform { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
@@ -449,13 +529,27 @@ public final class SQLiteJobQueue: JobQueue {
               lease_owner = NULL, lease_expires_at = NULL WHERE id = ?
             """
         ).execute(arguments: [now, now, id.rawValue])
+        try journal?.record(
+          [Self.transition(.cancelled, job, from: job.state, to: .cancelled, attempt: job.attempts, time: now)],
+          actor: actor, in: db)
         return try Self.fetchJob(id, db: db)
       }
     }
   }
 
+  private static func transition(
+    _ event: JobTransition.Event, _ job: Job, from: JobState, to: JobState, attempt: Int, time: Int64,
+    detail: String? = nil
+  ) -> JobTransition {
+    JobTransition(
+      event: event, job: job.id, queue: job.queue, kind: job.kind, from: from, to: to, attempt: attempt, time: time,
+      detail: detail)
+  }
+
   public func retry(_ id: JobID) async throws -> Job {
     let now = nowMillis
+    let journal = journal
+    let actor = AuditContext.actor
     let job = try await writer.perform { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
@@ -466,6 +560,8 @@ public final class SQLiteJobQueue: JobQueue {
               updated_at = ? WHERE id = ?
             """
         ).execute(arguments: [now, now, id.rawValue])
+        try journal?.record(
+          [Self.transition(.retried, job, from: job.state, to: .available, attempt: 0, time: now)], actor: actor, in: db)
         return try Self.fetchJob(id, db: db)
       case .scheduled, .available, .running, .succeeded:
         throw NovaError.invalidState(id, job.state, "retry")
@@ -487,6 +583,8 @@ public final class SQLiteJobQueue: JobQueue {
 
   public func reapExpiredLeases() async throws -> ReapResult {
     let now = nowMillis
+    let journal = journal
+    let actor = AuditContext.actor
     let result = try await writer.perform { db -> ReapResult in
       let rows = try Row.fetchAll(
         db.cachedStatement(
@@ -496,13 +594,20 @@ public final class SQLiteJobQueue: JobQueue {
               finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,
               last_error = 'lease expired: the worker stopped heartbeating',
               lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-            WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state
+            WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state, queue, kind, attempts
             """), arguments: [now, now, now])
       var result = ReapResult()
+      var transitions: [JobTransition] = []
       for row in rows {
         let id = JobID(row[0] as String)
-        if (row[1] as String) == JobState.dead.rawValue { result.dead.append(id) } else { result.requeued.append(id) }
+        let dead = (row[1] as String) == JobState.dead.rawValue
+        if dead { result.dead.append(id) } else { result.requeued.append(id) }
+        transitions.append(
+          JobTransition(
+            event: dead ? .dead : .requeued, job: id, queue: row[2], kind: row[3], from: .running,
+            to: dead ? .dead : .available, attempt: row[4], time: now, detail: "lease expired"))
       }
+      try journal?.record(transitions, actor: actor, in: db)
       return result
     }
     if !result.requeued.isEmpty { wake.signal() }

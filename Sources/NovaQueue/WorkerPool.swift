@@ -157,15 +157,18 @@ public final class WorkerPool: Service {
   /// Runs until shutdown (graceful shutdown of the service group, `shutdown()`, or task
   /// cancellation, which releases in-flight leases at once).
   public func run() async throws {
-    await withGracefulShutdownHandler {
-      await withDiscardingTaskGroup { group in
-        group.addTask { await self.supervise() }
-        group.addTask { await self.fetch() }
-        group.addTask { await self.recordCompletions() }
-        await self.dispatch(into: &group)
+    // Everything the pool does is audited as this worker.
+    await AuditContext.$actor.withValue("worker:\(configuration.workerID)") {
+      await withGracefulShutdownHandler {
+        await withDiscardingTaskGroup { group in
+          group.addTask { await self.supervise() }
+          group.addTask { await self.fetch() }
+          group.addTask { await self.recordCompletions() }
+          await self.dispatch(into: &group)
+        }
+      } onGracefulShutdown: {
+        self.shutdown()
       }
-    } onGracefulShutdown: {
-      self.shutdown()
     }
     logger.info("worker pool stopped", metadata: ["worker": "\(configuration.workerID)"])
   }

@@ -51,7 +51,8 @@ public enum CanonicalJSON {
 
   private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-  private static func writeString(_ text: String, into out: inout [UInt8]) {
+  /// Appends a string as a canonical JSON string literal.
+  public static func writeString(_ text: String, into out: inout [UInt8]) {
     out.append(UInt8(ascii: "\""))
     for byte in text.utf8 {
       switch byte {

@@ -63,7 +63,7 @@ public struct Checkpoint: Sendable, Equatable {
 public struct NoteSigner: Sendable {
   public let name: String
   /// The raw 32-byte Ed25519 seed (swift-crypto's key types are not Sendable).
-  private let seed: [UInt8]
+  let seed: [UInt8]
 
   public init(name: String, privateKey: Curve25519.Signing.PrivateKey) {
     self.name = name
@@ -86,7 +86,8 @@ public struct NoteSigner: Sendable {
   /// SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[0..<4], per C2SP signed-note.
   public var keyID: [UInt8] { verifier.keyID }
 
-  func sign(_ message: [UInt8]) throws -> [UInt8] { Array(try privateKey.signature(for: message)) }
+  /// An Ed25519 signature of `message` (deterministic, RFC 8032).
+  public func sign(_ message: [UInt8]) throws -> [UInt8] { Array(try privateKey.signature(for: message)) }
 }
 
 /// Checks notes signed by one Ed25519 key.
@@ -128,7 +129,8 @@ public struct NoteVerifier: Sendable {
     "\(name)+\(keyID.map { String(format: "%02x", $0) }.joined())+\(Data([0x01] + publicKeyBytes).base64EncodedString())"
   }
 
-  func verify(signature: [UInt8], for message: [UInt8]) -> Bool {
+  /// True when `signature` is this key's Ed25519 signature of `message`.
+  public func verify(signature: [UInt8], for message: [UInt8]) -> Bool {
     publicKey.isValidSignature(signature, for: message)
   }
 }

@@ -98,6 +98,36 @@ public enum MerkleTree {
     return subproof(m - k, leaves[middle...], complete: false) + [root(leaves[leaves.startIndex..<middle])]
   }
 
+  /// The leaf ranges whose subtree hashes form the audit path of leaf `index` in a tree of
+  /// `size` leaves, in proof order: a proof computed from streamed leaves in flat memory.
+  public static func inclusionRanges(index: Int, size: Int) -> [Range<Int>] {
+    precondition(index >= 0 && index < size)
+    func path(_ m: Int, _ range: Range<Int>) -> [Range<Int>] {
+      let n = range.count
+      if n <= 1 { return [] }
+      let k = split(n)
+      let split = range.lowerBound + k
+      if m < k { return path(m, range.lowerBound..<split) + [split..<range.upperBound] }
+      return path(m - k, split..<range.upperBound) + [range.lowerBound..<split]
+    }
+    return path(index, 0..<size)
+  }
+
+  /// The leaf ranges whose subtree hashes form the consistency proof from `oldSize` to
+  /// `newSize` leaves, in proof order (RFC 6962 §2.1.2).
+  public static func consistencyRanges(oldSize: Int, newSize: Int) -> [Range<Int>] {
+    precondition(oldSize > 0 && oldSize <= newSize)
+    func subproof(_ m: Int, _ range: Range<Int>, _ complete: Bool) -> [Range<Int>] {
+      let n = range.count
+      if m == n { return complete ? [] : [range] }
+      let k = split(n)
+      let split = range.lowerBound + k
+      if m <= k { return subproof(m, range.lowerBound..<split, complete) + [split..<range.upperBound] }
+      return subproof(m - k, split..<range.upperBound, false) + [range.lowerBound..<split]
+    }
+    return subproof(oldSize, 0..<newSize, true)
+  }
+
   /// Checks a consistency proof between two tree heads (RFC 9162 §2.1.4.2).
   public static func verifyConsistency(oldSize: Int, newSize: Int, oldRoot: Hash, newRoot: Hash, proof: [Hash]) -> Bool {
     guard oldSize > 0, oldSize <= newSize else { return false }
@@ -153,6 +183,23 @@ public struct MerkleAccumulator: Sendable {
     stack.append(node)
     count += 1
   }
+
+  /// Continues a tree of `count` leaves from its `frontier` (the roots of its complete
+  /// subtrees, largest first), as a stored checkpoint keeps them.
+  public init?(count: Int, frontier: [MerkleTree.Hash]) {
+    var sizes: [Int] = []
+    var bit = 1 << 62
+    while bit > 0 {
+      if count & bit != 0 { sizes.append(bit) }
+      bit >>= 1
+    }
+    guard sizes.count == frontier.count, frontier.allSatisfy({ $0.count == 32 }) else { return nil }
+    stack = Array(zip(sizes, frontier).map { (size: $0.0, hash: $0.1) })
+    self.count = count
+  }
+
+  /// The roots of the complete subtrees so far, largest first.
+  public var frontier: [MerkleTree.Hash] { stack.map(\.hash) }
 
   /// The root of the leaves added so far.
   public var root: MerkleTree.Hash {

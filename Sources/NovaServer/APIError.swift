@@ -10,11 +10,14 @@ public struct APIError: HTTPResponseError, Equatable {
   public var status: HTTPResponse.Status
   public var code: String
   public var message: String
+  /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
+  public var headers: HTTPFields
 
-  public init(_ status: HTTPResponse.Status, code: String, message: String) {
+  public init(_ status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:]) {
     self.status = status
     self.code = code
     self.message = message
+    self.headers = headers
   }
 
   /// Maps Nova's domain errors to statuses: unparseable input 400, invalid input 422, size 413, missing 404, state 409.
@@ -24,7 +27,7 @@ public struct APIError: HTTPResponseError, Equatable {
     case .invalidInput: self.init(.unprocessableContent, code: error.code, message: error.description)
     case .unknownJobKind: self.init(.unprocessableContent, code: error.code, message: error.description)
     case .payloadTooLarge: self.init(.contentTooLarge, code: error.code, message: error.description)
-    case .jobNotFound: self.init(.notFound, code: error.code, message: error.description)
+    case .jobNotFound, .notFound: self.init(.notFound, code: error.code, message: error.description)
     case .invalidState, .leaseLost: self.init(.conflict, code: error.code, message: error.description)
     case .storage, .unavailable: self.init(.serviceUnavailable, code: error.code, message: error.description)
     }
@@ -37,7 +40,7 @@ public struct APIError: HTTPResponseError, Equatable {
   }
 
   public func response(from request: Request, context: some RequestContext) throws -> Response {
-    var headers = HTTPFields()
+    var headers = self.headers
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
   }

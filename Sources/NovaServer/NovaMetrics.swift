@@ -22,6 +22,9 @@ public enum NovaMetrics {
     QueueMetricsCollector.depthMetric: "Jobs per queue and state, as last read from the store.",
     QueueMetricsCollector.runningMetric: "Jobs running in this process's worker pool.",
     "nova_build_info": "Nova's version; always 1.",
+    AuditCheckpointer.entriesMetric: "Entries in the audit log.",
+    AuditCheckpointer.checkpointMetric: "Tree size of the latest signed audit checkpoint.",
+    AuditCheckpointer.coverageMetric: "Audited job transitions over all of them, from the data (must be 1).",
     "nova_http_requests_total": "HTTP requests served, by method, route and status.",
     "nova_http_request_duration_seconds": "HTTP request latency by method and route.",
   ]

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NovaCore
 import NovaQueue
+import NovaSecurity
 import ServiceLifecycle
 
 /// Everything `nova serve` runs: the HTTP API, the worker pool, the lease reaper and the metrics
@@ -21,11 +22,15 @@ public struct NovaServer: Sendable {
     public var reaperInterval: Duration
     public var metricsInterval: Duration
     public var retention: Duration?
+    /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
+    public var metricsOpen: Bool
+    public var checkpointInterval: Duration
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
       pool: WorkerPool.Configuration = WorkerPool.Configuration(), reaperInterval: Duration = .seconds(1),
-      metricsInterval: Duration = .seconds(15), retention: Duration? = .seconds(7 * 86400)
+      metricsInterval: Duration = .seconds(15), retention: Duration? = .seconds(7 * 86400), metricsOpen: Bool = false,
+      checkpointInterval: Duration = .seconds(60)
     ) {
       self.host = host
       self.port = port
@@ -35,6 +40,8 @@ public struct NovaServer: Sendable {
       self.reaperInterval = reaperInterval
       self.metricsInterval = metricsInterval
       self.retention = retention
+      self.metricsOpen = metricsOpen
+      self.checkpointInterval = checkpointInterval
     }
   }
 
@@ -43,11 +50,13 @@ public struct NovaServer: Sendable {
   public let registry: JobRegistry
   public let logger: Logger
   public let clock: any WallClock
+  /// Tokens, audit and signing; nil serves without authentication (tests of the routes alone).
+  public let security: SecurityContext?
 
   /// Wraps the backend in metrics instrumentation.
   public init(
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
-    logger: Logger, clock: any WallClock = SystemWallClock()
+    security: SecurityContext?, logger: Logger, clock: any WallClock = SystemWallClock()
   ) {
     NovaMetrics.bootstrap()
     self.configuration = configuration
@@ -55,13 +64,18 @@ public struct NovaServer: Sendable {
     self.registry = registry
     self.logger = logger
     self.clock = clock
+    self.security = security
   }
 
   /// The HTTP routes, without any background service (tests drive them directly).
-  public func makeRouter() -> Router<BasicRequestContext> {
-    let router = Router(context: BasicRequestContext.self)
+  public func makeRouter() -> Router<NovaRequestContext> {
+    let router = Router(context: NovaRequestContext.self)
     router.add(middleware: HTTPMetricsMiddleware())
     router.add(middleware: JSONErrorMiddleware())
+    if let security {
+      router.add(middleware: AuthMiddleware(access: security.access, metricsOpen: configuration.metricsOpen))
+      SecurityController(security: security).addRoutes(to: router)
+    }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
     router.get("readyz") { _, _ in
       do {
@@ -76,7 +90,7 @@ public struct NovaServer: Sendable {
       headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
       return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: NovaMetrics.render())))
     }
-    JobsController<BasicRequestContext>(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
+    JobsController<NovaRequestContext>(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
       .addRoutes(to: router.group("v1/jobs"))
     router.get("v1/queues/stats") { _, _ in
       try jsonResponse(StatsResource(try await queue.stats()))
@@ -97,6 +111,9 @@ public struct NovaServer: Sendable {
     }
     services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
     services.append(QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger))
+    if let security {
+      services.append(AuditCheckpointer(security: security, interval: configuration.checkpointInterval, logger: logger))
+    }
     return (pool, services)
   }
 

@@ -5,6 +5,7 @@ import NovaCore
 import NovaQueue
 import NovaRedis
 import NovaRedisQueue
+import NovaSecurity
 
 /// Options every command that touches data shares.
 struct StoreOptions: ParsableArguments {
@@ -17,6 +18,9 @@ struct StoreOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("Queue backend: redis://[user:password@]host:port/db or sqlite://PATH (default: the SQLite database in --data-dir).", valueName: "url"))
   var queueURL: String?
 
+  @Option(name: .long, help: ArgumentHelp("Ed25519 key that signs audit checkpoints and evidence (default: audit-signing.key in --data-dir, made on first use).", valueName: "file"))
+  var signingKey: String?
+
   /// Opens the queue: the URL's backend, or the SQLite database in the data directory (created
   /// on first use).
   func openQueue() async throws -> any JobQueue {
@@ -26,8 +30,22 @@ struct StoreOptions: ParsableArguments {
     if let url = effectiveQueueURL {
       return try await QueueURL.open(url, synchronous: mode)
     }
+    return try openDatabase(mode)
+  }
+
+  /// The SQLite database in the data directory, with every job transition audited.
+  func openDatabase(_ mode: SQLiteJobQueue.Synchronous? = nil) throws -> SQLiteJobQueue {
+    let synchronous = mode ?? SQLiteJobQueue.Synchronous(rawValue: self.synchronous.uppercased()) ?? .normal
     let path = try DataDirectory.prepare(dataDir)
-    return try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
+    return try SQLiteJobQueue(configuration: .init(path: path, synchronous: synchronous, journal: AuditJournal()))
+  }
+
+  /// Audit log, tokens and signing key, over `queue` when it is the data directory's database.
+  func openSecurity(queue: (any JobQueue)? = nil) throws -> SecurityContext {
+    let database = try (queue as? SQLiteJobQueue).flatMap { effectiveQueueURL == nil ? $0 : nil } ?? openDatabase()
+    let keyPath = signingKey ?? ProcessInfo.processInfo.environment["NOVA_SIGNING_KEY"]
+      ?? (dataDir as NSString).appendingPathComponent(SecurityContext.keyFileName)
+    return try SecurityContext(database: database, keyPath: keyPath)
   }
 
   /// `--queue-url`, else `NOVA_QUEUE_URL`; nil for the SQLite database in the data directory.

@@ -10,21 +10,26 @@ struct NovaCommand: AsyncParsableCommand {
     abstract: "Nova: a durable job queue and orchestration core for fleets of AI agents.",
     discussion: """
       Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, payloads, data directory),
-      3 job not found, 4 the job's state does not allow the action.
+      3 not found, 4 the job's state does not allow the action, 5 verification failed (audit log
+      or evidence bundle).
       """,
     version: "0.1.0",
     subcommands: [
-      ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, BenchCommand.self,
+      ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, AuditCommand.self,
+      TokensCommand.self, EvidenceCommand.self, BenchCommand.self,
     ])
 
   /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.
   static func main() async {
     do {
-      var command = try parseAsRoot()
-      if var asyncCommand = command as? any AsyncParsableCommand {
-        try await asyncCommand.run()
-      } else {
-        try command.run()
+      // What a command changes is audited as the local user.
+      try await AuditContext.$actor.withValue("cli:\(NSUserName())") {
+        var command = try parseAsRoot()
+        if var asyncCommand = command as? any AsyncParsableCommand {
+          try await asyncCommand.run()
+        } else {
+          try command.run()
+        }
       }
     } catch let error as NovaError {
       fail(error.description, code: ExitStatus.code(for: error))
@@ -53,11 +58,12 @@ enum ExitStatus {
   static let badInput: Int32 = 2
   static let notFound: Int32 = 3
   static let conflict: Int32 = 4
+  static let verificationFailed: Int32 = 5
 
   static func code(for error: NovaError) -> Int32 {
     switch error {
     case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
-    case .jobNotFound: return notFound
+    case .jobNotFound, .notFound: return notFound
     case .invalidState, .leaseLost: return conflict
     case .unavailable: return failure
     }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NovaCore
 import NovaQueue
+import NovaSecurity
 import NovaServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -26,20 +27,39 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Keep succeeded and cancelled jobs this many hours (0 keeps them forever).", valueName: "hours"))
   var retentionHours: Double = 168
 
+  @Flag(name: .long, help: "Serve /metrics without a token (for a Prometheus that sends none).")
+  var metricsOpen = false
+
+  @Option(name: .long, help: ArgumentHelp("Sign an audit checkpoint this often when the log grew.", valueName: "seconds"))
+  var checkpointSeconds: Double = 60
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
     guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
+    guard checkpointSeconds >= 1 else { throw ValidationError("--checkpoint-seconds must be at least 1") }
     try pool.check()
   }
 
   func run() async throws {
     let queue = try await store.openQueue()
+    let security = try store.openSecurity(queue: queue)
     let logger = NovaLogging.logger("nova.serve")
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
-      pool: try pool.configuration(), retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil)
-    let server = NovaServer(configuration: configuration, queue: queue, logger: logger)
+      pool: try pool.configuration(), retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil,
+      metricsOpen: metricsOpen, checkpointInterval: .seconds(fractional: checkpointSeconds))
+    // The configuration a server ran with is part of the record.
+    try await security.audit.append(
+      event: "config.loaded", subject: "serve",
+      payload: .object([
+        "backend": .string(store.effectiveQueueURL == nil ? "sqlite" : "redis"), "host": .string(host),
+        "metrics_open": .bool(metricsOpen), "port": .int(Int64(port)), "workers": .int(Int64(pool.workers)),
+      ]))
+    if try await !security.tokens.hasActiveTokens() {
+      logger.warning("no API tokens yet: every request but /healthz will get 401; create one with `nova tokens create --name admin --role admin --data-dir \(store.dataDir)`")
+    }
+    let server = NovaServer(configuration: configuration, queue: queue, security: security, logger: logger)
     let host = self.host
     let dataDir = store.location
     try await server.run { port in

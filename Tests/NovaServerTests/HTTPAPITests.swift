@@ -15,7 +15,7 @@ struct HTTPAPITests {
     var logger = Logger(label: "test")
     logger.logLevel = .warning
     return NovaServer(
-      configuration: .init(workers: 0, maxPayloadBytes: maxPayloadBytes), queue: try SQLiteJobQueue(path: path), logger: logger)
+      configuration: .init(workers: 0, maxPayloadBytes: maxPayloadBytes), queue: try SQLiteJobQueue(path: path), security: nil, logger: logger)
   }
 
   func json(_ buffer: ByteBuffer) throws -> [String: Any] {

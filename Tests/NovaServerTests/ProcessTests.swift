@@ -129,6 +129,11 @@ struct ProcessTests {
 
   @Test func serveRunsJobsAndServesMetricsThatPromtoolAccepts() async throws {
     let dir = try TemporaryDirectory.make().path
+    let operatorToken = try await NovaProcess.run(["tokens", "create", "--name", "ops", "--role", "operator", "--data-dir", dir])
+    #expect(operatorToken.code == 0, "\(operatorToken.stderr)")
+    let viewerToken = try await NovaProcess.run(["tokens", "create", "--name", "dash", "--role", "viewer", "--data-dir", dir])
+    let operatorBearer = "Bearer " + operatorToken.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let viewerBearer = "Bearer " + viewerToken.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2"])
     defer { server.signal(SIGKILL) }
     var port = 0
@@ -138,17 +143,32 @@ struct ProcessTests {
       return port > 0
     }
     let base = "http://127.0.0.1:\(port)"
-    var submit = URLRequest(url: URL(string: "\(base)/v1/jobs")!)
-    submit.httpMethod = "POST"
-    submit.httpBody = Data(#"{"kind":"echo","payload":{"hello":"nova"}}"#.utf8)
-    let (body, response) = try await URLSession.shared.data(for: submit)
-    #expect((response as? HTTPURLResponse)?.statusCode == 201)
+    func request(_ path: String, method: String = "GET", token: String?, body: String? = nil) async throws -> (Int, Data) {
+      var request = URLRequest(url: URL(string: "\(base)\(path)")!)
+      request.httpMethod = method
+      request.httpBody = body.map { Data($0.utf8) }
+      if let token { request.setValue(token, forHTTPHeaderField: "Authorization") }
+      let (data, response) = try await URLSession.shared.data(for: request)
+      return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    }
+    let job = #"{"kind":"echo","payload":{"hello":"nova"}}"#
+    #expect(try await request("/healthz", token: nil).0 == 200)
+    let anonymous = try await request("/v1/jobs", method: "POST", token: nil, body: job)
+    #expect(anonymous.0 == 401)
+    #expect(String(decoding: anonymous.1, as: UTF8.self).contains(#""code":"unauthorized""#))
+    #expect(try await request("/v1/jobs", token: "Bearer nova_nope_nope").0 == 401)
+    let weak = try await request("/v1/jobs", method: "POST", token: viewerBearer, body: job)
+    #expect(weak.0 == 403)
+    #expect(String(decoding: weak.1, as: UTF8.self).contains("needs operator"))
+    let (submitted, body) = try await request("/v1/jobs", method: "POST", token: operatorBearer, body: job)
+    #expect(submitted == 201)
     let id = try #require((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["id"] as? String)
     try await eventually("the job to succeed") {
-      let (data, _) = try await URLSession.shared.data(from: URL(string: "\(base)/v1/jobs/\(id)")!)
+      let (_, data) = try await request("/v1/jobs/\(id)", token: viewerBearer)
       return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["state"] as? String == "succeeded"
     }
-    let (metrics, _) = try await URLSession.shared.data(from: URL(string: "\(base)/metrics")!)
+    #expect(try await request("/metrics", token: nil).0 == 401)
+    let (_, metrics) = try await request("/metrics", token: viewerBearer)
     let text = String(decoding: metrics, as: UTF8.self)
     #expect(text.contains("nova_jobs_completed_total"))
     #expect(text.contains("nova_job_wait_seconds_bucket"))
@@ -163,5 +183,107 @@ struct ProcessTests {
 
     server.signal(SIGTERM)
     #expect(await server.waitForExit() == 0)
+
+    // Everything above is in the audit log, which verifies, and every transition is audited.
+    let verify = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
+    #expect(verify.code == 0, "\(verify.stderr)")
+    let coverage = try await NovaProcess.run(["audit", "coverage", "--json", "--data-dir", dir])
+    #expect(coverage.stdout.contains(#""ratio" : 1"#), "\(coverage.stdout)")
+    let log = try await NovaProcess.run(["audit", "list", "--json", "--limit", "1000", "--data-dir", dir])
+    let events = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+    let names = events.compactMap { $0["event"] as? String }
+    for expected in ["token.created", "config.loaded", "auth.failed", "auth.denied", "job.enqueued", "job.claimed", "job.completed"] {
+      #expect(names.contains(expected), "no \(expected) in \(names)")
+    }
+    #expect(events.first { $0["event"] as? String == "job.enqueued" }?["actor"] as? String == "token:ops")
+    #expect((events.first { $0["event"] as? String == "job.claimed" }?["actor"] as? String)?.hasPrefix("worker:") == true)
+  }
+}
+
+/// The audit log and evidence through the CLI and standard tools, as an operator, an attacker
+/// and a reviewer would use them.
+@Suite("nova audit and evidence", .serialized)
+struct AuditProcessTests {
+  func sh(_ script: String) async throws -> (code: Int32, output: String) {
+    let dir = try TemporaryDirectory.make()
+    let log = dir.appendingPathComponent("out").path
+    let child = try ChildProcess("/bin/bash", ["-c", script], standardOutput: log, standardError: log)
+    let code = await child.waitForExit(timeout: .seconds(60))
+    return (code ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+  }
+
+  func seededDataDirectory() async throws -> String {
+    let dir = try TemporaryDirectory.make().path
+    let enqueue = try await NovaProcess.run(["enqueue", "echo", "--count", "10", "--data-dir", dir])
+    #expect(enqueue.code == 0, "\(enqueue.stderr)")
+    let checkpoint = try await NovaProcess.run(["audit", "checkpoint", "--data-dir", dir])
+    #expect(checkpoint.code == 0 && checkpoint.stdout.contains("\n10\n"), "\(checkpoint.stdout)\(checkpoint.stderr)")
+    return dir
+  }
+
+  @Test func tamperingWithTheSQLiteCLIIsCaughtAndNamed() async throws {
+    let attacks = [
+      ("change one byte", "UPDATE nova_audit SET payload = replace(payload, 'echo', 'echO') WHERE seq = 4", "entry 4"),
+      ("delete a row", "DELETE FROM nova_audit WHERE seq = 6", "entry 6 is missing"),
+      ("reorder two rows", "UPDATE nova_audit SET seq = -1 WHERE seq = 2; UPDATE nova_audit SET seq = 2 WHERE seq = 3; UPDATE nova_audit SET seq = 3 WHERE seq = -1", "entry 2"),
+    ]
+    for (name, sql, named) in attacks {
+      let dir = try await seededDataDirectory()
+      #expect(try await NovaProcess.run(["audit", "verify", "--data-dir", dir]).code == 0)
+      let database = "\(dir)/nova.sqlite"
+      let guarded = try await sh("sqlite3 '\(database)' \"DELETE FROM nova_audit WHERE seq = 1\"")
+      #expect(guarded.code != 0 && guarded.output.contains("append-only"), "\(guarded.output)")
+      let tampered = try await sh(
+        "sqlite3 '\(database)' \"DROP TRIGGER nova_audit_no_update; DROP TRIGGER nova_audit_no_delete; \(sql)\"")
+      #expect(tampered.code == 0, "\(name): \(tampered.output)")
+      let verify = try await NovaProcess.run(["audit", "verify", "--json", "--data-dir", dir])
+      #expect(verify.code == 5, "\(name): \(verify.stdout)")
+      #expect(verify.stdout.contains(named) && verify.stdout.contains(#""passed" : false"#), "\(name): \(verify.stdout)")
+    }
+    // Swapping the key: the stored checkpoints no longer verify.
+    let dir = try await seededDataDirectory()
+    try FileManager.default.removeItem(atPath: "\(dir)/audit-signing.key")
+    let swapped = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
+    #expect(swapped.code == 5 && swapped.stderr.contains("stored checkpoint at size 10"), "\(swapped.stderr)")
+  }
+
+  @Test func evidenceIsDeterministicAndVerifiesWithStandardTools() async throws {
+    let dir = try await seededDataDirectory()
+    let first = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/a.tar.gz", "--json", "--data-dir", dir])
+    #expect(first.code == 0, "\(first.stderr)")
+    let second = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/b.tar.gz", "--data-dir", dir])
+    #expect(second.code == 0, "\(second.stderr)")
+    let sums = try await sh("cd '\(dir)' && sha256sum a.tar.gz b.tar.gz | cut -d' ' -f1 | uniq | wc -l")
+    #expect(sums.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "exports differ: \(sums.output)")
+    let verify = try await NovaProcess.run(["evidence", "verify", "\(dir)/a.tar.gz", "--data-dir", dir])
+    #expect(verify.code == 0, "\(verify.stderr)")
+
+    // The README's reviewer path: the operator's public key and standard tools only.
+    let key = try await NovaProcess.run(["audit", "key", "--pem", "--data-dir", dir])
+    try key.stdout.write(toFile: "\(dir)/trusted.pem", atomically: true, encoding: .utf8)
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("scripts/verify-evidence.sh").path
+    let reviewed = try await sh("'\(script)' '\(dir)/a.tar.gz' '\(dir)/trusted.pem'")
+    #expect(reviewed.code == 0 && reviewed.output.contains("evidence bundle verified: 10 audit entries"), "\(reviewed.output)")
+
+    // One changed entry in a repacked bundle fails both checks, naming the file.
+    let repack = try await sh(
+      """
+      set -e; cd '\(dir)'; mkdir x; tar -xzf a.tar.gz -C x
+      sed -i '3s/echo/echO/' x/audit/entries.jsonl
+      (cd x && tar --owner=0 --group=0 --numeric-owner -czf ../forged.tar.gz $(find . -type f | cut -c3- | sort))
+      """)
+    #expect(repack.code == 0, "\(repack.output)")
+    let forged = try await NovaProcess.run(["evidence", "verify", "\(dir)/forged.tar.gz", "--data-dir", dir])
+    #expect(forged.code == 5 && forged.stderr.contains("audit/entries.jsonl: SHA-256 does not match"), "\(forged.stderr)")
+    let rejected = try await sh("'\(script)' '\(dir)/forged.tar.gz' '\(dir)/trusted.pem'")
+    #expect(rejected.code != 0 && rejected.output.contains("audit/entries.jsonl: FAILED"), "\(rejected.output)")
+    let otherKey = try await NovaProcess.run(["audit", "key", "--pem", "--data-dir", try TemporaryDirectory.make().path])
+    try otherKey.stdout.write(toFile: "\(dir)/other.pem", atomically: true, encoding: .utf8)
+    let wrongKey = try await sh("'\(script)' '\(dir)/a.tar.gz' '\(dir)/other.pem'")
+    #expect(wrongKey.code != 0 && wrongKey.output.contains("Signature Verification Failure"), "\(wrongKey.output)")
+
+    let badTime = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/c.tar.gz", "--since", "yesterday", "--data-dir", dir])
+    #expect(badTime.code == 2 && badTime.stderr.contains("--since"), "\(badTime.stderr)")
   }
 }

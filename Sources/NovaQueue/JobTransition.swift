@@ -1,0 +1,49 @@
+import Foundation
+import GRDB
+import NovaCore
+
+/// One change of a job's state, as the audit trail records it.
+public struct JobTransition: Sendable, Equatable {
+  /// What happened to the job.
+  public enum Event: String, Sendable, CaseIterable {
+    case enqueued, promoted, claimed, completed, failed, dead, released, requeued, cancelled, retried
+  }
+
+  public var event: Event
+  public var job: JobID
+  public var queue: String
+  public var kind: String
+  /// The state before; nil for a new job.
+  public var from: JobState?
+  public var to: JobState
+  /// Attempts started so far, after the transition.
+  public var attempt: Int
+  /// Milliseconds since 1970, the time the queue stamped on the change.
+  public var time: Int64
+  /// The error of a failed or dead job, the worker of a claim.
+  public var detail: String?
+
+  public init(
+    event: Event, job: JobID, queue: String, kind: String, from: JobState?, to: JobState, attempt: Int,
+    time: Int64, detail: String? = nil
+  ) {
+    self.event = event
+    self.job = job
+    self.queue = queue
+    self.kind = kind
+    self.from = from
+    self.to = to
+    self.attempt = attempt
+    self.time = time
+    self.detail = detail
+  }
+}
+
+/// Records job transitions in the queue's own write transaction, so that no transition commits
+/// without its record (the audit log of `NovaSecurity` is one).
+public protocol JobTransitionJournal: Sendable {
+  /// Adds the journal's tables to the queue database's migrations.
+  func registerMigrations(in migrator: inout DatabaseMigrator)
+  /// Records `transitions`, made by `actor`, inside the open transaction `db`.
+  func record(_ transitions: [JobTransition], actor: String, in db: Database) throws
+}

@@ -1,0 +1,127 @@
+import Foundation
+import GRDB
+import NovaCore
+import NovaQueue
+
+/// The audit log's side of the queue's transactions: its tables, and the entries that job
+/// transitions and other events append in the transaction that makes the change.
+public struct AuditJournal: JobTransitionJournal {
+  public init() {}
+
+  public func registerMigrations(in migrator: inout DatabaseMigrator) {
+    Self.registerSchema(in: &migrator)
+  }
+
+  /// Adds the audit and token tables to a Nova database's migrations.
+  public static func registerSchema(in migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("v2-audit") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_audit (
+            seq INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            subject TEXT,
+            payload TEXT NOT NULL,
+            hash BLOB NOT NULL
+          );
+          CREATE INDEX nova_audit_subject ON nova_audit(subject, seq) WHERE subject IS NOT NULL;
+          -- Append-only: Nova never changes or removes an entry. (Whoever can write the file can
+          -- drop these triggers; the hashes and signed checkpoints are what catch that.)
+          CREATE TRIGGER nova_audit_no_update BEFORE UPDATE ON nova_audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+          CREATE TRIGGER nova_audit_no_delete BEFORE DELETE ON nova_audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+          CREATE TABLE nova_audit_checkpoints (
+            size INTEGER PRIMARY KEY,
+            root BLOB NOT NULL,
+            frontier BLOB NOT NULL,
+            note TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+          );
+          """)
+    }
+    TokenStore.registerSchema(in: &migrator)
+  }
+
+  public func record(_ transitions: [JobTransition], actor: String, in db: Database) throws {
+    if transitions.isEmpty { return }
+    var seq = try Self.lastSequence(db)
+    let insert = RawStatement(try db.cachedStatement(sql: Self.insertSQL), in: db)
+    for transition in transitions {
+      seq += 1
+      let entry = AuditEntry(
+        seq: seq, time: transition.time, actor: actor, event: Self.eventNames[transition.event]!,
+        subject: transition.job.rawValue, payload: Self.payload(of: transition))
+      try Self.insert(entry, with: insert)
+    }
+  }
+
+  /// Appends entries for events other than job transitions inside the open transaction `db`;
+  /// returns them with their sequence numbers.
+  @discardableResult
+  public static func append(
+    _ events: [(time: Int64, actor: String, event: String, subject: String?, payload: String)], in db: Database
+  ) throws -> [AuditEntry] {
+    var seq = try lastSequence(db)
+    let statement = RawStatement(try db.cachedStatement(sql: insertSQL), in: db)
+    var entries: [AuditEntry] = []
+    for event in events {
+      seq += 1
+      let entry = AuditEntry(
+        seq: seq, time: event.time, actor: event.actor, event: event.event, subject: event.subject, payload: event.payload)
+      try insert(entry, with: statement)
+      entries.append(entry)
+    }
+    return entries
+  }
+
+  static func lastSequence(_ db: Database) throws -> Int64 {
+    try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) FROM nova_audit")) ?? 0
+  }
+
+  private static let insertSQL =
+    "INSERT INTO nova_audit (seq, time, actor, event, subject, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+  private static func insert(_ entry: AuditEntry, with statement: RawStatement) throws {
+    statement.bind(1, entry.seq)
+    statement.bind(2, entry.time)
+    statement.bind(3, entry.actor)
+    statement.bind(4, entry.event)
+    statement.bind(5, entry.subject)
+    statement.bind(6, entry.payload)
+    statement.bind(7, bytes: entry.leafHash)
+    _ = try statement.run()
+  }
+
+  private static let eventNames = Dictionary(
+    uniqueKeysWithValues: JobTransition.Event.allCases.map { ($0, "job.\($0.rawValue)") })
+
+  /// `{"attempt":…,"detail":…,"from":…,"kind":…,"queue":…,"to":…}` in canonical form, built
+  /// directly: it is written for every transition.
+  static func payload(of transition: JobTransition) -> String {
+    var out: [UInt8] = []
+    out.reserveCapacity(96 + transition.queue.utf8.count + transition.kind.utf8.count + (transition.detail?.utf8.count ?? 0))
+    out += Array(#"{"attempt":"#.utf8)
+    out += String(transition.attempt).utf8
+    if let detail = transition.detail {
+      out += Array(#","detail":"#.utf8)
+      CanonicalJSON.writeString(String(detail.prefix(512)), into: &out)
+    }
+    out += Array(#","from":"#.utf8)
+    if let from = transition.from {
+      CanonicalJSON.writeString(from.rawValue, into: &out)
+    } else {
+      out += Array("null".utf8)
+    }
+    out += Array(#","kind":"#.utf8)
+    CanonicalJSON.writeString(transition.kind, into: &out)
+    out += Array(#","queue":"#.utf8)
+    CanonicalJSON.writeString(transition.queue, into: &out)
+    out += Array(#","to":"#.utf8)
+    CanonicalJSON.writeString(transition.to.rawValue, into: &out)
+    out.append(UInt8(ascii: "}"))
+    return String(decoding: out, as: UTF8.self)
+  }
+}

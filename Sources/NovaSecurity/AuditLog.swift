@@ -1,0 +1,400 @@
+import Foundation
+import GRDB
+import NovaCore
+import NovaQueue
+
+/// The audit log of a Nova database: appends, streamed reads, verification, signed
+/// checkpoints, inclusion and consistency proofs, and the audit coverage figure.
+public final class AuditLog: Sendable {
+  public let queue: SQLiteJobQueue
+  private var database: DatabasePool { queue.database }
+
+  /// The log stored beside `queue`'s tables (opened with an `AuditJournal`).
+  public init(queue: SQLiteJobQueue) {
+    self.queue = queue
+  }
+
+  /// Appends one event other than a job transition, in the queue's shared write transaction.
+  @discardableResult
+  public func append(
+    event: String, subject: String?, payload: JSONValue, actor: String = AuditContext.actor, time: Date = Date()
+  ) async throws -> AuditEntry {
+    let text = try CanonicalJSON.string(payload)
+    let millis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+    return try await queue.write { db in
+      try AuditJournal.append([(millis, actor, event, subject, text)], in: db)[0]
+    }
+  }
+
+  /// The number of the last entry (0 for an empty log).
+  public func size() async throws -> Int64 {
+    try await database.read { db in try AuditJournal.lastSequence(db) }
+  }
+
+  /// Entries `first...last`, in order (for listings; exports stream with `scan`).
+  public func entries(from first: Int64, through last: Int64) async throws -> [AuditEntry] {
+    try await database.read { db in
+      var entries: [AuditEntry] = []
+      try Self.scan(db, from: first, through: last) { entry, _ in entries.append(entry) }
+      return entries
+    }
+  }
+
+  /// Calls `body` with each entry from `first` through `last` and its stored hash, in order,
+  /// one row at a time (flat memory).
+  static func scan(_ db: Database, from first: Int64, through last: Int64, _ body: (AuditEntry, [UInt8]) throws -> Void) throws {
+    let statement = RawStatement(
+      try db.cachedStatement(
+        sql: "SELECT seq, time, actor, event, subject, payload, hash FROM nova_audit WHERE seq BETWEEN ? AND ? ORDER BY seq"),
+      in: db)
+    statement.bind(1, first)
+    statement.bind(2, last)
+    defer { statement.finish() }
+    while try statement.step() {
+      let entry = AuditEntry(
+        seq: statement.int64(0), time: statement.int64(1), actor: statement.string(2), event: statement.string(3),
+        subject: statement.optionalString(4), payload: statement.string(5))
+      try body(entry, statement.bytes(6))
+    }
+  }
+
+  /// Calls `body` with the stored leaf hash of each entry `1...size`, checking that none is missing.
+  static func scanHashes(_ db: Database, size: Int64, _ body: (MerkleTree.Hash) -> Void) throws {
+    let statement = RawStatement(
+      try db.cachedStatement(sql: "SELECT seq, hash FROM nova_audit WHERE seq <= ? ORDER BY seq"), in: db)
+    statement.bind(1, size)
+    defer { statement.finish() }
+    var expected: Int64 = 1
+    while try statement.step() {
+      let seq = statement.int64(0)
+      guard seq == expected else {
+        throw NovaError.storage("audit entry \(expected) is missing (the log jumps to \(seq)); run `nova audit verify`")
+      }
+      expected += 1
+      body(statement.bytes(1))
+    }
+    guard expected == size + 1 else {
+      throw NovaError.storage("the audit log has \(expected - 1) entries, fewer than \(size)")
+    }
+  }
+
+  // MARK: - Checkpoints
+
+  /// Signs and stores a checkpoint of the log as it is now (or returns the stored one of that
+  /// size). Reads run on a snapshot, so appends go on meanwhile; only the leaves added since the
+  /// last checkpoint are read.
+  @discardableResult
+  public func checkpoint(signer: NoteSigner, origin: String, time: Date = Date()) async throws -> StoredCheckpoint {
+    let millis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+    let computed = try await database.read { db -> StoredCheckpoint in
+      let size = try AuditJournal.lastSequence(db)
+      if let stored = try Self.storedCheckpoint(db, size: size) { return stored }
+      var accumulator = MerkleAccumulator()
+      var from: Int64 = 1
+      if let row = try Row.fetchOne(
+        db, sql: "SELECT size, frontier FROM nova_audit_checkpoints WHERE size <= ? ORDER BY size DESC LIMIT 1",
+        arguments: [size])
+      {
+        let previous: Int64 = row[0]
+        let blob: Data = row[1]
+        let frontier = stride(from: 0, to: blob.count, by: 32).map { Array(blob[$0..<min($0 + 32, blob.count)]) }
+        if let resumed = MerkleAccumulator(count: Int(previous), frontier: frontier) {
+          accumulator = resumed
+          from = previous + 1
+        }
+      }
+      var expected = from
+      let statement = RawStatement(
+        try db.cachedStatement(sql: "SELECT seq, hash FROM nova_audit WHERE seq >= ? AND seq <= ? ORDER BY seq"), in: db)
+      statement.bind(1, from)
+      statement.bind(2, size)
+      while try statement.step() {
+        guard statement.int64(0) == expected else {
+          statement.finish()
+          throw NovaError.storage("audit entry \(expected) is missing; run `nova audit verify`")
+        }
+        expected += 1
+        accumulator.append(leafHash: statement.bytes(1))
+      }
+      statement.finish()
+      let checkpoint = Checkpoint(origin: origin, size: Int(size), rootHash: accumulator.root)
+      return StoredCheckpoint(
+        size: size, root: accumulator.root, note: try checkpoint.signed(by: signer), createdAt: millis,
+        frontier: accumulator.frontier)
+    }
+    try await queue.write { db in
+      try db.execute(
+        sql: "INSERT OR IGNORE INTO nova_audit_checkpoints (size, root, frontier, note, created_at) VALUES (?, ?, ?, ?, ?)",
+        arguments: [computed.size, Data(computed.root), Data(computed.frontier.joined()), computed.note, computed.createdAt])
+    }
+    return computed
+  }
+
+  /// Every stored checkpoint, smallest first.
+  public func checkpoints() async throws -> [StoredCheckpoint] {
+    try await database.read { db in
+      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size").map {
+        StoredCheckpoint(size: $0[0], root: Array($0[1] as Data), note: $0[2], createdAt: $0[3], frontier: [])
+      }
+    }
+  }
+
+  private static func storedCheckpoint(_ db: Database, size: Int64) throws -> StoredCheckpoint? {
+    try Row.fetchOne(
+      db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints WHERE size = ?", arguments: [size]
+    ).map { StoredCheckpoint(size: $0[0], root: Array($0[1] as Data), note: $0[2], createdAt: $0[3], frontier: []) }
+  }
+
+  // MARK: - Verification
+
+  /// Recomputes every entry's leaf hash and the tree's root at every checkpoint (the stored
+  /// ones, whose signatures `verifier` checks, and `extraCheckpoints`, signed notes kept
+  /// elsewhere), and reports every entry or checkpoint that does not match, first one first.
+  public func verify(verifier: NoteVerifier, extraCheckpoints: [String] = []) async throws -> AuditVerification {
+    let stored = try await checkpoints()
+    var report = AuditVerification()
+    var targets: [(size: Int64, root: MerkleTree.Hash, source: String)] = []
+    for checkpoint in stored {
+      do {
+        let parsed = try Checkpoint.verify(note: checkpoint.note, verifier: verifier)
+        targets.append((Int64(parsed.size), parsed.rootHash, "stored checkpoint at size \(parsed.size)"))
+      } catch {
+        report.problems.append(AuditProblem(seq: nil, message: "stored checkpoint at size \(checkpoint.size): \(error)"))
+      }
+    }
+    for (index, note) in extraCheckpoints.enumerated() {
+      do {
+        let parsed = try Checkpoint.verify(note: note, verifier: verifier)
+        targets.append((Int64(parsed.size), parsed.rootHash, "given checkpoint at size \(parsed.size)"))
+      } catch {
+        report.problems.append(AuditProblem(seq: nil, message: "given checkpoint \(index + 1): \(error)"))
+      }
+    }
+    targets.sort { $0.size < $1.size }
+    let sortedTargets = targets
+    let initial = report
+    report = try await database.read { db -> AuditVerification in
+      var report = initial
+      var accumulator = MerkleAccumulator()
+      var expected: Int64 = 1
+      var next = 0
+      var lastGood: Int64 = 0
+      func checkTargets() {
+        while next < sortedTargets.count, sortedTargets[next].size <= Int64(accumulator.count) {
+          let target = sortedTargets[next]
+          if target.size == Int64(accumulator.count) {
+            if target.root == accumulator.root {
+              lastGood = target.size
+              report.checkpointsChecked += 1
+            } else {
+              report.add(
+                AuditProblem(
+                  seq: nil,
+                  message: "\(target.source) does not match the log: an entry after \(lastGood) and up to \(target.size) was changed, removed or inserted"))
+            }
+          }
+          next += 1
+        }
+      }
+      checkTargets()
+      try Self.scan(db, from: 1, through: .max) { entry, storedHash in
+        if entry.seq != expected {
+          report.add(
+            AuditProblem(seq: expected, message: "entry \(expected) is missing: the log jumps from \(expected - 1) to \(entry.seq)"))
+        }
+        expected = entry.seq + 1
+        let hash = entry.leafHash
+        if hash != storedHash {
+          report.add(
+            AuditProblem(
+              seq: entry.seq,
+              message: "entry \(entry.seq) (\(entry.event) at \(AuditTime.string(entry.time))) does not match its stored hash: it was changed"))
+        }
+        accumulator.append(leafHash: hash)
+        report.entries += 1
+        checkTargets()
+      }
+      while next < sortedTargets.count {
+        let target = sortedTargets[next]
+        report.add(
+          AuditProblem(
+            seq: nil,
+            message: "\(target.source) covers \(target.size) entries but the log has \(accumulator.count): entries were removed"))
+        next += 1
+      }
+      report.root = accumulator.root
+      return report
+    }
+    return report
+  }
+
+  // MARK: - Proofs
+
+  /// The proof that entry `seq` is in the tree of the first `treeSize` entries (by default the
+  /// latest checkpoint that covers it, or the whole log).
+  public func inclusionProof(seq: Int64, treeSize: Int64? = nil) async throws -> InclusionProof {
+    let stored = try await checkpoints()
+    let current = try await size()
+    guard seq >= 1, seq <= current else {
+      throw NovaError.notFound("audit entry \(seq) does not exist: the log has entries 1 to \(current)")
+    }
+    let size = treeSize ?? stored.first(where: { $0.size >= seq })?.size ?? current
+    guard size >= seq, size <= current else {
+      throw NovaError.invalidInput(field: "tree size", message: "tree size \(size) must be at least \(seq) and at most \(current)")
+    }
+    let ranges = MerkleTree.inclusionRanges(index: Int(seq - 1), size: Int(size))
+    let (hashes, root, leaf) = try await database.read { db in
+      try Self.rangeHashes(db, ranges: ranges, size: size, leafIndex: Int(seq - 1))
+    }
+    let entry = try await entries(from: seq, through: seq)[0]
+    return InclusionProof(
+      entry: entry, treeSize: size, leafHash: leaf, path: hashes, root: root,
+      checkpoint: stored.first(where: { $0.size == size })?.note)
+  }
+
+  /// The proof that the tree of the first `oldSize` entries is a prefix of that of `newSize`.
+  public func consistencyProof(oldSize: Int64, newSize: Int64) async throws -> ConsistencyProof {
+    let current = try await size()
+    guard oldSize >= 1, oldSize <= newSize, newSize <= current else {
+      throw NovaError.invalidInput(field: "OLD NEW", message: "need 1 ≤ OLD ≤ NEW ≤ \(current) (the log's size); got OLD \(oldSize), NEW \(newSize)")
+    }
+    let ranges = MerkleTree.consistencyRanges(oldSize: Int(oldSize), newSize: Int(newSize))
+    let stored = try await checkpoints()
+    return try await database.read { db in
+      let (hashes, newRoot, _) = try Self.rangeHashes(db, ranges: ranges + [0..<Int(oldSize)], size: newSize, leafIndex: nil)
+      return ConsistencyProof(
+        oldSize: oldSize, newSize: newSize, oldRoot: hashes.last!, newRoot: newRoot, path: Array(hashes.dropLast()),
+        oldCheckpoint: stored.first(where: { $0.size == oldSize })?.note,
+        newCheckpoint: stored.first(where: { $0.size == newSize })?.note)
+    }
+  }
+
+  /// The subtree hash of each range, the root of the first `size` leaves, and one leaf's hash,
+  /// from one streamed pass over the stored leaf hashes.
+  private static func rangeHashes(_ db: Database, ranges: [Range<Int>], size: Int64, leafIndex: Int?) throws
+    -> ([MerkleTree.Hash], MerkleTree.Hash, MerkleTree.Hash)
+  {
+    var accumulators = Array(repeating: MerkleAccumulator(), count: ranges.count)
+    let order = ranges.indices.sorted { ranges[$0].lowerBound < ranges[$1].lowerBound }
+    var whole = MerkleAccumulator()
+    var leaf: MerkleTree.Hash = []
+    var index = 0
+    var cursor = 0
+    try scanHashes(db, size: size) { hash in
+      whole.append(leafHash: hash)
+      if index == leafIndex { leaf = hash }
+      while cursor < order.count, ranges[order[cursor]].upperBound <= index { cursor += 1 }
+      // Ranges may nest (the old tree's range in a consistency proof), so every range that
+      // holds the leaf gets it.
+      var probe = cursor
+      while probe < order.count, ranges[order[probe]].lowerBound <= index {
+        if ranges[order[probe]].contains(index) { accumulators[order[probe]].append(leafHash: hash) }
+        probe += 1
+      }
+      index += 1
+    }
+    return (accumulators.map(\.root), whole.root, leaf)
+  }
+
+  // MARK: - Coverage
+
+  /// Audited job transitions against all of them, computed from the data: every job's current
+  /// state must be the state its latest audit entry moved it to.
+  public func coverage() async throws -> AuditCoverage {
+    try await database.read { db in
+      let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
+      let jobs = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_jobs") ?? 0
+      let unexplained = try String.fetchAll(
+        db,
+        sql: """
+          SELECT j.id FROM nova_jobs j
+          WHERE (SELECT json_extract(a.payload, '$.to') FROM nova_audit a
+                 WHERE a.subject = j.id ORDER BY a.seq DESC LIMIT 1) IS NOT j.state
+          """)
+      return AuditCoverage(auditedTransitions: audited, jobs: jobs, unauditedJobs: unexplained)
+    }
+  }
+}
+
+/// A signed checkpoint as stored in the database.
+public struct StoredCheckpoint: Sendable, Equatable {
+  public var size: Int64
+  public var root: MerkleTree.Hash
+  /// The C2SP signed note.
+  public var note: String
+  public var createdAt: Int64
+  /// Roots of the complete subtrees at `size` (to continue the tree; empty when not loaded).
+  public var frontier: [MerkleTree.Hash]
+}
+
+/// One thing `nova audit verify` found wrong.
+public struct AuditProblem: Sendable, Equatable, CustomStringConvertible {
+  /// The entry concerned, when one can be named.
+  public var seq: Int64?
+  public var message: String
+  public var description: String { message }
+}
+
+/// The outcome of verifying the whole log.
+public struct AuditVerification: Sendable {
+  public var entries: Int64 = 0
+  public var checkpointsChecked = 0
+  /// What did not match, first found first (at most 100 kept).
+  public var problems: [AuditProblem] = []
+  public var problemCount = 0
+  public var root: MerkleTree.Hash = MerkleTree.emptyRoot
+  public var passed: Bool { problemCount == 0 && problems.isEmpty }
+
+  mutating func add(_ problem: AuditProblem) {
+    problemCount += 1
+    if problems.count < 100 { problems.append(problem) }
+  }
+}
+
+/// An entry, the tree it is in, and the audit path that links them.
+public struct InclusionProof: Sendable {
+  public var entry: AuditEntry
+  public var treeSize: Int64
+  public var leafHash: MerkleTree.Hash
+  public var path: [MerkleTree.Hash]
+  public var root: MerkleTree.Hash
+  /// The signed checkpoint of `treeSize`, when one is stored.
+  public var checkpoint: String?
+
+  /// True when the path leads from the entry's recomputed leaf hash to the root.
+  public var isValid: Bool {
+    MerkleTree.verifyInclusion(
+      index: Int(entry.seq - 1), size: Int(treeSize), leafHash: entry.leafHash, proof: path, root: root)
+  }
+}
+
+/// Two tree heads and the hashes that prove the older is a prefix of the newer.
+public struct ConsistencyProof: Sendable {
+  public var oldSize: Int64
+  public var newSize: Int64
+  public var oldRoot: MerkleTree.Hash
+  public var newRoot: MerkleTree.Hash
+  public var path: [MerkleTree.Hash]
+  public var oldCheckpoint: String?
+  public var newCheckpoint: String?
+
+  /// True when the path proves consistency of the two roots.
+  public var isValid: Bool {
+    MerkleTree.verifyConsistency(
+      oldSize: Int(oldSize), newSize: Int(newSize), oldRoot: oldRoot, newRoot: newRoot, proof: path)
+  }
+}
+
+/// How much of the job activity the audit log accounts for.
+public struct AuditCoverage: Sendable, Equatable {
+  public var auditedTransitions: Int
+  public var jobs: Int
+  /// Jobs whose current state no audit entry explains (each hides at least one transition).
+  public var unauditedJobs: [String]
+
+  /// Audited transitions over all of them (1 when there are none).
+  public var ratio: Double {
+    let total = auditedTransitions + unauditedJobs.count
+    return total == 0 ? 1 : Double(auditedTransitions) / Double(total)
+  }
+}

@@ -1,0 +1,192 @@
+import Crypto
+import Foundation
+import GRDB
+import NovaCore
+import NovaQueue
+
+/// What a caller may do, from least to most.
+public enum Role: String, Sendable, CaseIterable, Comparable, Codable {
+  /// Reads jobs, stats, metrics and the audit log.
+  case viewer
+  /// Also submits, cancels and retries jobs and acknowledges alerts.
+  case `operator`
+  /// Also manages tokens and reloads policy.
+  case admin
+
+  private var rank: Int { Role.allCases.firstIndex(of: self)! }
+  public static func < (lhs: Role, rhs: Role) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// An API action that a role must allow.
+public enum APIAction: String, Sendable, CaseIterable {
+  case read, submit, cancel, retry, acknowledge
+  case manageTokens = "tokens.manage"
+  case reloadPolicy = "policy.reload"
+
+  /// The weakest role allowed to take the action.
+  public var minimumRole: Role {
+    switch self {
+    case .read: .viewer
+    case .submit, .cancel, .retry, .acknowledge: .operator
+    case .manageTokens, .reloadPolicy: .admin
+    }
+  }
+}
+
+/// A stored API token (never its secret).
+public struct APIToken: Sendable, Equatable, Codable {
+  /// The public part of the token, `nova_<id>_<secret>`.
+  public var id: String
+  public var name: String
+  public var role: Role
+  public var createdAt: Date
+  public var revokedAt: Date?
+}
+
+/// API tokens in the Nova database: only SHA-256 of each secret is stored, compared in constant
+/// time; creating and revoking are audited.
+public final class TokenStore: Sendable {
+  public let audit: AuditLog
+  private var queue: SQLiteJobQueue { audit.queue }
+
+  public init(audit: AuditLog) {
+    self.audit = audit
+  }
+
+  static func registerSchema(in migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("v3-tokens") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_tokens (
+            id TEXT PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            secret_sha256 BLOB NOT NULL,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+          );
+          """)
+    }
+  }
+
+  /// Token names: what `--name` accepts.
+  public static func validate(name: String) throws {
+    guard !name.isEmpty, name.count <= 64,
+      name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "-_.@".unicodeScalars.contains($0) })
+    else {
+      throw NovaError.invalidInput(field: "name", message: "token name '\(name)' must be 1 to 64 letters, digits or - _ . @")
+    }
+  }
+
+  /// Creates a token; the returned secret string is shown once and never stored.
+  public func create(name: String, role: Role, now: Date = Date()) async throws -> (token: String, record: APIToken) {
+    try Self.validate(name: name)
+    let id = Self.randomString(bytes: 6)
+    let secret = Self.randomString(bytes: 32)
+    let digest = Data(SHA256.hash(data: Data(secret.utf8)))
+    let millis = Int64((now.timeIntervalSince1970 * 1000).rounded())
+    let actor = AuditContext.actor
+    let payload = try CanonicalJSON.string(.object(["id": .string(id), "role": .string(role.rawValue)]))
+    try await queue.write { db in
+      if try Bool.fetchOne(db, sql: "SELECT 1 FROM nova_tokens WHERE name = ?", arguments: [name]) == true {
+        throw NovaError.invalidInput(field: "name", message: "a token named '\(name)' exists already (revoked ones keep their name)")
+      }
+      try db.execute(
+        sql: "INSERT INTO nova_tokens (id, name, role, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+        arguments: [id, name, role.rawValue, digest, millis])
+      try AuditJournal.append([(millis, actor, "token.created", name, payload)], in: db)
+    }
+    return ("nova_\(id)_\(secret)", APIToken(id: id, name: name, role: role, createdAt: Self.date(millis), revokedAt: nil))
+  }
+
+  /// Every token, oldest first.
+  public func list() async throws -> [APIToken] {
+    try await queue.database.read { db in
+      try Row.fetchAll(db, sql: "SELECT id, name, role, created_at, revoked_at FROM nova_tokens ORDER BY created_at, name")
+        .map { row in
+          APIToken(
+            id: row[0], name: row[1], role: Role(rawValue: row[2]) ?? .viewer, createdAt: Self.date(row[3]),
+            revokedAt: (row[4] as Int64?).map(Self.date))
+        }
+    }
+  }
+
+  /// Revokes the token named `name`; it stops working at once.
+  @discardableResult
+  public func revoke(name: String, now: Date = Date()) async throws -> APIToken {
+    let millis = Int64((now.timeIntervalSince1970 * 1000).rounded())
+    let actor = AuditContext.actor
+    try await queue.write { db in
+      guard let revokedAt = try Row.fetchOne(db, sql: "SELECT revoked_at FROM nova_tokens WHERE name = ?", arguments: [name])
+      else { throw NovaError.notFound("no token is named '\(name)'") }
+      if (revokedAt[0] as Int64?) != nil { return }
+      try db.execute(sql: "UPDATE nova_tokens SET revoked_at = ? WHERE name = ?", arguments: [millis, name])
+      try AuditJournal.append([(millis, actor, "token.revoked", name, "{}")], in: db)
+    }
+    guard let token = try await list().first(where: { $0.name == name }) else {
+      throw NovaError.notFound("no token is named '\(name)'")
+    }
+    return token
+  }
+
+  /// Whether any token that is not revoked exists.
+  public func hasActiveTokens() async throws -> Bool {
+    try await queue.database.read { db in
+      try Bool.fetchOne(db, sql: "SELECT 1 FROM nova_tokens WHERE revoked_at IS NULL LIMIT 1") ?? false
+    }
+  }
+
+  /// The outcome of presenting a token.
+  public enum Authentication: Sendable, Equatable {
+    case valid(APIToken)
+    /// Why the token was refused, safe to tell the caller.
+    case invalid(String)
+  }
+
+  /// Checks a presented token string.
+  public func authenticate(_ presented: String) async throws -> Authentication {
+    let parts = presented.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+    guard parts.count == 3, parts[0] == "nova", !parts[1].isEmpty, !parts[2].isEmpty else {
+      return .invalid("the token is not a Nova token (nova_<id>_<secret>)")
+    }
+    let id = String(parts[1])
+    let presentedDigest = Array(SHA256.hash(data: Data(parts[2].utf8)))
+    let found = try await queue.database.read { db -> (APIToken, [UInt8])? in
+      try Row.fetchOne(
+        db, sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?",
+        arguments: [id]
+      ).map { row in
+        let token = APIToken(
+          id: row[0], name: row[1], role: Role(rawValue: row[2]) ?? .viewer, createdAt: Self.date(row[4]),
+          revokedAt: (row[5] as Int64?).map(Self.date))
+        return (token, Array(row[3] as Data))
+      }
+    }
+    // Compared in full even for unknown ids, so that timing tells nothing about which exist.
+    let matches = Self.constantTimeEqual(presentedDigest, found?.1 ?? Self.decoy)
+    guard let token = found?.0, matches else { return .invalid("the token is not valid") }
+    if token.revokedAt != nil { return .invalid("the token was revoked") }
+    return .valid(token)
+  }
+
+  /// Equal length and content, in time that depends only on the length.
+  public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for index in a.indices { difference |= a[index] ^ b[index] }
+    return difference == 0
+  }
+
+  private static let decoy = Array(SHA256.hash(data: Data("nova decoy".utf8)))
+
+  private static func randomString(bytes: Int) -> String {
+    var generator = SystemRandomNumberGenerator()
+    let raw = (0..<bytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    // base64url without padding, and without '_' so the token splits cleanly.
+    return Data(raw).base64EncodedString()
+      .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "-")
+      .replacingOccurrences(of: "=", with: "")
+  }
+
+  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+}

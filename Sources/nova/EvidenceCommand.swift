@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import NovaCore
+import NovaSecurity
+
+struct EvidenceCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "evidence",
+    abstract: "Export and verify signed, deterministic evidence bundles for governance reviews.",
+    subcommands: [Export.self, Verify.self])
+
+  struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Write the evidence of a time window to a .tar.gz (same log and window, same bytes).",
+      discussion: "File times in the archive are SOURCE_DATE_EPOCH when set, else the window's end.")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: ArgumentHelp("Bundle to write.", valueName: "file.tar.gz")) var out: String
+    @Option(help: ArgumentHelp("Window start, RFC 3339 (2026-11-01T00:00:00Z).", valueName: "time")) var since: String?
+    @Option(help: ArgumentHelp("Window end, RFC 3339.", valueName: "time")) var until: String?
+
+    func run() async throws {
+      let sinceMillis = try since.map { try parseTime($0, flag: "--since") }
+      let untilMillis = try until.map { try parseTime($0, flag: "--until") }
+      if let sinceMillis, let untilMillis, sinceMillis > untilMillis {
+        throw NovaError.invalidInput(field: "--since", message: "\(since!) is after --until \(until!)")
+      }
+      var epoch: Int64?
+      if let text = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], !text.isEmpty {
+        guard let value = Int64(text), value >= 0 else {
+          throw NovaError.invalidInput(field: "SOURCE_DATE_EPOCH", message: "'\(text)' is not a count of seconds")
+        }
+        epoch = value
+      }
+      let security = try store.openSecurity()
+      let summary = try await EvidenceBundle.export(
+        log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
+        until: untilMillis, sourceDateEpoch: epoch)
+      if output.json {
+        try printJSON(summary)
+      } else {
+        print("wrote \(summary.path): \(summary.bytes) bytes, entries \(summary.firstSeq)…\(summary.lastSeq) (\(summary.entries)), sha256 \(summary.sha256)")
+      }
+    }
+  }
+
+  struct Verify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Check a bundle's files, signature and Merkle root; exit 5 naming what failed.")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "The bundle.") var bundle: String
+    @Option(help: ArgumentHelp("Verifier key to trust (as `nova audit key` prints, or a file holding it; default: the data directory's key).", valueName: "key"))
+    var key: String?
+
+    func run() async throws {
+      let verifier: NoteVerifier
+      if let key {
+        verifier = try NoteVerifier(verifierKey: try readKeyArgument(key))
+      } else {
+        verifier = try store.openSecurity().signer.verifier
+      }
+      let result = try EvidenceBundle.verify(path: bundle, verifier: verifier)
+      if output.json {
+        try printJSON(EvidenceVerifyOutput(passed: result.passed, entries: result.entries, checks: result.checks, problems: result.problems))
+      } else {
+        for check in result.checks { print("ok: \(check)") }
+        for problem in result.problems { FileHandle.standardError.write(Data("FAIL: \(problem)\n".utf8)) }
+      }
+      if !result.passed { throw ExitCode(ExitStatus.verificationFailed) }
+    }
+  }
+}
+
+func parseTime(_ text: String, flag: String) throws -> Int64 {
+  guard let millis = AuditTime.parse(text) else {
+    throw NovaError.invalidInput(field: flag, message: "'\(text)' is not an RFC 3339 time such as 2026-11-01T00:00:00Z")
+  }
+  return millis
+}
+
+struct EvidenceVerifyOutput: Encodable {
+  var passed: Bool
+  var entries: Int64
+  var checks: [String]
+  var problems: [String]
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import NovaCore
+import NovaSecurity
+
+struct TokensCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tokens",
+    abstract: "Manage API tokens (viewer, operator, admin).",
+    subcommands: [Create.self, List.self, Revoke.self])
+
+  struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Create a token and print it once (only its hash is stored).")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: "A name for the token (unique; letters, digits, - _ . @).") var name: String
+    @Option(help: "viewer (reads), operator (also submits, cancels, retries), or admin (also manages tokens).")
+    var role: String
+
+    func run() async throws {
+      guard let parsed = Role(rawValue: role) else {
+        throw NovaError.invalidInput(field: "--role", message: "'\(role)' is not viewer, operator or admin")
+      }
+      let created = try await store.openSecurity().tokens.create(name: name, role: parsed)
+      if output.json {
+        try printJSON(TokenOutput(token: created.token, name: created.record.name, role: parsed.rawValue))
+      } else {
+        print(created.token)
+        FileHandle.standardError.write(Data("token '\(name)' (\(parsed.rawValue)) created; it is shown only this once\n".utf8))
+      }
+    }
+  }
+
+  struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List tokens (never their secrets).")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+      let tokens = try await store.openSecurity().tokens.list()
+      if output.json {
+        try printJSON(tokens)
+        return
+      }
+      for token in tokens {
+        let state = token.revokedAt.map { "revoked \(AuditTime.string(Int64($0.timeIntervalSince1970 * 1000)))" } ?? "active"
+        print("\(token.name)\t\(token.role.rawValue)\tnova_\(token.id)_…\t\(state)")
+      }
+    }
+  }
+
+  struct Revoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Revoke a token by name; it stops working at once.")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The token's name.") var name: String
+
+    func run() async throws {
+      try await store.openSecurity().tokens.revoke(name: name)
+      print("revoked \(name)")
+    }
+  }
+}
+
+struct TokenOutput: Encodable {
+  var token: String
+  var name: String
+  var role: String
+}

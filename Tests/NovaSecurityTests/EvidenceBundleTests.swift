@@ -1,0 +1,98 @@
+import Crypto
+import Foundation
+import NovaCore
+import NovaQueue
+import NovaSecurity
+import Testing
+
+@Suite("Evidence bundles")
+struct EvidenceBundleTests {
+  func export(_ fixture: SecurityFixture, _ name: String, since: Int64? = nil, until: Int64? = nil) async throws -> EvidenceBundle.ExportSummary {
+    try await EvidenceBundle.export(
+      log: fixture.audit, signer: fixture.security.signer, origin: fixture.security.origin,
+      to: fixture.directory.appendingPathComponent(name).path, since: since, until: until)
+  }
+
+  @Test func exportsAreByteIdenticalAndVerify() async throws {
+    let fixture = try SecurityFixture()
+    try await fixture.runJobs(6)
+    try await fixture.audit.checkpoint(signer: fixture.security.signer, origin: fixture.security.origin)
+    let first = try await export(fixture, "a.tar.gz")
+    let second = try await export(fixture, "b.tar.gz")
+    #expect(first.sha256 == second.sha256 && first.bytes == second.bytes)
+    #expect(first.entries == 18 && first.firstSeq == 1 && first.lastSeq == 18)
+    #expect(first.files == first.files.sorted() && first.files.contains("audit/entries.jsonl") && first.files.contains("manifest.json"))
+    let result = try EvidenceBundle.verify(path: first.path, verifier: fixture.security.signer.verifier)
+    #expect(result.passed, "\(result.problems)")
+    #expect(result.entries == 18 && result.checks.count == 5)
+    // Nothing is left behind beside the bundle.
+    let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.directory.path).filter { $0.hasPrefix(".") }
+    #expect(leftovers.isEmpty)
+  }
+
+  @Test func aWindowCarriesTheTreeBeforeIt() async throws {
+    let fixture = try SecurityFixture()
+    try await fixture.runJobs(3)
+    fixture.clock.advance(by: 3600)
+    let start = Int64(fixture.clock.now().timeIntervalSince1970 * 1000)
+    try await fixture.runJobs(4)
+    fixture.clock.advance(by: 3600)
+    try await fixture.runJobs(2)
+    let windowed = try await export(fixture, "w.tar.gz", since: start, until: start + 1000)
+    #expect(windowed.firstSeq == 10 && windowed.lastSeq == 21 && windowed.entries == 12)
+    let result = try EvidenceBundle.verify(path: windowed.path, verifier: fixture.security.signer.verifier)
+    #expect(result.passed, "\(result.problems)")
+    #expect(result.entries == 12)
+    let empty = try await export(fixture, "e.tar.gz", since: start + 10_000_000)
+    #expect(empty.entries == 0)
+    #expect(try EvidenceBundle.verify(path: empty.path, verifier: fixture.security.signer.verifier).passed)
+  }
+
+  @Test func verificationSaysWhatFailed() async throws {
+    let fixture = try SecurityFixture()
+    try await fixture.runJobs(4)
+    let bundle = try await export(fixture, "a.tar.gz")
+    let stranger = NoteSigner.generate(name: fixture.security.signer.name)
+    let wrongKey = try EvidenceBundle.verify(path: bundle.path, verifier: stranger.verifier)
+    #expect(wrongKey.problems.contains { $0.hasPrefix("attestation.dsse.json: ") && $0.contains("no signature") })
+    #expect(wrongKey.problems.contains { $0.hasPrefix("audit/checkpoint.note: ") })
+
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: bundle.path))
+    bytes[bytes.count - 20] ^= 0xff
+    let damaged = fixture.directory.appendingPathComponent("damaged.tar.gz")
+    try bytes.write(to: damaged)
+    #expect(throws: NovaError.self) { _ = try EvidenceBundle.verify(path: damaged.path, verifier: fixture.security.signer.verifier) }
+    try Data("not gzip".utf8).write(to: damaged)
+    #expect(throws: NovaError.self) { _ = try EvidenceBundle.verify(path: damaged.path, verifier: fixture.security.signer.verifier) }
+    #expect(throws: NovaError.self) { _ = try EvidenceBundle.verify(path: "/nonexistent", verifier: fixture.security.signer.verifier) }
+
+    // An export refuses a log that does not verify, and writes nothing.
+    try fixture.tamper("UPDATE nova_audit SET actor = 'x' WHERE seq = 2")
+    await #expect(throws: NovaError.self) { _ = try await export(fixture, "refused.tar.gz") }
+    #expect(!FileManager.default.fileExists(atPath: fixture.directory.appendingPathComponent("refused.tar.gz").path))
+  }
+
+  @Test func dsseEnvelopesSignThePreAuthenticationEncoding() throws {
+    let signer = NoteSigner.generate(name: "k")
+    let envelope = try DSSEEnvelope.sign(payload: Array("{}".utf8), signer: signer)
+    #expect(try envelope.verifiedPayload(verifier: signer.verifier) == Array("{}".utf8))
+    #expect(DSSEEnvelope.preAuthenticationEncoding(payloadType: "t", payload: Array("ab".utf8)) == Array("DSSEv1 1 t 2 ab".utf8))
+    var forged = envelope
+    forged.payload = Data("{\"x\":1}".utf8).base64EncodedString()
+    #expect(throws: NovaError.self) { _ = try forged.verifiedPayload(verifier: signer.verifier) }
+    forged.payload = "***"
+    #expect(throws: NovaError.self) { _ = try forged.verifiedPayload(verifier: signer.verifier) }
+  }
+
+  @Test func largeExportsStreamThroughGzipAndTar() async throws {
+    let fixture = try SecurityFixture()
+    // Enough entries for several compression and tar chunks.
+    for _ in 0..<40 {
+      _ = try await fixture.queue.enqueue(batch: (0..<250).map { _ in JobRequest(kind: "echo") })
+    }
+    let bundle = try await export(fixture, "big.tar.gz")
+    #expect(bundle.entries == 10_000)
+    let result = try EvidenceBundle.verify(path: bundle.path, verifier: fixture.security.signer.verifier)
+    #expect(result.passed && result.entries == 10_000, "\(result.problems)")
+  }
+}

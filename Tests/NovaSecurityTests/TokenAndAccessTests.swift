@@ -1,0 +1,103 @@
+import Foundation
+import GRDB
+import NovaCore
+import NovaQueue
+import NovaSecurity
+import Testing
+
+@Suite("API tokens and access")
+struct TokenAndAccessTests {
+  @Test func tokensAreShownOnceStoredHashedAndRevocable() async throws {
+    let fixture = try SecurityFixture()
+    let tokens = fixture.security.tokens
+    #expect(try await tokens.hasActiveTokens() == false)
+    let (secret, record) = try await tokens.create(name: "ci-bot", role: .operator)
+    #expect(secret.hasPrefix("nova_\(record.id)_") && secret.count > 40)
+    #expect(try await tokens.authenticate(secret) == .valid(record))
+    #expect(try await tokens.hasActiveTokens())
+    // Only the SHA-256 of the secret is in the database.
+    let stored = try await fixture.queue.database.read { db in try Data.fetchOne(db, sql: "SELECT secret_sha256 FROM nova_tokens") }
+    #expect(stored?.count == 32)
+    let secretPart = String(secret.split(separator: "_", maxSplits: 2)[2])
+    let everything = try await fixture.queue.database.read { db in
+      try String.fetchAll(db, sql: "SELECT name || role || id || hex(secret_sha256) FROM nova_tokens").joined()
+    }
+    #expect(!everything.contains(secretPart))
+
+    await #expect(throws: NovaError.self) { _ = try await tokens.create(name: "ci-bot", role: .viewer) }
+    await #expect(throws: NovaError.self) { _ = try await tokens.create(name: "bad name!", role: .viewer) }
+    #expect(try await tokens.authenticate(secret + "x") == .invalid("the token is not valid"))
+    #expect(try await tokens.authenticate("nova_unknown_secret") == .invalid("the token is not valid"))
+    #expect(try await tokens.authenticate("Bearer") == .invalid("the token is not a Nova token (nova_<id>_<secret>)"))
+
+    let revoked = try await tokens.revoke(name: "ci-bot")
+    #expect(revoked.revokedAt != nil)
+    #expect(try await tokens.authenticate(secret) == .invalid("the token was revoked"))
+    try await tokens.revoke(name: "ci-bot")
+    await #expect(throws: NovaError.notFound("no token is named 'nobody'")) { try await tokens.revoke(name: "nobody") }
+    #expect(try await tokens.list().map(\.name) == ["ci-bot"])
+    let events = try await fixture.audit.entries(from: 1, through: 10).map(\.event)
+    #expect(events == ["token.created", "token.revoked"])
+  }
+
+  @Test func rolesAllowTheirActionsAndFailuresAreAuditedAndLimited() async throws {
+    let fixture = try SecurityFixture()
+    let tokens = fixture.security.tokens
+    let viewer = try await tokens.create(name: "viewer", role: .viewer).token
+    let admin = try await tokens.create(name: "admin", role: .admin).token
+    let access = AccessGuard(tokens: tokens, maxFailures: 3, window: 60)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    #expect(try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.1", now: now) != .unauthenticated(""))
+    if case .allowed(let token) = try await access.authorize(authorization: "bearer \(admin)", action: .manageTokens, source: "10.0.0.1", now: now) {
+      #expect(token.name == "admin")
+    } else {
+      Issue.record("admin may manage tokens")
+    }
+    guard case .forbidden(let why) = try await access.authorize(authorization: "Bearer \(viewer)", action: .submit, source: "10.0.0.1", now: now)
+    else { Issue.record("a viewer may not submit"); return }
+    #expect(why.contains("needs operator"))
+    for action in APIAction.allCases {
+      #expect(Role.admin >= action.minimumRole)
+      #expect((Role.viewer >= action.minimumRole) == (action == .read))
+    }
+
+    #expect(try await access.authorize(authorization: nil, action: .read, source: "10.0.0.2", now: now) == .unauthenticated("no Authorization header; send Authorization: Bearer <token>"))
+    #expect(try await access.authorize(authorization: "Basic abc", action: .read, source: "10.0.0.2", now: now) == .unauthenticated("the Authorization header is not 'Bearer <token>'"))
+    #expect(try await access.authorize(authorization: "Bearer nova_x_y", action: .read, source: "10.0.0.2", now: now) == .unauthenticated("the token is not valid"))
+    // The third failure reaches the limit: that source waits, others do not, even with a good token.
+    #expect(try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now) == .rateLimited(retryAfterSeconds: 60))
+    #expect(try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(30)) == .rateLimited(retryAfterSeconds: 30))
+    if case .allowed = try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.3", now: now) {} else {
+      Issue.record("another source is not limited")
+    }
+    if case .allowed = try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(61)) {} else {
+      Issue.record("the limit ends with its window")
+    }
+    let entries = try await fixture.audit.entries(from: 1, through: 100)
+    #expect(entries.map(\.event) == ["token.created", "token.created", "auth.denied", "auth.failed", "auth.failed", "auth.rate_limited"])
+    #expect(entries[3].subject == "10.0.0.2" && entries[3].actor == "anonymous")
+    #expect(TokenStore.constantTimeEqual([1, 2], [1, 2]) && !TokenStore.constantTimeEqual([1, 2], [1, 3]) && !TokenStore.constantTimeEqual([1], [1, 2]))
+  }
+
+  @Test func signingKeysAreFilesOnlyTheirOwnerMayRead() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-key-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let path = directory.appendingPathComponent("key").path
+    let created = try SigningKeyFile.loadOrCreate(path: path, name: "nova-audit-test")
+    let attributes = try FileManager.default.attributesOfItem(atPath: path)
+    #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    let loaded = try SigningKeyFile.loadOrCreate(path: path, name: "ignored")
+    #expect(loaded.verifier.verifierKey == created.verifier.verifierKey && loaded.name == "nova-audit-test")
+    #expect(try NoteVerifier(verifierKey: created.verifier.verifierKey).publicKeyBytes == created.verifier.publicKeyBytes)
+    #expect(created.verifier.pem.hasPrefix("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"))
+    chmod(path, 0o644)
+    #expect(throws: NovaError.self) { _ = try SigningKeyFile.load(path: path) }
+    chmod(path, 0o600)
+    #expect(throws: NovaError.self) { _ = try SigningKeyFile.decode("PRIVATE+KEY+x+00000000+AAAA", source: "k") }
+    let text = SigningKeyFile.encode(created)
+    let wrongID = text.replacingOccurrences(of: "+\(created.keyID.map { String(format: "%02x", $0) }.joined())+", with: "+00000000+")
+    #expect(throws: NovaError.self) { _ = try SigningKeyFile.decode(wrongID, source: "k") }
+    #expect(throws: NovaError.self) { _ = try SigningKeyFile.load(path: directory.appendingPathComponent("missing").path) }
+  }
+}
