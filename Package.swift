@@ -144,7 +144,7 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaTestSupport",
+        "NovaCore", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

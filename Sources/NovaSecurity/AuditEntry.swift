@@ -121,14 +121,14 @@ public enum AuditTime {
   }
 
   private static func digits(_ value: Int64, _ width: Int, _ out: inout [UInt8]) {
-    var buffer = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+    let start = out.count
+    out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width))
     var rest = value
-    var index = width - 1
-    while index >= 0 {
-      buffer[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+    var index = start + width - 1
+    while index >= start {
+      out[index] = UInt8(ascii: "0") + UInt8(rest % 10)
       rest /= 10
       index -= 1
     }
-    out += buffer
   }
 }

@@ -103,25 +103,35 @@ public struct AuditJournal: JobTransitionJournal {
   static func payload(of transition: JobTransition) -> String {
     var out: [UInt8] = []
     out.reserveCapacity(96 + transition.queue.utf8.count + transition.kind.utf8.count + (transition.detail?.utf8.count ?? 0))
-    out += Array(#"{"attempt":"#.utf8)
+    out += Keys.attempt
     out += String(transition.attempt).utf8
     if let detail = transition.detail {
-      out += Array(#","detail":"#.utf8)
-      CanonicalJSON.writeString(String(detail.prefix(512)), into: &out)
+      out += Keys.detail
+      CanonicalJSON.writeString(detail.utf8.count <= 512 ? detail : String(detail.prefix(512)), into: &out)
     }
-    out += Array(#","from":"#.utf8)
+    out += Keys.from
     if let from = transition.from {
       CanonicalJSON.writeString(from.rawValue, into: &out)
     } else {
-      out += Array("null".utf8)
+      out += Keys.null
     }
-    out += Array(#","kind":"#.utf8)
+    out += Keys.kind
     CanonicalJSON.writeString(transition.kind, into: &out)
-    out += Array(#","queue":"#.utf8)
+    out += Keys.queue
     CanonicalJSON.writeString(transition.queue, into: &out)
-    out += Array(#","to":"#.utf8)
+    out += Keys.to
     CanonicalJSON.writeString(transition.to.rawValue, into: &out)
     out.append(UInt8(ascii: "}"))
     return String(decoding: out, as: UTF8.self)
+  }
+
+  private enum Keys {
+    static let attempt = Array(#"{"attempt":"#.utf8)
+    static let detail = Array(#","detail":"#.utf8)
+    static let from = Array(#","from":"#.utf8)
+    static let kind = Array(#","kind":"#.utf8)
+    static let queue = Array(#","queue":"#.utf8)
+    static let to = Array(#","to":"#.utf8)
+    static let null = Array("null".utf8)
   }
 }

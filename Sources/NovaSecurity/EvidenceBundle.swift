@@ -205,9 +205,17 @@ public enum EvidenceBundle {
       throw NovaError.storage("cannot move the bundle to \(path): \(String(cString: strerror(errno)))")
     }
     renamed = true
-    let written = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+    // Read back in chunks (not mapped whole), so memory stays flat however large the bundle.
+    var digest = SHA256()
+    var size = 0
+    let reread = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+    while let chunk = try reread.read(upToCount: 1 << 20), !chunk.isEmpty {
+      digest.update(data: chunk)
+      size += chunk.count
+    }
+    try reread.close()
     return ExportSummary(
-      path: path, sha256: hex(Array(SHA256.hash(data: written))), bytes: written.count, entries: window.last - window.first + 1,
+      path: path, sha256: hex(Array(digest.finalize())), bytes: size, entries: window.last - window.first + 1,
       firstSeq: window.first, lastSeq: window.last, files: names)
   }
 

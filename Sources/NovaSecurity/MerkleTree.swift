@@ -10,9 +10,22 @@ public enum MerkleTree {
 
   /// The hash of a leaf.
   public static func leafHash(_ entry: some Sequence<UInt8>) -> Hash {
+    leafHash(Array(entry))
+  }
+
+  /// The hash of a leaf given as part of a buffer, without copying it.
+  public static func leafHash(_ entry: ArraySlice<UInt8>) -> Hash {
     var hasher = SHA256()
-    hasher.update(data: [0x00])
-    hasher.update(data: Array(entry))
+    withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
+    entry.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+    return Array(hasher.finalize())
+  }
+
+  /// The hash of a leaf, without copying its bytes.
+  public static func leafHash(_ entry: [UInt8]) -> Hash {
+    var hasher = SHA256()
+    withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
+    entry.withUnsafeBytes { hasher.update(bufferPointer: $0) }
     return Array(hasher.finalize())
   }
 

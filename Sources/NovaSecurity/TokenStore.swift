@@ -41,6 +41,45 @@ public struct APIToken: Sendable, Equatable, Codable {
   public var role: Role
   public var createdAt: Date
   public var revokedAt: Date?
+
+  enum CodingKeys: String, CodingKey {
+    case id, name, role
+    case createdAt = "created_at"
+    case revokedAt = "revoked_at"
+  }
+
+  public init(id: String, name: String, role: Role, createdAt: Date, revokedAt: Date?) {
+    self.id = id
+    self.name = name
+    self.role = role
+    self.createdAt = createdAt
+    self.revokedAt = revokedAt
+  }
+
+  /// Times as RFC 3339 text, as everywhere in Nova's JSON.
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(id, forKey: .id)
+    try container.encode(name, forKey: .name)
+    try container.encode(role, forKey: .role)
+    try container.encode(AuditTime.string(Int64((createdAt.timeIntervalSince1970 * 1000).rounded())), forKey: .createdAt)
+    try container.encode(revokedAt.map { AuditTime.string(Int64(($0.timeIntervalSince1970 * 1000).rounded())) }, forKey: .revokedAt)
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    func date(_ key: CodingKeys) throws -> Date? {
+      guard let text = try container.decodeIfPresent(String.self, forKey: key) else { return nil }
+      guard let millis = AuditTime.parse(text) else {
+        throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "'\(text)' is not an RFC 3339 time")
+      }
+      return Date(timeIntervalSince1970: Double(millis) / 1000)
+    }
+    self.init(
+      id: try container.decode(String.self, forKey: .id), name: try container.decode(String.self, forKey: .name),
+      role: try container.decode(Role.self, forKey: .role), createdAt: try date(.createdAt) ?? Date(timeIntervalSince1970: 0),
+      revokedAt: try date(.revokedAt))
+  }
 }
 
 /// API tokens in the Nova database: only SHA-256 of each secret is stored, compared in constant

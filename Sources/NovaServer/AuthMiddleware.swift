@@ -6,13 +6,13 @@ import NovaSecurity
 /// Requires a bearer token whose role allows the route's action, except on the open routes
 /// (`/healthz`, `/readyz`, and `/metrics` when configured open). Whatever the request then does
 /// is audited under `token:<name>`.
-struct AuthMiddleware: RouterMiddleware {
-  typealias Context = NovaRequestContext
+public struct AuthMiddleware: RouterMiddleware {
+  public typealias Context = NovaRequestContext
 
   let access: AccessGuard
   let metricsOpen: Bool
 
-  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+  public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
     -> Response
   {
     let path = request.uri.path
@@ -47,14 +47,15 @@ struct AuthMiddleware: RouterMiddleware {
 
   /// The action a request takes: reads are `read`; writes name their action; writes to paths
   /// Nova does not know need admin, so that a new route is never open by mistake.
-  static func action(method: HTTPRequest.Method, path: String) -> APIAction {
+  public static func action(method: HTTPRequest.Method, path: String) -> APIAction {
     let parts = path.split(separator: "/").map(String.init)
+    // Tokens are admin business, reading the list included.
+    if parts.count >= 2, parts[0] == "v1", parts[1] == "tokens" { return .manageTokens }
     if method == .get || method == .head { return .read }
     switch (method, parts.count, parts.first, parts.dropFirst().first, parts.last) {
     case (.post, 2, "v1", "jobs", _): return .submit
     case (.post, 4, "v1", "jobs", "cancel"): return .cancel
     case (.post, 4, "v1", "jobs", "retry"): return .retry
-    case (_, _, "v1", "tokens", _): return .manageTokens
     default: return .manageTokens
     }
   }

@@ -4,11 +4,12 @@ import Logging
 import NovaCore
 import NovaQueue
 import NovaRedisQueue
+import NovaSecurity
 
 struct BenchCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench", abstract: "Benchmarks that print JSON and a human summary.",
-    subcommands: [QueueBench.self])
+    subcommands: [QueueBench.self, AuditBench.self])
 
   struct QueueBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,6 +37,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "SQLite durability: normal or full.")
     var synchronous: String = "normal"
 
+    @Option(help: "Audit every job transition in the SQLite database (on, as nova serve does, or off).")
+    var audit: String = "on"
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -44,6 +48,7 @@ struct BenchCommand: AsyncParsableCommand {
       guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
       guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
+      guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
       guard backend == "sqlite" || backend.hasPrefix("sqlite://") || backend.hasPrefix("redis://") else {
         throw ValidationError("--backend '\(backend)' is not supported; use sqlite, sqlite://PATH or redis://HOST:PORT")
       }
@@ -68,7 +73,8 @@ struct BenchCommand: AsyncParsableCommand {
         } else {
           let path = backend.hasPrefix("sqlite://")
             ? String(backend.dropFirst("sqlite://".count)) : folder.appendingPathComponent("bench.sqlite").path
-          queue = try SQLiteJobQueue(configuration: .init(path: path, synchronous: mode))
+          queue = try SQLiteJobQueue(
+            configuration: .init(path: path, synchronous: mode, journal: audit == "on" ? AuditJournal() : nil))
           backendName = "sqlite"
         }
         let showProgress = stderrIsTerminal
@@ -89,11 +95,13 @@ struct BenchCommand: AsyncParsableCommand {
       }
       let median = QueueBenchmark.median(results)
       if output.json {
-        try printJSON(BenchOutput(median: median, runs: results, synchronous: mode.rawValue.lowercased()), pretty: false)
+        try printJSON(
+          BenchOutput(median: median, runs: results, synchronous: mode.rawValue.lowercased(), audit: median.backend == "sqlite" && audit == "on"),
+          pretty: false)
       } else {
         print(
           """
-          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()))" : ""), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
+          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : ""), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
@@ -110,13 +118,80 @@ struct BenchOutput: Encodable {
   var median: QueueBenchmark.Result
   var runs: [QueueBenchmark.Result]
   var synchronous: String
+  var audit: Bool
 
-  enum CodingKeys: String, CodingKey { case runs, synchronous }
+  enum CodingKeys: String, CodingKey { case runs, synchronous, audit }
 
   func encode(to encoder: any Encoder) throws {
     try median.encode(to: encoder)
     var container = encoder.container(keyedBy: CodingKeys.self)
     try container.encode(runs, forKey: .runs)
     try container.encode(synchronous, forKey: .synchronous)
+    try container.encode(audit, forKey: .audit)
+  }
+}
+
+extension BenchCommand {
+  struct AuditBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "audit",
+      abstract: "Fill an audit log with N entries, then time a full checkpoint, verify, evidence export and bundle verification.")
+
+    @Option(help: "Entries in the log.")
+    var entries: Int = 1_000_000
+
+    @Option(help: "Runs (each in a fresh database); the summary reports medians.")
+    var runs: Int = 1
+
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+      guard (1...50_000_000).contains(entries) else { throw ValidationError("--entries must be in 1...50000000") }
+      guard (1...20).contains(runs) else { throw ValidationError("--runs must be in 1...20") }
+    }
+
+    func run() async throws {
+      var results: [AuditBenchmark.Result] = []
+      let showProgress = stderrIsTerminal
+      for run in 1...runs {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("nova-audit-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        results.append(
+          try await AuditBenchmark.run(entries: entries, directory: folder) { step in
+            if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K  run \(run)/\(runs): \(step)".utf8)) }
+          })
+        if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+      }
+      let median = AuditBenchmark.median(results)
+      if output.json {
+        try printJSON(AuditBenchOutput(median: median, runs: results), pretty: false)
+      } else {
+        print(
+          """
+          audit log of \(median.entries) entries, median of \(runs) run(s)
+            fill              \(Int(median.fill_per_s)) entries/s (\(median.database_bytes / 1_048_576) MiB database)
+            checkpoint        \(String(format: "%.2f", median.checkpoint_s)) s (first, over every leaf)
+            verify            \(String(format: "%.2f", median.verify_s)) s
+            evidence export   \(String(format: "%.2f", median.export_s)) s (\(median.bundle_bytes / 1_048_576) MiB bundle)
+            bundle verify     \(String(format: "%.2f", median.bundle_verify_s)) s
+            peak memory       \(Int(median.peak_rss_mb_after_fill)) MB after fill, \(Int(median.peak_rss_mb_after_verify)) after verify, \(Int(median.peak_rss_mb_after_export)) after export
+          """)
+      }
+    }
+  }
+}
+
+/// `nova bench audit --json`: medians at the top level, every run under `runs`.
+struct AuditBenchOutput: Encodable {
+  var median: AuditBenchmark.Result
+  var runs: [AuditBenchmark.Result]
+
+  enum CodingKeys: String, CodingKey { case runs }
+
+  func encode(to encoder: any Encoder) throws {
+    try median.encode(to: encoder)
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(runs, forKey: .runs)
   }
 }

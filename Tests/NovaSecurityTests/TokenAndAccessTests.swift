@@ -14,6 +14,13 @@ struct TokenAndAccessTests {
     let (secret, record) = try await tokens.create(name: "ci-bot", role: .operator)
     #expect(secret.hasPrefix("nova_\(record.id)_") && secret.count > 40)
     #expect(try await tokens.authenticate(secret) == .valid(record))
+    let encoded = try JSONEncoder().encode(record)
+    #expect(String(decoding: encoded, as: UTF8.self).contains(#""created_at":"2"#))
+    let decoded = try JSONDecoder().decode(APIToken.self, from: encoded)
+    #expect(decoded.name == record.name && decoded.role == .operator && abs(decoded.createdAt.timeIntervalSince(record.createdAt)) < 0.001)
+    #expect(throws: DecodingError.self) {
+      _ = try JSONDecoder().decode(APIToken.self, from: Data(#"{"id":"a","name":"b","role":"viewer","created_at":"x"}"#.utf8))
+    }
     #expect(try await tokens.hasActiveTokens())
     // Only the SHA-256 of the secret is in the database.
     let stored = try await fixture.queue.database.read { db in try Data.fetchOne(db, sql: "SELECT secret_sha256 FROM nova_tokens") }

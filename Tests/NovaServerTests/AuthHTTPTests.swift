@@ -1,0 +1,140 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NovaCore
+import NovaQueue
+import NovaSecurity
+import NovaServer
+import Testing
+
+@Suite("HTTP API with tokens")
+struct AuthHTTPTests {
+  struct Setup {
+    let server: NovaServer
+    let security: SecurityContext
+    let admin: String
+  }
+
+  func makeServer(metricsOpen: Bool = false) async throws -> Setup {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(
+      configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
+    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let admin = try await security.tokens.create(name: "root", role: .admin).token
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let server = NovaServer(
+      configuration: .init(workers: 0, metricsOpen: metricsOpen), queue: queue, security: security, logger: logger)
+    return Setup(server: server, security: security, admin: admin)
+  }
+
+  func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
+
+  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
+  }
+
+  @Test func tokensRolesAndAuditRoutes() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+      try await client.execute(uri: "/v1/jobs", method: .get) { response in
+        #expect(response.status == .unauthorized)
+        #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="nova""#)
+        let error = try json(response.body)["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "unauthorized")
+      }
+      try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .unauthorized) }
+
+      var viewer = ""
+      try await client.execute(
+        uri: "/v1/tokens", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"dash","role":"viewer"}"#)
+      ) { response in
+        #expect(response.status == .created)
+        viewer = try json(response.body)["token"] as? String ?? ""
+      }
+      try await client.execute(
+        uri: "/v1/tokens", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"x","role":"root"}"#)
+      ) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(
+        uri: "/v1/tokens", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: "{")
+      ) { #expect($0.status == .badRequest) }
+      try await client.execute(uri: "/v1/tokens", method: .get, headers: bearer(setup.admin)) { response in
+        let tokens = try json(response.body)["tokens"] as? [[String: Any]]
+        #expect(tokens?.compactMap { $0["name"] as? String } == ["root", "dash"])
+        #expect((tokens?.first?["created_at"] as? String)?.hasSuffix("Z") == true)
+        #expect(String(buffer: response.body).contains("secret") == false)
+      }
+      try await client.execute(uri: "/v1/tokens", method: .get, headers: bearer(viewer)) { response in
+        #expect(response.status == .forbidden)
+        #expect(String(buffer: response.body).contains("needs admin"))
+      }
+      try await client.execute(
+        uri: "/v1/jobs", method: .post, headers: bearer(viewer), body: ByteBuffer(string: #"{"kind":"echo"}"#)
+      ) { #expect($0.status == .forbidden) }
+      try await client.execute(
+        uri: "/v1/jobs", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"kind":"echo"}"#)
+      ) { #expect($0.status == .created) }
+      try await client.execute(uri: "/metrics", method: .get, headers: bearer(viewer)) { #expect($0.status == .ok) }
+
+      try await client.execute(uri: "/v1/audit/checkpoint", method: .get, headers: bearer(viewer)) { #expect($0.status == .notFound) }
+      try await AuditCheckpointer(security: setup.security, logger: Logger(label: "test")).tick()
+      try await client.execute(uri: "/v1/audit/checkpoint", method: .get, headers: bearer(viewer)) { response in
+        #expect(response.status == .ok)
+        let note = String(buffer: response.body)
+        let checkpoint = try Checkpoint.verify(note: note, verifier: setup.security.signer.verifier)
+        #expect(checkpoint.size > 0)
+      }
+      try await client.execute(uri: "/v1/audit/entries?from=1&limit=50", method: .get, headers: bearer(viewer)) { response in
+        let entries = try json(response.body)["entries"] as? [[String: Any]] ?? []
+        let events = entries.compactMap { $0["event"] as? String }
+        #expect(events.first == "token.created" && events.filter { $0 == "token.created" }.count == 2)
+        #expect(events.contains("auth.failed") && events.contains("auth.denied") && events.contains("job.enqueued"))
+        let enqueued = entries.first { $0["event"] as? String == "job.enqueued" }
+        #expect(enqueued?["actor"] as? String == "token:root")
+        #expect((enqueued?["payload"] as? [String: Any])?["to"] as? String == "available")
+      }
+      try await client.execute(uri: "/v1/audit/entries?limit=0", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/audit/entries?bogus=1", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/audit/coverage", method: .get, headers: bearer(viewer)) { response in
+        let coverage = try json(response.body)
+        #expect(coverage["ratio"] as? Double == 1)
+      }
+      try await client.execute(uri: "/v1/tokens/dash", method: .delete, headers: bearer(setup.admin)) { #expect($0.status == .ok) }
+      try await client.execute(uri: "/v1/tokens/nobody", method: .delete, headers: bearer(setup.admin)) { #expect($0.status == .notFound) }
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer(viewer)) { response in
+        #expect(response.status == .unauthorized)
+        #expect(String(buffer: response.body).contains("revoked"))
+      }
+    }
+  }
+
+  @Test func metricsCanBeOpenAndRepeatedFailuresAreLimited() async throws {
+    let setup = try await makeServer(metricsOpen: true)
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .ok) }
+      for _ in 0..<9 {
+        try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer("nova_bad_token")) { #expect($0.status == .unauthorized) }
+      }
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer("nova_bad_token")) { #expect($0.status == .unauthorized) }
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer(setup.admin)) { response in
+        #expect(response.status == .tooManyRequests)
+        #expect(response.headers[.retryAfter] != nil)
+      }
+    }
+  }
+
+  @Test func writesToUnknownRoutesNeedAdmin() {
+    #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs") == .submit)
+    #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs/x/cancel") == .cancel)
+    #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs/x/retry") == .retry)
+    #expect(AuthMiddleware.action(method: .get, path: "/v1/tokens") == .manageTokens)
+    #expect(AuthMiddleware.action(method: .get, path: "/v1/jobs") == .read)
+    #expect(AuthMiddleware.action(method: .delete, path: "/v1/tokens/x") == .manageTokens)
+    #expect(AuthMiddleware.action(method: .post, path: "/v1/something-new") == .manageTokens)
+  }
+}
