@@ -136,7 +136,7 @@ let package = Package(
     .testTarget(
       name: "NovaSecurityTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaCore", "NovaQueue", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
       ],
       swiftSettings: swiftSettings

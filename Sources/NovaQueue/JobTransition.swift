@@ -47,3 +47,33 @@ public protocol JobTransitionJournal: Sendable {
   /// Records `transitions`, made by `actor`, inside the open transaction `db`.
   func record(_ transitions: [JobTransition], actor: String, in db: Database) throws
 }
+
+/// A store that keeps records of job transitions itself (Redis, inside its scripts) until they
+/// are moved into the audit log. Records are read after a cursor per source and acknowledged
+/// (deleted) once the audit log has committed them, so each is moved exactly once.
+public protocol TransitionSource: Sendable {
+  /// Up to `limit` records after `cursors` (source → last cursor taken), oldest first per source.
+  func pendingTransitions(after cursors: [String: String], limit: Int) async throws -> [SourcedTransition]
+  /// Deletes every record up to and including `cursors` (source → cursor).
+  func acknowledgeTransitions(through cursors: [String: String]) async throws
+  /// Records waiting to be moved.
+  func pendingTransitionCount() async throws -> Int
+  /// Every job the store holds with its current state, for audit coverage.
+  func jobStates() async throws -> [(id: JobID, state: JobState)]
+}
+
+/// A transition record as a `TransitionSource` keeps it.
+public struct SourcedTransition: Sendable {
+  /// Where it came from (a stream key), and its position there.
+  public var source: String
+  public var cursor: String
+  public var transition: JobTransition
+  public var actor: String
+
+  public init(source: String, cursor: String, transition: JobTransition, actor: String) {
+    self.source = source
+    self.cursor = cursor
+    self.transition = transition
+    self.actor = actor
+  }
+}

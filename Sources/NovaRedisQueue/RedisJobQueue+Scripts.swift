@@ -10,7 +10,12 @@ import NovaRedis
 /// - `running` sorted set, score lease expiry in ms;
 /// - `state:<state>` sorted sets (score 0, so members sort by id, which is creation order) for
 ///   listing and counting, for every state but `running` (the `running` set serves);
-/// - `idem` hash: idempotency key → job id.
+/// - `idem` hash: idempotency key → job id;
+/// - `audit` stream: one record per state change, written by the script that makes the change
+///   (so none is lost or made up), until `nova serve` moves it into the signed audit log.
+///
+/// Every script takes the acting name (the audit actor) as its last argument; an empty one
+/// writes no audit records (benchmarks without auditing).
 ///
 /// Each job's life is about 14 Redis calls inside three scripts, the fewest that keep every
 /// state listable and countable. Times, scores and counters travel as strings: a Lua number given
@@ -19,10 +24,18 @@ enum RedisQueueScripts {
   /// Moves a job's membership from one `state:` set to another and sets its state field.
   private static let helpers = """
     local p = KEYS[1]
-    local function move(id, from, to, now)
+    local actor = ARGV[#ARGV]
+    local function audit(event, id, from, to, now, detail)
+      if actor == '' then return end
+      local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'attempts')
+      redis.call('XADD', p .. 'audit', '*', 'e', event, 'j', id, 'f', from or '', 't', to, 'a', f[2] or '0',
+        'k', f[1] or '', 'd', detail or '', 'ts', now, 'ac', actor)
+    end
+    local function move(id, from, to, now, event, detail)
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
       if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
       redis.call('HSET', p .. 'job:' .. id, 'state', to, 'updated_at', now)
+      audit(event, id, from, to, now, detail)
     end
     local function promote(now)
       local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, 1000)
@@ -31,7 +44,7 @@ enum RedisQueueScripts {
         local k = p .. 'job:' .. id
         local st = redis.call('HGET', k, 'state')
         if st == 'scheduled' or st == 'failed' then
-          move(id, st, 'available', now)
+          move(id, st, 'available', now, 'promoted')
           redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
         end
       end
@@ -74,6 +87,7 @@ enum RedisQueueScripts {
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
           redis.call('ZADD', p .. 'state:' .. state, '0', id)
+          audit('enqueued', id, nil, state, now)
           out[#out + 1] = id
           out[#out + 1] = state
           out[#out + 1] = 0
@@ -101,6 +115,7 @@ enum RedisQueueScripts {
           'started_at', now, 'updated_at', now)
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
+        audit('claimed', id, 'available', 'running', now, worker)
         out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
           'max_attempts', 'idem', 'created_at', 'token')
       end
@@ -132,6 +147,7 @@ enum RedisQueueScripts {
           end
           redis.call('ZREM', p .. 'running', id)
           redis.call('ZADD', p .. 'state:succeeded', '0', id)
+          audit('completed', id, 'running', 'succeeded', now)
           out[#out + 1] = 1
         elseif fields[1] == 'succeeded' and fields[2] == token then
           out[#out + 1] = 1
@@ -160,12 +176,12 @@ enum RedisQueueScripts {
         local raw = math.min(maxd, base * math.pow(2, math.min(attempts - 1, 62)))
         local runat = now + math.floor(raw * (1 - jitter) + raw * jitter * rnd)
         redis.call('HSET', k, 'run_at', runat)
-        move(id, 'running', 'failed', now)
+        move(id, 'running', 'failed', now, 'failed', err)
         redis.call('ZADD', p .. 'delayed', runat, id)
         return {'retry', runat}
       end
       redis.call('HSET', k, 'finished_at', now)
-      move(id, 'running', 'dead', now)
+      move(id, 'running', 'dead', now, 'dead', err)
       return {'dead'}
       """)
 
@@ -203,7 +219,7 @@ enum RedisQueueScripts {
       redis.call('ZREM', p .. 'running', id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
       redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
-      move(id, 'running', 'available', now)
+      move(id, 'running', 'available', now, 'released')
       redis.call('ZADD', p .. 'available', f[3], id)
       return 1
       """)
@@ -223,7 +239,7 @@ enum RedisQueueScripts {
       redis.call('ZREM', p .. 'running', id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
       redis.call('HSET', k, 'finished_at', now)
-      move(id, st, 'cancelled', now)
+      move(id, st, 'cancelled', now, 'cancelled')
       return redis.call('HGETALL', k)
       """)
 
@@ -238,7 +254,7 @@ enum RedisQueueScripts {
       redis.call('ZREM', p .. 'delayed', id)
       redis.call('HDEL', k, 'finished_at')
       redis.call('HSET', k, 'attempts', 0, 'run_at', now)
-      move(id, st, 'available', now)
+      move(id, st, 'available', now, 'retried')
       redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
       return redis.call('HGETALL', k)
       """)
@@ -258,10 +274,10 @@ enum RedisQueueScripts {
           redis.call('HSET', k, 'last_error', 'lease expired: the worker stopped heartbeating')
           if tonumber(f[2]) >= tonumber(f[3]) then
             redis.call('HSET', k, 'finished_at', now)
-            move(id, 'running', 'dead', now)
+            move(id, 'running', 'dead', now, 'dead', 'lease expired')
             dead[#dead + 1] = id
           else
-            move(id, 'running', 'available', now)
+            move(id, 'running', 'available', now, 'requeued', 'lease expired')
             redis.call('ZADD', p .. 'available', f[4], id)
             requeued[#requeued + 1] = id
           end

@@ -15,15 +15,18 @@ public final class RedisJobQueue: JobQueue {
     public var clock: any WallClock
     /// First part of every key.
     public var keyPrefix: String
+    /// Write an audit record of every state change (in each queue's `audit` stream).
+    public var audit: Bool
 
     public init(
       client: RedisClient.Configuration, retryPolicy: RetryPolicy = RetryPolicy(),
-      clock: any WallClock = SystemWallClock(), keyPrefix: String = "nova"
+      clock: any WallClock = SystemWallClock(), keyPrefix: String = "nova", audit: Bool = true
     ) {
       self.client = client
       self.retryPolicy = retryPolicy
       self.clock = clock
       self.keyPrefix = keyPrefix
+      self.audit = audit
     }
   }
 
@@ -68,14 +71,16 @@ public final class RedisJobQueue: JobQueue {
   private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
   private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
 
-  private func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
+  func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
   private var queuesKey: RESPArgument { .string("\(configuration.keyPrefix):queues") }
 
   private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument]) async throws -> RESPValue {
-    try await client.evaluate(script, keys: [prefix(queue)], arguments: arguments)
+    // The acting name goes last: the scripts' audit records carry it ('' records nothing).
+    let actor: RESPArgument = .string(configuration.audit ? AuditContext.actor : "")
+    return try await client.evaluate(script, keys: [prefix(queue)], arguments: arguments + [actor])
   }
 
-  private func allQueues() async throws -> [String] {
+  func allQueues() async throws -> [String] {
     let reply = try await client.send("SMEMBERS", queuesKey)
     let names = (reply.elements ?? []).compactMap(\.string)
     knownQueues.withLock { $0.formUnion(names) }

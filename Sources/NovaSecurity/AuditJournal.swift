@@ -43,6 +43,10 @@ public struct AuditJournal: JobTransitionJournal {
           """)
     }
     TokenStore.registerSchema(in: &migrator)
+    migrator.registerMigration("v4-audit-import") { db in
+      // How far the records of each external source (a Redis queue's stream) were moved in.
+      try db.execute(sql: "CREATE TABLE nova_audit_import (source TEXT PRIMARY KEY NOT NULL, cursor TEXT NOT NULL)")
+    }
   }
 
   public func record(_ transitions: [JobTransition], actor: String, in db: Database) throws {

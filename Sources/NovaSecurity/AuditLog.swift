@@ -296,6 +296,89 @@ public final class AuditLog: Sendable {
     return (accumulators.map(\.root), whole.root, leaf)
   }
 
+  // MARK: - Records kept by other stores
+
+  /// Moves up to `limit` pending transition records from `source` (a Redis queue) into the log,
+  /// with the cursor of each source in the same transaction, then lets the source delete them:
+  /// each record lands exactly once, even with several importers or a crash in between.
+  @discardableResult
+  public func importTransitions(from source: any TransitionSource, limit: Int = 5000) async throws -> Int {
+    let cursors = try await database.read { db in
+      Dictionary(
+        try Row.fetchAll(db, sql: "SELECT source, cursor FROM nova_audit_import").map { ($0[0] as String, $0[1] as String) },
+        uniquingKeysWith: { $1 })
+    }
+    let records = try await source.pendingTransitions(after: cursors, limit: limit)
+    if records.isEmpty {
+      // A crash between the commit and the trim left records already moved: trim them now.
+      if !cursors.isEmpty { try await source.acknowledgeTransitions(through: cursors) }
+      return 0
+    }
+    let imported = try await queue.write { db -> (count: Int, cursors: [String: String]) in
+      var stored = Dictionary(
+        try Row.fetchAll(db, sql: "SELECT source, cursor FROM nova_audit_import").map { ($0[0] as String, $0[1] as String) },
+        uniquingKeysWith: { $1 })
+      // Another importer may have taken some of these meanwhile.
+      let fresh = records.filter { record in stored[record.source].map { Self.streamID(record.cursor, isAfter: $0) } ?? true }
+      var index = 0
+      while index < fresh.count {
+        var end = index + 1
+        while end < fresh.count, fresh[end].actor == fresh[index].actor { end += 1 }
+        try AuditJournal().record(fresh[index..<end].map(\.transition), actor: fresh[index].actor, in: db)
+        index = end
+      }
+      for record in fresh { stored[record.source] = record.cursor }
+      for (source, cursor) in stored {
+        try db.execute(
+          sql: "INSERT INTO nova_audit_import (source, cursor) VALUES (?, ?) ON CONFLICT(source) DO UPDATE SET cursor = excluded.cursor",
+          arguments: [source, cursor])
+      }
+      return (fresh.count, stored)
+    }
+    try await source.acknowledgeTransitions(through: imported.cursors)
+    return imported.count
+  }
+
+  /// Imports until `source` has nothing pending (at most `rounds` batches).
+  @discardableResult
+  public func importAllTransitions(from source: any TransitionSource, rounds: Int = 1000) async throws -> Int {
+    var total = 0
+    for _ in 0..<rounds {
+      let count = try await importTransitions(from: source)
+      total += count
+      if count == 0 { break }
+    }
+    return total
+  }
+
+  /// Whether stream id `a` ("ms-seq") comes after `b`.
+  static func streamID(_ a: String, isAfter b: String) -> Bool {
+    func parts(_ id: String) -> (UInt64, UInt64) {
+      let split = id.split(separator: "-")
+      return (UInt64(split.first ?? "") ?? 0, UInt64(split.dropFirst().first ?? "") ?? 0)
+    }
+    let (x, y) = (parts(a), parts(b))
+    return x.0 != y.0 ? x.0 > y.0 : x.1 > y.1
+  }
+
+  /// Coverage of the jobs `source` holds: every job's current state must be a state an audit
+  /// entry moved it to. Pending records are imported first (after the states are read, so every
+  /// transition behind a state read is in the log).
+  public func coverage(of source: any TransitionSource) async throws -> AuditCoverage {
+    let states = try await source.jobStates()
+    try await importAllTransitions(from: source)
+    return try await database.read { db in
+      let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
+      let check = try db.cachedStatement(
+        sql: "SELECT 1 FROM nova_audit WHERE subject = ? AND json_extract(payload, '$.to') = ? LIMIT 1")
+      var unexplained: [String] = []
+      for (id, state) in states where try Int.fetchOne(check, arguments: [id.rawValue, state.rawValue]) == nil {
+        unexplained.append(id.rawValue)
+      }
+      return AuditCoverage(auditedTransitions: audited, jobs: states.count, unauditedJobs: unexplained)
+    }
+  }
+
   // MARK: - Coverage
 
   /// Audited job transitions against all of them, computed from the data: every job's current

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NovaQueue
 import NovaSecurity
 import ServiceLifecycle
 
@@ -12,11 +13,14 @@ public struct AuditCheckpointer: Service {
   public static let coverageMetric = "nova_audit_coverage_ratio"
 
   public var security: SecurityContext
+  /// The store of the jobs (a Redis queue) when they are not in the audit log's database.
+  public var source: (any TransitionSource)?
   public var interval: Duration
   public var logger: Logger
 
-  public init(security: SecurityContext, interval: Duration = .seconds(60), logger: Logger) {
+  public init(security: SecurityContext, source: (any TransitionSource)? = nil, interval: Duration = .seconds(60), logger: Logger) {
     self.security = security
+    self.source = source
     self.interval = interval
     self.logger = logger
   }
@@ -32,7 +36,13 @@ public struct AuditCheckpointer: Service {
       Gauge(label: Self.checkpointMetric).record(last)
     }
     Gauge(label: Self.entriesMetric).record(size)
-    Gauge(label: Self.coverageMetric).record(try await security.audit.coverage().ratio)
+    let coverage: AuditCoverage
+    if let source {
+      coverage = try await security.audit.coverage(of: source)
+    } else {
+      coverage = try await security.audit.coverage()
+    }
+    Gauge(label: Self.coverageMetric).record(coverage.ratio)
   }
 
   public func run() async throws {

@@ -23,6 +23,8 @@ public enum NovaMetrics {
     QueueMetricsCollector.runningMetric: "Jobs running in this process's worker pool.",
     "nova_build_info": "Nova's version; always 1.",
     AuditCheckpointer.entriesMetric: "Entries in the audit log.",
+    AuditImporter.pendingMetric: "Audit records waiting in the Redis queues' streams to be moved into the audit log.",
+    AuditImporter.importedMetric: "Audit records moved from the Redis queues' streams into the audit log.",
     AuditCheckpointer.checkpointMetric: "Tree size of the latest signed audit checkpoint.",
     AuditCheckpointer.coverageMetric: "Audited job transitions over all of them, from the data (must be 1).",
     "nova_http_requests_total": "HTTP requests served, by method, route and status.",

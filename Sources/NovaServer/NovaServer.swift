@@ -52,11 +52,14 @@ public struct NovaServer: Sendable {
   public let clock: any WallClock
   /// Tokens, audit and signing; nil serves without authentication (tests of the routes alone).
   public let security: SecurityContext?
+  /// Where job transitions wait to be moved into the audit log (a Redis queue), if anywhere.
+  public let transitionSource: (any TransitionSource)?
 
   /// Wraps the backend in metrics instrumentation.
   public init(
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
-    security: SecurityContext?, logger: Logger, clock: any WallClock = SystemWallClock()
+    security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, logger: Logger,
+    clock: any WallClock = SystemWallClock()
   ) {
     NovaMetrics.bootstrap()
     self.configuration = configuration
@@ -65,6 +68,7 @@ public struct NovaServer: Sendable {
     self.logger = logger
     self.clock = clock
     self.security = security
+    self.transitionSource = transitionSource
   }
 
   /// The HTTP routes, without any background service (tests drive them directly).
@@ -112,7 +116,12 @@ public struct NovaServer: Sendable {
     services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
     services.append(QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger))
     if let security {
-      services.append(AuditCheckpointer(security: security, interval: configuration.checkpointInterval, logger: logger))
+      if let transitionSource {
+        services.append(AuditImporter(security: security, source: transitionSource, logger: logger))
+      }
+      services.append(
+        AuditCheckpointer(
+          security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger))
     }
     return (pool, services)
   }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaQueue
 import NovaSecurity
 
 struct AuditCommand: AsyncParsableCommand {
@@ -22,7 +23,7 @@ struct AuditCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-      let entries = try await store.openSecurity().audit.entries(from: from, through: from + limit - 1)
+      let entries = try await store.openSecurityUpToDate().audit.entries(from: from, through: from + limit - 1)
       if output.json {
         try printJSON(entries.map { EntryOutput($0) })
         return
@@ -39,7 +40,7 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-      let security = try store.openSecurity()
+      let security = try await store.openSecurityUpToDate()
       let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
       print(checkpoint.note, terminator: "")
     }
@@ -57,7 +58,7 @@ struct AuditCommand: AsyncParsableCommand {
     var key: String?
 
     func run() async throws {
-      let security = try store.openSecurity()
+      let security = try await store.openSecurityUpToDate()
       let verifier = try key.map { try NoteVerifier(verifierKey: try readKeyArgument($0)) } ?? security.signer.verifier
       let notes = try checkpoints.map { path -> String in
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -142,7 +143,7 @@ struct AuditCommand: AsyncParsableCommand {
     @Flag(help: "Print it as PEM (SubjectPublicKeyInfo) for openssl instead.") var pem = false
 
     func run() async throws {
-      let verifier = try store.openSecurity().signer.verifier
+      let verifier = try await store.openSecurity().signer.verifier
       print(pem ? verifier.pem : verifier.verifierKey, terminator: pem ? "" : "\n")
     }
   }
@@ -154,7 +155,13 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-      let coverage = try await store.openSecurity().audit.coverage()
+      let security = try await store.openSecurity()
+      let coverage: AuditCoverage
+      if store.effectiveQueueURL != nil, let source = try await store.openQueue() as? any TransitionSource {
+        coverage = try await security.audit.coverage(of: source)
+      } else {
+        coverage = try await security.audit.coverage()
+      }
       if output.json {
         try printJSON(
           CoverageOutput(

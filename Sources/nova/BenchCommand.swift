@@ -37,7 +37,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "SQLite durability: normal or full.")
     var synchronous: String = "normal"
 
-    @Option(help: "Audit every job transition in the SQLite database (on, as nova serve does, or off).")
+    @Option(help: "Audit every job transition (on, as nova serve does, or off): in the SQLite transaction, or as records in the Redis scripts.")
     var audit: String = "on"
 
     @OptionGroup var output: OutputOptions
@@ -68,7 +68,7 @@ struct BenchCommand: AsyncParsableCommand {
         let queue: any JobQueue
         let backendName: String
         if backend.hasPrefix("redis://") {
-          queue = try await QueueURL.open(backend, keyPrefix: "nova-bench-\(UUID().uuidString.prefix(8))")
+          queue = try await QueueURL.open(backend, keyPrefix: "nova-bench-\(UUID().uuidString.prefix(8))", audit: audit == "on")
           backendName = "redis"
         } else {
           let path = backend.hasPrefix("sqlite://")
@@ -96,12 +96,12 @@ struct BenchCommand: AsyncParsableCommand {
       let median = QueueBenchmark.median(results)
       if output.json {
         try printJSON(
-          BenchOutput(median: median, runs: results, synchronous: mode.rawValue.lowercased(), audit: median.backend == "sqlite" && audit == "on"),
+          BenchOutput(median: median, runs: results, synchronous: mode.rawValue.lowercased(), audit: audit == "on"),
           pretty: false)
       } else {
         print(
           """
-          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : ""), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
+          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : " (audit \(audit))"), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)

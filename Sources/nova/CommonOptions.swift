@@ -28,7 +28,7 @@ struct StoreOptions: ParsableArguments {
       throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
     }
     if let url = effectiveQueueURL {
-      return try await QueueURL.open(url, synchronous: mode)
+      return try await QueueURL.open(url, synchronous: mode, journal: AuditJournal())
     }
     return try openDatabase(mode)
   }
@@ -40,12 +40,30 @@ struct StoreOptions: ParsableArguments {
     return try SQLiteJobQueue(configuration: .init(path: path, synchronous: synchronous, journal: AuditJournal()))
   }
 
-  /// Audit log, tokens and signing key, over `queue` when it is the data directory's database.
-  func openSecurity(queue: (any JobQueue)? = nil) throws -> SecurityContext {
-    let database = try (queue as? SQLiteJobQueue).flatMap { effectiveQueueURL == nil ? $0 : nil } ?? openDatabase()
+  /// Audit log, tokens and signing key, in the SQLite database of the queue (`queue`, or the
+  /// one `--queue-url sqlite://` names), or else the data directory's.
+  func openSecurity(queue: (any JobQueue)? = nil) async throws -> SecurityContext {
+    let database: SQLiteJobQueue
+    if let sqlite = queue as? SQLiteJobQueue {
+      database = sqlite
+    } else if effectiveQueueURL?.hasPrefix("sqlite://") == true, let sqlite = try await openQueue() as? SQLiteJobQueue {
+      database = sqlite
+    } else {
+      database = try openDatabase()
+    }
     let keyPath = signingKey ?? ProcessInfo.processInfo.environment["NOVA_SIGNING_KEY"]
       ?? (dataDir as NSString).appendingPathComponent(SecurityContext.keyFileName)
     return try SecurityContext(database: database, keyPath: keyPath)
+  }
+
+  /// The security stores, with the audit records that a Redis queue holds moved in first, so
+  /// that what a command reads or signs includes every transition so far.
+  func openSecurityUpToDate() async throws -> SecurityContext {
+    let security = try await openSecurity()
+    if effectiveQueueURL != nil, let source = try await openQueue() as? any TransitionSource {
+      try await security.audit.importAllTransitions(from: source)
+    }
+    return security
   }
 
   /// `--queue-url`, else `NOVA_QUEUE_URL`; nil for the SQLite database in the data directory.

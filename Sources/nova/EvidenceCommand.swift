@@ -32,7 +32,7 @@ struct EvidenceCommand: AsyncParsableCommand {
         }
         epoch = value
       }
-      let security = try store.openSecurity()
+      let security = try await store.openSecurityUpToDate()
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
         until: untilMillis, sourceDateEpoch: epoch)
@@ -58,7 +58,7 @@ struct EvidenceCommand: AsyncParsableCommand {
       if let key {
         verifier = try NoteVerifier(verifierKey: try readKeyArgument(key))
       } else {
-        verifier = try store.openSecurity().signer.verifier
+        verifier = try await store.openSecurity().signer.verifier
       }
       let result = try EvidenceBundle.verify(path: bundle, verifier: verifier)
       if output.json {

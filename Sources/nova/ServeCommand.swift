@@ -43,7 +43,7 @@ struct ServeCommand: AsyncParsableCommand {
 
   func run() async throws {
     let queue = try await store.openQueue()
-    let security = try store.openSecurity(queue: queue)
+    let security = try await store.openSecurity(queue: queue)
     let logger = NovaLogging.logger("nova.serve")
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
@@ -59,7 +59,9 @@ struct ServeCommand: AsyncParsableCommand {
     if try await !security.tokens.hasActiveTokens() {
       logger.warning("no API tokens yet: every request but /healthz will get 401; create one with `nova tokens create --name admin --role admin --data-dir \(store.dataDir)`")
     }
-    let server = NovaServer(configuration: configuration, queue: queue, security: security, logger: logger)
+    let server = NovaServer(
+      configuration: configuration, queue: queue, security: security, transitionSource: queue as? any TransitionSource,
+      logger: logger)
     let host = self.host
     let dataDir = store.location
     try await server.run { port in

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import NovaCore
 import NovaQueue
 import NovaRedis
@@ -109,5 +112,46 @@ struct RedisProcessTests {
     let badURL = try await NovaProcess.run(["jobs", "list", "--queue-url", "postgres://x"])
     #expect(badURL.code == 2)
     #expect(badURL.stderr.contains("--queue-url"))
+  }
+
+  @Test func serveOnRedisAuditsEveryTransition() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let dir = try TemporaryDirectory.make().path
+    let token = try await NovaProcess.run(["tokens", "create", "--name", "ops", "--role", "operator", "--data-dir", dir])
+    let bearer = "Bearer " + token.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let serve = try NovaProcess(["serve", "--port", "0", "--queue-url", server.url, "--data-dir", dir, "--workers", "2", "--poll-ms", "20"])
+    defer { serve.signal(SIGKILL) }
+    var port = 0
+    try await eventually("the server to listen") {
+      guard let range = serve.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
+      port = Int(serve.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
+      return port > 0
+    }
+    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/jobs")!)
+    request.httpMethod = "POST"
+    request.httpBody = Data(#"{"kind":"echo","payload":{"n":1}}"#.utf8)
+    request.setValue(bearer, forHTTPHeaderField: "Authorization")
+    let (body, response) = try await URLSession.shared.data(for: request)
+    #expect((response as? HTTPURLResponse)?.statusCode == 201)
+    let id = try #require((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["id"] as? String)
+    let queue = try queue(server)
+    defer { queue.close() }
+    try await eventually("the job to succeed") { try await queue.get(JobID(id))?.state == .succeeded }
+    serve.signal(SIGTERM)
+    #expect(await serve.waitForExit() == 0)
+
+    // The server moved the records from Redis into the signed log on its way out.
+    #expect(try await queue.pendingTransitionCount() == 0)
+    let log = try await NovaProcess.run(["audit", "list", "--json", "--queue-url", server.url, "--data-dir", dir])
+    let events = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+    let forJob = events.filter { $0["subject"] as? String == id }
+    #expect(forJob.compactMap { $0["event"] as? String } == ["job.enqueued", "job.claimed", "job.completed"])
+    #expect(forJob.first?["actor"] as? String == "token:ops")
+    #expect((forJob.dropFirst().first?["actor"] as? String)?.hasPrefix("worker:") == true)
+    let coverage = try await NovaProcess.run(["audit", "coverage", "--json", "--queue-url", server.url, "--data-dir", dir])
+    #expect(coverage.stdout.contains(#""ratio" : 1"#), "\(coverage.stdout)\(coverage.stderr)")
+    let verify = try await NovaProcess.run(["audit", "verify", "--queue-url", server.url, "--data-dir", dir])
+    #expect(verify.code == 0, "\(verify.stderr)")
   }
 }
