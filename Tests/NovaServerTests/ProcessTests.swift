@@ -266,6 +266,20 @@ struct AuditProcessTests {
     let reviewed = try await sh("'\(script)' '\(dir)/a.tar.gz' '\(dir)/trusted.pem'")
     #expect(reviewed.code == 0 && reviewed.output.contains("evidence bundle verified: 10 audit entries"), "\(reviewed.output)")
 
+    // The README's own commands, pasted as they are, in a folder with the bundle and the key.
+    let readme = try String(
+      contentsOf: URL(fileURLWithPath: script).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("README.md"), encoding: .utf8)
+    let section = try #require(readme.range(of: "**Checking a bundle without Nova.**"))
+    let blockStart = try #require(readme.range(of: "```sh\n", range: section.upperBound..<readme.endIndex))
+    let blockEnd = try #require(readme.range(of: "```", range: blockStart.upperBound..<readme.endIndex))
+    let pasted = try TemporaryDirectory.make().path
+    try FileManager.default.copyItem(atPath: "\(dir)/a.tar.gz", toPath: "\(pasted)/evidence.tar.gz")
+    try FileManager.default.copyItem(atPath: "\(dir)/trusted.pem", toPath: "\(pasted)/trusted.pem")
+    try String(readme[blockStart.upperBound..<blockEnd.lowerBound]).write(toFile: "\(pasted)/steps.sh", atomically: true, encoding: .utf8)
+    let steps = try await sh("cd '\(pasted)' && bash -e -o pipefail steps.sh")
+    #expect(steps.code == 0 && steps.output.contains("Signature Verified Successfully"), "\(steps.output)")
+
     // One changed entry in a repacked bundle fails both checks, naming the file.
     let repack = try await sh(
       """
