@@ -16,6 +16,7 @@ let package = Package(
     .library(name: "NovaRedis", targets: ["NovaRedis"]),
     .library(name: "NovaRedisQueue", targets: ["NovaRedisQueue"]),
     .library(name: "NovaSecurity", targets: ["NovaSecurity"]),
+    .library(name: "NovaPolicy", targets: ["NovaPolicy"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -25,6 +26,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.4.0"),
     .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
@@ -73,6 +75,20 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaPolicy",
+      dependencies: [
+        "NovaCore", "NovaSecurity",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Yams", package: "Yams"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
@@ -111,6 +127,11 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
       path: "Tests/NovaTestSupport",
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaPolicyTests",
+      dependencies: ["NovaCore", "NovaPolicy", "NovaTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Real servers and tools the tests use: redis-server (the tests start their own, on free
 # loopback ports), promtool (checks the /metrics exposition), sqlite3 (tampers with the audit
-# log as an attacker would), jq and openssl (verify evidence the way a reviewer does).
+# log as an attacker would), jq and openssl (verify evidence the way a reviewer does), Python's
+# venv (for the OPA engine the policy tests run real Rego on).
 need() {
   local tool="$1" package="$2"
   command -v "$tool" >/dev/null 2>&1 && return 0
@@ -24,9 +25,12 @@ need promtool prometheus
 need sqlite3 sqlite3
 need jq jq
 need openssl openssl
+python3 -c 'import ensurepip, venv' 2>/dev/null || need python3-venv-module python3-venv
+# The real OPA engine (Go, from PyPI) behind Tests/Fixtures/opa/opa_fixture.py, for the policy tests.
+bash scripts/install-opa-engine.sh .build/opa-venv
 [ -f /usr/include/zlib.h ] || need zlib-headers zlib1g-dev
 
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.
 timeout 1200 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85

@@ -1,0 +1,71 @@
+/// Local rules compiled for evaluation: patterns parsed once, and rules indexed by the literal
+/// actions they name, so a request looks only at rules that can match its action.
+public struct RuleSet: Sendable {
+  struct Compiled: Sendable {
+    var order: Int
+    var name: String
+    var allow: Bool
+    var subjects: PatternList?
+    var roles: PatternList?
+    var actions: PatternList?
+    var kinds: PatternList?
+    var ids: PatternList?
+    var attributes: [(String, PatternList)]
+
+    func matches(_ request: PolicyRequest) -> Bool {
+      if let actions, !actions.matches(request.action) { return false }
+      if let subjects, !subjects.matches(request.subject.id) { return false }
+      if let roles, !request.subject.roles.contains(where: roles.matches) { return false }
+      if let kinds, !kinds.matches(request.resource.kind) { return false }
+      if let ids, !ids.matches(request.resource.id ?? "") { return false }
+      for (name, patterns) in attributes {
+        guard let value = request.resource.attributes[name], patterns.matches(value) else { return false }
+      }
+      return true
+    }
+  }
+
+  let byAction: [String: [Compiled]]
+  let anyAction: [Compiled]
+  public let count: Int
+
+  public init(_ rules: [PolicyDocument.Rule]) {
+    var byAction: [String: [Compiled]] = [:]
+    var anyAction: [Compiled] = []
+    for (order, rule) in rules.enumerated() {
+      let compiled = Compiled(
+        order: order, name: rule.name, allow: rule.effect == .allow, subjects: rule.subjects.map(PatternList.init),
+        roles: rule.roles.map(PatternList.init), actions: rule.actions.map(PatternList.init),
+        kinds: rule.resourceKinds.map(PatternList.init), ids: rule.resourceIDs.map(PatternList.init),
+        attributes: rule.resourceAttributes.keys.sorted().map { ($0, PatternList(rule.resourceAttributes[$0]!)) })
+      if let actions = compiled.actions, actions.patterns.allSatisfy({ $0.literal != nil }) {
+        for literal in Set(actions.patterns.compactMap(\.literal)) { byAction[literal, default: []].append(compiled) }
+      } else {
+        anyAction.append(compiled)
+      }
+    }
+    self.byAction = byAction
+    self.anyAction = anyAction
+    count = rules.count
+  }
+
+  /// The deciding rule: the first matching deny, else the first matching allow, else nil.
+  public func evaluate(_ request: PolicyRequest) -> (allow: Bool, rule: String)? {
+    var firstAllow: (order: Int, name: String)?
+    var firstDeny: (order: Int, name: String)?
+    func consider(_ rules: [Compiled]) {
+      for rule in rules where rule.matches(request) {
+        if rule.allow {
+          if firstAllow == nil || rule.order < firstAllow!.order { firstAllow = (rule.order, rule.name) }
+        } else if firstDeny == nil || rule.order < firstDeny!.order {
+          firstDeny = (rule.order, rule.name)
+        }
+      }
+    }
+    if let rules = byAction[request.action] { consider(rules) }
+    consider(anyAction)
+    if let firstDeny { return (false, firstDeny.name) }
+    if let firstAllow { return (true, firstAllow.name) }
+    return nil
+  }
+}

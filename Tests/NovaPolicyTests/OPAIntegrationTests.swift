@@ -1,0 +1,123 @@
+import Foundation
+import NovaCore
+import NovaPolicy
+import NovaTestSupport
+import Testing
+
+/// The engine against real Rego, evaluated by the Go OPA engine behind OPA's REST API.
+@Suite("OPA fallback against real Rego")
+struct OPAIntegrationTests {
+  static let rego = """
+    package nova.authz
+
+    default allow := false
+
+    allow if {
+      input.subject.roles[_] == "trainer"
+      input.action == "submit"
+      glob.match("train.*", [], input.resource.attributes.job_kind)
+    }
+
+    maybe if input.subject.id == "agent:trainer"
+
+    label := "yes"
+
+    conflict := 1 if input.action == "x"
+    conflict := 2 if input.action == "x"
+    """
+
+  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", extra: String = "", clock: ManualPolicyClock = ManualPolicyClock()) throws -> PolicyEngine {
+    let yaml = """
+      rules:
+        - name: local-admins
+          effect: allow
+          roles: admin
+      opa:
+        url: \(server.url)
+        path: \(path)
+        timeout_ms: 300
+        on_error: \(mode)
+        breaker_failures: 2
+        breaker_cooldown_seconds: 30
+      \(extra)
+      """
+    return PolicyEngine(document: try PolicyDocument.parse(yaml, file: "test"), clock: clock)
+  }
+
+  let trainer = request("submit", subject: "agent:trainer", roles: ["trainer"], attributes: ["queue": "gpu", "job_kind": "train.llama"])
+
+  @Test func realRegoAllowsDeniesAndIsUndefined() async throws {
+    let server = try OPATestServer(policies: ["authz.rego": Self.rego])
+    defer { server.stop() }
+    let engine = try engine(server)
+    let allowed = await engine.decide(trainer)
+    #expect(allowed.allowed && allowed.source == .opa && allowed.reason.contains("data.nova.authz.allow is true"))
+    #expect(allowed.opaRevision?.count == 16 && engine.opaRevision == allowed.opaRevision)
+    let denied = await engine.decide(request("submit", roles: ["trainer"], attributes: ["job_kind": "eval.x"]))
+    #expect(!denied.allowed && denied.source == .opa && denied.reason.contains("is false"))
+    // A local rule decides first; OPA is not asked.
+    #expect(await engine.decide(request("anything", roles: ["admin"])).source == .rule)
+    #expect(await engine.decide(trainer).source == .cache)
+
+    let undefined = await try self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "someone"))
+    #expect(!undefined.allowed && undefined.source == .opa && undefined.reason.contains("undefined"))
+    let defined = await try self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "agent:trainer"))
+    #expect(defined.allowed)
+    let label = await try self.engine(server, path: "nova/authz/label").decide(request("read"))
+    #expect(!label.allowed && label.reason.contains("non-boolean result"))
+    let conflict = await try self.engine(server, path: "nova/authz/conflict").decide(request("x"))
+    #expect(!conflict.allowed && conflict.source == .fallback && conflict.reason.contains("HTTP 500"), "\(conflict.reason)")
+  }
+
+  @Test func aSlowOPATripsTheTimeoutThenTheBreaker() async throws {
+    let server = try OPATestServer(policies: ["authz.rego": Self.rego], delayMilliseconds: 1500)
+    defer { server.stop() }
+    let engine = try engine(server)
+    for _ in 0..<2 {
+      let slow = await engine.decide(trainer)
+      #expect(!slow.allowed && slow.source == .fallback && slow.fallback == "fail-closed")
+      #expect(slow.reason.contains("did not answer within"), "\(slow.reason)")
+    }
+    let start = ContinuousClock.now
+    let open = await engine.decide(trainer)
+    #expect(open.reason.contains("circuit breaker open") && ContinuousClock.now - start < .milliseconds(100), "\(open.reason)")
+  }
+
+  @Test func whenOPAIsDownEachFallbackModeDecides() async throws {
+    let server = try OPATestServer(policies: ["authz.rego": Self.rego])
+    defer { server.stop() }
+    let clock = ManualPolicyClock()
+    let closed = try engine(server, clock: clock)
+    let stale = try engine(server, mode: "stale-if-error\n  stale_max_age_seconds: 600", clock: clock)
+    let open = try engine(server, mode: "fail-open\n  fail_open_actions: [read, submit]", clock: clock)
+    for engine in [closed, stale, open] { #expect(await engine.decide(trainer).allowed) }
+    server.stop()
+    clock.advance(by: .seconds(120))  // past the allow cache's 60 s
+
+    let failClosed = await closed.decide(trainer)
+    #expect(!failClosed.allowed && failClosed.fallback == "fail-closed" && failClosed.reason.contains("OPA unavailable"))
+    let served = await stale.decide(trainer)
+    #expect(served.allowed && served.source == .fallback && served.fallback == "stale-if-error", "\(served.reason)")
+    #expect(served.reason.contains("stale decision from 120 s ago"))
+    let neverSeen = await stale.decide(request("submit", subject: "new", roles: ["trainer"], attributes: ["job_kind": "train.x"]))
+    #expect(!neverSeen.allowed && neverSeen.reason.contains("no earlier decision"))
+    #expect(await open.decide(request("read", subject: "x")).allowed)
+    let notCovered = await open.decide(request("cancel", subject: "x"))
+    #expect(!notCovered.allowed && notCovered.reason.contains("does not cover cancel"))
+  }
+
+  @Test func aRestartedOPAWithNewRulesClearsTheCachesAndIsRecorded() async throws {
+    let server = try OPATestServer(policies: ["authz.rego": Self.rego])
+    defer { server.stop() }
+    let engine = try engine(server)
+    let before = await engine.decide(trainer)
+    #expect(before.allowed)
+    server.stop()
+    try server.write(["authz.rego": Self.rego.replacingOccurrences(of: "\"train.*\"", with: "\"none.*\"")])
+    try server.start()
+    // Another question reaches OPA, which reports a new revision: earlier answers are dropped.
+    _ = await engine.decide(request("submit", subject: "other", roles: ["trainer"], attributes: ["job_kind": "x"]))
+    let after = await engine.decide(trainer)
+    #expect(!after.allowed && after.source == .opa && after.opaRevision != before.opaRevision, "\(after)")
+  }
+}
