@@ -48,6 +48,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -92,6 +93,7 @@ let package = Package(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
+        "NovaPolicy",
         "NovaQueue",
         "NovaSecurity",
         .product(name: "Hummingbird", package: "hummingbird"),
@@ -110,6 +112,7 @@ let package = Package(
         "NovaCore",
         "NovaQueue",
         "NovaRedis",
+        "NovaPolicy",
         "NovaRedisQueue",
         "NovaSecurity",
         "NovaServer",

@@ -20,6 +20,8 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   case storage(String)
   /// A service Nova depends on (Redis) cannot be reached.
   case unavailable(String)
+  /// The policy engine denied the action; the message says why.
+  case forbidden(String)
 
   public var description: String {
     switch self {
@@ -34,6 +36,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .leaseLost(let id): return "lease on job \(id) was lost (expired, reclaimed or cancelled)"
     case .storage(let message): return message
     case .unavailable(let message): return message
+    case .forbidden(let message): return "denied by policy: \(message)"
     }
   }
 
@@ -49,6 +52,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .leaseLost: return "lease_lost"
     case .storage: return "storage_error"
     case .unavailable: return "unavailable"
+    case .forbidden: return "forbidden"
     }
   }
 }

@@ -26,23 +26,37 @@ public final class AccessGuard: Sendable {
     self.limiter = FailureLimiter(maxFailures: maxFailures, window: window)
   }
 
-  /// Decides on a request for `action` with the `Authorization` header value `authorization`
-  /// from `source` (an address).
-  public func authorize(authorization: String?, action: APIAction, source: String, now: Date = Date()) async throws -> Decision {
+  /// Who presents a request: a valid token, or the refusal to answer with.
+  public enum Identity: Sendable, Equatable {
+    case token(APIToken)
+    case refused(Decision)
+  }
+
+  /// Checks the `Authorization` header value `authorization` from `source` (an address):
+  /// failures are audited (for `action`) and counted against the source.
+  public func authenticate(authorization: String?, action: String, source: String, now: Date = Date()) async throws -> Identity {
     if let wait = limiter.blockedFor(source: source, now: now) {
-      return .rateLimited(retryAfterSeconds: wait)
+      return .refused(.rateLimited(retryAfterSeconds: wait))
     }
     guard let authorization, !authorization.isEmpty else {
-      return try await fail(source: source, action: action, reason: "no Authorization header; send Authorization: Bearer <token>", now: now)
+      return .refused(try await fail(source: source, action: action, reason: "no Authorization header; send Authorization: Bearer <token>", now: now))
     }
     guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
-      return try await fail(source: source, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now)
+      return .refused(try await fail(source: source, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now))
     }
     let presented = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
     switch try await tokens.authenticate(presented) {
-    case .invalid(let reason):
-      return try await fail(source: source, action: action, reason: reason, now: now)
-    case .valid(let token):
+    case .invalid(let reason): return .refused(try await fail(source: source, action: action, reason: reason, now: now))
+    case .valid(let token): return .token(token)
+    }
+  }
+
+  /// Decides on a request for `action` by role alone (when no policy engine decides): a valid
+  /// token whose role is at least the action's minimum.
+  public func authorize(authorization: String?, action: APIAction, source: String, now: Date = Date()) async throws -> Decision {
+    switch try await authenticate(authorization: authorization, action: action.rawValue, source: source, now: now) {
+    case .refused(let decision): return decision
+    case .token(let token):
       guard token.role >= action.minimumRole else {
         let message = "token '\(token.name)' has role \(token.role.rawValue); \(action.rawValue) needs \(action.minimumRole.rawValue)"
         try await tokens.audit.append(
@@ -55,11 +69,11 @@ public final class AccessGuard: Sendable {
     }
   }
 
-  private func fail(source: String, action: APIAction, reason: String, now: Date) async throws -> Decision {
+  private func fail(source: String, action: String, reason: String, now: Date) async throws -> Decision {
     let firstRefused = limiter.recordFailure(source: source, now: now)
     try await tokens.audit.append(
       event: firstRefused ? "auth.rate_limited" : "auth.failed", subject: source,
-      payload: .object(["action": .string(action.rawValue), "reason": .string(reason)]), actor: "anonymous", time: now)
+      payload: .object(["action": .string(action), "reason": .string(reason)]), actor: "anonymous", time: now)
     return .unauthenticated(reason)
   }
 }

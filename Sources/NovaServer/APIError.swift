@@ -30,6 +30,7 @@ public struct APIError: HTTPResponseError, Equatable {
     case .jobNotFound, .notFound: self.init(.notFound, code: error.code, message: error.description)
     case .invalidState, .leaseLost: self.init(.conflict, code: error.code, message: error.description)
     case .storage, .unavailable: self.init(.serviceUnavailable, code: error.code, message: error.description)
+    case .forbidden: self.init(.forbidden, code: error.code, message: error.description)
     }
   }
 

@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import NovaCore
+import NovaPolicy
 import NovaSecurity
 
 /// Requires a bearer token whose role allows the route's action, except on the open routes
@@ -11,6 +12,8 @@ public struct AuthMiddleware: RouterMiddleware {
 
   let access: AccessGuard
   let metricsOpen: Bool
+  /// Decides what an authenticated caller may do; nil decides by role alone.
+  let gate: PolicyGate?
 
   public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
     -> Response
@@ -21,6 +24,21 @@ public struct AuthMiddleware: RouterMiddleware {
     }
     let source = context.remoteAddress?.ipAddress ?? "unknown"
     let action = Self.action(method: request.method, path: path)
+    if let gate {
+      switch try await access.authenticate(authorization: request.headers[.authorization], action: action.rawValue, source: source) {
+      case .refused(let refusal): try Self.refuse(refusal, source: source)
+      case .token(let token):
+        var context = context
+        context.caller = token
+        // Job actions are decided by the jobs routes, which know the job's queue and kind.
+        if !Self.isJobAction(method: request.method, path: path) {
+          try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
+        }
+        return try await AuditContext.$actor.withValue("token:\(token.name)") {
+          try await next(request, context)
+        }
+      }
+    }
     let decision = try await access.authorize(
       authorization: request.headers[.authorization], action: action, source: source)
     switch decision {
@@ -30,6 +48,14 @@ public struct AuthMiddleware: RouterMiddleware {
       return try await AuditContext.$actor.withValue("token:\(token.name)") {
         try await next(request, context)
       }
+    default:
+      try Self.refuse(decision, source: source)
+    }
+  }
+
+  private static func refuse(_ decision: AccessGuard.Decision, source: String) throws -> Never {
+    switch decision {
+    case .allowed: preconditionFailure("refuse(_:) takes a refusal")
     case .unauthenticated(let reason):
       var headers = HTTPFields()
       headers[.wwwAuthenticate] = #"Bearer realm="nova""#
@@ -45,12 +71,26 @@ public struct AuthMiddleware: RouterMiddleware {
     }
   }
 
+  static func isJobAction(method: HTTPRequest.Method, path: String) -> Bool {
+    let parts = path.split(separator: "/")
+    return method == .post && parts.count >= 2 && parts[0] == "v1" && parts[1] == "jobs"
+  }
+
+  /// What a path acts on, for the policy engine.
+  public static func resource(path: String) -> PolicyResource {
+    let parts = path.split(separator: "/").map(String.init)
+    guard parts.first == "v1", parts.count >= 2 else { return PolicyResource(kind: parts.first ?? "root") }
+    let kinds = ["jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy"]
+    return PolicyResource(kind: kinds[parts[1]] ?? parts[1], id: parts.count >= 3 ? parts[2] : nil)
+  }
+
   /// The action a request takes: reads are `read`; writes name their action; writes to paths
   /// Nova does not know need admin, so that a new route is never open by mistake.
   public static func action(method: HTTPRequest.Method, path: String) -> APIAction {
     let parts = path.split(separator: "/").map(String.init)
     // Tokens are admin business, reading the list included.
     if parts.count >= 2, parts[0] == "v1", parts[1] == "tokens" { return .manageTokens }
+    if method == .post, parts == ["v1", "policy", "reload"] { return .reloadPolicy }
     if method == .get || method == .head { return .read }
     switch (method, parts.count, parts.first, parts.dropFirst().first, parts.last) {
     case (.post, 2, "v1", "jobs", _): return .submit

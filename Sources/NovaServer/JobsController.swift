@@ -3,14 +3,25 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NovaCore
+import NovaPolicy
 import NovaQueue
 
-/// The `/v1/jobs` routes.
-struct JobsController<Context: RequestContext> {
+/// The `/v1/jobs` routes. Submitting, cancelling and retrying ask the policy gate with the
+/// job's queue and kind.
+struct JobsController {
+  typealias Context = NovaRequestContext
   let queue: any JobQueue
   let registry: JobRegistry
   let maxPayloadBytes: Int
   let clock: any WallClock
+  let gate: PolicyGate?
+
+  private func check(_ action: String, _ context: Context, id: JobID?, queue name: String, kind: String) async throws {
+    try await gate?.check(
+      context.caller, action: action,
+      resource: PolicyResource(kind: "job", id: id?.rawValue, attributes: ["queue": name, "job_kind": kind]),
+      source: context.remoteAddress?.ipAddress)
+  }
 
   func addRoutes(to group: RouterGroup<Context>) {
     group.post(use: submit)
@@ -25,6 +36,7 @@ struct JobsController<Context: RequestContext> {
     let body = try await request.body.collect(upTo: maxPayloadBytes + 16 * 1024)
     let submit = try SubmitJobBody.parse(Data(body.readableBytesView), now: clock.now(), maxPayloadBytes: maxPayloadBytes)
     try registry.validate(kind: submit.request.kind, payload: submit.request.payload)
+    try await check("submit", context, id: nil, queue: submit.request.queue, kind: submit.request.kind)
     let result: EnqueueResult = try await queue.enqueue(submit.request)
     guard let job = try await queue.get(result.id) else { throw NovaError.jobNotFound(result.id) }
     return try jsonResponse(JobResource(job), status: result.existing ? .ok : .created)
@@ -57,11 +69,21 @@ struct JobsController<Context: RequestContext> {
   }
 
   @Sendable func cancel(_ request: Request, context: Context) async throws -> Response {
-    try jsonResponse(JobResource(try await queue.cancel(try jobID(context))))
+    let id = try jobID(context)
+    if gate != nil {
+      guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
+      try await check("cancel", context, id: id, queue: job.queue, kind: job.kind)
+    }
+    return try jsonResponse(JobResource(try await queue.cancel(id)))
   }
 
   @Sendable func retry(_ request: Request, context: Context) async throws -> Response {
-    try jsonResponse(JobResource(try await queue.retry(try jobID(context))))
+    let id = try jobID(context)
+    if gate != nil {
+      guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
+      try await check("retry", context, id: id, queue: job.queue, kind: job.kind)
+    }
+    return try jsonResponse(JobResource(try await queue.retry(id)))
   }
 
   private func jobID(_ context: Context) throws -> JobID {

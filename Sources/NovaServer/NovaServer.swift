@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NovaCore
+import NovaPolicy
 import NovaQueue
 import NovaSecurity
 import ServiceLifecycle
@@ -25,6 +26,8 @@ public struct NovaServer: Sendable {
     /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
     public var metricsOpen: Bool
     public var checkpointInterval: Duration
+    /// The approved policy to check drift against (`nova_policy_drift`).
+    public var policyBaseline: PolicyBaseline?
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -42,6 +45,7 @@ public struct NovaServer: Sendable {
       self.retention = retention
       self.metricsOpen = metricsOpen
       self.checkpointInterval = checkpointInterval
+      self.policyBaseline = nil
     }
   }
 
@@ -54,12 +58,14 @@ public struct NovaServer: Sendable {
   public let security: SecurityContext?
   /// Where job transitions wait to be moved into the audit log (a Redis queue), if anywhere.
   public let transitionSource: (any TransitionSource)?
+  /// Decides every API action; nil decides by role alone.
+  public let policy: PolicyEngine?
 
   /// Wraps the backend in metrics instrumentation.
   public init(
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
-    security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, logger: Logger,
-    clock: any WallClock = SystemWallClock()
+    security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, policy: PolicyEngine? = nil,
+    logger: Logger, clock: any WallClock = SystemWallClock()
   ) {
     NovaMetrics.bootstrap()
     self.configuration = configuration
@@ -69,6 +75,7 @@ public struct NovaServer: Sendable {
     self.clock = clock
     self.security = security
     self.transitionSource = transitionSource
+    self.policy = policy
   }
 
   /// The HTTP routes, without any background service (tests drive them directly).
@@ -76,9 +83,13 @@ public struct NovaServer: Sendable {
     let router = Router(context: NovaRequestContext.self)
     router.add(middleware: HTTPMetricsMiddleware())
     router.add(middleware: JSONErrorMiddleware())
+    let gate = security == nil ? nil : policy.map(PolicyGate.init)
     if let security {
-      router.add(middleware: AuthMiddleware(access: security.access, metricsOpen: configuration.metricsOpen))
+      router.add(middleware: AuthMiddleware(access: security.access, metricsOpen: configuration.metricsOpen, gate: gate))
       SecurityController(security: security).addRoutes(to: router)
+    }
+    if let policy {
+      PolicyController(engine: policy, audit: security?.audit).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
     router.get("readyz") { _, _ in
@@ -94,7 +105,7 @@ public struct NovaServer: Sendable {
       headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
       return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: NovaMetrics.render())))
     }
-    JobsController<NovaRequestContext>(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
+    JobsController(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock, gate: gate)
       .addRoutes(to: router.group("v1/jobs"))
     router.get("v1/queues/stats") { _, _ in
       try jsonResponse(StatsResource(try await queue.stats()))
@@ -122,6 +133,9 @@ public struct NovaServer: Sendable {
       services.append(
         AuditCheckpointer(
           security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger))
+    }
+    if let policy {
+      services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger))
     }
     return (pool, services)
   }

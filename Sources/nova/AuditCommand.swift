@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaPolicy
 import NovaQueue
 import NovaSecurity
 
@@ -41,6 +42,7 @@ struct AuditCommand: AsyncParsableCommand {
 
     func run() async throws {
       let security = try await store.openSecurityUpToDate()
+      try await store.authorize("audit.checkpoint", PolicyResource(kind: "audit"), security: security)
       let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
       print(checkpoint.note, terminator: "")
     }

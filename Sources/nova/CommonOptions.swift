@@ -4,8 +4,10 @@ import Logging
 import NovaCore
 import NovaQueue
 import NovaRedis
+import NovaPolicy
 import NovaRedisQueue
 import NovaSecurity
+import NovaServer
 
 /// Options every command that touches data shares.
 struct StoreOptions: ParsableArguments {
@@ -20,6 +22,38 @@ struct StoreOptions: ParsableArguments {
 
   @Option(name: .long, help: ArgumentHelp("Ed25519 key that signs audit checkpoints and evidence (default: audit-signing.key in --data-dir, made on first use).", valueName: "file"))
   var signingKey: String?
+
+  @Option(name: .long, help: ArgumentHelp("Policy rules (default: nova-policy.yaml in --data-dir when it exists, else the built-in role rules; or NOVA_POLICY).", valueName: "file"))
+  var policy: String?
+
+  /// The policy file in effect, or nil for the built-in rules.
+  var policyPath: String? {
+    if let policy, !policy.isEmpty { return policy }
+    if let path = ProcessInfo.processInfo.environment["NOVA_POLICY"], !path.isEmpty { return path }
+    let inDataDir = (dataDir as NSString).appendingPathComponent("nova-policy.yaml")
+    return FileManager.default.fileExists(atPath: inDataDir) ? inDataDir : nil
+  }
+
+  /// The policy engine, recording its decisions in `security`'s audit log.
+  func openPolicy(security: SecurityContext?) throws -> PolicyEngine {
+    do {
+      return try PolicyEngine(path: policyPath, recorder: security.map { AuditDecisionRecorder(audit: $0.audit) })
+    } catch {
+      throw NovaError.invalidInput(field: "--policy", message: error.description)
+    }
+  }
+
+  /// Asks the policy engine whether the local user may take `action` on `resource`; throws
+  /// `forbidden` when not (and enforced). The decision is audited.
+  func authorize(_ action: String, _ resource: PolicyResource, security: SecurityContext? = nil) async throws {
+    let opened: SecurityContext
+    if let security { opened = security } else { opened = try await openSecurity() }
+    let security = opened
+    let engine = try openPolicy(security: security)
+    let decision = await engine.decide(
+      PolicyRequest(subject: PolicySubject(id: AuditContext.actor), action: action, resource: resource))
+    if !decision.permits { throw NovaError.forbidden(decision.reason) }
+  }
 
   /// Opens the queue: the URL's backend, or the SQLite database in the data directory (created
   /// on first use).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaPolicy
 import NovaQueue
 import NovaServer
 
@@ -63,6 +64,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     guard count == 1 || idempotencyKey == nil else {
       throw NovaError.invalidInput(field: "--count", message: "cannot enqueue copies with one idempotency key")
     }
+    try await store.authorize("submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": kind]))
     let queue = InstrumentedJobQueue(try await store.openQueue())
     if count > 1 {
       try await enqueueCopies(of: request, into: queue)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaPolicy
 import NovaSecurity
 
 struct EvidenceCommand: AsyncParsableCommand {
@@ -33,6 +34,7 @@ struct EvidenceCommand: AsyncParsableCommand {
         epoch = value
       }
       let security = try await store.openSecurityUpToDate()
+      try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
         until: untilMillis, sourceDateEpoch: epoch)

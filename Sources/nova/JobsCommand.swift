@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaPolicy
 import NovaQueue
 import NovaServer
 
@@ -34,6 +35,7 @@ struct JobsCommand: AsyncParsableCommand {
     func run() async throws {
       let filter = JobFilter(
         state: try state.map { try JobState.parse($0) }, queue: queue, kind: kind, limit: limit, cursor: cursor)
+      try await store.authorize("read", PolicyResource(kind: "job"))
       let page = try await store.openQueue().list(filter)
       if output.json {
         try printJSON(JobListOutput(jobs: page.jobs.map(JobResource.init), next_cursor: page.nextCursor))
@@ -61,6 +63,7 @@ struct JobsCommand: AsyncParsableCommand {
 
     func run() async throws {
       let jobID = try parseID(id)
+      try await store.authorize("read", PolicyResource(kind: "job", id: jobID.rawValue))
       guard let job = try await store.openQueue().get(jobID) else { throw NovaError.jobNotFound(jobID) }
       try printJSON(JobResource(job))
     }
@@ -77,7 +80,9 @@ struct JobsCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-      let job = try await InstrumentedJobQueue(try await store.openQueue()).cancel(try parseID(id))
+      let queue = InstrumentedJobQueue(try await store.openQueue())
+      try await store.authorize("cancel", try await jobResource(queue, try parseID(id)))
+      let job = try await queue.cancel(try parseID(id))
       if output.json { try printJSON(JobResource(job)) } else { print("cancelled \(job.id)") }
     }
   }
@@ -93,7 +98,9 @@ struct JobsCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-      let job = try await store.openQueue().retry(try parseID(id))
+      let queue = try await store.openQueue()
+      try await store.authorize("retry", try await jobResource(queue, try parseID(id)))
+      let job = try await queue.retry(try parseID(id))
       if output.json { try printJSON(JobResource(job)) } else { print("retrying \(job.id) (now \(job.state))") }
     }
   }
@@ -105,6 +112,7 @@ struct JobsCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
+      try await store.authorize("read", PolicyResource(kind: "queue"))
       let stats = StatsResource(try await store.openQueue().stats())
       if output.json {
         try printJSON(stats)
@@ -151,4 +159,10 @@ enum TextTable {
     }
     return out
   }
+}
+
+/// A job as a policy resource (its queue and kind as attributes).
+func jobResource(_ queue: any JobQueue, _ id: JobID) async throws -> PolicyResource {
+  guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
+  return PolicyResource(kind: "job", id: id.rawValue, attributes: ["queue": job.queue, "job_kind": job.kind])
 }

@@ -11,12 +11,12 @@ struct NovaCommand: AsyncParsableCommand {
     discussion: """
       Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, payloads, data directory),
       3 not found, 4 the job's state does not allow the action, 5 verification failed (audit log
-      or evidence bundle).
+      or evidence bundle), 6 denied by policy.
       """,
     version: "0.1.0",
     subcommands: [
-      ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, AuditCommand.self,
-      TokensCommand.self, EvidenceCommand.self, BenchCommand.self,
+      ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, PolicyCommand.self,
+      AuditCommand.self, TokensCommand.self, EvidenceCommand.self, BenchCommand.self,
     ])
 
   /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.
@@ -59,6 +59,7 @@ enum ExitStatus {
   static let notFound: Int32 = 3
   static let conflict: Int32 = 4
   static let verificationFailed: Int32 = 5
+  static let denied: Int32 = 6
 
   static func code(for error: NovaError) -> Int32 {
     switch error {
@@ -66,6 +67,7 @@ enum ExitStatus {
     case .jobNotFound, .notFound: return notFound
     case .invalidState, .leaseLost: return conflict
     case .unavailable: return failure
+    case .forbidden: return denied
     }
   }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NovaCore
+import NovaPolicy
 import NovaQueue
 import NovaSecurity
 import NovaServer
@@ -33,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Sign an audit checkpoint this often when the log grew.", valueName: "seconds"))
   var checkpointSeconds: Double = 60
 
+  @Option(name: .long, help: ArgumentHelp("Approved policy baseline (from nova policy approve) to watch for drift.", valueName: "file"))
+  var policyBaseline: String?
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
@@ -59,9 +63,13 @@ struct ServeCommand: AsyncParsableCommand {
     if try await !security.tokens.hasActiveTokens() {
       logger.warning("no API tokens yet: every request but /healthz will get 401; create one with `nova tokens create --name admin --role admin --data-dir \(store.dataDir)`")
     }
+    var withBaseline = configuration
+    withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
+    let policy = try store.openPolicy(security: security)
+    logger.notice("policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")")
     let server = NovaServer(
-      configuration: configuration, queue: queue, security: security, transitionSource: queue as? any TransitionSource,
-      logger: logger)
+      configuration: withBaseline, queue: queue, security: security, transitionSource: queue as? any TransitionSource,
+      policy: policy, logger: logger)
     let host = self.host
     let dataDir = store.location
     try await server.run { port in

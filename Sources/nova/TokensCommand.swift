@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaPolicy
 import NovaSecurity
 
 struct TokensCommand: AsyncParsableCommand {
@@ -22,7 +23,9 @@ struct TokensCommand: AsyncParsableCommand {
       guard let parsed = Role(rawValue: role) else {
         throw NovaError.invalidInput(field: "--role", message: "'\(role)' is not viewer, operator or admin")
       }
-      let created = try await store.openSecurity().tokens.create(name: name, role: parsed)
+      let security = try await store.openSecurity()
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name), security: security)
+      let created = try await security.tokens.create(name: name, role: parsed)
       if output.json {
         try printJSON(TokenOutput(token: created.token, name: created.record.name, role: parsed.rawValue))
       } else {
@@ -38,7 +41,9 @@ struct TokensCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-      let tokens = try await store.openSecurity().tokens.list()
+      let security = try await store.openSecurity()
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token"), security: security)
+      let tokens = try await security.tokens.list()
       if output.json {
         try printJSON(tokens)
         return
@@ -56,7 +61,9 @@ struct TokensCommand: AsyncParsableCommand {
     @Argument(help: "The token's name.") var name: String
 
     func run() async throws {
-      try await store.openSecurity().tokens.revoke(name: name)
+      let security = try await store.openSecurity()
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name), security: security)
+      try await security.tokens.revoke(name: name)
       print("revoked \(name)")
     }
   }
