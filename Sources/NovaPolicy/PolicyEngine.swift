@@ -13,8 +13,9 @@ public protocol DecisionRecorder: Sendable {
 /// OPA for what no rule decides, with a fallback mode when OPA cannot answer. Every decision
 /// goes to the recorder. The rules can be swapped atomically while decisions are being made.
 public final class PolicyEngine: Sendable {
-  /// The rules and everything derived from them, swapped as one on reload.
-  struct Active: Sendable {
+  /// The rules and everything derived from them, swapped as one on reload (a class, so that
+  /// taking it under the lock costs one reference count).
+  final class Active: Sendable {
     let document: PolicyDocument
     let rules: RuleSet
     let version: String
@@ -22,6 +23,19 @@ public final class PolicyEngine: Sendable {
     let denyCache: DecisionCache
     let opa: OPAClient?
     let breaker: CircuitBreaker?
+
+    init(
+      document: PolicyDocument, rules: RuleSet, version: String, allowCache: DecisionCache, denyCache: DecisionCache,
+      opa: OPAClient?, breaker: CircuitBreaker?
+    ) {
+      self.document = document
+      self.rules = rules
+      self.version = version
+      self.allowCache = allowCache
+      self.denyCache = denyCache
+      self.opa = opa
+      self.breaker = breaker
+    }
   }
 
   private let active: Mutex<Active>

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import NovaCore
 
@@ -46,37 +45,55 @@ public struct PolicyRequest: Sendable, Hashable, Codable {
     self.source = source
   }
 
-  /// SHA-256 of the request's canonical form (subject, roles as a set, action, resource,
-  /// attributes sorted): equal questions get equal keys, whatever the order they were built in.
+  /// The request's canonical form (subject, roles as a set, action, resource, attributes
+  /// sorted, each length-prefixed): equal questions get equal keys, whatever order they were
+  /// built in. The key hashes with SipHash under the process's random seed, and a hit compares
+  /// the whole form, so no crafted request can collide with another's cached decision.
   public var cacheKey: DecisionKey {
     var bytes: [UInt8] = []
-    bytes.reserveCapacity(128)
+    bytes.reserveCapacity(160)
     func put(_ text: String) {
-      let utf8 = text.utf8
-      let count = UInt32(utf8.count)
-      bytes.append(UInt8(truncatingIfNeeded: count >> 24))
-      bytes.append(UInt8(truncatingIfNeeded: count >> 16))
-      bytes.append(UInt8(truncatingIfNeeded: count >> 8))
-      bytes.append(UInt8(truncatingIfNeeded: count))
-      bytes.append(contentsOf: utf8)
+      var text = text
+      text.withUTF8 { utf8 in
+        let count = UInt32(utf8.count)
+        bytes.append(UInt8(truncatingIfNeeded: count >> 24))
+        bytes.append(UInt8(truncatingIfNeeded: count >> 16))
+        bytes.append(UInt8(truncatingIfNeeded: count >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: count))
+        bytes.append(contentsOf: utf8)
+      }
     }
     func put(_ map: [String: String]) {
-      put(String(map.count))
+      bytes.append(UInt8(truncatingIfNeeded: map.count))
+      if map.count == 1, let (key, value) = map.first {
+        put(key)
+        put(value)
+        return
+      }
       for key in map.keys.sorted() {
         put(key)
         put(map[key]!)
       }
     }
     put(subject.id)
-    let roles = subject.roles.count > 1 ? Array(Set(subject.roles)).sorted() : subject.roles
-    put(String(roles.count))
-    for role in roles { put(role) }
+    if subject.roles.count <= 1 {
+      bytes.append(UInt8(subject.roles.count))
+      for role in subject.roles { put(role) }
+    } else {
+      var previous: String?
+      let sorted = subject.roles.sorted()
+      bytes.append(UInt8(truncatingIfNeeded: sorted.count))
+      for role in sorted where role != previous {
+        put(role)
+        previous = role
+      }
+    }
     put(subject.attributes)
     put(action)
     put(resource.kind)
     put(resource.id ?? "")
     put(resource.attributes)
-    return DecisionKey(SHA256.hash(data: bytes))
+    return DecisionKey(bytes)
   }
 
   /// The request as OPA's `input` document.
@@ -99,21 +116,24 @@ public struct PolicyRequest: Sendable, Hashable, Codable {
   }
 }
 
-/// A 256-bit digest used as a cache key.
+/// A request's canonical bytes with their hash computed once, as a cache key.
 public struct DecisionKey: Hashable, Sendable {
-  let a: UInt64, b: UInt64, c: UInt64, d: UInt64
+  let bytes: [UInt8]
+  let hash: Int
 
-  init(_ digest: SHA256.Digest) {
-    var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    digest.withUnsafeBytes { raw in
-      words = (
-        raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-        raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
-      )
-    }
-    (a, b, c, d) = words
+  init(_ bytes: [UInt8]) {
+    self.bytes = bytes
+    var hasher = Hasher()
+    bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    hash = hasher.finalize()
+  }
+
+  public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+
+  public static func == (lhs: DecisionKey, rhs: DecisionKey) -> Bool {
+    lhs.hash == rhs.hash && lhs.bytes == rhs.bytes
   }
 
   /// Which shard of a cache holds the key.
-  func shard(of count: Int) -> Int { Int(truncatingIfNeeded: a % UInt64(count)) }
+  func shard(of count: Int) -> Int { Int(UInt(bitPattern: hash) % UInt(count)) }
 }

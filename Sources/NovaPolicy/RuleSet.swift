@@ -1,16 +1,32 @@
 /// Local rules compiled for evaluation: patterns parsed once, and rules indexed by the literal
 /// actions they name, so a request looks only at rules that can match its action.
 public struct RuleSet: Sendable {
-  struct Compiled: Sendable {
-    var order: Int
-    var name: String
-    var allow: Bool
-    var subjects: PatternList?
-    var roles: PatternList?
-    var actions: PatternList?
-    var kinds: PatternList?
-    var ids: PatternList?
-    var attributes: [(String, PatternList)]
+  /// A class: scanning many rules then moves one reference per rule, not each rule's fields.
+  final class Compiled: Sendable {
+    let order: Int
+    let name: String
+    let allow: Bool
+    let subjects: PatternList?
+    let roles: PatternList?
+    let actions: PatternList?
+    let kinds: PatternList?
+    let ids: PatternList?
+    let attributes: [(String, PatternList)]
+
+    init(
+      order: Int, name: String, allow: Bool, subjects: PatternList?, roles: PatternList?, actions: PatternList?,
+      kinds: PatternList?, ids: PatternList?, attributes: [(String, PatternList)]
+    ) {
+      self.order = order
+      self.name = name
+      self.allow = allow
+      self.subjects = subjects
+      self.roles = roles
+      self.actions = actions
+      self.kinds = kinds
+      self.ids = ids
+      self.attributes = attributes
+    }
 
     func matches(_ request: PolicyRequest) -> Bool {
       if let actions, !actions.matches(request.action) { return false }
@@ -51,14 +67,14 @@ public struct RuleSet: Sendable {
 
   /// The deciding rule: the first matching deny, else the first matching allow, else nil.
   public func evaluate(_ request: PolicyRequest) -> (allow: Bool, rule: String)? {
-    var firstAllow: (order: Int, name: String)?
-    var firstDeny: (order: Int, name: String)?
+    var firstAllow: Compiled?
+    var firstDeny: Compiled?
     func consider(_ rules: [Compiled]) {
       for rule in rules where rule.matches(request) {
         if rule.allow {
-          if firstAllow == nil || rule.order < firstAllow!.order { firstAllow = (rule.order, rule.name) }
-        } else if firstDeny == nil || rule.order < firstDeny!.order {
-          firstDeny = (rule.order, rule.name)
+          if firstAllow.map({ rule.order < $0.order }) ?? true { firstAllow = rule }
+        } else if firstDeny.map({ rule.order < $0.order }) ?? true {
+          firstDeny = rule
         }
       }
     }

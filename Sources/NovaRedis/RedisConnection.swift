@@ -192,10 +192,19 @@ public final class RedisConnection: Sendable {
     let millis = commandTimeout.nanoseconds / 1_000_000
     let timeout = loop.scheduleTask(in: commandTimeout) {
       // Replies are matched by order, so after a timeout the connection cannot be trusted:
-      // the handler fails everything in flight and closes it.
+      // the handler fails everything in flight and closes it. The promises are failed here
+      // too, in case the handler is gone already (a channel closed meanwhile); a promise
+      // completed before ignores the second result.
       channel.pipeline.fireUserInboundEventTriggered(RedisTimeoutEvent(milliseconds: millis))
+      for promise in promises { promise.fail(RedisError.timeout("no reply within \(millis) ms")) }
     }
-    channel.writeAndFlush(RedisRequest(commands: commands, promises: promises), promise: nil)
+    // A write that cannot happen (the channel closed before it reached the handler) never
+    // registers its promises with the handler: fail them here, or their callers would wait.
+    let written = loop.makePromise(of: Void.self)
+    written.futureResult.whenFailure { _ in
+      for promise in promises { promise.fail(RedisError.connectionClosed) }
+    }
+    channel.writeAndFlush(RedisRequest(commands: commands, promises: promises), promise: written)
     do {
       var replies: [RESPValue] = []
       replies.reserveCapacity(promises.count)

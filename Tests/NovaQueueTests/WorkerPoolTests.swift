@@ -148,12 +148,14 @@ struct WorkerPoolTests {
     var registry = JobRegistry()
     registry.register("long", parameters: TestParameters.self) { _, context in
       ledger.record(context.id)
-      try await Task.sleep(for: .milliseconds(1500))
+      try await Task.sleep(for: .milliseconds(3000))
       return EmptyResult()
     }
     let id: JobID = try await queue.enqueue(JobRequest(kind: "long"))
     let reaper = LeaseReaper(queue: queue, interval: .milliseconds(50), logger: logger)
-    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(400))) { _ in
+    // The job outlives its lease more than twice; a lease long enough that a loaded test machine
+    // still gets a heartbeat in before it runs out.
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(1200))) { _ in
       try await eventually("long job to succeed") {
         try await reaper.runOnce()
         return try await queue.get(id)?.state == .succeeded

@@ -116,4 +116,16 @@ final class GarbageResponder: ChannelInboundHandler, Sendable {
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "?garbage\r\n")), promise: nil)
   }
+
+  @Test func aCommandOnAClosedConnectionFailsAtOnceInsteadOfWaiting() async throws {
+    // A write that never reaches the handler (the channel closed first) must still fail its
+    // caller: this once left a stress test waiting forever.
+    let connection = try await RedisConnection.connect(
+      to: RedisURL(port: RedisTestServer.shared.port), commandTimeout: .seconds(60))
+    connection.close()
+    try await Task.sleep(for: .milliseconds(50))
+    let start = ContinuousClock.now
+    await #expect(throws: RedisError.self) { _ = try await connection.send(["PING"]) }
+    #expect(ContinuousClock.now - start < .seconds(5))
+  }
 }

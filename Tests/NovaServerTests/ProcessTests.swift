@@ -394,6 +394,19 @@ struct PolicyProcessTests {
     #expect(show.stdout.contains("deny\textra"))
   }
 
+  @Test func theREADMEsPolicyExampleIsValid() async throws {
+    let readme = try String(
+      contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+    let section = try #require(readme.range(of: "## Policy"))
+    let start = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
+    let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+    let dir = try TemporaryDirectory.make().path
+    try String(readme[start.upperBound..<end.lowerBound]).write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)
+    let valid = try await NovaProcess.run(["policy", "validate", "\(dir)/nova-policy.yaml"])
+    #expect(valid.code == 0 && valid.stdout.contains("4 rules"), "\(valid.stdout)\(valid.stderr)")
+  }
+
   @Test func serveReloadsThePolicyOnSIGHUP() async throws {
     let dir = try TemporaryDirectory.make().path
     try Self.policy.write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)
