@@ -92,6 +92,14 @@ extension EvidenceBundle {
         }
       }
     }
+    // Read to the end: the gzip trailer's checksum covers the end blocks too, and nothing but
+    // zero padding may follow them.
+    while let rest = try reader.remainder() {
+      if rest.contains(where: { $0 != 0 }) {
+        result.problems.append("the archive has data after its end blocks (byte \(reader.position))")
+        break
+      }
+    }
     // Empty files never see a chunk.
     for name in order where digests[name] == nil {
       digests[name] = hex(Array(SHA256.hash(data: [UInt8]())))

@@ -165,6 +165,9 @@ final class GzipReader {
         guard trailer[0] == UInt32(truncatingIfNeeded: crc), trailer[1] == size else {
           throw NovaError.malformedInput(field: path, message: "gzip checksum does not match: the file was changed or damaged")
         }
+        if try fill() {
+          throw NovaError.malformedInput(field: path, message: "data follows the gzip stream at byte \(consumed + inputOffset)")
+        }
         return produced > 0 ? output : nil
       }
       if produced > 0 { return output }

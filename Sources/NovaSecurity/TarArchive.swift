@@ -71,6 +71,21 @@ struct TarReader {
     return out
   }
 
+  /// What is left of the stream after the end blocks, a chunk at a time; nil at its end.
+  mutating func remainder() throws -> [UInt8]? {
+    if offset < buffer.count {
+      let rest = Array(buffer[offset...])
+      offset = buffer.count
+      position += rest.count
+      return rest
+    }
+    guard let chunk = try next() else { return nil }
+    buffer = chunk
+    offset = chunk.count
+    position += chunk.count
+    return chunk
+  }
+
   /// Calls `body(name, size)` for each file, then `chunk` with its content in pieces.
   mutating func forEachFile(_ body: (String, Int) throws -> ((([UInt8]) throws -> Void))) throws {
     while true {

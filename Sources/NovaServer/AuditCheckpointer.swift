@@ -46,18 +46,6 @@ public struct AuditCheckpointer: Service {
   }
 
   public func run() async throws {
-    while !Task.isShuttingDownGracefully && !Task.isCancelled {
-      do {
-        try await tick()
-      } catch {
-        logger.error("audit checkpoint failed", metadata: ["error": "\(error)"])
-      }
-      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-    }
-    do {
-      try await tick()
-    } catch {
-      logger.error("final audit checkpoint failed", metadata: ["error": "\(error)"])
-    }
+    await runPeriodically(every: interval, logger: logger, what: "audit checkpoint", finalTick: true) { try await tick() }
   }
 }

@@ -31,19 +31,7 @@ public struct AuditImporter: Service {
   }
 
   public func run() async throws {
-    while !Task.isShuttingDownGracefully && !Task.isCancelled {
-      do {
-        try await tick()
-      } catch {
-        logger.error("audit import failed", metadata: ["error": "\(error)"])
-      }
-      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-    }
-    do {
-      try await tick()
-    } catch {
-      logger.error("final audit import failed", metadata: ["error": "\(error)"])
-    }
+    await runPeriodically(every: interval, logger: logger, what: "audit import", finalTick: true) { try await tick() }
   }
 }
 

@@ -39,13 +39,6 @@ public struct QueueMetricsCollector: Service {
   }
 
   public func run() async throws {
-    while !Task.isShuttingDownGracefully && !Task.isCancelled {
-      do {
-        try await collect()
-      } catch {
-        logger.error("queue metrics collection failed", metadata: ["error": "\(error)"])
-      }
-      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-    }
+    await runPeriodically(every: interval, logger: logger, what: "queue metrics collection", finalTick: false) { try await collect() }
   }
 }

@@ -77,16 +77,17 @@ struct SecurityController {
   }
 }
 
-/// An audit entry as JSON: the stored fields plus the payload as an object.
-struct EntryResource: Codable {
-  var seq: Int64
-  var time: String
-  var actor: String
-  var event: String
-  var subject: String?
-  var payload: JSONValue
+/// An audit entry as JSON (HTTP and `nova audit list --json`): the stored fields, the time in
+/// RFC 3339, the payload as an object.
+public struct EntryResource: Codable, Sendable {
+  public var seq: Int64
+  public var time: String
+  public var actor: String
+  public var event: String
+  public var subject: String?
+  public var payload: JSONValue
 
-  init(_ entry: AuditEntry) {
+  public init(_ entry: AuditEntry) {
     seq = entry.seq
     time = AuditTime.string(entry.time)
     actor = entry.actor

@@ -4,6 +4,7 @@ import NovaCore
 import NovaPolicy
 import NovaQueue
 import NovaSecurity
+import NovaServer
 
 struct AuditCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -26,7 +27,7 @@ struct AuditCommand: AsyncParsableCommand {
     func run() async throws {
       let entries = try await store.openSecurityUpToDate().audit.entries(from: from, through: from + limit - 1)
       if output.json {
-        try printJSON(entries.map { EntryOutput($0) })
+        try printJSON(entries.map(EntryResource.init))
         return
       }
       for entry in entries {
@@ -186,24 +187,6 @@ func readKeyArgument(_ value: String) throws -> String {
     return text.trimmingCharacters(in: .whitespacesAndNewlines)
   }
   return value
-}
-
-struct EntryOutput: Encodable {
-  var seq: Int64
-  var time: String
-  var actor: String
-  var event: String
-  var subject: String?
-  var payload: JSONValue
-
-  init(_ entry: AuditEntry) {
-    seq = entry.seq
-    time = AuditTime.string(entry.time)
-    actor = entry.actor
-    event = entry.event
-    subject = entry.subject
-    payload = (try? JSONValue.parse(Data(entry.payload.utf8))) ?? .string(entry.payload)
-  }
 }
 
 struct VerifyOutput: Encodable {

@@ -57,10 +57,26 @@ struct EvidenceBundleTests {
     #expect(wrongKey.problems.contains { $0.hasPrefix("attestation.dsse.json: ") && $0.contains("no signature") })
     #expect(wrongKey.problems.contains { $0.hasPrefix("audit/checkpoint.note: ") })
 
-    var bytes = try Data(contentsOf: URL(fileURLWithPath: bundle.path))
-    bytes[bytes.count - 20] ^= 0xff
+    // A byte changed anywhere in the compressed stream is caught: by the file digests, the
+    // deflate decoder, or the gzip checksum over the whole archive, end blocks included. (Not
+    // the last byte before the trailer: its unused bits are padding that carries nothing.)
+    let original = try Data(contentsOf: URL(fileURLWithPath: bundle.path))
     let damaged = fixture.directory.appendingPathComponent("damaged.tar.gz")
-    try bytes.write(to: damaged)
+    for offset in stride(from: 10, to: original.count - 9, by: max(1, original.count / 40)) + [original.count - 20, original.count - 4] {
+      var bytes = original
+      bytes[offset] ^= 0x5a
+      try bytes.write(to: damaged)
+      let caught: Bool
+      do {
+        caught = !(try EvidenceBundle.verify(path: damaged.path, verifier: fixture.security.signer.verifier).passed)
+      } catch {
+        caught = true
+      }
+      #expect(caught, "a change at byte \(offset) went unnoticed")
+    }
+    var trailing = original
+    trailing.append(contentsOf: [0x1f, 0x8b])
+    try trailing.write(to: damaged)
     #expect(throws: NovaError.self) { _ = try EvidenceBundle.verify(path: damaged.path, verifier: fixture.security.signer.verifier) }
     try Data("not gzip".utf8).write(to: damaged)
     #expect(throws: NovaError.self) { _ = try EvidenceBundle.verify(path: damaged.path, verifier: fixture.security.signer.verifier) }

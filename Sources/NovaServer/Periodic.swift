@@ -1,0 +1,23 @@
+import Logging
+import ServiceLifecycle
+
+/// Runs `tick` every `interval` until graceful shutdown (logging failures as `what` failed),
+/// then once more when `finalTick`, so that work done at shutdown is not lost.
+func runPeriodically(
+  every interval: Duration, logger: Logger, what: String, finalTick: Bool, _ tick: () async throws -> Void
+) async {
+  while !Task.isShuttingDownGracefully && !Task.isCancelled {
+    do {
+      try await tick()
+    } catch {
+      logger.error("\(what) failed", metadata: ["error": "\(error)"])
+    }
+    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+  }
+  guard finalTick else { return }
+  do {
+    try await tick()
+  } catch {
+    logger.error("final \(what) failed", metadata: ["error": "\(error)"])
+  }
+}
