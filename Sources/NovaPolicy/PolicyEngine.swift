@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import Metrics
@@ -15,7 +16,7 @@ public protocol DecisionRecorder: Sendable {
 public final class PolicyEngine: Sendable {
   /// The rules and everything derived from them, swapped as one on reload (a class, so that
   /// taking it under the lock costs one reference count).
-  final class Active: Sendable {
+  final class Active: AtomicReference, Sendable {
     let document: PolicyDocument
     let rules: RuleSet
     let version: String
@@ -38,7 +39,10 @@ public final class PolicyEngine: Sendable {
     }
   }
 
-  private let active: Mutex<Active>
+  /// Read without a lock on every decision (an atomic reference), swapped whole on reload.
+  private let active: ManagedAtomic<Active>
+  /// Serialises reloads (never decisions).
+  private let reloading = Mutex<Void>(())
   private let opaState = Mutex<(revision: String?, checkedHealth: Bool)>((nil, false))
   private let clock: any PolicyClock
   private let recorder: (any DecisionRecorder)?
@@ -46,7 +50,8 @@ public final class PolicyEngine: Sendable {
   /// Where the rules came from (nil: built in), for reloads and messages.
   public let path: String?
 
-  private let decisions = Mutex<[String: Counter]>([:])
+  /// One counter per source and result, made up front so that counting takes no lock.
+  private let decisionCounters: [Int: Counter]
   private static let driftMetric = "nova_policy_drift"
 
   /// An engine over `document` (from `path`, when it came from a file).
@@ -58,7 +63,17 @@ public final class PolicyEngine: Sendable {
     self.clock = clock
     self.recorder = recorder
     self.logger = logger
-    active = Mutex(Self.compile(document))
+    active = ManagedAtomic(Self.compile(document))
+    decisionCounters = Dictionary(
+      uniqueKeysWithValues: [DecisionSource.rule, .cache, .opa, .fallback].flatMap { source in
+        [true, false].map { allowed in
+          (
+            Self.counterIndex(source, allowed),
+            Counter(
+              label: "nova_policy_decisions_total", dimensions: [("source", source.rawValue), ("result", allowed ? "allow" : "deny")])
+          )
+        }
+      })
     Gauge(label: "nova_policy_rules").record(document.rules.count)
   }
 
@@ -82,9 +97,9 @@ public final class PolicyEngine: Sendable {
   }
 
   /// The active rules' version.
-  public var version: String { active.withLock { $0.version } }
+  public var version: String { active.load(ordering: .acquiring).version }
   /// The active document.
-  public var document: PolicyDocument { active.withLock { $0.document } }
+  public var document: PolicyDocument { active.load(ordering: .acquiring).document }
   /// OPA's bundle revision as last reported.
   public var opaRevision: String? { opaState.withLock { $0.revision } }
 
@@ -100,15 +115,18 @@ public final class PolicyEngine: Sendable {
   @discardableResult
   public func replace(with document: PolicyDocument) -> (old: String, new: String) {
     let fresh = Self.compile(document)
-    let old = active.withLock { current -> String in
+    let old = reloading.withLock { _ -> String in
+      let current = active.load(ordering: .acquiring)
       let old = current.version
       if old == fresh.version {
         // Same rules: keep the warm caches and the breaker's state.
-        current = Active(
-          document: document, rules: fresh.rules, version: fresh.version, allowCache: current.allowCache,
-          denyCache: current.denyCache, opa: fresh.opa, breaker: current.breaker ?? fresh.breaker)
+        active.store(
+          Active(
+            document: document, rules: fresh.rules, version: fresh.version, allowCache: current.allowCache,
+            denyCache: current.denyCache, opa: fresh.opa, breaker: current.breaker ?? fresh.breaker),
+          ordering: .releasing)
       } else {
-        current = fresh
+        active.store(fresh, ordering: .releasing)
       }
       return old
     }
@@ -128,7 +146,7 @@ public final class PolicyEngine: Sendable {
   /// Decides without recording (for `nova policy check` and tests of the rules alone).
   public func evaluate(_ request: PolicyRequest) async -> PolicyDecision {
     let start = clock.nanoseconds()
-    let state = active.withLock { $0 }
+    let state = active.load(ordering: .acquiring)
     let enforce = state.document.enforce
     func finish(_ decision: PolicyDecision) -> PolicyDecision {
       var decision = decision
@@ -229,17 +247,19 @@ public final class PolicyEngine: Sendable {
     }
   }
 
-  private func count(_ decision: PolicyDecision) {
-    let label = "\(decision.source.rawValue)|\(decision.allowed)"
-    let counter = decisions.withLock { counters -> Counter in
-      if let counter = counters[label] { return counter }
-      let counter = Counter(
-        label: "nova_policy_decisions_total",
-        dimensions: [("source", decision.source.rawValue), ("result", decision.allowed ? "allow" : "deny")])
-      counters[label] = counter
-      return counter
+  private static func counterIndex(_ source: DecisionSource, _ allowed: Bool) -> Int {
+    let base: Int
+    switch source {
+    case .rule: base = 0
+    case .cache: base = 2
+    case .opa: base = 4
+    case .fallback: base = 6
     }
-    counter.increment()
+    return base + (allowed ? 1 : 0)
+  }
+
+  private func count(_ decision: PolicyDecision) {
+    decisionCounters[Self.counterIndex(decision.source, decision.allowed)]?.increment()
   }
 
   /// Compares the active version and OPA's revision with an approved baseline; sets the drift gauge.

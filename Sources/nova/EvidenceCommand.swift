@@ -19,6 +19,8 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Bundle to write.", valueName: "file.tar.gz")) var out: String
     @Option(help: ArgumentHelp("Window start, RFC 3339 (2026-11-01T00:00:00Z).", valueName: "time")) var since: String?
     @Option(help: ArgumentHelp("Window end, RFC 3339.", valueName: "time")) var until: String?
+    @Option(help: ArgumentHelp("Approved policy baseline (from nova policy approve) for the drift status.", valueName: "file"))
+    var policyBaseline: String?
 
     func run() async throws {
       let sinceMillis = try since.map { try parseTime($0, flag: "--since") }
@@ -35,9 +37,20 @@ struct EvidenceCommand: AsyncParsableCommand {
       }
       let security = try await store.openSecurityUpToDate()
       try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
+      let policy = try store.openPolicy(security: nil)
+      var status: [String: JSONValue] = [
+        "version": .string(policy.version), "enforce": .bool(policy.document.enforce),
+        "rules": .int(Int64(policy.document.rules.count)), "source": .string(policy.path ?? "built-in role rules"),
+        "opa": policy.document.opa.map { .string("\($0.url)/v1/data/\($0.path)") } ?? .null,
+        "drift": .null,
+      ]
+      if let policyBaseline {
+        let drift = policy.drift(from: try loadBaseline(policyBaseline))
+        status["drift"] = .object(["drifted": .bool(drift.drifted), "differences": .array(drift.differences.map(JSONValue.string))])
+      }
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
-        until: untilMillis, sourceDateEpoch: epoch)
+        until: untilMillis, sections: ["policy/status.json": try CanonicalJSON.encode(.object(status))], sourceDateEpoch: epoch)
       if output.json {
         try printJSON(summary)
       } else {

@@ -301,6 +301,8 @@ struct AuditProcessTests {
       (cd x && tar --owner=0 --group=0 --numeric-owner -czf ../forged.tar.gz $(find . -type f | cut -c3- | sort))
       """)
     #expect(repack.code == 0, "\(repack.output)")
+    let status = try String(contentsOfFile: "\(dir)/x/policy/status.json", encoding: .utf8)
+    #expect(status.contains(#""source":"built-in role rules""#) && status.contains(#""version":""#), "\(status)")
     let forged = try await NovaProcess.run(["evidence", "verify", "\(dir)/forged.tar.gz", "--data-dir", dir])
     #expect(forged.code == 5 && forged.stderr.contains("audit/entries.jsonl: SHA-256 does not match"), "\(forged.stderr)")
     let rejected = try await sh("'\(script)' '\(dir)/forged.tar.gz' '\(dir)/trusted.pem'")
