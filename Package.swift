@@ -17,6 +17,7 @@ let package = Package(
     .library(name: "NovaRedisQueue", targets: ["NovaRedisQueue"]),
     .library(name: "NovaSecurity", targets: ["NovaSecurity"]),
     .library(name: "NovaPolicy", targets: ["NovaPolicy"]),
+    .library(name: "NovaMonitoring", targets: ["NovaMonitoring"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -77,6 +78,14 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaMonitoring",
+      dependencies: [
+        "NovaCore", "NovaQueue", "NovaSecurity",
+        .product(name: "GRDB", package: "GRDB.swift"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaPolicy",
       dependencies: [
         "NovaCore", "NovaSecurity",
@@ -95,6 +104,7 @@ let package = Package(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
+        "NovaMonitoring",
         "NovaPolicy",
         "NovaQueue",
         "NovaSecurity",
@@ -114,6 +124,7 @@ let package = Package(
         "NovaCore",
         "NovaQueue",
         "NovaRedis",
+        "NovaMonitoring",
         "NovaPolicy",
         "NovaRedisQueue",
         "NovaSecurity",
@@ -132,6 +143,11 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
       path: "Tests/NovaTestSupport",
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaMonitoringTests",
+      dependencies: ["NovaCore", "NovaMonitoring", "NovaQueue", "NovaSecurity"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -48,6 +48,9 @@ public struct RawStatement {
     }
   }
 
+  /// Binds a floating-point value.
+  public func bind(_ index: Int32, _ value: Double) { sqlite3_bind_double(handle, index, value) }
+
   /// Binds bytes as a blob.
   public func bind(_ index: Int32, bytes: [UInt8]) {
     bytes.withUnsafeBytes { raw in

@@ -80,7 +80,7 @@ public struct AuthMiddleware: RouterMiddleware {
   public static func resource(path: String) -> PolicyResource {
     let parts = path.split(separator: "/").map(String.init)
     guard parts.first == "v1", parts.count >= 2 else { return PolicyResource(kind: parts.first ?? "root") }
-    let kinds = ["jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy"]
+    let kinds = ["jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy", "kpis": "kpi"]
     return PolicyResource(kind: kinds[parts[1]] ?? parts[1], id: parts.count >= 3 ? parts[2] : nil)
   }
 
@@ -91,6 +91,7 @@ public struct AuthMiddleware: RouterMiddleware {
     // Tokens are admin business, reading the list included.
     if parts.count >= 2, parts[0] == "v1", parts[1] == "tokens" { return .manageTokens }
     if method == .post, parts == ["v1", "policy", "reload"] { return .reloadPolicy }
+    if method == .post, parts == ["v1", "kpis"] { return .recordKPI }
     if method == .get || method == .head { return .read }
     switch (method, parts.count, parts.first, parts.dropFirst().first, parts.last) {
     case (.post, 2, "v1", "jobs", _): return .submit

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NovaCore
+import NovaMonitoring
 import NovaPolicy
 import NovaQueue
 import NovaSecurity
@@ -90,6 +91,9 @@ public struct NovaServer: Sendable {
     }
     if let policy {
       PolicyController(engine: policy, audit: security?.audit).addRoutes(to: router)
+    }
+    if let security, let kpis = try? KPIStore(database: security.database) {
+      KPIController(store: kpis, clock: clock).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
     router.get("readyz") { _, _ in

@@ -128,6 +128,53 @@ struct AuthHTTPTests {
     }
   }
 
+  @Test func kpisAreRecordedByOperatorsAndReadByViewers() async throws {
+    let setup = try await makeServer()
+    let viewer = try await setup.security.tokens.create(name: "dash", role: .viewer).token
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin),
+        body: ByteBuffer(string: #"{"samples":[{"name":"deploy.duration","value":42.5,"unit":"s","labels":{"service":"api"}},{"name":"deploy.duration","value":40}]}"#)
+      ) { response in
+        #expect(response.status == .created)
+        #expect(String(buffer: response.body).contains(#""recorded":2"#))
+      }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"one","value":1,"time":"2026-11-01T00:00:00Z"}"#)
+      ) { #expect($0.status == .created) }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(viewer), body: ByteBuffer(string: #"{"name":"x","value":1}"#)
+      ) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: "{")) {
+        #expect($0.status == .badRequest)
+      }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"samples":[{"name":"ok","value":1},{"name":"bad name","value":1}]}"#)
+      ) { response in
+        #expect(response.status == .unprocessableContent)
+        #expect(String(buffer: response.body).contains("samples[1].name"))
+      }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"ok","value":1,"time":"soon"}"#)
+      ) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/kpis?name=deploy.duration&since=1h&label=service=api", method: .get, headers: bearer(viewer)) { response in
+        #expect(response.status == .ok)
+        let body = try json(response.body)
+        let samples = body["samples"] as? [[String: Any]]
+        #expect(samples?.count == 1 && samples?.first?["value"] as? Double == 42.5 && samples?.first?["source"] as? String == "token:root")
+        #expect((body["summary"] as? [String: Any])?["count"] as? Int == 1)
+      }
+      try await client.execute(uri: "/v1/kpis?name=one&since=2026-10-31T00:00:00Z", method: .get, headers: bearer(viewer)) { response in
+        let body = try json(response.body)
+        #expect((body["samples"] as? [Any])?.count == 1)
+      }
+      for bad in ["/v1/kpis", "/v1/kpis?name=x&since=never", "/v1/kpis?name=x&limit=0", "/v1/kpis?name=x&bogus=1", "/v1/kpis?name=x&label=novalue"] {
+        try await client.execute(uri: bad, method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent, "\(bad)") }
+      }
+    }
+  }
+
   @Test func writesToUnknownRoutesNeedAdmin() {
     #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs") == .submit)
     #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs/x/cancel") == .cancel)

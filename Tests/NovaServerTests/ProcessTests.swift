@@ -409,6 +409,24 @@ struct PolicyProcessTests {
     #expect(valid.code == 0 && valid.stdout.contains("4 rules"), "\(valid.stdout)\(valid.stderr)")
   }
 
+  @Test func kpisRecordedAndQueriedFromTheCLI() async throws {
+    let dir = try TemporaryDirectory.make().path
+    for value in ["12.5", "13.5"] {
+      let recorded = try await NovaProcess.run(["kpi", "record", "gpu.util", value, "--label", "host=h1", "--unit", "percent", "--data-dir", dir])
+      #expect(recorded.code == 0, "\(recorded.stderr)")
+    }
+    let query = try await NovaProcess.run(["kpi", "query", "gpu.util", "--since", "10m", "--label", "host=h1", "--data-dir", dir])
+    #expect(query.code == 0 && query.stdout.contains("12.5 percent\thost=h1\tcli:") && query.stdout.contains("2 samples, mean 13"), "\(query.stdout)\(query.stderr)")
+    let json = try await NovaProcess.run(["kpi", "query", "gpu.util", "--json", "--data-dir", dir])
+    #expect(json.stdout.contains(#""count" : 2"#), "\(json.stdout)")
+    let bad = try await NovaProcess.run(["kpi", "record", "gpu.util", "lots", "--data-dir", dir])
+    #expect(bad.code == 2 && bad.stderr.contains("VALUE"))
+    let badName = try await NovaProcess.run(["kpi", "record", "9x", "1", "--data-dir", dir])
+    #expect(badName.code == 2 && badName.stderr.contains("name"))
+    let badSince = try await NovaProcess.run(["kpi", "query", "gpu.util", "--since", "whenever", "--data-dir", dir])
+    #expect(badSince.code == 2 && badSince.stderr.contains("--since"))
+  }
+
   @Test func serveReloadsThePolicyOnSIGHUP() async throws {
     let dir = try TemporaryDirectory.make().path
     try Self.policy.write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)

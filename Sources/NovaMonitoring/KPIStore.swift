@@ -1,0 +1,118 @@
+import Foundation
+import GRDB
+import NovaCore
+import NovaQueue
+
+/// KPI samples in Nova's database, indexed by name and time; old samples purged by retention.
+public final class KPIStore: Sendable {
+  private let database: SQLiteJobQueue
+
+  /// The store in `database` (the queue's SQLite database); creates its table on first use.
+  public init(database: SQLiteJobQueue) throws {
+    self.database = database
+    var migrator = DatabaseMigrator()
+    migrator.registerMigration("v5-kpis") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_kpis (
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            value REAL NOT NULL,
+            unit TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            source TEXT NOT NULL
+          );
+          CREATE INDEX nova_kpis_name_time ON nova_kpis(name, time);
+          """)
+    }
+    do {
+      try migrator.migrate(database.database)
+    } catch {
+      throw NovaError.storage("cannot create the KPI table: \(error)")
+    }
+  }
+
+  /// Stores samples (validated first: a bad one stores none), in the queue's shared transaction.
+  public func record(_ samples: [KPISample]) async throws {
+    for sample in samples { try sample.validate() }
+    if samples.isEmpty { return }
+    try await database.write { db in
+      let insert = RawStatement(
+        try db.cachedStatement(sql: "INSERT INTO nova_kpis (name, labels, value, unit, time, source) VALUES (?, ?, ?, ?, ?, ?)"),
+        in: db)
+      for sample in samples {
+        insert.bind(1, sample.name)
+        insert.bind(2, sample.labelText)
+        insert.bind(3, sample.value)
+        insert.bind(4, sample.unit)
+        insert.bind(5, sample.time)
+        insert.bind(6, sample.source)
+        _ = try insert.run()
+      }
+    }
+  }
+
+  /// Samples of `name` from `since` through `until` (ms), oldest first, whose labels include
+  /// every pair of `labels`; at most `limit`.
+  public func query(name: String, since: Int64, until: Int64 = .max, labels: [String: String] = [:], limit: Int = 10_000) async throws -> [KPISample] {
+    try KPISample.validateName(name, field: "name")
+    return try await database.database.read { db in
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: "SELECT labels, value, unit, time, source FROM nova_kpis WHERE name = ? AND time BETWEEN ? AND ? ORDER BY time LIMIT ?"),
+        arguments: [name, since, until, labels.isEmpty ? limit : Int.max])
+      var samples: [KPISample] = []
+      while let row = try rows.next(), samples.count < limit {
+        let text: String = row[0]
+        let parsed = Self.parseLabels(text)
+        guard labels.allSatisfy({ parsed[$0.key] == $0.value }) else { continue }
+        samples.append(KPISample(name: name, labels: parsed, value: row[1], unit: row[2], time: row[3], source: row[4]))
+      }
+      return samples
+    }
+  }
+
+  /// Count, minimum, maximum, mean and percentiles of `name` over a window.
+  public func summary(name: String, since: Int64, until: Int64 = .max, labels: [String: String] = [:]) async throws -> KPISummary {
+    let values = try await query(name: name, since: since, until: until, labels: labels, limit: .max).map(\.value).sorted()
+    return KPISummary(name: name, values: values)
+  }
+
+  /// Deletes samples older than `before` (ms); returns how many.
+  @discardableResult
+  public func purge(before: Int64) async throws -> Int {
+    try await database.write { db in
+      try db.execute(sql: "DELETE FROM nova_kpis WHERE time < ?", arguments: [before])
+      return db.changesCount
+    }
+  }
+
+  static func parseLabels(_ text: String) -> [String: String] {
+    if text == "{}" { return [:] }
+    return (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
+  }
+}
+
+/// A window of one KPI at a glance.
+public struct KPISummary: Sendable, Codable, Equatable {
+  public var name: String
+  public var count: Int
+  public var min: Double?
+  public var max: Double?
+  public var mean: Double?
+  public var p50: Double?
+  public var p95: Double?
+  public var p99: Double?
+
+  init(name: String, values sorted: [Double]) {
+    self.name = name
+    count = sorted.count
+    min = sorted.first
+    max = sorted.last
+    mean = sorted.isEmpty ? nil : sorted.reduce(0, +) / Double(sorted.count)
+    func at(_ q: Double) -> Double? { sorted.isEmpty ? nil : sorted[Swift.min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+    p50 = at(0.5)
+    p95 = at(0.95)
+    p99 = at(0.99)
+  }
+}

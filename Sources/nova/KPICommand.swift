@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import NovaCore
+import NovaMonitoring
+import NovaPolicy
+import NovaSecurity
+
+struct KPICommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "kpi", abstract: "Record and query KPI samples.", subcommands: [Record.self, Query.self])
+
+  struct Record: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Record one sample.")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The KPI's name (letters, digits, _ . :).") var name: String
+    @Argument(help: "The value.") var value: String
+    @Option(help: ArgumentHelp("A label (repeatable).", valueName: "key=value")) var label: [String] = []
+    @Option(help: "The unit (s, ms, percent, bytes, jobs/s …).") var unit: String = ""
+
+    func run() async throws {
+      guard let number = Double(value), number.isFinite else {
+        throw NovaError.invalidInput(field: "VALUE", message: "'\(value)' is not a number")
+      }
+      let sample = KPISample(
+        name: name, labels: try parseAttributes(label), value: number, unit: unit,
+        time: Int64((Date().timeIntervalSince1970 * 1000).rounded()), source: AuditContext.actor)
+      try sample.validate()
+      let security = try await store.openSecurity()
+      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: name), security: security)
+      try await KPIStore(database: security.database).record([sample])
+    }
+  }
+
+  struct Query: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print samples of one KPI, oldest first, with a summary.")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "The KPI's name.") var name: String
+    @Option(help: ArgumentHelp("Window start: a duration back from now (90s, 30m, 1h, 7d) or an RFC 3339 time.", valueName: "when")) var since: String = "1h"
+    @Option(help: ArgumentHelp("Window end, RFC 3339 (default: now).", valueName: "time")) var until: String?
+    @Option(help: ArgumentHelp("Only samples with this label (repeatable).", valueName: "key=value")) var label: [String] = []
+    @Option(help: "At most this many samples.") var limit: Int = 1000
+
+    func run() async throws {
+      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      let from = try KPITime.parse(since, now: now, flag: "--since")
+      let to = try until.map { try KPITime.parse($0, now: now, flag: "--until") } ?? now
+      guard (1...1_000_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...1000000") }
+      let security = try await store.openSecurity()
+      try await store.authorize("read", PolicyResource(kind: "kpi", id: name), security: security)
+      let kpis = try KPIStore(database: security.database)
+      let labels = try parseAttributes(label)
+      let samples = try await kpis.query(name: name, since: from, until: to, labels: labels, limit: limit)
+      let summary = try await kpis.summary(name: name, since: from, until: to, labels: labels)
+      if output.json {
+        try printJSON(KPIQueryOutput(samples: samples, summary: summary))
+        return
+      }
+      for sample in samples {
+        let labels = sample.labels.keys.sorted().map { "\($0)=\(sample.labels[$0]!)" }.joined(separator: ",")
+        print("\(AuditTime.string(sample.time))\t\(sample.value)\(sample.unit.isEmpty ? "" : " \(sample.unit)")\t\(labels)\t\(sample.source)")
+      }
+      print("\(summary.count) samples" + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? ""))
+    }
+  }
+}
+
+struct KPIQueryOutput: Encodable {
+  var samples: [KPISample]
+  var summary: KPISummary
+}
