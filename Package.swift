@@ -81,7 +81,9 @@ let package = Package(
       name: "NovaMonitoring",
       dependencies: [
         "NovaCore", "NovaQueue", "NovaSecurity",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Yams", package: "Yams"),
       ],
       swiftSettings: swiftSettings
     ),

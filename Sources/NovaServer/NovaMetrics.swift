@@ -49,6 +49,8 @@ public enum NovaMetrics {
 /// Nova's version string.
 public enum NovaVersion {
   public static let string = "0.1.0"
+  /// The source revision, when the build was given one (`NOVA_GIT_REVISION` at run time wins).
+  public static let revision = "unknown"
 }
 
 /// swift-prometheus' swift-metrics factory, with help text per metric name.

@@ -427,6 +427,41 @@ struct PolicyProcessTests {
     #expect(badSince.code == 2 && badSince.stderr.contains("--since"))
   }
 
+  @Test func baselinesMeasureSaveAndCompare() async throws {
+    let dir = try TemporaryDirectory.make().path
+    let full = try await NovaProcess.run(["bench", "baseline", "--runs", "1", "--json", "--data-dir", dir], timeout: .seconds(120))
+    #expect(full.code == 0, "\(full.stderr)")
+    let run = try #require((try JSONSerialization.jsonObject(with: Data(full.stdout.utf8)) as? [String: Any])?["run"] as? [String: Any])
+    #expect(((run["cpu"] as? [String: Any])?["measures"] as? [Any])?.count == 6)
+    #expect(((run["network"] as? [String: Any])?["rtt_p50_us"] as? Double ?? 0) > 0)
+    let gpu = try #require(run["gpu"] as? [String: Any])
+    #expect(gpu["available"] as? Bool == false && (gpu["reason"] as? String)?.hasPrefix("no GPU") == true, "\(gpu)")
+
+    let saved = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--save-baseline", "loopback", "--data-dir", dir])
+    #expect(saved.code == 0 && FileManager.default.fileExists(atPath: "\(dir)/kpi/baselines/loopback.json"), "\(saved.stderr)")
+    // This shared machine's loopback varies from run to run; the unchanged case allows for it.
+    try "baseline:\n  network_throughput_percent: 60\n".write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
+    let same = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--compare", "loopback", "--data-dir", dir])
+    #expect(same.code == 0 && same.stdout.contains("ok     network.throughput"), "\(same.stdout)\(same.stderr)")
+    // A baseline ten times faster makes this run the slower one: a breach, exit 3, a KPI event.
+    let path = "\(dir)/kpi/baselines/loopback.json"
+    var baseline = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+    var network = try #require(baseline["network"] as? [String: Any])
+    var throughput = try #require(network["throughput_mbit_s"] as? [String: Any])
+    throughput["median"] = (throughput["median"] as? Double ?? 1) * 10
+    network["throughput_mbit_s"] = throughput
+    baseline["network"] = network
+    try JSONSerialization.data(withJSONObject: baseline).write(to: URL(fileURLWithPath: path))
+    let slower = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--compare", "loopback", "--data-dir", dir])
+    #expect(slower.code == 3 && slower.stdout.contains("BREACH network.throughput"), "\(slower.stdout)\(slower.stderr)")
+    let events = try await NovaProcess.run(["kpi", "query", "baseline.breach", "--data-dir", dir])
+    #expect(events.stdout.contains("measure=network.throughput"), "\(events.stdout)")
+    let artefacts = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/kpi").filter { $0.hasPrefix("baseline-") }
+    #expect(artefacts.count >= 3)
+    let missing = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "1", "--compare", "nope", "--data-dir", dir])
+    #expect(missing.code == 3 && missing.stderr.contains("no baseline named 'nope'"))
+  }
+
   @Test func serveReloadsThePolicyOnSIGHUP() async throws {
     let dir = try TemporaryDirectory.make().path
     try Self.policy.write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)

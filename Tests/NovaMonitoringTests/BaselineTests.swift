@@ -1,0 +1,124 @@
+import Foundation
+import NovaCore
+import NovaMonitoring
+import Testing
+
+@Suite("Hardware baselines")
+struct BaselineTests {
+  func directory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("nova-baseline-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }
+
+  func run(cpu: Double, spread: Double = 0.02, network: Double = 1000, gpu: Double? = 80) -> BaselineRun {
+    BaselineRun(
+      host: HostFacts.current(version: "test", revision: "test"), started_at: "2026-11-26T00:00:00Z", runs: 5,
+      cpu: CPUProbe.Result(measures: [CPUProbe.Measure(name: "cpu.sha256.single", unit: "MB/s", median: cpu, spread: spread, runs: [cpu])]),
+      gpu: gpu.map { GPUProbe.Result(available: true, median_utilization_percent: [$0]) },
+      network: NetworkProbe.Result(
+        target: "loopback", throughput_mbit_s: CPUProbe.Measure(name: "network.throughput", unit: "Mbit/s", median: network, spread: 0.01, runs: [network]),
+        rtt_p50_us: 20, rtt_p99_us: 40))
+  }
+
+  /// Writes a script in one step, executable, with close-on-exec: a child that another test
+  /// starts meanwhile must not inherit it open for writing (the script would stay "busy").
+  func writeExecutable(_ path: String, _ text: String) throws {
+    unlink(path)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    guard fd >= 0 else { throw NovaError.storage("cannot write \(path)") }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count else { throw NovaError.storage("cannot write \(path)") }
+  }
+
+  @Test func comparisonsFlagRealChangesNotNoise() {
+    let baseline = run(cpu: 1000)
+    let unchanged = BaselineComparison.compare(run(cpu: 990, network: 980, gpu: 78), with: baseline, name: "b", thresholds: BaselineThresholds())
+    #expect(!unchanged.breached && unchanged.deltas.count == 3)
+    let slower = BaselineComparison.compare(run(cpu: 800), with: baseline, name: "b", thresholds: BaselineThresholds())
+    #expect(slower.breached && slower.deltas.filter(\.breached).map(\.name) == ["cpu.sha256.single"])
+    #expect(slower.deltas.first { $0.name == "cpu.sha256.single" }?.delta_percent == -20)
+    // 20 % slower, but the runs themselves spread by 30 %: noise, not a change.
+    let noisy = BaselineComparison.compare(run(cpu: 800, spread: 0.3), with: baseline, name: "b", thresholds: BaselineThresholds())
+    #expect(!noisy.breached)
+    let network = BaselineComparison.compare(run(cpu: 1000, network: 900), with: baseline, name: "b", thresholds: BaselineThresholds())
+    #expect(network.deltas.filter(\.breached).map(\.name) == ["network.throughput"])
+    let gpu = BaselineComparison.compare(run(cpu: 1000, gpu: 70), with: baseline, name: "b", thresholds: BaselineThresholds())
+    #expect(gpu.deltas.filter(\.breached).map(\.name) == ["gpu0.utilization"])
+    var loose = BaselineThresholds()
+    loose.cpu_percent = 25
+    #expect(!BaselineComparison.compare(run(cpu: 800), with: baseline, name: "b", thresholds: loose).breached)
+  }
+
+  @Test func thresholdsComeFromTheBaselineSection() throws {
+    let folder = try directory()
+    let path = folder.appendingPathComponent("thresholds.yaml").path
+    try "alerts: []\nbaseline:\n  cpu_percent: 15\n  network_throughput_percent: 3\n".write(toFile: path, atomically: true, encoding: .utf8)
+    let thresholds = try BaselineThresholds.load(path: path)
+    #expect(thresholds.cpu_percent == 15 && thresholds.network_throughput_percent == 3 && thresholds.gpu_utilization_percent == 5)
+    try "baseline:\n  cpu_percnt: 15\n".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(throws: NovaError.self) { _ = try BaselineThresholds.load(path: path) }
+    do { _ = try BaselineThresholds.load(path: path) } catch { #expect("\(error)".contains("thresholds.yaml:2:3: baseline.cpu_percnt")) }
+    try "baseline:\n  cpu_percent: lots\n".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(throws: NovaError.self) { _ = try BaselineThresholds.load(path: path) }
+    try "baseline: [1]\n".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(throws: NovaError.self) { _ = try BaselineThresholds.load(path: path) }
+    try "baseline: {\n".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(throws: NovaError.self) { _ = try BaselineThresholds.load(path: path) }
+    try "other: 1\n".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(try BaselineThresholds.load(path: path) == BaselineThresholds())
+    #expect(throws: NovaError.self) { _ = try BaselineThresholds.load(path: "/nonexistent") }
+  }
+
+  @Test func baselinesAreSavedLoadedAndEveryRunIsAnArtefact() throws {
+    let folder = try directory()
+    let files = BaselineFiles(dataDirectory: folder.path)
+    let artefact = try files.write(run: run(cpu: 1))
+    #expect(FileManager.default.fileExists(atPath: artefact) && artefact.contains("/kpi/baseline-"))
+    try files.save(run(cpu: 2), as: "staging-a100")
+    #expect(try files.load("staging-a100").cpu?.measures.first?.median == 2)
+    #expect(throws: NovaError.self) { _ = try files.load("missing") }
+    #expect(throws: NovaError.self) { try files.save(run(cpu: 2), as: "../escape") }
+  }
+
+  @Test func theGPUProbeReadsNvidiaSmiAndSaysWhenThereIsNone() async throws {
+    let folder = try directory()
+    // Captured from a DGX-class host: one GPU with power and memory reported, one where they read [N/A].
+    let fake = folder.appendingPathComponent("nvidia-smi")
+    try writeExecutable(fake.path, """
+      #!/bin/sh
+      echo "NVIDIA H200, 87, 30721, 143771, 412.35, 61, 1980"
+      echo "NVIDIA GB10, 45, [N/A], [N/A], [N/A], 48, 2418"
+      """)
+    let result = await GPUProbe.run(samples: 3, interval: .milliseconds(10), load: "true", environment: ["PATH": folder.path])
+    #expect(result.available && result.samples.count == 3)
+    let gb10 = try #require(result.samples.first?.last)
+    #expect(gb10.name == "NVIDIA GB10" && gb10.memory_used_mib == nil && gb10.power_watts == nil && gb10.utilization_percent == 45)
+    #expect(result.median_utilization_percent == [87, 45])
+    #expect(result.samples.first?.first?.memory_total_mib == 143771 && result.samples.first?.first?.power_watts == 412.35)
+    let none = await GPUProbe.run(samples: 1, interval: .milliseconds(1), load: nil, environment: ["PATH": try directory().path])
+    #expect(!none.available && none.reason == "no GPU: nvidia-smi is not on PATH" && none.samples.isEmpty)
+    try writeExecutable(fake.path, "#!/bin/sh\nexit 9\n")
+    let failing = await GPUProbe.run(samples: 1, interval: .milliseconds(1), load: nil, environment: ["PATH": folder.path])
+    #expect(!failing.available && failing.reason?.contains("exited with 9") == true)
+    // Unified memory: no GPU memory reported, the host's taken instead.
+    try writeExecutable(fake.path, "#!/bin/sh\necho \"NVIDIA GB10, 10, [N/A], [N/A], [N/A], 40, 2000\"\n")
+    let unified = await GPUProbe.run(samples: 1, interval: .milliseconds(1), load: nil, environment: ["PATH": folder.path])
+    #expect(unified.unified_memory_total_mib.map { $0 > 0 } == true)
+    #expect(GPUProbe.parse("garbage\n").isEmpty)
+  }
+
+  @Test func theCPUAndNetworkProbesMeasureForReal() async throws {
+    let cpu = await CPUProbe.run(runs: 1)
+    #expect(cpu.measures.count == 6 && cpu.measures.allSatisfy { $0.median > 0 })
+    let server = try NetServer(port: 0)
+    defer { server.stop() }
+    let network = try NetworkProbe.run(host: "127.0.0.1", port: server.port, runs: 2, megabytes: 4, pings: 100)
+    #expect(network.throughput_mbit_s.median > 0 && network.rtt_p50_us > 0 && network.rtt_p50_us <= network.rtt_p99_us)
+    #expect(throws: NovaError.self) { _ = try NetworkProbe.run(host: "127.0.0.1", port: 1, runs: 1) }
+    #expect(throws: NovaError.self) { _ = try NetServer(port: server.port) }
+    let facts = HostFacts.current(version: "v", revision: "r")
+    #expect(facts.cpu_count > 0 && facts.memory_bytes > 0 && !facts.kernel.isEmpty)
+  }
+}
