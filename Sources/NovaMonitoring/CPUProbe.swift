@@ -38,7 +38,8 @@ public enum CPUProbe {
     }
   }
 
-  public static func run(runs: Int, progress: @Sendable (String) -> Void = { _ in }) async -> Result {
+  /// `scale` shrinks the workloads (tests use a fraction; figures stay rates).
+  public static func run(runs: Int, scale: Double = 1, progress: @Sendable (String) -> Void = { _ in }) async -> Result {
     let before = cpuTimes()
     var measures: [Measure] = []
     let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -47,8 +48,8 @@ public enum CPUProbe {
       var multi: [Double] = []
       for run in 1...runs {
         progress("cpu \(name) run \(run)/\(runs)")
-        single.append(await rate(threads: 1, work))
-        multi.append(await rate(threads: cores, work))
+        single.append(await rate(threads: 1) { work(scale) })
+        multi.append(await rate(threads: cores) { work(scale) })
       }
       measures.append(measure("cpu.\(name).single", unit, single))
       measures.append(measure("cpu.\(name).multi", unit, multi))
@@ -80,15 +81,16 @@ public enum CPUProbe {
   }
 
   /// name, unit, and a function that does a fixed amount of work and returns how many units.
-  static let workloads: [(String, String, @Sendable () -> Double)] = [
-    ("sha256", "MB/s", {
+  static let workloads: [(String, String, @Sendable (Double) -> Double)] = [
+    ("sha256", "MB/s", { scale in
       let buffer = [UInt8](repeating: 0x5a, count: 1 << 20)
+      let megabytes = max(1, Int(256 * scale))
       var digest = SHA256.hash(data: buffer)
-      for _ in 0..<31 { digest = SHA256.hash(data: Array(digest) + buffer) }
-      return Array(digest).count == 32 ? 32 : 0
+      for _ in 1..<megabytes { digest = SHA256.hash(data: Array(digest) + buffer) }
+      return Array(digest).count == 32 ? Double(megabytes) : 0
     }),
-    ("matmul", "MFLOP/s", {
-      let n = 160
+    ("matmul", "MFLOP/s", { scale in
+      let n = max(16, Int(320 * scale.squareRoot()))
       var a = [Double](repeating: 0, count: n * n)
       var b = [Double](repeating: 0, count: n * n)
       for i in 0..<(n * n) {
@@ -104,9 +106,9 @@ public enum CPUProbe {
       }
       return c[n + 1] >= 0 ? 2 * Double(n * n * n) / 1e6 : 0
     }),
-    ("sort", "Mitems/s", {
+    ("sort", "Mitems/s", { scale in
       var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-      var values = [UInt64](repeating: 0, count: 400_000)
+      var values = [UInt64](repeating: 0, count: max(1000, Int(2_000_000 * scale)))
       for index in values.indices {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
@@ -115,7 +117,7 @@ public enum CPUProbe {
         values[index] = z ^ (z >> 31)
       }
       values.sort()
-      return values[0] <= values[1] ? 0.4 : 0
+      return values[0] <= values[1] ? Double(values.count) / 1e6 : 0
     }),
   ]
 

@@ -20,7 +20,7 @@ public enum NetworkProbe {
   }
 
   /// Runs `runs` throughput transfers of `megabytes` and `pings` round trips against `host:port`.
-  public static func run(host: String, port: Int, runs: Int, megabytes: Int = 64, pings: Int = 2000) throws -> Result {
+  public static func run(host: String, port: Int, runs: Int, megabytes: Int = 256, pings: Int = 2000) throws -> Result {
     var rates: [Double] = []
     for _ in 0..<runs {
       let fd = try connect(host: host, port: port)

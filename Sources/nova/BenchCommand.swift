@@ -320,9 +320,11 @@ extension BenchCommand {
     @Option(help: ArgumentHelp("Save this run as baseline NAME.", valueName: "name")) var saveBaseline: String?
     @Option(help: ArgumentHelp("Compare this run with baseline NAME.", valueName: "name")) var compare: String?
     @Option(help: ArgumentHelp("Thresholds file (default: thresholds.yaml in --data-dir when it exists).", valueName: "file")) var thresholds: String?
+    @Option(help: ArgumentHelp("Shrinks the CPU workloads and network transfers (tests).", visibility: .private)) var workScale: Double = 1
 
     func validate() throws {
       guard (1...50).contains(runs) else { throw ValidationError("--runs must be in 1...50") }
+      guard workScale > 0, workScale <= 1 else { throw ValidationError("--work-scale must be in (0, 1]") }
     }
 
     func run() async throws {
@@ -338,7 +340,8 @@ extension BenchCommand {
       var result = BaselineRun(
         host: HostFacts.current(version: NovaVersion.string, revision: ProcessInfo.processInfo.environment["NOVA_GIT_REVISION"] ?? NovaVersion.revision),
         started_at: formatter.string(from: began), runs: runs, cpu: nil, gpu: nil, network: nil, duration_s: 0)
-      if all || cpu { result.cpu = await CPUProbe.run(runs: runs, progress: progress) }
+      if all || cpu { result.cpu = await CPUProbe.run(runs: runs, scale: workScale, progress: progress) }
+      let megabytes = max(1, Int(256 * workScale))
       if all || gpu {
         progress("gpu")
         result.gpu = await GPUProbe.run(samples: max(runs, 3), interval: .milliseconds(200), load: gpuLoad)
@@ -349,11 +352,11 @@ extension BenchCommand {
           guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
             throw NovaError.invalidInput(field: "--target", message: "'\(target)' is not host:port")
           }
-          result.network = try NetworkProbe.run(host: String(target[..<colon]), port: port, runs: runs)
+          result.network = try NetworkProbe.run(host: String(target[..<colon]), port: port, runs: runs, megabytes: megabytes)
         } else {
           let server = try NovaMonitoring.NetServer(port: 0)
           defer { server.stop() }
-          result.network = try NetworkProbe.run(host: "127.0.0.1", port: server.port, runs: runs)
+          result.network = try NetworkProbe.run(host: "127.0.0.1", port: server.port, runs: runs, megabytes: megabytes)
         }
       }
       if stderrIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
@@ -393,7 +396,7 @@ extension BenchCommand {
     func printSummary(_ run: BaselineRun, comparison: BaselineComparison?, artefact: String) {
       print("host \(run.host.hostname): \(run.host.cpu_model), \(run.host.cpu_count) CPUs, \(run.host.memory_bytes >> 20) MiB, kernel \(run.host.kernel); \(run.runs) runs, \(String(format: "%.1f", run.duration_s)) s")
       for measure in run.cpu?.measures ?? [] {
-        print(String(format: "  %-24@ %10.1f %@ (spread %.1f %%)", measure.name as NSString, measure.median, measure.unit as NSString, measure.spread * 100))
+        print("  " + measure.name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%10.1f ", measure.median) + measure.unit + String(format: " (spread %.1f %%)", measure.spread * 100))
       }
       if let cpu = run.cpu {
         print(String(format: "  cpu utilisation %.0f %%, load %.2f", (cpu.utilisation ?? 0) * 100, cpu.load1 ?? 0))
@@ -415,7 +418,7 @@ extension BenchCommand {
       if let comparison {
         print("compared with baseline '\(comparison.baseline_name)':")
         for delta in comparison.deltas {
-          print(String(format: "  %@ %-24@ %+.1f %% (threshold %.0f %%, noise %.1f %%)", (delta.breached ? "BREACH" : "ok    ") as NSString, delta.name as NSString, delta.delta_percent, delta.threshold_percent, delta.noise_percent))
+          print("  " + (delta.breached ? "BREACH " : "ok     ") + delta.name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: " %+.1f %% (threshold %.0f %%, noise %.1f %%)", delta.delta_percent, delta.threshold_percent, delta.noise_percent))
         }
       }
     }

@@ -26,7 +26,9 @@ struct OPAIntegrationTests {
     conflict := 2 if input.action == "x"
     """
 
-  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", extra: String = "", clock: ManualPolicyClock = ManualPolicyClock()) throws -> PolicyEngine {
+  /// An engine asking `server`; the timeout is generous (a loaded test machine) except where a
+  /// test is about timeouts.
+  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", timeoutMS: Int = 3000, clock: ManualPolicyClock = ManualPolicyClock()) throws -> PolicyEngine {
     let yaml = """
       rules:
         - name: local-admins
@@ -35,11 +37,10 @@ struct OPAIntegrationTests {
       opa:
         url: \(server.url)
         path: \(path)
-        timeout_ms: 300
+        timeout_ms: \(timeoutMS)
         on_error: \(mode)
         breaker_failures: 2
         breaker_cooldown_seconds: 30
-      \(extra)
       """
     return PolicyEngine(document: try PolicyDocument.parse(yaml, file: "test"), clock: clock)
   }
@@ -72,7 +73,7 @@ struct OPAIntegrationTests {
   @Test func aSlowOPATripsTheTimeoutThenTheBreaker() async throws {
     let server = try OPATestServer(policies: ["authz.rego": Self.rego], delayMilliseconds: 1500)
     defer { server.stop() }
-    let engine = try engine(server)
+    let engine = try engine(server, timeoutMS: 300)
     for _ in 0..<2 {
       let slow = await engine.decide(trainer)
       #expect(!slow.allowed && slow.source == .fallback && slow.fallback == "fail-closed")

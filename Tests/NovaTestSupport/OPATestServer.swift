@@ -16,10 +16,10 @@ public final class OPATestServer: Sendable {
 
   /// Starts a server for `policies` (file name → Rego source).
   public init(policies: [String: String], delayMilliseconds: Int = 0) throws {
-    port = try FreePort.find()
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-opa-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     self.delayMilliseconds = delayMilliseconds
+    port = try FreePort.find()
     try write(policies)
     try start()
   }
@@ -52,8 +52,8 @@ public final class OPATestServer: Sendable {
     process.withLock { $0 = child }
     let deadline = Date().addingTimeInterval(20)
     while Date() < deadline {
-      if FreePort.accepts(port: port) { return }
       if child.exitCode != nil { break }
+      if FreePort.accepts(port: port) { return }
       usleep(20_000)
     }
     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

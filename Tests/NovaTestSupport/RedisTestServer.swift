@@ -16,21 +16,33 @@ public final class RedisTestServer: Sendable {
     password.map { "redis://:\($0)@127.0.0.1:\(port)" } ?? "redis://127.0.0.1:\(port)"
   }
 
-  /// Starts a server; `appendOnly` turns on AOF with fsync every write (for restart tests).
+  /// Starts a server; `appendOnly` turns on AOF with fsync every write (for restart tests). A
+  /// port that another process takes between being found free and being bound is given up for
+  /// another (outgoing connections draw from the same range).
   public init(appendOnly: Bool = false, password: String? = nil) throws {
-    port = try FreePort.find()
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-redis-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     self.password = password
-    var arguments = [
-      "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
-      "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
-      "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
-    ]
-    if let password { arguments += ["--requirepass", password] }
-    self.arguments = arguments
-    process = Mutex(nil)
-    try start()
+    var attempt = 0
+    while true {
+      attempt += 1
+      let candidate = try FreePort.find()
+      var arguments = [
+        "--port", "\(candidate)", "--bind", "127.0.0.1", "--save", "", "--dir", directory.path,
+        "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
+        "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
+      ]
+      if let password { arguments += ["--requirepass", password] }
+      do {
+        let child = try Self.launch(arguments, port: candidate, directory: directory)
+        port = candidate
+        self.arguments = arguments
+        process = Mutex(child)
+        return
+      } catch {
+        if attempt >= 5 { throw error }
+      }
+    }
   }
 
   /// The server that most tests share, started on first use and killed when the tests exit.
@@ -42,18 +54,26 @@ public final class RedisTestServer: Sendable {
     }
   }()
 
-  /// Starts (or restarts) the server and waits until it accepts connections.
+  /// Restarts the server on its port and waits until it accepts connections.
   public func start() throws {
+    let child = try Self.launch(arguments, port: port, directory: directory)
+    process.withLock { $0 = child }
+  }
+
+  /// Starts redis-server and waits until it accepts connections; fails at once when it exits
+  /// (a port taken meanwhile), rather than mistaking another listener for it.
+  private static func launch(_ arguments: [String], port: Int, directory: URL) throws -> ChildProcess {
     guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
       throw TestServerError("redis-server is not installed (Debian: apt-get install redis-server); scripts/test.sh installs it")
     }
     let child = try ChildProcess(binary, arguments)
-    process.withLock { $0 = child }
     let deadline = Date().addingTimeInterval(10)
     while Date() < deadline {
-      if FreePort.accepts(port: port) { return }
+      if child.exitCode != nil { break }
+      if FreePort.accepts(port: port) { return child }
       usleep(20_000)
     }
+    child.signal(SIGKILL)
     throw TestServerError("redis-server on port \(port) did not start; see \(directory.path)/redis.log")
   }
 
