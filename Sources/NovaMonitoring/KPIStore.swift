@@ -116,3 +116,25 @@ public struct KPISummary: Sendable, Codable, Equatable {
     p99 = at(0.99)
   }
 }
+
+extension KPIStore {
+  /// Records the start of a deployment (`deploy.started`, labels service and version).
+  public func deploymentStarted(service: String, version: String, at time: Int64, source: String) async throws {
+    try await record([
+      KPISample(name: "deploy.started", labels: ["service": service, "version": version], value: 1, time: time, source: source)
+    ])
+  }
+
+  /// Records the end of a deployment and its duration since the latest matching start
+  /// (`deploy.duration`, seconds); throws when no start was recorded within `lookback` ms.
+  @discardableResult
+  public func deploymentFinished(service: String, version: String, at time: Int64, source: String, lookback: Int64 = 7 * 86_400_000) async throws -> Double {
+    let labels = ["service": service, "version": version]
+    guard let start = try await query(name: "deploy.started", since: time - lookback, until: time, labels: labels, limit: .max).last else {
+      throw NovaError.notFound("no deployment of \(service) \(version) was started in the last \(lookback / 86_400_000) days; run `nova kpi deploy start` first")
+    }
+    let seconds = Double(time - start.time) / 1000
+    try await record([KPISample(name: "deploy.duration", labels: labels, value: seconds, unit: "s", time: time, source: source)])
+    return seconds
+  }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NovaMonitoring
 import NovaQueue
 import NovaSecurity
 import ServiceLifecycle
@@ -43,6 +44,11 @@ public struct AuditCheckpointer: Service {
       coverage = try await security.audit.coverage()
     }
     Gauge(label: Self.coverageMetric).record(coverage.ratio)
+    try await KPIStore(database: security.database).record([
+      KPISample(
+        name: "audit.coverage", value: coverage.ratio, unit: "ratio", time: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
+        source: "nova serve")
+    ])
   }
 
   public func run() async throws {

@@ -129,7 +129,9 @@ public struct NovaServer: Sendable {
       services.append(made)
     }
     services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
-    services.append(QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger))
+    let kpis = security.flatMap { try? KPIStore(database: $0.database) }
+    services.append(
+      QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis))
     if let security {
       if let transitionSource {
         services.append(AuditImporter(security: security, source: transitionSource, logger: logger))

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import NovaCore
+import NovaMonitoring
 import NovaQueue
 import ServiceLifecycle
 
@@ -16,29 +17,39 @@ public struct QueueMetricsCollector: Service {
   public var pool: WorkerPool?
   public var interval: Duration
   public var logger: Logger
+  /// Where queue depth is also kept as KPIs (`queue.depth{queue,state}`), if anywhere.
+  public var kpis: KPIStore?
 
-  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger) {
+  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger, kpis: KPIStore? = nil) {
     self.queue = queue
     self.pool = pool
     self.interval = interval
     self.logger = logger
+    self.kpis = kpis
   }
 
   /// Reads the store once and sets every gauge (zero for states with no jobs).
   public func collect() async throws {
     let stats = try await queue.stats()
+    let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+    var samples: [KPISample] = []
     for (name, counts) in stats.counts {
       for state in JobState.allCases {
         Gauge(label: Self.depthMetric, dimensions: [("queue", name), ("state", state.rawValue)])
           .record(counts[state] ?? 0)
+        samples.append(
+          KPISample(
+            name: "queue.depth", labels: ["queue": name, "state": state.rawValue], value: Double(counts[state] ?? 0),
+            unit: "jobs", time: now, source: "nova serve"))
       }
     }
+    try await kpis?.record(samples)
     if let pool {
       Gauge(label: Self.runningMetric).record(pool.runningCount)
     }
   }
 
   public func run() async throws {
-    await runPeriodically(every: interval, logger: logger, what: "queue metrics collection", finalTick: false) { try await collect() }
+    await runPeriodically(every: interval, logger: logger, what: "queue metrics collection", finalTick: true) { try await collect() }
   }
 }

@@ -7,7 +7,33 @@ import NovaSecurity
 
 struct KPICommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "kpi", abstract: "Record and query KPI samples.", subcommands: [Record.self, Query.self])
+    commandName: "kpi", abstract: "Record and query KPI samples.", subcommands: [Record.self, Query.self, Deploy.self])
+
+  struct Deploy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Mark a deployment's start or finish; the finish records its duration (deploy.duration).")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "start or finish.") var phase: String
+    @Option(help: "The service deployed.") var service: String
+    @Option(help: "The version deployed.") var version: String
+
+    func run() async throws {
+      guard phase == "start" || phase == "finish" else {
+        throw NovaError.invalidInput(field: "PHASE", message: "'\(phase)' is not start or finish")
+      }
+      let security = try await store.openSecurity()
+      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: "deploy"), security: security)
+      let kpis = try KPIStore(database: security.database)
+      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      if phase == "start" {
+        try await kpis.deploymentStarted(service: service, version: version, at: now, source: AuditContext.actor)
+        print("deployment of \(service) \(version) started")
+      } else {
+        let seconds = try await kpis.deploymentFinished(service: service, version: version, at: now, source: AuditContext.actor)
+        print(String(format: "deployment of %@ %@ finished after %.1f s", service, version, seconds))
+      }
+    }
+  }
 
   struct Record: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Record one sample.")

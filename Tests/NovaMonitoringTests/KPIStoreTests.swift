@@ -65,6 +65,18 @@ struct KPIStoreTests {
     await #expect(throws: NovaError.self) { _ = try await store.query(name: "bad name", since: 0) }
   }
 
+  @Test func deploymentsRecordTheirDuration() async throws {
+    let (store, _) = try makeStore()
+    let start: Int64 = 1_800_000_000_000
+    try await store.deploymentStarted(service: "api", version: "1.2", at: start, source: "test")
+    #expect(try await store.deploymentFinished(service: "api", version: "1.2", at: start + 42_500, source: "test") == 42.5)
+    let durations = try await store.query(name: "deploy.duration", since: start, until: start + 60_000)
+    #expect(durations.count == 1 && durations[0].value == 42.5 && durations[0].labels == ["service": "api", "version": "1.2"])
+    await #expect(throws: NovaError.self) {
+      try await store.deploymentFinished(service: "api", version: "9.9", at: start + 50_000, source: "test")
+    }
+  }
+
   @Test func timesAreDurationsOrRFC3339() throws {
     let now: Int64 = 1_800_000_000_000
     #expect(try KPITime.parse("90s", now: now, flag: "--since") == now - 90_000)

@@ -61,6 +61,9 @@ struct ProcessTests {
     let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--workers", "4", "--prefetch", "0", "--shutdown-grace-seconds", "20"])
     defer { worker.signal(SIGKILL) }
     try await eventually("jobs to start") { try await queue.stats().total(.running) == 4 }
+    // Claimed is not yet started: a claimed job the pool has not handed to a worker is released
+    // at shutdown, by design. The jobs run 700 ms; give the pool a moment to start them.
+    try await Task.sleep(for: .milliseconds(300))
     worker.signal(SIGTERM)
     #expect(await worker.waitForExit() == 0)
     for id in ids { #expect(try await queue.get(id)?.state == .succeeded) }
@@ -183,6 +186,12 @@ struct ProcessTests {
 
     server.signal(SIGTERM)
     #expect(await server.waitForExit() == 0)
+
+    // The server kept queue depth and audit coverage as KPIs too.
+    let depth = try await NovaProcess.run(["kpi", "query", "queue.depth", "--since", "10m", "--label", "state=available", "--data-dir", dir])
+    #expect(depth.code == 0 && depth.stdout.contains("jobs\tqueue=default,state=available\tnova serve"), "\(depth.stdout)\(depth.stderr)")
+    let coverageKPI = try await NovaProcess.run(["kpi", "query", "audit.coverage", "--since", "10m", "--data-dir", dir])
+    #expect(coverageKPI.stdout.contains("1.0 ratio"), "\(coverageKPI.stdout)")
 
     // Everything above is in the audit log, which verifies, and every transition is audited.
     let verify = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
@@ -425,6 +434,14 @@ struct PolicyProcessTests {
     #expect(badName.code == 2 && badName.stderr.contains("name"))
     let badSince = try await NovaProcess.run(["kpi", "query", "gpu.util", "--since", "whenever", "--data-dir", dir])
     #expect(badSince.code == 2 && badSince.stderr.contains("--since"))
+    #expect(try await NovaProcess.run(["kpi", "deploy", "start", "--service", "api", "--version", "2", "--data-dir", dir]).code == 0)
+    let finished = try await NovaProcess.run(["kpi", "deploy", "finish", "--service", "api", "--version", "2", "--data-dir", dir])
+    #expect(finished.code == 0 && finished.stdout.contains("deployment of api 2 finished after"), "\(finished.stdout)\(finished.stderr)")
+    let durations = try await NovaProcess.run(["kpi", "query", "deploy.duration", "--data-dir", dir])
+    #expect(durations.stdout.contains("service=api"), "\(durations.stdout)")
+    let unknown = try await NovaProcess.run(["kpi", "deploy", "finish", "--service", "web", "--version", "1", "--data-dir", dir])
+    #expect(unknown.code == 3)
+    #expect(try await NovaProcess.run(["kpi", "deploy", "halfway", "--service", "a", "--version", "1", "--data-dir", dir]).code == 2)
   }
 
   @Test func baselinesMeasureSaveAndCompare() async throws {

@@ -53,7 +53,9 @@ public final class OPATestServer: Sendable {
     let deadline = Date().addingTimeInterval(20)
     while Date() < deadline {
       if child.exitCode != nil { break }
-      if FreePort.accepts(port: port) { return }
+      // The fixture's own line, printed once it is bound: not another process on the port.
+      let written = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+      if written.contains("listening on 127.0.0.1:\(port)"), FreePort.accepts(port: port) { return }
       usleep(20_000)
     }
     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

@@ -66,11 +66,20 @@ public final class RedisTestServer: Sendable {
     guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
       throw TestServerError("redis-server is not installed (Debian: apt-get install redis-server); scripts/test.sh installs it")
     }
+    let log = directory.appendingPathComponent("redis.log")
+    let before = (try? Data(contentsOf: log).count) ?? 0
     let child = try ChildProcess(binary, arguments)
     let deadline = Date().addingTimeInterval(10)
     while Date() < deadline {
       if child.exitCode != nil { break }
-      if FreePort.accepts(port: port) { return child }
+      // Our server's own log says it listens: something else on the port (another test's
+      // server that drew the same free port) must not pass for it.
+      let written = (try? Data(contentsOf: log)) ?? Data()
+      if written.count > before, String(decoding: written.dropFirst(before), as: UTF8.self).contains("Ready to accept connections"),
+        FreePort.accepts(port: port)
+      {
+        return child
+      }
       usleep(20_000)
     }
     child.signal(SIGKILL)
