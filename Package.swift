@@ -188,7 +188,7 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaCore", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

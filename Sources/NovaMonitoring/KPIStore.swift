@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import NovaCore
 import NovaQueue
+import NovaSecurity
 
 /// KPI samples in Nova's database, indexed by name and time; old samples purged by retention.
 public final class KPIStore: Sendable {
@@ -137,4 +138,42 @@ extension KPIStore {
     try await record([KPISample(name: "deploy.duration", labels: labels, value: seconds, unit: "s", time: time, source: source)])
     return seconds
   }
+}
+
+extension KPIStore {
+  /// Every KPI's summary over one UTC day (`day` is its first millisecond), names sorted.
+  public func dailySummary(day: Int64) async throws -> [KPISummary] {
+    let end = day + 86_400_000 - 1
+    let names = try await database.database.read { db in
+      try String.fetchAll(db, sql: "SELECT DISTINCT name FROM nova_kpis WHERE time BETWEEN ? AND ? ORDER BY name", arguments: [day, end])
+    }
+    var summaries: [KPISummary] = []
+    for name in names { summaries.append(try await summary(name: name, since: day, until: end)) }
+    return summaries
+  }
+
+  /// Writes the day's summaries to `kpi/summary-YYYY-MM-DD.json` under `dataDirectory`; returns the path.
+  @discardableResult
+  public func writeDailySummary(day: Int64, dataDirectory: String, generatedAt: Int64) async throws -> String {
+    let summaries = try await dailySummary(day: day)
+    let date = String(AuditTime.string(day).prefix(10))
+    let folder = URL(fileURLWithPath: dataDirectory).appendingPathComponent("kpi")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let url = folder.appendingPathComponent("summary-\(date).json")
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    try encoder.encode(DailyKPISummary(day: date, generated_at: AuditTime.string(generatedAt), kpis: summaries))
+      .write(to: url, options: .atomic)
+    return url.path
+  }
+
+  /// The first millisecond of the UTC day holding `time`.
+  public static func dayStart(_ time: Int64) -> Int64 { time - ((time % 86_400_000) + 86_400_000) % 86_400_000 }
+}
+
+/// `kpi/summary-YYYY-MM-DD.json`: every KPI of a UTC day at a glance.
+public struct DailyKPISummary: Codable, Sendable, Equatable {
+  public var day: String
+  public var generated_at: String
+  public var kpis: [KPISummary]
 }

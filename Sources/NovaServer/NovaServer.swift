@@ -29,6 +29,9 @@ public struct NovaServer: Sendable {
     public var checkpointInterval: Duration
     /// The approved policy to check drift against (`nova_policy_drift`).
     public var policyBaseline: PolicyBaseline?
+    /// The data directory (for the daily KPI summary files), and how long KPI samples are kept.
+    public var dataDirectory: String?
+    public var kpiRetention: Duration = .seconds(30 * 86_400)
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -132,6 +135,9 @@ public struct NovaServer: Sendable {
     let kpis = security.flatMap { try? KPIStore(database: $0.database) }
     services.append(
       QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis))
+    if let kpis, let dataDirectory = configuration.dataDirectory {
+      services.append(KPIMaintenance(store: kpis, dataDirectory: dataDirectory, retention: configuration.kpiRetention, logger: logger))
+    }
     if let security {
       if let transitionSource {
         services.append(AuditImporter(security: security, source: transitionSource, logger: logger))

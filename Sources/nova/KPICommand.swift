@@ -7,7 +7,39 @@ import NovaSecurity
 
 struct KPICommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "kpi", abstract: "Record and query KPI samples.", subcommands: [Record.self, Query.self, Deploy.self])
+    commandName: "kpi", abstract: "Record and query KPI samples.", subcommands: [Record.self, Query.self, Deploy.self, Summary.self])
+
+  struct Summary: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Summarise every KPI of a UTC day and write kpi/summary-YYYY-MM-DD.json.")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: ArgumentHelp("The day (default: today, UTC).", valueName: "YYYY-MM-DD")) var day: String?
+
+    func run() async throws {
+      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      var start = KPIStore.dayStart(now)
+      if let day {
+        guard let parsed = AuditTime.parse("\(day)T00:00:00Z") else {
+          throw NovaError.invalidInput(field: "--day", message: "'\(day)' is not YYYY-MM-DD")
+        }
+        start = parsed
+      }
+      let security = try await store.openSecurity()
+      try await store.authorize("read", PolicyResource(kind: "kpi"), security: security)
+      let kpis = try KPIStore(database: security.database)
+      let path = try await kpis.writeDailySummary(day: start, dataDirectory: store.dataDir, generatedAt: now)
+      let summaries = try await kpis.dailySummary(day: start)
+      if output.json {
+        try printJSON(summaries)
+      } else {
+        for summary in summaries {
+          print(summary.name.padding(toLength: 28, withPad: " ", startingAt: 0) + "\(summary.count) samples" + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? ""))
+        }
+        print("written to \(path)")
+      }
+    }
+  }
 
   struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

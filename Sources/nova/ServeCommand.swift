@@ -37,11 +37,15 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Approved policy baseline (from nova policy approve) to watch for drift.", valueName: "file"))
   var policyBaseline: String?
 
+  @Option(name: .long, help: ArgumentHelp("Keep KPI samples this many days.", valueName: "days"))
+  var kpiRetentionDays: Double = 30
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
     guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
     guard checkpointSeconds >= 1 else { throw ValidationError("--checkpoint-seconds must be at least 1") }
+    guard kpiRetentionDays > 0 else { throw ValidationError("--kpi-retention-days must be positive") }
     try pool.check()
   }
 
@@ -65,6 +69,8 @@ struct ServeCommand: AsyncParsableCommand {
     }
     var withBaseline = configuration
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
+    withBaseline.dataDirectory = store.dataDir
+    withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
     let policy = try store.openPolicy(security: security)
     logger.notice("policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")")
     let server = NovaServer(

@@ -77,6 +77,24 @@ struct KPIStoreTests {
     }
   }
 
+  @Test func dailySummariesCoverEveryKPIOfTheDay() async throws {
+    let (store, directory) = try makeStore()
+    let day = KPIStore.dayStart(1_800_000_000_000)
+    #expect(day % 86_400_000 == 0 && KPIStore.dayStart(day + 5) == day && KPIStore.dayStart(-1) == -86_400_000)
+    try await store.record([
+      KPISample(name: "b.metric", value: 2, time: day + 10, source: "t"),
+      KPISample(name: "a.metric", value: 1, time: day + 20, source: "t"),
+      KPISample(name: "a.metric", value: 3, time: day + 30, source: "t"),
+      KPISample(name: "a.metric", value: 99, time: day + 86_400_000, source: "t"),
+    ])
+    let summaries = try await store.dailySummary(day: day)
+    #expect(summaries.map(\.name) == ["a.metric", "b.metric"] && summaries[0].count == 2 && summaries[0].mean == 2)
+    let path = try await store.writeDailySummary(day: day, dataDirectory: directory.path, generatedAt: day + 1000)
+    #expect(path.hasSuffix("/kpi/summary-2027-01-15.json"))
+    let written = try JSONDecoder().decode(DailyKPISummary.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    #expect(written.day == "2027-01-15" && written.kpis == summaries)
+  }
+
   @Test func timesAreDurationsOrRFC3339() throws {
     let now: Int64 = 1_800_000_000_000
     #expect(try KPITime.parse("90s", now: now, flag: "--since") == now - 90_000)

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NovaCore
+import NovaMonitoring
 import NovaQueue
 import NovaSecurity
 import NovaServer
@@ -173,6 +174,22 @@ struct AuthHTTPTests {
         try await client.execute(uri: bad, method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent, "\(bad)") }
       }
     }
+  }
+
+  @Test func kpiMaintenancePurgesAndWritesTheDailySummary() async throws {
+    let setup = try await makeServer()
+    let store = try KPIStore(database: setup.security.database)
+    let now: Int64 = 1_800_000_000_000
+    try await store.record([
+      KPISample(name: "old", value: 1, time: now - 40 * 86_400_000, source: "t"),
+      KPISample(name: "fresh", value: 2, time: now - 1000, source: "t"),
+    ])
+    let directory = try TemporaryDirectory.make()
+    let maintenance = KPIMaintenance(store: store, dataDirectory: directory.path, retention: .seconds(30 * 86_400), logger: Logger(label: "test"))
+    try await maintenance.tick(now: KPIStore.dayStart(now) + 60_000)
+    #expect(try await store.query(name: "old", since: 0).isEmpty)
+    let files = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("kpi").path).sorted()
+    #expect(files == ["summary-2027-01-14.json", "summary-2027-01-15.json"])
   }
 
   @Test func writesToUnknownRoutesNeedAdmin() {

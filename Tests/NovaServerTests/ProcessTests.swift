@@ -442,6 +442,9 @@ struct PolicyProcessTests {
     let unknown = try await NovaProcess.run(["kpi", "deploy", "finish", "--service", "web", "--version", "1", "--data-dir", dir])
     #expect(unknown.code == 3)
     #expect(try await NovaProcess.run(["kpi", "deploy", "halfway", "--service", "a", "--version", "1", "--data-dir", dir]).code == 2)
+    let summary = try await NovaProcess.run(["kpi", "summary", "--data-dir", dir])
+    #expect(summary.code == 0 && summary.stdout.contains("gpu.util") && summary.stdout.contains("kpi/summary-"), "\(summary.stdout)\(summary.stderr)")
+    #expect(try await NovaProcess.run(["kpi", "summary", "--day", "someday", "--data-dir", dir]).code == 2)
   }
 
   @Test func baselinesMeasureSaveAndCompare() async throws {

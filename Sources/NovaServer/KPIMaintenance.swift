@@ -1,0 +1,38 @@
+import Foundation
+import Logging
+import NovaMonitoring
+import ServiceLifecycle
+
+/// Keeps the KPI store tidy from `nova serve`: purges samples older than the retention, and
+/// rewrites today's `kpi/summary-YYYY-MM-DD.json` (finishing yesterday's when the day turns).
+public struct KPIMaintenance: Service {
+  public var store: KPIStore
+  public var dataDirectory: String
+  public var retention: Duration
+  public var interval: Duration
+  public var logger: Logger
+
+  public init(store: KPIStore, dataDirectory: String, retention: Duration, interval: Duration = .seconds(300), logger: Logger) {
+    self.store = store
+    self.dataDirectory = dataDirectory
+    self.retention = retention
+    self.interval = interval
+    self.logger = logger
+  }
+
+  /// One pass at `now` (ms).
+  public func tick(now: Int64 = Int64((Date().timeIntervalSince1970 * 1000).rounded())) async throws {
+    let keep = Int64(retention.components.seconds) * 1000
+    try await store.purge(before: now - keep)
+    let today = KPIStore.dayStart(now)
+    // Yesterday's file is completed during the first hour of today.
+    if now - today < 3_600_000 {
+      try await store.writeDailySummary(day: today - 86_400_000, dataDirectory: dataDirectory, generatedAt: now)
+    }
+    try await store.writeDailySummary(day: today, dataDirectory: dataDirectory, generatedAt: now)
+  }
+
+  public func run() async throws {
+    await runPeriodically(every: interval, logger: logger, what: "KPI maintenance", finalTick: true) { try await tick() }
+  }
+}
