@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaSecurity
 
 /// Who asks: an id (`token:ci-bot`, `agent:trainer`, `cli:root`), roles, and free attributes.
 public struct PolicySubject: Sendable, Hashable, Codable {
@@ -98,7 +99,7 @@ public struct PolicyRequest: Sendable, Hashable, Codable {
 
   /// The request as OPA's `input` document.
   public var opaInput: JSONValue {
-    var context: [String: JSONValue] = ["time": .string(ISO8601DateFormatter().string(from: time))]
+    var context: [String: JSONValue] = ["time": .string(AuditTime.string(time.millisecondsSince1970))]
     if let source { context["source"] = .string(source) }
     var resourceFields: [String: JSONValue] = [
       "kind": .string(resource.kind), "attributes": .object(resource.attributes.mapValues(JSONValue.string)),

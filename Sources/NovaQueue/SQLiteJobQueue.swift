@@ -202,8 +202,8 @@ public final class SQLiteJobQueue: JobQueue {
       leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18))
   }
 
-  private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+  private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
+  private static func date(_ millis: Int64) -> Date { Date(millisecondsSince1970: millis) }
 
   private var nowMillis: Int64 { Self.millis(configuration.clock.now()) }
 

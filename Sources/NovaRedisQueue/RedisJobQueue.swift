@@ -68,8 +68,8 @@ public final class RedisJobQueue: JobQueue {
   }
 
   private var now: Int64 { Self.millis(configuration.clock.now()) }
-  private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+  private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
+  private static func date(_ millis: Int64) -> Date { Date(millisecondsSince1970: millis) }
 
   func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
   private var queuesKey: RESPArgument { .string("\(configuration.keyPrefix):queues") }

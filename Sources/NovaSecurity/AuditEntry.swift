@@ -95,9 +95,9 @@ public enum AuditTime {
   public static func parse(_ text: String) -> Int64? {
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    if let date = formatter.date(from: text) { return date.millisecondsSince1970 }
     formatter.formatOptions = [.withInternetDateTime]
-    if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    if let date = formatter.date(from: text) { return date.millisecondsSince1970 }
     return nil
   }
 

@@ -20,7 +20,7 @@ public final class AuditLog: Sendable {
     event: String, subject: String?, payload: JSONValue, actor: String = AuditContext.actor, time: Date = Date()
   ) async throws -> AuditEntry {
     let text = try CanonicalJSON.string(payload)
-    let millis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+    let millis = time.millisecondsSince1970
     return try await queue.write { db in
       try AuditJournal.append([(millis, actor, event, subject, text)], in: db)[0]
     }
@@ -58,13 +58,14 @@ public final class AuditLog: Sendable {
     }
   }
 
-  /// Calls `body` with the stored leaf hash of each entry `1...size`, checking that none is missing.
-  static func scanHashes(_ db: Database, size: Int64, _ body: (MerkleTree.Hash) -> Void) throws {
+  /// Calls `body` with the stored leaf hash of each entry `first...last`, checking that none is missing.
+  static func scanHashes(_ db: Database, from first: Int64 = 1, through last: Int64, _ body: (MerkleTree.Hash) -> Void) throws {
     let statement = RawStatement(
-      try db.cachedStatement(sql: "SELECT seq, hash FROM nova_audit WHERE seq <= ? ORDER BY seq"), in: db)
-    statement.bind(1, size)
+      try db.cachedStatement(sql: "SELECT seq, hash FROM nova_audit WHERE seq BETWEEN ? AND ? ORDER BY seq"), in: db)
+    statement.bind(1, first)
+    statement.bind(2, last)
     defer { statement.finish() }
-    var expected: Int64 = 1
+    var expected = first
     while try statement.step() {
       let seq = statement.int64(0)
       guard seq == expected else {
@@ -73,8 +74,8 @@ public final class AuditLog: Sendable {
       expected += 1
       body(statement.bytes(1))
     }
-    guard expected == size + 1 else {
-      throw NovaError.storage("the audit log has \(expected - 1) entries, fewer than \(size)")
+    guard expected == last + 1 else {
+      throw NovaError.storage("the audit log has \(expected - 1) entries, fewer than \(last)")
     }
   }
 
@@ -85,7 +86,7 @@ public final class AuditLog: Sendable {
   /// last checkpoint are read.
   @discardableResult
   public func checkpoint(signer: NoteSigner, origin: String, time: Date = Date()) async throws -> StoredCheckpoint {
-    let millis = Int64((time.timeIntervalSince1970 * 1000).rounded())
+    let millis = time.millisecondsSince1970
     let computed = try await database.read { db -> StoredCheckpoint in
       let size = try AuditJournal.lastSequence(db)
       if let stored = try Self.storedCheckpoint(db, size: size) { return stored }
@@ -103,20 +104,7 @@ public final class AuditLog: Sendable {
           from = previous + 1
         }
       }
-      var expected = from
-      let statement = RawStatement(
-        try db.cachedStatement(sql: "SELECT seq, hash FROM nova_audit WHERE seq >= ? AND seq <= ? ORDER BY seq"), in: db)
-      statement.bind(1, from)
-      statement.bind(2, size)
-      while try statement.step() {
-        guard statement.int64(0) == expected else {
-          statement.finish()
-          throw NovaError.storage("audit entry \(expected) is missing; run `nova audit verify`")
-        }
-        expected += 1
-        accumulator.append(leafHash: statement.bytes(1))
-      }
-      statement.finish()
+      try Self.scanHashes(db, from: from, through: size) { accumulator.append(leafHash: $0) }
       let checkpoint = Checkpoint(origin: origin, size: Int(size), rootHash: accumulator.root)
       return StoredCheckpoint(
         size: size, root: accumulator.root, note: try checkpoint.signed(by: signer), createdAt: millis,
@@ -133,16 +121,27 @@ public final class AuditLog: Sendable {
   /// Every stored checkpoint, smallest first.
   public func checkpoints() async throws -> [StoredCheckpoint] {
     try await database.read { db in
-      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size").map {
-        StoredCheckpoint(size: $0[0], root: Array($0[1] as Data), note: $0[2], createdAt: $0[3], frontier: [])
-      }
+      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size").map(Self.stored)
+    }
+  }
+
+  /// A checkpoint from a `size, root, note, created_at` row.
+  private static func stored(_ row: Row) -> StoredCheckpoint {
+    StoredCheckpoint(size: row[0], root: Array(row[1] as Data), note: row[2], createdAt: row[3], frontier: [])
+  }
+
+  /// The latest stored checkpoint (one row, however many there are).
+  public func latestCheckpoint() async throws -> StoredCheckpoint? {
+    try await database.read { db in
+      try Row.fetchOne(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size DESC LIMIT 1")
+        .map(Self.stored)
     }
   }
 
   private static func storedCheckpoint(_ db: Database, size: Int64) throws -> StoredCheckpoint? {
     try Row.fetchOne(
       db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints WHERE size = ?", arguments: [size]
-    ).map { StoredCheckpoint(size: $0[0], root: Array($0[1] as Data), note: $0[2], createdAt: $0[3], frontier: []) }
+    ).map(Self.stored)
   }
 
   // MARK: - Verification
@@ -280,7 +279,7 @@ public final class AuditLog: Sendable {
     var leaf: MerkleTree.Hash = []
     var index = 0
     var cursor = 0
-    try scanHashes(db, size: size) { hash in
+    try scanHashes(db, through: size) { hash in
       whole.append(leafHash: hash)
       if index == leafIndex { leaf = hash }
       while cursor < order.count, ranges[order[cursor]].upperBound <= index { cursor += 1 }

@@ -69,7 +69,7 @@ public enum EvidenceBundle {
         window.last = size
       }
       window.last = max(window.last, window.first - 1)
-      try AuditLog.scanHashes(db, size: window.first - 1) { window.base.append(leafHash: $0) }
+      try AuditLog.scanHashes(db, through: window.first - 1) { window.base.append(leafHash: $0) }
       window.tree = window.base
       var hasher = SHA256()
       var pending: [UInt8] = []

@@ -22,12 +22,7 @@ public enum MerkleTree {
   }
 
   /// The hash of a leaf, without copying its bytes.
-  public static func leafHash(_ entry: [UInt8]) -> Hash {
-    var hasher = SHA256()
-    withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
-    entry.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-    return Array(hasher.finalize())
-  }
+  public static func leafHash(_ entry: [UInt8]) -> Hash { leafHash(entry[...]) }
 
   /// The hash of an inner node.
   public static func nodeHash(_ left: Hash, _ right: Hash) -> Hash {

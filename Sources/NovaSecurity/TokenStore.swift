@@ -63,8 +63,8 @@ public struct APIToken: Sendable, Equatable, Codable {
     try container.encode(id, forKey: .id)
     try container.encode(name, forKey: .name)
     try container.encode(role, forKey: .role)
-    try container.encode(AuditTime.string(Int64((createdAt.timeIntervalSince1970 * 1000).rounded())), forKey: .createdAt)
-    try container.encode(revokedAt.map { AuditTime.string(Int64(($0.timeIntervalSince1970 * 1000).rounded())) }, forKey: .revokedAt)
+    try container.encode(AuditTime.string(createdAt.millisecondsSince1970), forKey: .createdAt)
+    try container.encode(revokedAt.map { AuditTime.string($0.millisecondsSince1970) }, forKey: .revokedAt)
   }
 
   public init(from decoder: any Decoder) throws {
@@ -74,7 +74,7 @@ public struct APIToken: Sendable, Equatable, Codable {
       guard let millis = AuditTime.parse(text) else {
         throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "'\(text)' is not an RFC 3339 time")
       }
-      return Date(timeIntervalSince1970: Double(millis) / 1000)
+      return Date(millisecondsSince1970: millis)
     }
     self.init(
       id: try container.decode(String.self, forKey: .id), name: try container.decode(String.self, forKey: .name),
@@ -124,7 +124,7 @@ public final class TokenStore: Sendable {
     let id = Self.randomString(bytes: 6)
     let secret = Self.randomString(bytes: 32)
     let digest = Data(SHA256.hash(data: Data(secret.utf8)))
-    let millis = Int64((now.timeIntervalSince1970 * 1000).rounded())
+    let millis = now.millisecondsSince1970
     let actor = AuditContext.actor
     let payload = try CanonicalJSON.string(.object(["id": .string(id), "role": .string(role.rawValue)]))
     try await queue.write { db in
@@ -154,7 +154,7 @@ public final class TokenStore: Sendable {
   /// Revokes the token named `name`; it stops working at once.
   @discardableResult
   public func revoke(name: String, now: Date = Date()) async throws -> APIToken {
-    let millis = Int64((now.timeIntervalSince1970 * 1000).rounded())
+    let millis = now.millisecondsSince1970
     let actor = AuditContext.actor
     try await queue.write { db in
       guard let revokedAt = try Row.fetchOne(db, sql: "SELECT revoked_at FROM nova_tokens WHERE name = ?", arguments: [name])
@@ -228,5 +228,5 @@ public final class TokenStore: Sendable {
       .replacingOccurrences(of: "=", with: "")
   }
 
-  private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+  private static func date(_ millis: Int64) -> Date { Date(millisecondsSince1970: millis) }
 }

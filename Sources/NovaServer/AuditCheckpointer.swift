@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 import Logging
 import Metrics
 import NovaMonitoring
@@ -18,18 +19,24 @@ public struct AuditCheckpointer: Service {
   public var source: (any TransitionSource)?
   public var interval: Duration
   public var logger: Logger
+  /// Where audit coverage is also kept as a KPI (`audit.coverage`), if anywhere.
+  public var kpis: KPIStore?
 
-  public init(security: SecurityContext, source: (any TransitionSource)? = nil, interval: Duration = .seconds(60), logger: Logger) {
+  public init(
+    security: SecurityContext, source: (any TransitionSource)? = nil, interval: Duration = .seconds(60), logger: Logger,
+    kpis: KPIStore? = nil
+  ) {
     self.security = security
     self.source = source
     self.interval = interval
     self.logger = logger
+    self.kpis = kpis
   }
 
   /// Checkpoints when entries arrived since the last checkpoint; updates the gauges.
   public func tick() async throws {
     let size = try await security.audit.size()
-    let last = try await security.audit.checkpoints().last?.size ?? 0
+    let last = try await security.audit.latestCheckpoint()?.size ?? 0
     if size > last {
       let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
       Gauge(label: Self.checkpointMetric).record(checkpoint.size)
@@ -44,9 +51,9 @@ public struct AuditCheckpointer: Service {
       coverage = try await security.audit.coverage()
     }
     Gauge(label: Self.coverageMetric).record(coverage.ratio)
-    try await KPIStore(database: security.database).record([
+    try await kpis?.record([
       KPISample(
-        name: "audit.coverage", value: coverage.ratio, unit: "ratio", time: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
+        name: "audit.coverage", value: coverage.ratio, unit: "ratio", time: Date().millisecondsSince1970,
         source: "nova serve")
     ])
   }

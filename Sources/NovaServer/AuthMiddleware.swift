@@ -24,32 +24,25 @@ public struct AuthMiddleware: RouterMiddleware {
     }
     let source = context.remoteAddress?.ipAddress ?? "unknown"
     let action = Self.action(method: request.method, path: path)
+    let token: APIToken
     if let gate {
       switch try await access.authenticate(authorization: request.headers[.authorization], action: action.rawValue, source: source) {
       case .refused(let refusal): try Self.refuse(refusal, source: source)
-      case .token(let token):
-        var context = context
-        context.caller = token
-        // Job actions are decided by the jobs routes, which know the job's queue and kind.
-        if !Self.isJobAction(method: request.method, path: path) {
-          try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
-        }
-        return try await AuditContext.$actor.withValue("token:\(token.name)") {
-          try await next(request, context)
-        }
+      case .token(let authenticated): token = authenticated
       }
+      // Job actions are decided by the jobs routes, which know the job's queue and kind.
+      if !Self.isJobAction(method: request.method, path: path) {
+        try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
+      }
+    } else {
+      let decision = try await access.authorize(authorization: request.headers[.authorization], action: action, source: source)
+      guard case .allowed(let authorized) = decision else { try Self.refuse(decision, source: source) }
+      token = authorized
     }
-    let decision = try await access.authorize(
-      authorization: request.headers[.authorization], action: action, source: source)
-    switch decision {
-    case .allowed(let token):
-      var context = context
-      context.caller = token
-      return try await AuditContext.$actor.withValue("token:\(token.name)") {
-        try await next(request, context)
-      }
-    default:
-      try Self.refuse(decision, source: source)
+    var context = context
+    context.caller = token
+    return try await AuditContext.$actor.withValue("token:\(token.name)") {
+      try await next(request, context)
     }
   }
 

@@ -50,7 +50,7 @@ struct KPIController {
         field: "body", message: "expected {\"name\", \"value\", \"labels\", \"unit\", \"time\"} or {\"samples\": [...]}: \(JSONErrorText.describe(error))")
     }
     guard bodies.count <= 10_000 else { throw NovaError.invalidInput(field: "samples", message: "\(bodies.count) samples; at most 10000 per request") }
-    let now = Int64((clock.now().timeIntervalSince1970 * 1000).rounded())
+    let now = clock.now().millisecondsSince1970
     let source = context.caller.map { "token:\($0.name)" } ?? "api"
     var samples: [KPISample] = []
     for (index, body) in bodies.enumerated() {
@@ -82,7 +82,7 @@ struct KPIController {
       throw NovaError.invalidInput(field: String(key), message: "unknown query parameter; expected name, since, until, label, limit")
     }
     guard let name = query["name"].map(String.init) else { throw NovaError.invalidInput(field: "name", message: "required") }
-    let now = Int64((clock.now().timeIntervalSince1970 * 1000).rounded())
+    let now = clock.now().millisecondsSince1970
     let since = try KPITime.parse(query["since"].map(String.init) ?? "1h", now: now, flag: "since")
     let until = try query["until"].map { try KPITime.parse(String($0), now: now, flag: "until") } ?? now
     var labels: [String: String] = [:]

@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 import Logging
 import NovaMonitoring
 import ServiceLifecycle
@@ -21,7 +22,7 @@ public struct KPIMaintenance: Service {
   }
 
   /// One pass at `now` (ms).
-  public func tick(now: Int64 = Int64((Date().timeIntervalSince1970 * 1000).rounded())) async throws {
+  public func tick(now: Int64 = Date().millisecondsSince1970) async throws {
     let keep = Int64(retention.components.seconds) * 1000
     try await store.purge(before: now - keep)
     let today = KPIStore.dayStart(now)

@@ -64,6 +64,8 @@ public struct NovaServer: Sendable {
   public let transitionSource: (any TransitionSource)?
   /// Decides every API action; nil decides by role alone.
   public let policy: PolicyEngine?
+  /// KPI samples, in the security database (nil without one); shared by routes and collectors.
+  public let kpis: KPIStore?
 
   /// Wraps the backend in metrics instrumentation.
   public init(
@@ -80,6 +82,7 @@ public struct NovaServer: Sendable {
     self.security = security
     self.transitionSource = transitionSource
     self.policy = policy
+    self.kpis = security.flatMap { try? KPIStore(database: $0.database) }
   }
 
   /// The HTTP routes, without any background service (tests drive them directly).
@@ -95,7 +98,7 @@ public struct NovaServer: Sendable {
     if let policy {
       PolicyController(engine: policy, audit: security?.audit).addRoutes(to: router)
     }
-    if let security, let kpis = try? KPIStore(database: security.database) {
+    if let kpis {
       KPIController(store: kpis, clock: clock).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
@@ -132,7 +135,6 @@ public struct NovaServer: Sendable {
       services.append(made)
     }
     services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
-    let kpis = security.flatMap { try? KPIStore(database: $0.database) }
     services.append(
       QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis))
     if let kpis, let dataDirectory = configuration.dataDirectory {
@@ -144,7 +146,8 @@ public struct NovaServer: Sendable {
       }
       services.append(
         AuditCheckpointer(
-          security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger))
+          security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
+          kpis: kpis))
     }
     if let policy {
       services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger))

@@ -31,7 +31,7 @@ public struct QueueMetricsCollector: Service {
   /// Reads the store once and sets every gauge (zero for states with no jobs).
   public func collect() async throws {
     let stats = try await queue.stats()
-    let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+    let now = Date().millisecondsSince1970
     var samples: [KPISample] = []
     for (name, counts) in stats.counts {
       for state in JobState.allCases {

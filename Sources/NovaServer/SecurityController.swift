@@ -19,7 +19,7 @@ struct SecurityController {
     }
     let audit = router.group("v1/audit")
     audit.get("checkpoint") { _, _ in
-      guard let latest = try await security.audit.checkpoints().last else {
+      guard let latest = try await security.audit.latestCheckpoint() else {
         throw NovaError.notFound("no checkpoint yet: one is signed every minute while entries arrive, or run `nova audit checkpoint`")
       }
       var headers = HTTPFields()

@@ -382,7 +382,7 @@ extension BenchCommand {
       }
       if let comparison, comparison.breached {
         let security = try await store.openSecurity()
-        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let now = Date().millisecondsSince1970
         try await KPIStore(database: security.database).record(
           comparison.deltas.filter(\.breached).map {
             KPISample(

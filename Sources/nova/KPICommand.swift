@@ -17,7 +17,7 @@ struct KPICommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The day (default: today, UTC).", valueName: "YYYY-MM-DD")) var day: String?
 
     func run() async throws {
-      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      let now = Date().millisecondsSince1970
       var start = KPIStore.dayStart(now)
       if let day {
         guard let parsed = AuditTime.parse("\(day)T00:00:00Z") else {
@@ -56,7 +56,7 @@ struct KPICommand: AsyncParsableCommand {
       let security = try await store.openSecurity()
       try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: "deploy"), security: security)
       let kpis = try KPIStore(database: security.database)
-      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      let now = Date().millisecondsSince1970
       if phase == "start" {
         try await kpis.deploymentStarted(service: service, version: version, at: now, source: AuditContext.actor)
         print("deployment of \(service) \(version) started")
@@ -81,7 +81,7 @@ struct KPICommand: AsyncParsableCommand {
       }
       let sample = KPISample(
         name: name, labels: try parseAttributes(label), value: number, unit: unit,
-        time: Int64((Date().timeIntervalSince1970 * 1000).rounded()), source: AuditContext.actor)
+        time: Date().millisecondsSince1970, source: AuditContext.actor)
       try sample.validate()
       let security = try await store.openSecurity()
       try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: name), security: security)
@@ -100,7 +100,7 @@ struct KPICommand: AsyncParsableCommand {
     @Option(help: "At most this many samples.") var limit: Int = 1000
 
     func run() async throws {
-      let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+      let now = Date().millisecondsSince1970
       let from = try KPITime.parse(since, now: now, flag: "--since")
       let to = try until.map { try KPITime.parse($0, now: now, flag: "--until") } ?? now
       guard (1...1_000_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...1000000") }

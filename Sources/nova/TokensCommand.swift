@@ -49,7 +49,7 @@ struct TokensCommand: AsyncParsableCommand {
         return
       }
       for token in tokens {
-        let state = token.revokedAt.map { "revoked \(AuditTime.string(Int64($0.timeIntervalSince1970 * 1000)))" } ?? "active"
+        let state = token.revokedAt.map { "revoked \(AuditTime.string($0.millisecondsSince1970))" } ?? "active"
         print("\(token.name)\t\(token.role.rawValue)\tnova_\(token.id)_…\t\(state)")
       }
     }
