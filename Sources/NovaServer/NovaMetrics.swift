@@ -27,6 +27,12 @@ public enum NovaMetrics {
     AuditImporter.importedMetric: "Audit records moved from the Redis queues' streams into the audit log.",
     AuditCheckpointer.checkpointMetric: "Tree size of the latest signed audit checkpoint.",
     AuditCheckpointer.coverageMetric: "Audited job transitions over all of them, from the data (must be 1).",
+    ActivityCollector.eventRateMetric: "Job events per second per queue and event, from the audit log (every worker on the store).",
+    ActivityCollector.waitMetric: "Wait from available to claimed per queue, quantiles over the last collection interval, from the audit log.",
+    ActivityCollector.failureRatioMetric: "Failed over finished job attempts per queue over the last collection interval.",
+    ActivityCollector.decisionRateMetric: "Policy decisions per second by source and result, from the audit log.",
+    ActivityCollector.cacheHitRatioMetric: "Policy decisions answered from the cache over all decisions, last collection interval.",
+    ActivityCollector.opaErrorRateMetric: "Policy decisions per second that OPA could not answer (the fallback mode decided).",
     "nova_http_requests_total": "HTTP requests served, by method, route and status.",
     "nova_http_request_duration_seconds": "HTTP request latency by method and route.",
   ]

@@ -141,6 +141,7 @@ public struct NovaServer: Sendable {
       services.append(KPIMaintenance(store: kpis, dataDirectory: dataDirectory, retention: configuration.kpiRetention, logger: logger))
     }
     if let security {
+      services.append(ActivityCollector(audit: security.audit, kpis: kpis, interval: configuration.metricsInterval, logger: logger))
       if let transitionSource {
         services.append(AuditImporter(security: security, source: transitionSource, logger: logger))
       }

@@ -40,12 +40,16 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Keep KPI samples this many days.", valueName: "days"))
   var kpiRetentionDays: Double = 30
 
+  @Option(name: .long, help: ArgumentHelp("Collect queue, activity and policy KPIs this often.", valueName: "seconds"))
+  var collectSeconds: Double = 15
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
     guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
     guard checkpointSeconds >= 1 else { throw ValidationError("--checkpoint-seconds must be at least 1") }
     guard kpiRetentionDays > 0 else { throw ValidationError("--kpi-retention-days must be positive") }
+    guard collectSeconds >= 0.1 else { throw ValidationError("--collect-seconds must be at least 0.1") }
     try pool.check()
   }
 
@@ -55,8 +59,9 @@ struct ServeCommand: AsyncParsableCommand {
     let logger = NovaLogging.logger("nova.serve")
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
-      pool: try pool.configuration(), retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil,
-      metricsOpen: metricsOpen, checkpointInterval: .seconds(fractional: checkpointSeconds))
+      pool: try pool.configuration(), metricsInterval: .seconds(fractional: collectSeconds),
+      retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil, metricsOpen: metricsOpen,
+      checkpointInterval: .seconds(fractional: checkpointSeconds))
     // The configuration a server ran with is part of the record.
     try await security.audit.append(
       event: "config.loaded", subject: "serve",

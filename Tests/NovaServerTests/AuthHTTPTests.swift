@@ -192,6 +192,43 @@ struct AuthHTTPTests {
     #expect(files == ["summary-2027-01-14.json", "summary-2027-01-15.json"])
   }
 
+  @Test func activityCollectorTurnsTheLogIntoRateWaitAndPolicyKPIs() async throws {
+    let setup = try await makeServer(metricsOpen: true)
+    let queue = setup.security.database
+    let store = try KPIStore(database: queue)
+    let collector = ActivityCollector(audit: setup.security.audit, kpis: store, logger: Logger(label: "test"))
+    _ = try await queue.enqueue(JobRequest(kind: "echo", queue: "before"))
+    #expect(try await collector.tick().isEmpty)  // the first tick only starts the count
+    for _ in 0..<4 { _ = try await queue.enqueue(JobRequest(kind: "echo", queue: "work", maxAttempts: 1)) }
+    let leases = try await queue.claim(queues: ["work"], worker: "w", leaseDuration: .seconds(30), limit: 4)
+    try await queue.complete(leases[0], result: nil)
+    _ = try await queue.fail(leases[1], error: "x", retryable: false)
+    let samples = try await collector.tick()
+    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+      samples.first { $0.name == name && $0.labels == labels }?.value
+    }
+    #expect(value("queue.enqueue_rate", ["queue": "work"]).map { $0 > 0 } == true)
+    #expect(value("queue.enqueue_rate", ["queue": "before"]) == nil)  // counted before the start
+    #expect(value("queue.failure_ratio", ["queue": "work"]) == 0.5)
+    #expect(value("queue.wait.p99", ["queue": "work"]).map { $0 >= 0 } == true)
+    #expect(value("policy.opa_error_rate") == 0)
+    #expect(try await store.query(name: "queue.dead_letter_rate", since: 0, labels: ["queue": "work"]).count == 1)
+    // An idle interval records zero rates for the queues seen, not nothing.
+    let idle = try await collector.tick()
+    #expect(idle.first { $0.name == "queue.completion_rate" && $0.labels["queue"] == "work" }?.value == 0)
+    let metrics = String(decoding: NovaMetrics.render(), as: UTF8.self)
+    #expect(metrics.contains(#"nova_queue_event_rate{queue="work",event="completed"}"#))
+    #expect(metrics.contains("# HELP nova_queue_wait_quantile_seconds Wait from available"))
+
+    let activity = AuditActivity(through: 0)
+    var withDecisions = activity
+    withDecisions.decisions = [.init(source: "cache", allowed: true): 3, .init(source: "fallback", allowed: false): 1]
+    let policy = ActivityCollector.samples(withDecisions, queues: [], seconds: 2, time: 0)
+    #expect(policy.first { $0.name == "policy.cache_hit_ratio" }?.value == 0.75)
+    #expect(policy.first { $0.name == "policy.opa_error_rate" }?.value == 0.5)
+    #expect(policy.first { $0.name == "policy.decision_rate" && $0.labels == ["source": "cache", "result": "allow"] }?.value == 1.5)
+  }
+
   @Test func writesToUnknownRoutesNeedAdmin() {
     #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs") == .submit)
     #expect(AuthMiddleware.action(method: .post, path: "/v1/jobs/x/cancel") == .cancel)
