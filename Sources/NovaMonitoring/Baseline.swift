@@ -132,6 +132,22 @@ public struct BaselineComparison: Codable, Sendable, Equatable {
     }
     return BaselineComparison(baseline_name: name, deltas: deltas)
   }
+
+  /// The comparison as KPIs: `baseline.delta` for every measure (percent, with its threshold as
+  /// a label) and `baseline.breach` for each that breached, which the alert engine watches.
+  public func kpiSamples(time: Int64, source: String = "bench baseline") -> [KPISample] {
+    deltas.map {
+      KPISample(
+        name: "baseline.delta",
+        labels: ["baseline": baseline_name, "measure": $0.name, "threshold_percent": String(format: "%g", $0.threshold_percent)],
+        value: $0.delta_percent, unit: "percent", time: time, source: source)
+    }
+      + deltas.filter(\.breached).map {
+        KPISample(
+          name: "baseline.breach", labels: ["baseline": baseline_name, "measure": $0.name], value: $0.delta_percent,
+          unit: "percent", time: time, source: source)
+      }
+  }
 }
 
 /// Where baselines and runs are kept: `kpi/baselines/NAME.json` and `kpi/baseline-TIME.json`.

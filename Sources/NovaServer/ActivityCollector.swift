@@ -78,7 +78,10 @@ public final class ActivityCollector: Service, Sendable {
     }
     let samples = Self.samples(activity, queues: queues, seconds: elapsed, time: now.millisecondsSince1970)
     for sample in samples { Self.export(sample) }
-    try await kpis?.record(samples)
+    if let kpis {
+      try await kpis.record(samples)
+      try await RecordedKPIGauges.export(from: kpis, now: now.millisecondsSince1970)
+    }
     return samples
   }
 

@@ -33,6 +33,10 @@ public enum NovaMetrics {
     ActivityCollector.decisionRateMetric: "Policy decisions per second by source and result, from the audit log.",
     ActivityCollector.cacheHitRatioMetric: "Policy decisions answered from the cache over all decisions, last collection interval.",
     ActivityCollector.opaErrorRateMetric: "Policy decisions per second that OPA could not answer (the fallback mode decided).",
+    RecordedKPIGauges.deploymentDurationMetric: "Duration of the latest deployment per service (nova kpi deploy).",
+    RecordedKPIGauges.deploymentFinishedMetric: "When the latest deployment per service finished, Unix time.",
+    RecordedKPIGauges.baselineDeltaMetric: "Latest baseline comparison: change per measure against the saved baseline, percent.",
+    RecordedKPIGauges.baselineThresholdMetric: "The threshold each baseline measure's change is held against, percent.",
     "nova_http_requests_total": "HTTP requests served, by method, route and status.",
     "nova_http_request_duration_seconds": "HTTP request latency by method and route.",
   ]

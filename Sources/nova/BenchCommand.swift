@@ -380,16 +380,10 @@ extension BenchCommand {
       } else {
         printSummary(result, comparison: comparison, artefact: artefact)
       }
-      if let comparison, comparison.breached {
+      if let comparison {
         let security = try await store.openSecurity()
-        let now = Date().millisecondsSince1970
-        try await KPIStore(database: security.database).record(
-          comparison.deltas.filter(\.breached).map {
-            KPISample(
-              name: "baseline.breach", labels: ["baseline": comparison.baseline_name, "measure": $0.name], value: $0.delta_percent,
-              unit: "percent", time: now, source: "bench baseline")
-          })
-        throw ExitCode(ExitStatus.notFound)
+        try await KPIStore(database: security.database).record(comparison.kpiSamples(time: Date().millisecondsSince1970))
+        if comparison.breached { throw ExitCode(ExitStatus.notFound) }
       }
     }
 

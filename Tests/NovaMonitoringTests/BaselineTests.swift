@@ -32,12 +32,17 @@ struct BaselineTests {
     guard write(fd, bytes, bytes.count) == bytes.count else { throw NovaError.storage("cannot write \(path)") }
   }
 
-  @Test func comparisonsFlagRealChangesNotNoise() {
+  @Test func comparisonsFlagRealChangesNotNoise() throws {
     let baseline = run(cpu: 1000)
     let unchanged = BaselineComparison.compare(run(cpu: 990, network: 980, gpu: 78), with: baseline, name: "b", thresholds: BaselineThresholds())
     #expect(!unchanged.breached && unchanged.deltas.count == 3)
     let slower = BaselineComparison.compare(run(cpu: 800), with: baseline, name: "b", thresholds: BaselineThresholds())
     #expect(slower.breached && slower.deltas.filter(\.breached).map(\.name) == ["cpu.sha256.single"])
+    let samples = slower.kpiSamples(time: 5)
+    #expect(samples.filter { $0.name == "baseline.delta" }.count == slower.deltas.count)
+    let breach = try #require(samples.first { $0.name == "baseline.breach" })
+    #expect(breach.labels == ["baseline": "b", "measure": "cpu.sha256.single"] && breach.value == -20 && breach.time == 5)
+    #expect(samples.first { $0.name == "baseline.delta" && $0.labels["measure"] == "cpu.sha256.single" }?.labels["threshold_percent"] == "10")
     #expect(slower.deltas.first { $0.name == "cpu.sha256.single" }?.delta_percent == -20)
     // 20 % slower, but the runs themselves spread by 30 %: noise, not a change.
     let noisy = BaselineComparison.compare(run(cpu: 800, spread: 0.3), with: baseline, name: "b", thresholds: BaselineThresholds())

@@ -213,12 +213,23 @@ struct AuthHTTPTests {
     #expect(value("queue.wait.p99", ["queue": "work"]).map { $0 >= 0 } == true)
     #expect(value("policy.opa_error_rate") == 0)
     #expect(try await store.query(name: "queue.dead_letter_rate", since: 0, labels: ["queue": "work"]).count == 1)
+    // Deployments and baseline comparisons recorded by other processes become gauges.
+    let now = Date().millisecondsSince1970
+    try await store.deploymentStarted(service: "api", version: "1", at: now - 90_000, source: "t")
+    _ = try await store.deploymentFinished(service: "api", version: "1", at: now - 30_000, source: "t")
+    try await store.record([
+      KPISample(name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -3, time: now - 20_000, source: "t"),
+      KPISample(name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -12.5, time: now - 10_000, source: "t"),
+    ])
     // An idle interval records zero rates for the queues seen, not nothing.
     let idle = try await collector.tick()
     #expect(idle.first { $0.name == "queue.completion_rate" && $0.labels["queue"] == "work" }?.value == 0)
     let metrics = String(decoding: NovaMetrics.render(), as: UTF8.self)
     #expect(metrics.contains(#"nova_queue_event_rate{queue="work",event="completed"}"#))
     #expect(metrics.contains("# HELP nova_queue_wait_quantile_seconds Wait from available"))
+    #expect(metrics.contains(#"nova_deployment_duration_seconds{service="api"} 60"#))
+    #expect(metrics.contains(#"nova_baseline_delta_percent{measure="cpu.sort.single"} -12.5"#))
+    #expect(metrics.contains(#"nova_baseline_threshold_percent{measure="cpu.sort.single"} 10"#))
 
     let activity = AuditActivity(through: 0)
     var withDecisions = activity
