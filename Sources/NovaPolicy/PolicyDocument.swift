@@ -128,109 +128,27 @@ public struct PolicyDocument: Sendable, Equatable {
 }
 
 /// A policy file that cannot be used, with where: `file:line:column: field: problem`.
-public struct PolicyFileError: Error, Sendable, Equatable, CustomStringConvertible {
-  public var file: String
-  public var line: Int
-  public var column: Int
-  public var message: String
-
-  public var description: String { "\(file):\(line):\(column): \(message)" }
-}
+public typealias PolicyFileError = ConfigFileError
 
 extension PolicyDocument {
   /// Reads and checks a policy file.
   public static func load(path: String) throws(PolicyFileError) -> PolicyDocument {
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw PolicyFileError(file: path, line: 0, column: 0, message: "cannot read the file")
-    }
-    guard let text = String(data: data, encoding: .utf8) else {
-      throw PolicyFileError(file: path, line: 0, column: 0, message: "not UTF-8 text")
-    }
-    return try parse(text, file: path)
+    try parse(try YAMLReader.text(path: path), file: path)
   }
 
   /// Parses policy YAML; `file` names it in errors.
   public static func parse(_ text: String, file: String) throws(PolicyFileError) -> PolicyDocument {
-    let root: Node?
-    do {
-      root = try Yams.compose(yaml: text)
-    } catch let error as YamlError {
-      throw yamlError(error, file: file)
-    } catch {
-      throw PolicyFileError(file: file, line: 0, column: 0, message: "\(error)")
+    let reader = YAMLReader(file: file)
+    guard let root = try reader.compose(text) else {
+      throw PolicyFileError(file: file, line: 1, column: 1, message: "the file is empty; expected a mapping with rules")
     }
-    guard let root else { throw PolicyFileError(file: file, line: 1, column: 1, message: "the file is empty; expected a mapping with rules") }
-    let reader = NodeReader(file: file)
     return try reader.document(root)
-  }
-
-  private static func yamlError(_ error: YamlError, file: String) -> PolicyFileError {
-    switch error {
-    case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-      return PolicyFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(problem)")
-    default:
-      return PolicyFileError(file: file, line: 0, column: 0, message: "YAML: \(error)")
-    }
   }
 }
 
-/// Reads the YAML node tree strictly: unknown keys and wrong types are errors with positions.
-private struct NodeReader {
-  let file: String
-
-  func fail(_ node: Node?, _ message: String) -> PolicyFileError {
-    PolicyFileError(file: file, line: node?.mark?.line ?? 0, column: node?.mark?.column ?? 0, message: message)
-  }
-
-  func mapping(_ node: Node, _ field: String, allowed: Set<String>) throws(PolicyFileError) -> [(key: String, keyNode: Node, value: Node)] {
-    guard case .mapping(let mapping) = node else { throw fail(node, "\(field): expected a mapping") }
-    var entries: [(String, Node, Node)] = []
-    var seen = Set<String>()
-    for (key, value) in mapping {
-      guard let name = key.string else { throw fail(key, "\(field): keys must be strings") }
-      guard allowed.contains(name) else {
-        throw fail(key, "\(field): unknown key '\(name)'; expected one of \(allowed.sorted().joined(separator: ", "))")
-      }
-      guard seen.insert(name).inserted else { throw fail(key, "\(field): '\(name)' appears twice") }
-      entries.append((name, key, value))
-    }
-    return entries
-  }
-
-  func string(_ node: Node, _ field: String) throws(PolicyFileError) -> String {
-    guard case .scalar(let scalar) = node else { throw fail(node, "\(field): expected a string") }
-    return scalar.string
-  }
-
-  func strings(_ node: Node, _ field: String) throws(PolicyFileError) -> [String] {
-    switch node {
-    case .scalar(let scalar): return [scalar.string]
-    case .sequence(let sequence):
-      var values: [String] = []
-      for (index, item) in sequence.enumerated() {
-        values.append(try string(item, "\(field)[\(index)]"))
-      }
-      if values.isEmpty { throw fail(node, "\(field): an empty list matches nothing; leave the key out to match anything") }
-      return values
-    default: throw fail(node, "\(field): expected a string or a list of strings")
-    }
-  }
-
-  func number(_ node: Node, _ field: String, range: ClosedRange<Double>) throws(PolicyFileError) -> Double {
-    guard case .scalar(let scalar) = node, let value = Double(scalar.string), range.contains(value) else {
-      throw fail(node, "\(field): expected a number in \(range.lowerBound)...\(range.upperBound)")
-    }
-    return value
-  }
-
-  func bool(_ node: Node, _ field: String) throws(PolicyFileError) -> Bool {
-    guard case .scalar(let scalar) = node, let value = Bool(scalar.string.lowercased()) else {
-      throw fail(node, "\(field): expected true or false")
-    }
-    return value
-  }
-
-  func document(_ root: Node) throws(PolicyFileError) -> PolicyDocument {
+/// The policy file's sections, read strictly.
+extension YAMLReader {
+  fileprivate func document(_ root: Node) throws(PolicyFileError) -> PolicyDocument {
     var document = PolicyDocument(rules: [])
     var sawRules = false
     for entry in try mapping(root, "policy", allowed: ["rules", "enforce", "opa", "cache"]) {
@@ -253,7 +171,7 @@ private struct NodeReader {
     return document
   }
 
-  func rule(_ node: Node, _ field: String) throws(PolicyFileError) -> PolicyDocument.Rule {
+  fileprivate func rule(_ node: Node, _ field: String) throws(PolicyFileError) -> PolicyDocument.Rule {
     var name: String?
     var effect: PolicyDocument.Rule.Effect?
     var rule = PolicyDocument.Rule(name: "", effect: .deny, line: node.mark?.line ?? 0)
@@ -293,7 +211,7 @@ private struct NodeReader {
     return rule
   }
 
-  func opa(_ node: Node) throws(PolicyFileError) -> PolicyDocument.OPA {
+  fileprivate func opa(_ node: Node) throws(PolicyFileError) -> PolicyDocument.OPA {
     var url: String?
     var path: String?
     var settings: [(String, Node)] = []
@@ -344,7 +262,7 @@ private struct NodeReader {
     return opa
   }
 
-  func cache(_ node: Node) throws(PolicyFileError) -> PolicyDocument.Cache {
+  fileprivate func cache(_ node: Node) throws(PolicyFileError) -> PolicyDocument.Cache {
     var cache = PolicyDocument.Cache()
     for entry in try mapping(node, "cache", allowed: ["allow_size", "allow_ttl_seconds", "deny_size", "deny_ttl_seconds"]) {
       let field = "cache.\(entry.key)"

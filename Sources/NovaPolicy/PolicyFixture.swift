@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 import Yams
 
 /// One case of a policy test table: a request and the decision it must get.
@@ -11,23 +12,14 @@ public struct PolicyFixture: Sendable {
   /// Reads a fixtures file: a list of `{name, subject, roles, action, resource: {kind, id,
   /// attributes}, expect: allow|deny}`. Errors name file, line and column.
   public static func load(path: String) throws(PolicyFileError) -> [PolicyFixture] {
-    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-      throw PolicyFileError(file: path, line: 0, column: 0, message: "cannot read the file")
-    }
-    return try parse(text, file: path)
+    try parse(try YAMLReader.text(path: path), file: path)
   }
 
   /// Parses fixtures YAML; `file` names it in errors.
   public static func parse(_ text: String, file: String) throws(PolicyFileError) -> [PolicyFixture] {
-    func fail(_ node: Node?, _ message: String) -> PolicyFileError {
-      PolicyFileError(file: file, line: node?.mark?.line ?? 0, column: node?.mark?.column ?? 0, message: message)
-    }
-    let root: Node?
-    do {
-      root = try Yams.compose(yaml: text)
-    } catch {
-      throw PolicyFileError(file: file, line: 0, column: 0, message: "YAML: \(error)")
-    }
+    let reader = YAMLReader(file: file)
+    func fail(_ node: Node?, _ message: String) -> PolicyFileError { reader.fail(node, message) }
+    let root = try reader.compose(text)
     guard case .sequence(let cases)? = root else { throw fail(root, "expected a list of cases") }
     var fixtures: [PolicyFixture] = []
     for (index, item) in cases.enumerated() {

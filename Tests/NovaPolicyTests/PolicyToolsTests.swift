@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 import NovaPolicy
 import NovaTestSupport
 import Testing
