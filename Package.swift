@@ -18,6 +18,7 @@ let package = Package(
     .library(name: "NovaSecurity", targets: ["NovaSecurity"]),
     .library(name: "NovaPolicy", targets: ["NovaPolicy"]),
     .library(name: "NovaMonitoring", targets: ["NovaMonitoring"]),
+    .library(name: "NovaAlerting", targets: ["NovaAlerting"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -103,9 +104,25 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaAlerting",
+      dependencies: [
+        "NovaCore", "NovaQueue", "NovaMonitoring", "NovaSecurity",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Yams", package: "Yams"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
+        "NovaAlerting",
         "NovaMonitoring",
         "NovaPolicy",
         "NovaQueue",
@@ -124,6 +141,7 @@ let package = Package(
       name: "nova",
       dependencies: [
         "NovaCore",
+        "NovaAlerting",
         "NovaQueue",
         "NovaRedis",
         "NovaMonitoring",
@@ -142,9 +160,22 @@ let package = Package(
       name: "NovaTestSupport",
       dependencies: [
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
       path: "Tests/NovaTestSupport",
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaAlertingTests",
+      dependencies: [
+        "NovaAlerting", "NovaCore", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

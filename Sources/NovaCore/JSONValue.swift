@@ -70,3 +70,7 @@ public struct JSONSyntaxError: Error, CustomStringConvertible {
   public var message: String
   public var description: String { message }
 }
+
+extension JSONValue: ExpressibleByStringLiteral {
+  public init(stringLiteral value: String) { self = .string(value) }
+}

@@ -46,7 +46,8 @@ public struct KPISample: Sendable, Equatable, Codable {
   /// Labels as canonical JSON (keys sorted, RFC 8785), the stored and exported form.
   public var labelText: String { Self.labelText(labels) }
 
-  static func labelText(_ labels: [String: String]) -> String {
+  /// Labels as canonical JSON.
+  public static func labelText(_ labels: [String: String]) -> String {
     if labels.isEmpty { return "{}" }
     var out: [UInt8] = [UInt8(ascii: "{")]
     for (index, key) in labels.keys.sorted().enumerated() {

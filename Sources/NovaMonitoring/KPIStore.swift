@@ -7,6 +7,8 @@ import NovaSecurity
 /// KPI samples in Nova's database, indexed by name and time; old samples purged by retention.
 public final class KPIStore: Sendable {
   private let database: SQLiteJobQueue
+  /// Signalled after every write, so that the alert engine evaluates new samples at once.
+  public let recorded = WakeSignal()
 
   /// The store in `database` (the queue's SQLite database); creates its table on first use.
   public init(database: SQLiteJobQueue) throws {
@@ -50,6 +52,43 @@ public final class KPIStore: Sendable {
         insert.bind(6, sample.source)
         _ = try insert.run()
       }
+    }
+    recorded.signal()
+  }
+
+  /// Samples stored after row `row` whose time is at least `since`, in the order they were
+  /// stored, with the last row read (the cursor for the next call). Rows only grow, so a reader
+  /// that keeps the latest value per series reads each sample once.
+  public func samples(afterRow row: Int64, since: Int64, limit: Int = 1_000_000) async throws -> (samples: [KPISample], lastRow: Int64) {
+    try await database.database.read { db in
+      let statement = RawStatement(
+        try db.cachedStatement(
+          sql: "SELECT rowid, name, labels, value, unit, time, source FROM nova_kpis WHERE rowid > ? ORDER BY rowid LIMIT ?"),
+        in: db)
+      statement.bind(1, row)
+      statement.bind(2, limit)
+      defer { statement.finish() }
+      var samples: [KPISample] = []
+      var last = row
+      var labelCache: [String: [String: String]] = [:]
+      while try statement.step() {
+        last = statement.int64(0)
+        let time = statement.int64(5)
+        guard time >= since else { continue }
+        let text = statement.string(2)
+        let labels: [String: String]
+        if let cached = labelCache[text] {
+          labels = cached
+        } else {
+          labels = Self.parseLabels(text)
+          labelCache[text] = labels
+        }
+        samples.append(
+          KPISample(
+            name: statement.string(1), labels: labels, value: statement.double(3), unit: statement.string(4), time: time,
+            source: statement.string(6)))
+      }
+      return (samples, last)
     }
   }
 

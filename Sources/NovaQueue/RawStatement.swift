@@ -85,6 +85,7 @@ public struct RawStatement {
   public func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
   public func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
   public func optionalInt64(_ column: Int32) -> Int64? { isNull(column) ? nil : int64(column) }
+  public func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
 
   public func string(_ column: Int32) -> String {
     guard let text = sqlite3_column_text(handle, column) else { return "" }

@@ -1,0 +1,105 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NovaCore
+import NovaSecurity
+
+/// Sends outbox requests over HTTP, adding each receiver's secret: PagerDuty's routing key in the
+/// body, a webhook's HMAC-SHA256 signature in `X-Nova-Signature`.
+public struct NotificationSender: Sendable {
+  /// What one attempt came to.
+  public enum Outcome: Sendable, Equatable {
+    case sent(status: Int)
+    /// 429, 5xx or a network failure: try again later.
+    case retry(String)
+    /// Any other answer (400 included): sending it again cannot help.
+    case rejected(String)
+  }
+
+  /// The header with a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+  public static let signatureHeader = "X-Nova-Signature"
+
+  private let client: HTTPClient
+  private let secrets: [String: String]
+  public var timeout: Duration
+
+  /// A sender with the receivers' secrets, by receiver name (never logged).
+  public init(secrets: [String: String], client: HTTPClient = .shared, timeout: Duration = .seconds(10)) {
+    self.secrets = secrets
+    self.client = client
+    self.timeout = timeout
+  }
+
+  /// The secrets `configuration`'s receivers name; throws naming the first one missing.
+  public static func secrets(for configuration: AlertingConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment)
+    throws(NovaError) -> [String: String]
+  {
+    var secrets: [String: String] = [:]
+    for receiver in configuration.receivers {
+      if let secret = receiver.secret {
+        do {
+          secrets[receiver.name] = try secret.resolve(environment: environment)
+        } catch {
+          throw .invalidInput(field: "receiver \(receiver.name)", message: error.description)
+        }
+      }
+    }
+    return secrets
+  }
+
+  /// The signature header value of `body` under `secret`.
+  public static func signature(of body: [UInt8], secret: String) -> String {
+    let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8)))
+    return "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// The body as sent: the stored body with the receiver's secret filled in.
+  public func finalBody(_ request: OutboundRequest) throws(NovaError) -> [UInt8] {
+    guard request.kind == .pagerduty else { return Array(request.body.utf8) }
+    guard let key = secrets[request.receiver] else {
+      throw .invalidInput(field: "receiver \(request.receiver)", message: "no routing key was loaded")
+    }
+    guard case .object(var body) = try? JSONValue.parse(Data(request.body.utf8)) else {
+      throw .storage("outbox body for \(request.receiver) is not a JSON object")
+    }
+    body["routing_key"] = .string(key)
+    do {
+      return try CanonicalJSON.encode(.object(body))
+    } catch {
+      throw .storage("cannot encode the body for \(request.receiver): \(error)")
+    }
+  }
+
+  /// One attempt.
+  public func send(_ request: OutboundRequest) async -> Outcome {
+    let body: [UInt8]
+    do {
+      body = try finalBody(request)
+    } catch {
+      return .rejected(error.description)
+    }
+    var http = HTTPClientRequest(url: request.url)
+    http.method = .POST
+    http.headers.add(name: "Content-Type", value: "application/json")
+    http.headers.add(name: "User-Agent", value: "Nova-Alerting/1")
+    if request.kind == .webhook, let secret = secrets[request.receiver] {
+      http.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret))
+    }
+    http.body = .bytes(ByteBuffer(bytes: body))
+    do {
+      let response = try await client.execute(http, timeout: .nanoseconds(Int64(timeout.seconds * 1e9)))
+      let answer = try await response.body.collect(upTo: 64 * 1024)
+      let status = Int(response.status.code)
+      let text = String(buffer: answer).prefix(500)
+      switch status {
+      case 200..<300: return .sent(status: status)
+      case 429, 500...599: return .retry("HTTP \(status): \(text)")
+      default: return .rejected("HTTP \(status): \(text)")
+      }
+    } catch {
+      return .retry("\(error)")
+    }
+  }
+}

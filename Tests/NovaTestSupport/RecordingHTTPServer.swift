@@ -1,0 +1,135 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// An HTTP server on loopback for tests that stand in for a cloud service (PagerDuty) or a
+/// webhook receiver: it records every request and answers with scripted statuses.
+public final class RecordingHTTPServer: Sendable {
+  /// One request as received.
+  public struct Request: Sendable {
+    public var method: String
+    public var path: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    /// When it arrived (the server's monotonic clock).
+    public var received: ContinuousClock.Instant
+
+    public func header(_ name: String) -> String? {
+      headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+  }
+
+  fileprivate struct State {
+    var requests: [Request] = []
+    /// Statuses to answer next, in order; afterwards `defaultStatus`.
+    var script: [(status: Int, body: String)] = []
+    var defaultStatus = 202
+    var defaultBody = #"{"status":"success","message":"Event processed"}"#
+  }
+
+  public let port: Int
+  private let channel: any Channel
+  private let box = RecordingState()
+
+  public init() async throws {
+    let box = self.box
+    channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.pipeline.configureHTTPServerPipeline().flatMap {
+          channel.pipeline.addHandler(RecordingHandler(box: box))
+        }
+      }
+      .bind(host: "127.0.0.1", port: 0).get()
+    port = channel.localAddress?.port ?? 0
+  }
+
+  public var url: String { "http://127.0.0.1:\(port)" }
+
+  /// Answers the next requests with these statuses (and bodies), then with the default.
+  public func script(_ answers: [(status: Int, body: String)]) {
+    box.state.withLock { $0.script += answers }
+  }
+
+  /// The answer once the script is used up.
+  public func setDefault(status: Int, body: String) {
+    box.state.withLock {
+      $0.defaultStatus = status
+      $0.defaultBody = body
+    }
+  }
+
+  public var requests: [Request] { box.state.withLock { $0.requests } }
+
+  /// Waits until at least `count` requests arrived; returns them (fails after `timeout`).
+  public func waitForRequests(_ count: Int, timeout: Duration = .seconds(10)) async throws -> [Request] {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      let current = requests
+      if current.count >= count { return current }
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    throw RecordingTimeout(expected: count, got: requests.count)
+  }
+
+  public func close() async { try? await channel.close() }
+
+  fileprivate static func answer(_ box: RecordingState, _ request: Request) -> (Int, String) {
+    box.state.withLock { state in
+      state.requests.append(request)
+      if !state.script.isEmpty { return (state.script.removeFirst()) }
+      return (state.defaultStatus, state.defaultBody)
+    }
+  }
+}
+
+/// Not enough requests arrived in time.
+public struct RecordingTimeout: Error, CustomStringConvertible {
+  public var expected: Int
+  public var got: Int
+  public var description: String { "expected \(expected) requests, got \(got)" }
+}
+
+/// The server's shared state (a class: the handlers of every connection hold it).
+private final class RecordingState: Sendable {
+  let state = Mutex(RecordingHTTPServer.State())
+}
+
+private final class RecordingHandler: ChannelInboundHandler, @unchecked Sendable {
+  // Used only on its channel's event loop (NIO calls handlers there), so its mutable request
+  // state is never touched from two threads.
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  private let box: RecordingState
+  private var head: HTTPRequestHead?
+  private var body: [UInt8] = []
+
+  fileprivate init(box: RecordingState) { self.box = box }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .head(let head):
+      self.head = head
+      body = []
+    case .body(var buffer):
+      body += buffer.readBytes(length: buffer.readableBytes) ?? []
+    case .end:
+      guard let head else { return }
+      let request = RecordingHTTPServer.Request(
+        method: head.method.rawValue, path: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: body,
+        received: .now)
+      let (status, text) = RecordingHTTPServer.answer(box, request)
+      var headers = HTTPHeaders()
+      headers.add(name: "Content-Type", value: "application/json")
+      headers.add(name: "Content-Length", value: String(text.utf8.count))
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers))), promise: nil)
+      context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+      self.head = nil
+    }
+  }
+}
