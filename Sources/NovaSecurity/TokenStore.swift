@@ -19,7 +19,7 @@ public enum Role: String, Sendable, CaseIterable, Comparable, Codable {
 
 /// An API action that a role must allow.
 public enum APIAction: String, Sendable, CaseIterable {
-  case read, submit, cancel, retry, acknowledge
+  case read, submit, cancel, retry, acknowledge, resolve
   case recordKPI = "kpi.record"
   case manageTokens = "tokens.manage"
   case reloadPolicy = "policy.reload"
@@ -28,7 +28,7 @@ public enum APIAction: String, Sendable, CaseIterable {
   public var minimumRole: Role {
     switch self {
     case .read: .viewer
-    case .submit, .cancel, .retry, .acknowledge, .recordKPI: .operator
+    case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI: .operator
     case .manageTokens, .reloadPolicy: .admin
     }
   }

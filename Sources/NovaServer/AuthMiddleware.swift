@@ -14,12 +14,19 @@ public struct AuthMiddleware: RouterMiddleware {
   let metricsOpen: Bool
   /// Decides what an authenticated caller may do; nil decides by role alone.
   let gate: PolicyGate?
+  /// PagerDuty's webhooks carry no token; the route checks their signature instead.
+  var pagerDutyWebhookOpen = false
+
+  /// The route PagerDuty's webhooks (v3) are delivered to.
+  public static let pagerDutyWebhookPath = "/v1/alerts/pagerduty"
 
   public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
     -> Response
   {
     let path = request.uri.path
-    if path == "/healthz" || path == "/readyz" || (metricsOpen && path == "/metrics") {
+    if path == "/healthz" || path == "/readyz" || (metricsOpen && path == "/metrics")
+      || (pagerDutyWebhookOpen && path == Self.pagerDutyWebhookPath && request.method == .post)
+    {
       return try await next(request, context)
     }
     let source = context.remoteAddress?.ipAddress ?? "unknown"
@@ -73,7 +80,10 @@ public struct AuthMiddleware: RouterMiddleware {
   public static func resource(path: String) -> PolicyResource {
     let parts = path.split(separator: "/").map(String.init)
     guard parts.first == "v1", parts.count >= 2 else { return PolicyResource(kind: parts.first ?? "root") }
-    let kinds = ["jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy", "kpis": "kpi"]
+    let kinds = [
+      "jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy", "kpis": "kpi", "alerts": "alert",
+      "journal": "journal",
+    ]
     return PolicyResource(kind: kinds[parts[1]] ?? parts[1], id: parts.count >= 3 ? parts[2] : nil)
   }
 
@@ -85,6 +95,10 @@ public struct AuthMiddleware: RouterMiddleware {
     if parts.count >= 2, parts[0] == "v1", parts[1] == "tokens" { return .manageTokens }
     if method == .post, parts == ["v1", "policy", "reload"] { return .reloadPolicy }
     if method == .post, parts == ["v1", "kpis"] { return .recordKPI }
+    if method == .post, parts.count == 4, parts[0] == "v1", parts[1] == "alerts" {
+      if parts[3] == "ack" { return .acknowledge }
+      if parts[3] == "resolve" { return .resolve }
+    }
     if method == .get || method == .head { return .read }
     switch (method, parts.count, parts.first, parts.dropFirst().first, parts.last) {
     case (.post, 2, "v1", "jobs", _): return .submit

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NovaAlerting
 import NovaCore
 import NovaMonitoring
 import NovaPolicy
@@ -32,6 +33,8 @@ public struct NovaServer: Sendable {
     /// The data directory (for the daily KPI summary files), and how long KPI samples are kept.
     public var dataDirectory: String?
     public var kpiRetention: Duration = .seconds(30 * 86_400)
+    /// The thresholds file alerting was loaded from (reloaded on SIGHUP).
+    public var thresholdsPath: String?
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -66,12 +69,21 @@ public struct NovaServer: Sendable {
   public let policy: PolicyEngine?
   /// KPI samples, in the security database (nil without one); shared by routes and collectors.
   public let kpis: KPIStore?
+  /// The orchestration journal, in the security database.
+  public let journal: OrchestrationJournal?
+  /// The alert engine, when alerting is configured.
+  public let alerts: AlertEngine?
+  /// Sends the alert engine's notifications.
+  public let alertDispatcher: NotificationDispatcher?
+  /// The secret of PagerDuty's webhooks, when configured.
+  let pagerDutyWebhookSecret: String?
 
   /// Wraps the backend in metrics instrumentation.
   public init(
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
     security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, policy: PolicyEngine? = nil,
-    logger: Logger, clock: any WallClock = SystemWallClock()
+    alerting: AlertingConfiguration? = nil, alertSecrets: [String: String] = [:], logger: Logger,
+    clock: any WallClock = SystemWallClock()
   ) {
     NovaMetrics.bootstrap()
     self.configuration = configuration
@@ -82,8 +94,26 @@ public struct NovaServer: Sendable {
     self.security = security
     self.transitionSource = transitionSource
     self.policy = policy
-    self.kpis = security.flatMap { try? KPIStore(database: $0.database) }
+    let kpis = security.flatMap { try? KPIStore(database: $0.database) }
+    let journal = security.flatMap { try? OrchestrationJournal(database: $0.database) }
+    self.kpis = kpis
+    self.journal = journal
+    if let alerting, let kpis, let security, let store = try? AlertStore(database: security.database) {
+      let engine = AlertEngine(configuration: alerting, store: store, kpis: kpis, clock: clock)
+      alerts = engine
+      alertDispatcher = NotificationDispatcher(
+        store: store, sender: NotificationSender(secrets: alertSecrets), journal: journal, clock: clock, logger: logger)
+      pagerDutyWebhookSecret = alertSecrets[Self.pagerDutyWebhookSecretName]
+    } else {
+      alerts = nil
+      alertDispatcher = nil
+      pagerDutyWebhookSecret = nil
+    }
   }
+
+  /// The key of PagerDuty's webhook secret among the alert secrets.
+  public static let pagerDutyWebhookSecretName = "pagerduty-webhook"
+
 
   /// The HTTP routes, without any background service (tests drive them directly).
   public func makeRouter() -> Router<NovaRequestContext> {
@@ -92,7 +122,10 @@ public struct NovaServer: Sendable {
     router.add(middleware: JSONErrorMiddleware())
     let gate = security == nil ? nil : policy.map(PolicyGate.init)
     if let security {
-      router.add(middleware: AuthMiddleware(access: security.access, metricsOpen: configuration.metricsOpen, gate: gate))
+      router.add(
+        middleware: AuthMiddleware(
+          access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
+          pagerDutyWebhookOpen: alerts != nil && pagerDutyWebhookSecret != nil))
       SecurityController(security: security).addRoutes(to: router)
     }
     if let policy {
@@ -100,6 +133,12 @@ public struct NovaServer: Sendable {
     }
     if let kpis {
       KPIController(store: kpis, clock: clock).addRoutes(to: router)
+    }
+    if let journal {
+      JournalController(journal: journal, clock: clock).addRoutes(to: router)
+    }
+    if let alerts {
+      AlertsController(engine: alerts, pagerDutySecret: pagerDutyWebhookSecret).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
     router.get("readyz") { _, _ in
@@ -149,6 +188,9 @@ public struct NovaServer: Sendable {
         AuditCheckpointer(
           security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
           kpis: kpis))
+    }
+    if let alerts, let alertDispatcher {
+      services.append(AlertService(engine: alerts, dispatcher: alertDispatcher, journal: journal, path: configuration.thresholdsPath, logger: logger))
     }
     if let policy {
       services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger))

@@ -16,7 +16,8 @@ struct NovaCommand: AsyncParsableCommand {
     version: "0.1.0",
     subcommands: [
       ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, PolicyCommand.self,
-      AuditCommand.self, TokensCommand.self, EvidenceCommand.self, KPICommand.self, BenchCommand.self,
+      AuditCommand.self, TokensCommand.self, EvidenceCommand.self, KPICommand.self, AlertsCommand.self, JournalCommand.self,
+      BenchCommand.self,
     ])
 
   /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.

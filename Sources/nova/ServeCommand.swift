@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NovaAlerting
 import NovaCore
 import NovaPolicy
 import NovaQueue
@@ -21,6 +22,8 @@ struct ServeCommand: AsyncParsableCommand {
   var port: Int = 8080
 
   @OptionGroup var pool: PoolOptions
+
+  @OptionGroup var thresholds: ThresholdsOptions
 
   @Option(name: .long, help: ArgumentHelp("Largest job payload accepted, in bytes.", valueName: "bytes"))
   var maxPayloadBytes: Int = 1 << 20
@@ -76,11 +79,26 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
     withBaseline.dataDirectory = store.dataDir
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
+    // An invalid thresholds file, or a receiver whose secret is missing, stops the server here.
+    let alerting = try thresholds.load(dataDir: store.dataDir)
+    var alertSecrets: [String: String] = [:]
+    if let alerting {
+      alertSecrets = try NotificationSender.secrets(for: alerting)
+      if let secret = alerting.settings.pagerDutyWebhookSecret {
+        do {
+          alertSecrets[NovaServer.pagerDutyWebhookSecretName] = try secret.resolve()
+        } catch {
+          throw NovaError.invalidInput(field: "settings.pagerduty_webhook_secret", message: error.description)
+        }
+      }
+      withBaseline.thresholdsPath = alerting.path
+      logger.notice("alerting: \(alerting.rules.count) rules from \(alerting.path ?? "?")")
+    }
     let policy = try store.openPolicy(security: security)
     logger.notice("policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")")
     let server = NovaServer(
       configuration: withBaseline, queue: queue, security: security, transitionSource: queue as? any TransitionSource,
-      policy: policy, logger: logger)
+      policy: policy, alerting: alerting, alertSecrets: alertSecrets, logger: logger)
     let host = self.host
     let dataDir = store.location
     try await server.run { port in

@@ -1,0 +1,94 @@
+import Foundation
+import Logging
+import NovaAlerting
+import NovaCore
+import NovaMonitoring
+import NovaQueue
+import ServiceLifecycle
+import UnixSignals
+
+/// Runs the alert engine in `nova serve`: an evaluation whenever KPI samples arrive (and at the
+/// evaluation interval), the outbox sender, and a reload of `thresholds.yaml` on SIGHUP that
+/// keeps the last good rules when the file is invalid.
+public struct AlertService: Service {
+  public let engine: AlertEngine
+  public let dispatcher: NotificationDispatcher
+  public let journal: OrchestrationJournal?
+  /// Where the rules come from, for reloads.
+  public let path: String?
+  public let logger: Logger
+  /// The shortest gap between two evaluations (bursts of samples make one evaluation).
+  public var minimumGap: Duration = .milliseconds(20)
+
+  public init(engine: AlertEngine, dispatcher: NotificationDispatcher, journal: OrchestrationJournal?, path: String?, logger: Logger) {
+    self.engine = engine
+    self.dispatcher = dispatcher
+    self.journal = journal
+    self.path = path
+    self.logger = logger
+  }
+
+  /// Waits for `signal` or `timeout`, whichever comes first.
+  static func wait(for signal: WakeSignal, timeout: Duration) async {
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await signal.wait() }
+      group.addTask { try? await Task.sleep(for: timeout) }
+      await group.next()
+      group.cancelAll()
+    }
+  }
+
+  /// Re-reads the thresholds file; an invalid one is refused and journaled, the old rules stay.
+  public func reload() async {
+    guard let path else { return }
+    do {
+      let configuration = try AlertingConfiguration.load(path: path)
+      await engine.reload(configuration)
+      logger.notice("alert rules reloaded", metadata: ["rules": "\(configuration.rules.count)", "path": "\(path)"])
+      _ = try? await journal?.append(kind: "alerts.reloaded", subject: path, payload: .object(["rules": .int(Int64(configuration.rules.count))]), actor: "serve")
+    } catch {
+      logger.error("alert rules not reloaded; the last good ones stay", metadata: ["error": "\(error)"])
+      _ = try? await journal?.append(kind: "alerts.reload_failed", subject: path, payload: .object(["error": .string("\(error)")]), actor: "serve")
+    }
+  }
+
+  public func run() async throws {
+    let engine = engine
+    let dispatcher = dispatcher
+    let logger = logger
+    let gap = minimumGap
+    let signals = await UnixSignalsSequence(trapping: .sighup)
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        while !Task.isCancelled {
+          do {
+            try await engine.evaluate()
+          } catch {
+            logger.error("alert evaluation failed", metadata: ["error": "\(error)"])
+          }
+          let interval = await engine.configuration.settings.evaluationInterval
+          await Self.wait(for: engine.kpis.recorded, timeout: interval)
+          try? await Task.sleep(for: gap)
+        }
+      }
+      group.addTask {
+        while !Task.isCancelled {
+          do {
+            try await dispatcher.deliverDue()
+          } catch {
+            logger.error("alert notification delivery failed", metadata: ["error": "\(error)"])
+          }
+          // Requests the CLI stores (acknowledgements) are picked up within a second.
+          await Self.wait(for: engine.outboxSignal, timeout: .seconds(1))
+        }
+      }
+      group.addTask {
+        for await _ in signals { await reload() }
+      }
+      try? await gracefulShutdown()
+      group.cancelAll()
+    }
+    // What the last evaluation stored goes out before the process ends, if it can.
+    _ = try? await dispatcher.deliverDue()
+  }
+}
