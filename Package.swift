@@ -219,7 +219,8 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaCore", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaAlerting", "NovaCore", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,0 +1,108 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NovaAlerting
+import NovaCore
+import NovaMonitoring
+import NovaQueue
+import NovaSecurity
+import NovaServer
+import NovaTestSupport
+import Testing
+
+@Suite("Alerts over HTTP")
+struct AlertsHTTPTests {
+  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
+  }
+
+  func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
+
+  @Test func alertsAreListedAcknowledgedAndResolvedWithRolesAndPagerDutyWebhooksAreVerified() async throws {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
+    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let admin = try await security.tokens.create(name: "root", role: .admin).token
+    let viewer = try await security.tokens.create(name: "dash", role: .viewer).token
+    let operatorToken = try await security.tokens.create(name: "ops", role: .operator).token
+    let receiver = try await RecordingHTTPServer()
+    let alerting = try AlertingConfiguration.parse(
+      """
+      receivers: [{name: pd, type: pagerduty, url: "\(receiver.url)/v2/enqueue", routing_key_env: K}]
+      routes: [{name: oncall, receivers: [pd]}]
+      rules: [{name: Coverage, kpi: audit.coverage, below: {critical: 1}}]
+      """, file: "t.yaml")
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let server = NovaServer(
+      configuration: .init(workers: 0), queue: queue, security: security, alerting: alerting,
+      alertSecrets: ["pd": String(repeating: "k", count: 32), NovaServer.pagerDutyWebhookSecretName: "whsec"], logger: logger)
+    let engine = try #require(server.alerts)
+    let app = Application(router: server.makeRouter())
+    try await app.test(.router) { client in
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":0.5}"#)
+      ) { #expect($0.status == .created) }
+      try await engine.evaluate()
+      var id: Int64 = 0
+      try await client.execute(uri: "/v1/alerts?state=firing", method: .get, headers: bearer(viewer)) { response in
+        #expect(response.status == .ok)
+        let alerts = try json(response.body)["alerts"] as? [[String: Any]] ?? []
+        #expect(alerts.count == 1)
+        id = (alerts.first?["id"] as? NSNumber)?.int64Value ?? 0
+        #expect(alerts.first?["severity"] as? String == "critical" && (alerts.first?["acknowledge_deadline"] as? String)?.hasSuffix("Z") == true)
+      }
+      try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: bearer(viewer)) { #expect($0.status == .ok) }
+      try await client.execute(uri: "/v1/alerts/999", method: .get, headers: bearer(viewer)) { #expect($0.status == .notFound) }
+      try await client.execute(uri: "/v1/alerts/x", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/alerts?state=loud", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/alerts/\(id)/ack", method: .post, headers: bearer(viewer)) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/alerts/\(id)/ack", method: .post, headers: bearer(operatorToken)) { response in
+        #expect(response.status == .ok)
+        let body = try json(response.body)
+        #expect(body["acknowledged_by"] as? String == "token:ops")
+      }
+      try await client.execute(uri: "/v1/alerts/\(id)/resolve", method: .post, headers: bearer(operatorToken)) { response in
+        let body = try json(response.body)
+        #expect(body["state"] as? String == "resolved")
+      }
+      try await client.execute(uri: "/v1/alerts/\(id)/resolve", method: .post, headers: bearer(operatorToken)) { #expect($0.status == .notFound) }
+      let actions = try await engine.store.deliveries().map(\.request.action)
+      #expect(actions == [.resolve, .acknowledge, .trigger])
+
+      // PagerDuty's webhooks need no token but a valid signature.
+      try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":1}"#)) { _ in }
+      try await engine.evaluate()  // cleared
+      try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":0.9}"#)) { _ in }
+      try await engine.evaluate()  // fires again: a new alert
+      let again = try #require(try await engine.store.list(states: [.firing]).first)
+      let body = #"{"event":{"id":"e9","event_type":"incident.resolved","agent":{"summary":"Ada"},"data":{"incident_key":"\#(again.dedupKey)"}}}"#
+      let signature = "v1=" + String(NotificationSender.signature(of: Array(body.utf8), secret: "whsec").dropFirst(7))
+      try await client.execute(
+        uri: "/v1/alerts/pagerduty", method: .post, headers: [HTTPField.Name("X-PagerDuty-Signature")!: "v1=" + String(repeating: "0", count: 64)],
+        body: ByteBuffer(string: body)
+      ) { #expect($0.status == .unauthorized) }
+      try await client.execute(
+        uri: "/v1/alerts/pagerduty", method: .post, headers: [HTTPField.Name("X-PagerDuty-Signature")!: signature], body: ByteBuffer(string: body)
+      ) { response in
+        #expect(response.status == .accepted)
+        let answer = try json(response.body)
+        #expect(answer["outcome"] as? String == "resolved alert \(again.id)")
+      }
+      #expect(try await engine.store.alert(id: again.id)?.resolvedBy == "pagerduty:Ada")
+
+      try await client.execute(uri: "/v1/journal?kind=alert.&since=1h", method: .get, headers: bearer(viewer)) { response in
+        let entries = try json(response.body)["entries"] as? [[String: Any]] ?? []
+        #expect(entries.compactMap { $0["kind"] as? String } == [
+          "alert.fired", "alert.acknowledged", "alert.resolved", "alert.fired", "alert.resolved",
+        ])
+        #expect(entries[1]["actor"] as? String == "token:ops")
+      }
+      try await client.execute(uri: "/v1/journal?since=yesterday", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/journal", method: .get, headers: bearer(admin)) { #expect($0.status == .ok) }
+    }
+  }
+}
