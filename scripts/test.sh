@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real servers and tools the tests use: redis-server (the tests start their own, on free
-# loopback ports), promtool (checks the /metrics exposition), sqlite3 (tampers with the audit
+# Real servers and tools the tests use: redis-server and Alertmanager (the tests start their
+# own, on free loopback ports), promtool (checks the /metrics exposition), sqlite3 (tampers with the audit
 # log as an attacker would), jq and openssl (verify evidence the way a reviewer does), Python's
 # venv (for the OPA engine the policy tests run real Rego on).
 need() {
@@ -22,6 +22,7 @@ need() {
 }
 need redis-server redis-server
 need promtool prometheus
+need prometheus-alertmanager prometheus-alertmanager
 need sqlite3 sqlite3
 need jq jq
 need openssl openssl
@@ -33,4 +34,4 @@ bash scripts/install-opa-engine.sh .build/opa-venv
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.
 timeout 1200 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85
