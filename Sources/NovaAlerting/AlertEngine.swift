@@ -178,6 +178,21 @@ public actor AlertEngine {
     return (result.notifications.map(\.alert), renderer.requests(for: result.notifications, now: now))
   }
 
+  /// Evaluates until cancelled: whenever KPI samples are recorded (at most every `gap`) and at
+  /// least every evaluation interval.
+  public nonisolated func runEvaluations(gap: Duration = .milliseconds(20), logger: Logger) async {
+    while !Task.isCancelled {
+      do {
+        try await evaluate()
+      } catch {
+        logger.error("alert evaluation failed", metadata: ["error": "\(error)"])
+      }
+      let interval = await configuration.settings.evaluationInterval
+      await kpis.recorded.wait(timeout: interval)
+      try? await Task.sleep(for: gap)
+    }
+  }
+
   /// The open alert PagerDuty knows by `dedupKey`, if any.
   public func openAlert(dedupKey: String) async throws -> AlertInstance? {
     try await store.openAlerts().values.first { $0.dedupKey == dedupKey }

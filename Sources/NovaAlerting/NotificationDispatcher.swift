@@ -84,6 +84,19 @@ public struct NotificationDispatcher: Sendable {
     return sent
   }
 
+  /// Delivers until cancelled: when `signal` says the outbox grew, and every second for retries
+  /// and for requests other processes stored (the CLI's acknowledgements).
+  public func runDeliveries(signal: WakeSignal) async {
+    while !Task.isCancelled {
+      do {
+        try await deliverDue()
+      } catch {
+        logger.error("alert notification delivery failed", metadata: ["error": "\(error)"])
+      }
+      await signal.wait(timeout: .seconds(1))
+    }
+  }
+
   private func giveUp(_ delivery: Delivery, reason: String) async throws {
     try await store.record(delivery.id, status: .failed, error: reason)
     Counter(label: Self.notificationsMetric, dimensions: [("receiver", delivery.request.receiver), ("result", "failed")]).increment()

@@ -28,16 +28,6 @@ public struct AlertService: Service {
     self.logger = logger
   }
 
-  /// Waits for `signal` or `timeout`, whichever comes first.
-  static func wait(for signal: WakeSignal, timeout: Duration) async {
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await signal.wait() }
-      group.addTask { try? await Task.sleep(for: timeout) }
-      await group.next()
-      group.cancelAll()
-    }
-  }
-
   /// Re-reads the thresholds file; an invalid one is refused and journaled, the old rules stay.
   public func reload() async {
     guard let path else { return }
@@ -59,29 +49,8 @@ public struct AlertService: Service {
     let gap = minimumGap
     let signals = await UnixSignalsSequence(trapping: .sighup)
     await withTaskGroup(of: Void.self) { group in
-      group.addTask {
-        while !Task.isCancelled {
-          do {
-            try await engine.evaluate()
-          } catch {
-            logger.error("alert evaluation failed", metadata: ["error": "\(error)"])
-          }
-          let interval = await engine.configuration.settings.evaluationInterval
-          await Self.wait(for: engine.kpis.recorded, timeout: interval)
-          try? await Task.sleep(for: gap)
-        }
-      }
-      group.addTask {
-        while !Task.isCancelled {
-          do {
-            try await dispatcher.deliverDue()
-          } catch {
-            logger.error("alert notification delivery failed", metadata: ["error": "\(error)"])
-          }
-          // Requests the CLI stores (acknowledgements) are picked up within a second.
-          await Self.wait(for: engine.outboxSignal, timeout: .seconds(1))
-        }
-      }
+      group.addTask { await engine.runEvaluations(gap: gap, logger: logger) }
+      group.addTask { await dispatcher.runDeliveries(signal: engine.outboxSignal) }
       group.addTask {
         for await _ in signals { await reload() }
       }

@@ -19,8 +19,8 @@ struct AlertFixture {
   let kpis: KPIStore
   let journal: OrchestrationJournal
   let store: AlertStore
-  let pagerDuty: RecordingHTTPServer
-  let webhook: RecordingHTTPServer
+  let pagerDuty: LocalHTTPReceiver
+  let webhook: LocalHTTPReceiver
   let configuration: AlertingConfiguration
 
   init(extraYAML: String = "", forDuration: String = "0s") async throws {
@@ -30,8 +30,8 @@ struct AlertFixture {
     kpis = try KPIStore(database: queue)
     journal = try OrchestrationJournal(database: queue)
     store = try AlertStore(database: queue)
-    pagerDuty = try await RecordingHTTPServer()
-    webhook = try await RecordingHTTPServer()
+    pagerDuty = try await LocalHTTPReceiver()
+    webhook = try await LocalHTTPReceiver()
     webhook.setDefault(status: 200, body: "{}")
     configuration = try AlertingConfiguration.parse(
       """

@@ -11,7 +11,7 @@ import Testing
 @Suite("Alertmanager integration")
 struct AlertmanagerIntegrationTests {
   @Test func aRealAlertmanagerRoutesNovasAlertsToItsWebhookAndHearsTheResolve() async throws {
-    let hook = try await RecordingHTTPServer()
+    let hook = try await LocalHTTPReceiver()
     hook.setDefault(status: 200, body: "{}")
     let alertmanager = try AlertmanagerTestServer(webhookURL: "\(hook.url)/am")
     let fixture = try await AlertFixture()

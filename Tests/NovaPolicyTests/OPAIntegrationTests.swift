@@ -60,13 +60,13 @@ struct OPAIntegrationTests {
     #expect(await engine.decide(request("anything", roles: ["admin"])).source == .rule)
     #expect(await engine.decide(trainer).source == .cache)
 
-    let undefined = await try self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "someone"))
+    let undefined = try await self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "someone"))
     #expect(!undefined.allowed && undefined.source == .opa && undefined.reason.contains("undefined"))
-    let defined = await try self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "agent:trainer"))
+    let defined = try await self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "agent:trainer"))
     #expect(defined.allowed)
-    let label = await try self.engine(server, path: "nova/authz/label").decide(request("read"))
+    let label = try await self.engine(server, path: "nova/authz/label").decide(request("read"))
     #expect(!label.allowed && label.reason.contains("non-boolean result"))
-    let conflict = await try self.engine(server, path: "nova/authz/conflict").decide(request("x"))
+    let conflict = try await self.engine(server, path: "nova/authz/conflict").decide(request("x"))
     #expect(!conflict.allowed && conflict.source == .fallback && conflict.reason.contains("HTTP 500"), "\(conflict.reason)")
   }
 

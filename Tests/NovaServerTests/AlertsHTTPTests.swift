@@ -28,7 +28,7 @@ struct AlertsHTTPTests {
     let admin = try await security.tokens.create(name: "root", role: .admin).token
     let viewer = try await security.tokens.create(name: "dash", role: .viewer).token
     let operatorToken = try await security.tokens.create(name: "ops", role: .operator).token
-    let receiver = try await RecordingHTTPServer()
+    let receiver = try await LocalHTTPReceiver()
     let alerting = try AlertingConfiguration.parse(
       """
       receivers: [{name: pd, type: pagerduty, url: "\(receiver.url)/v2/enqueue", routing_key_env: K}]

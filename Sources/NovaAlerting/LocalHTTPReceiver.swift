@@ -3,9 +3,9 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// An HTTP server on loopback for tests that stand in for a cloud service (PagerDuty) or a
-/// webhook receiver: it records every request and answers with scripted statuses.
-public final class RecordingHTTPServer: Sendable {
+/// An HTTP receiver on loopback that records every request and answers with scripted statuses:
+/// the stand-in for PagerDuty or a webhook endpoint in tests and in `nova bench alerts`.
+public final class LocalHTTPReceiver: Sendable {
   /// One request as received.
   public struct Request: Sendable {
     public var method: String
@@ -95,7 +95,7 @@ public struct RecordingTimeout: Error, CustomStringConvertible {
 
 /// The server's shared state (a class: the handlers of every connection hold it).
 private final class RecordingState: Sendable {
-  let state = Mutex(RecordingHTTPServer.State())
+  let state = Mutex(LocalHTTPReceiver.State())
 }
 
 private final class RecordingHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -119,10 +119,10 @@ private final class RecordingHandler: ChannelInboundHandler, @unchecked Sendable
       body += buffer.readBytes(length: buffer.readableBytes) ?? []
     case .end:
       guard let head else { return }
-      let request = RecordingHTTPServer.Request(
+      let request = LocalHTTPReceiver.Request(
         method: head.method.rawValue, path: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: body,
         received: .now)
-      let (status, text) = RecordingHTTPServer.answer(box, request)
+      let (status, text) = LocalHTTPReceiver.answer(box, request)
       var headers = HTTPHeaders()
       headers.add(name: "Content-Type", value: "application/json")
       headers.add(name: "Content-Length", value: String(text.utf8.count))
