@@ -384,7 +384,20 @@ extension BenchCommand {
       if let comparison {
         let security = try await store.openSecurity()
         try await KPIStore(database: security.database).record(comparison.kpiSamples(time: Date().millisecondsSince1970))
-        if comparison.breached { throw ExitCode(ExitStatus.notFound) }
+        if comparison.breached {
+          try await OrchestrationJournal(database: security.database).append(
+            kind: "baseline.breach", subject: comparison.baseline_name,
+            payload: .object([
+              "breaches": .array(
+                comparison.deltas.filter(\.breached).map {
+                  .object([
+                    "measure": .string($0.name), "delta_percent": .double($0.delta_percent), "threshold_percent": .double($0.threshold_percent),
+                    "noise_percent": .double($0.noise_percent),
+                  ])
+                })
+            ]))
+          throw ExitCode(ExitStatus.notFound)
+        }
       }
     }
 

@@ -57,11 +57,15 @@ struct KPICommand: AsyncParsableCommand {
       try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: "deploy"), security: security)
       let kpis = try KPIStore(database: security.database)
       let now = Date().millisecondsSince1970
+      let journal = try OrchestrationJournal(database: security.database)
       if phase == "start" {
         try await kpis.deploymentStarted(service: service, version: version, at: now, source: AuditContext.actor)
+        try await journal.append(kind: "deploy.started", subject: service, payload: .object(["version": .string(version)]))
         print("deployment of \(service) \(version) started")
       } else {
         let seconds = try await kpis.deploymentFinished(service: service, version: version, at: now, source: AuditContext.actor)
+        try await journal.append(
+          kind: "deploy.finished", subject: service, payload: .object(["version": .string(version), "duration_s": .double(seconds)]))
         print(String(format: "deployment of %@ %@ finished after %.1f s", service, version, seconds))
       }
     }

@@ -439,6 +439,8 @@ struct PolicyProcessTests {
     #expect(finished.code == 0 && finished.stdout.contains("deployment of api 2 finished after"), "\(finished.stdout)\(finished.stderr)")
     let durations = try await NovaProcess.run(["kpi", "query", "deploy.duration", "--data-dir", dir])
     #expect(durations.stdout.contains("service=api"), "\(durations.stdout)")
+    let deployments = try await NovaProcess.run(["journal", "show", "--kind", "deploy.", "--data-dir", dir])
+    #expect(deployments.stdout.contains("deploy.started\tapi") && deployments.stdout.contains("deploy.finished\tapi"), "\(deployments.stdout)")
     let unknown = try await NovaProcess.run(["kpi", "deploy", "finish", "--service", "web", "--version", "1", "--data-dir", dir])
     #expect(unknown.code == 3)
     #expect(try await NovaProcess.run(["kpi", "deploy", "halfway", "--service", "a", "--version", "1", "--data-dir", dir]).code == 2)
@@ -479,6 +481,8 @@ struct PolicyProcessTests {
     #expect(slower.code == 3 && slower.stdout.contains("BREACH network.throughput"), "\(slower.stdout)\(slower.stderr)")
     let events = try await NovaProcess.run(["kpi", "query", "baseline.breach", "--data-dir", dir])
     #expect(events.stdout.contains("measure=network.throughput"), "\(events.stdout)")
+    let breach = try await NovaProcess.run(["journal", "show", "--kind", "baseline.breach", "--data-dir", dir])
+    #expect(breach.stdout.contains("network.throughput") && breach.stdout.contains("loopback"), "\(breach.stdout)")
     let artefacts = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/kpi").filter { $0.hasPrefix("baseline-") }
     #expect(artefacts.count >= 3)
     let missing = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "1", "--work-scale", "0.05", "--compare", "nope", "--data-dir", dir])
