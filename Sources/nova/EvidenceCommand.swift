@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import NovaAlerting
 import NovaCore
+import NovaMonitoring
 import NovaPolicy
 import NovaSecurity
 
@@ -21,6 +23,7 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Window end, RFC 3339.", valueName: "time")) var until: String?
     @Option(help: ArgumentHelp("Approved policy baseline (from nova policy approve) for the drift status.", valueName: "file"))
     var policyBaseline: String?
+    @OptionGroup var thresholds: ThresholdsOptions
 
     func run() async throws {
       let sinceMillis = try since.map { try parseTime($0, flag: "--since") }
@@ -48,9 +51,32 @@ struct EvidenceCommand: AsyncParsableCommand {
         let drift = policy.drift(from: try loadBaseline(policyBaseline))
         status["drift"] = .object(["drifted": .bool(drift.drifted), "differences": .array(drift.differences.map(JSONValue.string))])
       }
+      // Alerts of the window: their journal (fired, acknowledged, escalated, resolved, failed
+      // notifications) and how they fared against the SLA.
+      let end = untilMillis ?? Date().millisecondsSince1970
+      let journal = try OrchestrationJournal(database: security.database)
+      let history = try await journal.entries(since: sinceMillis ?? 0, kinds: ["alert.", "notification.failed", "alerts.dry_run"], limit: 1_000_000)
+        .filter { $0.time <= end }
+      var historyLines: [UInt8] = []
+      for entry in history {
+        historyLines += try CanonicalJSON.encode(
+          .object([
+            "seq": .int(entry.seq), "time": .string(AuditTime.string(entry.time)), "kind": .string(entry.kind),
+            "subject": entry.subject.map(JSONValue.string) ?? .null, "actor": .string(entry.actor), "payload": entry.payload,
+          ])) + [0x0A]
+      }
+      let settings = try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings()
+      let alerts = try await AlertStore(database: security.database).fired(since: sinceMillis)
+      let sla = AlertSLAReport.compute(alerts, settings: settings, since: sinceMillis, until: end)
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
-        until: untilMillis, sections: ["policy/status.json": try CanonicalJSON.encode(.object(status))], sourceDateEpoch: epoch)
+        until: untilMillis,
+        sections: [
+          "policy/status.json": try CanonicalJSON.encode(.object(status)), "alerts/history.jsonl": historyLines,
+          "alerts/sla.json": try CanonicalJSON.encode(try JSONValue.parse(encoder.encode(sla))),
+        ], sourceDateEpoch: epoch)
       if output.json {
         try printJSON(summary)
       } else {

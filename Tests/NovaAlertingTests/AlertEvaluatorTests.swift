@@ -155,3 +155,34 @@ struct AlertEvaluatorTests {
     #expect(h.evaluate(at: 2000, references: [key: 45]).changed.contains { $0.rule == "Drop" && $0.state == .resolved })
   }
 }
+
+@Suite("Alert SLA report")
+struct AlertSLAReportTests {
+  func alert(fired: Int64, acknowledged: Int64? = nil, resolved: Int64? = nil, escalated: Int64? = nil) -> AlertInstance {
+    var alert = AlertInstance(
+      fingerprint: "f\(fired)", rule: "R", labels: [:], severity: "critical", kpi: "k", value: 1, threshold: 0, unit: "", summary: "",
+      description: "", activeSince: fired, lastTrueAt: fired)
+    alert.firedAt = fired
+    alert.acknowledgedAt = acknowledged
+    alert.resolvedAt = resolved
+    alert.escalatedAt = escalated
+    return alert
+  }
+
+  @Test func countsOnlyWhatHappenedByTheWindowsEnd() {
+    let minute: Int64 = 60_000
+    let alerts = [
+      alert(fired: 0, acknowledged: 2 * minute, resolved: 20 * minute),  // both in time
+      alert(fired: minute, acknowledged: 9 * minute, resolved: 50 * minute, escalated: 6 * minute),  // late twice
+      alert(fired: 2 * minute, acknowledged: 70 * minute),  // acknowledged after the window
+      alert(fired: 100 * minute),  // after the window
+    ]
+    let report = AlertSLAReport.compute(alerts, settings: AlertSettings(), since: nil, until: 60 * minute)
+    #expect(report.fired == 3 && report.acknowledged == 2 && report.acknowledged_within_sla == 1 && report.escalated == 1)
+    #expect(report.resolved == 2 && report.resolved_within_sla == 1 && report.open == 1)
+    #expect(report.acknowledge_compliance == 1.0 / 3 && report.resolve_compliance == 1.0 / 3)
+    #expect(report.median_time_to_acknowledge_s == 120 && report.median_time_to_resolve_s == 1200)
+    let empty = AlertSLAReport.compute([], settings: AlertSettings(), since: 0, until: 1)
+    #expect(empty.acknowledge_compliance == nil && empty.resolve_compliance == nil && empty.median_time_to_resolve_s == nil)
+  }
+}

@@ -279,6 +279,8 @@ struct AuditProcessTests {
     #expect(sums.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "exports differ: \(sums.output)")
     let verify = try await NovaProcess.run(["evidence", "verify", "\(dir)/a.tar.gz", "--data-dir", dir])
     #expect(verify.code == 0, "\(verify.stderr)")
+    let sla = try await sh("tar -xzOf '\(dir)/a.tar.gz' alerts/sla.json")
+    #expect(sla.output.contains(#""acknowledge_within_s":300"#) && sla.output.contains(#""fired":0"#), "\(sla.output)")
 
     // The README's reviewer path: the operator's public key and standard tools only.
     let key = try await NovaProcess.run(["audit", "key", "--pem", "--data-dir", dir])
