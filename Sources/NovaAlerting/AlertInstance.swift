@@ -47,6 +47,26 @@ public struct AlertInstance: Sendable, Codable, Equatable {
   /// open (and its series does not page again) until then.
   public var cleared: Bool = false
 
+  public init(
+    fingerprint: String, rule: String, labels: [String: String], severity: String, kpi: String, value: Double, threshold: Double,
+    unit: String, summary: String, description: String, runbook: String? = nil, route: String? = nil, activeSince: Int64, lastTrueAt: Int64
+  ) {
+    self.fingerprint = fingerprint
+    self.rule = rule
+    self.labels = labels
+    self.severity = severity
+    self.kpi = kpi
+    self.value = value
+    self.threshold = threshold
+    self.unit = unit
+    self.summary = summary
+    self.description = description
+    self.runbook = runbook
+    self.route = route
+    self.activeSince = activeSince
+    self.lastTrueAt = lastTrueAt
+  }
+
   enum CodingKeys: String, CodingKey {
     case id, fingerprint, rule, labels, state, severity, kpi, value, threshold, unit, summary, description, runbook, route
     case activeSince = "active_since", lastTrueAt = "last_true_at", firedAt = "fired_at", lastNotifiedAt = "last_notified_at"
