@@ -19,6 +19,7 @@ let package = Package(
     .library(name: "NovaPolicy", targets: ["NovaPolicy"]),
     .library(name: "NovaMonitoring", targets: ["NovaMonitoring"]),
     .library(name: "NovaAlerting", targets: ["NovaAlerting"]),
+    .library(name: "NovaDashboards", targets: ["NovaDashboards"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -120,10 +121,16 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaDashboards",
+      dependencies: ["NovaCore"],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
         "NovaAlerting",
+        "NovaDashboards",
         "NovaMonitoring",
         "NovaPolicy",
         "NovaQueue",
@@ -143,6 +150,7 @@ let package = Package(
       dependencies: [
         "NovaCore",
         "NovaAlerting",
+        "NovaDashboards",
         "NovaQueue",
         "NovaRedis",
         "NovaMonitoring",
@@ -219,7 +227,8 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaAlerting", "NovaCore", "NovaDashboards", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity",
+        "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),

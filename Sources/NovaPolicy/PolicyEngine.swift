@@ -24,6 +24,8 @@ public final class PolicyEngine: Sendable {
     let denyCache: DecisionCache
     let opa: OPAClient?
     let breaker: CircuitBreaker?
+    /// When these rules became active.
+    let since = Date()
 
     init(
       document: PolicyDocument, rules: RuleSet, version: String, allowCache: DecisionCache, denyCache: DecisionCache,
@@ -98,6 +100,9 @@ public final class PolicyEngine: Sendable {
 
   /// The active rules' version.
   public var version: String { active.load(ordering: .acquiring).version }
+
+  /// When the active rules were loaded (at start or by the last reload).
+  public var activeSince: Date { active.load(ordering: .acquiring).since }
   /// The active document.
   public var document: PolicyDocument { active.load(ordering: .acquiring).document }
   /// OPA's bundle revision as last reported.

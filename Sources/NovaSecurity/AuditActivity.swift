@@ -132,3 +132,48 @@ extension AuditLog {
     }
   }
 }
+
+extension AuditLog {
+  /// The first entry at or after `time` (ms), found by bisection over the sequence (entries are
+  /// appended in time order; records imported from Redis may be a second late, which is fine for
+  /// windows of hours); nil when every entry is older.
+  public func firstEntry(atOrAfter time: Int64) async throws -> Int64? {
+    try await queue.database.read { db in
+      let last = try AuditJournal.lastSequence(db)
+      let statement = RawStatement(try db.cachedStatement(sql: "SELECT time FROM nova_audit WHERE seq = ?"), in: db)
+      func timeOf(_ seq: Int64) throws -> Int64 {
+        statement.bind(1, seq)
+        defer { statement.finish() }
+        return try statement.step() ? statement.int64(0) : .max
+      }
+      guard last > 0, try timeOf(last) >= time else { return nil }
+      var low: Int64 = 1
+      var high = last
+      while low < high {
+        let middle = low + (high - low) / 2
+        if try timeOf(middle) >= time { high = middle } else { low = middle + 1 }
+      }
+      return low
+    }
+  }
+
+  /// Policy decisions recorded from `time` (ms) on, by source and outcome.
+  public func decisionCounts(since time: Int64) async throws -> [AuditActivity.DecisionKey: Int] {
+    guard let first = try await firstEntry(atOrAfter: time) else { return [:] }
+    return try await queue.database.read { db in
+      var counts: [AuditActivity.DecisionKey: Int] = [:]
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT json_extract(payload, '$.source'), json_extract(payload, '$.allowed'), COUNT(*) FROM nova_audit
+          WHERE seq >= ? AND event = 'policy.decided' GROUP BY 1, 2
+          """, arguments: [first])
+      for row in rows {
+        let source: String? = row[0]
+        let allowed: Int64? = row[1]
+        counts[AuditActivity.DecisionKey(source: source ?? "unknown", allowed: (allowed ?? 0) != 0)] = row[2]
+      }
+      return counts
+    }
+  }
+}

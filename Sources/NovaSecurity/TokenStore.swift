@@ -23,13 +23,14 @@ public enum APIAction: String, Sendable, CaseIterable {
   case recordKPI = "kpi.record"
   case manageTokens = "tokens.manage"
   case reloadPolicy = "policy.reload"
+  case exportEvidence = "evidence.export"
 
   /// The weakest role allowed to take the action.
   public var minimumRole: Role {
     switch self {
     case .read: .viewer
     case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI: .operator
-    case .manageTokens, .reloadPolicy: .admin
+    case .manageTokens, .reloadPolicy, .exportEvidence: .admin
     }
   }
 }

@@ -16,6 +16,8 @@ public struct AuthMiddleware: RouterMiddleware {
   let gate: PolicyGate?
   /// PagerDuty's webhooks carry no token; the route checks their signature instead.
   var pagerDutyWebhookOpen = false
+  /// Serve the compliance page and its figures without a token (behind an authenticating proxy).
+  var luxOpen = false
 
   /// The route PagerDuty's webhooks (v3) are delivered to.
   public static let pagerDutyWebhookPath = "/v1/alerts/pagerduty"
@@ -26,6 +28,7 @@ public struct AuthMiddleware: RouterMiddleware {
     let path = request.uri.path
     if path == "/healthz" || path == "/readyz" || (metricsOpen && path == "/metrics")
       || (pagerDutyWebhookOpen && path == Self.pagerDutyWebhookPath && request.method == .post)
+      || (luxOpen && request.method == .get && (path == "/lux" || path == "/v1/compliance"))
     {
       return try await next(request, context)
     }
@@ -82,7 +85,7 @@ public struct AuthMiddleware: RouterMiddleware {
     guard parts.first == "v1", parts.count >= 2 else { return PolicyResource(kind: parts.first ?? "root") }
     let kinds = [
       "jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy", "kpis": "kpi", "alerts": "alert",
-      "journal": "journal",
+      "journal": "journal", "compliance": "compliance", "evidence": "evidence",
     ]
     return PolicyResource(kind: kinds[parts[1]] ?? parts[1], id: parts.count >= 3 ? parts[2] : nil)
   }
@@ -95,6 +98,7 @@ public struct AuthMiddleware: RouterMiddleware {
     if parts.count >= 2, parts[0] == "v1", parts[1] == "tokens" { return .manageTokens }
     if method == .post, parts == ["v1", "policy", "reload"] { return .reloadPolicy }
     if method == .post, parts == ["v1", "kpis"] { return .recordKPI }
+    if parts == ["v1", "evidence"] { return .exportEvidence }
     if method == .post, parts.count == 4, parts[0] == "v1", parts[1] == "alerts" {
       if parts[3] == "ack" { return .acknowledge }
       if parts[3] == "resolve" { return .resolve }

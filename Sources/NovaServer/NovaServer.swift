@@ -35,6 +35,11 @@ public struct NovaServer: Sendable {
     public var kpiRetention: Duration = .seconds(30 * 86_400)
     /// The thresholds file alerting was loaded from (reloaded on SIGHUP).
     public var thresholdsPath: String?
+    /// Serve `/lux` and `/v1/compliance` without a token.
+    public var luxOpen = false
+    /// Where the LUX page links the review schedule and the Grafana dashboard.
+    public var reviewScheduleURL = "https://github.com/nova/nova/blob/main/docs/INTEGRATION_SECURITY_REVIEWS.md"
+    public var dashboardURL: String?
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -125,7 +130,7 @@ public struct NovaServer: Sendable {
       router.add(
         middleware: AuthMiddleware(
           access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
-          pagerDutyWebhookOpen: alerts != nil && pagerDutyWebhookSecret != nil))
+          pagerDutyWebhookOpen: alerts != nil && pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen))
       SecurityController(security: security).addRoutes(to: router)
     }
     if let policy {
@@ -139,6 +144,27 @@ public struct NovaServer: Sendable {
     }
     if let alerts {
       AlertsController(engine: alerts, pagerDutySecret: pagerDutyWebhookSecret).addRoutes(to: router)
+    }
+    if let security, let kpis, let alertStore = alerts?.store ?? (try? AlertStore(database: security.database)) {
+      let alerts = self.alerts
+      let configuration = self.configuration
+      let engine = policy ?? PolicyEngine(document: .builtIn)
+      let reporter = ComplianceReporter(
+        security: security, transitionSource: transitionSource, policy: policy, policyBaseline: configuration.policyBaseline, kpis: kpis,
+        alertStore: alertStore, alertSettings: { await alerts?.configuration.settings ?? AlertSettings() },
+        reviewScheduleURL: configuration.reviewScheduleURL, dashboardURL: configuration.dashboardURL)
+      let evidence: @Sendable (Int64?, Int64?) async throws -> [UInt8] = { since, until in
+        let sections = try await EvidenceSections.build(
+          database: security.database, policy: engine, baseline: configuration.policyBaseline,
+          alertSettings: await alerts?.configuration.settings ?? AlertSettings(), since: since, until: until)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nova-evidence-\(UUID().uuidString).tar.gz").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try await EvidenceBundle.export(
+          log: security.audit, signer: security.signer, origin: security.origin, to: path, since: since, until: until, sections: sections)
+        guard let data = FileManager.default.contents(atPath: path) else { throw NovaError.storage("cannot read the bundle just written") }
+        return Array(data)
+      }
+      ComplianceController(reporter: reporter, evidence: evidence, clock: clock).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
     router.get("readyz") { _, _ in

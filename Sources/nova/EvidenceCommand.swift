@@ -2,9 +2,9 @@ import ArgumentParser
 import Foundation
 import NovaAlerting
 import NovaCore
-import NovaMonitoring
 import NovaPolicy
 import NovaSecurity
+import NovaServer
 
 struct EvidenceCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -41,42 +41,12 @@ struct EvidenceCommand: AsyncParsableCommand {
       let security = try await store.openSecurityUpToDate()
       try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
       let policy = try store.openPolicy(security: nil)
-      var status: [String: JSONValue] = [
-        "version": .string(policy.version), "enforce": .bool(policy.document.enforce),
-        "rules": .int(Int64(policy.document.rules.count)), "source": .string(policy.path ?? "built-in role rules"),
-        "opa": policy.document.opa.map { .string("\($0.url)/v1/data/\($0.path)") } ?? .null,
-        "drift": .null,
-      ]
-      if let policyBaseline {
-        let drift = policy.drift(from: try loadBaseline(policyBaseline))
-        status["drift"] = .object(["drifted": .bool(drift.drifted), "differences": .array(drift.differences.map(JSONValue.string))])
-      }
-      // Alerts of the window: their journal (fired, acknowledged, escalated, resolved, failed
-      // notifications) and how they fared against the SLA.
-      let end = untilMillis ?? Date().millisecondsSince1970
-      let journal = try OrchestrationJournal(database: security.database)
-      let history = try await journal.entries(since: sinceMillis ?? 0, kinds: ["alert.", "notification.failed", "alerts.dry_run"], limit: 1_000_000)
-        .filter { $0.time <= end }
-      var historyLines: [UInt8] = []
-      for entry in history {
-        historyLines += try CanonicalJSON.encode(
-          .object([
-            "seq": .int(entry.seq), "time": .string(AuditTime.string(entry.time)), "kind": .string(entry.kind),
-            "subject": entry.subject.map(JSONValue.string) ?? .null, "actor": .string(entry.actor), "payload": entry.payload,
-          ])) + [0x0A]
-      }
-      let settings = try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings()
-      let alerts = try await AlertStore(database: security.database).fired(since: sinceMillis)
-      let sla = AlertSLAReport.compute(alerts, settings: settings, since: sinceMillis, until: end)
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.sortedKeys]
+      let sections = try await EvidenceSections.build(
+        database: security.database, policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
+        alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
-        until: untilMillis,
-        sections: [
-          "policy/status.json": try CanonicalJSON.encode(.object(status)), "alerts/history.jsonl": historyLines,
-          "alerts/sla.json": try CanonicalJSON.encode(try JSONValue.parse(encoder.encode(sla))),
-        ], sourceDateEpoch: epoch)
+        until: untilMillis, sections: sections, sourceDateEpoch: epoch)
       if output.json {
         try printJSON(summary)
       } else {

@@ -16,7 +16,7 @@ struct NovaCommand: AsyncParsableCommand {
     version: "0.1.0",
     subcommands: [
       ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, PolicyCommand.self,
-      AuditCommand.self, TokensCommand.self, EvidenceCommand.self, KPICommand.self, AlertsCommand.self, JournalCommand.self,
+      AuditCommand.self, TokensCommand.self, EvidenceCommand.self, KPICommand.self, AlertsCommand.self, JournalCommand.self, DashboardsCommand.self,
       BenchCommand.self,
     ])
 

@@ -46,6 +46,12 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Collect queue, activity and policy KPIs this often.", valueName: "seconds"))
   var collectSeconds: Double = 15
 
+  @Flag(name: .long, help: "Serve /lux and /v1/compliance without a token (behind a proxy that authenticates).")
+  var luxOpen = false
+
+  @Option(name: .long, help: ArgumentHelp("Where the LUX page links the Grafana dashboard.", valueName: "url"))
+  var dashboardURL: String?
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
@@ -79,6 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
     withBaseline.dataDirectory = store.dataDir
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
+    withBaseline.luxOpen = luxOpen
+    withBaseline.dashboardURL = dashboardURL
     // An invalid thresholds file, or a receiver whose secret is missing, stops the server here.
     let alerting = try thresholds.load(dataDir: store.dataDir)
     var alertSecrets: [String: String] = [:]

@@ -213,13 +213,7 @@ struct ProcessTests {
 /// and a reviewer would use them.
 @Suite("nova audit and evidence", .serialized)
 struct AuditProcessTests {
-  func sh(_ script: String) async throws -> (code: Int32, output: String) {
-    let dir = try TemporaryDirectory.make()
-    let log = dir.appendingPathComponent("out").path
-    let child = try ChildProcess("/bin/bash", ["-c", script], standardOutput: log, standardError: log)
-    let code = await child.waitForExit(timeout: .seconds(60))
-    return (code ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-  }
+  func sh(_ script: String) async throws -> (code: Int32, output: String) { try await shell(script) }
 
   /// A data directory with ten jobs and a checkpoint: the policy decision on the enqueue, ten
   /// `job.enqueued` entries, the decision on the checkpoint; returns it and the checkpoint's size.

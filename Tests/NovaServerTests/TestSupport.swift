@@ -86,3 +86,16 @@ func eventually(_ what: String, timeout: Duration = .seconds(30), _ condition: (
   Issue.record("timed out waiting for \(what)")
   throw TestFailure("timed out waiting for \(what)")
 }
+
+/// Runs a bash script; its exit code and output (stdout and stderr together).
+func shell(_ script: String, timeout: Duration = .seconds(60)) async throws -> (code: Int32, output: String) {
+  let dir = try TemporaryDirectory.make()
+  let log = dir.appendingPathComponent("out").path
+  let child = try ChildProcess("/bin/bash", ["-c", script], standardOutput: log, standardError: log)
+  let code = await child.waitForExit(timeout: timeout)
+  if code == nil { child.signal(SIGKILL) }
+  return (code ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+}
+
+/// The repository's root (for checked-in files the tests compare with).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

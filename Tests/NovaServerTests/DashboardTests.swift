@@ -1,0 +1,182 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NovaAlerting
+import NovaCore
+import NovaDashboards
+import NovaMonitoring
+import NovaQueue
+import NovaSecurity
+import NovaServer
+import NovaTestSupport
+import Testing
+
+@Suite("Dashboards as code")
+struct DashboardTests {
+  static let dashboardPath = repositoryRoot.appendingPathComponent("docs/dashboards/spark_migration_grafana.json").path
+  static let rulesPath = repositoryRoot.appendingPathComponent("docs/dashboards/nova_rules.yml").path
+
+  @Test func theCheckedInFilesAreTheGeneratorsOutput() throws {
+    #expect(try String(contentsOfFile: Self.dashboardPath, encoding: .utf8) == GrafanaDashboard().json(), "regenerate: nova dashboards grafana --out docs/dashboards/spark_migration_grafana.json")
+    #expect(try String(contentsOfFile: Self.rulesPath, encoding: .utf8) == PrometheusRules().yaml(), "regenerate: nova dashboards prometheus-rules --out docs/dashboards/nova_rules.yml")
+    let model = try #require(try JSONSerialization.jsonObject(with: Data(GrafanaDashboard().json().utf8)) as? [String: Any])
+    let variables = ((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []
+    #expect(variables.map { $0["type"] as? String } == ["datasource", "query"] && variables.first?["query"] as? String == "prometheus")
+    #expect(model["uid"] as? String == "nova-spark-migration" && (model["schemaVersion"] as? Int ?? 0) >= 39)
+    let titles = ((model["panels"] as? [[String: Any]]) ?? []).compactMap { $0["title"] as? String }
+    for wanted in ["Deployment duration", "Error budget remaining (30 d)", "Queue throughput", "Wait time percentiles", "Dead letters", "Policy decisions", "Cache hit ratio and OPA errors", "Audit coverage", "Baseline deltas against their thresholds"] {
+      #expect(titles.contains(wanted), "panel \(wanted)")
+    }
+    #expect(titles.contains { $0.hasPrefix("Burn rate (multiwindow: 14.4x 1h/5m, 6x 6h/30m, 1x 3d/6h)") })
+    #expect(titles.contains { $0.hasPrefix("Alert time to acknowledge and resolve") })
+    var custom = GrafanaDashboard()
+    custom.slo = 99.5
+    #expect(custom.json().contains("/ 0.005"))
+  }
+
+  @Test func theDashboardValidatesAgainstGrafanasSchemaWithJSONSchema() async throws {
+    let schema = repositoryRoot.appendingPathComponent("Tests/Fixtures/grafana/grafana-dashboard.jsonschema.json").path
+    let check = try await shell(
+      """
+      python3 -c 'import json, sys, jsonschema
+      validator = jsonschema.Draft7Validator(json.load(open(sys.argv[1])))
+      errors = list(validator.iter_errors(json.load(open(sys.argv[2]))))
+      for error in errors: print(list(error.path), error.message[:300])
+      sys.exit(1 if errors else 0)' '\(schema)' '\(Self.dashboardPath)'
+      """)
+    #expect(check.code == 0, "python3-jsonschema must be installed (scripts/test.sh does it): \(check.output)")
+    // The schema catches what it should: a dashboard without schemaVersion fails.
+    let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).json").path
+    var model = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.dashboardPath))) as? [String: Any])
+    model["schemaVersion"] = nil
+    try JSONSerialization.data(withJSONObject: model).write(to: URL(fileURLWithPath: broken))
+    let refused = try await shell(
+      "python3 -c 'import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))' '\(schema)' '\(broken)'")
+    #expect(refused.code != 0 && refused.output.contains("schemaVersion"))
+  }
+
+  @Test func theRulesPassPromtoolAndItsUnitTests() async throws {
+    let check = try await shell("promtool check rules '\(Self.rulesPath)'")
+    #expect(check.code == 0 && check.output.contains("SUCCESS: 8 rules found"), "\(check.output)")
+    let unit = try await shell("cd '\(repositoryRoot.path)/docs/dashboards' && promtool test rules nova_rules_test.yml")
+    #expect(unit.code == 0 && unit.output.contains("SUCCESS"), "\(unit.output)")
+    let config = try await shell("promtool check config '\(repositoryRoot.path)/docs/dashboards/prometheus.yml'")
+    #expect(config.code == 0, "\(config.output)")
+  }
+
+  @Test func theReviewScheduleOnTheLUXPageIsTheDocsSchedule() throws {
+    let doc = try String(contentsOf: repositoryRoot.appendingPathComponent("docs/INTEGRATION_SECURITY_REVIEWS.md"), encoding: .utf8)
+    for review in Review.schedule {
+      let row = "| \(review.name) | \(review.owner_role) | \(review.cadence) | \(review.evidence) | " + review.commands.map { "`\($0)`" }.joined(separator: ", ") + " |"
+      #expect(doc.contains(row), "docs/INTEGRATION_SECURITY_REVIEWS.md lacks the row: \(row)")
+    }
+    #expect(doc.contains("dashboards/spark_migration_grafana.json") && doc.contains("/lux"))
+    let plan = try String(contentsOf: repositoryRoot.appendingPathComponent("docs/SPARK_MIGRATION_PLAN.md"), encoding: .utf8)
+    #expect(plan.contains("dashboards/spark_migration_grafana.json"))
+    #expect(GrafanaDashboard().json().contains("INTEGRATION_SECURITY_REVIEWS.md"))
+  }
+
+  /// The metric names a PromQL expression uses (identifiers that start with `nova_`).
+  static func metricNames(inQueries text: String) -> Set<String> {
+    var names = Set<String>()
+    var current = ""
+    for character in text + " " {
+      if character.isLetter || character.isNumber || character == "_" || character == ":" {
+        current.append(character)
+      } else {
+        if current.hasPrefix("nova_") { names.insert(current) }
+        current = ""
+      }
+    }
+    return names
+  }
+
+  /// The sample names in a Prometheus text exposition.
+  static func exportedNames(_ exposition: String) -> Set<String> {
+    Set(exposition.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line in
+      line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+    })
+  }
+
+  @Test func everyMetricTheDashboardQueriesIsOneNovaServeExports() async throws {
+    let dir = try TemporaryDirectory.make().path
+    let hook = try await LocalHTTPReceiver()
+    hook.setDefault(status: 200, body: "{}")
+    try """
+      settings: {evaluation_interval: 200ms}
+      sla: {acknowledge_within: 1s, resolve_within: 30m}
+      receivers: [{name: hook, type: webhook, url: "\(hook.url)/h"}]
+      routes: [{name: r, receivers: [hook], escalate_to: [hook]}]
+      rules: [{name: Probe, kpi: probe.value, above: 1}, {name: Probe2, kpi: probe.other, above: 1}]
+      """.write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
+    let admin = try await NovaProcess.run(["tokens", "create", "--name", "root", "--role", "admin", "--data-dir", dir])
+    let bearer = "Bearer " + admin.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    for command in [
+      ["kpi", "deploy", "start", "--service", "api", "--version", "7"], ["kpi", "deploy", "finish", "--service", "api", "--version", "7"],
+      ["kpi", "record", "baseline.delta", "12.5", "--label", "measure=cpu.sort.single", "--label", "threshold_percent=10", "--label", "baseline=b"],
+    ] {
+      let result = try await NovaProcess.run(command + ["--data-dir", dir])
+      #expect(result.code == 0, "\(command): \(result.stderr)")
+    }
+    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2", "--collect-seconds", "0.3", "--checkpoint-seconds", "1", "--lease-seconds", "2"])
+    defer { server.signal(SIGKILL) }
+    var port = 0
+    try await eventually("the server to listen") {
+      guard let range = server.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
+      port = Int(server.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
+      return port > 0
+    }
+    func request(_ path: String, method: String = "GET", body: String? = nil) async throws -> (Int, Data) {
+      var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+      request.httpMethod = method
+      request.httpBody = body.map { Data($0.utf8) }
+      request.setValue(bearer, forHTTPHeaderField: "Authorization")
+      let (data, response) = try await URLSession.shared.data(for: request)
+      return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    }
+    // Work of every kind: jobs that succeed and fail, decisions, alerts acknowledged, resolved and escalated.
+    for _ in 0..<5 { _ = try await request("/v1/jobs", method: "POST", body: #"{"kind":"echo","payload":{}}"#) }
+    _ = try await request("/v1/jobs", method: "POST", body: #"{"kind":"fail","payload":{"message":"x"},"max_attempts":1}"#)
+    _ = try await request("/v1/kpis", method: "POST", body: #"{"samples":[{"name":"probe.value","value":5},{"name":"probe.other","value":5}]}"#)
+    var alertIDs: [Int64] = []
+    try await eventually("two firing alerts") {
+      let (_, data) = try await request("/v1/alerts?state=firing")
+      let alerts = (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["alerts"] as? [[String: Any]] ?? []
+      alertIDs = alerts.compactMap { ($0["id"] as? NSNumber)?.int64Value }
+      return alertIDs.count == 2
+    }
+    #expect(try await request("/v1/alerts/\(alertIDs[0])/ack", method: "POST").0 == 200)
+    #expect(try await request("/v1/alerts/\(alertIDs[0])/resolve", method: "POST").0 == 200)
+    try await eventually("the escalation of the other alert") {
+      let journal = try await request("/v1/journal?kind=alert.escalated").1
+      return String(decoding: journal, as: UTF8.self).contains("alert.escalated")
+    }
+    try await eventually("a dead job and a collection after it") {
+      let metrics = String(decoding: try await request("/metrics").1, as: UTF8.self)
+      return metrics.contains("nova_jobs_dead_total") && metrics.contains(#"nova_queue_failure_ratio{queue="default"}"#)
+        && metrics.contains("nova_alert_sla_breaches_total") && metrics.contains("nova_deployment_duration_seconds")
+    }
+    let exposition = String(decoding: try await request("/metrics").1, as: UTF8.self)
+    let exported = Self.exportedNames(exposition)
+    let dashboard = try String(contentsOfFile: Self.dashboardPath, encoding: .utf8)
+    let model = try #require(try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) as? [String: Any])
+    var queries = ""
+    for panel in (model["panels"] as? [[String: Any]]) ?? [] {
+      for target in (panel["targets"] as? [[String: Any]]) ?? [] { queries += (target["expr"] as? String ?? "") + "\n" }
+    }
+    queries += ((((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []).compactMap { $0["definition"] as? String }).joined(separator: "\n")
+    let used = Self.metricNames(inQueries: queries)
+    #expect(used.count >= 15, "\(used.sorted())")
+    let missing = used.subtracting(exported)
+    #expect(missing.isEmpty, "the dashboard queries metrics nova serve does not export: \(missing.sorted())")
+    // The rules file too (its own recording rules aside).
+    let rules = try String(contentsOfFile: Self.rulesPath, encoding: .utf8)
+    #expect(Self.metricNames(inQueries: rules).subtracting(exported).isEmpty)
+  }
+}
