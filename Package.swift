@@ -227,8 +227,8 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDashboards", "NovaMonitoring", "NovaQueue", "NovaServer", "NovaRedisQueue", "NovaSecurity",
-        "NovaTestSupport",
+        "NovaAlerting", "NovaCore", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
+        "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers and tools the tests use: redis-server and Alertmanager (the tests start their
-# own, on free loopback ports), promtool (checks the /metrics exposition), sqlite3 (tampers with the audit
+# own, on free loopback ports), promtool (checks the /metrics exposition and the rules), sqlite3 (tampers with the audit
 # log as an attacker would), jq and openssl (verify evidence the way a reviewer does), Python's
 # venv (for the OPA engine the policy tests run real Rego on).
 need() {
@@ -23,6 +23,9 @@ need() {
 need redis-server redis-server
 need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
+# Headless Chromium opens the LUX compliance page; Python's jsonschema checks the Grafana dashboard.
+need chromium chromium
+python3 -c 'import jsonschema' 2>/dev/null || need python3-jsonschema-module python3-jsonschema
 need sqlite3 sqlite3
 need jq jq
 need openssl openssl

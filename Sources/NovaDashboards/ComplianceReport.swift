@@ -149,11 +149,13 @@ public struct ComplianceReport: Codable, Sendable, Equatable {
     public var baseline: String
     public var compared_at: String
     public var deltas: [BaselineDelta]
-    public var breached: Bool { deltas.contains(where: \.breached) }
+    /// Whether any measure breached its threshold.
+    public var breached: Bool
     public init(baseline: String, compared_at: String, deltas: [BaselineDelta]) {
       self.baseline = baseline
       self.compared_at = compared_at
       self.deltas = deltas
+      breached = deltas.contains(where: \.breached)
     }
   }
 

@@ -175,8 +175,8 @@ public enum LUXPage {
     out += "<svg viewBox=\"0 0 480 \(height)\" role=\"img\" aria-labelledby=\"dec-title\"><title id=\"dec-title\">Decisions by source: allowed and denied</title>"
     for (index, row) in decisions.by_source.enumerated() {
       let y = index * rowHeight + 5
-      let allowedWidth = Double(row.allowed) / Double(largest) * 300
-      let deniedWidth = Double(row.denied) / Double(largest) * 300
+      let allowedWidth = Double(row.allowed) / Double(largest) * 220
+      let deniedWidth = Double(row.denied) / Double(largest) * 220
       out += "<text x=\"0\" y=\"\(y + 16)\" font-size=\"13\" fill=\"#1a1a1a\">\(escape(row.source))</text>"
       out += String(format: "<rect x=\"80\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"#0b6e2e\"/>", y, allowedWidth)
       out += String(format: "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"#a4161a\"/>", 80 + allowedWidth, y, deniedWidth)
