@@ -37,4 +37,4 @@ bash scripts/install-opa-engine.sh .build/opa-venv
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.
 timeout 1200 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85

@@ -126,12 +126,7 @@ struct DashboardTests {
     }
     let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2", "--collect-seconds", "0.3", "--checkpoint-seconds", "1", "--lease-seconds", "2"])
     defer { server.signal(SIGKILL) }
-    var port = 0
-    try await eventually("the server to listen") {
-      guard let range = server.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
-      port = Int(server.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
-      return port > 0
-    }
+    let port = try await server.listeningPort()
     func request(_ path: String, method: String = "GET", body: String? = nil) async throws -> (Int, Data) {
       var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
       request.httpMethod = method

@@ -152,12 +152,7 @@ struct LUXBrowserTests {
     }
     let server = try NovaProcess(["serve", "--port", "0", "--workers", "1", "--data-dir", dir, "--lux-open", "--checkpoint-seconds", "1"])
     defer { server.signal(SIGKILL) }
-    var port = 0
-    try await eventually("the server to listen") {
-      guard let range = server.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
-      port = Int(server.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
-      return port > 0
-    }
+    let port = try await server.listeningPort()
     let base = "http://127.0.0.1:\(port)"
     func complianceData() async throws -> Data {
       try await URLSession.shared.data(from: URL(string: "\(base)/v1/compliance")!).0

@@ -139,12 +139,7 @@ struct ProcessTests {
     let viewerBearer = "Bearer " + viewerToken.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2"])
     defer { server.signal(SIGKILL) }
-    var port = 0
-    try await eventually("the server to listen") {
-      guard let range = server.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
-      port = Int(server.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
-      return port > 0
-    }
+    let port = try await server.listeningPort()
     let base = "http://127.0.0.1:\(port)"
     func request(_ path: String, method: String = "GET", token: String?, body: String? = nil) async throws -> (Int, Data) {
       var request = URLRequest(url: URL(string: "\(base)\(path)")!)

@@ -126,12 +126,7 @@ struct RedisProcessTests {
     let bearer = "Bearer " + token.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let serve = try NovaProcess(["serve", "--port", "0", "--queue-url", server.url, "--data-dir", dir, "--workers", "2", "--poll-ms", "20"])
     defer { serve.signal(SIGKILL) }
-    var port = 0
-    try await eventually("the server to listen") {
-      guard let range = serve.stderr.range(of: "listening on http://127.0.0.1:") else { return false }
-      port = Int(serve.stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
-      return port > 0
-    }
+    let port = try await serve.listeningPort()
     var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/jobs")!)
     request.httpMethod = "POST"
     request.httpBody = Data(#"{"kind":"echo","payload":{"n":1}}"#.utf8)

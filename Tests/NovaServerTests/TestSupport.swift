@@ -65,6 +65,17 @@ final class NovaProcess: Sendable {
     return (code, process.stdout, process.stderr)
   }
 
+  /// Waits until `nova serve` says where it listens; its port.
+  func listeningPort() async throws -> Int {
+    var port = 0
+    try await eventually("the server to listen") {
+      guard let range = stderr.range(of: "listening on http://127.0.0.1:") else { return false }
+      port = Int(stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
+      return port > 0
+    }
+    return port
+  }
+
   deinit {
     child.signal(SIGKILL)
     try? FileManager.default.removeItem(at: outputDirectory)
