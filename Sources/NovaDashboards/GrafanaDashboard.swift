@@ -13,8 +13,8 @@ public struct GrafanaDashboard: Sendable {
   public var docsURL = "https://github.com/nova/nova/blob/main/docs/INTEGRATION_SECURITY_REVIEWS.md"
   public var luxURL = "http://127.0.0.1:8080/lux"
 
-  /// The schema version of the dashboard model this generator writes (Grafana 11/12).
-  public static let schemaVersion = 41
+  /// The schema version of the dashboard model this generator writes (the current one, as in Grafana's foundation SDK schema).
+  public static let schemaVersion = 42
 
   public init() {}
 
