@@ -22,6 +22,8 @@ public actor AlertEngine {
   public nonisolated let outboxSignal = WakeSignal()
   private var index = KPISeriesIndex()
   private var cursor: Int64 = 0
+  /// The KPI names the index holds the latest samples of (those the rules watch).
+  private var indexed: Set<String> = []
   private var lastPrune: Int64 = 0
 
   public init(configuration: AlertingConfiguration, store: AlertStore, kpis: KPIStore, clock: any WallClock = SystemWallClock()) {
@@ -38,16 +40,25 @@ public actor AlertEngine {
 
   private var renderer: NotificationRenderer { NotificationRenderer(configuration: configuration) }
 
-  /// Brings the latest-sample index up to date with the store.
+  /// Brings the latest-sample index up to date with the store: the newest sample of each series
+  /// of a KPI that a rule newly watches (at start, after a reload), then the rows stored since.
   private func refreshIndex(now: Int64) async throws {
     let longest = configuration.rules.map(\.staleAfter).max() ?? .seconds(300)
     let oldest = now - Int64(longest.seconds * 1000)
+    let names = Set(configuration.rules.map(\.kpi))
+    let added = names.subtracting(indexed)
+    if !added.isEmpty {
+      let (latest, last) = try await kpis.latestSamples(names: added, since: oldest)
+      index.add(latest)
+      // Rows between the cursor and `last` of the names already indexed are read below.
+      if indexed.isEmpty { cursor = last }
+      indexed.formUnion(added)
+    }
     while true {
-      let (samples, last) = try await kpis.samples(afterRow: cursor, since: oldest)
+      let (samples, last, read) = try await kpis.samples(afterRow: cursor, since: oldest, names: indexed)
       index.add(samples)
-      let done = last == cursor || samples.count < 1_000_000 && last - cursor < 1_000_000
       cursor = last
-      if done { break }
+      if read < 100_000 { break }
     }
     if now - lastPrune > 60_000 {
       index.prune(before: oldest)

@@ -56,10 +56,13 @@ public final class KPIStore: Sendable {
     recorded.signal()
   }
 
-  /// Samples stored after row `row` whose time is at least `since`, in the order they were
-  /// stored, with the last row read (the cursor for the next call). Rows only grow, so a reader
-  /// that keeps the latest value per series reads each sample once.
-  public func samples(afterRow row: Int64, since: Int64, limit: Int = 1_000_000) async throws -> (samples: [KPISample], lastRow: Int64) {
+  /// Samples stored after row `row` whose time is at least `since` (and whose name is among
+  /// `names`, when given), in the order they were stored; the last row read (the cursor for the
+  /// next call) and how many rows were read (fewer than `limit`: nothing more is stored). Rows
+  /// only grow, so a reader that keeps the latest value per series reads each sample once.
+  public func samples(afterRow row: Int64, since: Int64, names: Set<String>? = nil, limit: Int = 100_000) async throws
+    -> (samples: [KPISample], lastRow: Int64, rowsRead: Int)
+  {
     try await database.database.read { db in
       let statement = RawStatement(
         try db.cachedStatement(
@@ -70,26 +73,61 @@ public final class KPIStore: Sendable {
       defer { statement.finish() }
       var samples: [KPISample] = []
       var last = row
+      var read = 0
       var labelCache: [String: [String: String]] = [:]
       while try statement.step() {
+        read += 1
         last = statement.int64(0)
         let time = statement.int64(5)
         guard time >= since else { continue }
-        let text = statement.string(2)
-        let labels: [String: String]
-        if let cached = labelCache[text] {
-          labels = cached
-        } else {
-          labels = Self.parseLabels(text)
-          labelCache[text] = labels
-        }
+        let name = statement.string(1)
+        if let names, !names.contains(name) { continue }
         samples.append(
           KPISample(
-            name: statement.string(1), labels: labels, value: statement.double(3), unit: statement.string(4), time: time,
-            source: statement.string(6)))
+            name: name, labels: Self.cachedLabels(statement.string(2), in: &labelCache), value: statement.double(3),
+            unit: statement.string(4), time: time, source: statement.string(6)))
+      }
+      return (samples, last, read)
+    }
+  }
+
+  /// The newest sample of every series of `names` from `since` on, and the last row stored then
+  /// (to go on from with `samples(afterRow:)`). One indexed query per name.
+  public func latestSamples(names: Set<String>, since: Int64) async throws -> (samples: [KPISample], lastRow: Int64) {
+    try await database.database.read { db in
+      let last = try Int64.fetchOne(db, sql: "SELECT MAX(rowid) FROM nova_kpis") ?? 0
+      // SQLite takes the other columns of an aggregate query with MAX() from the row holding the maximum.
+      let statement = RawStatement(
+        try db.cachedStatement(
+          sql: """
+            SELECT labels, value, unit, MAX(time), source FROM nova_kpis
+            WHERE name = ? AND time >= ? AND rowid <= ? GROUP BY labels
+            """),
+        in: db)
+      defer { statement.finish() }
+      var samples: [KPISample] = []
+      var labelCache: [String: [String: String]] = [:]
+      for name in names.sorted() {
+        statement.bind(1, name)
+        statement.bind(2, since)
+        statement.bind(3, last)
+        while try statement.step() {
+          samples.append(
+            KPISample(
+              name: name, labels: Self.cachedLabels(statement.string(0), in: &labelCache), value: statement.double(1),
+              unit: statement.string(2), time: statement.int64(3), source: statement.string(4)))
+        }
+        statement.finish()
       }
       return (samples, last)
     }
+  }
+
+  private static func cachedLabels(_ text: String, in cache: inout [String: [String: String]]) -> [String: String] {
+    if let cached = cache[text] { return cached }
+    let labels = parseLabels(text)
+    cache[text] = labels
+    return labels
   }
 
   /// Samples of `name` from `since` through `until` (ms), oldest first, whose labels include

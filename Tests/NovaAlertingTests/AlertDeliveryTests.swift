@@ -250,6 +250,29 @@ struct AlertDeliveryTests {
     #expect(throws: NovaError.self) { _ = try PagerDutyWebhook.parse(Array("nope".utf8)) }
   }
 
+  @Test func theIndexLoadsTheLatestSamplesOfEachWatchedKPIAndRulesAddedByAReload() async throws {
+    let fixture = try await AlertFixture()
+    // Samples recorded before the engine starts: only the newest of each series counts.
+    try await fixture.record(5000, queue: "a")
+    fixture.clock.advance(by: 1)
+    try await fixture.record(10, queue: "a")
+    try await fixture.record(300, queue: "b")
+    try await fixture.kpis.record([KPISample(name: "other.kpi", value: 9, time: fixture.clock.now().millisecondsSince1970, source: "t")])
+    let engine = fixture.engine()
+    let first = try await engine.evaluate()
+    #expect(first.result.changed.map { $0.labels["queue"] } == ["b"] && first.result.seriesEvaluated == 2)
+    // A rule added by a reload sees the samples stored before it.
+    var reloaded = fixture.configuration
+    reloaded.rules += try AlertingConfiguration.parse("rules: [{name: Other, kpi: other.kpi, above: 5}]", file: "t.yaml").rules
+    await engine.reload(reloaded)
+    let second = try await engine.evaluate()
+    #expect(second.result.changed.contains { $0.rule == "Other" && $0.state == .firing })
+    let (latest, last) = try await fixture.kpis.latestSamples(names: ["queue.wait.p99"], since: 0)
+    #expect(latest.map(\.value).sorted() == [10, 300] && last >= 4)
+    let (_, _, read) = try await fixture.kpis.samples(afterRow: 0, since: 0, names: ["other.kpi"], limit: 2)
+    #expect(read == 2)
+  }
+
   @Test func dryRunRendersWhatWouldBeSentWithTheKeyRedacted() async throws {
     let fixture = try await AlertFixture(forDuration: "10m")
     try await fixture.record(5000)

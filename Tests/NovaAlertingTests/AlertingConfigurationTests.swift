@@ -23,6 +23,16 @@ struct AlertingConfigurationTests {
     #expect(configuration.route(for: configuration.rules[0])?.name == "oncall")
   }
 
+  @Test func theREADMEsExampleIsValid() throws {
+    let root = URL(fileURLWithPath: Self.examplePath).deletingLastPathComponent().deletingLastPathComponent()
+    let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+    let section = try #require(readme.range(of: "## Alerting\n"))
+    let start = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
+    let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+    let configuration = try AlertingConfiguration.parse(String(readme[start.upperBound..<end.lowerBound]), file: "README.md")
+    #expect(configuration.rules.map(\.name) == ["QueueWaitHigh"] && configuration.receivers.count == 3)
+  }
+
   @Test(arguments: [
     ("rules: [{name: a, kpi: x, above: 1, bogus: 2}]", "t.yaml:1:37: rules[0]: unknown key 'bogus'"),
     ("rules:\n  - name: a\n    kpi: x\n", "t.yaml:2:5: rules[0] (a): a rule needs a condition"),
