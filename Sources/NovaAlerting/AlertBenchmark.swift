@@ -74,13 +74,12 @@ public enum AlertBenchmark {
     receiver.setDefault(status: 200, body: "{}")
     let latencyQueue = try database(directory, name: "latency.sqlite")
     let latencyKPIs = try KPIStore(database: latencyQueue)
-    var latencyConfiguration = try AlertingConfiguration.parse(
+    let latencyConfiguration = try AlertingConfiguration.parse(
       """
       receivers: [{name: hook, type: webhook, url: "\(receiver.url)/hook"}]
       routes: [{name: r, receivers: [hook]}]
       rules: [{name: LatencyProbe, kpi: bench.latency, above: 100}]
-      """, file: "bench")
-    latencyConfiguration.settings.evaluationInterval = AlertSettings().evaluationInterval
+      """, file: "bench")  // the default evaluation interval
     let latencyEngine = AlertEngine(configuration: latencyConfiguration, store: try AlertStore(database: latencyQueue), kpis: latencyKPIs)
     let logger = Logger(label: "nova.bench.alerts")
     let dispatcher = NotificationDispatcher(
@@ -95,7 +94,7 @@ public enum AlertBenchmark {
     try await Task.sleep(for: .milliseconds(100))
     var pageLatencies: [Double] = []
     var resolveLatencies: [Double] = []
-    for page in 0..<pages {
+    for _ in 0..<pages {
       for (value, isPage) in [(200.0, true), (0.0, false)] {
         let before = receiver.requests.count
         let sent = ContinuousClock.now
@@ -104,7 +103,6 @@ public enum AlertBenchmark {
         let latency = (arrived[before].received - sent).seconds * 1000
         if isPage { pageLatencies.append(latency) } else { resolveLatencies.append(latency) }
       }
-      _ = page
     }
     try await Task.sleep(for: .milliseconds(200))
     let triggers = receiver.requests.filter { $0.text.contains(#""status":"firing""#) }.count
