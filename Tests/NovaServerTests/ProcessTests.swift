@@ -13,8 +13,10 @@ struct ProcessTests {
   @Test func workerKilledWithSIGKILLMidJobLosesNothing() async throws {
     let dir = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
-    let ids = try await queue.enqueue(batch: (0..<60).map { _ in
-      JobRequest(kind: "sleep", payload: Data(#"{"ms":150}"#.utf8), maxAttempts: 5)
+    // Enough work (about 4.5 s on 8 workers) that a loaded test process, polling late, still
+    // finds the worker midway.
+    let ids = try await queue.enqueue(batch: (0..<120).map { _ in
+      JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
     }).map(\.id)
     let common = ["--data-dir", dir.path, "--workers", "8", "--lease-seconds", "1", "--poll-ms", "20"]
     let victim = try NovaProcess(["worker"] + common)
@@ -57,12 +59,13 @@ struct ProcessTests {
   @Test func workerFinishesInFlightJobsOnSIGTERM() async throws {
     let dir = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
-    let ids = try await queue.enqueue(batch: (0..<4).map { _ in JobRequest(kind: "sleep", payload: Data(#"{"ms":700}"#.utf8)) }).map(\.id)
+    let ids = try await queue.enqueue(batch: (0..<4).map { _ in JobRequest(kind: "sleep", payload: Data(#"{"ms":2000}"#.utf8)) }).map(\.id)
     let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--workers", "4", "--prefetch", "0", "--shutdown-grace-seconds", "20"])
     defer { worker.signal(SIGKILL) }
     try await eventually("jobs to start") { try await queue.stats().total(.running) == 4 }
     // Claimed is not yet started: a claimed job the pool has not handed to a worker is released
-    // at shutdown, by design. The jobs run 700 ms; give the pool a moment to start them.
+    // at shutdown, by design. The jobs run 2 s (long enough for a loaded test process to see them
+    // running); give the pool a moment to start them.
     try await Task.sleep(for: .milliseconds(300))
     worker.signal(SIGTERM)
     #expect(await worker.waitForExit() == 0)
