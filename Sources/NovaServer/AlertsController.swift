@@ -6,8 +6,8 @@ import NovaCore
 import NovaMonitoring
 import NovaSecurity
 
-/// An alert as the API shows it, times in RFC 3339.
-struct AlertResource: Encodable {
+/// An alert as the API and `nova alerts list --json` show it, times in RFC 3339.
+public struct AlertResource: Encodable, Sendable {
   var id: Int64
   var rule: String
   var state: String
@@ -33,7 +33,7 @@ struct AlertResource: Encodable {
   var resolved_by: String?
   var resolve_deadline: String?
 
-  init(_ alert: AlertInstance, settings: AlertSettings) {
+  public init(_ alert: AlertInstance, settings: AlertSettings) {
     func time(_ millis: Int64?) -> String? { millis.map(AuditTime.string) }
     id = alert.id
     rule = alert.rule

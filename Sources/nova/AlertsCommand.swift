@@ -5,6 +5,7 @@ import NovaCore
 import NovaMonitoring
 import NovaPolicy
 import NovaSecurity
+import NovaServer
 
 /// Where the alerting rules come from.
 struct ThresholdsOptions: ParsableArguments {
@@ -102,9 +103,10 @@ struct AlertsCommand: AsyncParsableCommand {
   }
 
   struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List alerts, newest first.")
+    static let configuration = CommandConfiguration(abstract: "List alerts, newest first (JSON as GET /v1/alerts shows them).")
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var thresholds: ThresholdsOptions
     @Option(help: ArgumentHelp("Only these states, comma-separated (pending, firing, resolved).", valueName: "states")) var state: String?
     @Option(help: "At most this many.") var limit: Int = 50
 
@@ -121,7 +123,8 @@ struct AlertsCommand: AsyncParsableCommand {
       try await store.authorize("read", PolicyResource(kind: "alert"), security: security)
       let alerts = try await AlertStore(database: security.database).list(states: states, limit: limit)
       if output.json {
-        try printJSON(alerts)
+        let settings = try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings()
+        try printJSON(alerts.map { AlertResource($0, settings: settings) })
         return
       }
       for alert in alerts {
