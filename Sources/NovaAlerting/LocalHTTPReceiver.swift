@@ -39,8 +39,11 @@ public final class LocalHTTPReceiver: Sendable {
     channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelInitializer { channel in
-        channel.pipeline.configureHTTPServerPipeline().flatMap {
-          channel.pipeline.addHandler(RecordingHandler(box: box))
+        // The initializer runs on the channel's event loop, so the handlers are added there
+        // synchronously and never cross threads (they need not be Sendable).
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+          try channel.pipeline.syncOperations.addHandler(RecordingHandler(box: box))
         }
       }
       .bind(host: "127.0.0.1", port: 0).get()
@@ -98,9 +101,8 @@ private final class RecordingState: Sendable {
   let state = Mutex(LocalHTTPReceiver.State())
 }
 
-private final class RecordingHandler: ChannelInboundHandler, @unchecked Sendable {
-  // Used only on its channel's event loop (NIO calls handlers there), so its mutable request
-  // state is never touched from two threads.
+/// Collects one request's parts on its channel's event loop (NIO calls a handler only there).
+private final class RecordingHandler: ChannelInboundHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
