@@ -16,9 +16,8 @@ public enum AlertBenchmark {
 
     public init(_ values: [Double]) {
       let sorted = values.sorted()
-      func rank(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[Swift.min(sorted.count - 1, Swift.max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))] }
-      p50 = rank(0.5)
-      p99 = rank(0.99)
+      p50 = QueueBenchmark.percentile(sorted, 0.5)
+      p99 = QueueBenchmark.percentile(sorted, 0.99)
       self.max = sorted.last ?? 0
     }
   }

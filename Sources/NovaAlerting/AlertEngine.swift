@@ -22,20 +22,31 @@ public actor AlertEngine {
   public nonisolated let outboxSignal = WakeSignal()
   private var index = KPISeriesIndex()
   private var cursor: Int64 = 0
-  /// The KPI names the index holds the latest samples of (those the rules watch).
+  /// The KPI names the index holds the latest samples of.
   private var indexed: Set<String> = []
+  /// The KPI names the rules watch, and the longest time a sample of theirs counts.
+  private var watched: Set<String>
+  private var longestStale: Duration
   private var lastPrune: Int64 = 0
+  /// Rows read from the KPI store at a time.
+  private static let batch = 100_000
 
   public init(configuration: AlertingConfiguration, store: AlertStore, kpis: KPIStore, clock: any WallClock = SystemWallClock()) {
     self.configuration = configuration
     self.store = store
     self.kpis = kpis
     self.clock = clock
+    (watched, longestStale) = Self.watch(configuration)
+  }
+
+  private static func watch(_ configuration: AlertingConfiguration) -> (Set<String>, Duration) {
+    (Set(configuration.rules.map(\.kpi)), configuration.rules.map(\.staleAfter).max() ?? .seconds(300))
   }
 
   /// Uses new rules from the next evaluation on (open alerts of removed rules resolve then).
   public func reload(_ configuration: AlertingConfiguration) {
     self.configuration = configuration
+    (watched, longestStale) = Self.watch(configuration)
   }
 
   private var renderer: NotificationRenderer { NotificationRenderer(configuration: configuration) }
@@ -43,10 +54,8 @@ public actor AlertEngine {
   /// Brings the latest-sample index up to date with the store: the newest sample of each series
   /// of a KPI that a rule newly watches (at start, after a reload), then the rows stored since.
   private func refreshIndex(now: Int64) async throws {
-    let longest = configuration.rules.map(\.staleAfter).max() ?? .seconds(300)
-    let oldest = now - Int64(longest.seconds * 1000)
-    let names = Set(configuration.rules.map(\.kpi))
-    let added = names.subtracting(indexed)
+    let oldest = now - Int64(longestStale.seconds * 1000)
+    let added = watched.subtracting(indexed)
     if !added.isEmpty {
       let (latest, last) = try await kpis.latestSamples(names: added, since: oldest)
       index.add(latest)
@@ -55,10 +64,10 @@ public actor AlertEngine {
       indexed.formUnion(added)
     }
     while true {
-      let (samples, last, read) = try await kpis.samples(afterRow: cursor, since: oldest, names: indexed)
+      let (samples, last, read) = try await kpis.samples(afterRow: cursor, since: oldest, names: indexed, limit: Self.batch)
       index.add(samples)
       cursor = last
-      if read < 100_000 { break }
+      if read < Self.batch { break }
     }
     if now - lastPrune > 60_000 {
       index.prune(before: oldest)
@@ -96,20 +105,48 @@ public actor AlertEngine {
     let outcome = try await store.apply(now: now, renderer: renderer, actor: "alerts") { open in
       evaluator.evaluate(index: index, open: open, references: references, now: now)
     }
-    try await kpis.record(outcome.result.kpis)
-    for sample in outcome.result.kpis where sample.name == "alert.time_to_resolve" {
-      Recorder(label: Self.timeToResolveMetric).record(sample.value)
-    }
-    for sample in outcome.result.kpis where sample.name == "alert.sla_breach" {
-      Counter(label: Self.slaBreachesMetric, dimensions: [("kind", sample.labels["kind"] ?? "")]).increment()
-    }
-    if !outcome.requests.isEmpty { outboxSignal.signal() }
-    let firing = try await store.openAlerts().values.filter { $0.state == .firing }
+    try await finish(outcome)
     for severity in ["critical", "error", "warning", "info"] {
-      Gauge(label: Self.firingMetric, dimensions: [("severity", severity)]).record(firing.filter { $0.severity == severity }.count)
+      Gauge(label: Self.firingMetric, dimensions: [("severity", severity)]).record(outcome.result.firing[severity] ?? 0)
     }
     Timer(label: Self.evaluationMetric).recordNanoseconds(Int64((ContinuousClock.now - started).seconds * 1e9))
     return outcome
+  }
+
+  /// Records what a change produced: its KPIs (also as metrics), and wakes the sender when it
+  /// put requests in the outbox.
+  private func finish(_ outcome: (result: EvaluationResult, requests: [OutboundRequest])) async throws {
+    try await kpis.record(outcome.result.kpis)
+    for sample in outcome.result.kpis {
+      switch sample.name {
+      case "alert.time_to_resolve": Recorder(label: Self.timeToResolveMetric).record(sample.value)
+      case "alert.time_to_acknowledge": Recorder(label: Self.timeToAcknowledgeMetric).record(sample.value)
+      case "alert.sla_breach": Counter(label: Self.slaBreachesMetric, dimensions: [("kind", sample.labels["kind"] ?? "")]).increment()
+      default: break
+      }
+    }
+    if !outcome.requests.isEmpty { outboxSignal.signal() }
+  }
+
+  /// A person's change to open alert `id` (`change` fills the result), stored with its
+  /// notifications; PagerDuty receivers are left out when the change came from PagerDuty.
+  private func change(
+    id: Int64, by who: String, notifyPagerDuty: Bool,
+    _ change: @escaping @Sendable (inout AlertInstance, inout EvaluationResult) throws -> Void
+  ) async throws -> AlertInstance {
+    let now = clock.now().millisecondsSince1970
+    var renderer = self.renderer
+    if !notifyPagerDuty { renderer.configuration.receivers.removeAll { $0.kind == .pagerduty } }
+    let outcome = try await store.apply(now: now, renderer: renderer, actor: who) { open in
+      guard var alert = open.values.first(where: { $0.id == id }) else { throw Self.notOpen(id) }
+      var result = EvaluationResult()
+      try change(&alert, &result)
+      return result
+    }
+    try await finish(outcome)
+    if let alert = outcome.result.changed.first { return alert }
+    guard let alert = try await store.alert(id: id) else { throw Self.notOpen(id) }
+    return alert
   }
 
   /// Acknowledges a firing alert: stops its escalation clock, records time to acknowledge, and
@@ -117,15 +154,12 @@ public actor AlertEngine {
   @discardableResult
   public func acknowledge(id: Int64, by who: String, notifyPagerDuty: Bool = true) async throws -> AlertInstance {
     let now = clock.now().millisecondsSince1970
-    let renderer = notifyPagerDuty ? self.renderer : NotificationRenderer(configuration: AlertingConfiguration())
     let ackWithin = configuration.settings.acknowledgeWithin.seconds
-    let outcome = try await store.apply(now: now, renderer: renderer, actor: who) { open in
-      guard var alert = open.values.first(where: { $0.id == id }) else { throw Self.notOpen(id) }
+    return try await change(id: id, by: who, notifyPagerDuty: notifyPagerDuty) { alert, result in
       guard alert.state == .firing else {
         throw NovaError.invalidInput(field: "alert \(id)", message: "it is \(alert.state.rawValue); only a firing alert can be acknowledged")
       }
-      var result = EvaluationResult()
-      if alert.acknowledgedAt != nil { return result }  // acknowledging twice changes nothing
+      if alert.acknowledgedAt != nil { return }  // acknowledging twice changes nothing
       alert.acknowledgedAt = now
       alert.acknowledgedBy = who
       let seconds = Double(now - (alert.firedAt ?? now)) / 1000
@@ -134,19 +168,13 @@ public actor AlertEngine {
       result.kpis = [KPISample(name: "alert.time_to_acknowledge", labels: ["rule": alert.rule], value: seconds, unit: "s", time: now, source: "alerts")]
       result.journal = [
         JournalRecord(
-          kind: "alert.acknowledged", subject: String(id),
+          kind: "alert.acknowledged", subject: nil,
           payload: .object([
             "rule": .string(alert.rule), "fingerprint": .string(alert.fingerprint), "by": .string(who), "time_to_acknowledge_s": .double(seconds),
             "within_sla": .bool(seconds <= ackWithin),
           ]))
       ]
-      return result
     }
-    try await kpis.record(outcome.result.kpis)
-    for sample in outcome.result.kpis { Recorder(label: Self.timeToAcknowledgeMetric).record(sample.value) }
-    if !outcome.requests.isEmpty { outboxSignal.signal() }
-    guard let alert = try await store.alert(id: id) else { throw Self.notOpen(id) }
-    return alert
   }
 
   /// Resolves a pending or firing alert by hand; its series does not page again until its
@@ -154,23 +182,12 @@ public actor AlertEngine {
   @discardableResult
   public func resolve(id: Int64, by who: String, notifyPagerDuty: Bool = true) async throws -> AlertInstance {
     let now = clock.now().millisecondsSince1970
-    var renderer = self.renderer
-    if !notifyPagerDuty { renderer.configuration.receivers.removeAll { $0.kind == .pagerduty } }
     let evaluator = AlertEvaluator(configuration: configuration)
-    let outcome = try await store.apply(now: now, renderer: renderer, actor: who) { open in
-      guard var alert = open.values.first(where: { $0.id == id }), alert.state != .resolved else { throw Self.notOpen(id) }
-      var result = EvaluationResult()
+    return try await change(id: id, by: who, notifyPagerDuty: notifyPagerDuty) { alert, result in
+      guard alert.state != .resolved else { throw Self.notOpen(id) }
       evaluator.resolve(&alert, by: who, now: now, into: &result)
       result.changed = [alert]
-      return result
     }
-    try await kpis.record(outcome.result.kpis)
-    for sample in outcome.result.kpis where sample.name == "alert.time_to_resolve" {
-      Recorder(label: Self.timeToResolveMetric).record(sample.value)
-    }
-    if !outcome.requests.isEmpty { outboxSignal.signal() }
-    guard let alert = try await store.alert(id: id) else { throw Self.notOpen(id) }
-    return alert
   }
 
   /// What an evaluation now would send if every alert were new and its `for:` had passed:

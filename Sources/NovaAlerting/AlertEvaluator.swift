@@ -29,6 +29,7 @@ public struct AlertNotification: Sendable, Equatable {
 /// Something for the orchestration journal.
 public struct JournalRecord: Sendable, Equatable {
   public var kind: String
+  /// The alert's id; the store fills it in from the payload's fingerprint.
   public var subject: String?
   public var payload: JSONValue
 }
@@ -44,6 +45,8 @@ public struct EvaluationResult: Sendable {
   public var kpis: [KPISample] = []
   /// Series that were compared with a rule.
   public var seriesEvaluated = 0
+  /// Alerts firing after the pass, by severity.
+  public var firing: [String: Int] = [:]
 
   public init() {}
 }
@@ -180,7 +183,7 @@ public struct AlertEvaluator: Sendable {
         result.notifications.append(AlertNotification(action: .escalate, alert: alert))
         result.journal.append(
           JournalRecord(
-            kind: "alert.escalated", subject: String(alert.id),
+            kind: "alert.escalated", subject: nil,
             payload: .object([
               "rule": .string(alert.rule), "fingerprint": .string(alert.fingerprint), "fired_at": .int(firedAt),
               "acknowledge_within_s": .double(settings.acknowledgeWithin.seconds), "route": alert.route.map(JSONValue.string) ?? .null,
@@ -192,7 +195,7 @@ public struct AlertEvaluator: Sendable {
         touched = true
         result.journal.append(
           JournalRecord(
-            kind: "alert.sla_breached", subject: String(alert.id),
+            kind: "alert.sla_breached", subject: nil,
             payload: .object([
               "rule": .string(alert.rule), "fingerprint": .string(alert.fingerprint), "kind": .string("resolve"),
               "resolve_within_s": .double(settings.resolveWithin.seconds),
@@ -213,6 +216,7 @@ public struct AlertEvaluator: Sendable {
         }
       }
     }
+    for alert in open.values where alert.state == .firing { result.firing[alert.severity, default: 0] += 1 }
     return result
   }
 
@@ -233,7 +237,7 @@ public struct AlertEvaluator: Sendable {
     result.notifications.append(AlertNotification(action: .trigger, alert: alert))
     result.journal.append(
       JournalRecord(
-        kind: "alert.fired", subject: alert.id == 0 ? nil : String(alert.id),
+        kind: "alert.fired", subject: nil,
         payload: .object([
           "rule": .string(alert.rule), "fingerprint": .string(alert.fingerprint), "severity": .string(alert.severity),
           "value": .double(alert.value), "threshold": .double(alert.threshold), "summary": .string(alert.summary),
@@ -254,7 +258,7 @@ public struct AlertEvaluator: Sendable {
       KPISample(name: "alert.time_to_resolve", labels: ["rule": alert.rule], value: seconds, unit: "s", time: now, source: "alerts"))
     result.journal.append(
       JournalRecord(
-        kind: "alert.resolved", subject: String(alert.id),
+        kind: "alert.resolved", subject: nil,
         payload: .object([
           "rule": .string(alert.rule), "fingerprint": .string(alert.fingerprint), "by": .string(who),
           "time_to_resolve_s": .double(seconds),

@@ -1,11 +1,24 @@
 import Crypto
 import Foundation
+import NovaCore
 import NovaMonitoring
 
 /// Where an alert is in its life: `pending` (condition holds, `for:` not yet elapsed), `firing`,
 /// `resolved`.
 public enum AlertState: String, Sendable, Codable, CaseIterable {
   case pending, firing, resolved
+
+  /// States from a comma-separated list (`firing,pending`); `field` names the input in errors.
+  public static func parseList(_ text: String, field: String) throws(NovaError) -> [AlertState] {
+    var states: [AlertState] = []
+    for name in text.split(separator: ",") {
+      guard let state = AlertState(rawValue: String(name)) else {
+        throw .invalidInput(field: field, message: "'\(name)' is not pending, firing or resolved")
+      }
+      states.append(state)
+    }
+    return states
+  }
 }
 
 /// One alert: a rule's condition on one KPI series (its fingerprint), from pending to resolved,

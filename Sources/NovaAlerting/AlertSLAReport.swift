@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaQueue
 
 /// How alerts fared against the on-call SLA in a window: acknowledged within the deadline,
 /// resolved within the deadline, escalations. Only what happened by the window's end counts, so a
@@ -54,7 +55,7 @@ public struct AlertSLAReport: Codable, Sendable, Equatable {
         if until - fired > resolveWithin { resolveJudged += 1 }
       }
     }
-    func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[(values.count - 1) / 2] }
+    func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : QueueBenchmark.percentile(values.sorted(), 0.5) }
     report.acknowledge_compliance = report.fired == 0 ? nil : Double(report.acknowledged_within_sla) / Double(report.fired)
     report.resolve_compliance = resolveJudged == 0 ? nil : Double(report.resolved_within_sla) / Double(resolveJudged)
     report.median_time_to_acknowledge_s = median(toAcknowledge)
@@ -66,6 +67,7 @@ public struct AlertSLAReport: Codable, Sendable, Equatable {
 extension AlertStore {
   /// Alerts that fired at or after `since` (all of them when nil), oldest first.
   public func fired(since: Int64?) async throws -> [AlertInstance] {
-    try await list(limit: 1_000_000).filter { ($0.firedAt ?? -1) >= (since ?? 0) }.reversed()
+    // An alert is updated whenever it changes, so one that fired since `since` was updated since too.
+    try await list(since: since ?? 0, limit: 1_000_000).filter { ($0.firedAt ?? -1) >= (since ?? 0) }.reversed()
   }
 }

@@ -72,15 +72,20 @@ public final class AlertStore: Sendable {
     return encoder
   }()
 
-  private static func decode(_ text: String) throws -> AlertInstance {
-    try JSONDecoder().decode(AlertInstance.self, from: Data(text.utf8))
+  private static let decoder = JSONDecoder()
+
+  /// The alert of a `SELECT id, body` row.
+  private static func alert(_ row: Row) throws -> AlertInstance {
+    let body: String = row[1]
+    var alert = try decoder.decode(AlertInstance.self, from: Data(body.utf8))
+    alert.id = row[0]
+    return alert
   }
 
   static func openAlerts(_ db: Database) throws -> [String: AlertInstance] {
     var open: [String: AlertInstance] = [:]
     for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT id, body FROM nova_alerts WHERE is_open = 1")) {
-      var alert = try decode(row[1])
-      alert.id = row[0]
+      let alert = try alert(row)
       open[alert.fingerprint] = alert
     }
     return open
@@ -94,10 +99,7 @@ public final class AlertStore: Sendable {
   /// One alert by id.
   public func alert(id: Int64) async throws -> AlertInstance? {
     try await database.database.read { db in
-      guard let row = try Row.fetchOne(db, sql: "SELECT id, body FROM nova_alerts WHERE id = ?", arguments: [id]) else { return nil }
-      var alert = try Self.decode(row[1])
-      alert.id = row[0]
-      return alert
+      try Row.fetchOne(db, sql: "SELECT id, body FROM nova_alerts WHERE id = ?", arguments: [id]).map(Self.alert)
     }
   }
 
@@ -112,11 +114,7 @@ public final class AlertStore: Sendable {
       }
       sql += " ORDER BY id DESC LIMIT ?"
       arguments.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
-        var alert = try Self.decode(row[1])
-        alert.id = row[0]
-        return alert
-      }
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).map(Self.alert)
     }
   }
 
@@ -176,15 +174,15 @@ public final class AlertStore: Sendable {
 
   // MARK: - Outbox
 
+  private static let deliveryColumns =
+    "SELECT id, receiver, kind, action, url, body, alert_ids, attempts, status, created_at, next_attempt_at, last_error FROM nova_alert_outbox"
+
   /// Pending deliveries due at `now`, oldest first.
   public func dueDeliveries(now: Int64, limit: Int = 100) async throws -> [Delivery] {
     try await database.database.read { db in
       try Row.fetchAll(
         db,
-        sql: """
-          SELECT id, receiver, kind, action, url, body, alert_ids, attempts, status, created_at, next_attempt_at, last_error
-          FROM nova_alert_outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?
-          """,
+        sql: Self.deliveryColumns + " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
         arguments: [now, limit]
       ).map(Self.delivery)
     }
@@ -195,10 +193,7 @@ public final class AlertStore: Sendable {
     try await database.database.read { db in
       try Row.fetchAll(
         db,
-        sql: """
-          SELECT id, receiver, kind, action, url, body, alert_ids, attempts, status, created_at, next_attempt_at, last_error
-          FROM nova_alert_outbox ORDER BY id DESC LIMIT ?
-          """,
+        sql: Self.deliveryColumns + " ORDER BY id DESC LIMIT ?",
         arguments: [limit]
       ).map(Self.delivery)
     }

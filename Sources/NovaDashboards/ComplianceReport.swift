@@ -204,6 +204,9 @@ public struct Review: Codable, Sendable, Equatable {
   public var evidence: String
   public var commands: [String]
 
+  /// Where the schedule is written out (the dashboard and the LUX page link it).
+  public static let scheduleURL = "https://github.com/nova/nova/blob/main/docs/INTEGRATION_SECURITY_REVIEWS.md"
+
   public static let schedule = [
     Review(
       name: "PagerDuty integration review", owner_role: "On-call lead (operator)", cadence: "Monthly, and before a migration window",

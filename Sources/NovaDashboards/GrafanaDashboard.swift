@@ -10,7 +10,7 @@ public struct GrafanaDashboard: Sendable {
   public var uid = "nova-spark-migration"
   public var title = "Nova: Spark migration"
   /// Where the review schedule (docs/INTEGRATION_SECURITY_REVIEWS.md) and Nova's page are read.
-  public var docsURL = "https://github.com/nova/nova/blob/main/docs/INTEGRATION_SECURITY_REVIEWS.md"
+  public var docsURL = Review.scheduleURL
   public var luxURL = "http://127.0.0.1:8080/lux"
 
   /// The schema version of the dashboard model this generator writes (the current one, as in Grafana's foundation SDK schema).

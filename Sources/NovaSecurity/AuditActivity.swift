@@ -27,12 +27,19 @@ public struct AuditActivity: Sendable, Equatable {
 
     /// The nearest-rank `quantile` (0...1) of the waits; nil without claims.
     public func waitQuantile(_ quantile: Double) -> Int64? {
-      guard !waitMilliseconds.isEmpty else { return nil }
-      let sorted = waitMilliseconds.sorted()
-      let rank = Int((quantile * Double(sorted.count)).rounded(.up))
-      return sorted[min(max(rank, 1), sorted.count) - 1]
+      waitQuantiles([quantile]).first ?? nil
+    }
+
+    /// Nearest-rank `quantiles` of the waits, sorting them once; nils without claims.
+    public func waitQuantiles(_ quantiles: [Double]) -> [Int64?] {
+      guard !waitMilliseconds.isEmpty else { return quantiles.map { _ in nil } }
+      let sorted = waitMilliseconds.sorted().map(Double.init)
+      return quantiles.map { Int64(QueueBenchmark.percentile(sorted, $0)) }
     }
   }
+
+  /// Where policy decisions come from (`PolicyDecision.source`).
+  public static let decisionSources = ["rule", "cache", "opa", "fallback"]
 
   /// A policy decision's source (`rule`, `cache`, `opa`, `fallback`) and outcome.
   public struct DecisionKey: Hashable, Sendable {

@@ -360,6 +360,13 @@ public final class AuditLog: Sendable {
     return x.0 != y.0 ? x.0 > y.0 : x.1 > y.1
   }
 
+  /// Coverage of the jobs in `source` when the jobs live there (a Redis queue), else of the jobs
+  /// beside the log.
+  public func coverage(source: (any TransitionSource)?) async throws -> AuditCoverage {
+    if let source { return try await coverage(of: source) }
+    return try await coverage()
+  }
+
   /// Coverage of the jobs `source` holds: every job's current state must be a state an audit
   /// entry moved it to. Pending records are imported first (after the states are read, so every
   /// transition behind a state read is in the log).

@@ -219,5 +219,6 @@ public enum EvidenceBundle {
       firstSeq: window.first, lastSeq: window.last, files: names)
   }
 
-  static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+  /// Lower-case hexadecimal of `bytes`.
+  public static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 }

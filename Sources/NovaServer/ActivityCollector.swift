@@ -97,11 +97,11 @@ public final class ActivityCollector: Service, Sendable {
         add(kpi, ["queue": queue], Double(queueActivity.count(event)) / seconds, "1/s")
       }
       if let ratio = queueActivity.failureRatio { add("queue.failure_ratio", ["queue": queue], ratio, "ratio") }
-      for (quantile, name) in quantiles {
-        if let wait = queueActivity.waitQuantile(quantile) { add("queue.wait.\(name)", ["queue": queue], Double(wait), "ms") }
+      for (quantile, wait) in zip(quantiles, queueActivity.waitQuantiles(quantiles.map(\.value))) {
+        if let wait { add("queue.wait.\(quantile.name)", ["queue": queue], Double(wait), "ms") }
       }
     }
-    for source in ["rule", "cache", "opa", "fallback"] {
+    for source in AuditActivity.decisionSources {
       for allowed in [true, false] {
         let count = activity.decisions[AuditActivity.DecisionKey(source: source, allowed: allowed)] ?? 0
         add("policy.decision_rate", ["source": source, "result": allowed ? "allow" : "deny"], Double(count) / seconds, "1/s")
@@ -114,26 +114,26 @@ public final class ActivityCollector: Service, Sendable {
 
   private static func export(_ sample: KPISample) {
     let queue = sample.labels["queue"] ?? ""
-    switch sample.name {
-    case "queue.enqueue_rate", "queue.completion_rate", "queue.failure_rate", "queue.dead_letter_rate":
-      let event = rateKPIs.first { $0.kpi == sample.name }!.event.rawValue
-      Gauge(label: eventRateMetric, dimensions: [("queue", queue), ("event", event)]).record(sample.value)
-    case "queue.failure_ratio":
-      Gauge(label: failureRatioMetric, dimensions: [("queue", queue)]).record(sample.value)
-    case "queue.wait.p50", "queue.wait.p95", "queue.wait.p99":
-      let quantile = quantiles.first { "queue.wait.\($0.name)" == sample.name }!.value
+    if let event = rateKPIs.first(where: { $0.kpi == sample.name })?.event {
+      Gauge(label: eventRateMetric, dimensions: [("queue", queue), ("event", event.rawValue)]).record(sample.value)
+    } else if let quantile = quantiles.first(where: { "queue.wait.\($0.name)" == sample.name })?.value {
       Gauge(label: waitMetric, dimensions: [("queue", queue), ("quantile", String(quantile))]).record(sample.value / 1000)
-    case "policy.decision_rate":
-      Gauge(
-        label: decisionRateMetric,
-        dimensions: [("source", sample.labels["source"] ?? ""), ("result", sample.labels["result"] ?? "")]
-      ).record(sample.value)
-    case "policy.cache_hit_ratio":
-      Gauge(label: cacheHitRatioMetric).record(sample.value)
-    case "policy.opa_error_rate":
-      Gauge(label: opaErrorRateMetric).record(sample.value)
-    default:
-      break
+    } else {
+      switch sample.name {
+      case "queue.failure_ratio":
+        Gauge(label: failureRatioMetric, dimensions: [("queue", queue)]).record(sample.value)
+      case "policy.decision_rate":
+        Gauge(
+          label: decisionRateMetric,
+          dimensions: [("source", sample.labels["source"] ?? ""), ("result", sample.labels["result"] ?? "")]
+        ).record(sample.value)
+      case "policy.cache_hit_ratio":
+        Gauge(label: cacheHitRatioMetric).record(sample.value)
+      case "policy.opa_error_rate":
+        Gauge(label: opaErrorRateMetric).record(sample.value)
+      default:
+        break
+      }
     }
   }
 

@@ -17,8 +17,6 @@ public struct AlertService: Service {
   /// Where the rules come from, for reloads.
   public let path: String?
   public let logger: Logger
-  /// The shortest gap between two evaluations (bursts of samples make one evaluation).
-  public var minimumGap: Duration = .milliseconds(20)
 
   public init(engine: AlertEngine, dispatcher: NotificationDispatcher, journal: OrchestrationJournal?, path: String?, logger: Logger) {
     self.engine = engine
@@ -46,10 +44,9 @@ public struct AlertService: Service {
     let engine = engine
     let dispatcher = dispatcher
     let logger = logger
-    let gap = minimumGap
     let signals = await UnixSignalsSequence(trapping: .sighup)
     await withTaskGroup(of: Void.self) { group in
-      group.addTask { await engine.runEvaluations(gap: gap, logger: logger) }
+      group.addTask { await engine.runEvaluations(logger: logger) }
       group.addTask { await dispatcher.runDeliveries(signal: engine.outboxSignal) }
       group.addTask {
         for await _ in signals { await reload() }

@@ -72,7 +72,7 @@ struct AlertsController {
   func addRoutes(to router: Router<NovaRequestContext>) {
     router.get("v1/alerts", use: list)
     router.get("v1/alerts/:id", use: show)
-    router.post("v1/alerts/pagerduty", use: pagerDuty)
+    router.post(RouterPath(String(AuthMiddleware.pagerDutyWebhookPath.dropFirst())), use: pagerDuty)
     router.post("v1/alerts/:id/ack", use: acknowledge)
     router.post("v1/alerts/:id/resolve", use: resolve)
   }
@@ -88,13 +88,7 @@ struct AlertsController {
     var limit = 100
     for (key, value) in request.uri.queryParameters {
       switch key {
-      case "state":
-        for name in value.split(separator: ",") {
-          guard let state = AlertState(rawValue: String(name)) else {
-            throw NovaError.invalidInput(field: "state", message: "'\(name)' is not pending, firing or resolved")
-          }
-          states.append(state)
-        }
+      case "state": states += try AlertState.parseList(String(value), field: "state")
       case "limit":
         guard let parsed = Int(String(value)), (1...1000).contains(parsed) else {
           throw NovaError.invalidInput(field: "limit", message: "'\(value)' is not a number in 1...1000")

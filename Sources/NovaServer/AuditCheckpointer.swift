@@ -44,12 +44,7 @@ public struct AuditCheckpointer: Service {
       Gauge(label: Self.checkpointMetric).record(last)
     }
     Gauge(label: Self.entriesMetric).record(size)
-    let coverage: AuditCoverage
-    if let source {
-      coverage = try await security.audit.coverage(of: source)
-    } else {
-      coverage = try await security.audit.coverage()
-    }
+    let coverage = try await security.audit.coverage(source: source)
     Gauge(label: Self.coverageMetric).record(coverage.ratio)
     try await kpis?.record([
       KPISample(

@@ -13,44 +13,21 @@ import NovaSecurity
 /// Gathers the compliance figures from the stores: audit coverage and its trend, the audit chain
 /// and its last signed checkpoint, policy drift, decisions by source, the alert SLA and the last
 /// baseline comparison.
-public struct ComplianceReporter: Sendable {
-  public let security: SecurityContext
-  public let transitionSource: (any TransitionSource)?
-  public let policy: PolicyEngine?
-  public let policyBaseline: PolicyBaseline?
-  public let kpis: KPIStore
-  public let alertStore: AlertStore
-  public let alertSettings: @Sendable () async -> AlertSettings
-  public let reviewScheduleURL: String
-  public let dashboardURL: String?
-
-  public init(
-    security: SecurityContext, transitionSource: (any TransitionSource)?, policy: PolicyEngine?, policyBaseline: PolicyBaseline?,
-    kpis: KPIStore, alertStore: AlertStore, alertSettings: @escaping @Sendable () async -> AlertSettings, reviewScheduleURL: String,
-    dashboardURL: String?
-  ) {
-    self.security = security
-    self.transitionSource = transitionSource
-    self.policy = policy
-    self.policyBaseline = policyBaseline
-    self.kpis = kpis
-    self.alertStore = alertStore
-    self.alertSettings = alertSettings
-    self.reviewScheduleURL = reviewScheduleURL
-    self.dashboardURL = dashboardURL
-  }
-
-  static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+struct ComplianceReporter: Sendable {
+  let security: SecurityContext
+  let transitionSource: (any TransitionSource)?
+  let policy: PolicyEngine?
+  let policyBaseline: PolicyBaseline?
+  let kpis: KPIStore
+  let alertStore: AlertStore
+  let alertSettings: @Sendable () async -> AlertSettings
+  let reviewScheduleURL: String
+  let dashboardURL: String?
 
   /// The report at `now` (ms).
-  public func report(now: Int64 = Date().millisecondsSince1970) async throws -> ComplianceReport {
+  func report(now: Int64 = Date().millisecondsSince1970) async throws -> ComplianceReport {
     let audit = security.audit
-    let coverage: AuditCoverage
-    if let transitionSource {
-      coverage = try await audit.coverage(of: transitionSource)
-    } else {
-      coverage = try await audit.coverage()
-    }
+    let coverage = try await audit.coverage(source: transitionSource)
     var trend = try await kpis.query(name: "audit.coverage", since: now - 7 * 86_400_000, limit: .max)
       .map { ComplianceReport.Point(time: AuditTime.string($0.time), value: $0.value) }
     if trend.count > 96 {  // every n-th sample, the latest kept
@@ -62,7 +39,7 @@ public struct ComplianceReporter: Sendable {
     if let latest = try await audit.latestCheckpoint() {
       let valid = (try? Checkpoint.verify(note: latest.note, verifier: security.signer.verifier)) != nil
       checkpoint = ComplianceReport.Checkpoint(
-        size: latest.size, created_at: AuditTime.string(latest.createdAt), root: Self.hex(latest.root), signature_valid: valid)
+        size: latest.size, created_at: AuditTime.string(latest.createdAt), root: EvidenceBundle.hex(latest.root), signature_valid: valid)
     }
     let auditFigures = ComplianceReport.Audit(
       coverage: coverage.ratio, audited_transitions: coverage.auditedTransitions, jobs: coverage.jobs,
@@ -84,7 +61,7 @@ public struct ComplianceReporter: Sendable {
     }
 
     let counts = try await audit.decisionCounts(since: now - 86_400_000)
-    let sources = Set(counts.keys.map(\.source)).union(["rule", "cache", "opa", "fallback"]).sorted()
+    let sources = Set(counts.keys.map(\.source)).union(AuditActivity.decisionSources).sorted()
     let decisions = ComplianceReport.Decisions(
       window_hours: 24,
       by_source: sources.map { source in
@@ -103,8 +80,9 @@ public struct ComplianceReporter: Sendable {
       acknowledge_compliance: sla.acknowledge_compliance, resolve_compliance: sla.resolve_compliance)
 
     var baseline: ComplianceReport.Baseline?
-    let deltas = try await kpis.query(name: "baseline.delta", since: now - 30 * 86_400_000, limit: .max)
-    if let last = deltas.last {
+    // The newest sample of each measure; the last comparison is those with the newest time.
+    let deltas = try await kpis.latestSamples(names: ["baseline.delta"], since: now - 30 * 86_400_000).samples
+    if let last = deltas.max(by: { $0.time < $1.time }) {
       let comparison = deltas.filter { $0.time == last.time && $0.labels["baseline"] == last.labels["baseline"] }
       let breaches = try await kpis.query(name: "baseline.breach", since: last.time, until: last.time, limit: .max)
       baseline = ComplianceReport.Baseline(

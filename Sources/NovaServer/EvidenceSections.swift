@@ -3,7 +3,6 @@ import NovaAlerting
 import NovaCore
 import NovaMonitoring
 import NovaPolicy
-import NovaQueue
 import NovaSecurity
 
 /// The parts of an evidence bundle beyond the audit log: the policy status and the window's
@@ -11,7 +10,7 @@ import NovaSecurity
 public enum EvidenceSections {
   /// The sections for a window (`until` nil: now).
   public static func build(
-    database: SQLiteJobQueue, policy: PolicyEngine, baseline: PolicyBaseline?, alertSettings: AlertSettings, since: Int64?, until: Int64?
+    journal: OrchestrationJournal, alertStore: AlertStore, policy: PolicyEngine, baseline: PolicyBaseline?, alertSettings: AlertSettings, since: Int64?, until: Int64?
   ) async throws -> [String: [UInt8]] {
     var status: [String: JSONValue] = [
       "version": .string(policy.version), "enforce": .bool(policy.document.enforce),
@@ -24,7 +23,6 @@ public enum EvidenceSections {
       status["drift"] = .object(["drifted": .bool(drift.drifted), "differences": .array(drift.differences.map(JSONValue.string))])
     }
     let end = until ?? Date().millisecondsSince1970
-    let journal = try OrchestrationJournal(database: database)
     let history = try await journal.entries(since: since ?? 0, kinds: ["alert.", "notification.failed", "alerts.dry_run"], limit: 1_000_000)
       .filter { $0.time <= end }
     var historyLines: [UInt8] = []
@@ -35,13 +33,11 @@ public enum EvidenceSections {
           "subject": entry.subject.map(JSONValue.string) ?? .null, "actor": .string(entry.actor), "payload": entry.payload,
         ])) + [0x0A]
     }
-    let alerts = try await AlertStore(database: database).fired(since: since)
+    let alerts = try await alertStore.fired(since: since)
     let sla = AlertSLAReport.compute(alerts, settings: alertSettings, since: since, until: end)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
     return [
       "policy/status.json": try CanonicalJSON.encode(.object(status)), "alerts/history.jsonl": historyLines,
-      "alerts/sla.json": try CanonicalJSON.encode(try JSONValue.parse(encoder.encode(sla))),
+      "alerts/sla.json": try CanonicalJSON.encode(try JSONValue.parse(JSONEncoder().encode(sla))),
     ]
   }
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NovaAlerting
 import NovaCore
+import NovaDashboards
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
@@ -38,7 +39,7 @@ public struct NovaServer: Sendable {
     /// Serve `/lux` and `/v1/compliance` without a token.
     public var luxOpen = false
     /// Where the LUX page links the review schedule and the Grafana dashboard.
-    public var reviewScheduleURL = "https://github.com/nova/nova/blob/main/docs/INTEGRATION_SECURITY_REVIEWS.md"
+    public var reviewScheduleURL = Review.scheduleURL
     public var dashboardURL: String?
 
     public init(
@@ -76,6 +77,9 @@ public struct NovaServer: Sendable {
   public let kpis: KPIStore?
   /// The orchestration journal, in the security database.
   public let journal: OrchestrationJournal?
+  /// Alerts and their outbox, in the security database (the alert engine's store, and the
+  /// compliance page's source of the alert SLA when alerting is not configured).
+  public let alertStore: AlertStore?
   /// The alert engine, when alerting is configured.
   public let alerts: AlertEngine?
   /// Sends the alert engine's notifications.
@@ -101,9 +105,11 @@ public struct NovaServer: Sendable {
     self.policy = policy
     let kpis = security.flatMap { try? KPIStore(database: $0.database) }
     let journal = security.flatMap { try? OrchestrationJournal(database: $0.database) }
+    let alertStore = security.flatMap { try? AlertStore(database: $0.database) }
     self.kpis = kpis
     self.journal = journal
-    if let alerting, let kpis, let security, let store = try? AlertStore(database: security.database) {
+    self.alertStore = alertStore
+    if let alerting, let kpis, let store = alertStore {
       let engine = AlertEngine(configuration: alerting, store: store, kpis: kpis, clock: clock)
       alerts = engine
       alertDispatcher = NotificationDispatcher(
@@ -130,7 +136,7 @@ public struct NovaServer: Sendable {
       router.add(
         middleware: AuthMiddleware(
           access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
-          pagerDutyWebhookOpen: alerts != nil && pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen))
+          pagerDutyWebhookOpen: pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen))
       SecurityController(security: security).addRoutes(to: router)
     }
     if let policy {
@@ -145,7 +151,7 @@ public struct NovaServer: Sendable {
     if let alerts {
       AlertsController(engine: alerts, pagerDutySecret: pagerDutyWebhookSecret).addRoutes(to: router)
     }
-    if let security, let kpis, let alertStore = alerts?.store ?? (try? AlertStore(database: security.database)) {
+    if let security, let kpis, let journal, let alertStore {
       let alerts = self.alerts
       let configuration = self.configuration
       let engine = policy ?? PolicyEngine(document: .builtIn)
@@ -155,7 +161,7 @@ public struct NovaServer: Sendable {
         reviewScheduleURL: configuration.reviewScheduleURL, dashboardURL: configuration.dashboardURL)
       let evidence: @Sendable (Int64?, Int64?) async throws -> [UInt8] = { since, until in
         let sections = try await EvidenceSections.build(
-          database: security.database, policy: engine, baseline: configuration.policyBaseline,
+          journal: journal, alertStore: alertStore, policy: engine, baseline: configuration.policyBaseline,
           alertSettings: await alerts?.configuration.settings ?? AlertSettings(), since: since, until: until)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("nova-evidence-\(UUID().uuidString).tar.gz").path
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -16,12 +16,12 @@ public enum RecordedKPIGauges {
 
   /// Sets the gauges from the samples of the last `lookback` milliseconds before `now`.
   public static func export(from store: KPIStore, now: Int64, lookback: Int64 = 30 * 86_400_000) async throws {
-    for sample in latest(try await store.query(name: "deploy.duration", since: now - lookback, limit: 100_000), by: ["service"]) {
+    for sample in latest(try await store.latestSamples(names: ["deploy.duration"], since: now - lookback).samples, by: ["service"]) {
       let service = [("service", sample.labels["service"] ?? "")]
       Gauge(label: deploymentDurationMetric, dimensions: service).record(sample.value)
       Gauge(label: deploymentFinishedMetric, dimensions: service).record(Double(sample.time) / 1000)
     }
-    for sample in latest(try await store.query(name: "baseline.delta", since: now - lookback, limit: 100_000), by: ["measure"]) {
+    for sample in latest(try await store.latestSamples(names: ["baseline.delta"], since: now - lookback).samples, by: ["measure"]) {
       let measure = [("measure", sample.labels["measure"] ?? "")]
       Gauge(label: baselineDeltaMetric, dimensions: measure).record(sample.value)
       if let threshold = sample.labels["threshold_percent"].flatMap(Double.init) {
@@ -30,10 +30,14 @@ public enum RecordedKPIGauges {
     }
   }
 
-  /// The newest sample per value of `keys` (samples come oldest first).
+  /// The newest sample per value of `keys` (of series that differ in other labels too).
   static func latest(_ samples: [KPISample], by keys: [String]) -> [KPISample] {
     var newest: [[String]: KPISample] = [:]
-    for sample in samples { newest[keys.map { sample.labels[$0] ?? "" }] = sample }
+    for sample in samples {
+      let key = keys.map { sample.labels[$0] ?? "" }
+      if let kept = newest[key], kept.time > sample.time { continue }
+      newest[key] = sample
+    }
     return newest.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { newest[$0]! }
   }
 }

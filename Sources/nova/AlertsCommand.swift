@@ -111,13 +111,7 @@ struct AlertsCommand: AsyncParsableCommand {
     @Option(help: "At most this many.") var limit: Int = 50
 
     func run() async throws {
-      var states: [AlertState] = []
-      for name in (state ?? "").split(separator: ",") {
-        guard let parsed = AlertState(rawValue: String(name)) else {
-          throw NovaError.invalidInput(field: "--state", message: "'\(name)' is not pending, firing or resolved")
-        }
-        states.append(parsed)
-      }
+      let states = try AlertState.parseList(state ?? "", field: "--state")
       guard (1...10_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...10000") }
       let security = try await store.openSecurity()
       try await store.authorize("read", PolicyResource(kind: "alert"), security: security)

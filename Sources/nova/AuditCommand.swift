@@ -159,12 +159,8 @@ struct AuditCommand: AsyncParsableCommand {
 
     func run() async throws {
       let security = try await store.openSecurity()
-      let coverage: AuditCoverage
-      if store.effectiveQueueURL != nil, let source = try await store.openQueue() as? any TransitionSource {
-        coverage = try await security.audit.coverage(of: source)
-      } else {
-        coverage = try await security.audit.coverage()
-      }
+      let source = store.effectiveQueueURL == nil ? nil : try await store.openQueue() as? any TransitionSource
+      let coverage = try await security.audit.coverage(source: source)
       if output.json {
         try printJSON(
           CoverageOutput(

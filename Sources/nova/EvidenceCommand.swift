@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NovaAlerting
 import NovaCore
+import NovaMonitoring
 import NovaPolicy
 import NovaSecurity
 import NovaServer
@@ -42,7 +43,7 @@ struct EvidenceCommand: AsyncParsableCommand {
       try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
       let policy = try store.openPolicy(security: nil)
       let sections = try await EvidenceSections.build(
-        database: security.database, policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
+        journal: try OrchestrationJournal(database: security.database), alertStore: try AlertStore(database: security.database), policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
         alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
       let summary = try await EvidenceBundle.export(
         log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,

@@ -36,7 +36,7 @@ struct AlertProcessTests {
     try thresholds(pagerDuty: pagerDuty, webhook: webhook).write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
 
     var server = try serve(dir)
-    try await eventually("the server to listen") { server.stderr.contains("listening on") }
+    _ = try await server.listeningPort()
     #expect(server.stderr.contains("alerting: 1 rules"))
     #expect(try await NovaProcess.run(["kpi", "record", "queue.wait.p99", "5000", "--label", "queue=gpu", "--data-dir", dir]).code == 0)
     let pages = try await pagerDuty.waitForRequests(1, timeout: .seconds(20))
@@ -49,7 +49,7 @@ struct AlertProcessTests {
     #expect(await server.waitForExit() == 0)
     server = try serve(dir)
     defer { server.signal(SIGKILL) }
-    try await eventually("the server to listen again") { server.stderr.contains("listening on") }
+    _ = try await server.listeningPort()
     #expect(try await NovaProcess.run(["kpi", "record", "queue.wait.p99", "6000", "--label", "queue=gpu", "--data-dir", dir]).code == 0)
     try await Task.sleep(for: .seconds(2))
     #expect(pagerDuty.requests.count == 1 && webhook.requests.count == 1)

@@ -15,12 +15,6 @@ import Testing
 
 @Suite("Alerts over HTTP")
 struct AlertsHTTPTests {
-  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
-    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
-  }
-
-  func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
-
   @Test func alertsAreListedAcknowledgedAndResolvedWithRolesAndPagerDutyWebhooksAreVerified() async throws {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))

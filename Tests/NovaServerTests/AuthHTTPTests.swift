@@ -31,11 +31,6 @@ struct AuthHTTPTests {
     return Setup(server: server, security: security, admin: admin)
   }
 
-  func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
-
-  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
-    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
-  }
 
   @Test func tokensRolesAndAuditRoutes() async throws {
     let setup = try await makeServer()

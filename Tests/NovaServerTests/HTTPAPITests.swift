@@ -18,9 +18,6 @@ struct HTTPAPITests {
       configuration: .init(workers: 0, maxPayloadBytes: maxPayloadBytes), queue: try SQLiteJobQueue(path: path), security: nil, logger: logger)
   }
 
-  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
-    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
-  }
 
   func errorCode(_ buffer: ByteBuffer) throws -> String? {
     (try json(buffer)["error"] as? [String: Any])?["code"] as? String

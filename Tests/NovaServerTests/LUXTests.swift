@@ -54,10 +54,6 @@ func expectedFigures(_ data: Data) throws -> [String: String] {
 
 @Suite("LUX compliance page")
 struct LUXTests {
-  func json(_ buffer: ByteBuffer) throws -> [String: Any] {
-    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
-  }
-
   @Test func thePageShowsTheComplianceFiguresToViewersAndEvidenceNeedsAdmin() async throws {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))

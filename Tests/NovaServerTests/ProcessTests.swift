@@ -211,7 +211,6 @@ struct ProcessTests {
 /// and a reviewer would use them.
 @Suite("nova audit and evidence", .serialized)
 struct AuditProcessTests {
-  func sh(_ script: String) async throws -> (code: Int32, output: String) { try await shell(script) }
 
   /// A data directory with ten jobs and a checkpoint: the policy decision on the enqueue, ten
   /// `job.enqueued` entries, the decision on the checkpoint; returns it and the checkpoint's size.
@@ -237,9 +236,9 @@ struct AuditProcessTests {
       let dir = try await seededDataDirectory().dir
       #expect(try await NovaProcess.run(["audit", "verify", "--data-dir", dir]).code == 0)
       let database = "\(dir)/nova.sqlite"
-      let guarded = try await sh("sqlite3 '\(database)' \"DELETE FROM nova_audit WHERE seq = 1\"")
+      let guarded = try await shell("sqlite3 '\(database)' \"DELETE FROM nova_audit WHERE seq = 1\"")
       #expect(guarded.code != 0 && guarded.output.contains("append-only"), "\(guarded.output)")
-      let tampered = try await sh(
+      let tampered = try await shell(
         "sqlite3 '\(database)' \"DROP TRIGGER nova_audit_no_update; DROP TRIGGER nova_audit_no_delete; \(sql)\"")
       #expect(tampered.code == 0, "\(name): \(tampered.output)")
       let verify = try await NovaProcess.run(["audit", "verify", "--json", "--data-dir", dir])
@@ -267,19 +266,18 @@ struct AuditProcessTests {
     #expect(exported == 12)
     let second = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/b.tar.gz", "--until", until, "--data-dir", dir])
     #expect(second.code == 0, "\(second.stderr)")
-    let sums = try await sh("cd '\(dir)' && sha256sum a.tar.gz b.tar.gz | cut -d' ' -f1 | uniq | wc -l")
+    let sums = try await shell("cd '\(dir)' && sha256sum a.tar.gz b.tar.gz | cut -d' ' -f1 | uniq | wc -l")
     #expect(sums.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "exports differ: \(sums.output)")
     let verify = try await NovaProcess.run(["evidence", "verify", "\(dir)/a.tar.gz", "--data-dir", dir])
     #expect(verify.code == 0, "\(verify.stderr)")
-    let sla = try await sh("tar -xzOf '\(dir)/a.tar.gz' alerts/sla.json")
+    let sla = try await shell("tar -xzOf '\(dir)/a.tar.gz' alerts/sla.json")
     #expect(sla.output.contains(#""acknowledge_within_s":300"#) && sla.output.contains(#""fired":0"#), "\(sla.output)")
 
     // The README's reviewer path: the operator's public key and standard tools only.
     let key = try await NovaProcess.run(["audit", "key", "--pem", "--data-dir", dir])
     try key.stdout.write(toFile: "\(dir)/trusted.pem", atomically: true, encoding: .utf8)
-    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-      .deletingLastPathComponent().appendingPathComponent("scripts/verify-evidence.sh").path
-    let reviewed = try await sh("'\(script)' '\(dir)/a.tar.gz' '\(dir)/trusted.pem'")
+    let script = repositoryRoot.appendingPathComponent("scripts/verify-evidence.sh").path
+    let reviewed = try await shell("'\(script)' '\(dir)/a.tar.gz' '\(dir)/trusted.pem'")
     #expect(reviewed.code == 0 && reviewed.output.contains("evidence bundle verified: \(exported) audit entries"), "\(reviewed.output)")
 
     // The README's own commands, pasted as they are, in a folder with the bundle and the key.
@@ -293,11 +291,11 @@ struct AuditProcessTests {
     try FileManager.default.copyItem(atPath: "\(dir)/a.tar.gz", toPath: "\(pasted)/evidence.tar.gz")
     try FileManager.default.copyItem(atPath: "\(dir)/trusted.pem", toPath: "\(pasted)/trusted.pem")
     try String(readme[blockStart.upperBound..<blockEnd.lowerBound]).write(toFile: "\(pasted)/steps.sh", atomically: true, encoding: .utf8)
-    let steps = try await sh("cd '\(pasted)' && bash -e -o pipefail steps.sh")
+    let steps = try await shell("cd '\(pasted)' && bash -e -o pipefail steps.sh")
     #expect(steps.code == 0 && steps.output.contains("Signature Verified Successfully"), "\(steps.output)")
 
     // One changed entry in a repacked bundle fails both checks, naming the file.
-    let repack = try await sh(
+    let repack = try await shell(
       """
       set -e; cd '\(dir)'; mkdir x; tar -xzf a.tar.gz -C x
       sed -i '3s/echo/echO/' x/audit/entries.jsonl
@@ -308,11 +306,11 @@ struct AuditProcessTests {
     #expect(status.contains(#""source":"built-in role rules""#) && status.contains(#""version":""#), "\(status)")
     let forged = try await NovaProcess.run(["evidence", "verify", "\(dir)/forged.tar.gz", "--data-dir", dir])
     #expect(forged.code == 5 && forged.stderr.contains("audit/entries.jsonl: SHA-256 does not match"), "\(forged.stderr)")
-    let rejected = try await sh("'\(script)' '\(dir)/forged.tar.gz' '\(dir)/trusted.pem'")
+    let rejected = try await shell("'\(script)' '\(dir)/forged.tar.gz' '\(dir)/trusted.pem'")
     #expect(rejected.code != 0 && rejected.output.contains("audit/entries.jsonl: FAILED"), "\(rejected.output)")
     let otherKey = try await NovaProcess.run(["audit", "key", "--pem", "--data-dir", try TemporaryDirectory.make().path])
     try otherKey.stdout.write(toFile: "\(dir)/other.pem", atomically: true, encoding: .utf8)
-    let wrongKey = try await sh("'\(script)' '\(dir)/a.tar.gz' '\(dir)/other.pem'")
+    let wrongKey = try await shell("'\(script)' '\(dir)/a.tar.gz' '\(dir)/other.pem'")
     #expect(wrongKey.code != 0 && wrongKey.output.contains("Signature Verification Failure"), "\(wrongKey.output)")
 
     let badTime = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/c.tar.gz", "--since", "yesterday", "--data-dir", dir])
@@ -400,9 +398,7 @@ struct PolicyProcessTests {
   }
 
   @Test func theREADMEsPolicyExampleIsValid() async throws {
-    let readme = try String(
-      contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+    let readme = try String(contentsOf: repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
     let section = try #require(readme.range(of: "## Policy"))
     let start = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
     let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))

@@ -1,5 +1,7 @@
 import Dispatch
 import Foundation
+import HTTPTypes
+import NIOCore
 import Synchronization
 import NovaCore
 import NovaQueue
@@ -110,3 +112,11 @@ func shell(_ script: String, timeout: Duration = .seconds(60)) async throws -> (
 
 /// The repository's root (for checked-in files the tests compare with).
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// A JSON object response body.
+func json(_ buffer: ByteBuffer) throws -> [String: Any] {
+  try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
+}
+
+/// The authorization header of a bearer token.
+func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
