@@ -1,10 +1,17 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+import Foundation
+
+/// CI (scripts/test.sh) builds Nova's own targets with warnings as errors; dependencies and
+/// everyday builds are not affected.
+let warningsAsErrors: [SwiftSetting] =
+  ProcessInfo.processInfo.environment["NOVA_WARNINGS_AS_ERRORS"] == "1" ? [.unsafeFlags(["-warnings-as-errors"])] : []
+
 let swiftSettings: [SwiftSetting] = [
   .enableUpcomingFeature("ExistentialAny"),
   .enableUpcomingFeature("MemberImportVisibility"),
-]
+] + warningsAsErrors
 
 let package = Package(
   name: "Nova",

@@ -40,6 +40,23 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     }
   }
 
+  /// The family this error belongs to, which decides how every caller reacts to it: HTTP status,
+  /// CLI exit code, and whether a worker retries.
+  public var kind: NovaErrorKind {
+    switch self {
+    case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge: return .invalid
+    case .jobNotFound, .notFound: return .notFound
+    case .invalidState, .leaseLost: return .conflict
+    case .storage: return .storage
+    case .unavailable: return .unavailable
+    case .forbidden: return .denied
+    }
+  }
+
+  /// True when the same call may succeed later without any change (a store that is down or
+  /// locked); workers retry such failures instead of counting them against the job.
+  public var isTransient: Bool { kind == .unavailable }
+
   /// A stable machine-readable code, used in HTTP error bodies.
   public var code: String {
     switch self {
@@ -55,4 +72,25 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .forbidden: return "forbidden"
     }
   }
+}
+
+/// The families of `NovaError`: each maps to one HTTP status class and one CLI exit code.
+public enum NovaErrorKind: String, Sendable, CaseIterable {
+  /// A store (Redis, SQLite) cannot be reached, or is locked past a bound: retry later.
+  case unavailable
+  /// A store answered, but with something unusable (a corrupt or foreign database, a full disk).
+  case storage
+  /// The thing asked for does not exist.
+  case notFound = "not_found"
+  /// The action does not fit the current state.
+  case conflict
+  /// The input is wrong; the message names the field.
+  case invalid
+  /// Policy or role denies the action.
+  case denied
+}
+
+extension Error {
+  /// True when the error is a `NovaError` that is worth retrying later (`unavailable`).
+  public var isTransientNovaError: Bool { (self as? NovaError)?.isTransient ?? false }
 }

@@ -21,6 +21,8 @@ final class GroupCommitWriter: Sendable {
   }
 
   private let writer: DatabasePool
+  /// The database file, named in translated errors.
+  private let path: String
   private let maxBatch: Int
   private let state = Mutex(State())
   private let counters = Mutex<(transactions: Int, operations: Int)>((0, 0))
@@ -29,15 +31,25 @@ final class GroupCommitWriter: Sendable {
   var statistics: (transactions: Int, operations: Int) { counters.withLock { $0 } }
   private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
 
-  init(writer: DatabasePool, maxBatch: Int) {
+  init(writer: DatabasePool, path: String, maxBatch: Int) {
     self.writer = writer
+    self.path = path
     self.maxBatch = max(1, maxBatch)
   }
 
   /// Runs `body` in a write transaction shared with other concurrent callers. With `savepoint`
   /// false the caller promises that `body` changes nothing when it throws (a single statement,
   /// or checks before the first write), which saves the savepoint's cost.
+  /// SQLite's errors leave translated (`NovaError.unavailable` for a lock, `.storage` otherwise).
   func perform<T: Sendable>(savepoint: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do {
+      return try await enqueue(savepoint: savepoint, body)
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: path)
+    }
+  }
+
+  private func enqueue<T: Sendable>(savepoint: Bool, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
       let pending = Pending(execute: { db in
         let result: Result<T, any Error>

@@ -85,10 +85,10 @@ public final class SQLiteJobQueue: JobQueue {
       try migrator.migrate(pool)
     } catch let error as NovaError {
       throw error
-    } catch let error as DatabaseError {
-      throw NovaError.storage(Self.describe(error, path: path))
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: path)
     }
-    writer = GroupCommitWriter(writer: pool, maxBatch: configuration.maxBatchSize)
+    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize)
     journal = configuration.journal
   }
 
@@ -101,17 +101,6 @@ public final class SQLiteJobQueue: JobQueue {
   /// Opens a queue at a path with default settings.
   public convenience init(path: String) throws {
     try self.init(configuration: Configuration(path: path))
-  }
-
-  private static func describe(_ error: DatabaseError, path: String) -> String {
-    switch error.resultCode {
-    case .SQLITE_NOTADB:
-      return "\(path) is not a Nova database (SQLite says: file is not a database)"
-    case .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PERM:
-      return "cannot open \(path) for writing: \(error.message ?? "\(error.resultCode)")"
-    default:
-      return "database error at \(path): \(error.message ?? "\(error.resultCode)")"
-    }
   }
 
   private static func checkIsNovaDatabase(_ db: Database, path: String) throws {
@@ -639,7 +628,7 @@ public final class SQLiteJobQueue: JobQueue {
   // MARK: - Reads
 
   public func stats() async throws -> QueueStats {
-    try await pool.read { db in
+    try await read { db in
       var counts: [String: [JobState: Int]] = [:]
       let rows = try Row.fetchCursor(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY queue, state")
       while let row = try rows.next() {
@@ -654,7 +643,7 @@ public final class SQLiteJobQueue: JobQueue {
   }
 
   public func get(_ id: JobID) async throws -> Job? {
-    try await pool.read { db in
+    try await read { db in
       try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?", arguments: [id.rawValue])
         .map(Self.job(from:))
     }
@@ -683,10 +672,19 @@ public final class SQLiteJobQueue: JobQueue {
     let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
     let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(filter.limit + 1)"
     let finalArguments = arguments
-    let jobs = try await pool.read { db in
+    let jobs = try await read { db in
       try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.job(from:))
     }
     return JobPage(newestFirst: jobs, limit: filter.limit)
+  }
+
+  /// A read on the pool, its errors translated like the writer's.
+  private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do {
+      return try await pool.read(body)
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: configuration.path)
+    }
   }
 
   public func waitForJobs(timeout: Duration) async {
@@ -698,6 +696,6 @@ public final class SQLiteJobQueue: JobQueue {
 
   /// The SQLite version linked into this process.
   public func sqliteVersion() async throws -> String {
-    try await pool.read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
+    try await read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
   }
 }

@@ -95,6 +95,14 @@ public final class WorkerPool: Service {
     var pace: Double = 0
     var stopDeadline: ContinuousClock.Instant?
     var forceStopped = false
+    /// Successes being written, by job: their leases are still heartbeated, so that a store
+    /// that is slow or briefly down does not let them expire (and the job run again, or be
+    /// dead-lettered by the reaper) while the write is retried.
+    var recording: [JobID: Buffered] = [:]
+    /// After a handler or the store reported the store unavailable, claims wait until then.
+    var pausedUntil: ContinuousClock.Instant?
+    /// The next pause, doubled on every unavailable outcome and reset by a recorded one.
+    var storeBackoff: Duration = .milliseconds(100)
 
     var buffered: Int { buffer.count - bufferHead }
 
@@ -199,6 +207,10 @@ public final class WorkerPool: Service {
       }
       if want <= 0 || buffered > lowWater {
         await fetchWake.wait()
+        continue
+      }
+      if let pausedUntil = state.withLock({ $0.pausedUntil }), clock.now < pausedUntil {
+        await fetchWake.wait(timeout: pausedUntil - clock.now)
         continue
       }
       let leases: [JobLease]
@@ -327,23 +339,67 @@ public final class WorkerPool: Service {
         await recordWake.wait(timeout: .milliseconds(100))
         continue
       }
-      var recorded: [Bool]?
-      for attempt in 1...3 where recorded == nil {
-        do {
-          recorded = try await queue.complete(batch: batch)
-        } catch {
-          logger.error("could not record completions", metadata: ["jobs": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)"])
-          try? await Task.sleep(for: .milliseconds(100 * attempt))
-        }
-      }
+      let recorded = await recordWithRetries(batch)
       if let recorded {
         for (entry, ok) in zip(batch, recorded) where !ok {
           logger.warning("lease lost before the job's success was recorded", metadata: ["job": "\(entry.lease.id)"])
         }
       }
       // Unrecorded successes keep their leases; when those expire the jobs run again.
-      state.withLock { $0.unrecorded -= batch.count }
+      state.withLock { state in
+        state.unrecorded -= batch.count
+        for entry in batch { state.recording[entry.lease.id] = nil }
+      }
       dispatchWake.signal()
+    }
+  }
+
+  /// Writes a batch of successes. A store that is unavailable is waited for (with backoff, the
+  /// leases heartbeated meanwhile) until it answers or the pool is forced to stop; any other
+  /// error is tried three times.
+  private func recordWithRetries(_ batch: [JobCompletion]) async -> [Bool]? {
+    let now = clock.now
+    let leases = Dictionary(batch.map { ($0.lease.id, $0) }, uniquingKeysWith: { first, _ in first })
+    state.withLock { state in
+      for (id, entry) in leases { state.recording[id] = Buffered(lease: entry.lease, lastHeartbeat: now) }
+    }
+    var failures = 0
+    var delay = Duration.milliseconds(100)
+    while true {
+      // A heartbeat may have moved a lease's expiry; the fencing token is what counts.
+      do {
+        let recorded = try await queue.complete(batch: batch)
+        storeAnswered()
+        return recorded
+      } catch {
+        let transient = error.isTransientNovaError
+        if !transient { failures += 1 }
+        let forced = state.withLock { $0.forceStopped }
+        logger.error(
+          "could not record completions",
+          metadata: ["jobs": "\(batch.count)", "transient": "\(transient)", "error": "\(error)"])
+        if failures >= 3 || forced { return nil }
+        try? await Task.sleep(for: delay)
+        delay = min(delay * 2, .seconds(1))
+      }
+    }
+  }
+
+  /// The store answered: claims need not wait any more.
+  private func storeAnswered() {
+    state.withLock { state in
+      state.pausedUntil = nil
+      state.storeBackoff = .milliseconds(100)
+    }
+  }
+
+  /// The store was unavailable (to the pool or to a handler): claims wait a growing pause, so
+  /// that jobs given back are not claimed and failed again in a tight loop.
+  private func storeUnavailable() {
+    let now = clock.now
+    state.withLock { state in
+      state.pausedUntil = now.advanced(by: state.storeBackoff)
+      state.storeBackoff = min(state.storeBackoff * 2, .seconds(5))
     }
   }
 
@@ -368,6 +424,12 @@ public final class WorkerPool: Service {
       case (.timeout, .failure):
         _ = try await queue.fail(
           lease, error: "timed out after \(configuration.jobTimeout.seconds) s", retryable: true)
+      case (nil, .failure(let error)) where error.isTransientNovaError:
+        // A store the handler needed is down: not the job's fault, so the attempt is given back
+        // (never counted towards dead-lettering) and claims pause before it runs again.
+        logger.warning("job met an unavailable store; released to run again", metadata: ["job": "\(lease.id)", "error": "\(error)"])
+        storeUnavailable()
+        try await queue.release(lease)
       case (nil, .failure(let error)):
         let retryable = !(error is NonRetryableJobError) && !(error is NovaError)
         let outcome = try await queue.fail(lease, error: String(describing: error), retryable: retryable)
@@ -417,6 +479,9 @@ public final class WorkerPool: Service {
         where now - state.buffer[index].lastHeartbeat >= configuration.heartbeatInterval {
           due.append(state.buffer[index].lease)
         }
+        for entry in state.recording.values where now - entry.lastHeartbeat >= configuration.heartbeatInterval {
+          due.append(entry.lease)
+        }
         return due
       }
       for task in toCancel { task.cancel() }
@@ -443,6 +508,8 @@ public final class WorkerPool: Service {
           } else if let index = state.buffer[state.bufferHead...].firstIndex(where: { $0.lease.id == id }) {
             state.buffer[index].lastHeartbeat = now
             state.buffer[index].lease.expiresAt = expiresAt
+          } else if state.recording[id] != nil {
+            state.recording[id]?.lastHeartbeat = now
           }
         }
       case .cancelled:

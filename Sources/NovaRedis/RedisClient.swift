@@ -30,6 +30,10 @@ public final class RedisClient: Sendable {
     }
   }
 
+  /// When set, calls on this task stop retrying, connecting and waiting for replies at this
+  /// instant, whatever the configured windows and timeouts (a request path's bound).
+  @TaskLocal public static var deadline: ContinuousClock.Instant?
+
   public let configuration: Configuration
   private let slots: [ConnectionSlot]
   private let next = Mutex(0)
@@ -56,9 +60,10 @@ public final class RedisClient: Sendable {
       value = (value + 1) % slots.count
       return value
     }
+    let connectTimeout = Self.bounded(configuration.connectTimeout)
     return try await slots[index].connection {
       try await RedisConnection.connect(
-        to: self.configuration.url, connectTimeout: TimeAmount(self.configuration.connectTimeout),
+        to: self.configuration.url, connectTimeout: TimeAmount(connectTimeout),
         commandTimeout: TimeAmount(self.configuration.commandTimeout),
         limits: self.configuration.limits, group: self.group)
     }
@@ -67,12 +72,16 @@ public final class RedisClient: Sendable {
   /// Runs `body` on a pooled connection, retrying transient failures with backoff within the
   /// retry window. Only for work that is safe to repeat.
   public func withConnection<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> T {
-    let deadline = ContinuousClock.now.advanced(by: configuration.retryWindow)
+    var deadline = ContinuousClock.now.advanced(by: configuration.retryWindow)
+    if let bound = Self.deadline, bound < deadline { deadline = bound }
     var delay = Duration.milliseconds(20)
     while true {
       do {
         return try await body(try await connection())
-      } catch let error as RedisError where error.isTransient && ContinuousClock.now < deadline {
+      } catch let error as RedisError where error.isTransient {
+        // No time left for another try after the pause: report this failure, not a timeout of
+        // a last try squeezed into what remains.
+        guard ContinuousClock.now.advanced(by: delay) < deadline else { throw error }
         try await Task.sleep(for: delay)
         delay = min(delay * 2, .seconds(1))
       }
@@ -108,6 +117,15 @@ public final class RedisClient: Sendable {
       }
       return try reply.checked()
     }
+  }
+}
+
+extension RedisClient {
+  /// `timeout`, or less when the task's deadline comes sooner (at least 1 ms, so that a passed
+  /// deadline fails at once rather than never).
+  static func bounded(_ timeout: Duration) -> Duration {
+    guard let deadline else { return timeout }
+    return max(min(timeout, deadline - ContinuousClock.now), .milliseconds(1))
   }
 }
 
@@ -201,5 +219,12 @@ extension TimeAmount {
   init(_ duration: Duration) {
     let (seconds, attoseconds) = duration.components
     self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+  }
+}
+
+extension Duration {
+  /// The same span as a NIO `TimeAmount`.
+  init(_ amount: TimeAmount) {
+    self = .nanoseconds(amount.nanoseconds)
   }
 }

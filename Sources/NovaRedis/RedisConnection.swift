@@ -189,6 +189,7 @@ public final class RedisConnection: Sendable {
     let loop = channel.eventLoop
     let promises = commands.map { _ in loop.makePromise(of: RESPValue.self) }
     let channel = self.channel
+    let commandTimeout = TimeAmount(RedisClient.bounded(Duration(self.commandTimeout)))
     let millis = commandTimeout.nanoseconds / 1_000_000
     let timeout = loop.scheduleTask(in: commandTimeout) {
       // Replies are matched by order, so after a timeout the connection cannot be trusted:

@@ -11,10 +11,10 @@ extension RedisJobQueue: TransitionSource {
     for queue in try await allQueues() where records.count < limit {
       let key = "\(configuration.keyPrefix):{\(queue)}:audit"
       let start = cursors[key].map { "(" + $0 } ?? "-"
-      let reply = try await client.send("XRANGE", .string(key), .string(start), "+", "COUNT", .int(limit - records.count))
+      let reply = try await redis.send("XRANGE", .string(key), .string(start), "+", "COUNT", .int(limit - records.count))
       for item in reply.elements ?? [] {
         guard let parts = item.elements, parts.count == 2, let id = parts[0].string, let flat = parts[1].elements else {
-          throw RedisError.unexpectedReply("XRANGE \(key) returned \(item)")
+          throw RedisStoreBoundary.badReply("XRANGE \(key) returned \(item)")
         }
         var fields: [String: String] = [:]
         for index in stride(from: 0, to: flat.count - 1, by: 2) {
@@ -59,7 +59,7 @@ extension RedisJobQueue: TransitionSource {
         throw NovaError.invalidInput(field: "cursor", message: "'\(cursor)' is not a stream id")
       }
       let next = sequence == UInt64.max ? "\(milliseconds + 1)-0" : "\(milliseconds)-\(sequence + 1)"
-      _ = try await client.send("XTRIM", .string(key), "MINID", .string(next))
+      _ = try await redis.send("XTRIM", .string(key), "MINID", .string(next))
     }
   }
 
@@ -68,7 +68,7 @@ extension RedisJobQueue: TransitionSource {
     for queue in try await allQueues() {
       let base = "\(configuration.keyPrefix):{\(queue)}:"
       let listed = JobState.allCases.filter { $0 != .running }
-      let replies = try await client.pipeline(
+      let replies = try await redis.pipeline(
         listed.map { ["ZRANGE", .string(base + "state:" + $0.rawValue), 0, -1] } + [["ZRANGE", .string(base + "running"), 0, -1]])
       for (state, reply) in zip(listed + [.running], replies) {
         for id in reply.elements ?? [] { if let text = id.string { states.append((JobID(text), state)) } }
@@ -80,7 +80,7 @@ extension RedisJobQueue: TransitionSource {
   /// Audit records waiting in the queues' streams.
   public func pendingTransitionCount() async throws -> Int {
     let queues = try await allQueues()
-    let replies = try await client.pipeline(queues.map { ["XLEN", .string("\(configuration.keyPrefix):{\($0)}:audit")] })
+    let replies = try await redis.pipeline(queues.map { ["XLEN", .string("\(configuration.keyPrefix):{\($0)}:audit")] })
     return replies.reduce(0) { $0 + Int($1.int ?? 0) }
   }
 }

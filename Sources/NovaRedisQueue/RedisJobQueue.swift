@@ -33,12 +33,15 @@ public final class RedisJobQueue: JobQueue {
   public let configuration: Configuration
   /// The underlying client (for tests and tools).
   public let client: RedisClient
+  /// Every call to Redis goes through here: bounded by the caller's deadline, errors translated.
+  let redis: RedisStoreBoundary
   private let knownQueues = Mutex<Set<String>>([])
   private let wake = WakeSignal()
 
   public init(configuration: Configuration) {
     self.configuration = configuration
     client = RedisClient(configuration: configuration.client)
+    redis = RedisStoreBoundary(client: client)
   }
 
   /// A queue on the Redis at `url` (`redis://…`).
@@ -48,8 +51,8 @@ public final class RedisJobQueue: JobQueue {
 
   /// Checks that Redis answers (and fails with a clear error when it does not).
   public func ping() async throws {
-    let reply = try await client.send("PING")
-    guard reply.string == "PONG" else { throw RedisError.unexpectedReply("PING answered \(reply)") }
+    let reply = try await redis.send("PING")
+    guard reply.string == "PONG" else { throw RedisStoreBoundary.badReply("PING answered \(reply)") }
   }
 
   /// Closes the connections.
@@ -59,11 +62,11 @@ public final class RedisJobQueue: JobQueue {
   public func deleteAllKeys() async throws {
     var cursor = "0"
     repeat {
-      let reply = try await client.send("SCAN", .string(cursor), "MATCH", .string("\(configuration.keyPrefix):*"), "COUNT", 1000)
-      guard let parts = reply.elements, parts.count == 2 else { throw RedisError.unexpectedReply("SCAN returned \(reply)") }
+      let reply = try await redis.send("SCAN", .string(cursor), "MATCH", .string("\(configuration.keyPrefix):*"), "COUNT", 1000)
+      guard let parts = reply.elements, parts.count == 2 else { throw RedisStoreBoundary.badReply("SCAN returned \(reply)") }
       cursor = parts[0].string ?? "0"
       let keys = (parts[1].elements ?? []).compactMap(\.string)
-      if !keys.isEmpty { _ = try await client.send(["UNLINK"] + keys.map { .string($0) }) }
+      if !keys.isEmpty { _ = try await redis.send(["UNLINK"] + keys.map { .string($0) }) }
     } while cursor != "0"
   }
 
@@ -77,11 +80,11 @@ public final class RedisJobQueue: JobQueue {
   private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument]) async throws -> RESPValue {
     // The acting name goes last: the scripts' audit records carry it ('' records nothing).
     let actor: RESPArgument = .string(configuration.audit ? AuditContext.actor : "")
-    return try await client.evaluate(script, keys: [prefix(queue)], arguments: arguments + [actor])
+    return try await redis.evaluate(script, keys: [prefix(queue)], arguments: arguments + [actor])
   }
 
   func allQueues() async throws -> [String] {
-    let reply = try await client.send("SMEMBERS", queuesKey)
+    let reply = try await redis.send("SMEMBERS", queuesKey)
     let names = (reply.elements ?? []).compactMap(\.string)
     knownQueues.withLock { $0.formUnion(names) }
     return names.sorted()
@@ -91,7 +94,7 @@ public final class RedisJobQueue: JobQueue {
 
   /// A job from its hash (HGETALL); the queue is not stored in it, the caller knows it.
   static func job(from reply: RESPValue) throws -> Job {
-    guard let elements = reply.elements, !elements.isEmpty else { throw RedisError.unexpectedReply("empty job hash") }
+    guard let elements = reply.elements, !elements.isEmpty else { throw RedisStoreBoundary.badReply("empty job hash") }
     var fields: [String: RESPValue] = [:]
     for index in stride(from: 0, to: elements.count - 1, by: 2) {
       if let key = elements[index].string { fields[key] = elements[index + 1] }
@@ -105,7 +108,7 @@ public final class RedisJobQueue: JobQueue {
     }
     guard let id = text("id"), let kind = text("kind"), let stateText = text("state"),
       let state = JobState(rawValue: stateText)
-    else { throw RedisError.unexpectedReply("job hash without id, kind or state") }
+    else { throw RedisStoreBoundary.badReply("job hash without id, kind or state") }
     return Job(
       id: JobID(id), queue: "", kind: kind, payload: bytes("payload") ?? Data("{}".utf8),
       priority: Int(int("priority") ?? 0), state: state, runAt: date(int("run_at") ?? 0),
@@ -119,7 +122,7 @@ public final class RedisJobQueue: JobQueue {
   /// A lease from a claim's reply (the fields of `RedisQueueScripts.claimFields`, by position).
   static func lease(from reply: RESPValue, queue: String, worker: String, now: Int64, expires: Int64) throws -> JobLease {
     guard let f = reply.elements, f.count == RedisQueueScripts.claimFields.count, let id = f[0].string, let kind = f[1].string
-    else { throw RedisError.unexpectedReply("claim returned \(reply)") }
+    else { throw RedisStoreBoundary.badReply("claim returned \(reply)") }
     var payload = Data("{}".utf8)
     if case .bulkString(let bytes?) = f[2] { payload = Data(bytes) }
     let token = f[9].int ?? 0
@@ -143,7 +146,7 @@ public final class RedisJobQueue: JobQueue {
     if message.hasPrefix("NOVA state "), let state = JobState(rawValue: String(message.dropFirst("NOVA state ".count))) {
       return NovaError.invalidState(id, state, action)
     }
-    return error
+    return NovaError.storage("redis at \(redis.location) answered \(action) of job \(id) with '\(message)'")
   }
 
   // MARK: - Enqueue
@@ -158,7 +161,7 @@ public final class RedisJobQueue: JobQueue {
     let now = Self.millis(nowDate)
     let fresh = knownQueues.withLock { Set(requests.map(\.queue)).subtracting($0) }
     if !fresh.isEmpty {
-      _ = try await client.send(["SADD", queuesKey] + fresh.sorted().map { .string($0) })
+      _ = try await redis.send(["SADD", queuesKey] + fresh.sorted().map { .string($0) })
       knownQueues.withLock { $0.formUnion(fresh) }
     }
     // Ids are made here, so a call retried after a dropped connection finds its jobs instead
@@ -179,7 +182,7 @@ public final class RedisJobQueue: JobQueue {
       }
       let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments)
       guard let values = reply.elements, values.count == indices.count * 3 else {
-        throw RedisError.unexpectedReply("enqueue returned \(reply)")
+        throw RedisStoreBoundary.badReply("enqueue returned \(reply)")
       }
       for (position, index) in indices.enumerated() {
         let base = position * 3
@@ -201,7 +204,7 @@ public final class RedisJobQueue: JobQueue {
     var counts: [(String, Int)] = [(names[0], limit)]
     if names.count > 1 {
       // Peek at each queue's best jobs, then take the best `limit` over all of them.
-      let peeks = try await client.pipeline(names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
+      let peeks = try await redis.pipeline(names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
       var candidates: [(queue: String, id: String, score: Double)] = []
       for (name, reply) in zip(names, peeks) {
         let values = try reply.checked().elements ?? []
@@ -311,7 +314,7 @@ public final class RedisJobQueue: JobQueue {
   private func queueOf(_ id: JobID) async throws -> String? {
     let names = try await allQueues()
     if names.isEmpty { return nil }
-    let replies = try await client.pipeline(names.map { ["EXISTS", .string("\(configuration.keyPrefix):{\($0)}:job:\(id.rawValue)")] })
+    let replies = try await redis.pipeline(names.map { ["EXISTS", .string("\(configuration.keyPrefix):{\($0)}:job:\(id.rawValue)")] })
     for (name, reply) in zip(names, replies) where reply.int == 1 { return name }
     return nil
   }
@@ -384,7 +387,7 @@ public final class RedisJobQueue: JobQueue {
         commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:\(set)")])
       }
     }
-    let replies = try await client.pipeline(commands)
+    let replies = try await redis.pipeline(commands)
     var counts: [String: [JobState: Int]] = [:]
     var index = 0
     for name in names {
@@ -401,7 +404,7 @@ public final class RedisJobQueue: JobQueue {
 
   public func get(_ id: JobID) async throws -> Job? {
     guard id.isWellFormed, let queue = try await queueOf(id) else { return nil }
-    let reply = try await client.send("HGETALL", .string("\(configuration.keyPrefix):{\(queue)}:job:\(id.rawValue)"))
+    let reply = try await redis.send("HGETALL", .string("\(configuration.keyPrefix):{\(queue)}:job:\(id.rawValue)"))
     if (reply.elements ?? []).isEmpty { return nil }
     return try Self.job(from: reply, queue: queue)
   }
@@ -429,7 +432,7 @@ public final class RedisJobQueue: JobQueue {
         owners.append(name)
       }
     }
-    let replies = try await client.pipeline(commands)
+    let replies = try await redis.pipeline(commands)
     for (name, reply) in zip(owners, replies) {
       for value in try reply.checked().elements ?? [] {
         guard let id = value.string else { continue }
@@ -443,7 +446,7 @@ public final class RedisJobQueue: JobQueue {
     while position < ids.count && jobs.count <= filter.limit {
       let chunk = ids[position..<min(ids.count, position + 200)]
       position += chunk.count
-      let hashes = try await client.pipeline(chunk.map { ["HGETALL", .string("\(configuration.keyPrefix):{\($0.queue)}:job:\($0.id)")] })
+      let hashes = try await redis.pipeline(chunk.map { ["HGETALL", .string("\(configuration.keyPrefix):{\($0.queue)}:job:\($0.id)")] })
       for (entry, reply) in zip(chunk, hashes) where !(reply.elements ?? []).isEmpty {
         let job = try Self.job(from: reply, queue: entry.queue)
         if let kind = filter.kind, job.kind != kind { continue }

@@ -29,10 +29,18 @@ public struct APIError: HTTPResponseError, Equatable {
     case .payloadTooLarge: self.init(.contentTooLarge, code: error.code, message: error.description)
     case .jobNotFound, .notFound: self.init(.notFound, code: error.code, message: error.description)
     case .invalidState, .leaseLost: self.init(.conflict, code: error.code, message: error.description)
-    case .storage, .unavailable: self.init(.serviceUnavailable, code: error.code, message: error.description)
+    case .storage: self.init(.serviceUnavailable, code: error.code, message: error.description)
+    case .unavailable:
+      // A store that is down or locked: the client may retry, and is told when.
+      var headers = HTTPFields()
+      headers[.retryAfter] = String(Self.unavailableRetryAfterSeconds)
+      self.init(.serviceUnavailable, code: error.code, message: error.description, headers: headers)
     case .forbidden: self.init(.forbidden, code: error.code, message: error.description)
     }
   }
+
+  /// The `Retry-After` of a 503 for a store that is unavailable.
+  public static let unavailableRetryAfterSeconds = 2
 
   /// The JSON body.
   public var body: Data {
@@ -72,5 +80,17 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
       return try APIError(.internalServerError, code: "internal", message: "internal error")
         .response(from: request, context: context)
     }
+  }
+}
+
+/// Bounds the store calls of each request (`StoreDeadline`), so that a store that is down is
+/// answered as 503 within the bound instead of after the store client's long retry window.
+struct StoreDeadlineMiddleware<Context: RequestContext>: RouterMiddleware {
+  let bound: Duration
+
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    -> Response
+  {
+    try await StoreDeadline.within(bound) { try await next(request, context) }
   }
 }

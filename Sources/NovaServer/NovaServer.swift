@@ -41,6 +41,9 @@ public struct NovaServer: Sendable {
     /// Where the LUX page links the review schedule and the Grafana dashboard.
     public var reviewScheduleURL = Review.scheduleURL
     public var dashboardURL: String?
+    /// How long one request may wait for the stores (retries included) before it is answered
+    /// 503 `unavailable`; `/readyz` waits at most half as long.
+    public var storeDeadline: Duration = .milliseconds(1500)
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -131,6 +134,7 @@ public struct NovaServer: Sendable {
     let router = Router(context: NovaRequestContext.self)
     router.add(middleware: HTTPMetricsMiddleware())
     router.add(middleware: JSONErrorMiddleware())
+    router.add(middleware: StoreDeadlineMiddleware(bound: configuration.storeDeadline))
     let gate = security == nil ? nil : policy.map(PolicyGate.init)
     if let security {
       router.add(
@@ -173,12 +177,15 @@ public struct NovaServer: Sendable {
       ComplianceController(reporter: reporter, evidence: evidence, clock: clock).addRoutes(to: router)
     }
     router.get("healthz") { _, _ in try jsonResponse(["status": "ok"]) }
+    let readinessBound = configuration.storeDeadline / 2
     router.get("readyz") { _, _ in
       do {
-        _ = try await queue.list(JobFilter(limit: 1))
+        _ = try await StoreDeadline.within(readinessBound) { try await queue.list(JobFilter(limit: 1)) }
         return try jsonResponse(["status": "ready"])
       } catch {
-        throw APIError(.serviceUnavailable, code: "not_ready", message: "queue store unavailable: \(error)")
+        var headers = HTTPFields()
+        headers[.retryAfter] = String(APIError.unavailableRetryAfterSeconds)
+        throw APIError(.serviceUnavailable, code: "not_ready", message: "queue store unavailable: \(error)", headers: headers)
       }
     }
     router.get("metrics") { _, _ in

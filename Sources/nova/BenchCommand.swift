@@ -308,7 +308,7 @@ extension BenchCommand {
     static let configuration = CommandConfiguration(
       commandName: "baseline",
       abstract: "Measure this host's CPU, GPU and network; save the run as a baseline or compare it with one.",
-      discussion: "A comparison that breaches a threshold exits with status 3 and records a baseline.breach KPI.")
+      discussion: "A comparison that breaches a threshold exits with status 7 and records a baseline.breach KPI.")
 
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -396,7 +396,7 @@ extension BenchCommand {
                   ])
                 })
             ]))
-          throw ExitCode(ExitStatus.notFound)
+          throw ExitCode(ExitStatus.baselineBreach)
         }
       }
     }

@@ -61,6 +61,8 @@ enum ExitStatus {
   static let conflict: Int32 = 4
   static let verificationFailed: Int32 = 5
   static let denied: Int32 = 6
+  /// A benchmark compared with a saved baseline breached a threshold (`nova bench baseline --compare`).
+  static let baselineBreach: Int32 = 7
 
   static func code(for error: NovaError) -> Int32 {
     switch error {

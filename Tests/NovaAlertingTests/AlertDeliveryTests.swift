@@ -71,7 +71,7 @@ struct AlertFixture {
   }
 }
 
-@Suite("Alert delivery")
+@Suite("Alert delivery", .timeLimit(.minutes(5)))
 struct AlertDeliveryTests {
   @Test func aFiringAlertPagesPagerDutyAndTheWebhookOnceInTheirFormats() async throws {
     let fixture = try await AlertFixture()
@@ -292,7 +292,7 @@ struct AlertDeliveryTests {
   }
 }
 
-@Suite("Alert benchmark")
+@Suite("Alert benchmark", .timeLimit(.minutes(5)))
 struct AlertBenchmarkTests {
   @Test func theBenchmarkTimesEvaluationsAndPagesWithoutDuplicates() async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-alert-bench-\(UUID().uuidString)")

@@ -2,6 +2,7 @@ import Foundation
 import NovaAlerting
 import NovaCore
 import NovaMonitoring
+import NovaTestSupport
 import Testing
 
 /// Runs the evaluator over a scripted series of samples, carrying open alerts as the store would.
@@ -36,7 +37,7 @@ struct EvaluatorHarness {
   var actions: (EvaluationResult) -> [String] { { $0.notifications.map { "\($0.action.rawValue) \($0.alert.severity)" } } }
 }
 
-@Suite("Alert evaluation")
+@Suite("Alert evaluation", .timeLimit(.minutes(5)))
 struct AlertEvaluatorTests {
   static let yaml = """
     sla: {acknowledge_within: 5m, resolve_within: 30m}
@@ -156,7 +157,7 @@ struct AlertEvaluatorTests {
   }
 }
 
-@Suite("Alert SLA report")
+@Suite("Alert SLA report", .timeLimit(.minutes(5)))
 struct AlertSLAReportTests {
   func alert(fired: Int64, acknowledged: Int64? = nil, resolved: Int64? = nil, escalated: Int64? = nil) -> AlertInstance {
     var alert = AlertInstance(

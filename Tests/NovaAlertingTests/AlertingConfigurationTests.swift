@@ -1,9 +1,10 @@
 import Foundation
 import NovaAlerting
 import NovaCore
+import NovaTestSupport
 import Testing
 
-@Suite("Alerting configuration")
+@Suite("Alerting configuration", .timeLimit(.minutes(5)))
 struct AlertingConfigurationTests {
   static var examplePath: String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -8,7 +8,7 @@ import NovaSecurity
 import NovaTestSupport
 import Testing
 
-@Suite("Alertmanager integration")
+@Suite("Alertmanager integration", .enabled(if: TestServers.alertmanagerAvailable, TestServers.alertmanagerMissing), .timeLimit(.minutes(5)))
 struct AlertmanagerIntegrationTests {
   @Test func aRealAlertmanagerRoutesNovasAlertsToItsWebhookAndHearsTheResolve() async throws {
     let hook = try await LocalHTTPReceiver()

@@ -3,7 +3,7 @@ import NovaCore
 import NovaMonitoring
 import Testing
 
-@Suite("Hardware baselines")
+@Suite("Hardware baselines", .timeLimit(.minutes(5)))
 struct BaselineTests {
   func directory() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("nova-baseline-\(UUID().uuidString)")

@@ -5,7 +5,7 @@ import NovaQueue
 import NovaSecurity
 import Testing
 
-@Suite("KPI store")
+@Suite("KPI store", .timeLimit(.minutes(5)))
 struct KPIStoreTests {
   func makeStore() throws -> (KPIStore, URL) {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-kpi-\(UUID().uuidString)")

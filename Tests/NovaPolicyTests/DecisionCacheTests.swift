@@ -1,9 +1,10 @@
 import Foundation
 import NovaCore
 import NovaPolicy
+import NovaTestSupport
 import Testing
 
-@Suite("Decision caches and the circuit breaker")
+@Suite("Decision caches and the circuit breaker", .timeLimit(.minutes(5)))
 struct DecisionCacheTests {
   func decision(_ allowed: Bool, _ rule: String) -> PolicyDecision {
     PolicyDecision(allowed: allowed, reason: rule, source: .rule, rule: rule, policyVersion: "v")

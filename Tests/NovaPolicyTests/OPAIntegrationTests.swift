@@ -5,7 +5,7 @@ import NovaTestSupport
 import Testing
 
 /// The engine against real Rego, evaluated by the Go OPA engine behind OPA's REST API.
-@Suite("OPA fallback against real Rego")
+@Suite("OPA fallback against real Rego", .enabled(if: TestServers.opaAvailable, TestServers.opaMissing), .timeLimit(.minutes(5)))
 struct OPAIntegrationTests {
   static let rego = """
     package nova.authz

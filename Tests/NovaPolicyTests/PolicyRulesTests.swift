@@ -2,6 +2,7 @@ import Foundation
 import NovaCore
 import NovaPolicy
 import Synchronization
+import NovaTestSupport
 import Testing
 
 func request(
@@ -13,7 +14,7 @@ func request(
     resource: PolicyResource(kind: kind, attributes: attributes))
 }
 
-@Suite("Policy rules")
+@Suite("Policy rules", .timeLimit(.minutes(5)))
 struct PolicyRulesTests {
   static let yaml = """
     # Nova policy

@@ -4,7 +4,7 @@ import NovaPolicy
 import NovaTestSupport
 import Testing
 
-@Suite("Policy fixtures and the benchmark")
+@Suite("Policy fixtures and the benchmark", .timeLimit(.minutes(5)))
 struct PolicyToolsTests {
   @Test func fixturesParseAndNameTheirErrors() throws {
     let fixtures = try PolicyFixture.parse(
@@ -43,7 +43,7 @@ struct PolicyToolsTests {
     #expect(throws: PolicyFileError.self) { _ = try PolicyFixture.load(path: "/nonexistent") }
   }
 
-  @Test func theBenchmarkTimesEveryPath() async throws {
+  @Test(.enabled(if: TestServers.opaAvailable, TestServers.opaMissing)) func theBenchmarkTimesEveryPath() async throws {
     let server = try OPATestServer(policies: ["authz.rego": "package nova.authz\n\ndefault allow := false\n"])
     defer { server.stop() }
     let result = await PolicyBenchmark.run(rules: 50, samples: 200, opa: (server.url, "nova/authz/allow"), window: .milliseconds(20))

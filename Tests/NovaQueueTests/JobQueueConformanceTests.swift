@@ -1,10 +1,11 @@
 import Foundation
 import NovaCore
 import NovaQueue
+import NovaTestSupport
 import Testing
 
 /// The backend contract, written once against `JobQueue` and run for every backend.
-@Suite("JobQueue conformance")
+@Suite("JobQueue conformance", .timeLimit(.minutes(5)))
 struct JobQueueConformanceTests {
   let clock = ManualWallClock()
   let leaseTime: Duration = .seconds(30)
@@ -20,6 +21,11 @@ struct JobQueueConformanceTests {
     JobRequest(
       kind: kind, payload: Data(payload.utf8), queue: queue, priority: priority,
       runAt: delay.map { clock.now().addingTimeInterval($0) }, maxAttempts: maxAttempts, idempotencyKey: key)
+  }
+
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing))
+  func redisBackendIsInTheConformanceRun() {
+    #expect(QueueBackend.all.map(\.name) == ["sqlite", "redis"])
   }
 
   @Test(arguments: QueueBackend.all)

@@ -3,9 +3,10 @@ import GRDB
 import Logging
 import NovaCore
 import NovaQueue
+import NovaTestSupport
 import Testing
 
-@Suite("SQLiteJobQueue")
+@Suite("SQLiteJobQueue", .timeLimit(.minutes(5)))
 struct SQLiteJobQueueTests {
   @Test func dataSurvivesReopening() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
@@ -80,7 +81,7 @@ struct SQLiteJobQueueTests {
   }
 }
 
-@Suite("Queue model")
+@Suite("Queue model", .timeLimit(.minutes(5)))
 struct QueueModelTests {
   @Test func retryPolicyGrowsExponentiallyWithBoundedJitter() {
     let policy = RetryPolicy(baseDelay: 1, maxDelay: 60, jitter: 0.5)

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NovaCore
 import NovaQueue
+import NovaTestSupport
 import Synchronization
 import Testing
 
@@ -17,7 +18,7 @@ struct TestParameters: Codable, Sendable {
   var ms: Int?
 }
 
-@Suite("WorkerPool", .serialized)
+@Suite("WorkerPool", .serialized, .timeLimit(.minutes(5)))
 struct WorkerPoolTests {
   let logger: Logger = {
     var logger = Logger(label: "test")
@@ -36,18 +37,6 @@ struct WorkerPoolTests {
     .init(
       concurrency: concurrency, workerID: "test-worker", leaseDuration: lease, jobTimeout: timeout,
       pollInterval: .milliseconds(20), shutdownGracePeriod: grace)
-  }
-
-  /// Waits until `condition` holds, polling; fails the test after `timeout`.
-  func eventually(
-    _ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
-  ) async throws {
-    let deadline = ContinuousClock.now.advanced(by: timeout)
-    while ContinuousClock.now < deadline {
-      if try await condition() { return }
-      try await Task.sleep(for: .milliseconds(20))
-    }
-    Issue.record("timed out waiting for \(what)")
   }
 
   /// Runs a pool while `body` runs, then shuts it down and waits for it.
@@ -254,5 +243,53 @@ struct WorkerPoolTests {
     task.cancel()
     _ = await task.result
     #expect(try await queue.get(stuck)?.state == .available)
+  }
+
+  /// A handler succeeded but the store was down while its success was being written, for
+  /// longer than the lease: the pool keeps the lease alive and retries, and the job (one
+  /// attempt only) ends succeeded instead of being dead-lettered by the reaper.
+  @Test func successIsRecordedAfterTheStoreComesBackWithoutDeadLettering() async throws {
+    let base = try makeQueue()
+    let queue = FlakyJobQueue(base, failing: [.complete])
+    let id: JobID = try await base.enqueue(JobRequest(kind: "noop", maxAttempts: 1))
+    let reaper = Task {
+      while !Task.isCancelled {
+        _ = try? await base.reapExpiredLeases()
+        try? await Task.sleep(for: .milliseconds(50))
+      }
+    }
+    defer { reaper.cancel() }
+    try await withPool(
+      queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(lease: .milliseconds(300))
+    ) { _ in
+      try await eventually("completion attempts while the store is down") { queue.callCount(.complete) >= 4 }
+      // Well past the lease: only heartbeats kept the job from the reaper.
+      try await Task.sleep(for: .milliseconds(900))
+      #expect(try await base.get(id)?.state == .running)
+      queue.setFailing([])
+      try await eventually("the success to be recorded") { try await base.get(id)?.state == .succeeded }
+    }
+    let job = try #require(try await base.get(id))
+    #expect(job.state == .succeeded)
+    #expect(job.attempts == 1)
+  }
+
+  /// A handler that meets an unavailable store gives the job back without spending its only
+  /// attempt; it runs again once the store answers.
+  @Test func handlerMeetingAnUnavailableStoreIsRetriedNotDeadLettered() async throws {
+    let queue = try makeQueue()
+    let ledger = RunLedger()
+    var registry = JobRegistry()
+    registry.register("uses-store", parameters: TestParameters.self) { _, context in
+      ledger.record(context.id)
+      if ledger.count(context.id) < 3 { throw NovaError.unavailable("redis at 127.0.0.1:1 is unavailable") }
+      return EmptyResult()
+    }
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "uses-store", maxAttempts: 1))
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration()) { _ in
+      try await eventually("the job to succeed") { try await queue.get(id)?.state == .succeeded }
+    }
+    #expect(ledger.count(id) == 3)
+    #expect(try await queue.get(id)?.attempts == 1)
   }
 }

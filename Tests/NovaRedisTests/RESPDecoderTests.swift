@@ -1,7 +1,8 @@
 import NovaRedis
+import NovaTestSupport
 import Testing
 
-@Suite("RESP decoder")
+@Suite("RESP decoder", .timeLimit(.minutes(5)))
 struct RESPDecoderTests {
   func decodeOne(_ text: String, limits: RESPLimits = RESPLimits()) throws -> RESPValue? {
     var decoder = RESPDecoder(limits: limits)

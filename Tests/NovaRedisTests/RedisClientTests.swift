@@ -5,7 +5,7 @@ import NovaRedis
 import NovaTestSupport
 import Testing
 
-@Suite("Redis client", .serialized)
+@Suite("Redis client", .serialized, .timeLimit(.minutes(5)))
 struct RedisClientTests {
   @Test func parsesURLs() throws {
     let full = try RedisURL(parsing: "redis://agent:s%40cret@redis.internal:6380/3?protocol=3")
@@ -22,7 +22,7 @@ struct RedisClientTests {
     }
   }
 
-  @Test func sendsPipelinesAndRunsScripts() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func sendsPipelinesAndRunsScripts() async throws {
     // Its own server: the SCRIPT FLUSH below must not touch the scripts of tests running beside it.
     let server = try RedisTestServer()
     defer { server.stop() }
@@ -52,7 +52,7 @@ struct RedisClientTests {
     #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
   }
 
-  @Test func authenticatesSelectsAndSpeaksRESP3() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func authenticatesSelectsAndSpeaksRESP3() async throws {
     let server = try RedisTestServer(password: "hunter2")
     defer { server.stop() }
     let wrong = RedisClient(configuration: .init(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), retryWindow: .zero))
@@ -67,7 +67,7 @@ struct RedisClientTests {
     #expect(hello == .map([]))
   }
 
-  @Test func commandTimeoutAndReconnectAfterADroppedConnection() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func commandTimeoutAndReconnectAfterADroppedConnection() async throws {
     let server = try RedisTestServer()
     defer { server.stop() }
     let proxy = try await LatencyProxy(targetPort: server.port, delay: .milliseconds(300))
@@ -91,7 +91,7 @@ struct RedisClientTests {
     await proxy.close()
   }
 
-  @Test func aServerSendingGarbageGetsAProtocolError() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func aServerSendingGarbageGetsAProtocolError() async throws {
     let port = try FreePort.find()
     let garbage = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .childChannelInitializer { channel in
@@ -117,7 +117,7 @@ final class GarbageResponder: ChannelInboundHandler, Sendable {
     context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "?garbage\r\n")), promise: nil)
   }
 
-  @Test func aCommandOnAClosedConnectionFailsAtOnceInsteadOfWaiting() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func aCommandOnAClosedConnectionFailsAtOnceInsteadOfWaiting() async throws {
     // A write that never reaches the handler (the channel closed first) must still fail its
     // caller: this once left a stress test waiting forever.
     let connection = try await RedisConnection.connect(

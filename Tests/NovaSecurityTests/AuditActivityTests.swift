@@ -2,9 +2,10 @@ import Foundation
 import NovaCore
 import NovaQueue
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
-@Suite("Audit activity")
+@Suite("Audit activity", .timeLimit(.minutes(5)))
 struct AuditActivityTests {
   @Test func countsEventsPerQueueAndWaitsFromTheLogAcrossReads() async throws {
     let fixture = try SecurityFixture()

@@ -3,9 +3,10 @@ import GRDB
 import NovaCore
 import NovaQueue
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
-@Suite("Audit log")
+@Suite("Audit log", .timeLimit(.minutes(5)))
 struct AuditLogTests {
   @Test func everyTransitionIsRecordedWithItsActorInTheSameTransaction() async throws {
     let fixture = try SecurityFixture()

@@ -1,9 +1,10 @@
 import Foundation
 import NovaCore
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
-@Suite("RFC 8785 canonical JSON")
+@Suite("RFC 8785 canonical JSON", .timeLimit(.minutes(5)))
 struct CanonicalJSONTests {
   @Test func sortsKeysByUTF16AndDropsWhitespace() throws {
     let value = try JSONValue.parse(Data(#"{ "b": [1, 2, {"z": null, "a": true}], "a": "x", "\u20ac": 1, "\ud83d\ude00": 2, "1": false }"#.utf8))

@@ -6,7 +6,7 @@ import NovaSecurity
 import NovaTestSupport
 import Testing
 
-@Suite("Evidence bundles")
+@Suite("Evidence bundles", .timeLimit(.minutes(5)))
 struct EvidenceBundleTests {
   func export(_ fixture: SecurityFixture, _ name: String, since: Int64? = nil, until: Int64? = nil) async throws -> EvidenceBundle.ExportSummary {
     try await EvidenceBundle.export(

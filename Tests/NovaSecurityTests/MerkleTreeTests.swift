@@ -1,9 +1,10 @@
 import Crypto
 import Foundation
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
-@Suite("RFC 6962 Merkle tree")
+@Suite("RFC 6962 Merkle tree", .timeLimit(.minutes(5)))
 struct MerkleTreeTests {
   func hex(_ hash: [UInt8]) -> String { hash.map { String(format: "%02x", $0) }.joined() }
   func leaves(_ n: Int) -> [[UInt8]] { (0..<n).map { MerkleTree.leafHash(Array("entry \($0)".utf8)) } }
@@ -74,7 +75,7 @@ struct MerkleTreeTests {
   }
 }
 
-@Suite("Signed checkpoints")
+@Suite("Signed checkpoints", .timeLimit(.minutes(5)))
 struct CheckpointTests {
   @Test func signsAndVerifiesC2SPNotes() throws {
     let signer = NoteSigner.generate(name: "nova.test/audit")

@@ -8,7 +8,7 @@ import NovaSecurity
 import NovaTestSupport
 import Testing
 
-@Suite("Audit of a Redis queue")
+@Suite("Audit of a Redis queue", .enabled(if: TestServers.redisAvailable, TestServers.redisMissing), .timeLimit(.minutes(5)))
 struct RedisAuditTests {
   func redisQueue(clock: any WallClock, audit: Bool = true) throws -> RedisJobQueue {
     RedisJobQueue(

@@ -3,9 +3,10 @@ import GRDB
 import NovaCore
 import NovaQueue
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
-@Suite("API tokens and access")
+@Suite("API tokens and access", .timeLimit(.minutes(5)))
 struct TokenAndAccessTests {
   @Test func tokensAreShownOnceStoredHashedAndRevocable() async throws {
     let fixture = try SecurityFixture()

@@ -6,7 +6,7 @@ import Testing
 
 /// `nova serve` with alerting, as a child process: pages, a restart while an alert fires, the
 /// CLI's acknowledgement, SIGHUP reloads and a file that keeps the server from starting.
-@Suite("nova serve alerting", .serialized)
+@Suite("nova serve alerting", .serialized, .timeLimit(.minutes(5)))
 struct AlertProcessTests {
   static let routingKey = "abcdefabcdefabcdefabcdefabcdef12"
 

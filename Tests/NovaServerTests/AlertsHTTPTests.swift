@@ -13,7 +13,7 @@ import NovaServer
 import NovaTestSupport
 import Testing
 
-@Suite("Alerts over HTTP")
+@Suite("Alerts over HTTP", .timeLimit(.minutes(5)))
 struct AlertsHTTPTests {
   @Test func alertsAreListedAcknowledgedAndResolvedWithRolesAndPagerDutyWebhooksAreVerified() async throws {
     let directory = try TemporaryDirectory.make()

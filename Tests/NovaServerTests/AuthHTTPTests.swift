@@ -8,9 +8,10 @@ import NovaMonitoring
 import NovaQueue
 import NovaSecurity
 import NovaServer
+import NovaTestSupport
 import Testing
 
-@Suite("HTTP API with tokens")
+@Suite("HTTP API with tokens", .timeLimit(.minutes(5)))
 struct AuthHTTPTests {
   struct Setup {
     let server: NovaServer

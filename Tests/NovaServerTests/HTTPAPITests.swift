@@ -6,9 +6,10 @@ import NIOCore
 import NovaCore
 import NovaQueue
 import NovaServer
+import NovaTestSupport
 import Testing
 
-@Suite("HTTP API")
+@Suite("HTTP API", .timeLimit(.minutes(5)))
 struct HTTPAPITests {
   func makeServer(maxPayloadBytes: Int = 1024) throws -> NovaServer {
     let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path

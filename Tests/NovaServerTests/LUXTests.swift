@@ -52,7 +52,7 @@ func expectedFigures(_ data: Data) throws -> [String: String] {
   return figures
 }
 
-@Suite("LUX compliance page")
+@Suite("LUX compliance page", .timeLimit(.minutes(5)))
 struct LUXTests {
   @Test func thePageShowsTheComplianceFiguresToViewersAndEvidenceNeedsAdmin() async throws {
     let directory = try TemporaryDirectory.make()
@@ -130,7 +130,7 @@ struct LUXTests {
 
 /// `/lux` in a real browser: headless Chromium loads the page from `nova serve`, its figures are
 /// compared with `/v1/compliance`, and a screenshot is saved.
-@Suite("LUX in a browser", .serialized)
+@Suite("LUX in a browser", .serialized, .enabled(if: TestServers.chromiumAvailable, TestServers.chromiumMissing), .timeLimit(.minutes(5)))
 struct LUXBrowserTests {
   static var chromium: String? {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].first { FileManager.default.isExecutableFile(atPath: $0) }

@@ -8,9 +8,10 @@ import NovaPolicy
 import NovaQueue
 import NovaSecurity
 import NovaServer
+import NovaTestSupport
 import Testing
 
-@Suite("HTTP API under a policy")
+@Suite("HTTP API under a policy", .timeLimit(.minutes(5)))
 struct PolicyHTTPTests {
   static let policy = """
     rules:

@@ -10,7 +10,7 @@ import NovaTestSupport
 import Testing
 
 /// Real `nova worker` processes sharing a real `redis-server`.
-@Suite("nova workers on Redis", .serialized)
+@Suite("nova workers on Redis", .serialized, .enabled(if: TestServers.redisAvailable, TestServers.redisMissing), .timeLimit(.minutes(5)))
 struct RedisProcessTests {
   func queue(_ server: RedisTestServer) throws -> RedisJobQueue {
     RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url), retryWindow: .seconds(30))))

@@ -8,14 +8,6 @@ import NovaQueue
 import NovaTestSupport
 import Testing
 
-enum TemporaryDirectory {
-  static func make() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("nova-test-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-  }
-}
-
 /// The `nova` executable built beside the tests.
 enum NovaBinary {
   static var path: String {
@@ -84,21 +76,6 @@ final class NovaProcess: Sendable {
   }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-  var description: String
-  init(_ description: String) { self.description = description }
-}
-
-/// Waits until `condition` holds, polling; fails the test after `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
-  let deadline = ContinuousClock.now.advanced(by: timeout)
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(25))
-  }
-  Issue.record("timed out waiting for \(what)")
-  throw TestFailure("timed out waiting for \(what)")
-}
 
 /// Runs a bash script; its exit code and output (stdout and stderr together).
 func shell(_ script: String, timeout: Duration = .seconds(60)) async throws -> (code: Int32, output: String) {

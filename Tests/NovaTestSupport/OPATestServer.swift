@@ -24,6 +24,13 @@ public final class OPATestServer: Sendable {
     try start()
   }
 
+  /// The engine's Python, when installed.
+  public static var enginePath: String? {
+    let python = ProcessInfo.processInfo.environment["NOVA_OPA_PYTHON"]
+      ?? repository.appendingPathComponent(".build/opa-venv/bin/python").path
+    return FileManager.default.isExecutableFile(atPath: python) ? python : nil
+  }
+
   private static var repository: URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
   }

@@ -1,9 +1,10 @@
 import Foundation
 import Synchronization
 
-/// A real `redis-server` child process on a free loopback port, for tests. Tests that need Redis
-/// start one; nothing is skipped when Redis is missing: starting fails with a message that says
-/// what to install.
+/// A real `redis-server` (the one on `PATH`) as a child process on a free loopback port, for
+/// tests. Tests that need it carry `.enabled(if: TestServers.redisAvailable, …)`, so they are
+/// skipped, saying why, where it is not installed; starting one anyway fails with a message that
+/// says what to install.
 public final class RedisTestServer: Sendable {
   public let port: Int
   public let directory: URL
@@ -63,7 +64,7 @@ public final class RedisTestServer: Sendable {
   /// Starts redis-server and waits until it accepts connections; fails at once when it exits
   /// (a port taken meanwhile), rather than mistaking another listener for it.
   private static func launch(_ arguments: [String], port: Int, directory: URL) throws -> ChildProcess {
-    guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+    guard let binary = TestServers.executable("redis-server") else {
       throw TestServerError("redis-server is not installed (Debian: apt-get install redis-server); scripts/test.sh installs it")
     }
     let log = directory.appendingPathComponent("redis.log")
@@ -94,6 +95,11 @@ public final class RedisTestServer: Sendable {
       child.signal(SIGKILL)
       _ = child.waitForExitBlocking(timeout: .seconds(5))
     }
+  }
+
+  /// Sends `signal` to the running server (SIGSTOP and SIGCONT freeze and thaw it).
+  public func signal(_ signal: Int32) {
+    process.withLock { $0?.signal(signal) }
   }
 
   deinit { stop(kill: SIGKILL) }

@@ -1,0 +1,59 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import Synchronization
+
+/// A queue whose chosen operations fail with `NovaError.unavailable` while `down` is set, as a
+/// store that went away would; everything else goes to the real queue underneath.
+final class FlakyJobQueue: JobQueue {
+  enum Operation: Sendable { case complete, fail, release }
+
+  let base: any JobQueue
+  private let failing: Mutex<Set<Operation>>
+  private let calls = Mutex<[Operation: Int]>([:])
+
+  init(_ base: any JobQueue, failing: Set<Operation> = []) {
+    self.base = base
+    self.failing = Mutex(failing)
+  }
+
+  /// Makes `operations` fail (or, with an empty set, succeed again).
+  func setFailing(_ operations: Set<Operation>) { failing.withLock { $0 = operations } }
+
+  /// How often `operation` was called, failed calls included.
+  func callCount(_ operation: Operation) -> Int { calls.withLock { $0[operation] ?? 0 } }
+
+  private func check(_ operation: Operation) throws {
+    calls.withLock { $0[operation, default: 0] += 1 }
+    if failing.withLock({ $0.contains(operation) }) { throw NovaError.unavailable("test store is down") }
+  }
+
+  func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
+  func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+  }
+  func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
+    try await base.heartbeat(leases, leaseDuration: leaseDuration)
+  }
+  func complete(batch: [JobCompletion]) async throws -> [Bool] {
+    try check(.complete)
+    return try await base.complete(batch: batch)
+  }
+  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    try check(.fail)
+    return try await base.fail(lease, error: error, retryable: retryable)
+  }
+  func release(_ lease: JobLease) async throws {
+    try check(.release)
+    try await base.release(lease)
+  }
+  func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
+  func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
+  func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
+  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  func stats() async throws -> QueueStats { try await base.stats() }
+  func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
+  func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+  func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
+}

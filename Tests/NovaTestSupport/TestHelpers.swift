@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+
+/// Fresh folders for tests, under the system's temporary directory.
+public enum TemporaryDirectory {
+  /// A new, empty folder named `prefix-UUID`.
+  public static func make(_ prefix: String = "nova-test") throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }
+}
+
+/// Thrown by a helper after it recorded an issue, so that the test stops there.
+public struct TestFailure: Error, CustomStringConvertible {
+  public var description: String
+  public init(_ description: String) { self.description = description }
+}
+
+/// Waits until `condition` holds, polling; records an issue and throws after `timeout`.
+public func eventually(
+  _ what: String, timeout: Duration = .seconds(30), poll: Duration = .milliseconds(20),
+  _ condition: () async throws -> Bool
+) async throws {
+  let deadline = ContinuousClock.now.advanced(by: timeout)
+  while ContinuousClock.now < deadline {
+    if try await condition() { return }
+    try await Task.sleep(for: poll)
+  }
+  Issue.record("timed out waiting for \(what)")
+  throw TestFailure("timed out waiting for \(what)")
+}
