@@ -175,6 +175,20 @@ public struct BaselineFiles: Sendable {
     return url.path
   }
 
+  /// Every measure in the saved baselines (what a comparison can report on), with the threshold
+  /// `thresholds` holds it to.
+  public func savedMeasures(thresholds: BaselineThresholds = BaselineThresholds()) throws -> [(name: String, thresholdPercent: Double)] {
+    let folder = directory.appendingPathComponent("baselines")
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+    var measures: [String: Double] = [:]
+    for file in files where file.hasSuffix(".json") {
+      for (name, figure) in try load(String(file.dropLast(".json".count))).figures {
+        measures[name] = thresholds.limit(figure.kind)
+      }
+    }
+    return measures.keys.sorted().map { ($0, measures[$0]!) }
+  }
+
   /// Saves the run as baseline `name`.
   @discardableResult
   public func save(_ run: BaselineRun, as name: String) throws -> String {

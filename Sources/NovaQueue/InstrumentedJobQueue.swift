@@ -54,6 +54,11 @@ public final class InstrumentedJobQueue: JobQueue {
     self.clock = clock
   }
 
+  /// Creates the series of `queues` now, at zero, so that they are exported before any job moves.
+  public func registerQueues(_ queues: [String]) {
+    for queue in queues { _ = metrics(queue) }
+  }
+
   private func metrics(_ queue: String) -> Handles {
     handles.withLock { handles in
       if let existing = handles[queue] { return existing }

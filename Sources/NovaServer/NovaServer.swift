@@ -252,7 +252,23 @@ public struct NovaServer: Sendable {
 
   /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
   public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    await exportInitialMetrics()
     try await makeApplication(onServerRunning: onServerRunning).runService()
+  }
+
+  /// Exports every series whose labels are known at zero, then the KPIs other processes
+  /// recorded, so that the first scrape already has what the dashboard queries. A store that
+  /// cannot be read yet only delays this to the collectors' first pass.
+  public func exportInitialMetrics() async {
+    do {
+      let now = clock.now().millisecondsSince1970
+      let known = try await InitialMetrics.known(
+        queue: queue, kpis: kpis, dataDirectory: configuration.dataDirectory, now: now)
+      InitialMetrics.export(known, queue: queue)
+      if let kpis { try await RecordedKPIGauges.export(from: kpis, now: now) }
+    } catch {
+      logger.warning("initial metrics not exported; the collectors will export them", metadata: ["error": "\(error)"])
+    }
   }
 }
 

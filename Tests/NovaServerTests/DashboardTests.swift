@@ -158,20 +158,52 @@ struct DashboardTests {
         && metrics.contains("nova_alert_sla_breaches_total") && metrics.contains("nova_deployment_duration_seconds")
     }
     let exposition = String(decoding: try await request("/metrics").1, as: UTF8.self)
-    let exported = Self.exportedNames(exposition)
-    let dashboard = try String(contentsOfFile: Self.dashboardPath, encoding: .utf8)
+    try Self.expectEveryQueriedMetric(in: exposition)
+  }
+
+  /// Every metric the dashboard and the rules file query (their own recording rules aside) is in
+  /// `exposition`.
+  static func expectEveryQueriedMetric(in exposition: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let exported = exportedNames(exposition)
+    let dashboard = try String(contentsOfFile: dashboardPath, encoding: .utf8)
     let model = try #require(try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) as? [String: Any])
     var queries = ""
     for panel in (model["panels"] as? [[String: Any]]) ?? [] {
       for target in (panel["targets"] as? [[String: Any]]) ?? [] { queries += (target["expr"] as? String ?? "") + "\n" }
     }
     queries += ((((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []).compactMap { $0["definition"] as? String }).joined(separator: "\n")
-    let used = Self.metricNames(inQueries: queries)
-    #expect(used.count >= 15, "\(used.sorted())")
+    let used = metricNames(inQueries: queries)
+    #expect(used.count >= 15, "\(used.sorted())", sourceLocation: sourceLocation)
     let missing = used.subtracting(exported)
-    #expect(missing.isEmpty, "the dashboard queries metrics nova serve does not export: \(missing.sorted())")
-    // The rules file too (its own recording rules aside).
-    let rules = try String(contentsOfFile: Self.rulesPath, encoding: .utf8)
-    #expect(Self.metricNames(inQueries: rules).subtracting(exported).isEmpty)
+    #expect(missing.isEmpty, "the dashboard queries metrics nova serve does not export: \(missing.sorted())", sourceLocation: sourceLocation)
+    let rules = try String(contentsOfFile: rulesPath, encoding: .utf8)
+    let missingFromRules = metricNames(inQueries: rules).subtracting(exported)
+    #expect(missingFromRules.isEmpty, "the rules query metrics nova serve does not export: \(missingFromRules.sorted())", sourceLocation: sourceLocation)
+  }
+
+  /// The first scrape of a server that has run nothing yet already has every series the
+  /// dashboard queries, at zero: the dashboard shows zeros, not "No data". Deployments and
+  /// baseline deltas are per service and measure, so one service has started a deployment and
+  /// one baseline is saved (without either, there is no label value to show a zero for).
+  @Test func theFirstScrapeOfAFreshServerHasEveryMetricTheDashboardQueries() async throws {
+    let dir = try TemporaryDirectory.make().path
+    for command in [
+      ["kpi", "deploy", "start", "--service", "api", "--version", "1"],
+      ["bench", "baseline", "--network", "--runs", "1", "--work-scale", "0.05", "--save-baseline", "fresh"],
+    ] {
+      let result = try await NovaProcess.run(command + ["--data-dir", dir])
+      #expect(result.code == 0, "\(command): \(result.stderr)")
+    }
+    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "0", "--metrics-open"])
+    defer { server.signal(SIGKILL) }
+    let port = try await server.listeningPort()
+    let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+    let exposition = String(decoding: data, as: UTF8.self)
+    try Self.expectEveryQueriedMetric(in: exposition)
+    #expect(exposition.contains(#"nova_jobs_completed_total{queue="default"} 0"#))
+    #expect(exposition.contains(#"nova_alert_sla_breaches_total{kind="acknowledge"} 0"#))
+    #expect(exposition.contains(#"nova_deployment_duration_seconds{service="api"} 0"#))
+    #expect(exposition.contains(#"nova_baseline_delta_percent{measure="network.throughput"} 0"#))
+    #expect(exposition.contains(#"nova_baseline_threshold_percent{measure="network.throughput"} 7"#))
   }
 }
