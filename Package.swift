@@ -99,7 +99,7 @@ let package = Package(
     .target(
       name: "NovaPolicy",
       dependencies: [
-        "NovaCore", "NovaSecurity",
+        "NovaCore",
         .product(name: "Atomics", package: "swift-atomics"),
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -191,6 +191,11 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaCoreTests",
+      dependencies: ["NovaCore"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -16,8 +16,8 @@ public enum AlertBenchmark {
 
     public init(_ values: [Double]) {
       let sorted = values.sorted()
-      p50 = QueueBenchmark.percentile(sorted, 0.5)
-      p99 = QueueBenchmark.percentile(sorted, 0.99)
+      p50 = Statistics.percentile(sorted: sorted, 0.5) ?? 0
+      p99 = Statistics.percentile(sorted: sorted, 0.99) ?? 0
       self.max = sorted.last ?? 0
     }
   }

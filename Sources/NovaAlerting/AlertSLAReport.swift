@@ -55,7 +55,7 @@ public struct AlertSLAReport: Codable, Sendable, Equatable {
         if until - fired > resolveWithin { resolveJudged += 1 }
       }
     }
-    func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : QueueBenchmark.percentile(values.sorted(), 0.5) }
+    func median(_ values: [Double]) -> Double? { Statistics.median(values) }
     report.acknowledge_compliance = report.fired == 0 ? nil : Double(report.acknowledged_within_sla) / Double(report.fired)
     report.resolve_compliance = resolveJudged == 0 ? nil : Double(report.resolved_within_sla) / Double(resolveJudged)
     report.median_time_to_acknowledge_s = median(toAcknowledge)

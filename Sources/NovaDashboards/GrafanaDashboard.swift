@@ -154,7 +154,7 @@ public struct GrafanaDashboard: Sendable {
       panel(
         &layout, type: "timeseries", title: "Wait time percentiles",
         description: "From available to claimed, per queue (p50, p95, p99 of the last collection interval).", unit: "s",
-        targets: [("max by (queue, quantile) (nova_queue_wait_quantile_seconds{\(i)})", "{{queue}} p{{quantile}}")],
+        targets: [("max by (queue, percentile) (nova_queue_wait_quantile_seconds{\(i)})", "{{queue}} {{percentile}}")],
         thresholds: [(nil, "green"), (5, "orange"), (30, "red")], thresholdLines: true))
     panels.append(
       panel(

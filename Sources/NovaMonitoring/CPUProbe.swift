@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NovaCore
 
 /// Fixed, deterministic CPU workloads (SHA-256 over a buffer, a dense matrix multiply, a sort),
 /// on one thread and on every core, each run `runs` times; medians and spreads, plus the CPU
@@ -65,7 +66,7 @@ public enum CPUProbe {
 
   static func measure(_ name: String, _ unit: String, _ values: [Double]) -> Measure {
     let sorted = values.sorted()
-    let median = sorted[sorted.count / 2]
+    let median = Statistics.median(sorted) ?? 0
     return Measure(name: name, unit: unit, median: median, spread: median > 0 ? (sorted.last! - sorted.first!) / median : 0, runs: values)
   }
 

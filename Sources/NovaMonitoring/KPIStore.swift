@@ -188,7 +188,7 @@ public struct KPISummary: Sendable, Codable, Equatable {
     min = sorted.first
     max = sorted.last
     mean = sorted.isEmpty ? nil : sorted.reduce(0, +) / Double(sorted.count)
-    func at(_ q: Double) -> Double? { sorted.isEmpty ? nil : sorted[Swift.min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+    func at(_ q: Double) -> Double? { Statistics.percentile(sorted: sorted, q) }
     p50 = at(0.5)
     p95 = at(0.95)
     p99 = at(0.99)

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import NovaCore
-import NovaSecurity
 import Yams
 
 /// A policy file as written: rules, enforcement, the OPA fallback and cache settings.

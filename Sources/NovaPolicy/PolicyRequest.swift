@@ -1,6 +1,5 @@
 import Foundation
 import NovaCore
-import NovaSecurity
 
 /// Who asks: an id (`token:ci-bot`, `agent:trainer`, `cli:root`), roles, and free attributes.
 public struct PolicySubject: Sendable, Hashable, Codable {

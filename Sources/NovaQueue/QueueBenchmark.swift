@@ -110,25 +110,14 @@ public enum QueueBenchmark {
       backend: backend, jobs: options.jobs, workers: options.workers, payload_bytes: payload.count,
       enqueue_per_s: Double(options.jobs) / max(enqueueElapsed.seconds, 1e-9),
       e2e_per_s: Double(options.jobs - lost) / max(elapsed, 1e-9),
-      p50_ms: percentile(latencies, 0.50), p99_ms: percentile(latencies, 0.99), lost: lost,
+      p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
       duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed)
-  }
-
-  /// The nearest-rank percentile of sorted values (0 when empty).
-  public static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
-    return sorted[min(max(rank, 0), sorted.count - 1)]
   }
 
   /// The median of several runs' results, field by field (the first run's identity fields).
   public static func median(_ results: [Result]) -> Result {
     guard var out = results.first else { preconditionFailure("median of no results") }
-    func med(_ key: (Result) -> Double) -> Double {
-      let values = results.map(key).sorted()
-      let mid = values.count / 2
-      return values.count % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2
-    }
+    func med(_ key: (Result) -> Double) -> Double { Statistics.median(results.map(key)) ?? 0 }
     out.enqueue_per_s = med(\.enqueue_per_s)
     out.e2e_per_s = med(\.e2e_per_s)
     out.p50_ms = med(\.p50_ms)

@@ -34,7 +34,7 @@ public struct AuditActivity: Sendable, Equatable {
     public func waitQuantiles(_ quantiles: [Double]) -> [Int64?] {
       guard !waitMilliseconds.isEmpty else { return quantiles.map { _ in nil } }
       let sorted = waitMilliseconds.sorted().map(Double.init)
-      return quantiles.map { Int64(QueueBenchmark.percentile(sorted, $0)) }
+      return quantiles.map { Int64(Statistics.percentile(sorted: sorted, $0) ?? 0) }
     }
   }
 

@@ -84,8 +84,8 @@ public enum AuditBenchmark {
 
   /// The median of each figure over several runs.
   public static func median(_ runs: [Result]) -> Result {
-    func mid(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-    func midInt(_ values: [Int]) -> Int { values.sorted()[values.count / 2] }
+    func mid(_ values: [Double]) -> Double { Statistics.median(values) ?? 0 }
+    func midInt(_ values: [Int]) -> Int { Statistics.median(values) ?? 0 }
     return Result(
       entries: runs[0].entries, fill_per_s: mid(runs.map(\.fill_per_s)), checkpoint_s: mid(runs.map(\.checkpoint_s)),
       verify_s: mid(runs.map(\.verify_s)), export_s: mid(runs.map(\.export_s)), bundle_verify_s: mid(runs.map(\.bundle_verify_s)),

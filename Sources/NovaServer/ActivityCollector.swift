@@ -116,8 +116,8 @@ public final class ActivityCollector: Service, Sendable {
     let queue = sample.labels["queue"] ?? ""
     if let event = rateKPIs.first(where: { $0.kpi == sample.name })?.event {
       Gauge(label: eventRateMetric, dimensions: [("queue", queue), ("event", event.rawValue)]).record(sample.value)
-    } else if let quantile = quantiles.first(where: { "queue.wait.\($0.name)" == sample.name })?.value {
-      Gauge(label: waitMetric, dimensions: [("queue", queue), ("quantile", String(quantile))]).record(sample.value / 1000)
+    } else if let quantile = quantiles.first(where: { "queue.wait.\($0.name)" == sample.name })?.name {
+      Gauge(label: waitMetric, dimensions: [("queue", queue), ("percentile", quantile)]).record(sample.value / 1000)
     } else {
       switch sample.name {
       case "queue.failure_ratio":

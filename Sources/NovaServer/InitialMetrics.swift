@@ -56,7 +56,7 @@ enum InitialMetrics {
       }
       Gauge(label: ActivityCollector.failureRatioMetric, dimensions: [("queue", name)]).record(0)
       for quantile in ActivityCollector.quantiles {
-        Gauge(label: ActivityCollector.waitMetric, dimensions: [("queue", name), ("quantile", String(quantile.value))]).record(0)
+        Gauge(label: ActivityCollector.waitMetric, dimensions: [("queue", name), ("percentile", quantile.name)]).record(0)
       }
     }
     for source in AuditActivity.decisionSources {

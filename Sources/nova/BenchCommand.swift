@@ -224,7 +224,7 @@ extension BenchCommand {
       for _ in 0..<runs {
         results.append(await PolicyBenchmark.run(rules: rules, samples: samples, opa: opaURL.map { ($0, opaPath) }))
       }
-      func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+      func median(_ values: [Double]) -> Double { Statistics.median(values) ?? 0 }
       let cachedP50 = median(results.map(\.cached.p50_us))
       let cachedP99 = median(results.map(\.cached.p99_us))
       let localP50 = median(results.map(\.uncached_local.p50_us))
@@ -288,7 +288,7 @@ extension BenchCommand {
         defer { try? FileManager.default.removeItem(at: folder) }
         results.append(try await KPIBenchmark.run(samples: samples, batch: batch, directory: folder))
       }
-      func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+      func median(_ values: [Double]) -> Double { Statistics.median(values) ?? 0 }
       let summary = KPIBenchmark.Result(
         samples: samples, batch: batch, ingest_per_s: median(results.map(\.ingest_per_s)), query_rows: results[0].query_rows,
         query_p50_ms: median(results.map(\.query_p50_ms)), query_p99_ms: median(results.map(\.query_p99_ms)))

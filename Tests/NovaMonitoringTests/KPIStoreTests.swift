@@ -35,7 +35,8 @@ struct KPIStoreTests {
     let window = try await store.query(name: "queue.wait_p99", since: base + 10_000, until: base + 19_000, limit: 5)
     #expect(window.map(\.value) == [10, 11, 12, 13, 14])
     let summary = try await store.summary(name: "queue.wait_p99", since: base, until: base + 99_000)
-    #expect(summary.count == 100 && summary.min == 0 && summary.max == 99 && summary.p50 == 50 && summary.p99 == 99 && summary.mean == 49.5)
+    #expect(summary.count == 100 && summary.min == 0 && summary.max == 99 && summary.p50 == 49 && summary.p99 == 98 && summary.mean == 49.5)
+    // Nearest rank (Statistics.percentile): the 50th and 99th of the 100 values 0...99.
     let empty = try await store.summary(name: "nothing", since: 0)
     #expect(empty.count == 0 && empty.mean == nil)
     #expect(try await store.purge(before: base + 50_000) == 51)

@@ -1,7 +1,5 @@
 import Foundation
 import NovaCore
-import NovaSecurity
-import NovaTestSupport
 import Testing
 
 @Suite("RFC 8785 canonical JSON", .timeLimit(.minutes(5)))

@@ -1,5 +1,3 @@
-import NovaCore
-
 /// RFC 8785 JSON Canonicalization Scheme: object keys sorted by UTF-16 code units, no whitespace,
 /// numbers as ECMAScript prints them, minimal string escaping. Equal values give equal bytes,
 /// which is what makes audit entries hashable and evidence bundles reproducible.
