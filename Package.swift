@@ -19,6 +19,7 @@ let package = Package(
   products: [
     .executable(name: "nova", targets: ["nova"]),
     .library(name: "NovaCore", targets: ["NovaCore"]),
+    .library(name: "NovaDatabase", targets: ["NovaDatabase"]),
     .library(name: "NovaQueue", targets: ["NovaQueue"]),
     .library(name: "NovaRedis", targets: ["NovaRedis"]),
     .library(name: "NovaRedisQueue", targets: ["NovaRedisQueue"]),
@@ -51,9 +52,18 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
-      name: "NovaQueue",
+      name: "NovaDatabase",
       dependencies: [
         "NovaCore",
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "GRDBSQLite", package: "GRDB.swift"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "NovaQueue",
+      dependencies: [
+        "NovaCore", "NovaDatabase",
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "GRDBSQLite", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
@@ -73,14 +83,14 @@ let package = Package(
     ),
     .target(
       name: "NovaRedisQueue",
-      dependencies: ["NovaCore", "NovaQueue", "NovaRedis"],
+      dependencies: ["NovaCore", "NovaDatabase", "NovaQueue", "NovaRedis"],
       swiftSettings: swiftSettings
     ),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     .target(
       name: "NovaSecurity",
       dependencies: [
-        "NovaCore", "NovaQueue", "CZlib",
+        "NovaCore", "NovaDatabase", "NovaQueue", "CZlib",
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Crypto", package: "swift-crypto"),
       ],
@@ -89,7 +99,7 @@ let package = Package(
     .target(
       name: "NovaMonitoring",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaSecurity",
+        "NovaCore", "NovaDatabase",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Yams", package: "Yams"),
@@ -114,7 +124,7 @@ let package = Package(
     .target(
       name: "NovaAlerting",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaMonitoring", "NovaSecurity",
+        "NovaCore", "NovaDatabase", "NovaMonitoring",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -136,6 +146,7 @@ let package = Package(
       name: "NovaServer",
       dependencies: [
         "NovaCore",
+        "NovaDatabase",
         "NovaAlerting",
         "NovaDashboards",
         "NovaMonitoring",
@@ -156,6 +167,7 @@ let package = Package(
       name: "nova",
       dependencies: [
         "NovaCore",
+        "NovaDatabase",
         "NovaAlerting",
         "NovaDashboards",
         "NovaQueue",
@@ -184,7 +196,7 @@ let package = Package(
     .testTarget(
       name: "NovaAlertingTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -200,7 +212,7 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaMonitoringTests",
-      dependencies: ["NovaCore", "NovaMonitoring", "NovaQueue", "NovaSecurity"],
+      dependencies: ["NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity"],
       swiftSettings: swiftSettings
     ),
     .testTarget(
@@ -211,7 +223,7 @@ let package = Package(
     .testTarget(
       name: "NovaQueueTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaTestSupport",
+        "NovaCore", "NovaDatabase", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -231,7 +243,7 @@ let package = Package(
     .testTarget(
       name: "NovaSecurityTests",
       dependencies: [
-        "NovaCore", "NovaQueue", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaCore", "NovaDatabase", "NovaQueue", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
       ],
       swiftSettings: swiftSettings
@@ -239,7 +251,7 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
         "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),

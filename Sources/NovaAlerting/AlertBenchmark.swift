@@ -2,8 +2,7 @@ import Foundation
 import Logging
 import NovaCore
 import NovaMonitoring
-import NovaQueue
-import NovaSecurity
+import NovaDatabase
 
 /// `nova bench alerts`: how long one evaluation of many rules over fresh KPIs takes, and how long
 /// a page takes from the KPI that crosses a threshold to the webhook receiving it.
@@ -38,8 +37,8 @@ public enum AlertBenchmark {
     public var evaluation_interval_s: Double
   }
 
-  private static func database(_ directory: URL, name: String) throws -> SQLiteJobQueue {
-    try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent(name).path, journal: AuditJournal()))
+  private static func database(_ directory: URL, name: String) throws -> NovaDatabase {
+    try NovaDatabase(path: directory.appendingPathComponent(name).path)
   }
 
   /// Runs both measurements in a fresh database under `directory`.

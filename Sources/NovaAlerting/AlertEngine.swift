@@ -3,7 +3,6 @@ import Logging
 import Metrics
 import NovaCore
 import NovaMonitoring
-import NovaQueue
 
 /// Evaluates the rules of `thresholds.yaml` against the KPI store and keeps alerts, their
 /// notifications and their SLA in the database; acknowledges and resolves them for people.

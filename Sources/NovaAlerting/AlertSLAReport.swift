@@ -1,6 +1,5 @@
 import Foundation
 import NovaCore
-import NovaQueue
 
 /// How alerts fared against the on-call SLA in a window: acknowledged within the deadline,
 /// resolved within the deadline, escalations. Only what happened by the window's end counts, so a

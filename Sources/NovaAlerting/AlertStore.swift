@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import NovaCore
 import NovaMonitoring
-import NovaQueue
+import NovaDatabase
 
 /// A request waiting in the outbox (or sent, or given up).
 public struct Delivery: Sendable, Equatable {
@@ -22,11 +22,11 @@ public struct Delivery: Sendable, Equatable {
 /// requests it causes, so a restart neither loses a firing alert nor sends its page twice, and a
 /// CLI acknowledgement and the server's evaluation never overwrite each other.
 public final class AlertStore: Sendable {
-  public let database: SQLiteJobQueue
+  public let database: NovaDatabase
 
-  public init(database: SQLiteJobQueue) throws {
+  public init(database: NovaDatabase) throws {
     self.database = database
-    var migrator = DatabaseMigrator()
+    try database.migrate("alert") { migrator in
     OrchestrationJournal.registerSchema(in: &migrator)
     migrator.registerMigration("v7-alerts") { db in
       try db.execute(
@@ -59,10 +59,6 @@ public final class AlertStore: Sendable {
           CREATE INDEX nova_alert_outbox_due ON nova_alert_outbox(next_attempt_at) WHERE status = 'pending';
           """)
     }
-    do {
-      try migrator.migrate(database.database)
-    } catch {
-      throw NovaError.storage("cannot create the alert tables: \(error)")
     }
   }
 
@@ -93,19 +89,19 @@ public final class AlertStore: Sendable {
 
   /// The open alerts (pending, firing, or resolved by hand before their condition cleared), by fingerprint.
   public func openAlerts() async throws -> [String: AlertInstance] {
-    try await database.database.read { db in try Self.openAlerts(db) }
+    try await database.read { db in try Self.openAlerts(db) }
   }
 
   /// One alert by id.
   public func alert(id: Int64) async throws -> AlertInstance? {
-    try await database.database.read { db in
+    try await database.read { db in
       try Row.fetchOne(db, sql: "SELECT id, body FROM nova_alerts WHERE id = ?", arguments: [id]).map(Self.alert)
     }
   }
 
   /// Alerts, newest first: `states` only when given, updated at or after `since`.
   public func list(states: [AlertState] = [], since: Int64 = 0, limit: Int = 100) async throws -> [AlertInstance] {
-    try await database.database.read { db in
+    try await database.read { db in
       var sql = "SELECT id, body FROM nova_alerts WHERE updated_at >= ?"
       var arguments: [any DatabaseValueConvertible] = [since]
       if !states.isEmpty {
@@ -179,7 +175,7 @@ public final class AlertStore: Sendable {
 
   /// Pending deliveries due at `now`, oldest first.
   public func dueDeliveries(now: Int64, limit: Int = 100) async throws -> [Delivery] {
-    try await database.database.read { db in
+    try await database.read { db in
       try Row.fetchAll(
         db,
         sql: Self.deliveryColumns + " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -190,7 +186,7 @@ public final class AlertStore: Sendable {
 
   /// Deliveries, newest first (for listings and tests).
   public func deliveries(limit: Int = 100) async throws -> [Delivery] {
-    try await database.database.read { db in
+    try await database.read { db in
       try Row.fetchAll(
         db,
         sql: Self.deliveryColumns + " ORDER BY id DESC LIMIT ?",
@@ -228,7 +224,7 @@ public final class AlertStore: Sendable {
 
   /// Deliveries waiting to be sent.
   public func pendingDeliveryCount() async throws -> Int {
-    try await database.database.read { db in
+    try await database.read { db in
       try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_alert_outbox WHERE status = 'pending'") ?? 0
     }
   }

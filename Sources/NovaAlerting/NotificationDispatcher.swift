@@ -3,7 +3,6 @@ import Logging
 import Metrics
 import NovaCore
 import NovaMonitoring
-import NovaQueue
 
 /// Sends what the outbox holds: due deliveries, a few at a time, retrying 429, 5xx and network
 /// failures with exponential backoff and never a rejected request (a 400 is journaled instead).

@@ -1,6 +1,5 @@
 import Foundation
 import NovaCore
-import NovaSecurity
 
 /// One HTTP request for a receiver, as stored in the outbox and printed by the dry-run: the
 /// exact body, with secrets left out (the sender adds them).

@@ -4,7 +4,6 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NovaCore
-import NovaSecurity
 
 /// Sends outbox requests over HTTP, adding each receiver's secret: PagerDuty's routing key in the
 /// body, a webhook's HMAC-SHA256 signature in `X-Nova-Signature`.

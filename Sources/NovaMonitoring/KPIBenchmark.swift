@@ -1,5 +1,5 @@
 import Foundation
-import NovaQueue
+import NovaDatabase
 
 /// Ingests samples in batches into a fresh store, then times queries for one name over one hour.
 public enum KPIBenchmark {
@@ -23,8 +23,7 @@ public enum KPIBenchmark {
 
   /// `samples` spread over 20 names and 24 hours; queries of one name over one hour.
   public static func run(samples: Int, batch: Int, directory: URL) async throws -> Result {
-    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("kpi-bench.sqlite").path))
-    let store = try KPIStore(database: queue)
+    let store = try KPIStore(database: try NovaDatabase(path: directory.appendingPathComponent("kpi-bench.sqlite").path))
     let start = Int64(1_800_000_000_000)
     let span = Int64(86_400_000)
     let names = (0..<20).map { "bench.metric_\($0)" }

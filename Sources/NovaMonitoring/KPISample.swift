@@ -1,6 +1,5 @@
 import Foundation
 import NovaCore
-import NovaSecurity
 
 /// One measurement: a named value with labels, a unit, when, and who reported it.
 public struct KPISample: Sendable, Equatable, Codable {

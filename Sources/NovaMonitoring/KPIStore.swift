@@ -1,19 +1,18 @@
 import Foundation
 import GRDB
 import NovaCore
-import NovaQueue
-import NovaSecurity
+import NovaDatabase
 
 /// KPI samples in Nova's database, indexed by name and time; old samples purged by retention.
 public final class KPIStore: Sendable {
-  private let database: SQLiteJobQueue
+  private let database: NovaDatabase
   /// Signalled after every write, so that the alert engine evaluates new samples at once.
   public let recorded = WakeSignal()
 
   /// The store in `database` (the queue's SQLite database); creates its table on first use.
-  public init(database: SQLiteJobQueue) throws {
+  public init(database: NovaDatabase) throws {
     self.database = database
-    var migrator = DatabaseMigrator()
+    try database.migrate("KPI") { migrator in
     migrator.registerMigration("v5-kpis") { db in
       try db.execute(
         sql: """
@@ -28,10 +27,6 @@ public final class KPIStore: Sendable {
           CREATE INDEX nova_kpis_name_time ON nova_kpis(name, time);
           """)
     }
-    do {
-      try migrator.migrate(database.database)
-    } catch {
-      throw NovaError.storage("cannot create the KPI table: \(error)")
     }
   }
 
@@ -63,7 +58,7 @@ public final class KPIStore: Sendable {
   public func samples(afterRow row: Int64, since: Int64, names: Set<String>? = nil, limit: Int = 100_000) async throws
     -> (samples: [KPISample], lastRow: Int64, rowsRead: Int)
   {
-    try await database.database.read { db in
+    try await database.read { db in
       let statement = RawStatement(
         try db.cachedStatement(
           sql: "SELECT rowid, name, labels, value, unit, time, source FROM nova_kpis WHERE rowid > ? ORDER BY rowid LIMIT ?"),
@@ -94,7 +89,7 @@ public final class KPIStore: Sendable {
   /// The newest sample of every series of `names` from `since` on, and the last row stored then
   /// (to go on from with `samples(afterRow:)`). One indexed query per name.
   public func latestSamples(names: Set<String>, since: Int64) async throws -> (samples: [KPISample], lastRow: Int64) {
-    try await database.database.read { db in
+    try await database.read { db in
       let last = try Int64.fetchOne(db, sql: "SELECT MAX(rowid) FROM nova_kpis") ?? 0
       // SQLite takes the other columns of an aggregate query with MAX() from the row holding the maximum.
       let statement = RawStatement(
@@ -134,7 +129,7 @@ public final class KPIStore: Sendable {
   /// every pair of `labels`; at most `limit`.
   public func query(name: String, since: Int64, until: Int64 = .max, labels: [String: String] = [:], limit: Int = 10_000) async throws -> [KPISample] {
     try KPISample.validateName(name, field: "name")
-    return try await database.database.read { db in
+    return try await database.read { db in
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: "SELECT labels, value, unit, time, source FROM nova_kpis WHERE name = ? AND time BETWEEN ? AND ? ORDER BY time LIMIT ?"),
@@ -221,7 +216,7 @@ extension KPIStore {
   /// Every KPI's summary over one UTC day (`day` is its first millisecond), names sorted.
   public func dailySummary(day: Int64) async throws -> [KPISummary] {
     let end = day + 86_400_000 - 1
-    let names = try await database.database.read { db in
+    let names = try await database.read { db in
       try String.fetchAll(db, sql: "SELECT DISTINCT name FROM nova_kpis WHERE time BETWEEN ? AND ? ORDER BY name", arguments: [day, end])
     }
     var summaries: [KPISummary] = []

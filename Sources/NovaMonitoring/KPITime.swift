@@ -1,6 +1,5 @@
 import Foundation
 import NovaCore
-import NovaSecurity
 
 /// Times in KPI queries: a duration back from now (`90s`, `30m`, `1h`, `7d`) or RFC 3339.
 public enum KPITime {

@@ -1,8 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
-import NovaQueue
-import NovaSecurity
+import NovaDatabase
 
 /// One operational event in the orchestration journal.
 public struct JournalEntry: Sendable, Equatable, Codable {
@@ -30,22 +29,16 @@ public struct JournalEntry: Sendable, Equatable, Codable {
 /// deployments, baseline breaches), in Nova's database. The audit log records who was allowed to
 /// do what; the journal records what happened to the fleet, for people on call and reviewers.
 public final class OrchestrationJournal: Sendable {
-  private let database: SQLiteJobQueue
+  private let database: NovaDatabase
 
   /// The journal in `database`; creates its table on first use.
-  public init(database: SQLiteJobQueue) throws {
+  public init(database: NovaDatabase) throws {
     self.database = database
-    var migrator = DatabaseMigrator()
-    Self.registerSchema(in: &migrator)
-    do {
-      try migrator.migrate(database.database)
-    } catch {
-      throw NovaError.storage("cannot create the journal table: \(error)")
-    }
+    try database.migrate("journal") { Self.registerSchema(in: &$0) }
   }
 
   /// The journal's table, for migrators of other stores that write to it in their transactions.
-  public static func registerSchema(in migrator: inout DatabaseMigrator) {
+  package static func registerSchema(in migrator: inout DatabaseMigrator) {
     migrator.registerMigration("v6-journal") { db in
       try db.execute(
         sql: """
@@ -87,7 +80,7 @@ public final class OrchestrationJournal: Sendable {
   /// Entries from `since` (ms), oldest first; only `kinds` (exact, or a prefix ending in `.`
   /// such as `alert.`) when given; at most `limit`, the newest ones when there are more.
   public func entries(since: Int64 = 0, kinds: [String] = [], limit: Int = 1000) async throws -> [JournalEntry] {
-    try await database.database.read { db in
+    try await database.read { db in
       var sql = "SELECT seq, time, kind, subject, actor, payload FROM nova_journal WHERE time >= ?"
       var arguments: [any DatabaseValueConvertible] = [since]
       if !kinds.isEmpty {

@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+import NovaDatabase
 import NovaCore
 
 /// One change of a job's state, as the audit trail records it.
@@ -39,27 +39,31 @@ public struct JobTransition: Sendable, Equatable {
   }
 }
 
-/// Records job transitions in the queue's own write transaction, so that no transition commits
-/// without its record (the audit log of `NovaSecurity` is one).
+/// Records job transitions in the SQLite queue's own write transaction, so that no transition
+/// commits without its record (the audit log of `NovaSecurity` is one).
 public protocol JobTransitionJournal: Sendable {
-  /// Adds the journal's tables to the queue database's migrations.
-  func registerMigrations(in migrator: inout DatabaseMigrator)
-  /// Records `transitions`, made by `actor`, inside the open transaction `db`.
-  func record(_ transitions: [JobTransition], actor: String, in db: Database) throws
+  /// Creates the journal's tables in the queue's database.
+  func prepare(_ database: NovaDatabase) throws
+  /// Records `transitions`, made by `actor`, inside the open transaction.
+  func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws
+}
+
+/// A queue that can list every job it holds with its current state (for audit coverage).
+public protocol JobStateListing: Sendable {
+  /// Every job the store holds with its current state.
+  func jobStates() async throws -> [(id: JobID, state: JobState)]
 }
 
 /// A store that keeps records of job transitions itself (Redis, inside its scripts) until they
 /// are moved into the audit log. Records are read after a cursor per source and acknowledged
 /// (deleted) once the audit log has committed them, so each is moved exactly once.
-public protocol TransitionSource: Sendable {
+public protocol TransitionSource: JobStateListing {
   /// Up to `limit` records after `cursors` (source → last cursor taken), oldest first per source.
   func pendingTransitions(after cursors: [String: String], limit: Int) async throws -> [SourcedTransition]
   /// Deletes every record up to and including `cursors` (source → cursor).
   func acknowledgeTransitions(through cursors: [String: String]) async throws
   /// Records waiting to be moved.
   func pendingTransitionCount() async throws -> Int
-  /// Every job the store holds with its current state, for audit coverage.
-  func jobStates() async throws -> [(id: JobID, state: JobState)]
 }
 
 /// A transition record as a `TransitionSource` keeps it.

@@ -2,18 +2,16 @@ import Foundation
 import GRDB
 import GRDBSQLite
 import NovaCore
+import NovaDatabase
 import Synchronization
 
-/// The embedded queue backend: one SQLite database in WAL mode, written through a group-commit
-/// writer, read concurrently. Several processes may share the file.
-public final class SQLiteJobQueue: JobQueue {
+/// The embedded queue backend: its tables in a `NovaDatabase` (WAL mode, written through the
+/// database's group-commit writer, read concurrently). Several processes may share the file.
+public final class SQLiteJobQueue: JobQueue, JobStateListing {
   /// How SQLite syncs the WAL: `normal` survives process crashes, `full` also power loss.
-  public enum Synchronous: String, Sendable {
-    case normal = "NORMAL"
-    case full = "FULL"
-  }
+  public typealias Synchronous = NovaDatabase.Synchronous
 
-  /// Settings for opening a queue database.
+  /// Settings for opening a queue together with its own database.
   public struct Configuration: Sendable {
     /// Path of the database file; its folder must exist and be writable.
     public var path: String
@@ -43,59 +41,36 @@ public final class SQLiteJobQueue: JobQueue {
     }
   }
 
-  /// `PRAGMA application_id` of a Nova database ("NOVA").
-  public static let applicationID: Int32 = 0x4E4F_5641
-
   public let configuration: Configuration
-  private let pool: DatabasePool
-  private let writer: GroupCommitWriter
+  /// The database the queue's tables live in, shared with the application's other stores.
+  public let database: NovaDatabase
   private let journal: (any JobTransitionJournal)?
-
-  /// The database, for stores that live beside the queue's tables (the audit log, tokens).
-  public var database: DatabasePool { pool }
   private let wake = WakeSignal()
   private let knownQueues = Mutex<Set<String>>([])
 
-  /// Opens (and creates or migrates) the database at `configuration.path`.
-  public init(configuration: Configuration) throws {
-    self.configuration = configuration
-    var config = GRDB.Configuration()
-    config.busyMode = .timeout(configuration.busyTimeout)
-    config.maximumReaderCount = 4
-    let synchronous = configuration.synchronous.rawValue
-    config.prepareDatabase { db in
-      try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
-      guard !db.configuration.readonly else { return }
-      // Writer only. Hot pages (the ends of the indexes) are rewritten by every transaction;
-      // checkpointing less often copies each of them to the database file once, not many times.
-      try db.execute(sql: "PRAGMA wal_autocheckpoint = 8192")
-      try db.execute(sql: "PRAGMA cache_size = -16384")
-      // Each grouped operation runs in a savepoint, whose statement journal would otherwise be
-      // a temporary file written for every operation.
-      try db.execute(sql: "PRAGMA temp_store = MEMORY")
-    }
-    let path = configuration.path
-    do {
-      pool = try DatabasePool(path: path, configuration: config)
-      try pool.barrierWriteWithoutTransaction { db in
-        try Self.checkIsNovaDatabase(db, path: path)
-      }
-      var migrator = Self.migrator
-      configuration.journal?.registerMigrations(in: &migrator)
-      try migrator.migrate(pool)
-    } catch let error as NovaError {
-      throw error
-    } catch {
-      throw SQLiteErrorTranslation.translate(error, path: path)
-    }
-    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize)
-    journal = configuration.journal
+  /// The queue in `database` (its tables created on first use), recording transitions in
+  /// `journal` when given.
+  public init(
+    database: NovaDatabase, retryPolicy: RetryPolicy = RetryPolicy(), clock: any WallClock = SystemWallClock(),
+    journal: (any JobTransitionJournal)? = nil
+  ) throws {
+    self.database = database
+    configuration = Configuration(
+      path: database.path, synchronous: database.configuration.synchronous, retryPolicy: retryPolicy,
+      busyTimeout: database.configuration.busyTimeout, maxBatchSize: database.configuration.maxBatchSize, clock: clock,
+      journal: journal)
+    self.journal = journal
+    try database.migrate("queue") { Self.registerMigrations(in: &$0) }
+    try journal?.prepare(database)
   }
 
-  /// Runs `body` in the queue's shared write transaction (in a savepoint of its own), so that
-  /// records of other stores commit with the queue's changes.
-  public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-    try await writer.perform(body)
+  /// Opens (and creates or migrates) a database of its own at `configuration.path`.
+  public convenience init(configuration: Configuration) throws {
+    let database = try NovaDatabase(
+      configuration: .init(
+        path: configuration.path, synchronous: configuration.synchronous, busyTimeout: configuration.busyTimeout,
+        maxBatchSize: configuration.maxBatchSize))
+    try self.init(database: database, retryPolicy: configuration.retryPolicy, clock: configuration.clock, journal: configuration.journal)
   }
 
   /// Opens a queue at a path with default settings.
@@ -103,20 +78,7 @@ public final class SQLiteJobQueue: JobQueue {
     try self.init(configuration: Configuration(path: path))
   }
 
-  private static func checkIsNovaDatabase(_ db: Database, path: String) throws {
-    let appID = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
-    if appID == applicationID { return }
-    let tables = try String.fetchAll(
-      db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-    if appID != 0 || !tables.isEmpty {
-      let detail = tables.isEmpty ? "application_id \(appID)" : "tables: \(tables.prefix(5).joined(separator: ", "))"
-      throw NovaError.storage("\(path) is not a Nova database (\(detail)); use another --data-dir")
-    }
-    try db.execute(sql: "PRAGMA application_id = \(applicationID)")
-  }
-
-  private static var migrator: DatabaseMigrator {
-    var migrator = DatabaseMigrator()
+  private static func registerMigrations(in migrator: inout DatabaseMigrator) {
     migrator.registerMigration("v1-jobs") { db in
       try db.execute(
         sql: """
@@ -154,7 +116,6 @@ public final class SQLiteJobQueue: JobQueue {
           CREATE TABLE nova_queues (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
           """)
     }
-    return migrator
   }
 
   // MARK: - Columns
@@ -211,7 +172,7 @@ public final class SQLiteJobQueue: JobQueue {
     }
     let journal = journal
     let actor = AuditContext.actor
-    let results = try await writer.perform { db -> [EnqueueResult] in
+    let results = try await database.write { db -> [EnqueueResult] in
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
       }
@@ -227,7 +188,7 @@ public final class SQLiteJobQueue: JobQueue {
               event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
               to: result.state, attempt: 0, time: time)
         }
-        try journal.record(transitions, actor: actor, in: db)
+        try journal.record(transitions, actor: actor, in: DatabaseTransaction(db))
       }
       return results
     }
@@ -281,7 +242,7 @@ public final class SQLiteJobQueue: JobQueue {
     let expires = now + Int64(leaseDuration.seconds * 1000)
     let journal = journal
     let actor = AuditContext.actor
-    return try await writer.perform { db -> [JobLease] in
+    return try await database.write { db -> [JobLease] in
       // Due delayed and retrying jobs become available. A failed job has run at least once, a
       // scheduled one never (retry resets attempts but makes the job available at once).
       let promoted = try Row.fetchAll(
@@ -353,7 +314,7 @@ public final class SQLiteJobQueue: JobQueue {
               event: .claimed, job: lease.id, queue: lease.job.queue, kind: lease.job.kind, from: .available,
               to: .running, attempt: lease.job.attempts, time: now, detail: worker))
         }
-        try journal.record(transitions, actor: actor, in: db)
+        try journal.record(transitions, actor: actor, in: DatabaseTransaction(db))
       }
       leases.sort {
         $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
@@ -368,7 +329,7 @@ public final class SQLiteJobQueue: JobQueue {
     if leases.isEmpty { return [:] }
     let now = nowMillis
     let expires = now + Int64(leaseDuration.seconds * 1000)
-    return try await writer.perform(savepoint: false) { db -> [JobID: HeartbeatOutcome] in
+    return try await database.write(savepoint: false) { db -> [JobID: HeartbeatOutcome] in
       let update = try db.cachedStatement(
         sql: """
           UPDATE nova_jobs SET lease_expires_at = ?, updated_at = ?
@@ -396,7 +357,7 @@ public final class SQLiteJobQueue: JobQueue {
     let actor = AuditContext.actor
     // Each entry is one UPDATE that either applies or changes nothing, so without a journal
     // (whose records could fail after them) no savepoint is needed.
-    return try await writer.perform(savepoint: journal != nil) { db -> [Bool] in
+    return try await database.write(savepoint: journal != nil) { db -> [Bool] in
       let update = try db.cachedStatement(sql: Self.completeSQL)
       var recorded: [Bool] = []
       var transitions: [JobTransition] = []
@@ -425,7 +386,7 @@ public final class SQLiteJobQueue: JobQueue {
           recorded.append(again != nil)
         }
       }
-      try journal?.record(transitions, actor: actor, in: db)
+      try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return recorded
     }
   }
@@ -441,7 +402,7 @@ public final class SQLiteJobQueue: JobQueue {
     let policy = configuration.retryPolicy
     let journal = journal
     let actor = AuditContext.actor
-    let outcome = try await writer.perform { db -> FailOutcome in
+    let outcome = try await database.write { db -> FailOutcome in
       guard
         let row = try Row.fetchOne(
           db.cachedStatement(
@@ -461,7 +422,7 @@ public final class SQLiteJobQueue: JobQueue {
         ).execute(arguments: [Self.millis(runAt), message, nowMillis, lease.id.rawValue])
         try journal?.record(
           [Self.transition(.failed, lease.job, from: .running, to: .failed, attempt: attempts, time: nowMillis, detail: message)],
-          actor: actor, in: db)
+          actor: actor, in: DatabaseTransaction(db))
         return .retryScheduled(runAt)
       }
       try db.cachedStatement(
@@ -472,7 +433,7 @@ public final class SQLiteJobQueue: JobQueue {
       ).execute(arguments: [message, nowMillis, nowMillis, lease.id.rawValue])
       try journal?.record(
         [Self.transition(.dead, lease.job, from: .running, to: .dead, attempt: attempts, time: nowMillis, detail: message)],
-        actor: actor, in: db)
+        actor: actor, in: DatabaseTransaction(db))
       return .dead
     }
     return outcome
@@ -482,7 +443,7 @@ public final class SQLiteJobQueue: JobQueue {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    try await writer.perform { db in
+    try await database.write { db in
       try db.cachedStatement(
         sql: """
           UPDATE nova_jobs SET state = 'available', attempts = MAX(attempts - 1, 0), updated_at = ?,
@@ -493,7 +454,7 @@ public final class SQLiteJobQueue: JobQueue {
       if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
       try journal?.record(
         [Self.transition(.released, lease.job, from: .running, to: .available, attempt: max(lease.job.attempts - 1, 0), time: now)],
-        actor: actor, in: db)
+        actor: actor, in: DatabaseTransaction(db))
     }
     wake.signal()
   }
@@ -504,7 +465,7 @@ public final class SQLiteJobQueue: JobQueue {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    return try await writer.perform { db -> Job in
+    return try await database.write { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
       case .cancelled:
@@ -520,7 +481,7 @@ public final class SQLiteJobQueue: JobQueue {
         ).execute(arguments: [now, now, id.rawValue])
         try journal?.record(
           [Self.transition(.cancelled, job, from: job.state, to: .cancelled, attempt: job.attempts, time: now)],
-          actor: actor, in: db)
+          actor: actor, in: DatabaseTransaction(db))
         return try Self.fetchJob(id, db: db)
       }
     }
@@ -539,7 +500,7 @@ public final class SQLiteJobQueue: JobQueue {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    let job = try await writer.perform { db -> Job in
+    let job = try await database.write { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
       case .dead, .cancelled, .failed:
@@ -550,7 +511,7 @@ public final class SQLiteJobQueue: JobQueue {
             """
         ).execute(arguments: [now, now, id.rawValue])
         try journal?.record(
-          [Self.transition(.retried, job, from: job.state, to: .available, attempt: 0, time: now)], actor: actor, in: db)
+          [Self.transition(.retried, job, from: job.state, to: .available, attempt: 0, time: now)], actor: actor, in: DatabaseTransaction(db))
         return try Self.fetchJob(id, db: db)
       case .scheduled, .available, .running, .succeeded:
         throw NovaError.invalidState(id, job.state, "retry")
@@ -574,7 +535,7 @@ public final class SQLiteJobQueue: JobQueue {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    let result = try await writer.perform { db -> ReapResult in
+    let result = try await database.write { db -> ReapResult in
       let rows = try Row.fetchAll(
         db.cachedStatement(
           sql: """
@@ -596,7 +557,7 @@ public final class SQLiteJobQueue: JobQueue {
             event: dead ? .dead : .requeued, job: id, queue: row[2], kind: row[3], from: .running,
             to: dead ? .dead : .available, attempt: row[4], time: now, detail: "lease expired"))
       }
-      try journal?.record(transitions, actor: actor, in: db)
+      try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return result
     }
     if !result.requeued.isEmpty { wake.signal() }
@@ -610,7 +571,7 @@ public final class SQLiteJobQueue: JobQueue {
     let bound = JobID.lowerBound(for: before).rawValue
     var total = 0
     while true {
-      let deleted = try await writer.perform { db -> Int in
+      let deleted = try await database.write { db -> Int in
         try db.execute(
           sql: """
             DELETE FROM nova_jobs WHERE id IN (
@@ -628,7 +589,7 @@ public final class SQLiteJobQueue: JobQueue {
   // MARK: - Reads
 
   public func stats() async throws -> QueueStats {
-    try await read { db in
+    try await database.read { db in
       var counts: [String: [JobState: Int]] = [:]
       let rows = try Row.fetchCursor(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY queue, state")
       while let row = try rows.next() {
@@ -643,7 +604,7 @@ public final class SQLiteJobQueue: JobQueue {
   }
 
   public func get(_ id: JobID) async throws -> Job? {
-    try await read { db in
+    try await database.read { db in
       try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?", arguments: [id.rawValue])
         .map(Self.job(from:))
     }
@@ -672,30 +633,36 @@ public final class SQLiteJobQueue: JobQueue {
     let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
     let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(filter.limit + 1)"
     let finalArguments = arguments
-    let jobs = try await read { db in
+    let jobs = try await database.read { db in
       try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.job(from:))
     }
     return JobPage(newestFirst: jobs, limit: filter.limit)
-  }
-
-  /// A read on the pool, its errors translated like the writer's.
-  private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-    do {
-      return try await pool.read(body)
-    } catch {
-      throw SQLiteErrorTranslation.translate(error, path: configuration.path)
-    }
   }
 
   public func waitForJobs(timeout: Duration) async {
     await wake.wait(timeout: timeout)
   }
 
+  public func jobStates() async throws -> [(id: JobID, state: JobState)] {
+    try await database.read { db in try Self.jobStates(db) }
+  }
+
   /// Write transactions committed and the operations they grouped (group commit's effect).
-  public var writeStatistics: (transactions: Int, operations: Int) { writer.statistics }
+  public var writeStatistics: (transactions: Int, operations: Int) { database.writeStatistics }
+
+  /// Every job and its state, read in `db`'s snapshot (for checks that must see the jobs at the
+  /// same moment as other tables of the database).
+  package static func jobStates(_ db: Database) throws -> [(id: JobID, state: JobState)] {
+    var states: [(id: JobID, state: JobState)] = []
+    let rows = try Row.fetchCursor(db, sql: "SELECT id, state FROM nova_jobs")
+    while let row = try rows.next() {
+      guard let state = JobState(rawValue: row[1]) else { continue }
+      states.append((JobID(row[0]), state))
+    }
+    return states
+  }
 
   /// The SQLite version linked into this process.
-  public func sqliteVersion() async throws -> String {
-    try await read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
-  }
+  public func sqliteVersion() async throws -> String { try await database.sqliteVersion() }
+
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaRedis
 

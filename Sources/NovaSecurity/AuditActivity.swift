@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// What a stretch of the audit log says happened: job events per queue, how long claimed jobs
@@ -76,7 +77,7 @@ public struct AuditActivity: Sendable, Equatable {
 extension AuditLog {
   /// The activity in entries after `cursor` through the end of the log.
   public func activity(after cursor: Int64) async throws -> AuditActivity {
-    try await queue.database.read { db in
+    try await database.read { db in
       let last = try AuditJournal.lastSequence(db)
       var activity = AuditActivity(through: max(cursor, last))
       guard last > cursor else { return activity }
@@ -145,7 +146,7 @@ extension AuditLog {
   /// appended in time order; records imported from Redis may be a second late, which is fine for
   /// windows of hours); nil when every entry is older.
   public func firstEntry(atOrAfter time: Int64) async throws -> Int64? {
-    try await queue.database.read { db in
+    try await database.read { db in
       let last = try AuditJournal.lastSequence(db)
       let statement = RawStatement(try db.cachedStatement(sql: "SELECT time FROM nova_audit WHERE seq = ?"), in: db)
       func timeOf(_ seq: Int64) throws -> Int64 {
@@ -167,7 +168,7 @@ extension AuditLog {
   /// Policy decisions recorded from `time` (ms) on, by source and outcome.
   public func decisionCounts(since time: Int64) async throws -> [AuditActivity.DecisionKey: Int] {
     guard let first = try await firstEntry(atOrAfter: time) else { return [:] }
-    return try await queue.database.read { db in
+    return try await database.read { db in
       var counts: [AuditActivity.DecisionKey: Int] = [:]
       let rows = try Row.fetchAll(
         db,

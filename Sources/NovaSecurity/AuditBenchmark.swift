@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// Measures the audit log at scale: filling it with job-transition entries, then a first full
@@ -25,7 +26,7 @@ public enum AuditBenchmark {
   public static func run(entries: Int, directory: URL, progress: @Sendable (String) -> Void = { _ in }) async throws -> Result {
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("audit-bench.sqlite").path, journal: AuditJournal()))
-    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let clock = ContinuousClock()
     var start = clock.now
     let batch = 10_000
@@ -40,7 +41,7 @@ public enum AuditBenchmark {
           kind: "agent.step", from: .available, to: .running, attempt: 1, time: time + Int64(index), detail: "worker-\(index % 16)")
       }
       time += Int64(count)
-      try await queue.write { db in try AuditJournal().record(transitions, actor: "worker:bench", in: db) }
+      try await queue.database.write { db in try AuditJournal().record(transitions, actor: "worker:bench", in: DatabaseTransaction(db)) }
       written += count
       progress("filled \(written)/\(entries)")
     }
@@ -64,7 +65,7 @@ public enum AuditBenchmark {
     start = clock.now
     let bundlePath = directory.appendingPathComponent("evidence.tar.gz").path
     let summary = try await EvidenceBundle.export(
-      log: security.audit, signer: security.signer, origin: security.origin, to: bundlePath)
+      log: security.audit, jobs: queue, signer: security.signer, origin: security.origin, to: bundlePath)
     let export = seconds(since: start, clock)
     let afterExport = peakRSSMegabytes()
     progress("exported")

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// The audit log's side of the queue's transactions: its tables, and the entries that job
@@ -8,12 +9,17 @@ import NovaQueue
 public struct AuditJournal: JobTransitionJournal {
   public init() {}
 
-  public func registerMigrations(in migrator: inout DatabaseMigrator) {
-    Self.registerSchema(in: &migrator)
+  public func prepare(_ database: NovaDatabase) throws {
+    try Self.prepare(database)
+  }
+
+  /// Creates the audit and token tables in `database` (once).
+  static func prepare(_ database: NovaDatabase) throws {
+    try database.migrate("audit") { registerSchema(in: &$0) }
   }
 
   /// Adds the audit and token tables to a Nova database's migrations.
-  public static func registerSchema(in migrator: inout DatabaseMigrator) {
+  static func registerSchema(in migrator: inout DatabaseMigrator) {
     migrator.registerMigration("v2-audit") { db in
       try db.execute(
         sql: """
@@ -49,8 +55,9 @@ public struct AuditJournal: JobTransitionJournal {
     }
   }
 
-  public func record(_ transitions: [JobTransition], actor: String, in db: Database) throws {
+  public func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws {
     if transitions.isEmpty { return }
+    let db = transaction.db
     var seq = try Self.lastSequence(db)
     let insert = RawStatement(try db.cachedStatement(sql: Self.insertSQL), in: db)
     for transition in transitions {
@@ -65,7 +72,7 @@ public struct AuditJournal: JobTransitionJournal {
   /// Appends entries for events other than job transitions inside the open transaction `db`;
   /// returns them with their sequence numbers.
   @discardableResult
-  public static func append(
+  static func append(
     _ events: [(time: Int64, actor: String, event: String, subject: String?, payload: String)], in db: Database
   ) throws -> [AuditEntry] {
     var seq = try lastSequence(db)

@@ -1,17 +1,19 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// The audit log of a Nova database: appends, streamed reads, verification, signed
 /// checkpoints, inclusion and consistency proofs, and the audit coverage figure.
 public final class AuditLog: Sendable {
-  public let queue: SQLiteJobQueue
-  private var database: DatabasePool { queue.database }
+  /// The database the log (and the tokens) live in.
+  public let database: NovaDatabase
 
-  /// The log stored beside `queue`'s tables (opened with an `AuditJournal`).
-  public init(queue: SQLiteJobQueue) {
-    self.queue = queue
+  /// The log in `database`, its tables created on first use.
+  public init(database: NovaDatabase) throws {
+    self.database = database
+    try AuditJournal.prepare(database)
   }
 
   /// Appends one event other than a job transition, in the queue's shared write transaction.
@@ -21,7 +23,7 @@ public final class AuditLog: Sendable {
   ) async throws -> AuditEntry {
     let text = try CanonicalJSON.string(payload)
     let millis = time.millisecondsSince1970
-    return try await queue.write { db in
+    return try await database.write { db in
       try AuditJournal.append([(millis, actor, event, subject, text)], in: db)[0]
     }
   }
@@ -110,7 +112,7 @@ public final class AuditLog: Sendable {
         size: size, root: accumulator.root, note: try checkpoint.signed(by: signer), createdAt: millis,
         frontier: accumulator.frontier)
     }
-    try await queue.write { db in
+    try await database.write { db in
       try db.execute(
         sql: "INSERT OR IGNORE INTO nova_audit_checkpoints (size, root, frontier, note, created_at) VALUES (?, ?, ?, ?, ?)",
         arguments: [computed.size, Data(computed.root), Data(computed.frontier.joined()), computed.note, computed.createdAt])
@@ -313,7 +315,7 @@ public final class AuditLog: Sendable {
       if !cursors.isEmpty { try await source.acknowledgeTransitions(through: cursors) }
       return 0
     }
-    let imported = try await queue.write { db -> (count: Int, cursors: [String: String]) in
+    let imported = try await database.write { db -> (count: Int, cursors: [String: String]) in
       var stored = Dictionary(
         try Row.fetchAll(db, sql: "SELECT source, cursor FROM nova_audit_import").map { ($0[0] as String, $0[1] as String) },
         uniquingKeysWith: { $1 })
@@ -323,7 +325,7 @@ public final class AuditLog: Sendable {
       while index < fresh.count {
         var end = index + 1
         while end < fresh.count, fresh[end].actor == fresh[index].actor { end += 1 }
-        try AuditJournal().record(fresh[index..<end].map(\.transition), actor: fresh[index].actor, in: db)
+        try AuditJournal().record(fresh[index..<end].map(\.transition), actor: fresh[index].actor, in: DatabaseTransaction(db))
         index = end
       }
       for record in fresh { stored[record.source] = record.cursor }
@@ -360,19 +362,29 @@ public final class AuditLog: Sendable {
     return x.0 != y.0 ? x.0 > y.0 : x.1 > y.1
   }
 
-  /// Coverage of the jobs in `source` when the jobs live there (a Redis queue), else of the jobs
-  /// beside the log.
-  public func coverage(source: (any TransitionSource)?) async throws -> AuditCoverage {
-    if let source { return try await coverage(of: source) }
-    return try await coverage()
-  }
-
-  /// Coverage of the jobs `source` holds: every job's current state must be a state an audit
-  /// entry moved it to. Pending records are imported first (after the states are read, so every
-  /// transition behind a state read is in the log).
-  public func coverage(of source: any TransitionSource) async throws -> AuditCoverage {
-    let states = try await source.jobStates()
-    try await importAllTransitions(from: source)
+  /// Coverage of the jobs a queue holds.
+  ///
+  /// A SQLite queue in this log's database is read in the same snapshot as the log, so every
+  /// job's current state must be the state its latest entry moved it to. Other queues are read
+  /// first: then a state must be one that an entry moved the job to (a transition made between
+  /// the two reads is in the log but not in the states). A queue that keeps its own records
+  /// (Redis) has them imported first.
+  public func coverage(of jobs: any JobStateListing) async throws -> AuditCoverage {
+    if let sqlite = jobs as? SQLiteJobQueue, sqlite.database === database {
+      return try await database.read { db in
+        let states = try SQLiteJobQueue.jobStates(db)
+        let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
+        let latest = try db.cachedStatement(
+          sql: "SELECT json_extract(payload, '$.to') FROM nova_audit WHERE subject = ? ORDER BY seq DESC LIMIT 1")
+        var unexplained: [String] = []
+        for (id, state) in states where try String.fetchOne(latest, arguments: [id.rawValue]) != state.rawValue {
+          unexplained.append(id.rawValue)
+        }
+        return AuditCoverage(auditedTransitions: audited, jobs: states.count, unauditedJobs: unexplained)
+      }
+    }
+    let states = try await jobs.jobStates()
+    if let source = jobs as? any TransitionSource { try await importAllTransitions(from: source) }
     return try await database.read { db in
       let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
       let check = try db.cachedStatement(
@@ -382,25 +394,6 @@ public final class AuditLog: Sendable {
         unexplained.append(id.rawValue)
       }
       return AuditCoverage(auditedTransitions: audited, jobs: states.count, unauditedJobs: unexplained)
-    }
-  }
-
-  // MARK: - Coverage
-
-  /// Audited job transitions against all of them, computed from the data: every job's current
-  /// state must be the state its latest audit entry moved it to.
-  public func coverage() async throws -> AuditCoverage {
-    try await database.read { db in
-      let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
-      let jobs = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_jobs") ?? 0
-      let unexplained = try String.fetchAll(
-        db,
-        sql: """
-          SELECT j.id FROM nova_jobs j
-          WHERE (SELECT json_extract(a.payload, '$.to') FROM nova_audit a
-                 WHERE a.subject = j.id ORDER BY a.seq DESC LIMIT 1) IS NOT j.state
-          """)
-      return AuditCoverage(auditedTransitions: audited, jobs: jobs, unauditedJobs: unexplained)
     }
   }
 }

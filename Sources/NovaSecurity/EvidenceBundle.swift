@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// Governance evidence as one deterministic `tar.gz`: the audit entries of a window, the tree
@@ -29,14 +30,15 @@ public enum EvidenceBundle {
   }
 
   /// Writes the bundle for entries whose time lies in `since...until` (milliseconds; the ends
-  /// widen to whole sequence runs) to `path`, atomically. `sections` add or replace files
+  /// widen to whole sequence runs) to `path`, atomically, with the audit coverage of `jobs`
+  /// (the queue). `sections` add or replace files
   /// (`kpi/summary.json`, `policy/status.json`, `alerts/history.jsonl`). File times are
   /// `sourceDateEpoch` (seconds) or else the window's end.
   public static func export(
-    log: AuditLog, signer: NoteSigner, origin: String, to path: String, since: Int64? = nil, until: Int64? = nil,
-    sections: [String: [UInt8]] = [:], sourceDateEpoch: Int64? = nil
+    log: AuditLog, jobs: any JobStateListing, signer: NoteSigner, origin: String, to path: String, since: Int64? = nil,
+    until: Int64? = nil, sections: [String: [UInt8]] = [:], sourceDateEpoch: Int64? = nil
   ) async throws -> ExportSummary {
-    let coverage = try await log.coverage()
+    let coverage = try await log.coverage(of: jobs)
     let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
     let staging = directory.appendingPathComponent(".\(URL(fileURLWithPath: path).lastPathComponent).\(getpid()).tmp")
     guard FileManager.default.createFile(atPath: staging.path, contents: nil) else {
@@ -57,7 +59,7 @@ public enum EvidenceBundle {
       var bytes = 0
       var checkpoints: [(size: Int64, note: String)] = []
     }
-    let window = try await log.queue.database.read { db -> Window in
+    let window = try await log.database.read { db -> Window in
       var window = Window()
       let size = try AuditJournal.lastSequence(db)
       if let since {

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 
 /// What a caller may do, from least to most.
@@ -88,7 +89,7 @@ public struct APIToken: Sendable, Equatable, Codable {
 /// time; creating and revoking are audited.
 public final class TokenStore: Sendable {
   public let audit: AuditLog
-  private var queue: SQLiteJobQueue { audit.queue }
+  private var database: NovaDatabase { audit.database }
 
   public init(audit: AuditLog) {
     self.audit = audit
@@ -128,7 +129,7 @@ public final class TokenStore: Sendable {
     let millis = now.millisecondsSince1970
     let actor = AuditContext.actor
     let payload = try CanonicalJSON.string(.object(["id": .string(id), "role": .string(role.rawValue)]))
-    try await queue.write { db in
+    try await database.write { db in
       if try Bool.fetchOne(db, sql: "SELECT 1 FROM nova_tokens WHERE name = ?", arguments: [name]) == true {
         throw NovaError.invalidInput(field: "name", message: "a token named '\(name)' exists already (revoked ones keep their name)")
       }
@@ -142,7 +143,7 @@ public final class TokenStore: Sendable {
 
   /// Every token, oldest first.
   public func list() async throws -> [APIToken] {
-    try await queue.database.read { db in
+    try await database.read { db in
       try Row.fetchAll(db, sql: "SELECT id, name, role, created_at, revoked_at FROM nova_tokens ORDER BY created_at, name")
         .map { row in
           APIToken(
@@ -157,7 +158,7 @@ public final class TokenStore: Sendable {
   public func revoke(name: String, now: Date = Date()) async throws -> APIToken {
     let millis = now.millisecondsSince1970
     let actor = AuditContext.actor
-    try await queue.write { db in
+    try await database.write { db in
       guard let revokedAt = try Row.fetchOne(db, sql: "SELECT revoked_at FROM nova_tokens WHERE name = ?", arguments: [name])
       else { throw NovaError.notFound("no token is named '\(name)'") }
       if (revokedAt[0] as Int64?) != nil { return }
@@ -172,7 +173,7 @@ public final class TokenStore: Sendable {
 
   /// Whether any token that is not revoked exists.
   public func hasActiveTokens() async throws -> Bool {
-    try await queue.database.read { db in
+    try await database.read { db in
       try Bool.fetchOne(db, sql: "SELECT 1 FROM nova_tokens WHERE revoked_at IS NULL LIMIT 1") ?? false
     }
   }
@@ -192,7 +193,7 @@ public final class TokenStore: Sendable {
     }
     let id = String(parts[1])
     let presentedDigest = Array(SHA256.hash(data: Data(parts[2].utf8)))
-    let found = try await queue.database.read { db -> (APIToken, [UInt8])? in
+    let found = try await database.read { db -> (APIToken, [UInt8])? in
       try Row.fetchOne(
         db, sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?",
         arguments: [id]

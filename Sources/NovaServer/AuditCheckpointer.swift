@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaDatabase
 import Logging
 import Metrics
 import NovaMonitoring
@@ -15,6 +16,8 @@ public struct AuditCheckpointer: Service {
   public static let coverageMetric = "nova_audit_coverage_ratio"
 
   public var security: SecurityContext
+  /// The queue whose jobs audit coverage is computed over.
+  public var jobs: any JobStateListing
   /// The store of the jobs (a Redis queue) when they are not in the audit log's database.
   public var source: (any TransitionSource)?
   public var interval: Duration
@@ -23,10 +26,11 @@ public struct AuditCheckpointer: Service {
   public var kpis: KPIStore?
 
   public init(
-    security: SecurityContext, source: (any TransitionSource)? = nil, interval: Duration = .seconds(60), logger: Logger,
-    kpis: KPIStore? = nil
+    security: SecurityContext, jobs: any JobStateListing, source: (any TransitionSource)? = nil,
+    interval: Duration = .seconds(60), logger: Logger, kpis: KPIStore? = nil
   ) {
     self.security = security
+    self.jobs = jobs
     self.source = source
     self.interval = interval
     self.logger = logger
@@ -44,7 +48,7 @@ public struct AuditCheckpointer: Service {
       Gauge(label: Self.checkpointMetric).record(last)
     }
     Gauge(label: Self.entriesMetric).record(size)
-    let coverage = try await security.audit.coverage(source: source)
+    let coverage = try await security.audit.coverage(of: jobs)
     Gauge(label: Self.coverageMetric).record(coverage.ratio)
     try await kpis?.record([
       KPISample(

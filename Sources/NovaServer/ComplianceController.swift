@@ -15,6 +15,7 @@ import NovaSecurity
 /// baseline comparison.
 struct ComplianceReporter: Sendable {
   let security: SecurityContext
+  let jobs: any JobStateListing
   let transitionSource: (any TransitionSource)?
   let policy: PolicyEngine?
   let policyBaseline: PolicyBaseline?
@@ -27,7 +28,7 @@ struct ComplianceReporter: Sendable {
   /// The report at `now` (ms).
   func report(now: Int64 = Date().millisecondsSince1970) async throws -> ComplianceReport {
     let audit = security.audit
-    let coverage = try await audit.coverage(source: transitionSource)
+    let coverage = try await audit.coverage(of: jobs)
     var trend = try await kpis.query(name: "audit.coverage", since: now - 7 * 86_400_000, limit: .max)
       .map { ComplianceReport.Point(time: AuditTime.string($0.time), value: $0.value) }
     if trend.count > 96 {  // every n-th sample, the latest kept

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaDashboards
 import NovaMonitoring
 import NovaPolicy
@@ -125,6 +126,12 @@ public struct NovaServer: Sendable {
     }
   }
 
+  /// The backend under the metrics instrumentation, which lists its jobs for audit coverage.
+  var jobs: any JobStateListing {
+    let backend = (queue as? InstrumentedJobQueue)?.base ?? queue
+    return backend as? any JobStateListing ?? NoJobListing()
+  }
+
   /// The key of PagerDuty's webhook secret among the alert secrets.
   public static let pagerDutyWebhookSecretName = "pagerduty-webhook"
 
@@ -141,7 +148,7 @@ public struct NovaServer: Sendable {
         middleware: AuthMiddleware(
           access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
           pagerDutyWebhookOpen: pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen))
-      SecurityController(security: security).addRoutes(to: router)
+      SecurityController(security: security, jobs: jobs).addRoutes(to: router)
     }
     if let policy {
       PolicyController(engine: policy, audit: security?.audit).addRoutes(to: router)
@@ -160,7 +167,7 @@ public struct NovaServer: Sendable {
       let configuration = self.configuration
       let engine = policy ?? PolicyEngine(document: .builtIn)
       let reporter = ComplianceReporter(
-        security: security, transitionSource: transitionSource, policy: policy, policyBaseline: configuration.policyBaseline, kpis: kpis,
+        security: security, jobs: jobs, transitionSource: transitionSource, policy: policy, policyBaseline: configuration.policyBaseline, kpis: kpis,
         alertStore: alertStore, alertSettings: { await alerts?.configuration.settings ?? AlertSettings() },
         reviewScheduleURL: configuration.reviewScheduleURL, dashboardURL: configuration.dashboardURL)
       let evidence: @Sendable (Int64?, Int64?) async throws -> [UInt8] = { since, until in
@@ -170,7 +177,8 @@ public struct NovaServer: Sendable {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("nova-evidence-\(UUID().uuidString).tar.gz").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         _ = try await EvidenceBundle.export(
-          log: security.audit, signer: security.signer, origin: security.origin, to: path, since: since, until: until, sections: sections)
+          log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: path, since: since, until: until,
+          sections: sections)
         guard let data = FileManager.default.contents(atPath: path) else { throw NovaError.storage("cannot read the bundle just written") }
         return Array(data)
       }
@@ -225,7 +233,7 @@ public struct NovaServer: Sendable {
       }
       services.append(
         AuditCheckpointer(
-          security: security, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
+          security: security, jobs: jobs, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
           kpis: kpis))
     }
     if let alerts, let alertDispatcher {
@@ -292,5 +300,12 @@ public struct StatsResource: Codable, Sendable, Equatable {
     }
     self.queues = queues
     self.totals = totals
+  }
+}
+
+/// Stands in for a queue backend that cannot list its jobs: coverage reports that plainly.
+struct NoJobListing: JobStateListing {
+  func jobStates() async throws -> [(id: JobID, state: JobState)] {
+    throw NovaError.storage("this queue backend cannot list its jobs, so audit coverage cannot be computed")
   }
 }

@@ -3,11 +3,14 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NovaCore
+import NovaQueue
 import NovaSecurity
 
 /// `/v1/tokens` (admin) and `/v1/audit` (viewer) routes.
 struct SecurityController {
   let security: SecurityContext
+  /// The queue whose jobs audit coverage is computed over.
+  let jobs: any JobStateListing
 
   func addRoutes(to router: Router<NovaRequestContext>) {
     let tokens = router.group("v1/tokens")
@@ -26,7 +29,7 @@ struct SecurityController {
       headers[.contentType] = "text/plain; charset=utf-8"
       return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: latest.note)))
     }
-    audit.get("coverage") { _, _ in try jsonResponse(CoverageResource(try await security.audit.coverage())) }
+    audit.get("coverage") { _, _ in try jsonResponse(CoverageResource(try await security.audit.coverage(of: jobs))) }
     audit.get("entries", use: listEntries)
   }
 

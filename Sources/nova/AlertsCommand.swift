@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaSecurity

@@ -158,9 +158,12 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-      let security = try await store.openSecurity()
-      let source = store.effectiveQueueURL == nil ? nil : try await store.openQueue() as? any TransitionSource
-      let coverage = try await security.audit.coverage(source: source)
+      let queue = try await store.openQueue()
+      let security = try await store.openSecurity(queue: queue)
+      guard let jobs = queue as? any JobStateListing else {
+        throw NovaError.invalidInput(field: "--queue-url", message: "this queue backend cannot list its jobs")
+      }
+      let coverage = try await security.audit.coverage(of: jobs)
       if output.json {
         try printJSON(
           CoverageOutput(

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaRedis
 import NovaPolicy
@@ -67,7 +68,7 @@ struct StoreOptions: ParsableArguments {
     return try openDatabase(mode)
   }
 
-  /// The SQLite database in the data directory, with every job transition audited.
+  /// The queue in the SQLite database in the data directory, with every job transition audited.
   func openDatabase(_ mode: SQLiteJobQueue.Synchronous? = nil) throws -> SQLiteJobQueue {
     let synchronous = mode ?? SQLiteJobQueue.Synchronous(rawValue: self.synchronous.uppercased()) ?? .normal
     let path = try DataDirectory.prepare(dataDir)
@@ -77,13 +78,13 @@ struct StoreOptions: ParsableArguments {
   /// Audit log, tokens and signing key, in the SQLite database of the queue (`queue`, or the
   /// one `--queue-url sqlite://` names), or else the data directory's.
   func openSecurity(queue: (any JobQueue)? = nil) async throws -> SecurityContext {
-    let database: SQLiteJobQueue
+    let database: NovaDatabase
     if let sqlite = queue as? SQLiteJobQueue {
-      database = sqlite
+      database = sqlite.database
     } else if effectiveQueueURL?.hasPrefix("sqlite://") == true, let sqlite = try await openQueue() as? SQLiteJobQueue {
-      database = sqlite
+      database = sqlite.database
     } else {
-      database = try openDatabase()
+      database = try openDatabase().database
     }
     let keyPath = signingKey ?? ProcessInfo.processInfo.environment["NOVA_SIGNING_KEY"]
       ?? (dataDir as NSString).appendingPathComponent(SecurityContext.keyFileName)
@@ -92,9 +93,11 @@ struct StoreOptions: ParsableArguments {
 
   /// The security stores, with the audit records that a Redis queue holds moved in first, so
   /// that what a command reads or signs includes every transition so far.
-  func openSecurityUpToDate() async throws -> SecurityContext {
-    let security = try await openSecurity()
-    if effectiveQueueURL != nil, let source = try await openQueue() as? any TransitionSource {
+  func openSecurityUpToDate(queue: (any JobQueue)? = nil) async throws -> SecurityContext {
+    let security = try await openSecurity(queue: queue)
+    var source = queue as? any TransitionSource
+    if queue == nil, effectiveQueueURL != nil { source = try await openQueue() as? any TransitionSource }
+    if let source {
       try await security.audit.importAllTransitions(from: source)
     }
     return security

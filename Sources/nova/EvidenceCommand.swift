@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import NovaAlerting
 import NovaCore
+import NovaQueue
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaSecurity
@@ -39,14 +41,18 @@ struct EvidenceCommand: AsyncParsableCommand {
         }
         epoch = value
       }
-      let security = try await store.openSecurityUpToDate()
+      let queue = try await store.openQueue()
+      let security = try await store.openSecurityUpToDate(queue: queue)
+      guard let jobs = queue as? any JobStateListing else {
+        throw NovaError.invalidInput(field: "--queue-url", message: "this queue backend cannot list its jobs")
+      }
       try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
       let policy = try store.openPolicy(security: nil)
       let sections = try await EvidenceSections.build(
         journal: try OrchestrationJournal(database: security.database), alertStore: try AlertStore(database: security.database), policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
         alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
       let summary = try await EvidenceBundle.export(
-        log: security.audit, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
+        log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
         until: untilMillis, sections: sections, sourceDateEpoch: epoch)
       if output.json {
         try printJSON(summary)

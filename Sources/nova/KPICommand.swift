@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaSecurity

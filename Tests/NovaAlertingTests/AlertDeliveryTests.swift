@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import NovaSecurity
@@ -27,9 +28,9 @@ struct AlertFixture {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-alerts-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
-    kpis = try KPIStore(database: queue)
-    journal = try OrchestrationJournal(database: queue)
-    store = try AlertStore(database: queue)
+    kpis = try KPIStore(database: queue.database)
+    journal = try OrchestrationJournal(database: queue.database)
+    store = try AlertStore(database: queue.database)
     pagerDuty = try await LocalHTTPReceiver()
     webhook = try await LocalHTTPReceiver()
     webhook.setDefault(status: 200, body: "{}")

@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import NovaSecurity
@@ -12,7 +13,7 @@ struct KPIStoreTests {
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    return (try KPIStore(database: queue), directory)
+    return (try KPIStore(database: queue.database), directory)
   }
 
   @Test func samplesAreStoredQueriedByNameTimeAndLabelsAndSummarised() async throws {

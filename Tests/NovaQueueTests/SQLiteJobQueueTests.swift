@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Logging
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaTestSupport
 import Testing

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaSecurity
 import NovaTestSupport
@@ -49,7 +50,7 @@ struct AuditLogTests {
     #expect(entries[0].payload == #"{"attempt":0,"from":null,"kind":"echo","queue":"default","to":"scheduled"}"#)
     #expect(entries[5].payload == #"{"attempt":1,"detail":"boom","from":"running","kind":"echo","queue":"default","to":"failed"}"#)
     #expect(entries[13].payload.contains(#""detail":"lease expired""#))
-    let coverage = try await fixture.audit.coverage()
+    let coverage = try await fixture.audit.coverage(of: fixture.queue)
     #expect(coverage.ratio == 1 && coverage.unauditedJobs.isEmpty && coverage.jobs == 3 && coverage.auditedTransitions == 16)
   }
 
@@ -60,15 +61,15 @@ struct AuditLogTests {
     await #expect(throws: NovaError.self) { _ = try await fixture.queue.retry(id) }
     #expect(try await fixture.audit.size() == 1)
     // A state changed behind Nova's back is a transition without an entry.
-    try await fixture.queue.database.write { db in
+    try await fixture.queue.database.pool.write { db in
       try db.execute(sql: "UPDATE nova_jobs SET state = 'succeeded' WHERE id = ?", arguments: [id.rawValue])
     }
-    let coverage = try await fixture.audit.coverage()
+    let coverage = try await fixture.audit.coverage(of: fixture.queue)
     #expect(coverage.unauditedJobs == [id.rawValue])
     #expect(coverage.ratio == 0.5)
     // The log refuses changes through SQL while its guards are in place.
     await #expect(throws: DatabaseError.self) {
-      try await fixture.queue.database.write { db in try db.execute(sql: "DELETE FROM nova_audit") }
+      try await fixture.queue.database.pool.write { db in try db.execute(sql: "DELETE FROM nova_audit") }
     }
   }
 

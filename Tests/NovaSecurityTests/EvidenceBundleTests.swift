@@ -10,7 +10,7 @@ import Testing
 struct EvidenceBundleTests {
   func export(_ fixture: SecurityFixture, _ name: String, since: Int64? = nil, until: Int64? = nil) async throws -> EvidenceBundle.ExportSummary {
     try await EvidenceBundle.export(
-      log: fixture.audit, signer: fixture.security.signer, origin: fixture.security.origin,
+      log: fixture.audit, jobs: fixture.queue, signer: fixture.security.signer, origin: fixture.security.origin,
       to: fixture.directory.appendingPathComponent(name).path, since: since, until: until)
   }
 

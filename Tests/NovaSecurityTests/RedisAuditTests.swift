@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaRedis
 import NovaRedisQueue
@@ -82,7 +83,7 @@ struct RedisAuditTests {
     _ = try await redis.enqueue(JobRequest(kind: "noop"))
     let pending = try await redis.pendingTransitions(after: [:], limit: 10)
     #expect(pending.count == 1)
-    try await fixture.queue.write { db in
+    try await fixture.queue.database.write { db in
       try db.execute(sql: "UPDATE nova_audit_import SET cursor = ? WHERE source = ?", arguments: [pending[0].cursor, pending[0].source])
     }
     #expect(try await audit.importTransitions(from: redis) == 0)

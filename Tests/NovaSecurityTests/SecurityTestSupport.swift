@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaSecurity
 
@@ -16,14 +17,14 @@ struct SecurityFixture {
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
-    security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
   }
 
   var audit: AuditLog { security.audit }
 
   /// Runs SQL around the audit log's guards, as someone with the file would.
   func tamper(_ sql: String) throws {
-    try queue.database.write { db in
+    try queue.database.pool.write { db in
       try db.execute(sql: "DROP TRIGGER IF EXISTS nova_audit_no_update; DROP TRIGGER IF EXISTS nova_audit_no_delete")
       try db.execute(sql: sql)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
 import NovaSecurity
 import NovaTestSupport

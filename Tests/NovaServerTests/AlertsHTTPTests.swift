@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import NovaSecurity
@@ -18,7 +19,7 @@ struct AlertsHTTPTests {
   @Test func alertsAreListedAcknowledgedAndResolvedWithRolesAndPagerDutyWebhooksAreVerified() async throws {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let admin = try await security.tokens.create(name: "root", role: .admin).token
     let viewer = try await security.tokens.create(name: "dash", role: .viewer).token
     let operatorToken = try await security.tokens.create(name: "ops", role: .operator).token

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import NovaSecurity
@@ -15,6 +16,7 @@ import Testing
 struct AuthHTTPTests {
   struct Setup {
     let server: NovaServer
+    let queue: SQLiteJobQueue
     let security: SecurityContext
     let admin: String
   }
@@ -23,13 +25,13 @@ struct AuthHTTPTests {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let admin = try await security.tokens.create(name: "root", role: .admin).token
     var logger = Logger(label: "test")
     logger.logLevel = .warning
     let server = NovaServer(
       configuration: .init(workers: 0, metricsOpen: metricsOpen), queue: queue, security: security, logger: logger)
-    return Setup(server: server, security: security, admin: admin)
+    return Setup(server: server, queue: queue, security: security, admin: admin)
   }
 
 
@@ -78,7 +80,7 @@ struct AuthHTTPTests {
       try await client.execute(uri: "/metrics", method: .get, headers: bearer(viewer)) { #expect($0.status == .ok) }
 
       try await client.execute(uri: "/v1/audit/checkpoint", method: .get, headers: bearer(viewer)) { #expect($0.status == .notFound) }
-      try await AuditCheckpointer(security: setup.security, logger: Logger(label: "test")).tick()
+      try await AuditCheckpointer(security: setup.security, jobs: setup.queue, logger: Logger(label: "test")).tick()
       try await client.execute(uri: "/v1/audit/checkpoint", method: .get, headers: bearer(viewer)) { response in
         #expect(response.status == .ok)
         let note = String(buffer: response.body)
@@ -190,8 +192,8 @@ struct AuthHTTPTests {
 
   @Test func activityCollectorTurnsTheLogIntoRateWaitAndPolicyKPIs() async throws {
     let setup = try await makeServer(metricsOpen: true)
-    let queue = setup.security.database
-    let store = try KPIStore(database: queue)
+    let queue = setup.queue
+    let store = try KPIStore(database: queue.database)
     let collector = ActivityCollector(audit: setup.security.audit, kpis: store, logger: Logger(label: "test"))
     _ = try await queue.enqueue(JobRequest(kind: "echo", queue: "before"))
     #expect(try await collector.tick().isEmpty)  // the first tick only starts the count

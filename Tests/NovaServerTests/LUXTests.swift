@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NovaAlerting
 import NovaCore
+import NovaDatabase
 import NovaDashboards
 import NovaMonitoring
 import NovaPolicy
@@ -57,12 +58,12 @@ struct LUXTests {
   @Test func thePageShowsTheComplianceFiguresToViewersAndEvidenceNeedsAdmin() async throws {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let admin = try await security.tokens.create(name: "root", role: .admin).token
     let viewer = try await security.tokens.create(name: "dash", role: .viewer).token
     for _ in 0..<3 { _ = try await queue.enqueue(JobRequest(kind: "echo")) }
     _ = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
-    let kpis = try KPIStore(database: queue)
+    let kpis = try KPIStore(database: queue.database)
     let now = Date().millisecondsSince1970
     try await kpis.record([
       KPISample(name: "audit.coverage", value: 1, time: now - 60_000, source: "t"), KPISample(name: "audit.coverage", value: 1, time: now - 1000, source: "t"),

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NovaCore
+import NovaDatabase
 import NovaPolicy
 import NovaQueue
 import NovaSecurity
@@ -52,7 +53,7 @@ struct PolicyHTTPTests {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    let security = try SecurityContext(database: queue, keyPath: directory.appendingPathComponent("key").path)
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let policyPath = directory.appendingPathComponent("nova-policy.yaml").path
     try ((enforce ? "" : "enforce: false\n") + Self.policy).write(toFile: policyPath, atomically: true, encoding: .utf8)
     let engine = try PolicyEngine(path: policyPath, recorder: AuditDecisionRecorder(audit: security.audit))

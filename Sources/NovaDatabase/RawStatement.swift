@@ -6,7 +6,7 @@ import GRDBSQLite
 /// The queue's hot statements (insert, claim, complete) run tens of thousands of times a second
 /// on the single writer; going around GRDB's per-call argument boxing and row copying there is
 /// what lets one writer keep up with many workers.
-public struct RawStatement {
+package struct RawStatement {
   private let handle: SQLiteStatement
   private let connection: SQLiteConnection?
   /// Kept for error messages only: GRDB computes `sql` by trimming, too slow for every use.
@@ -15,7 +15,7 @@ public struct RawStatement {
   private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
   /// Wraps a statement of `db` (from `db.cachedStatement`), reset and with bindings cleared.
-  public init(_ statement: Statement, in db: Database) {
+  package init(_ statement: Statement, in db: Database) {
     handle = statement.sqliteStatement
     connection = db.sqliteConnection
     self.statement = statement
@@ -23,10 +23,10 @@ public struct RawStatement {
     sqlite3_clear_bindings(handle)
   }
 
-  public func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(handle, index, value) }
-  public func bind(_ index: Int32, _ value: Int) { sqlite3_bind_int64(handle, index, Int64(value)) }
+  package func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(handle, index, value) }
+  package func bind(_ index: Int32, _ value: Int) { sqlite3_bind_int64(handle, index, Int64(value)) }
 
-  public func bind(_ index: Int32, _ value: String?) {
+  package func bind(_ index: Int32, _ value: String?) {
     guard let value else {
       sqlite3_bind_null(handle, index)
       return
@@ -34,7 +34,7 @@ public struct RawStatement {
     sqlite3_bind_text(handle, index, value, -1, Self.transient)
   }
 
-  public func bind(_ index: Int32, _ value: Data?) {
+  package func bind(_ index: Int32, _ value: Data?) {
     guard let value else {
       sqlite3_bind_null(handle, index)
       return
@@ -49,17 +49,17 @@ public struct RawStatement {
   }
 
   /// Binds a floating-point value.
-  public func bind(_ index: Int32, _ value: Double) { sqlite3_bind_double(handle, index, value) }
+  package func bind(_ index: Int32, _ value: Double) { sqlite3_bind_double(handle, index, value) }
 
   /// Binds bytes as a blob.
-  public func bind(_ index: Int32, bytes: [UInt8]) {
+  package func bind(_ index: Int32, bytes: [UInt8]) {
     bytes.withUnsafeBytes { raw in
       _ = sqlite3_bind_blob(handle, index, raw.baseAddress, Int32(raw.count), Self.transient)
     }
   }
 
   /// Advances; true when a row is ready to read.
-  public func step() throws -> Bool {
+  package func step() throws -> Bool {
     let code = sqlite3_step(handle)
     switch code {
     case SQLITE_ROW: return true
@@ -72,38 +72,38 @@ public struct RawStatement {
   }
 
   /// Runs a statement that returns no rows; returns the number of rows it changed.
-  public func run() throws -> Int {
+  package func run() throws -> Int {
     while try step() {}
     sqlite3_reset(handle)
     return connection.map { Int(sqlite3_changes($0)) } ?? 0
   }
 
   /// Ends the use of the statement so that it holds no lock.
-  public func finish() { sqlite3_reset(handle) }
+  package func finish() { sqlite3_reset(handle) }
 
-  public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
-  public func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
-  public func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
-  public func optionalInt64(_ column: Int32) -> Int64? { isNull(column) ? nil : int64(column) }
-  public func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
+  package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+  package func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+  package func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
+  package func optionalInt64(_ column: Int32) -> Int64? { isNull(column) ? nil : int64(column) }
+  package func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
 
-  public func string(_ column: Int32) -> String {
+  package func string(_ column: Int32) -> String {
     guard let text = sqlite3_column_text(handle, column) else { return "" }
     return String(cString: text)
   }
 
-  public func optionalString(_ column: Int32) -> String? { isNull(column) ? nil : string(column) }
+  package func optionalString(_ column: Int32) -> String? { isNull(column) ? nil : string(column) }
 
-  public func data(_ column: Int32) -> Data {
+  package func data(_ column: Int32) -> Data {
     let count = Int(sqlite3_column_bytes(handle, column))
     guard count > 0, let bytes = sqlite3_column_blob(handle, column) else { return Data() }
     return Data(bytes: bytes, count: count)
   }
 
-  public func optionalData(_ column: Int32) -> Data? { isNull(column) ? nil : data(column) }
+  package func optionalData(_ column: Int32) -> Data? { isNull(column) ? nil : data(column) }
 
   /// A column's bytes (text or blob).
-  public func bytes(_ column: Int32) -> [UInt8] {
+  package func bytes(_ column: Int32) -> [UInt8] {
     let count = Int(sqlite3_column_bytes(handle, column))
     guard count > 0, let pointer = sqlite3_column_blob(handle, column) else { return [] }
     return Array(UnsafeRawBufferPointer(start: pointer, count: count))

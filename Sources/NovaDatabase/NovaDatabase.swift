@@ -1,0 +1,142 @@
+import Foundation
+import GRDB
+import NovaCore
+
+/// Nova's SQLite database: one WAL-mode file that every store of the application shares (the
+/// queue on the default backend, the audit log and tokens, KPIs, alerts, the journal).
+///
+/// It owns what is common to them: the pragmas, the application id that refuses a foreign file,
+/// each store's migrations, the group-commit writer whose shared transactions let one store's
+/// records commit with another's changes, and the translation of SQLite's errors into
+/// `NovaError`. No GRDB type is public: stores reach the connection through `package` API.
+public final class NovaDatabase: Sendable {
+  /// How SQLite syncs the WAL: `normal` survives process crashes, `full` also power loss.
+  public enum Synchronous: String, Sendable {
+    case normal = "NORMAL"
+    case full = "FULL"
+  }
+
+  /// Settings for opening a database.
+  public struct Configuration: Sendable {
+    /// Path of the database file; its folder must exist and be writable.
+    public var path: String
+    public var synchronous: Synchronous
+    /// How long a writer waits for another process's write lock before the call fails as
+    /// `NovaError.unavailable`.
+    public var busyTimeout: TimeInterval
+    /// Most operations grouped into one transaction.
+    public var maxBatchSize: Int
+
+    public init(path: String, synchronous: Synchronous = .normal, busyTimeout: TimeInterval = 10, maxBatchSize: Int = 1024) {
+      self.path = path
+      self.synchronous = synchronous
+      self.busyTimeout = busyTimeout
+      self.maxBatchSize = maxBatchSize
+    }
+  }
+
+  /// `PRAGMA application_id` of a Nova database ("NOVA").
+  public static let applicationID: Int32 = 0x4E4F_5641
+
+  public let configuration: Configuration
+  /// The connection pool (one writer, concurrent readers), for the stores of this package.
+  package let pool: DatabasePool
+  private let writer: GroupCommitWriter
+
+  /// The database file.
+  public var path: String { configuration.path }
+
+  /// Opens (and creates) the database at `configuration.path`, refusing a file that is not
+  /// Nova's. Stores add their tables with `migrate`.
+  public init(configuration: Configuration) throws {
+    self.configuration = configuration
+    var config = GRDB.Configuration()
+    config.busyMode = .timeout(configuration.busyTimeout)
+    config.maximumReaderCount = 4
+    let synchronous = configuration.synchronous.rawValue
+    config.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+      guard !db.configuration.readonly else { return }
+      // Writer only. Hot pages (the ends of the indexes) are rewritten by every transaction;
+      // checkpointing less often copies each of them to the database file once, not many times.
+      try db.execute(sql: "PRAGMA wal_autocheckpoint = 8192")
+      try db.execute(sql: "PRAGMA cache_size = -16384")
+      // Each grouped operation runs in a savepoint, whose statement journal would otherwise be
+      // a temporary file written for every operation.
+      try db.execute(sql: "PRAGMA temp_store = MEMORY")
+    }
+    let path = configuration.path
+    do {
+      pool = try DatabasePool(path: path, configuration: config)
+      try pool.barrierWriteWithoutTransaction { db in
+        try Self.checkIsNovaDatabase(db, path: path)
+      }
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: path)
+    }
+    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize)
+  }
+
+  /// Opens the database at `path` with default settings.
+  public convenience init(path: String) throws {
+    try self.init(configuration: Configuration(path: path))
+  }
+
+  /// Applies a store's migrations (identifiers unique across the database: `v1-jobs`, …);
+  /// those already applied are skipped, so every store calls this when it opens.
+  package func migrate(_ store: String, _ register: (inout DatabaseMigrator) -> Void) throws {
+    var migrator = DatabaseMigrator()
+    register(&migrator)
+    do {
+      try migrator.migrate(pool)
+    } catch {
+      throw NovaError.storage("cannot create the \(store) tables in \(path): \(SQLiteErrorTranslation.translate(error, path: path))")
+    }
+  }
+
+  /// Runs `body` in the shared write transaction (in a savepoint of its own unless `savepoint`
+  /// is false, which the caller may choose when `body` changes nothing before it throws).
+  package func write<T: Sendable>(savepoint: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    try await writer.perform(savepoint: savepoint, body)
+  }
+
+  /// Runs `body` on a reader, its errors translated like the writer's.
+  package func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do {
+      return try await pool.read(body)
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: path)
+    }
+  }
+
+  /// Write transactions committed and the operations they grouped (group commit's effect).
+  public var writeStatistics: (transactions: Int, operations: Int) { writer.statistics }
+
+  /// The SQLite version linked into this process.
+  public func sqliteVersion() async throws -> String {
+    try await read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?" }
+  }
+
+  private static func checkIsNovaDatabase(_ db: Database, path: String) throws {
+    let appID = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
+    if appID == applicationID { return }
+    let tables = try String.fetchAll(
+      db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    if appID != 0 || !tables.isEmpty {
+      let detail = tables.isEmpty ? "application_id \(appID)" : "tables: \(tables.prefix(5).joined(separator: ", "))"
+      throw NovaError.storage("\(path) is not a Nova database (\(detail)); use another --data-dir")
+    }
+    try db.execute(sql: "PRAGMA application_id = \(applicationID)")
+  }
+}
+
+/// An open write transaction of a `NovaDatabase`, handed to hooks that write in it (the audit
+/// journal records each job transition in the transaction that makes it). Its connection is
+/// visible only inside this package.
+public struct DatabaseTransaction {
+  package let db: Database
+
+  package init(_ db: Database) {
+    self.db = db
+  }
+}
