@@ -27,6 +27,7 @@ let package = Package(
     .library(name: "NovaPolicy", targets: ["NovaPolicy"]),
     .library(name: "NovaMonitoring", targets: ["NovaMonitoring"]),
     .library(name: "NovaAlerting", targets: ["NovaAlerting"]),
+    .library(name: "NovaBenchmarks", targets: ["NovaBenchmarks"]),
     .library(name: "NovaDashboards", targets: ["NovaDashboards"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
@@ -138,6 +139,17 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaBenchmarks",
+      dependencies: [
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaSecurity",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaDashboards",
       dependencies: ["NovaCore"],
       swiftSettings: swiftSettings
@@ -166,6 +178,7 @@ let package = Package(
     .executableTarget(
       name: "nova",
       dependencies: [
+        "NovaBenchmarks",
         "NovaCore",
         "NovaDatabase",
         "NovaAlerting",
@@ -196,11 +209,19 @@ let package = Package(
     .testTarget(
       name: "NovaAlertingTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaBenchmarksTests",
+      dependencies: [
+        "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
@@ -223,7 +244,7 @@ let package = Package(
     .testTarget(
       name: "NovaQueueTests",
       dependencies: [
-        "NovaCore", "NovaDatabase", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaTestSupport",
+        "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "GRDB", package: "GRDB.swift"),
@@ -251,7 +272,7 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
+        "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
         "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NovaAlerting
+import NovaBenchmarks
 import NovaCore
 import NovaDatabase
 import NovaMonitoring
@@ -293,14 +294,3 @@ struct AlertDeliveryTests {
   }
 }
 
-@Suite("Alert benchmark", .timeLimit(.minutes(5)))
-struct AlertBenchmarkTests {
-  @Test func theBenchmarkTimesEvaluationsAndPagesWithoutDuplicates() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-alert-bench-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    let result = try await AlertBenchmark.run(rules: 300, runs: 2, pages: 3, directory: directory)
-    #expect(result.rules == 300 && result.firing_alerts == 3 && result.pages == 3 && result.duplicate_pages == 0)
-    #expect(result.evaluation_ms.p50 > 0 && result.page_latency_ms.max >= result.page_latency_ms.p50 && result.evaluation_interval_s == 10)
-    #expect(AlertBenchmark.Figures([3, 1, 2]) == AlertBenchmark.Figures([1, 2, 3]) && AlertBenchmark.Figures([1, 2, 3]).p50 == 2)
-  }
-}

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NovaAlerting
+import NovaBenchmarks
 import NovaCore
 import NovaMonitoring
 import NovaQueue

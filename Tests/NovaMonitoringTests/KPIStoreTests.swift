@@ -107,9 +107,4 @@ struct KPIStoreTests {
     #expect(throws: NovaError.self) { _ = try KPITime.parse("yesterday", now: now, flag: "--since") }
   }
 
-  @Test func theBenchmarkIngestsAndQueries() async throws {
-    let (_, directory) = try makeStore()
-    let result = try await KPIBenchmark.run(samples: 20_000, batch: 500, directory: directory)
-    #expect(result.samples == 20_000 && result.ingest_per_s > 0 && result.query_rows > 0 && result.query_p50_ms <= result.query_p99_ms)
-  }
 }

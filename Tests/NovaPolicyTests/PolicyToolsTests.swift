@@ -43,14 +43,4 @@ struct PolicyToolsTests {
     #expect(throws: PolicyFileError.self) { _ = try PolicyFixture.load(path: "/nonexistent") }
   }
 
-  @Test(.enabled(if: TestServers.opaAvailable, TestServers.opaMissing)) func theBenchmarkTimesEveryPath() async throws {
-    let server = try OPATestServer(policies: ["authz.rego": "package nova.authz\n\ndefault allow := false\n"])
-    defer { server.stop() }
-    let result = await PolicyBenchmark.run(rules: 50, samples: 200, opa: (server.url, "nova/authz/allow"), window: .milliseconds(20))
-    #expect(result.rules == 50 && result.cached.samples == 200 && result.uncached_local.samples == 200)
-    #expect(result.cached.p50_us > 0 && result.cached.p50_us <= result.cached.p99_us)
-    #expect(result.opa?.samples == 200 && result.concurrency.map(\.callers) == [1, 2, 4, 8])
-    #expect(result.concurrency.allSatisfy { $0.decisions_per_s > 0 })
-    #expect(PolicyBenchmark.document(rules: 100).rules.count == 100)
-  }
 }

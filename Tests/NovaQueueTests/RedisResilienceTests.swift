@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NovaBenchmarks
 import NovaCore
 import NovaQueue
 import NovaRedis

@@ -1,5 +1,6 @@
 import Foundation
 import NovaAlerting
+import NovaBenchmarks
 import NovaCore
 import NovaTestSupport
 import Testing

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NovaAlerting
+import NovaBenchmarks
 import NovaCore
 import NovaDatabase
 import NovaMonitoring

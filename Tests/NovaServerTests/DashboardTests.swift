@@ -8,6 +8,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NovaAlerting
+import NovaBenchmarks
 import NovaCore
 import NovaDashboards
 import NovaMonitoring

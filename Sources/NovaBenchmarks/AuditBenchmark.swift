@@ -2,6 +2,7 @@ import Foundation
 import NovaCore
 import NovaDatabase
 import NovaQueue
+import NovaSecurity
 
 /// Measures the audit log at scale: filling it with job-transition entries, then a first full
 /// checkpoint, `verify`, an evidence export and its verification, with the process's peak

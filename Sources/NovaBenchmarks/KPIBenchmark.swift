@@ -1,5 +1,6 @@
 import Foundation
 import NovaDatabase
+import NovaMonitoring
 
 /// Ingests samples in batches into a fresh store, then times queries for one name over one hour.
 public enum KPIBenchmark {

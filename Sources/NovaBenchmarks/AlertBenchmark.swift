@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NovaAlerting
 import NovaCore
 import NovaMonitoring
 import NovaDatabase

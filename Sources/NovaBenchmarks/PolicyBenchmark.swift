@@ -1,4 +1,6 @@
 import Foundation
+import NovaCore
+import NovaPolicy
 
 /// Times the engine's paths: a cached decision, an uncached local decision over many rules,
 /// many concurrent callers on the cache, and (given a server) an uncached OPA decision.

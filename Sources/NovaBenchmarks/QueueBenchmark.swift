@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NovaCore
+import NovaQueue
 import Synchronization
 
 /// `nova bench queue`: enqueues N jobs, runs them to completion in-process, checks that none was

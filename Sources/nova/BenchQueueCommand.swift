@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NovaAlerting
+import NovaBenchmarks
+import NovaCore
+import NovaDatabase
+import NovaMonitoring
+import NovaPolicy
+import NovaQueue
+import NovaRedisQueue
+import NovaSecurity
+import NovaServer
+
+extension BenchCommand {
+  struct QueueBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "queue",
+      abstract: "Enqueue N jobs, run them to completion in-process, check none was lost or completed twice.")
+
+    @Option(help: "Queue backend: sqlite (a fresh database in a temporary folder), sqlite://PATH, or redis://HOST:PORT (keys under a fresh prefix, deleted afterwards).")
+    var backend: String = "sqlite"
+
+    @Option(help: "Jobs per run.")
+    var jobs: Int = 20000
+
+    @Option(help: "Concurrent workers.")
+    var workers: Int = 10
+
+    @Option(name: .long, help: "Payload size of each job in bytes.")
+    var payloadBytes: Int = 64
+
+    @Option(help: "Jobs the pool claims ahead of free workers (default: adaptive, as for nova worker).")
+    var prefetch: Int?
+
+    @Option(help: "Runs; the summary reports the median of each figure.")
+    var runs: Int = 1
+
+    @Option(help: "SQLite durability: normal or full.")
+    var synchronous: String = "normal"
+
+    @Option(help: "Audit every job transition (on, as nova serve does, or off): in the SQLite transaction, or as records in the Redis scripts.")
+    var audit: String = "on"
+
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+      guard (1...10_000_000).contains(jobs) else { throw ValidationError("--jobs must be in 1...10000000") }
+      guard (1...10_000).contains(workers) else { throw ValidationError("--workers must be in 1...10000") }
+      guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
+      guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
+      guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
+      guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
+      guard backend == "sqlite" || backend.hasPrefix("sqlite://") || backend.hasPrefix("redis://") else {
+        throw ValidationError("--backend '\(backend)' is not supported; use sqlite, sqlite://PATH or redis://HOST:PORT")
+      }
+    }
+
+    func run() async throws {
+      guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {
+        throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
+      }
+      var logger = NovaLogging.logger("nova.bench")
+      logger.logLevel = .warning
+      var results: [QueueBenchmark.Result] = []
+      for run in 1...runs {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("nova-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let queue: any JobQueue
+        let backendName: String
+        if backend.hasPrefix("redis://") {
+          queue = try await QueueURL.open(backend, keyPrefix: "nova-bench-\(UUID().uuidString.prefix(8))", audit: audit == "on")
+          backendName = "redis"
+        } else {
+          let path = backend.hasPrefix("sqlite://")
+            ? String(backend.dropFirst("sqlite://".count)) : folder.appendingPathComponent("bench.sqlite").path
+          queue = try SQLiteJobQueue(
+            configuration: .init(path: path, synchronous: mode, journal: audit == "on" ? AuditJournal() : nil))
+          backendName = "sqlite"
+        }
+        let showProgress = stderrIsTerminal
+        let result = try await QueueBenchmark.run(
+          queue: queue, backend: backendName, options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch),
+          logger: logger,
+          progress: { done, total in
+            if showProgress {
+              FileHandle.standardError.write(Data("\r  run \(run)/\(runs): \(done)/\(total) jobs".utf8))
+            }
+          })
+        if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+        if let redis = queue as? RedisJobQueue {
+          try await redis.deleteAllKeys()
+          redis.close()
+        }
+        results.append(result)
+      }
+      let median = QueueBenchmark.median(results)
+      if output.json {
+        try printJSON(
+          BenchOutput(median: median, runs: results, synchronous: mode.rawValue.lowercased(), audit: audit == "on"),
+          pretty: false)
+      } else {
+        print(
+          """
+          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : " (audit \(audit))"), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
+            end to end   \(Int(median.e2e_per_s)) jobs/s
+            enqueue      \(Int(median.enqueue_per_s)) jobs/s
+            latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
+            lost \(median.lost), completed twice \(median.duplicate_completions)
+          """)
+      }
+      if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
+    }
+  }
+}
+
+/// `nova bench queue --json`: the median figures at the top level, every run under `runs`.
+struct BenchOutput: Encodable {
+  var median: QueueBenchmark.Result
+  var runs: [QueueBenchmark.Result]
+  var synchronous: String
+  var audit: Bool
+
+  enum CodingKeys: String, CodingKey { case runs, synchronous, audit }
+
+  func encode(to encoder: any Encoder) throws {
+    try median.encode(to: encoder)
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(runs, forKey: .runs)
+    try container.encode(synchronous, forKey: .synchronous)
+    try container.encode(audit, forKey: .audit)
+  }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import NovaBenchmarks
+import Logging
+import NovaCore
+import NovaPolicy
+import NovaQueue
+import NovaSecurity
+import NovaTestSupport
+import Testing
+
+/// Each benchmark behind `nova bench` runs small and reports figures that make sense.
+@Suite("Benchmarks", .serialized, .timeLimit(.minutes(5)))
+struct BenchmarkTests {
+  @Test func queueBenchmarkLosesNothing() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
+    let result = try await QueueBenchmark.run(
+      queue: try SQLiteJobQueue(path: path), backend: "sqlite",
+      options: .init(jobs: 500, workers: 4, payloadBytes: 100, enqueueBatch: 64), logger: .init(label: "bench"))
+    #expect(result.jobs == 500)
+    #expect(result.lost == 0)
+    #expect(result.duplicate_completions == 0)
+    #expect(result.e2e_per_s > 0)
+    #expect(result.p99_ms >= result.p50_ms)
+    let median = QueueBenchmark.median([result, result, result])
+    #expect(median.e2e_per_s == result.e2e_per_s)
+  }
+
+  @Test(.enabled(if: TestServers.opaAvailable, TestServers.opaMissing)) func policyBenchmarkTimesEveryPath() async throws {
+    let server = try OPATestServer(policies: ["authz.rego": "package nova.authz\n\ndefault allow := false\n"])
+    defer { server.stop() }
+    let result = await PolicyBenchmark.run(rules: 50, samples: 200, opa: (server.url, "nova/authz/allow"), window: .milliseconds(20))
+    #expect(result.rules == 50 && result.cached.samples == 200 && result.uncached_local.samples == 200)
+    #expect(result.cached.p50_us > 0 && result.cached.p50_us <= result.cached.p99_us)
+    #expect(result.opa?.samples == 200 && result.concurrency.map(\.callers) == [1, 2, 4, 8])
+    #expect(result.concurrency.allSatisfy { $0.decisions_per_s > 0 })
+    #expect(PolicyBenchmark.document(rules: 100).rules.count == 100)
+  }
+
+  @Test func kpiBenchmarkIngestsAndQueries() async throws {
+    let directory = try TemporaryDirectory.make("nova-kpi-bench")
+    let result = try await KPIBenchmark.run(samples: 20_000, batch: 500, directory: directory)
+    #expect(result.samples == 20_000 && result.ingest_per_s > 0 && result.query_rows > 0 && result.query_p50_ms <= result.query_p99_ms)
+  }
+
+  @Test func alertBenchmarkTimesEvaluationsAndPagesWithoutDuplicates() async throws {
+    let directory = try TemporaryDirectory.make("nova-alert-bench")
+    let result = try await AlertBenchmark.run(rules: 300, runs: 2, pages: 3, directory: directory)
+    #expect(result.rules == 300 && result.firing_alerts == 3 && result.pages == 3 && result.duplicate_pages == 0)
+    #expect(result.evaluation_ms.p50 > 0 && result.page_latency_ms.max >= result.page_latency_ms.p50 && result.evaluation_interval_s == 10)
+    #expect(AlertBenchmark.Figures([3, 1, 2]) == AlertBenchmark.Figures([1, 2, 3]) && AlertBenchmark.Figures([1, 2, 3]).p50 == 2)
+  }
+
+  @Test func auditBenchmarkFillsCheckpointsVerifiesAndExports() async throws {
+    let directory = try TemporaryDirectory.make("nova-audit-bench")
+    let result = try await AuditBenchmark.run(entries: 3000, directory: directory)
+    #expect(result.entries == 3000 && result.fill_per_s > 0 && result.bundle_bytes > 0 && result.database_bytes > 0)
+    #expect(result.checkpoint_s >= 0 && result.verify_s >= 0 && result.export_s >= 0 && result.bundle_verify_s >= 0)
+    #expect(result.peak_rss_mb_after_export >= result.peak_rss_mb_after_fill)
+    let median = AuditBenchmark.median([result, result, result])
+    #expect(median.entries == 3000 && median.fill_per_s == result.fill_per_s)
+  }
+}
