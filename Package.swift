@@ -200,6 +200,7 @@ let package = Package(
     .target(
       name: "NovaTestSupport",
       dependencies: [
+        "NovaCore",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
@@ -228,12 +229,12 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaCoreTests",
-      dependencies: ["NovaCore"],
+      dependencies: ["NovaCore", "NovaTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(
       name: "NovaMonitoringTests",
-      dependencies: ["NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity"],
+      dependencies: ["NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -16,7 +16,7 @@ public actor AlertEngine {
   public private(set) var configuration: AlertingConfiguration
   public nonisolated let store: AlertStore
   public nonisolated let kpis: KPIStore
-  public nonisolated let clock: any WallClock
+  public nonisolated let clock: any NovaClock
   /// Signalled when an evaluation put requests in the outbox.
   public nonisolated let outboxSignal = WakeSignal()
   private var index = KPISeriesIndex()
@@ -30,7 +30,7 @@ public actor AlertEngine {
   /// Rows read from the KPI store at a time.
   private static let batch = 100_000
 
-  public init(configuration: AlertingConfiguration, store: AlertStore, kpis: KPIStore, clock: any WallClock = SystemWallClock()) {
+  public init(configuration: AlertingConfiguration, store: AlertStore, kpis: KPIStore, clock: any NovaClock = SystemClock()) {
     self.configuration = configuration
     self.store = store
     self.kpis = kpis
@@ -215,8 +215,8 @@ public actor AlertEngine {
         logger.error("alert evaluation failed", metadata: ["error": "\(error)"])
       }
       let interval = await configuration.settings.evaluationInterval
-      await kpis.recorded.wait(timeout: interval)
-      try? await Task.sleep(for: gap)
+      await kpis.recorded.wait(timeout: interval, clock: clock)
+      try? await clock.sleep(for: gap)
     }
   }
 

@@ -12,7 +12,7 @@ public struct NotificationDispatcher: Sendable {
   public let store: AlertStore
   public let sender: NotificationSender
   public let journal: OrchestrationJournal?
-  public let clock: any WallClock
+  public let clock: any NovaClock
   /// The first retry's delay; each next one doubles, up to `maxDelay`.
   public var baseDelay: Duration
   public var maxDelay: Duration
@@ -20,7 +20,7 @@ public struct NotificationDispatcher: Sendable {
   public let logger: Logger
 
   public init(
-    store: AlertStore, sender: NotificationSender, journal: OrchestrationJournal?, clock: any WallClock = SystemWallClock(),
+    store: AlertStore, sender: NotificationSender, journal: OrchestrationJournal?, clock: any NovaClock = SystemClock(),
     baseDelay: Duration = .seconds(1), maxDelay: Duration = .seconds(300), maxAttempts: Int = 12, logger: Logger
   ) {
     self.store = store
@@ -92,7 +92,7 @@ public struct NotificationDispatcher: Sendable {
       } catch {
         logger.error("alert notification delivery failed", metadata: ["error": "\(error)"])
       }
-      await signal.wait(timeout: .seconds(1))
+      await signal.wait(timeout: .seconds(1), clock: clock)
     }
   }
 

@@ -52,11 +52,11 @@ public final class WakeSignal: Sendable {
     }
   }
 
-  /// Returns after a signal, after `timeout`, or when the task is cancelled.
-  public func wait(timeout: Duration) async {
+  /// Returns after a signal, after `timeout` of `clock`'s time, or when the task is cancelled.
+  public func wait(timeout: Duration, clock: any NovaClock = SystemClock()) async {
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.wait() }
-      group.addTask { try? await Task.sleep(for: timeout) }
+      group.addTask { try? await clock.sleep(for: timeout) }
       await group.next()
       group.cancelAll()
     }

@@ -46,7 +46,7 @@ public final class PolicyEngine: Sendable {
   /// Serialises reloads (never decisions).
   private let reloading = Mutex<Void>(())
   private let opaState = Mutex<(revision: String?, checkedHealth: Bool)>((nil, false))
-  private let clock: any PolicyClock
+  private let clock: any NovaClock
   private let recorder: (any DecisionRecorder)?
   private let logger: Logger
   /// Where the rules came from (nil: built in), for reloads and messages.
@@ -59,7 +59,7 @@ public final class PolicyEngine: Sendable {
   /// An engine over `document` (from `path`, when it came from a file).
   public init(
     document: PolicyDocument, path: String? = nil, recorder: (any DecisionRecorder)? = nil,
-    clock: any PolicyClock = SystemPolicyClock(), logger: Logger = Logger(label: "nova.policy")
+    clock: any NovaClock = SystemClock(), logger: Logger = Logger(label: "nova.policy")
   ) {
     self.path = path
     self.clock = clock
@@ -81,7 +81,7 @@ public final class PolicyEngine: Sendable {
 
   /// An engine over the file at `path`, or the built-in rules when `path` is nil.
   public convenience init(
-    path: String?, recorder: (any DecisionRecorder)? = nil, clock: any PolicyClock = SystemPolicyClock(),
+    path: String?, recorder: (any DecisionRecorder)? = nil, clock: any NovaClock = SystemClock(),
     logger: Logger = Logger(label: "nova.policy")
   ) throws(PolicyFileError) {
     let document = try path.map { path throws(PolicyFileError) in try PolicyDocument.load(path: path) } ?? .builtIn

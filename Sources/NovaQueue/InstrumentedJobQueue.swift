@@ -46,10 +46,10 @@ public final class InstrumentedJobQueue: JobQueue {
 
   /// The wrapped backend.
   public let base: any JobQueue
-  private let clock: any WallClock
+  private let clock: any NovaClock
   private let handles = Mutex<[String: Handles]>([:])
 
-  public init(_ base: any JobQueue, clock: any WallClock = SystemWallClock()) {
+  public init(_ base: any JobQueue, clock: any NovaClock = SystemClock()) {
     self.base = base
     self.clock = clock
   }

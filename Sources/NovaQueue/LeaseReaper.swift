@@ -10,8 +10,14 @@ public struct LeaseReaper: Service {
   /// Succeeded and cancelled jobs older than this are deleted; nil keeps them.
   public var retention: Duration?
   public var logger: Logger
+  /// Paces the passes and dates the purge.
+  public var clock: any NovaClock
 
-  public init(queue: any JobQueue, interval: Duration = .seconds(1), retention: Duration? = nil, logger: Logger) {
+  public init(
+    queue: any JobQueue, interval: Duration = .seconds(1), retention: Duration? = nil, logger: Logger,
+    clock: any NovaClock = SystemClock()
+  ) {
+    self.clock = clock
     self.queue = queue
     self.interval = interval
     self.retention = retention
@@ -20,7 +26,8 @@ public struct LeaseReaper: Service {
 
   /// Runs one pass: reap, then purge.
   @discardableResult
-  public func runOnce(now: Date = Date()) async throws -> ReapResult {
+  public func runOnce(now: Date? = nil) async throws -> ReapResult {
+    let now = now ?? clock.now()
     let result = try await AuditContext.$actor.withValue("reaper") { try await queue.reapExpiredLeases() }
     if !result.requeued.isEmpty || !result.dead.isEmpty {
       logger.notice(
@@ -40,7 +47,7 @@ public struct LeaseReaper: Service {
       } catch {
         logger.error("lease reaper pass failed", metadata: ["error": "\(error)"])
       }
-      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+      try? await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
     }
   }
 }

@@ -21,7 +21,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     public var busyTimeout: TimeInterval
     /// Most operations grouped into one transaction.
     public var maxBatchSize: Int
-    public var clock: any WallClock
+    public var clock: any NovaClock
     /// Records every job transition in the transaction that makes it (the audit log); nil
     /// records nothing.
     public var journal: (any JobTransitionJournal)?
@@ -29,7 +29,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     public init(
       path: String, synchronous: Synchronous = .normal, retryPolicy: RetryPolicy = RetryPolicy(),
       busyTimeout: TimeInterval = 10, maxBatchSize: Int = 1024,
-      clock: any WallClock = SystemWallClock(), journal: (any JobTransitionJournal)? = nil
+      clock: any NovaClock = SystemClock(), journal: (any JobTransitionJournal)? = nil
     ) {
       self.path = path
       self.synchronous = synchronous
@@ -51,7 +51,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   /// The queue in `database` (its tables created on first use), recording transitions in
   /// `journal` when given.
   public init(
-    database: NovaDatabase, retryPolicy: RetryPolicy = RetryPolicy(), clock: any WallClock = SystemWallClock(),
+    database: NovaDatabase, retryPolicy: RetryPolicy = RetryPolicy(), clock: any NovaClock = SystemClock(),
     journal: (any JobTransitionJournal)? = nil
   ) throws {
     self.database = database

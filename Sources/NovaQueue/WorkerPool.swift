@@ -68,14 +68,14 @@ public final class WorkerPool: Service {
   struct InFlight {
     var lease: JobLease
     let task: Task<Data?, any Error>
-    let deadline: ContinuousClock.Instant
-    var lastHeartbeat: ContinuousClock.Instant
+    let deadline: Duration
+    var lastHeartbeat: Duration
     var stopReason: StopReason?
   }
 
   struct Buffered {
     var lease: JobLease
-    var lastHeartbeat: ContinuousClock.Instant
+    var lastHeartbeat: Duration
   }
 
   struct State {
@@ -93,14 +93,14 @@ public final class WorkerPool: Service {
     var finishedSinceTick = 0
     /// Jobs finished per second, smoothed.
     var pace: Double = 0
-    var stopDeadline: ContinuousClock.Instant?
+    var stopDeadline: Duration?
     var forceStopped = false
     /// Successes being written, by job: their leases are still heartbeated, so that a store
     /// that is slow or briefly down does not let them expire (and the job run again, or be
     /// dead-lettered by the reaper) while the write is retried.
     var recording: [JobID: Buffered] = [:]
     /// After a handler or the store reported the store unavailable, claims wait until then.
-    var pausedUntil: ContinuousClock.Instant?
+    var pausedUntil: Duration?
     /// The next pause, doubled on every unavailable outcome and reset by a recorded one.
     var storeBackoff: Duration = .milliseconds(100)
 
@@ -142,7 +142,8 @@ public final class WorkerPool: Service {
   private let fetchWake = WakeSignal()
   /// Wakes the recorder: successes to record.
   private let recordWake = WakeSignal()
-  private let clock = ContinuousClock()
+  /// Deadlines, heartbeats and pauses are kept on this clock (a test clock in timing tests).
+  private let clock: any NovaClock
   private var maxPrefetch: Int { configuration.prefetch ?? configuration.concurrency * 32 }
   private var maxUnrecorded: Int { configuration.concurrency * 4 + maxPrefetch }
 
@@ -152,7 +153,10 @@ public final class WorkerPool: Service {
     return min(maxPrefetch, Int(state.pace * 0.1))
   }
 
-  public init(queue: any JobQueue, registry: JobRegistry, configuration: Configuration, logger: Logger) {
+  public init(
+    queue: any JobQueue, registry: JobRegistry, configuration: Configuration, logger: Logger, clock: any NovaClock = SystemClock()
+  ) {
+    self.clock = clock
     self.queue = queue
     self.registry = registry
     self.configuration = configuration
@@ -183,7 +187,7 @@ public final class WorkerPool: Service {
 
   /// Stops claiming; in-flight jobs get the grace period to finish.
   public func shutdown() {
-    let deadline = clock.now.advanced(by: configuration.shutdownGracePeriod)
+    let deadline = clock.uptime() + configuration.shutdownGracePeriod
     state.withLock { state in
       if !state.stopping {
         state.stopping = true
@@ -209,8 +213,8 @@ public final class WorkerPool: Service {
         await fetchWake.wait()
         continue
       }
-      if let pausedUntil = state.withLock({ $0.pausedUntil }), clock.now < pausedUntil {
-        await fetchWake.wait(timeout: pausedUntil - clock.now)
+      if let pausedUntil = state.withLock({ $0.pausedUntil }), clock.uptime() < pausedUntil {
+        await fetchWake.wait(timeout: pausedUntil - clock.uptime(), clock: clock)
         continue
       }
       let leases: [JobLease]
@@ -227,7 +231,7 @@ public final class WorkerPool: Service {
         await queue.waitForJobs(timeout: configuration.pollInterval)
         continue
       }
-      let now = clock.now
+      let now = clock.uptime()
       let stopping = state.withLock { state -> Bool in
         state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
         return state.stopping
@@ -284,10 +288,10 @@ public final class WorkerPool: Service {
       let payload = job.payload
       let run = entry.run
       let task = Task { try await run(payload, context) }
-      let now = clock.now
+      let now = clock.uptime()
       let forced = state.withLock { state -> Bool in
         state.inFlight[job.id] = InFlight(
-          lease: lease, task: task, deadline: now.advanced(by: entry.timeout ?? configuration.jobTimeout),
+          lease: lease, task: task, deadline: now + (entry.timeout ?? configuration.jobTimeout),
           lastHeartbeat: now, stopReason: state.forceStopped ? .shutdown : nil)
         return state.forceStopped
       }
@@ -358,7 +362,7 @@ public final class WorkerPool: Service {
   /// leases heartbeated meanwhile) until it answers or the pool is forced to stop; any other
   /// error is tried three times.
   private func recordWithRetries(_ batch: [JobCompletion]) async -> [Bool]? {
-    let now = clock.now
+    let now = clock.uptime()
     let leases = Dictionary(batch.map { ($0.lease.id, $0) }, uniquingKeysWith: { first, _ in first })
     state.withLock { state in
       for (id, entry) in leases { state.recording[id] = Buffered(lease: entry.lease, lastHeartbeat: now) }
@@ -379,7 +383,7 @@ public final class WorkerPool: Service {
           "could not record completions",
           metadata: ["jobs": "\(batch.count)", "transient": "\(transient)", "error": "\(error)"])
         if failures >= 3 || forced { return nil }
-        try? await Task.sleep(for: delay)
+        try? await clock.sleep(for: delay)
         delay = min(delay * 2, .seconds(1))
       }
     }
@@ -396,9 +400,9 @@ public final class WorkerPool: Service {
   /// The store was unavailable (to the pool or to a handler): claims wait a growing pause, so
   /// that jobs given back are not claimed and failed again in a tight loop.
   private func storeUnavailable() {
-    let now = clock.now
+    let now = clock.uptime()
     state.withLock { state in
-      state.pausedUntil = now.advanced(by: state.storeBackoff)
+      state.pausedUntil = now + state.storeBackoff
       state.storeBackoff = min(state.storeBackoff * 2, .seconds(5))
     }
   }
@@ -450,9 +454,9 @@ public final class WorkerPool: Service {
         (state.stopping || Task.isCancelled) && state.inFlight.isEmpty && state.unrecorded == 0 && state.buffered == 0
       }
       if done { return }
-      let tickStart = clock.now
-      try? await Task.sleep(for: tick)
-      let now = clock.now
+      let tickStart = clock.uptime()
+      try? await clock.sleep(for: tick)
+      let now = clock.uptime()
       let elapsed = max((now - tickStart).seconds, 0.001)
       state.withLock { state in
         state.pace = 0.7 * state.pace + 0.3 * Double(state.finishedSinceTick) / elapsed
@@ -489,7 +493,7 @@ public final class WorkerPool: Service {
     }
   }
 
-  private func heartbeat(_ leases: [JobLease], at now: ContinuousClock.Instant) async {
+  private func heartbeat(_ leases: [JobLease], at now: Duration) async {
     let outcomes: [JobID: HeartbeatOutcome]
     do {
       outcomes = try await queue.heartbeat(leases, leaseDuration: configuration.leaseDuration)

@@ -12,7 +12,7 @@ public final class RedisJobQueue: JobQueue {
   public struct Configuration: Sendable {
     public var client: RedisClient.Configuration
     public var retryPolicy: RetryPolicy
-    public var clock: any WallClock
+    public var clock: any NovaClock
     /// First part of every key.
     public var keyPrefix: String
     /// Write an audit record of every state change (in each queue's `audit` stream).
@@ -20,7 +20,7 @@ public final class RedisJobQueue: JobQueue {
 
     public init(
       client: RedisClient.Configuration, retryPolicy: RetryPolicy = RetryPolicy(),
-      clock: any WallClock = SystemWallClock(), keyPrefix: String = "nova", audit: Bool = true
+      clock: any NovaClock = SystemClock(), keyPrefix: String = "nova", audit: Bool = true
     ) {
       self.client = client
       self.retryPolicy = retryPolicy

@@ -35,7 +35,7 @@ public final class ActivityCollector: Service, Sendable {
 
   private struct State {
     var cursor: Int64?
-    var lastTick: ContinuousClock.Instant?
+    var lastTick: Duration?
     var queues: Set<String> = []
   }
 
@@ -43,36 +43,41 @@ public final class ActivityCollector: Service, Sendable {
   public let kpis: KPIStore?
   public let interval: Duration
   public let logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public let clock: any NovaClock
   private let state = Mutex(State())
 
-  public init(audit: AuditLog, kpis: KPIStore?, interval: Duration = .seconds(15), logger: Logger) {
+  public init(audit: AuditLog, kpis: KPIStore?, interval: Duration = .seconds(15), logger: Logger, clock: any NovaClock = SystemClock()) {
     self.audit = audit
     self.kpis = kpis
     self.interval = interval
     self.logger = logger
+    self.clock = clock
   }
 
   /// Starts counting from the end of the log (history before the server started is not a rate).
   public func start() async throws {
     let size = try await audit.size()
+    let now = clock.uptime()
     state.withLock {
       $0.cursor = size
-      $0.lastTick = .now
+      $0.lastTick = now
     }
   }
 
   /// Reads the entries since the last tick and records their rates and percentiles; returns the samples.
   @discardableResult
   public func tick(now: Date = Date()) async throws -> [KPISample] {
-    guard let (cursor, lastTick) = state.withLock({ s in s.cursor.map { ($0, s.lastTick ?? .now) } }) else {
+    let tickTime = clock.uptime()
+    guard let (cursor, lastTick) = state.withLock({ s in s.cursor.map { ($0, s.lastTick ?? tickTime) } }) else {
       try await start()
       return []
     }
     let activity = try await audit.activity(after: cursor)
-    let elapsed = max((ContinuousClock.now - lastTick).seconds, 0.001)
+    let elapsed = max((tickTime - lastTick).seconds, 0.001)
     let queues = state.withLock { s -> Set<String> in
       s.cursor = activity.through
-      s.lastTick = .now
+      s.lastTick = tickTime
       s.queues.formUnion(activity.queues.keys)
       return s.queues
     }
@@ -140,7 +145,7 @@ public final class ActivityCollector: Service, Sendable {
   public func run() async throws {
     try await start()
     // The first rate needs a whole interval behind it.
-    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-    await runPeriodically(every: interval, logger: logger, what: "activity collection", finalTick: true) { try await tick() }
+    try? await cancelWhenGracefulShutdown { try await self.clock.sleep(for: self.interval) }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "activity collection", finalTick: true) { try await tick() }
   }
 }

@@ -137,7 +137,7 @@ struct AlertsController {
 /// `GET /v1/journal?since=1h&kind=alert.&limit=`: the orchestration journal.
 struct JournalController {
   let journal: OrchestrationJournal
-  let clock: any WallClock
+  let clock: any NovaClock
 
   struct EntryResource: Encodable {
     var seq: Int64

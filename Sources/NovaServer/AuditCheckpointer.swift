@@ -22,18 +22,21 @@ public struct AuditCheckpointer: Service {
   public var source: (any TransitionSource)?
   public var interval: Duration
   public var logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public var clock: any NovaClock
   /// Where audit coverage is also kept as a KPI (`audit.coverage`), if anywhere.
   public var kpis: KPIStore?
 
   public init(
     security: SecurityContext, jobs: any JobStateListing, source: (any TransitionSource)? = nil,
-    interval: Duration = .seconds(60), logger: Logger, kpis: KPIStore? = nil
+    interval: Duration = .seconds(60), logger: Logger, kpis: KPIStore? = nil, clock: any NovaClock = SystemClock()
   ) {
     self.security = security
     self.jobs = jobs
     self.source = source
     self.interval = interval
     self.logger = logger
+    self.clock = clock
     self.kpis = kpis
   }
 
@@ -58,6 +61,6 @@ public struct AuditCheckpointer: Service {
   }
 
   public func run() async throws {
-    await runPeriodically(every: interval, logger: logger, what: "audit checkpoint", finalTick: true) { try await tick() }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "audit checkpoint", finalTick: true) { try await tick() }
   }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NovaCore
 import Metrics
 import NovaQueue
 import NovaSecurity
@@ -15,12 +16,15 @@ public struct AuditImporter: Service {
   public var source: any TransitionSource
   public var interval: Duration
   public var logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public var clock: any NovaClock
 
-  public init(security: SecurityContext, source: any TransitionSource, interval: Duration = .seconds(1), logger: Logger) {
+  public init(security: SecurityContext, source: any TransitionSource, interval: Duration = .seconds(1), logger: Logger, clock: any NovaClock = SystemClock()) {
     self.security = security
     self.source = source
     self.interval = interval
     self.logger = logger
+    self.clock = clock
   }
 
   /// One pass: imports until nothing is pending.
@@ -31,7 +35,7 @@ public struct AuditImporter: Service {
   }
 
   public func run() async throws {
-    await runPeriodically(every: interval, logger: logger, what: "audit import", finalTick: true) { try await tick() }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "audit import", finalTick: true) { try await tick() }
   }
 }
 

@@ -106,7 +106,7 @@ struct ComplianceReporter: Sendable {
 struct ComplianceController {
   let reporter: ComplianceReporter
   let evidence: @Sendable (_ since: Int64?, _ until: Int64?) async throws -> [UInt8]
-  let clock: any WallClock
+  let clock: any NovaClock
 
   func addRoutes(to router: Router<NovaRequestContext>) {
     router.get("lux", use: page)

@@ -13,7 +13,7 @@ struct JobsController {
   let queue: any JobQueue
   let registry: JobRegistry
   let maxPayloadBytes: Int
-  let clock: any WallClock
+  let clock: any NovaClock
   let gate: PolicyGate?
 
   private func check(_ action: String, _ context: Context, id: JobID?, queue name: String, kind: String) async throws {

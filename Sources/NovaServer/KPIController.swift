@@ -7,7 +7,7 @@ import NovaSecurity
 /// `POST /v1/kpis` (operator) and `GET /v1/kpis?name=&since=&until=&label=k=v&limit=`.
 struct KPIController {
   let store: KPIStore
-  let clock: any WallClock
+  let clock: any NovaClock
 
   struct SampleBody: Decodable {
     var name: String

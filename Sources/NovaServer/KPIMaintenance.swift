@@ -12,13 +12,16 @@ public struct KPIMaintenance: Service {
   public var retention: Duration
   public var interval: Duration
   public var logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public var clock: any NovaClock
 
-  public init(store: KPIStore, dataDirectory: String, retention: Duration, interval: Duration = .seconds(300), logger: Logger) {
+  public init(store: KPIStore, dataDirectory: String, retention: Duration, interval: Duration = .seconds(300), logger: Logger, clock: any NovaClock = SystemClock()) {
     self.store = store
     self.dataDirectory = dataDirectory
     self.retention = retention
     self.interval = interval
     self.logger = logger
+    self.clock = clock
   }
 
   /// One pass at `now` (ms).
@@ -34,6 +37,6 @@ public struct KPIMaintenance: Service {
   }
 
   public func run() async throws {
-    await runPeriodically(every: interval, logger: logger, what: "KPI maintenance", finalTick: true) { try await tick() }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "KPI maintenance", finalTick: true) { try await tick() }
   }
 }

@@ -70,7 +70,7 @@ public struct NovaServer: Sendable {
   public let queue: any JobQueue
   public let registry: JobRegistry
   public let logger: Logger
-  public let clock: any WallClock
+  public let clock: any NovaClock
   /// Tokens, audit and signing; nil serves without authentication (tests of the routes alone).
   public let security: SecurityContext?
   /// Where job transitions wait to be moved into the audit log (a Redis queue), if anywhere.
@@ -96,7 +96,7 @@ public struct NovaServer: Sendable {
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
     security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, policy: PolicyEngine? = nil,
     alerting: AlertingConfiguration? = nil, alertSecrets: [String: String] = [:], logger: Logger,
-    clock: any WallClock = SystemWallClock()
+    clock: any NovaClock = SystemClock()
   ) {
     NovaMetrics.bootstrap()
     self.configuration = configuration
@@ -216,31 +216,31 @@ public struct NovaServer: Sendable {
     if configuration.workers > 0 {
       var poolConfiguration = configuration.pool
       poolConfiguration.concurrency = configuration.workers
-      let made = WorkerPool(queue: queue, registry: registry, configuration: poolConfiguration, logger: logger)
+      let made = WorkerPool(queue: queue, registry: registry, configuration: poolConfiguration, logger: logger, clock: clock)
       pool = made
       services.append(made)
     }
-    services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger))
+    services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger, clock: clock))
     services.append(
-      QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis))
+      QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis, clock: clock))
     if let kpis, let dataDirectory = configuration.dataDirectory {
-      services.append(KPIMaintenance(store: kpis, dataDirectory: dataDirectory, retention: configuration.kpiRetention, logger: logger))
+      services.append(KPIMaintenance(store: kpis, dataDirectory: dataDirectory, retention: configuration.kpiRetention, logger: logger, clock: clock))
     }
     if let security {
-      services.append(ActivityCollector(audit: security.audit, kpis: kpis, interval: configuration.metricsInterval, logger: logger))
+      services.append(ActivityCollector(audit: security.audit, kpis: kpis, interval: configuration.metricsInterval, logger: logger, clock: clock))
       if let transitionSource {
-        services.append(AuditImporter(security: security, source: transitionSource, logger: logger))
+        services.append(AuditImporter(security: security, source: transitionSource, logger: logger, clock: clock))
       }
       services.append(
         AuditCheckpointer(
           security: security, jobs: jobs, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
-          kpis: kpis))
+          kpis: kpis, clock: clock))
     }
     if let alerts, let alertDispatcher {
       services.append(AlertService(engine: alerts, dispatcher: alertDispatcher, journal: journal, path: configuration.thresholdsPath, logger: logger))
     }
     if let policy {
-      services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger))
+      services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger, clock: clock))
     }
     return (pool, services)
   }

@@ -1,10 +1,11 @@
 import Logging
+import NovaCore
 import ServiceLifecycle
 
 /// Runs `tick` every `interval` until graceful shutdown (logging failures as `what` failed),
 /// then once more when `finalTick`, so that work done at shutdown is not lost.
 func runPeriodically(
-  every interval: Duration, logger: Logger, what: String, finalTick: Bool, _ tick: () async throws -> Void
+  every interval: Duration, clock: any NovaClock, logger: Logger, what: String, finalTick: Bool, _ tick: () async throws -> Void
 ) async {
   while !Task.isShuttingDownGracefully && !Task.isCancelled {
     do {
@@ -12,7 +13,7 @@ func runPeriodically(
     } catch {
       logger.error("\(what) failed", metadata: ["error": "\(error)"])
     }
-    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+    try? await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
   }
   guard finalTick else { return }
   do {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NovaCore
 import NovaPolicy
 import NovaSecurity
 import ServiceLifecycle
@@ -13,13 +14,16 @@ public struct PolicyService: Service {
   public var baseline: PolicyBaseline?
   public var interval: Duration
   public var logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public var clock: any NovaClock
 
-  public init(engine: PolicyEngine, audit: AuditLog?, baseline: PolicyBaseline?, interval: Duration = .seconds(30), logger: Logger) {
+  public init(engine: PolicyEngine, audit: AuditLog?, baseline: PolicyBaseline?, interval: Duration = .seconds(30), logger: Logger, clock: any NovaClock = SystemClock()) {
     self.engine = engine
     self.audit = audit
     self.baseline = baseline
     self.interval = interval
     self.logger = logger
+    self.clock = clock
   }
 
   public func run() async throws {
@@ -42,7 +46,7 @@ public struct PolicyService: Service {
             let drift = engine.drift(from: baseline)
             if drift.drifted { logger.warning("policy drift", metadata: ["differences": "\(drift.differences)"]) }
           }
-          try? await Task.sleep(for: interval)
+          try? await clock.sleep(for: interval)
         }
       }
       try? await gracefulShutdown()

@@ -17,14 +17,17 @@ public struct QueueMetricsCollector: Service {
   public var pool: WorkerPool?
   public var interval: Duration
   public var logger: Logger
+  /// Paces the passes (a test clock in timing tests).
+  public var clock: any NovaClock
   /// Where queue depth is also kept as KPIs (`queue.depth{queue,state}`), if anywhere.
   public var kpis: KPIStore?
 
-  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger, kpis: KPIStore? = nil) {
+  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger, kpis: KPIStore? = nil, clock: any NovaClock = SystemClock()) {
     self.queue = queue
     self.pool = pool
     self.interval = interval
     self.logger = logger
+    self.clock = clock
     self.kpis = kpis
   }
 
@@ -50,6 +53,6 @@ public struct QueueMetricsCollector: Service {
   }
 
   public func run() async throws {
-    await runPeriodically(every: interval, logger: logger, what: "queue metrics collection", finalTick: true) { try await collect() }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "queue metrics collection", finalTick: true) { try await collect() }
   }
 }

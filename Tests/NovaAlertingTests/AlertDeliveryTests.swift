@@ -16,7 +16,7 @@ struct AlertFixture {
   static let webhookSecret = "hook-secret"
 
   let directory: URL
-  let clock = ManualWallClock(Date(timeIntervalSince1970: 1_800_000_000))
+  let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
   let queue: SQLiteJobQueue
   let kpis: KPIStore
   let journal: OrchestrationJournal

@@ -47,7 +47,7 @@ struct DecisionCacheTests {
   }
 
   @Test func allowAndDenyCachesExpireOnTheirOwnClock() async throws {
-    let clock = ManualPolicyClock()
+    let clock = TestClock()
     var document = try PolicyDocument.parse(
       "rules:\n  - name: read\n    effect: allow\n    actions: read\n  - name: no-submit\n    effect: deny\n    actions: submit\n", file: "p")
     document.cache.allowTTL = .seconds(60)

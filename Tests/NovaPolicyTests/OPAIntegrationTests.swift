@@ -28,7 +28,7 @@ struct OPAIntegrationTests {
 
   /// An engine asking `server`; the timeout is generous (a loaded test machine) except where a
   /// test is about timeouts.
-  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", timeoutMS: Int = 3000, clock: ManualPolicyClock = ManualPolicyClock()) throws -> PolicyEngine {
+  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", timeoutMS: Int = 3000, clock: TestClock = TestClock()) throws -> PolicyEngine {
     let yaml = """
       rules:
         - name: local-admins
@@ -87,7 +87,7 @@ struct OPAIntegrationTests {
   @Test func whenOPAIsDownEachFallbackModeDecides() async throws {
     let server = try OPATestServer(policies: ["authz.rego": Self.rego])
     defer { server.stop() }
-    let clock = ManualPolicyClock()
+    let clock = TestClock()
     let closed = try engine(server, clock: clock)
     let stale = try engine(server, mode: "stale-if-error\n  stale_max_age_seconds: 600", clock: clock)
     let open = try engine(server, mode: "fail-open\n  fail_open_actions: [read, submit]", clock: clock)

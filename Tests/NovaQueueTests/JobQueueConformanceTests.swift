@@ -7,7 +7,7 @@ import Testing
 /// The backend contract, written once against `JobQueue` and run for every backend.
 @Suite("JobQueue conformance", .timeLimit(.minutes(5)))
 struct JobQueueConformanceTests {
-  let clock = ManualWallClock()
+  let clock = TestClock()
   let leaseTime: Duration = .seconds(30)
 
   func makeQueue(_ backend: QueueBackend, retry: RetryPolicy = RetryPolicy(baseDelay: 10, maxDelay: 100, jitter: 0))

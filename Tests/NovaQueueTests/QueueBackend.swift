@@ -9,7 +9,7 @@ import NovaTestSupport
 /// A queue backend under test. The conformance suite runs once per entry of `all`.
 struct QueueBackend: CustomTestStringConvertible, Sendable {
   let name: String
-  let make: @Sendable (_ clock: any WallClock, _ retry: RetryPolicy) throws -> any JobQueue
+  let make: @Sendable (_ clock: any NovaClock, _ retry: RetryPolicy) throws -> any JobQueue
 
   var testDescription: String { name }
 

@@ -26,9 +26,21 @@ struct WorkerPoolTests {
     return logger
   }()
 
-  func makeQueue(retry: RetryPolicy = RetryPolicy(baseDelay: 0.01, maxDelay: 0.05, jitter: 0)) throws -> SQLiteJobQueue {
-    let path = try TemporaryDirectory.make().appendingPathComponent("queue.sqlite").path
-    return try SQLiteJobQueue(configuration: .init(path: path, retryPolicy: retry))
+  func makeQueue(
+    _ backend: QueueBackend, clock: any NovaClock = SystemClock(),
+    retry: RetryPolicy = RetryPolicy(baseDelay: 0.01, maxDelay: 0.05, jitter: 0)
+  ) throws -> any JobQueue {
+    try backend.make(clock, retry)
+  }
+
+  /// Advances `clock` by `step` and waits until `parked` tasks sleep on it again (or `done`
+  /// holds): what the step set off (a heartbeat round, a retry) has then finished.
+  func step(_ clock: TestClock, by step: Duration, parked: Int, or done: () async throws -> Bool = { false }) async throws {
+    clock.advance(by: step)
+    try await eventually("the pool to settle after a step", timeout: .seconds(30), poll: .milliseconds(1)) {
+      if clock.sleeperCount >= parked { return true }
+      return try await done()
+    }
   }
 
   func poolConfiguration(
@@ -41,25 +53,38 @@ struct WorkerPoolTests {
 
   /// Runs a pool while `body` runs, then shuts it down and waits for it.
   func withPool(
-    queue: any JobQueue, registry: JobRegistry, configuration: WorkerPool.Configuration,
+    queue: any JobQueue, registry: JobRegistry, configuration: WorkerPool.Configuration, clock: any NovaClock = SystemClock(),
     _ body: (WorkerPool) async throws -> Void
   ) async throws {
-    let pool = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)
+    let pool = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger, clock: clock)
+    let stopped = TestFlag()
     try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await pool.run() }
+      group.addTask {
+        try await pool.run()
+        stopped.set()
+      }
+      var failure: (any Error)?
       do {
         try await body(pool)
       } catch {
-        pool.shutdown()
-        throw error
+        failure = error
       }
       pool.shutdown()
+      // On a test clock the pool's loops wait for time to pass, shutdown's grace period too.
+      if let clock = clock as? TestClock {
+        while !stopped.isSet {
+          clock.advance(by: .milliseconds(100))
+          try await Task.sleep(for: .milliseconds(2))
+        }
+      }
       try await group.waitForAll()
+      if let failure { throw failure }
     }
   }
 
-  @Test func runsBuiltinJobsAndStoresResults() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func runsBuiltinJobsAndStoresResults(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let echo: JobID = try await queue.enqueue(JobRequest(kind: "echo", payload: Data(#"{"x":[1,2]}"#.utf8)))
     let sleep: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":5}"#.utf8)))
     let noop: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
@@ -71,8 +96,9 @@ struct WorkerPoolTests {
     #expect(try await queue.get(noop)?.result == nil)
   }
 
-  @Test func failingJobIsRetriedUntilItSucceeds() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func failingJobIsRetriedUntilItSucceeds(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "fail", payload: Data(#"{"times":2}"#.utf8), maxAttempts: 5))
     try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration()) { _ in
       try await eventually("retried job to succeed") { try await queue.get(id)?.state == .succeeded }
@@ -82,8 +108,9 @@ struct WorkerPoolTests {
     #expect(try JSONValue.parse(try #require(job.result)) == .object(["attempts": .int(3)]))
   }
 
-  @Test func jobOutOfAttemptsIsDeadLettered() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func jobOutOfAttemptsIsDeadLettered(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "fail", payload: Data(#"{"times":9,"message":"gpu on fire"}"#.utf8), maxAttempts: 2))
     let unknown: JobID = try await queue.enqueue(JobRequest(kind: "not-registered"))
     let badPayload: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":"soon"}"#.utf8)))
@@ -96,19 +123,25 @@ struct WorkerPoolTests {
     #expect(try await queue.get(badPayload)?.attempts == 1)
   }
 
-  @Test func jobOverItsTimeoutIsCancelledAndFails() async throws {
-    let queue = try makeQueue()
-    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":30000}"#.utf8), maxAttempts: 1))
-    let start = ContinuousClock.now
-    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(timeout: .milliseconds(300))) { _ in
+  @Test(arguments: QueueBackend.all)
+  func jobOverItsTimeoutIsCancelledAndFails(backend: QueueBackend) async throws {
+    let clock = TestClock()
+    let queue = try makeQueue(backend, clock: clock)
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":60000}"#.utf8), maxAttempts: 1))
+    try await withPool(
+      queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(timeout: .seconds(5)), clock: clock
+    ) { pool in
+      try await eventually("the job to start") { pool.runningCount == 1 && clock.sleeperCount >= 1 }
+      // Past the timeout on the pool's clock; the handler's own minute has not passed.
+      try await step(clock, by: .seconds(6), parked: 1)
       try await eventually("timed-out job to be dead") { try await queue.get(id)?.state == .dead }
     }
-    #expect(ContinuousClock.now - start < .seconds(10))
-    #expect(try await queue.get(id)?.lastError?.contains("timed out") == true)
+    #expect(try await queue.get(id)?.lastError?.contains("timed out after 5.0 s") == true)
   }
 
-  @Test func cancellingARunningJobCancelsItsHandler() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func cancellingARunningJobCancelsItsHandler(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let sawCancellation = Mutex(false)
     var registry = JobRegistry()
     registry.register("wait", parameters: TestParameters.self) { _, _ in
@@ -131,31 +164,38 @@ struct WorkerPoolTests {
     #expect(try await queue.get(id)?.state == .cancelled)
   }
 
-  @Test func heartbeatsKeepALongJobLeased() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func heartbeatsKeepALongJobLeased(backend: QueueBackend) async throws {
+    let clock = TestClock()
+    let queue = try makeQueue(backend, clock: clock)
     let ledger = RunLedger()
     var registry = JobRegistry()
     registry.register("long", parameters: TestParameters.self) { _, context in
       ledger.record(context.id)
-      try await Task.sleep(for: .milliseconds(3000))
+      try await clock.sleep(for: .seconds(10))
       return EmptyResult()
     }
-    let id: JobID = try await queue.enqueue(JobRequest(kind: "long"))
-    let reaper = LeaseReaper(queue: queue, interval: .milliseconds(50), logger: logger)
-    // The job outlives its lease more than twice; a lease long enough that a loaded test machine
-    // still gets a heartbeat in before it runs out.
-    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(1200))) { _ in
-      try await eventually("long job to succeed") {
-        try await reaper.runOnce()
-        return try await queue.get(id)?.state == .succeeded
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "long", maxAttempts: 1))
+    let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger, clock: clock)
+    // The job runs ten leases long; the reaper looks at every tenth of a lease.
+    try await withPool(
+      queue: queue, registry: registry, configuration: poolConfiguration(lease: .seconds(1)), clock: clock
+    ) { pool in
+      try await eventually("the job to start") { pool.runningCount == 1 && clock.sleeperCount == 2 }
+      for _ in 0..<120 where pool.runningCount == 1 {
+        try await step(clock, by: .milliseconds(100), parked: 2) { pool.runningCount == 0 }
+        let result = try await reaper.runOnce()
+        #expect(result.requeued.isEmpty && result.dead.isEmpty, "the reaper took a heartbeated lease")
       }
+      try await eventually("long job to succeed") { try await queue.get(id)?.state == .succeeded }
     }
     #expect(ledger.count(id) == 1)
     #expect(try await queue.get(id)?.attempts == 1)
   }
 
-  @Test func gracefulShutdownLetsInFlightJobsFinish() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func gracefulShutdownLetsInFlightJobsFinish(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":400}"#.utf8)))
     try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(grace: .seconds(10))) { pool in
       // Running in the pool, not only claimed: a claimed job still in the prefetch buffer is
@@ -165,22 +205,38 @@ struct WorkerPoolTests {
     #expect(try await queue.get(id)?.state == .succeeded)
   }
 
-  @Test func shutdownPastTheGracePeriodReleasesLeases() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func shutdownPastTheGracePeriodReleasesLeases(backend: QueueBackend) async throws {
+    let clock = TestClock()
+    let queue = try makeQueue(backend, clock: clock)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":60000}"#.utf8)))
-    let start = ContinuousClock.now
-    try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(grace: .milliseconds(200))) { _ in
-      try await eventually("job to start") { try await queue.get(id)?.state == .running }
+    let pool = WorkerPool(
+      queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(grace: .seconds(2)), logger: logger,
+      clock: clock)
+    let stopped = TestFlag()
+    let task = Task {
+      try await pool.run()
+      stopped.set()
     }
-    #expect(ContinuousClock.now - start < .seconds(10))
+    try await eventually("job to start") { try await queue.get(id)?.state == .running && clock.sleeperCount >= 1 }
+    pool.shutdown()
+    try await step(clock, by: .seconds(1), parked: 1)
+    #expect(!stopped.isSet, "the pool stopped before its grace period ended")
+    // Past the grace period: the handler is cancelled and its lease released.
+    try await eventually("the pool to stop") {
+      clock.advance(by: .seconds(1))
+      return stopped.isSet
+    }
+    try await task.value
     let job = try #require(try await queue.get(id))
     #expect(job.state == .available)
     #expect(job.attempts == 0)
     #expect(job.leaseOwner == nil)
   }
 
-  @Test func cancellingThePoolTaskReleasesLeasesAtOnce() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func cancellingThePoolTaskReleasesLeasesAtOnce(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":60000}"#.utf8)))
     let pool = WorkerPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(), logger: logger)
     let task = Task { try await pool.run() }
@@ -190,8 +246,9 @@ struct WorkerPoolTests {
     #expect(try await queue.get(id)?.state == .available)
   }
 
-  @Test func stressThousandJobsTenWorkersEachCompletedExactlyOnce() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func stressThousandJobsTenWorkersEachCompletedExactlyOnce(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let ledger = RunLedger()
     var registry = JobRegistry()
     registry.register("count", parameters: TestParameters.self) { parameters, context in
@@ -224,50 +281,62 @@ struct WorkerPoolTests {
     #expect(stats.total(.available) + stats.total(.running) + stats.total(.dead) + stats.total(.failed) == 0)
   }
 
-  @Test func leaseReaperServiceRequeuesAndPurges() async throws {
-    let clock = ManualWallClock()
-    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
-    let queue = try SQLiteJobQueue(configuration: .init(path: path, clock: clock))
+  @Test(arguments: QueueBackend.all)
+  func leaseReaperServiceRequeuesAndPurges(backend: QueueBackend) async throws {
+    let clock = TestClock()
+    let queue = try makeQueue(backend, clock: clock)
     let done: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
     let lease = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(60), limit: 1).first)
     try await queue.complete(lease, result: nil)
     let stuck: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
     _ = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1)
     clock.advance(by: 3600)
-    let reaper = LeaseReaper(queue: queue, interval: .milliseconds(10), retention: .seconds(60), logger: logger)
-    let result = try await reaper.runOnce(now: clock.now())
+    let reaper = LeaseReaper(queue: queue, interval: .seconds(1), retention: .seconds(60), logger: logger, clock: clock)
+    let result = try await reaper.runOnce()
     #expect(result.requeued == [stuck])
     #expect(try await queue.get(done) == nil)
+    // As a service: a pass, then one every interval of the reaper's clock.
+    let again = try #require(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1).first)
+    #expect(again.id == stuck)
     let task = Task { try await reaper.run() }
-    try await Task.sleep(for: .milliseconds(50))
+    try await eventually("the reaper to wait for its next pass") { clock.sleeperCount == 1 }
+    #expect(try await queue.get(stuck)?.state == .running)
+    try await step(clock, by: .seconds(2), parked: 1)
+    #expect(try await queue.get(stuck)?.state == .available)
     task.cancel()
     _ = await task.result
-    #expect(try await queue.get(stuck)?.state == .available)
   }
 
   /// A handler succeeded but the store was down while its success was being written, for
   /// longer than the lease: the pool keeps the lease alive and retries, and the job (one
   /// attempt only) ends succeeded instead of being dead-lettered by the reaper.
-  @Test func successIsRecordedAfterTheStoreComesBackWithoutDeadLettering() async throws {
-    let base = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func successIsRecordedAfterTheStoreComesBackWithoutDeadLettering(backend: QueueBackend) async throws {
+    let clock = TestClock()
+    let base = try makeQueue(backend, clock: clock)
     let queue = FlakyJobQueue(base, failing: [.complete])
     let id: JobID = try await base.enqueue(JobRequest(kind: "noop", maxAttempts: 1))
-    let reaper = Task {
-      while !Task.isCancelled {
-        _ = try? await base.reapExpiredLeases()
-        try? await Task.sleep(for: .milliseconds(50))
-      }
-    }
-    defer { reaper.cancel() }
+    let reaper = LeaseReaper(queue: base, interval: .seconds(1), logger: logger, clock: clock)
     try await withPool(
-      queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(lease: .milliseconds(300))
+      queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(lease: .seconds(1)), clock: clock
     ) { _ in
-      try await eventually("completion attempts while the store is down") { queue.callCount(.complete) >= 4 }
-      // Well past the lease: only heartbeats kept the job from the reaper.
-      try await Task.sleep(for: .milliseconds(900))
+      // The supervisor and the recorder's retry both wait on the clock.
+      try await eventually("a completion attempt while the store is down") {
+        queue.callCount(.complete) >= 1 && clock.sleeperCount == 2
+      }
+      // Three leases long; only heartbeats keep the job from the reaper.
+      for _ in 0..<30 {
+        try await step(clock, by: .milliseconds(100), parked: 2)
+        let result = try await reaper.runOnce()
+        #expect(result.requeued.isEmpty && result.dead.isEmpty, "the reaper took the lease of a success being recorded")
+      }
+      #expect(queue.callCount(.complete) >= 4)
       #expect(try await base.get(id)?.state == .running)
       queue.setFailing([])
-      try await eventually("the success to be recorded") { try await base.get(id)?.state == .succeeded }
+      try await eventually("the success to be recorded") {
+        clock.advance(by: .milliseconds(100))
+        return try await base.get(id)?.state == .succeeded
+      }
     }
     let job = try #require(try await base.get(id))
     #expect(job.state == .succeeded)
@@ -276,8 +345,9 @@ struct WorkerPoolTests {
 
   /// A handler that meets an unavailable store gives the job back without spending its only
   /// attempt; it runs again once the store answers.
-  @Test func handlerMeetingAnUnavailableStoreIsRetriedNotDeadLettered() async throws {
-    let queue = try makeQueue()
+  @Test(arguments: QueueBackend.all)
+  func handlerMeetingAnUnavailableStoreIsRetriedNotDeadLettered(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
     let ledger = RunLedger()
     var registry = JobRegistry()
     registry.register("uses-store", parameters: TestParameters.self) { _, context in

@@ -11,7 +11,7 @@ import Testing
 
 @Suite("Audit of a Redis queue", .enabled(if: TestServers.redisAvailable, TestServers.redisMissing), .timeLimit(.minutes(5)))
 struct RedisAuditTests {
-  func redisQueue(clock: any WallClock, audit: Bool = true) throws -> RedisJobQueue {
+  func redisQueue(clock: any NovaClock, audit: Bool = true) throws -> RedisJobQueue {
     RedisJobQueue(
       configuration: .init(
         client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), clock: clock,
@@ -19,7 +19,7 @@ struct RedisAuditTests {
   }
 
   /// Drives one job through most transitions; the same calls on either backend.
-  func scenario(_ queue: any JobQueue, clock: ManualWallClock) async throws {
+  func scenario(_ queue: any JobQueue, clock: TestClock) async throws {
     let id: JobID = try await AuditContext.$actor.withValue("token:alice") {
       try await queue.enqueue(JobRequest(kind: "echo", queue: "gpu", maxAttempts: 2))
     }

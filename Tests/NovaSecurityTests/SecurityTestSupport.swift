@@ -4,11 +4,12 @@ import NovaCore
 import NovaDatabase
 import NovaQueue
 import NovaSecurity
+import NovaTestSupport
 
 /// A fresh Nova database with the audit journal, a manual clock and a signing key.
 struct SecurityFixture {
   let directory: URL
-  let clock = ManualWallClock(Date(timeIntervalSince1970: 1_800_000_000))
+  let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
   let queue: SQLiteJobQueue
   let security: SecurityContext
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Fresh folders for tests, under the system's temporary directory.
@@ -29,4 +30,17 @@ public func eventually(
   }
   Issue.record("timed out waiting for \(what)")
   throw TestFailure("timed out waiting for \(what)")
+}
+
+/// A flag that concurrent tasks set and read (a task that finished, a handler that ran).
+public final class TestFlag: Sendable {
+  private let value = Mutex(false)
+
+  public init() {}
+
+  /// Sets the flag.
+  public func set() { value.withLock { $0 = true } }
+
+  /// Whether the flag was set.
+  public var isSet: Bool { value.withLock { $0 } }
 }
