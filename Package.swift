@@ -29,6 +29,7 @@ let package = Package(
     .library(name: "NovaAlerting", targets: ["NovaAlerting"]),
     .library(name: "NovaBenchmarks", targets: ["NovaBenchmarks"]),
     .library(name: "NovaDashboards", targets: ["NovaDashboards"]),
+    .library(name: "NovaApplication", targets: ["NovaApplication"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
   ],
   dependencies: [
@@ -155,8 +156,17 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "NovaApplication",
+      dependencies: [
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaRedisQueue",
+        "NovaSecurity",
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "NovaServer",
       dependencies: [
+        "NovaApplication",
         "NovaCore",
         "NovaDatabase",
         "NovaAlerting",
@@ -178,6 +188,7 @@ let package = Package(
     .executableTarget(
       name: "nova",
       dependencies: [
+        "NovaApplication",
         "NovaBenchmarks",
         "NovaCore",
         "NovaDatabase",
@@ -192,6 +203,7 @@ let package = Package(
         "NovaServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ],
@@ -216,6 +228,14 @@ let package = Package(
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaApplicationTests",
+      dependencies: [
+        "NovaApplication", "NovaCore", "NovaDatabase", "NovaPolicy", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        .product(name: "GRDB", package: "GRDB.swift"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -273,11 +293,12 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
+        "NovaApplication", "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
         "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),

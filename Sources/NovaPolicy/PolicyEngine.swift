@@ -7,7 +7,8 @@ import Synchronization
 
 /// Where decisions are recorded (the audit log); the engine calls it for every decision.
 public protocol DecisionRecorder: Sendable {
-  func record(_ decision: PolicyDecision, for request: PolicyRequest) async
+  /// Records one decision; throws when it cannot, and then the decision does not stand.
+  func record(_ decision: PolicyDecision, for request: PolicyRequest) async throws
 }
 
 /// Decides every action: cached decisions first, then the local rules (deny beats allow), then
@@ -140,11 +141,12 @@ public final class PolicyEngine: Sendable {
     return (old, fresh.version)
   }
 
-  /// Decides `request` and records the decision.
-  public func decide(_ request: PolicyRequest) async -> PolicyDecision {
+  /// Decides `request` and records the decision. A decision that cannot be recorded is not
+  /// given: the error (the audit store's) is thrown, and the action it was asked for fails.
+  public func decide(_ request: PolicyRequest) async throws -> PolicyDecision {
     let decision = await evaluate(request)
     count(decision)
-    await recorder?.record(decision, for: request)
+    try await recorder?.record(decision, for: request)
     return decision
   }
 

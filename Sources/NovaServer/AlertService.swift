@@ -33,10 +33,19 @@ public struct AlertService: Service {
       let configuration = try AlertingConfiguration.load(path: path)
       await engine.reload(configuration)
       logger.notice("alert rules reloaded", metadata: ["rules": "\(configuration.rules.count)", "path": "\(path)"])
-      _ = try? await journal?.append(kind: "alerts.reloaded", subject: path, payload: .object(["rules": .int(Int64(configuration.rules.count))]), actor: "serve")
+      await note("alerts.reloaded", path, ["rules": .int(Int64(configuration.rules.count))])
     } catch {
       logger.error("alert rules not reloaded; the last good ones stay", metadata: ["error": "\(error)"])
-      _ = try? await journal?.append(kind: "alerts.reload_failed", subject: path, payload: .object(["error": .string("\(error)")]), actor: "serve")
+      await note("alerts.reload_failed", path, ["error": .string("\(error)")])
+    }
+  }
+
+  /// Journals a reload; a journal that cannot be written is logged, never silently skipped.
+  private func note(_ kind: String, _ path: String, _ payload: [String: JSONValue]) async {
+    do {
+      try await journal?.append(kind: kind, subject: path, payload: .object(payload), actor: "serve")
+    } catch {
+      logger.error("could not journal \(kind)", metadata: ["error": "\(error)"])
     }
   }
 
@@ -55,6 +64,10 @@ public struct AlertService: Service {
       group.cancelAll()
     }
     // What the last evaluation stored goes out before the process ends, if it can.
-    _ = try? await dispatcher.deliverDue()
+    do {
+      _ = try await dispatcher.deliverDue()
+    } catch {
+      logger.error("could not deliver the last notifications at shutdown", metadata: ["error": "\(error)"])
+    }
   }
 }

@@ -40,7 +40,7 @@ public struct AuthMiddleware: RouterMiddleware {
       case .refused(let refusal): try Self.refuse(refusal, source: source)
       case .token(let authenticated): token = authenticated
       }
-      // Job actions are decided by the jobs routes, which know the job's queue and kind.
+      // Job and queue actions are decided by `JobActions`, which knows the job's queue and kind.
       if !Self.isJobAction(method: request.method, path: path) {
         try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
       }
@@ -76,7 +76,7 @@ public struct AuthMiddleware: RouterMiddleware {
 
   static func isJobAction(method: HTTPRequest.Method, path: String) -> Bool {
     let parts = path.split(separator: "/")
-    return method == .post && parts.count >= 2 && parts[0] == "v1" && parts[1] == "jobs"
+    return parts.count >= 2 && parts[0] == "v1" && (parts[1] == "jobs" || parts[1] == "queues")
   }
 
   /// What a path acts on, for the policy engine.

@@ -2,25 +2,22 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
 
-/// The `/v1/jobs` routes. Submitting, cancelling and retrying ask the policy gate with the
-/// job's queue and kind.
+/// The `/v1/jobs` routes: each translates a request into one of the shared `JobActions` (which
+/// decide with the job's queue and kind and audit the decision) and its answer into JSON.
 struct JobsController {
   typealias Context = NovaRequestContext
-  let queue: any JobQueue
-  let registry: JobRegistry
+  let actions: JobActions
   let maxPayloadBytes: Int
   let clock: any NovaClock
-  let gate: PolicyGate?
 
-  private func check(_ action: String, _ context: Context, id: JobID?, queue name: String, kind: String) async throws {
-    try await gate?.check(
-      context.caller, action: action,
-      resource: PolicyResource(kind: "job", id: id?.rawValue, attributes: ["queue": name, "job_kind": kind]),
-      source: context.remoteAddress?.ipAddress)
+  /// The caller of a request, as the policy sees it; nil on a server without authentication.
+  static func caller(_ context: Context) -> Caller? {
+    context.caller.map { Caller(subject: PolicyGate.subject($0), source: context.remoteAddress?.ipAddress) }
   }
 
   func addRoutes(to group: RouterGroup<Context>) {
@@ -35,11 +32,8 @@ struct JobsController {
     // Room for the envelope around a payload of the largest allowed size.
     let body = try await request.body.collect(upTo: maxPayloadBytes + 16 * 1024)
     let submit = try SubmitJobBody.parse(Data(body.readableBytesView), now: clock.now(), maxPayloadBytes: maxPayloadBytes)
-    try registry.validate(kind: submit.request.kind, payload: submit.request.payload)
-    try await check("submit", context, id: nil, queue: submit.request.queue, kind: submit.request.kind)
-    let result: EnqueueResult = try await queue.enqueue(submit.request)
-    guard let job = try await queue.get(result.id) else { throw NovaError.jobNotFound(result.id) }
-    return try jsonResponse(JobResource(job), status: result.existing ? .ok : .created)
+    let (job, created) = try await actions.submit(submit.request, by: Self.caller(context))
+    return try jsonResponse(JobResource(job), status: created ? .created : .ok)
   }
 
   @Sendable func list(_ request: Request, context: Context) async throws -> Response {
@@ -58,32 +52,20 @@ struct JobsController {
       filter.limit = limit
     }
     if let cursor = query["cursor"] { filter.cursor = String(cursor) }
-    let page = try await queue.list(filter)
+    let page = try await actions.list(filter, by: Self.caller(context))
     return try jsonResponse(JobListResponse(jobs: page.jobs.map(JobResource.init), next_cursor: page.nextCursor))
   }
 
   @Sendable func show(_ request: Request, context: Context) async throws -> Response {
-    let id = try jobID(context)
-    guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
-    return try jsonResponse(JobResource(job))
+    try jsonResponse(JobResource(try await actions.get(try jobID(context), by: Self.caller(context))))
   }
 
   @Sendable func cancel(_ request: Request, context: Context) async throws -> Response {
-    let id = try jobID(context)
-    if gate != nil {
-      guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
-      try await check("cancel", context, id: id, queue: job.queue, kind: job.kind)
-    }
-    return try jsonResponse(JobResource(try await queue.cancel(id)))
+    try jsonResponse(JobResource(try await actions.cancel(try jobID(context), by: Self.caller(context))))
   }
 
   @Sendable func retry(_ request: Request, context: Context) async throws -> Response {
-    let id = try jobID(context)
-    if gate != nil {
-      guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
-      try await check("retry", context, id: id, queue: job.queue, kind: job.kind)
-    }
-    return try jsonResponse(JobResource(try await queue.retry(id)))
+    try jsonResponse(JobResource(try await actions.retry(try jobID(context), by: Self.caller(context))))
   }
 
   private func jobID(_ context: Context) throws -> JobID {

@@ -42,15 +42,17 @@ public enum NovaMetrics {
   ]
 
   /// Nova's registry; `/metrics` renders it.
-  public static let registry: PrometheusCollectorRegistry = {
-    let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(HelpfulPrometheusFactory(registry: registry, help: help))
-    Gauge(label: "nova_build_info", dimensions: [("version", NovaVersion.string)]).record(1)
-    return registry
-  }()
+  public static let registry = PrometheusCollectorRegistry()
 
-  /// Makes sure the registry is the swift-metrics backend (idempotent).
-  public static func bootstrap() { _ = registry }
+  /// The swift-metrics backend that records into `registry`, with help text per metric. The
+  /// executable bootstraps `MetricsSystem` with it (a library never does); until then metrics
+  /// go nowhere and `/metrics` shows only what was registered directly.
+  public static let factory: any MetricsFactory = HelpfulPrometheusFactory(registry: registry, help: help)
+
+  /// Records which build this is (`nova_build_info`); call after bootstrapping.
+  public static func recordBuildInfo() {
+    Gauge(label: "nova_build_info", dimensions: [("version", NovaVersion.string)]).record(1)
+  }
 
   /// The Prometheus text exposition of every metric.
   public static func render() -> [UInt8] { registry.emitToBuffer() }

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NovaAlerting
+import NovaApplication
 import NovaCore
 import NovaDatabase
 import NovaDashboards
@@ -91,14 +92,13 @@ public struct NovaServer: Sendable {
   /// The secret of PagerDuty's webhooks, when configured.
   let pagerDutyWebhookSecret: String?
 
-  /// Wraps the backend in metrics instrumentation.
+  /// Wraps the backend in metrics instrumentation; throws when a store cannot be opened.
   public init(
     configuration: Configuration, queue: any JobQueue, registry: JobRegistry = BuiltinJobs.registry,
     security: SecurityContext?, transitionSource: (any TransitionSource)? = nil, policy: PolicyEngine? = nil,
     alerting: AlertingConfiguration? = nil, alertSecrets: [String: String] = [:], logger: Logger,
     clock: any NovaClock = SystemClock()
-  ) {
-    NovaMetrics.bootstrap()
+  ) throws {
     self.configuration = configuration
     self.queue = queue is InstrumentedJobQueue ? queue : InstrumentedJobQueue(queue, clock: clock)
     self.registry = registry
@@ -107,9 +107,10 @@ public struct NovaServer: Sendable {
     self.security = security
     self.transitionSource = transitionSource
     self.policy = policy
-    let kpis = security.flatMap { try? KPIStore(database: $0.database) }
-    let journal = security.flatMap { try? OrchestrationJournal(database: $0.database) }
-    let alertStore = security.flatMap { try? AlertStore(database: $0.database) }
+    // A store that cannot be opened stops the server: no route may silently go missing.
+    let kpis = try security.map { try KPIStore(database: $0.database) }
+    let journal = try security.map { try OrchestrationJournal(database: $0.database) }
+    let alertStore = try security.map { try AlertStore(database: $0.database) }
     self.kpis = kpis
     self.journal = journal
     self.alertStore = alertStore
@@ -124,6 +125,11 @@ public struct NovaServer: Sendable {
       alertDispatcher = nil
       pagerDutyWebhookSecret = nil
     }
+  }
+
+  /// The job actions of the API: decided by the policy only when callers are authenticated.
+  public var jobActions: JobActions {
+    JobActions(queue: queue, registry: registry, policy: security == nil ? nil : policy)
   }
 
   /// The backend under the metrics instrumentation, which lists its jobs for audit coverage.
@@ -201,10 +207,11 @@ public struct NovaServer: Sendable {
       headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
       return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: NovaMetrics.render())))
     }
-    JobsController(queue: queue, registry: registry, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock, gate: gate)
+    let actions = jobActions
+    JobsController(actions: actions, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
       .addRoutes(to: router.group("v1/jobs"))
-    router.get("v1/queues/stats") { _, _ in
-      try jsonResponse(StatsResource(try await queue.stats()))
+    router.get("v1/queues/stats") { _, context in
+      try jsonResponse(StatsResource(try await actions.stats(by: JobsController.caller(context))))
     }
     return router
   }

@@ -78,7 +78,7 @@ struct AlertsCommand: AsyncParsableCommand {
       }
       let configuration = try thresholds.require(dataDir: store.dataDir)
       let security = try await store.openSecurity()
-      try await store.authorize("read", PolicyResource(kind: "alert"), security: security)
+      try await store.authorize("read", PolicyResource(kind: "alert"))
       let kpis = try KPIStore(database: security.database)
       let engine = AlertEngine(configuration: configuration, store: try AlertStore(database: security.database), kpis: kpis)
       let (alerts, requests) = try await engine.dryRun()
@@ -115,7 +115,7 @@ struct AlertsCommand: AsyncParsableCommand {
       let states = try AlertState.parseList(state ?? "", field: "--state")
       guard (1...10_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...10000") }
       let security = try await store.openSecurity()
-      try await store.authorize("read", PolicyResource(kind: "alert"), security: security)
+      try await store.authorize("read", PolicyResource(kind: "alert"))
       let alerts = try await AlertStore(database: security.database).list(states: states, limit: limit)
       if output.json {
         let settings = try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings()
@@ -163,7 +163,7 @@ struct AlertsCommand: AsyncParsableCommand {
     _ store: StoreOptions, _ thresholds: ThresholdsOptions, action: String, id: Int64, _ body: (AlertEngine) async throws -> AlertInstance
   ) async throws -> AlertInstance {
     let security = try await store.openSecurity()
-    try await store.authorize(action, PolicyResource(kind: "alert", id: String(id)), security: security)
+    try await store.authorize(action, PolicyResource(kind: "alert", id: String(id)))
     let configuration = try thresholds.load(dataDir: store.dataDir) ?? AlertingConfiguration()
     let engine = AlertEngine(
       configuration: configuration, store: try AlertStore(database: security.database), kpis: try KPIStore(database: security.database))
@@ -188,7 +188,7 @@ struct JournalCommand: AsyncParsableCommand {
       let from = try KPITime.parse(since, now: Date().millisecondsSince1970, flag: "--since")
       guard (1...100_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...100000") }
       let security = try await store.openSecurity()
-      try await store.authorize("read", PolicyResource(kind: "journal"), security: security)
+      try await store.authorize("read", PolicyResource(kind: "journal"))
       let entries = try await OrchestrationJournal(database: security.database).entries(since: from, kinds: kind, limit: limit)
       if output.json {
         try printJSON(entries)

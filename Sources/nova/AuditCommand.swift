@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
@@ -43,7 +44,7 @@ struct AuditCommand: AsyncParsableCommand {
 
     func run() async throws {
       let security = try await store.openSecurityUpToDate()
-      try await store.authorize("audit.checkpoint", PolicyResource(kind: "audit"), security: security)
+      try await store.authorize("audit.checkpoint", PolicyResource(kind: "audit"))
       let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
       print(checkpoint.note, terminator: "")
     }
@@ -158,12 +159,8 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-      let queue = try await store.openQueue()
-      let security = try await store.openSecurity(queue: queue)
-      guard let jobs = queue as? any JobStateListing else {
-        throw NovaError.invalidInput(field: "--queue-url", message: "this queue backend cannot list its jobs")
-      }
-      let coverage = try await security.audit.coverage(of: jobs)
+      let application = try await store.open()
+      let coverage = try await application.security.audit.coverage(of: try application.jobStates)
       if output.json {
         try printJSON(
           CoverageOutput(

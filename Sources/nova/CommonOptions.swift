@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NovaApplication
 import NovaCore
 import NovaDatabase
 import NovaQueue
@@ -27,120 +28,80 @@ struct StoreOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("Policy rules (default: nova-policy.yaml in --data-dir when it exists, else the built-in role rules; or NOVA_POLICY).", valueName: "file"))
   var policy: String?
 
-  /// The policy file in effect, or nil for the built-in rules.
-  var policyPath: String? {
-    if let policy, !policy.isEmpty { return policy }
-    if let path = ProcessInfo.processInfo.environment["NOVA_POLICY"], !path.isEmpty { return path }
-    let inDataDir = (dataDir as NSString).appendingPathComponent("nova-policy.yaml")
-    return FileManager.default.fileExists(atPath: inDataDir) ? inDataDir : nil
+  /// The settings these flags and the environment name.
+  func settings() throws -> NovaSettings {
+    try NovaSettings.resolve(
+      dataDirectory: dataDir, queueURL: queueURL, synchronous: synchronous, signingKey: signingKey, policy: policy, thresholds: nil)
   }
 
-  /// The policy engine, recording its decisions in `security`'s audit log.
-  func openPolicy(security: SecurityContext?) throws -> PolicyEngine {
+  /// The application over these settings, opened once per process: every store of a command
+  /// comes from the one database and queue.
+  func open() async throws -> NovaApplication {
+    try await OpenedApplication.shared.application(for: try settings())
+  }
+
+  /// The policy rules alone (no store, nothing recorded), for the commands that check them.
+  func loadPolicy() throws -> PolicyEngine {
     do {
-      return try PolicyEngine(path: policyPath, recorder: security.map { AuditDecisionRecorder(audit: $0.audit) })
+      return try PolicyEngine(path: try settings().policyPath)
+    } catch let error as NovaError {
+      throw error
     } catch {
-      throw NovaError.invalidInput(field: "--policy", message: error.description)
+      throw NovaError.invalidInput(field: "--policy", message: "\(error)")
     }
   }
 
-  /// Asks the policy engine whether the local user may take `action` on `resource`; throws
-  /// `forbidden` when not (and enforced). The decision is audited.
-  func authorize(_ action: String, _ resource: PolicyResource, security: SecurityContext? = nil) async throws {
-    let opened: SecurityContext
-    if let security { opened = security } else { opened = try await openSecurity() }
-    let security = opened
-    let engine = try openPolicy(security: security)
-    let decision = await engine.decide(
-      PolicyRequest(subject: PolicySubject(id: AuditContext.actor), action: action, resource: resource))
-    if !decision.permits { throw NovaError.forbidden(decision.reason) }
+  /// Throws `forbidden` unless the policy permits the local user to take `action` on
+  /// `resource`; the decision is audited (and one that cannot be fails the command).
+  func authorize(_ action: String, _ resource: PolicyResource) async throws {
+    try await open().authorize(action, resource)
   }
 
-  /// Opens the queue: the URL's backend, or the SQLite database in the data directory (created
-  /// on first use).
+  /// The queue: the URL's backend, or the SQLite database in the data directory. A Redis queue
+  /// is opened alone: a worker on another host has no data directory to touch.
   func openQueue() async throws -> any JobQueue {
-    guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {
-      throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
+    let settings = try settings()
+    if let url = settings.queueURL, url.hasPrefix("redis://") {
+      return try await QueueURL.open(url, synchronous: settings.synchronous)
     }
-    if let url = effectiveQueueURL {
-      return try await QueueURL.open(url, synchronous: mode, journal: AuditJournal())
-    }
-    return try openDatabase(mode)
+    return try await open().queue
   }
 
-  /// The queue in the SQLite database in the data directory, with every job transition audited.
-  func openDatabase(_ mode: SQLiteJobQueue.Synchronous? = nil) throws -> SQLiteJobQueue {
-    let synchronous = mode ?? SQLiteJobQueue.Synchronous(rawValue: self.synchronous.uppercased()) ?? .normal
-    let path = try DataDirectory.prepare(dataDir)
-    return try SQLiteJobQueue(configuration: .init(path: path, synchronous: synchronous, journal: AuditJournal()))
-  }
+  /// Audit log, tokens and signing key.
+  func openSecurity() async throws -> SecurityContext { try await open().security }
 
-  /// Audit log, tokens and signing key, in the SQLite database of the queue (`queue`, or the
-  /// one `--queue-url sqlite://` names), or else the data directory's.
-  func openSecurity(queue: (any JobQueue)? = nil) async throws -> SecurityContext {
-    let database: NovaDatabase
-    if let sqlite = queue as? SQLiteJobQueue {
-      database = sqlite.database
-    } else if effectiveQueueURL?.hasPrefix("sqlite://") == true, let sqlite = try await openQueue() as? SQLiteJobQueue {
-      database = sqlite.database
-    } else {
-      database = try openDatabase().database
-    }
-    let keyPath = signingKey ?? ProcessInfo.processInfo.environment["NOVA_SIGNING_KEY"]
-      ?? (dataDir as NSString).appendingPathComponent(SecurityContext.keyFileName)
-    return try SecurityContext(database: database, keyPath: keyPath)
-  }
-
-  /// The security stores, with the audit records that a Redis queue holds moved in first, so
-  /// that what a command reads or signs includes every transition so far.
-  func openSecurityUpToDate(queue: (any JobQueue)? = nil) async throws -> SecurityContext {
-    let security = try await openSecurity(queue: queue)
-    var source = queue as? any TransitionSource
-    if queue == nil, effectiveQueueURL != nil { source = try await openQueue() as? any TransitionSource }
-    if let source {
-      try await security.audit.importAllTransitions(from: source)
-    }
-    return security
+  /// The security stores, with the transitions a Redis queue holds moved into the audit log
+  /// first, so that what a command reads or signs includes every transition so far.
+  func openSecurityUpToDate() async throws -> SecurityContext {
+    let application = try await open()
+    try await application.importTransitions()
+    return application.security
   }
 
   /// `--queue-url`, else `NOVA_QUEUE_URL`; nil for the SQLite database in the data directory.
-  var effectiveQueueURL: String? {
-    let url = queueURL ?? ProcessInfo.processInfo.environment["NOVA_QUEUE_URL"]
-    return url?.isEmpty == false ? url : nil
-  }
+  var effectiveQueueURL: String? { (try? settings())?.queueURL }
 
   /// Where the data is, for log lines (passwords hidden).
-  var location: String { effectiveQueueURL.map { (try? RedisURL(parsing: $0))?.description ?? $0 } ?? dataDir }
+  var location: String { (try? settings())?.location ?? dataDir }
+}
+
+/// The one application a CLI process opens, whatever number of stores its command uses.
+actor OpenedApplication {
+  static let shared = OpenedApplication()
+  private var opened: (settings: NovaSettings, application: NovaApplication)?
+
+  func application(for settings: NovaSettings) async throws -> NovaApplication {
+    if let opened, opened.settings == settings { return opened.application }
+    let application = try await NovaApplication.open(settings)
+    opened = (settings, application)
+    return application
+  }
 }
 
 /// Output options.
 struct OutputOptions: ParsableArguments {
   @Flag(name: .long, help: "Print machine-readable JSON.")
   var json = false
-}
-
-/// The data directory: created on first use, checked for writability.
-enum DataDirectory {
-  /// Returns the database path inside `dir`.
-  static func prepare(_ dir: String) throws -> String {
-    let manager = FileManager.default
-    var isDirectory: ObjCBool = false
-    if manager.fileExists(atPath: dir, isDirectory: &isDirectory) {
-      guard isDirectory.boolValue else {
-        throw NovaError.storage("data directory \(dir) exists but is not a directory")
-      }
-    } else {
-      do {
-        try manager.createDirectory(atPath: dir, withIntermediateDirectories: true)
-      } catch {
-        throw NovaError.storage("cannot create data directory \(dir): \((error as NSError).localizedDescription)")
-      }
-    }
-    guard manager.isWritableFile(atPath: dir) else {
-      throw NovaError.storage("data directory \(dir) is not writable")
-    }
-    return (dir as NSString).appendingPathComponent("nova.sqlite")
-  }
 }
 
 /// Logging to stderr at the level of `NOVA_LOG_LEVEL` (info by default).

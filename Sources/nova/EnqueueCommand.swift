@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
@@ -57,24 +58,25 @@ struct EnqueueCommand: AsyncParsableCommand {
       runAt: delay > 0 ? Date().addingTimeInterval(delay) : nil, maxAttempts: maxAttempts,
       idempotencyKey: idempotencyKey)
     try request.validate(maxPayloadBytes: 1 << 20)
-    try BuiltinJobs.registry.validate(kind: kind, payload: payloadData)
     guard (1...100_000_000).contains(count) else {
       throw NovaError.invalidInput(field: "--count", message: "\(count) is out of range 1...100000000")
     }
     guard count == 1 || idempotencyKey == nil else {
       throw NovaError.invalidInput(field: "--count", message: "cannot enqueue copies with one idempotency key")
     }
-    try await store.authorize("submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": kind]))
-    let queue = InstrumentedJobQueue(try await store.openQueue())
+    let jobs = try await store.open().jobs()
     if count > 1 {
-      try await enqueueCopies(of: request, into: queue)
+      // One decision for all copies, then batches straight to the queue.
+      try jobs.registry.validate(kind: request.kind, payload: request.payload)
+      try await jobs.authorize(.localUser, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": kind]))
+      try await enqueueCopies(of: request, into: jobs.queue)
       return
     }
-    let result: EnqueueResult = try await queue.enqueue(request)
+    let (job, created) = try await jobs.submit(request, by: .localUser)
     if output.json {
-      try printJSON(EnqueueOutput(id: result.id.rawValue, state: result.state.rawValue, existing: result.existing))
+      try printJSON(EnqueueOutput(id: job.id.rawValue, state: job.state.rawValue, existing: !created))
     } else {
-      print(result.id.rawValue)
+      print(job.id.rawValue)
     }
   }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaAlerting
+import NovaApplication
 import NovaCore
 import NovaQueue
 import NovaDatabase
@@ -41,15 +42,14 @@ struct EvidenceCommand: AsyncParsableCommand {
         }
         epoch = value
       }
-      let queue = try await store.openQueue()
-      let security = try await store.openSecurityUpToDate(queue: queue)
-      guard let jobs = queue as? any JobStateListing else {
-        throw NovaError.invalidInput(field: "--queue-url", message: "this queue backend cannot list its jobs")
-      }
-      try await store.authorize("evidence.export", PolicyResource(kind: "evidence"), security: security)
-      let policy = try store.openPolicy(security: nil)
+      let application = try await store.open()
+      try await application.importTransitions()
+      let security = application.security
+      let jobs = try application.jobStates
+      try await store.authorize("evidence.export", PolicyResource(kind: "evidence"))
+      let policy = try store.loadPolicy()
       let sections = try await EvidenceSections.build(
-        journal: try OrchestrationJournal(database: security.database), alertStore: try AlertStore(database: security.database), policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
+        journal: application.journal, alertStore: application.alertStore, policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
         alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
       let summary = try await EvidenceBundle.export(
         log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,

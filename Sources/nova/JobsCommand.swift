@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
@@ -35,8 +36,7 @@ struct JobsCommand: AsyncParsableCommand {
     func run() async throws {
       let filter = JobFilter(
         state: try state.map { try JobState.parse($0) }, queue: queue, kind: kind, limit: limit, cursor: cursor)
-      try await store.authorize("read", PolicyResource(kind: "job"))
-      let page = try await store.openQueue().list(filter)
+      let page = try await store.open().jobs().list(filter, by: .localUser)
       if output.json {
         try printJSON(JobListOutput(jobs: page.jobs.map(JobResource.init), next_cursor: page.nextCursor))
         return
@@ -63,9 +63,7 @@ struct JobsCommand: AsyncParsableCommand {
 
     func run() async throws {
       let jobID = try parseID(id)
-      try await store.authorize("read", PolicyResource(kind: "job", id: jobID.rawValue))
-      guard let job = try await store.openQueue().get(jobID) else { throw NovaError.jobNotFound(jobID) }
-      try printJSON(JobResource(job))
+      try printJSON(JobResource(try await store.open().jobs().get(jobID, by: .localUser)))
     }
   }
 
@@ -80,9 +78,7 @@ struct JobsCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-      let queue = InstrumentedJobQueue(try await store.openQueue())
-      try await store.authorize("cancel", try await jobResource(queue, try parseID(id)))
-      let job = try await queue.cancel(try parseID(id))
+      let job = try await store.open().jobs().cancel(try parseID(id), by: .localUser)
       if output.json { try printJSON(JobResource(job)) } else { print("cancelled \(job.id)") }
     }
   }
@@ -98,9 +94,7 @@ struct JobsCommand: AsyncParsableCommand {
     var id: String
 
     func run() async throws {
-      let queue = try await store.openQueue()
-      try await store.authorize("retry", try await jobResource(queue, try parseID(id)))
-      let job = try await queue.retry(try parseID(id))
+      let job = try await store.open().jobs().retry(try parseID(id), by: .localUser)
       if output.json { try printJSON(JobResource(job)) } else { print("retrying \(job.id) (now \(job.state))") }
     }
   }
@@ -112,8 +106,7 @@ struct JobsCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-      try await store.authorize("read", PolicyResource(kind: "queue"))
-      let stats = StatsResource(try await store.openQueue().stats())
+      let stats = StatsResource(try await store.open().jobs().stats(by: .localUser))
       if output.json {
         try printJSON(stats)
         return
@@ -159,10 +152,4 @@ enum TextTable {
     }
     return out
   }
-}
-
-/// A job as a policy resource (its queue and kind as attributes).
-func jobResource(_ queue: any JobQueue, _ id: JobID) async throws -> PolicyResource {
-  guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
-  return PolicyResource(kind: "job", id: id.rawValue, attributes: ["queue": job.queue, "job_kind": job.kind])
 }

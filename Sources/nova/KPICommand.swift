@@ -27,7 +27,7 @@ struct KPICommand: AsyncParsableCommand {
         start = parsed
       }
       let security = try await store.openSecurity()
-      try await store.authorize("read", PolicyResource(kind: "kpi"), security: security)
+      try await store.authorize("read", PolicyResource(kind: "kpi"))
       let kpis = try KPIStore(database: security.database)
       let path = try await kpis.writeDailySummary(day: start, dataDirectory: store.dataDir, generatedAt: now)
       let summaries = try await kpis.dailySummary(day: start)
@@ -55,7 +55,7 @@ struct KPICommand: AsyncParsableCommand {
         throw NovaError.invalidInput(field: "PHASE", message: "'\(phase)' is not start or finish")
       }
       let security = try await store.openSecurity()
-      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: "deploy"), security: security)
+      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: "deploy"))
       let kpis = try KPIStore(database: security.database)
       let now = Date().millisecondsSince1970
       let journal = try OrchestrationJournal(database: security.database)
@@ -89,7 +89,7 @@ struct KPICommand: AsyncParsableCommand {
         time: Date().millisecondsSince1970, source: AuditContext.actor)
       try sample.validate()
       let security = try await store.openSecurity()
-      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: name), security: security)
+      try await store.authorize("kpi.record", PolicyResource(kind: "kpi", id: name))
       try await KPIStore(database: security.database).record([sample])
     }
   }
@@ -110,7 +110,7 @@ struct KPICommand: AsyncParsableCommand {
       let to = try until.map { try KPITime.parse($0, now: now, flag: "--until") } ?? now
       guard (1...1_000_000).contains(limit) else { throw NovaError.invalidInput(field: "--limit", message: "must be 1...1000000") }
       let security = try await store.openSecurity()
-      try await store.authorize("read", PolicyResource(kind: "kpi", id: name), security: security)
+      try await store.authorize("read", PolicyResource(kind: "kpi", id: name))
       let kpis = try KPIStore(database: security.database)
       let labels = try parseAttributes(label)
       let samples = try await kpis.query(name: name, since: from, until: to, labels: labels, limit: limit)

@@ -22,7 +22,7 @@ struct PolicyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A resource attribute (repeatable): queue=gpu, job_kind=train.llama.", valueName: "key=value")) var attr: [String] = []
 
     func run() async throws {
-      let engine = try store.openPolicy(security: nil)
+      let engine = try store.loadPolicy()
       let request = PolicyRequest(
         subject: PolicySubject(id: subject, roles: role), action: action,
         resource: PolicyResource(kind: resourceKind, id: resourceID, attributes: try parseAttributes(attr)))
@@ -50,7 +50,7 @@ struct PolicyCommand: AsyncParsableCommand {
 
     func run() async throws {
       let cases = try PolicyFixture.load(path: fixtures)
-      let engine = try store.openPolicy(security: nil)
+      let engine = try store.loadPolicy()
       var failures: [String] = []
       for fixture in cases {
         let decision = await engine.evaluate(fixture.request)
@@ -89,7 +89,7 @@ struct PolicyCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-      let engine = try store.openPolicy(security: nil)
+      let engine = try store.loadPolicy()
       let document = engine.document
       print("policy \(engine.version) from \(engine.path ?? "the built-in role rules")\(document.enforce ? "" : " (shadow mode)")")
       for rule in document.rules {
@@ -112,7 +112,7 @@ struct PolicyCommand: AsyncParsableCommand {
     @Option(help: "The OPA bundle revision to approve too.") var opaRevision: String?
 
     func run() async throws {
-      let engine = try store.openPolicy(security: nil)
+      let engine = try store.loadPolicy()
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
       try encoder.encode(PolicyBaseline(policyVersion: engine.version, opaRevision: opaRevision)).write(to: URL(fileURLWithPath: out))
@@ -129,7 +129,7 @@ struct PolicyCommand: AsyncParsableCommand {
 
     func run() async throws {
       let baseline = try loadBaseline(approved)
-      let engine = try store.openPolicy(security: nil)
+      let engine = try store.loadPolicy()
       if baseline.opaRevision != nil, engine.document.opa != nil {
         // Ask OPA once so that its current revision is known.
         _ = await engine.evaluate(PolicyRequest(subject: PolicySubject(id: "nova:drift-check"), action: "drift.check", resource: PolicyResource(kind: "policy")))

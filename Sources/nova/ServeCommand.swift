@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import NovaApplication
 import NovaAlerting
 import NovaCore
 import NovaPolicy
@@ -63,8 +65,11 @@ struct ServeCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let queue = try await store.openQueue()
-    let security = try await store.openSecurity(queue: queue)
+    // The executable, not a library, chooses where metrics go: Nova's Prometheus registry.
+    MetricsSystem.bootstrap(NovaMetrics.factory)
+    NovaMetrics.recordBuildInfo()
+    let application = try await store.open()
+    let security = application.security
     let logger = NovaLogging.logger("nova.serve")
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
@@ -102,11 +107,11 @@ struct ServeCommand: AsyncParsableCommand {
       withBaseline.thresholdsPath = alerting.path
       logger.notice("alerting: \(alerting.rules.count) rules from \(alerting.path ?? "?")")
     }
-    let policy = try store.openPolicy(security: security)
+    let policy = try application.policy()
     logger.notice("policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")")
-    let server = NovaServer(
-      configuration: withBaseline, queue: queue, security: security, transitionSource: queue as? any TransitionSource,
-      policy: policy, alerting: alerting, alertSecrets: alertSecrets, logger: logger)
+    let server = try NovaServer(
+      configuration: withBaseline, queue: application.queue, registry: application.registry, security: security,
+      transitionSource: application.transitionSource, policy: policy, alerting: alerting, alertSecrets: alertSecrets, logger: logger)
     let host = self.host
     let dataDir = store.location
     try await server.run { port in

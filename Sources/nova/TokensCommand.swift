@@ -24,7 +24,7 @@ struct TokensCommand: AsyncParsableCommand {
         throw NovaError.invalidInput(field: "--role", message: "'\(role)' is not viewer, operator or admin")
       }
       let security = try await store.openSecurity()
-      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name), security: security)
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name))
       let created = try await security.tokens.create(name: name, role: parsed)
       if output.json {
         try printJSON(TokenOutput(token: created.token, name: created.record.name, role: parsed.rawValue))
@@ -42,7 +42,7 @@ struct TokensCommand: AsyncParsableCommand {
 
     func run() async throws {
       let security = try await store.openSecurity()
-      try await store.authorize("tokens.manage", PolicyResource(kind: "token"), security: security)
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token"))
       let tokens = try await security.tokens.list()
       if output.json {
         try printJSON(tokens)
@@ -62,7 +62,7 @@ struct TokensCommand: AsyncParsableCommand {
 
     func run() async throws {
       let security = try await store.openSecurity()
-      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name), security: security)
+      try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name))
       try await security.tokens.revoke(name: name)
       print("revoked \(name)")
     }

@@ -53,13 +53,13 @@ struct DecisionCacheTests {
     document.cache.allowTTL = .seconds(60)
     document.cache.denyTTL = .seconds(5)
     let engine = PolicyEngine(document: document, clock: clock)
-    _ = await engine.decide(request("read"))
-    _ = await engine.decide(request("submit"))
+    _ = try await engine.decide(request("read"))
+    _ = try await engine.decide(request("submit"))
     clock.advance(by: .seconds(10))
-    #expect(await engine.decide(request("read")).source == .cache)
-    #expect(await engine.decide(request("submit")).source == .rule)
+    #expect(try await engine.decide(request("read")).source == .cache)
+    #expect(try await engine.decide(request("submit")).source == .rule)
     clock.advance(by: .seconds(61))
-    #expect(await engine.decide(request("read")).source == .rule)
+    #expect(try await engine.decide(request("read")).source == .rule)
   }
 
   @Test func theBreakerOpensCoolsDownAndProbes() {

@@ -51,14 +51,14 @@ struct OPAIntegrationTests {
     let server = try OPATestServer(policies: ["authz.rego": Self.rego])
     defer { server.stop() }
     let engine = try engine(server)
-    let allowed = await engine.decide(trainer)
+    let allowed = try await engine.decide(trainer)
     #expect(allowed.allowed && allowed.source == .opa && allowed.reason.contains("data.nova.authz.allow is true"))
     #expect(allowed.opaRevision?.count == 16 && engine.opaRevision == allowed.opaRevision)
-    let denied = await engine.decide(request("submit", roles: ["trainer"], attributes: ["job_kind": "eval.x"]))
+    let denied = try await engine.decide(request("submit", roles: ["trainer"], attributes: ["job_kind": "eval.x"]))
     #expect(!denied.allowed && denied.source == .opa && denied.reason.contains("is false"))
     // A local rule decides first; OPA is not asked.
-    #expect(await engine.decide(request("anything", roles: ["admin"])).source == .rule)
-    #expect(await engine.decide(trainer).source == .cache)
+    #expect(try await engine.decide(request("anything", roles: ["admin"])).source == .rule)
+    #expect(try await engine.decide(trainer).source == .cache)
 
     let undefined = try await self.engine(server, path: "nova/authz/maybe").decide(request("read", subject: "someone"))
     #expect(!undefined.allowed && undefined.source == .opa && undefined.reason.contains("undefined"))
@@ -75,12 +75,12 @@ struct OPAIntegrationTests {
     defer { server.stop() }
     let engine = try engine(server, timeoutMS: 300)
     for _ in 0..<2 {
-      let slow = await engine.decide(trainer)
+      let slow = try await engine.decide(trainer)
       #expect(!slow.allowed && slow.source == .fallback && slow.fallback == "fail-closed")
       #expect(slow.reason.contains("did not answer within"), "\(slow.reason)")
     }
     let start = ContinuousClock.now
-    let open = await engine.decide(trainer)
+    let open = try await engine.decide(trainer)
     #expect(open.reason.contains("circuit breaker open") && ContinuousClock.now - start < .milliseconds(100), "\(open.reason)")
   }
 
@@ -91,19 +91,19 @@ struct OPAIntegrationTests {
     let closed = try engine(server, clock: clock)
     let stale = try engine(server, mode: "stale-if-error\n  stale_max_age_seconds: 600", clock: clock)
     let open = try engine(server, mode: "fail-open\n  fail_open_actions: [read, submit]", clock: clock)
-    for engine in [closed, stale, open] { #expect(await engine.decide(trainer).allowed) }
+    for engine in [closed, stale, open] { #expect(try await engine.decide(trainer).allowed) }
     server.stop()
     clock.advance(by: .seconds(120))  // past the allow cache's 60 s
 
-    let failClosed = await closed.decide(trainer)
+    let failClosed = try await closed.decide(trainer)
     #expect(!failClosed.allowed && failClosed.fallback == "fail-closed" && failClosed.reason.contains("OPA unavailable"))
-    let served = await stale.decide(trainer)
+    let served = try await stale.decide(trainer)
     #expect(served.allowed && served.source == .fallback && served.fallback == "stale-if-error", "\(served.reason)")
     #expect(served.reason.contains("stale decision from 120 s ago"))
-    let neverSeen = await stale.decide(request("submit", subject: "new", roles: ["trainer"], attributes: ["job_kind": "train.x"]))
+    let neverSeen = try await stale.decide(request("submit", subject: "new", roles: ["trainer"], attributes: ["job_kind": "train.x"]))
     #expect(!neverSeen.allowed && neverSeen.reason.contains("no earlier decision"))
-    #expect(await open.decide(request("read", subject: "x")).allowed)
-    let notCovered = await open.decide(request("cancel", subject: "x"))
+    #expect(try await open.decide(request("read", subject: "x")).allowed)
+    let notCovered = try await open.decide(request("cancel", subject: "x"))
     #expect(!notCovered.allowed && notCovered.reason.contains("does not cover cancel"))
   }
 
@@ -111,14 +111,14 @@ struct OPAIntegrationTests {
     let server = try OPATestServer(policies: ["authz.rego": Self.rego])
     defer { server.stop() }
     let engine = try engine(server)
-    let before = await engine.decide(trainer)
+    let before = try await engine.decide(trainer)
     #expect(before.allowed)
     server.stop()
     try server.write(["authz.rego": Self.rego.replacingOccurrences(of: "\"train.*\"", with: "\"none.*\"")])
     try server.start()
     // Another question reaches OPA, which reports a new revision: earlier answers are dropped.
-    _ = await engine.decide(request("submit", subject: "other", roles: ["trainer"], attributes: ["job_kind": "x"]))
-    let after = await engine.decide(trainer)
+    _ = try await engine.decide(request("submit", subject: "other", roles: ["trainer"], attributes: ["job_kind": "x"]))
+    let after = try await engine.decide(trainer)
     #expect(!after.allowed && after.source == .opa && after.opaRevision != before.opaRevision, "\(after)")
   }
 }

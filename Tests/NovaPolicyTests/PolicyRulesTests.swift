@@ -61,20 +61,20 @@ struct PolicyRulesTests {
     let document = try PolicyDocument.parse(Self.yaml, file: "nova-policy.yaml")
     #expect(document.rules.count == 4 && document.cache.allowTTL == .seconds(30) && document.cache.denySize == 100)
     let engine = PolicyEngine(document: document)
-    let read = await engine.decide(request("read", roles: ["viewer"]))
+    let read = try await engine.decide(request("read", roles: ["viewer"]))
     #expect(read.allowed && read.rule == "viewers-read" && read.source == .rule && read.policyVersion == engine.version)
-    let train = await engine.decide(
+    let train = try await engine.decide(
       request("submit", subject: "agent:trainer", attributes: ["queue": "gpu", "job_kind": "train.llama"]))
     #expect(train.allowed && train.rule == "trainer-submits-training")
-    let wrongQueue = await engine.decide(
+    let wrongQueue = try await engine.decide(
       request("submit", subject: "agent:trainer", attributes: ["queue": "cpu", "job_kind": "train.llama"]))
     #expect(!wrongQueue.allowed && wrongQueue.rule == nil && wrongQueue.reason.contains("default deny"))
-    let frozen = await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "frozen"]))
+    let frozen = try await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "frozen"]))
     #expect(!frozen.allowed && frozen.rule == "nobody-submits-to-frozen" && frozen.reason.contains("denied by rule"))
-    let operatorSubmit = await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "cpu"]))
+    let operatorSubmit = try await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "cpu"]))
     #expect(operatorSubmit.allowed && operatorSubmit.rule == "operators-work")
     // The same question again is answered from the cache, with the deciding rule kept.
-    let again = await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "cpu"]))
+    let again = try await engine.decide(request("submit", roles: ["operator"], attributes: ["queue": "cpu"]))
     #expect(again.allowed && again.source == .cache && again.rule == "operators-work")
   }
 
@@ -129,7 +129,7 @@ struct PolicyRulesTests {
     let recorder = RecordingRecorder()
     let document = try PolicyDocument.parse("enforce: false\nrules:\n  - name: deny-all\n    effect: deny\n", file: "p")
     let engine = PolicyEngine(document: document, recorder: recorder)
-    let decision = await engine.decide(request("submit"))
+    let decision = try await engine.decide(request("submit"))
     #expect(!decision.allowed && !decision.enforced && decision.permits)
     #expect(recorder.decisions.count == 1 && recorder.decisions.first?.0.rule == "deny-all")
   }
@@ -141,17 +141,17 @@ struct PolicyRulesTests {
     try "rules:\n  - name: allow-read\n    effect: allow\n    actions: read\n".write(toFile: path, atomically: true, encoding: .utf8)
     let engine = try PolicyEngine(path: path)
     let first = engine.version
-    #expect(await engine.decide(request("read")).allowed)
+    #expect(try await engine.decide(request("read")).allowed)
     try "rules:\n  - name: deny-read\n    effect: deny\n    actions: read\n".write(toFile: path, atomically: true, encoding: .utf8)
     let swapped = try engine.reload()
     #expect(swapped.old == first && swapped.new != first)
     // The cached allow went with the old rules.
-    let denied = await engine.decide(request("read"))
+    let denied = try await engine.decide(request("read"))
     #expect(!denied.allowed && denied.source == .rule && denied.rule == "deny-read")
     try "rules:\n  - name: broken\n    effect: perhaps\n".write(toFile: path, atomically: true, encoding: .utf8)
     #expect(throws: PolicyFileError.self) { try engine.reload() }
     #expect(engine.version == swapped.new)
-    #expect(!(await engine.decide(request("read")).allowed))
+    #expect(!(try await engine.decide(request("read")).allowed))
   }
 
   @Test func driftComparesWithTheApprovedBaseline() throws {

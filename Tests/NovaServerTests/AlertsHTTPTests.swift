@@ -33,7 +33,8 @@ struct AlertsHTTPTests {
       """, file: "t.yaml")
     var logger = Logger(label: "test")
     logger.logLevel = .warning
-    let server = NovaServer(
+    TestMetrics.bootstrap()
+    let server = try NovaServer(
       configuration: .init(workers: 0), queue: queue, security: security, alerting: alerting,
       alertSecrets: ["pd": String(repeating: "k", count: 32), NovaServer.pagerDutyWebhookSecretName: "whsec"], logger: logger)
     let engine = try #require(server.alerts)

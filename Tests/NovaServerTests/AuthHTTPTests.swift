@@ -29,7 +29,8 @@ struct AuthHTTPTests {
     let admin = try await security.tokens.create(name: "root", role: .admin).token
     var logger = Logger(label: "test")
     logger.logLevel = .warning
-    let server = NovaServer(
+    TestMetrics.bootstrap()
+    let server = try NovaServer(
       configuration: .init(workers: 0, metricsOpen: metricsOpen), queue: queue, security: security, logger: logger)
     return Setup(server: server, queue: queue, security: security, admin: admin)
   }

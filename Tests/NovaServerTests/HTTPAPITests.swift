@@ -15,7 +15,8 @@ struct HTTPAPITests {
     let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
     var logger = Logger(label: "test")
     logger.logLevel = .warning
-    return NovaServer(
+    TestMetrics.bootstrap()
+    return try NovaServer(
       configuration: .init(workers: 0, maxPayloadBytes: maxPayloadBytes), queue: try SQLiteJobQueue(path: path), security: nil, logger: logger)
   }
 

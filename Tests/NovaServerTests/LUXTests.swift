@@ -74,7 +74,8 @@ struct LUXTests {
     logger.logLevel = .warning
     var configuration = NovaServer.Configuration(workers: 0)
     configuration.policyBaseline = PolicyBaseline(policyVersion: "0000000000000000", opaRevision: nil)
-    let server = NovaServer(configuration: configuration, queue: queue, security: security, policy: PolicyEngine(document: .builtIn), logger: logger)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: configuration, queue: queue, security: security, policy: PolicyEngine(document: .builtIn), logger: logger)
     let app = Application(router: server.makeRouter())
     try await app.test(.router) { client in
       try await client.execute(uri: "/lux", method: .get) { #expect($0.status == .unauthorized) }

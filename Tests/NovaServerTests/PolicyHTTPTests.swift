@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import NovaApplication
 import NovaCore
 import NovaDatabase
 import NovaPolicy
@@ -63,7 +64,8 @@ struct PolicyHTTPTests {
     }
     var logger = Logger(label: "test")
     logger.logLevel = .warning
-    let server = NovaServer(
+    TestMetrics.bootstrap()
+    let server = try NovaServer(
       configuration: .init(workers: 0), queue: queue, security: security, policy: engine, logger: logger)
     return Setup(server: server, security: security, engine: engine, policyPath: policyPath, tokens: tokens)
   }

@@ -26,7 +26,8 @@ struct StoreOutageHTTPTests {
     defer { queue.close() }
     var logger = Logger(label: "test")
     logger.logLevel = .critical
-    let server = NovaServer(configuration: .init(workers: 0), queue: queue, security: nil, logger: logger)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: .init(workers: 0), queue: queue, security: nil, logger: logger)
     let app = Application(router: server.makeRouter())
     try await app.test(.router) { client in
       // The first requests also open connections; on a loaded test machine they may need a retry.

@@ -3,7 +3,9 @@ import Foundation
 import HTTPTypes
 import NIOCore
 import Synchronization
+import Metrics
 import NovaCore
+import NovaServer
 import NovaQueue
 import NovaTestSupport
 import Testing
@@ -97,3 +99,14 @@ func json(_ buffer: ByteBuffer) throws -> [String: Any] {
 
 /// The authorization header of a bearer token.
 func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
+
+/// Bootstraps swift-metrics with Nova's registry once for the test process, as the executable
+/// does, so that in-process servers export what `nova serve` would.
+enum TestMetrics {
+  private static let once: Void = {
+    MetricsSystem.bootstrap(NovaMetrics.factory)
+    NovaMetrics.recordBuildInfo()
+  }()
+
+  static func bootstrap() { once }
+}

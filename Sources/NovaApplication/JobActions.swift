@@ -1,0 +1,101 @@
+import Foundation
+import NovaCore
+import NovaPolicy
+import NovaQueue
+
+/// Who takes an action: the policy subject (an API token's name and role, or the local user of
+/// the CLI) and the address the request came from.
+public struct Caller: Sendable, Equatable {
+  public var subject: PolicySubject
+  /// The client's address, for rules and OPA (nil from the CLI).
+  public var source: String?
+
+  public init(subject: PolicySubject, source: String? = nil) {
+    self.subject = subject
+    self.source = source
+  }
+
+  /// The local user of the CLI, as the audit log names them (`cli:<user>`).
+  public static var localUser: Caller { Caller(subject: PolicySubject(id: AuditContext.actor)) }
+}
+
+/// The job actions, written once for the HTTP API and the CLI: each reads what its policy
+/// decision needs (the job's queue and kind), asks the policy engine (which audits the
+/// decision: one that cannot be audited fails the action), then acts on the queue (whose store
+/// audits the transition). The adapters only translate requests and answers.
+public struct JobActions: Sendable {
+  public let queue: any JobQueue
+  public let registry: JobRegistry
+  /// Decides every action of a caller; nil (tests of the routes alone) decides nothing.
+  public let policy: PolicyEngine?
+
+  public init(queue: any JobQueue, registry: JobRegistry, policy: PolicyEngine?) {
+    self.queue = queue
+    self.registry = registry
+    self.policy = policy
+  }
+
+  /// The policy resource of a job: its id, queue and kind.
+  public static func resource(of job: Job) -> PolicyResource {
+    PolicyResource(kind: "job", id: job.id.rawValue, attributes: ["queue": job.queue, "job_kind": job.kind])
+  }
+
+  /// Throws `forbidden` unless the policy permits `caller` to take `action` on `resource`.
+  public func authorize(_ caller: Caller?, _ action: String, _ resource: PolicyResource) async throws {
+    guard let policy, let caller else { return }
+    let decision = try await policy.decide(
+      PolicyRequest(subject: caller.subject, action: action, resource: resource, source: caller.source))
+    if !decision.permits { throw NovaError.forbidden(decision.reason) }
+  }
+
+  /// Submits a job (validated against its kind's handler); the stored job, and whether it is new
+  /// (false when an earlier job with the same idempotency key was returned).
+  public func submit(_ request: JobRequest, by caller: Caller?) async throws -> (job: Job, created: Bool) {
+    try registry.validate(kind: request.kind, payload: request.payload)
+    try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
+    let result: EnqueueResult = try await queue.enqueue(request)
+    guard let job = try await queue.get(result.id) else { throw NovaError.jobNotFound(result.id) }
+    return (job, !result.existing)
+  }
+
+  /// One job.
+  public func get(_ id: JobID, by caller: Caller?) async throws -> Job {
+    guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
+    try await authorize(caller, "read", Self.resource(of: job))
+    return job
+  }
+
+  /// A page of jobs; the decision sees the queue and kind filtered on, when given.
+  public func list(_ filter: JobFilter, by caller: Caller?) async throws -> JobPage {
+    try filter.validate()
+    var attributes: [String: String] = [:]
+    if let queue = filter.queue { attributes["queue"] = queue }
+    if let kind = filter.kind { attributes["job_kind"] = kind }
+    try await authorize(caller, "read", PolicyResource(kind: "job", attributes: attributes))
+    return try await queue.list(filter)
+  }
+
+  /// Cancels a job: a waiting job never runs; a running job's handler is cancelled.
+  public func cancel(_ id: JobID, by caller: Caller?) async throws -> Job {
+    try await act("cancel", id, by: caller) { try await queue.cancel(id) }
+  }
+
+  /// Puts a dead, cancelled or failed job back to available, its attempts reset.
+  public func retry(_ id: JobID, by caller: Caller?) async throws -> Job {
+    try await act("retry", id, by: caller) { try await queue.retry(id) }
+  }
+
+  /// Job counts per queue and state.
+  public func stats(by caller: Caller?) async throws -> QueueStats {
+    try await authorize(caller, "read", PolicyResource(kind: "queue"))
+    return try await queue.stats()
+  }
+
+  private func act(_ action: String, _ id: JobID, by caller: Caller?, _ body: () async throws -> Job) async throws -> Job {
+    if policy != nil, caller != nil {
+      guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }
+      try await authorize(caller, action, Self.resource(of: job))
+    }
+    return try await body()
+  }
+}

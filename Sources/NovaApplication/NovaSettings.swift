@@ -1,0 +1,90 @@
+import Foundation
+import NovaCore
+import NovaDatabase
+import NovaRedis
+import NovaSecurity
+
+/// Where Nova's data lives and which files configure it: what `nova serve` and every CLI command
+/// open. Flags win over the environment (`NOVA_DATA_DIR`, `NOVA_QUEUE_URL`, `NOVA_SIGNING_KEY`,
+/// `NOVA_POLICY`, `NOVA_THRESHOLDS`), which wins over the data directory's defaults.
+public struct NovaSettings: Sendable, Equatable {
+  /// The data directory: the SQLite database, the signing key, and default policy and thresholds files.
+  public var dataDirectory: String
+  /// `redis://…` or `sqlite://PATH`; nil for the database in the data directory.
+  public var queueURL: String?
+  public var synchronous: NovaDatabase.Synchronous
+  /// The Ed25519 key that signs checkpoints and evidence (made on first use).
+  public var signingKeyPath: String
+  /// The policy rules; nil for the built-in role rules.
+  public var policyPath: String?
+  /// `thresholds.yaml` (alerting); nil when there is none.
+  public var thresholdsPath: String?
+
+  public init(
+    dataDirectory: String, queueURL: String? = nil, synchronous: NovaDatabase.Synchronous = .normal, signingKeyPath: String? = nil,
+    policyPath: String? = nil, thresholdsPath: String? = nil
+  ) {
+    self.dataDirectory = dataDirectory
+    self.queueURL = queueURL
+    self.synchronous = synchronous
+    self.signingKeyPath = signingKeyPath ?? (dataDirectory as NSString).appendingPathComponent(SecurityContext.keyFileName)
+    self.policyPath = policyPath
+    self.thresholdsPath = thresholdsPath
+  }
+
+  /// Settings from flags (nil where not given), the environment and the data directory's files.
+  public static func resolve(
+    dataDirectory: String?, queueURL: String?, synchronous: String, signingKey: String?, policy: String?, thresholds: String?,
+    environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> NovaSettings {
+    func given(_ flag: String?, _ variable: String) -> String? {
+      if let flag, !flag.isEmpty { return flag }
+      if let value = environment[variable], !value.isEmpty { return value }
+      return nil
+    }
+    guard let mode = NovaDatabase.Synchronous(rawValue: synchronous.uppercased()) else {
+      throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
+    }
+    let directory = given(dataDirectory, "NOVA_DATA_DIR") ?? "./nova-data"
+    func inDataDirectory(_ name: String) -> String? {
+      let path = (directory as NSString).appendingPathComponent(name)
+      return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+    return NovaSettings(
+      dataDirectory: directory, queueURL: given(queueURL, "NOVA_QUEUE_URL"), synchronous: mode,
+      signingKeyPath: given(signingKey, "NOVA_SIGNING_KEY"),
+      policyPath: given(policy, "NOVA_POLICY") ?? inDataDirectory("nova-policy.yaml"),
+      thresholdsPath: given(thresholds, "NOVA_THRESHOLDS") ?? inDataDirectory("thresholds.yaml"))
+  }
+
+  /// Where the data is, for log lines (a Redis URL's password hidden).
+  public var location: String {
+    guard let queueURL else { return dataDirectory }
+    guard queueURL.hasPrefix("redis://"), let parsed = try? RedisURL(parsing: queueURL) else { return queueURL }
+    return parsed.description
+  }
+}
+
+/// The data directory: created on first use, checked for writability.
+public enum DataDirectory {
+  /// Creates `dir` when missing; returns the database path inside it.
+  public static func prepare(_ dir: String) throws -> String {
+    let manager = FileManager.default
+    var isDirectory: ObjCBool = false
+    if manager.fileExists(atPath: dir, isDirectory: &isDirectory) {
+      guard isDirectory.boolValue else {
+        throw NovaError.storage("data directory \(dir) exists but is not a directory")
+      }
+    } else {
+      do {
+        try manager.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      } catch {
+        throw NovaError.storage("cannot create data directory \(dir): \((error as NSError).localizedDescription)")
+      }
+    }
+    guard manager.isWritableFile(atPath: dir) else {
+      throw NovaError.storage("data directory \(dir) is not writable")
+    }
+    return (dir as NSString).appendingPathComponent("nova.sqlite")
+  }
+}

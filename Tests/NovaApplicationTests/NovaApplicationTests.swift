@@ -1,0 +1,103 @@
+import Foundation
+import GRDB
+import NovaApplication
+import NovaCore
+import NovaDatabase
+import NovaPolicy
+import NovaQueue
+import NovaSecurity
+import NovaTestSupport
+import Testing
+
+@Suite("Application layer", .serialized, .timeLimit(.minutes(5)))
+struct NovaApplicationTests {
+  static let policy = """
+    rules:
+      - name: local-cli
+        effect: allow
+        subjects: "cli:*"
+      - name: frozen-queue
+        effect: deny
+        actions: [submit, cancel, retry, read]
+        resource: {attributes: {queue: frozen}}
+    """
+
+  func open(policy: String? = Self.policy) async throws -> (NovaApplication, URL) {
+    let directory = try TemporaryDirectory.make("nova-app")
+    var policyPath: String?
+    if let policy {
+      policyPath = directory.appendingPathComponent("policy.yaml").path
+      try policy.write(toFile: policyPath!, atomically: true, encoding: .utf8)
+    }
+    let settings = NovaSettings(dataDirectory: directory.appendingPathComponent("data").path, policyPath: policyPath)
+    return (try await NovaApplication.open(settings), directory)
+  }
+
+  @Test func settingsPreferFlagsThenTheEnvironmentThenTheDataDirectory() throws {
+    let directory = try TemporaryDirectory.make("nova-settings")
+    try "rules: []".write(toFile: directory.appendingPathComponent("nova-policy.yaml").path, atomically: true, encoding: .utf8)
+    let environment = ["NOVA_DATA_DIR": directory.path, "NOVA_QUEUE_URL": "redis://:secret@127.0.0.1:6379", "NOVA_THRESHOLDS": "/t.yaml"]
+    let fromEnvironment = try NovaSettings.resolve(
+      dataDirectory: nil, queueURL: nil, synchronous: "full", signingKey: nil, policy: nil, thresholds: nil, environment: environment)
+    #expect(fromEnvironment.dataDirectory == directory.path)
+    #expect(fromEnvironment.synchronous == .full)
+    #expect(fromEnvironment.policyPath == directory.appendingPathComponent("nova-policy.yaml").path)
+    #expect(fromEnvironment.thresholdsPath == "/t.yaml")
+    #expect(fromEnvironment.signingKeyPath == directory.appendingPathComponent("audit-signing.key").path)
+    #expect(!fromEnvironment.location.contains("secret"))
+    let fromFlags = try NovaSettings.resolve(
+      dataDirectory: "/d", queueURL: "sqlite:///q.sqlite", synchronous: "normal", signingKey: "/k", policy: "/p", thresholds: "/t",
+      environment: environment)
+    #expect(fromFlags == NovaSettings(dataDirectory: "/d", queueURL: "sqlite:///q.sqlite", signingKeyPath: "/k", policyPath: "/p", thresholdsPath: "/t"))
+    #expect(throws: NovaError.self) {
+      _ = try NovaSettings.resolve(dataDirectory: nil, queueURL: nil, synchronous: "sometimes", signingKey: nil, policy: nil, thresholds: nil)
+    }
+  }
+
+  @Test func jobActionsDecideWithTheJobsQueueAndAuditTheDecision() async throws {
+    let (application, _) = try await open()
+    let jobs = try application.jobs()
+    let caller = Caller(subject: PolicySubject(id: "cli:tester"))
+    let (job, created) = try await jobs.submit(JobRequest(kind: "noop", queue: "cpu"), by: caller)
+    #expect(created && job.queue == "cpu")
+    #expect(try await jobs.get(job.id, by: caller).id == job.id)
+    #expect(try await jobs.list(JobFilter(queue: "cpu"), by: caller).jobs.map(\.id) == [job.id])
+    #expect(try await jobs.stats(by: caller).count(queue: "cpu", state: .available) == 1)
+    #expect(try await jobs.cancel(job.id, by: caller).state == .cancelled)
+    #expect(try await jobs.retry(job.id, by: caller).state == .available)
+    // The frozen queue: submit, read and cancel are denied, with the rule in the reason.
+    await #expect(throws: NovaError.self) { _ = try await jobs.submit(JobRequest(kind: "noop", queue: "frozen"), by: caller) }
+    let frozen: JobID = try await application.queue.enqueue(JobRequest(kind: "noop", queue: "frozen"))
+    await #expect { _ = try await jobs.get(frozen, by: caller) } throws: { error in
+      guard case NovaError.forbidden(let reason) = error else { return false }
+      return reason.contains("frozen-queue")
+    }
+    await #expect(throws: NovaError.self) { _ = try await jobs.cancel(frozen, by: caller) }
+    await #expect(throws: NovaError.self) { _ = try await jobs.list(JobFilter(queue: "frozen"), by: caller) }
+    #expect(try await application.queue.get(frozen)?.state == .available)
+    // Every decision is in the audit log, with the job's queue.
+    let size = try await application.security.audit.size()
+    let decisions = try await application.security.audit.entries(from: 1, through: size).filter { $0.event == "policy.decided" }
+    #expect(decisions.count == 10)
+    #expect(decisions.contains { $0.payload.contains(#""queue":"frozen""#) && $0.payload.contains(#""allowed":false"#) })
+    // Without a caller (a server without authentication) nothing is decided.
+    #expect(try await jobs.get(frozen, by: nil).id == frozen)
+    await #expect(throws: NovaError.unknownJobKind("unknown.kind")) { _ = try await jobs.submit(JobRequest(kind: "unknown.kind"), by: nil) }
+  }
+
+  @Test func aDecisionThatCannotBeAuditedFailsTheAction() async throws {
+    let (application, _) = try await open()
+    let jobs = try application.jobs()
+    let caller = Caller(subject: PolicySubject(id: "cli:tester"))
+    let id: JobID = try await application.queue.enqueue(JobRequest(kind: "noop"))
+    // The audit log refuses writes (as a full disk or a lost lock would).
+    try await application.database.pool.write { db in
+      try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON nova_audit BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    }
+    await #expect { _ = try await jobs.cancel(id, by: caller) } throws: { error in
+      guard case NovaError.storage(let message) = error else { return false }
+      return message.contains("disk full")
+    }
+    #expect(try await application.queue.get(id)?.state == .available)
+  }
+}
