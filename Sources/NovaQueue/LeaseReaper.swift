@@ -41,13 +41,8 @@ public struct LeaseReaper: Service {
   }
 
   public func run() async throws {
-    while !Task.isShuttingDownGracefully && !Task.isCancelled {
-      do {
-        try await runOnce()
-      } catch {
-        logger.error("lease reaper pass failed", metadata: ["error": "\(error)"])
-      }
-      try? await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
+    await runPeriodically(every: interval, clock: clock, logger: logger, what: "lease reaper pass", finalTick: false) {
+      try await runOnce()
     }
   }
 }

@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Metrics
 import NovaQueue
+import NovaSecurity
 import Prometheus
 import Synchronization
 

@@ -45,7 +45,7 @@ public struct NovaServer: Sendable {
     public var dashboardURL: String?
     /// How long one request may wait for the stores (retries included) before it is answered
     /// 503 `unavailable`; `/readyz` waits at most half as long.
-    public var storeDeadline: Duration = .milliseconds(1500)
+    public var storeDeadline: Duration = .seconds(1)
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -243,12 +243,19 @@ public struct NovaServer: Sendable {
           security: security, jobs: jobs, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
           kpis: kpis, clock: clock))
     }
-    if let alerts, let alertDispatcher {
-      services.append(AlertService(engine: alerts, dispatcher: alertDispatcher, journal: journal, path: configuration.thresholdsPath, logger: logger))
-    }
+    var reloads: [(name: String, reload: @Sendable () async throws -> Void)] = []
     if let policy {
-      services.append(PolicyService(engine: policy, audit: security?.audit, baseline: configuration.policyBaseline, logger: logger, clock: clock))
+      services.append(PolicyService(engine: policy, baseline: configuration.policyBaseline, logger: logger, clock: clock))
+      let reloader = PolicyReloader(engine: policy, audit: security?.audit)
+      reloads.append(("policy", { try await reloader.reload() }))
     }
+    if let alerts, let alertDispatcher {
+      let service = AlertService(
+        engine: alerts, dispatcher: alertDispatcher, journal: journal, path: configuration.thresholdsPath, logger: logger)
+      services.append(service)
+      reloads.append(("alert rules", { await service.reload() }))
+    }
+    services.append(ReloadOnHangup(reloads: reloads, logger: logger))
     return (pool, services)
   }
 

@@ -222,7 +222,9 @@ struct WorkerPoolTests {
       try await pool.run()
       stopped.set()
     }
-    try await eventually("job to start") { try await queue.get(id)?.state == .running && clock.sleeperCount >= 1 }
+    // Running in a worker slot, not only claimed into the buffer (a buffered job is released at
+    // once on shutdown, and the pool stops without waiting for the grace period).
+    try await eventually("job to start") { pool.runningCount == 1 && clock.sleeperCount >= 1 }
     pool.shutdown()
     try await step(clock, by: .seconds(1), parked: 1)
     #expect(!stopped.isSet, "the pool stopped before its grace period ended")

@@ -1,10 +1,10 @@
 import Logging
-import NovaCore
 import ServiceLifecycle
 
-/// Runs `tick` every `interval` until graceful shutdown (logging failures as `what` failed),
-/// then once more when `finalTick`, so that work done at shutdown is not lost.
-func runPeriodically(
+/// The one periodic runner of Nova's background services: runs `tick` every `interval` of
+/// `clock` until graceful shutdown (logging failures as `what` failed), then once more when
+/// `finalTick`, so that work done at shutdown is not lost.
+public func runPeriodically(
   every interval: Duration, clock: any NovaClock, logger: Logger, what: String, finalTick: Bool, _ tick: () async throws -> Void
 ) async {
   while !Task.isShuttingDownGracefully && !Task.isCancelled {

@@ -1,15 +1,12 @@
 import Foundation
 import Logging
-import NovaAlerting
 import NovaCore
 import NovaMonitoring
-import NovaQueue
 import ServiceLifecycle
-import UnixSignals
 
 /// Runs the alert engine in `nova serve`: an evaluation whenever KPI samples arrive (and at the
-/// evaluation interval), the outbox sender, and a reload of `thresholds.yaml` on SIGHUP that
-/// keeps the last good rules when the file is invalid.
+/// evaluation interval) and the outbox sender; `reload()` re-reads `thresholds.yaml` (the
+/// server's SIGHUP handler calls it), keeping the last good rules when the file is invalid.
 public struct AlertService: Service {
   public let engine: AlertEngine
   public let dispatcher: NotificationDispatcher
@@ -53,13 +50,9 @@ public struct AlertService: Service {
     let engine = engine
     let dispatcher = dispatcher
     let logger = logger
-    let signals = await UnixSignalsSequence(trapping: .sighup)
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await engine.runEvaluations(logger: logger) }
       group.addTask { await dispatcher.runDeliveries(signal: engine.outboxSignal) }
-      group.addTask {
-        for await _ in signals { await reload() }
-      }
       try? await gracefulShutdown()
       group.cancelAll()
     }

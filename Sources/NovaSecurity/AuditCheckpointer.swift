@@ -5,7 +5,6 @@ import Logging
 import Metrics
 import NovaMonitoring
 import NovaQueue
-import NovaSecurity
 import ServiceLifecycle
 
 /// Signs a checkpoint of the audit log at an interval when it grew (and once more at shutdown),

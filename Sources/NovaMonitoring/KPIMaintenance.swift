@@ -1,7 +1,6 @@
 import Foundation
 import NovaCore
 import Logging
-import NovaMonitoring
 import ServiceLifecycle
 
 /// Keeps the KPI store tidy from `nova serve`: purges samples older than the retention, and

@@ -3,7 +3,6 @@ import Logging
 import NovaCore
 import Metrics
 import NovaQueue
-import NovaSecurity
 import ServiceLifecycle
 
 /// Moves the transition records a Redis queue keeps (written by its scripts, atomically with each
