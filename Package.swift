@@ -1,17 +1,17 @@
+import Foundation
 // swift-tools-version:6.1
 import PackageDescription
-
-import Foundation
 
 /// CI (scripts/test.sh) builds Nova's own targets with warnings as errors; dependencies and
 /// everyday builds are not affected.
 let warningsAsErrors: [SwiftSetting] =
   ProcessInfo.processInfo.environment["NOVA_WARNINGS_AS_ERRORS"] == "1" ? [.unsafeFlags(["-warnings-as-errors"])] : []
 
-let swiftSettings: [SwiftSetting] = [
-  .enableUpcomingFeature("ExistentialAny"),
-  .enableUpcomingFeature("MemberImportVisibility"),
-] + warningsAsErrors
+let swiftSettings: [SwiftSetting] =
+  [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+  ] + warningsAsErrors
 
 let package = Package(
   name: "Nova",
@@ -221,6 +221,16 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // The README's "Use Nova from Swift" example, built and run by the tests.
+    .executableTarget(
+      name: "HelloNova",
+      dependencies: [
+        "NovaCore", "NovaQueue",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Examples/HelloNova",
+      swiftSettings: swiftSettings
+    ),
     .target(
       name: "NovaTestSupport",
       dependencies: [
@@ -305,7 +315,8 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaApplication", "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaServer", "NovaRedisQueue",
+        "NovaApplication", "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy",
+        "NovaQueue", "NovaServer", "NovaRedisQueue",
         "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),

@@ -34,6 +34,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need python3-venv-module pyth
 bash scripts/install-opa-engine.sh .build/opa-venv
 [ -f /usr/include/zlib.h ] || need zlib-headers zlib1g-dev
 
+# The formatter's configuration (.swift-format) holds for every source file.
+swift format lint --strict --recursive --parallel Sources Tests Examples Package.swift
+
 # Nova's own code builds without a warning, and no test may skip for a missing server: this
 # script installed them all, so a skip could only hide a broken install.
 export NOVA_WARNINGS_AS_ERRORS=1 NOVA_REQUIRE_ALL_TESTS=1

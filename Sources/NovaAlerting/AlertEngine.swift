@@ -164,7 +164,9 @@ public actor AlertEngine {
       let seconds = Double(now - (alert.firedAt ?? now)) / 1000
       result.changed = [alert]
       result.notifications = [AlertNotification(action: .acknowledge, alert: alert)]
-      result.kpis = [KPISample(name: "alert.time_to_acknowledge", labels: ["rule": alert.rule], value: seconds, unit: "s", time: now, source: "alerts")]
+      result.kpis = [
+        KPISample(name: "alert.time_to_acknowledge", labels: ["rule": alert.rule], value: seconds, unit: "s", time: now, source: "alerts")
+      ]
       result.journal = [
         JournalRecord(
           kind: "alert.acknowledged", subject: nil,

@@ -82,10 +82,18 @@ public struct AlertInstance: Sendable, Codable, Equatable {
 
   enum CodingKeys: String, CodingKey {
     case id, fingerprint, rule, labels, state, severity, kpi, value, threshold, unit, summary, description, runbook, route
-    case activeSince = "active_since", lastTrueAt = "last_true_at", firedAt = "fired_at", lastNotifiedAt = "last_notified_at"
-    case lastRefreshAt = "last_refresh_at", acknowledgedAt = "acknowledged_at", acknowledgedBy = "acknowledged_by"
-    case escalatedAt = "escalated_at", resolvedAt = "resolved_at", resolvedBy = "resolved_by"
-    case resolveBreachedAt = "resolve_breached_at", cleared
+    case activeSince = "active_since"
+    case lastTrueAt = "last_true_at"
+    case firedAt = "fired_at"
+    case lastNotifiedAt = "last_notified_at"
+    case lastRefreshAt = "last_refresh_at"
+    case acknowledgedAt = "acknowledged_at"
+    case acknowledgedBy = "acknowledged_by"
+    case escalatedAt = "escalated_at"
+    case resolvedAt = "resolved_at"
+    case resolvedBy = "resolved_by"
+    case resolveBreachedAt = "resolve_breached_at"
+    case cleared
   }
 
   /// Whether the engine still tracks it: pending, firing, or resolved by hand before its condition cleared.

@@ -1,8 +1,8 @@
 import Foundation
 import GRDB
 import NovaCore
-import NovaMonitoring
 import NovaDatabase
+import NovaMonitoring
 
 /// A request waiting in the outbox (or sent, or given up).
 public struct Delivery: Sendable, Equatable {
@@ -27,38 +27,38 @@ public final class AlertStore: Sendable {
   public init(database: NovaDatabase) throws {
     self.database = database
     try database.migrate("alert") { migrator in
-    OrchestrationJournal.registerSchema(in: &migrator)
-    migrator.registerMigration("v7-alerts") { db in
-      try db.execute(
-        sql: """
-          CREATE TABLE nova_alerts (
-            id INTEGER PRIMARY KEY,
-            fingerprint TEXT NOT NULL,
-            rule TEXT NOT NULL,
-            state TEXT NOT NULL,
-            is_open INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL,
-            body TEXT NOT NULL
-          );
-          CREATE UNIQUE INDEX nova_alerts_open ON nova_alerts(fingerprint) WHERE is_open = 1;
-          CREATE INDEX nova_alerts_updated ON nova_alerts(updated_at);
-          CREATE TABLE nova_alert_outbox (
-            id INTEGER PRIMARY KEY,
-            receiver TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            action TEXT NOT NULL,
-            url TEXT NOT NULL,
-            body TEXT NOT NULL,
-            alert_ids TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            next_attempt_at INTEGER NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            status TEXT NOT NULL DEFAULT 'pending',
-            last_error TEXT
-          );
-          CREATE INDEX nova_alert_outbox_due ON nova_alert_outbox(next_attempt_at) WHERE status = 'pending';
-          """)
-    }
+      OrchestrationJournal.registerSchema(in: &migrator)
+      migrator.registerMigration("v7-alerts") { db in
+        try db.execute(
+          sql: """
+            CREATE TABLE nova_alerts (
+              id INTEGER PRIMARY KEY,
+              fingerprint TEXT NOT NULL,
+              rule TEXT NOT NULL,
+              state TEXT NOT NULL,
+              is_open INTEGER NOT NULL,
+              updated_at INTEGER NOT NULL,
+              body TEXT NOT NULL
+            );
+            CREATE UNIQUE INDEX nova_alerts_open ON nova_alerts(fingerprint) WHERE is_open = 1;
+            CREATE INDEX nova_alerts_updated ON nova_alerts(updated_at);
+            CREATE TABLE nova_alert_outbox (
+              id INTEGER PRIMARY KEY,
+              receiver TEXT NOT NULL,
+              kind TEXT NOT NULL,
+              action TEXT NOT NULL,
+              url TEXT NOT NULL,
+              body TEXT NOT NULL,
+              alert_ids TEXT NOT NULL,
+              created_at INTEGER NOT NULL,
+              next_attempt_at INTEGER NOT NULL,
+              attempts INTEGER NOT NULL DEFAULT 0,
+              status TEXT NOT NULL DEFAULT 'pending',
+              last_error TEXT
+            );
+            CREATE INDEX nova_alert_outbox_due ON nova_alert_outbox(next_attempt_at) WHERE status = 'pending';
+            """)
+      }
     }
   }
 

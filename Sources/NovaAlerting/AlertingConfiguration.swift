@@ -52,7 +52,11 @@ extension YAMLReader {
       case "sla":
         for item in try mapping(entry.value, "sla", allowed: ["acknowledge_within", "resolve_within"]) {
           let value = try duration(item.value, "sla.\(item.key)", range: .seconds(1) ... .seconds(30 * 86_400))
-          if item.key == "acknowledge_within" { configuration.settings.acknowledgeWithin = value } else { configuration.settings.resolveWithin = value }
+          if item.key == "acknowledge_within" {
+            configuration.settings.acknowledgeWithin = value
+          } else {
+            configuration.settings.resolveWithin = value
+          }
         }
       case "rules": ruleNodes = try list(entry.value, "rules")
       case "receivers": receiverNodes = try list(entry.value, "receivers")
@@ -61,7 +65,9 @@ extension YAMLReader {
     }
     for (index, node) in receiverNodes.enumerated() {
       let receiver = try self.receiver(node, "receivers[\(index)]")
-      guard configuration.receiver(named: receiver.name) == nil else { throw fail(node, "receivers[\(index)].name: '\(receiver.name)' is used twice") }
+      guard configuration.receiver(named: receiver.name) == nil else {
+        throw fail(node, "receivers[\(index)].name: '\(receiver.name)' is used twice")
+      }
       configuration.receivers.append(receiver)
     }
     for (index, node) in routeNodes.enumerated() {
@@ -92,7 +98,10 @@ extension YAMLReader {
   private func settings(_ node: Node, into settings: inout AlertSettings) throws(ConfigFileError) {
     for entry in try mapping(
       node, "settings",
-      allowed: ["evaluation_interval", "alertmanager_resend", "default_route", "pagerduty_webhook_secret_env", "pagerduty_webhook_secret_file", "external_url"])
+      allowed: [
+        "evaluation_interval", "alertmanager_resend", "default_route", "pagerduty_webhook_secret_env", "pagerduty_webhook_secret_file",
+        "external_url",
+      ])
     {
       let field = "settings.\(entry.key)"
       switch entry.key {
@@ -251,7 +260,8 @@ extension YAMLReader {
         if let first = unknown.first {
           throw fail(
             entry.value,
-            "\(path): unknown placeholder '{{\(first)}}'; use \(AlertTemplate.names.sorted().map { "{{\($0)}}" }.joined(separator: ", ")) or {{labels.NAME}}")
+            "\(path): unknown placeholder '{{\(first)}}'; use \(AlertTemplate.names.sorted().map { "{{\($0)}}" }.joined(separator: ", ")) or {{labels.NAME}}"
+          )
         }
         if entry.key == "summary" {
           rule.summary = text
@@ -289,7 +299,7 @@ extension YAMLReader {
         throw fail(thresholdNode, "\(path): critical (\(AlertTemplate.format(critical))) must be beyond warn (\(AlertTemplate.format(warn)))")
       }
     }
-    if (comparison == .outside || comparison == .changePercent), (rule.warn ?? 0) < 0 || (rule.critical ?? 0) < 0 {
+    if comparison == .outside || comparison == .changePercent, (rule.warn ?? 0) < 0 || (rule.critical ?? 0) < 0 {
       throw fail(thresholdNode, "\(path): \(comparison.rawValue) compares sizes; thresholds must not be negative")
     }
     if !sawSummary { rule.summary = "\(rule.name): {{kpi}} is {{value}} (threshold {{threshold}})" }

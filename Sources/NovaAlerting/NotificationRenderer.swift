@@ -24,7 +24,8 @@ public struct NotificationRenderer: Sendable {
   /// The requests for `notifications`, in order; webhook notifications of one group share a request.
   public func requests(for notifications: [AlertNotification], now: Int64) -> [OutboundRequest] {
     var requests: [OutboundRequest] = []
-    var groups: [(receiver: ReceiverConfig, key: String, groupLabels: [String: String], action: AlertNotification.Action, alerts: [AlertNotification])] = []
+    var groups:
+      [(receiver: ReceiverConfig, key: String, groupLabels: [String: String], action: AlertNotification.Action, alerts: [AlertNotification])] = []
     for notification in notifications {
       guard let route = notification.alert.route.flatMap({ name in configuration.routes.first { $0.name == name } }) else { continue }
       let names = notification.action == .escalate ? route.escalateTo : route.receivers

@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import NovaAlerting
 import NovaCore
-import NovaMonitoring
 import NovaDatabase
+import NovaMonitoring
 
 /// `nova bench alerts`: how long one evaluation of many rules over fresh KPIs takes, and how long
 /// a page takes from the KPI that crosses a threshold to the webhook receiving it.

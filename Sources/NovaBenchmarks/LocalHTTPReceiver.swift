@@ -128,7 +128,8 @@ private final class RecordingHandler: ChannelInboundHandler {
       var headers = HTTPHeaders()
       headers.add(name: "Content-Type", value: "application/json")
       headers.add(name: "Content-Length", value: String(text.utf8.count))
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers))), promise: nil)
+      context.write(
+        wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers))), promise: nil)
       context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
       context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
       self.head = nil

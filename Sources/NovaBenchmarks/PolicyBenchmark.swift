@@ -116,7 +116,8 @@ public enum PolicyBenchmark {
     for key in keys { _ = await shared.evaluate(key) }
     var scaling: [Scaling] = []
     for callers in [1, 2, 4, 8] {
-      let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(window.components.seconds) * 1_000_000_000
+      let deadline =
+        DispatchTime.now().uptimeNanoseconds + UInt64(window.components.seconds) * 1_000_000_000
         + UInt64(window.components.attoseconds / 1_000_000_000)
       let start = DispatchTime.now().uptimeNanoseconds
       let total = await withTaskGroup(of: Int.self) { group in

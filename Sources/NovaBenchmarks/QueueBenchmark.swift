@@ -19,7 +19,9 @@ public enum QueueBenchmark {
     /// Jobs claimed ahead of free workers; nil uses the pool's default.
     public var prefetch: Int?
 
-    public init(jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil) {
+    public init(
+      jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil
+    ) {
       self.prefetch = prefetch
       self.jobs = jobs
       self.workers = workers

@@ -120,10 +120,15 @@ public struct YAMLReader: Sendable {
   }
 
   /// A duration such as `250ms`, `30s`, `5m`, `1h`, `1d` or `1h30m` (a bare number is seconds).
-  public func duration(_ node: Node, _ field: String, range: ClosedRange<Duration> = .zero ... .seconds(366 * 86_400)) throws(ConfigFileError) -> Duration {
+  public func duration(_ node: Node, _ field: String, range: ClosedRange<Duration> = .zero ... .seconds(366 * 86_400)) throws(ConfigFileError)
+    -> Duration
+  {
     let text = try string(node, field)
     guard let value = Self.parseDuration(text), range.contains(value) else {
-      throw fail(node, "\(field): '\(text)' is not a duration such as 30s, 5m, 1h or 1d from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound))")
+      throw fail(
+        node,
+        "\(field): '\(text)' is not a duration such as 30s, 5m, 1h or 1d from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound))"
+      )
     }
     return value
   }
@@ -131,7 +136,8 @@ public struct YAMLReader: Sendable {
   /// A duration the way the file writes it: `250ms`, `30s`, `5m`, `2h`, `366d`.
   public static func describe(_ duration: Duration) -> String {
     let seconds = duration.seconds
-    for (unit, size) in [("d", 86_400.0), ("h", 3600), ("m", 60), ("s", 1)] where seconds >= size && seconds.truncatingRemainder(dividingBy: size) == 0 {
+    for (unit, size) in [("d", 86_400.0), ("h", 3600), ("m", 60), ("s", 1)]
+    where seconds >= size && seconds.truncatingRemainder(dividingBy: size) == 0 {
       return "\(Int(seconds / size))\(unit)"
     }
     return seconds == 0 ? "0s" : "\(Int((seconds * 1000).rounded()))ms"

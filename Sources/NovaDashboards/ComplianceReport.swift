@@ -181,7 +181,8 @@ public struct ComplianceReport: Codable, Sendable, Equatable {
   public var links: Links
 
   public init(
-    generated_at: String, audit: Audit, policy: Policy, decisions: Decisions, alerts: Alerts, baseline: Baseline?, reviews: [Review] = Review.schedule,
+    generated_at: String, audit: Audit, policy: Policy, decisions: Decisions, alerts: Alerts, baseline: Baseline?,
+    reviews: [Review] = Review.schedule,
     links: Links
   ) {
     self.generated_at = generated_at
@@ -219,6 +220,8 @@ public struct Review: Codable, Sendable, Equatable {
     Review(
       name: "Evidence review", owner_role: "Governance reviewer (viewer)", cadence: "Quarterly",
       evidence: "Signed evidence bundle of the quarter: audit entries, checkpoint, policy status, alert history and SLA",
-      commands: ["nova evidence export --out q.tar.gz --since START --until END", "nova evidence verify q.tar.gz --key trusted.pem", "nova audit verify"]),
+      commands: [
+        "nova evidence export --out q.tar.gz --since START --until END", "nova evidence verify q.tar.gz --key trusted.pem", "nova audit verify",
+      ]),
   ]
 }

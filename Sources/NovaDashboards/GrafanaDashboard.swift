@@ -86,7 +86,10 @@ public struct GrafanaDashboard: Sendable {
     if thresholdLines { defaults["custom"] = .object(["thresholdsStyle": .object(["mode": "line+area"])]) }
     var options: [String: JSONValue] = [:]
     if type == "timeseries" {
-      options = ["legend": .object(["displayMode": "table", "placement": "bottom", "showLegend": true]), "tooltip": .object(["mode": "multi", "sort": "desc"])]
+      options = [
+        "legend": .object(["displayMode": "table", "placement": "bottom", "showLegend": true]),
+        "tooltip": .object(["mode": "multi", "sort": "desc"]),
+      ]
     } else {
       options = ["reduceOptions": .object(["calcs": .array(["lastNotNull"]), "fields": "", "values": false]), "orientation": "auto"]
     }
@@ -120,7 +123,8 @@ public struct GrafanaDashboard: Sendable {
     panels.append(
       panel(
         &layout, type: "timeseries", title: "Burn rate (multiwindow: 14.4x 1h/5m, 6x 6h/30m, 1x 3d/6h)",
-        description: "Error ratio over the allowed one. Page when both windows of a pair burn faster than its factor: 14.4x over 1 h and 5 min spends 2 % of a 30-day budget in an hour; 6x over 6 h and 30 min, 5 % in 6 h; 1x over 3 d and 6 h, 10 % in 3 days.",
+        description:
+          "Error ratio over the allowed one. Page when both windows of a pair burn faster than its factor: 14.4x over 1 h and 5 min spends 2 % of a 30-day budget in an hour; 6x over 6 h and 30 min, 5 % in 6 h; 1x over 3 d and 6 h, 10 % in 3 days.",
         width: 18, unit: "x",
         targets: [
           (burnRate("5m"), "5m"), (burnRate("30m"), "30m"), (burnRate("1h"), "1h"), (burnRate("6h"), "6h"), (burnRate("3d"), "3d"),
@@ -135,7 +139,8 @@ public struct GrafanaDashboard: Sendable {
     panels.append(
       panel(
         &layout, type: "bargauge", title: "Baseline deltas against their thresholds",
-        description: "The latest nova bench baseline --compare: change per measure (percent; GPU in points) and the threshold it is held to (GPU ±5, CPU ±10, network ±7).",
+        description:
+          "The latest nova bench baseline --compare: change per measure (percent; GPU in points) and the threshold it is held to (GPU ±5, CPU ±10, network ±7).",
         unit: "percent",
         targets: [
           ("nova_baseline_delta_percent{\(i)}", "{{measure}} delta"), ("nova_baseline_threshold_percent{\(i)}", "{{measure}} threshold"),
@@ -198,7 +203,8 @@ public struct GrafanaDashboard: Sendable {
     panels.append(
       panel(
         &layout, type: "timeseries", title: "Alert time to acknowledge and resolve (SLA 5 / 30 min)",
-        description: "p90 over a day of the time from firing to acknowledgement and to resolution, against the SLA lines (300 s, 1800 s); breaches per day.",
+        description:
+          "p90 over a day of the time from firing to acknowledgement and to resolution, against the SLA lines (300 s, 1800 s); breaches per day.",
         unit: "s",
         targets: [
           ("histogram_quantile(0.9, sum by (le) (rate(nova_alert_time_to_acknowledge_seconds_bucket{\(i)}[1d])))", "acknowledge p90"),

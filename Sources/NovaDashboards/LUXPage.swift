@@ -124,7 +124,8 @@ public enum LUXPage {
     var out = "<section aria-labelledby=\"audit-h\"><h2 id=\"audit-h\">Audit trail coverage</h2>\n"
     out += figure("audit.coverage", value: String(audit.coverage), text: percent(audit.coverage), status: status)
     out += "<p>\(audit.audited_transitions) audited job transitions; \(audit.jobs) jobs; "
-    out += "<span data-figure=\"audit.unaudited_jobs\" data-value=\"\(audit.unaudited_jobs)\">\(audit.unaudited_jobs)</span> without the entry for their current state"
+    out +=
+      "<span data-figure=\"audit.unaudited_jobs\" data-value=\"\(audit.unaudited_jobs)\">\(audit.unaudited_jobs)</span> without the entry for their current state"
     out += audit.unaudited_jobs > 0 ? " (<code>nova audit coverage</code> names them).</p>\n" : ".</p>\n"
     out += sparkline(audit.coverage_trend, label: "Audit coverage over time")
     out += "</section>\n<section aria-labelledby=\"chain-h\"><h2 id=\"chain-h\">Audit chain</h2>\n"
@@ -132,14 +133,18 @@ public enum LUXPage {
     if let checkpoint = audit.checkpoint {
       let valid = checkpoint.signature_valid
       out += "<table><caption class=\"muted\">Last signed checkpoint</caption><tbody>"
-      out += "<tr><th scope=\"row\">Tree size</th><td data-figure=\"audit.checkpoint.size\" data-value=\"\(checkpoint.size)\">\(checkpoint.size)</td></tr>"
+      out +=
+        "<tr><th scope=\"row\">Tree size</th><td data-figure=\"audit.checkpoint.size\" data-value=\"\(checkpoint.size)\">\(checkpoint.size)</td></tr>"
       out += "<tr><th scope=\"row\">Signed</th><td>\(escape(checkpoint.created_at))</td></tr>"
       out += "<tr><th scope=\"row\">Root (SHA-256)</th><td><code>\(escape(checkpoint.root))</code></td></tr>"
-      out += "<tr><th scope=\"row\">Signature</th><td class=\"\(valid ? "ok" : "bad")\" data-figure=\"audit.checkpoint.signature_valid\" data-value=\"\(valid)\">\(valid ? "valid (Ed25519, this server's key)" : "INVALID")</td></tr>"
-      out += "<tr><th scope=\"row\">Entries since</th><td data-figure=\"audit.entries_since_checkpoint\" data-value=\"\(audit.entries_since_checkpoint)\">\(audit.entries_since_checkpoint)</td></tr>"
+      out +=
+        "<tr><th scope=\"row\">Signature</th><td class=\"\(valid ? "ok" : "bad")\" data-figure=\"audit.checkpoint.signature_valid\" data-value=\"\(valid)\">\(valid ? "valid (Ed25519, this server's key)" : "INVALID")</td></tr>"
+      out +=
+        "<tr><th scope=\"row\">Entries since</th><td data-figure=\"audit.entries_since_checkpoint\" data-value=\"\(audit.entries_since_checkpoint)\">\(audit.entries_since_checkpoint)</td></tr>"
       out += "</tbody></table>\n"
     } else {
-      out += "<p class=\"warn\" data-figure=\"audit.checkpoint.size\" data-value=\"0\">No signed checkpoint yet (nova serve signs one every minute when the log grew).</p>\n"
+      out +=
+        "<p class=\"warn\" data-figure=\"audit.checkpoint.size\" data-value=\"0\">No signed checkpoint yet (nova serve signs one every minute when the log grew).</p>\n"
     }
     out += "<p class=\"muted\">Check it all with <code>nova audit verify</code>.</p></section>\n"
     return out
@@ -153,9 +158,12 @@ public enum LUXPage {
     case nil: out += figure("policy.drifted", value: "unknown", text: "No approved baseline", status: "warn")
     }
     out += "<table><tbody>"
-    out += "<tr><th scope=\"row\">Active version</th><td><code data-figure=\"policy.version\" data-value=\"\(escape(policy.version))\">\(escape(policy.version))</code></td></tr>"
-    out += "<tr><th scope=\"row\">Approved version</th><td><code>\(escape(policy.approved_version ?? "none given (--policy-baseline)"))</code></td></tr>"
-    out += "<tr><th scope=\"row\">OPA bundle revision</th><td><code>\(escape(policy.opa_revision ?? "none"))</code>\(policy.approved_opa_revision.map { " (approved <code>\(escape($0))</code>)" } ?? "")</td></tr>"
+    out +=
+      "<tr><th scope=\"row\">Active version</th><td><code data-figure=\"policy.version\" data-value=\"\(escape(policy.version))\">\(escape(policy.version))</code></td></tr>"
+    out +=
+      "<tr><th scope=\"row\">Approved version</th><td><code>\(escape(policy.approved_version ?? "none given (--policy-baseline)"))</code></td></tr>"
+    out +=
+      "<tr><th scope=\"row\">OPA bundle revision</th><td><code>\(escape(policy.opa_revision ?? "none"))</code>\(policy.approved_opa_revision.map { " (approved <code>\(escape($0))</code>)" } ?? "")</td></tr>"
     out += "<tr><th scope=\"row\">Active since</th><td>\(escape(policy.active_since))</td></tr>"
     out += "<tr><th scope=\"row\">Source</th><td>\(escape(policy.source))\(policy.enforce ? "" : " (shadow mode: not enforced)")</td></tr>"
     out += "</tbody></table>\n"
@@ -172,7 +180,8 @@ public enum LUXPage {
     let largest = max(1, decisions.by_source.map { $0.allowed + $0.denied }.max() ?? 1)
     let rowHeight = 28
     let height = max(1, decisions.by_source.count) * rowHeight + 10
-    out += "<svg viewBox=\"0 0 480 \(height)\" role=\"img\" aria-labelledby=\"dec-title\"><title id=\"dec-title\">Decisions by source: allowed and denied</title>"
+    out +=
+      "<svg viewBox=\"0 0 480 \(height)\" role=\"img\" aria-labelledby=\"dec-title\"><title id=\"dec-title\">Decisions by source: allowed and denied</title>"
     for (index, row) in decisions.by_source.enumerated() {
       let y = index * rowHeight + 5
       let allowedWidth = Double(row.allowed) / Double(largest) * 220
@@ -180,11 +189,15 @@ public enum LUXPage {
       out += "<text x=\"0\" y=\"\(y + 16)\" font-size=\"13\" fill=\"#1a1a1a\">\(escape(row.source))</text>"
       out += String(format: "<rect x=\"80\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"#0b6e2e\"/>", y, allowedWidth)
       out += String(format: "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"18\" fill=\"#a4161a\"/>", 80 + allowedWidth, y, deniedWidth)
-      out += String(format: "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" fill=\"#1a1a1a\">%d allowed, %d denied</text>", 86 + allowedWidth + deniedWidth, y + 14, row.allowed, row.denied)
+      out += String(
+        format: "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" fill=\"#1a1a1a\">%d allowed, %d denied</text>", 86 + allowedWidth + deniedWidth, y + 14,
+        row.allowed, row.denied)
     }
-    out += "</svg>\n<table><caption class=\"muted\">By source</caption><thead><tr><th scope=\"col\">Source</th><th scope=\"col\">Allowed</th><th scope=\"col\">Denied</th></tr></thead><tbody>"
+    out +=
+      "</svg>\n<table><caption class=\"muted\">By source</caption><thead><tr><th scope=\"col\">Source</th><th scope=\"col\">Allowed</th><th scope=\"col\">Denied</th></tr></thead><tbody>"
     for row in decisions.by_source {
-      out += "<tr><th scope=\"row\">\(escape(row.source))</th><td data-figure=\"decisions.\(escape(row.source)).allowed\" data-value=\"\(row.allowed)\">\(row.allowed)</td><td data-figure=\"decisions.\(escape(row.source)).denied\" data-value=\"\(row.denied)\">\(row.denied)</td></tr>"
+      out +=
+        "<tr><th scope=\"row\">\(escape(row.source))</th><td data-figure=\"decisions.\(escape(row.source)).allowed\" data-value=\"\(row.allowed)\">\(row.allowed)</td><td data-figure=\"decisions.\(escape(row.source)).denied\" data-value=\"\(row.denied)\">\(row.denied)</td></tr>"
     }
     return out + "</tbody></table></section>\n"
   }
@@ -200,14 +213,17 @@ public enum LUXPage {
 
   static func alertsSection(_ alerts: ComplianceReport.Alerts) -> String {
     var out = "<section aria-labelledby=\"alerts-h\"><h2 id=\"alerts-h\">Alert SLA (last \(alerts.window_days) days)</h2>\n"
-    out += "<p><span data-figure=\"alerts.firing\" data-value=\"\(alerts.firing)\" class=\"figure \(alerts.firing == 0 ? "ok" : "bad")\">\(alerts.firing)</span> firing now; "
+    out +=
+      "<p><span data-figure=\"alerts.firing\" data-value=\"\(alerts.firing)\" class=\"figure \(alerts.firing == 0 ? "ok" : "bad")\">\(alerts.firing)</span> firing now; "
     out += "<span data-figure=\"alerts.fired\" data-value=\"\(alerts.fired)\">\(alerts.fired)</span> fired, "
     out += "<span data-figure=\"alerts.escalated\" data-value=\"\(alerts.escalated)\">\(alerts.escalated)</span> escalated.</p>\n"
     out += "<h3>Acknowledged within \(number(alerts.acknowledge_within_s / 60)) min</h3>"
-    out += "<p data-figure=\"alerts.acknowledge_compliance\" data-value=\"\(alerts.acknowledge_compliance.map { String($0) } ?? "null")\">\(alerts.acknowledged_within_sla) of \(alerts.fired): \(percent(alerts.acknowledge_compliance))</p>"
+    out +=
+      "<p data-figure=\"alerts.acknowledge_compliance\" data-value=\"\(alerts.acknowledge_compliance.map { String($0) } ?? "null")\">\(alerts.acknowledged_within_sla) of \(alerts.fired): \(percent(alerts.acknowledge_compliance))</p>"
     out += bar("Acknowledged in time", ratio: alerts.acknowledge_compliance, id: "ack")
     out += "<h3>Resolved within \(number(alerts.resolve_within_s / 60)) min</h3>"
-    out += "<p data-figure=\"alerts.resolve_compliance\" data-value=\"\(alerts.resolve_compliance.map { String($0) } ?? "null")\">\(alerts.resolved_within_sla) in time: \(percent(alerts.resolve_compliance))</p>"
+    out +=
+      "<p data-figure=\"alerts.resolve_compliance\" data-value=\"\(alerts.resolve_compliance.map { String($0) } ?? "null")\">\(alerts.resolved_within_sla) in time: \(percent(alerts.resolve_compliance))</p>"
     out += bar("Resolved in time", ratio: alerts.resolve_compliance, id: "resolve")
     return out + "</section>\n"
   }
@@ -215,16 +231,19 @@ public enum LUXPage {
   static func baselineSection(_ baseline: ComplianceReport.Baseline?) -> String {
     var out = "<section aria-labelledby=\"baseline-h\"><h2 id=\"baseline-h\">Last baseline comparison</h2>\n"
     guard let baseline else {
-      return out + "<p class=\"muted\" data-figure=\"baseline.breached\" data-value=\"none\">No comparison yet: <code>nova bench baseline --compare NAME</code>.</p></section>\n"
+      return out
+        + "<p class=\"muted\" data-figure=\"baseline.breached\" data-value=\"none\">No comparison yet: <code>nova bench baseline --compare NAME</code>.</p></section>\n"
     }
     out += figure(
       "baseline.breached", value: String(baseline.breached), text: baseline.breached ? "Breached" : "Within thresholds",
       status: baseline.breached ? "bad" : "ok")
     out += "<p>Against <strong>\(escape(baseline.baseline))</strong>, \(escape(baseline.compared_at)).</p>\n"
-    out += "<table><thead><tr><th scope=\"col\">Measure</th><th scope=\"col\">Change</th><th scope=\"col\">Threshold</th><th scope=\"col\">Status</th></tr></thead><tbody>"
+    out +=
+      "<table><thead><tr><th scope=\"col\">Measure</th><th scope=\"col\">Change</th><th scope=\"col\">Threshold</th><th scope=\"col\">Status</th></tr></thead><tbody>"
     for delta in baseline.deltas {
       out += "<tr><th scope=\"row\">\(escape(delta.measure))</th>"
-      out += "<td data-figure=\"baseline.\(escape(delta.measure))\" data-value=\"\(delta.delta_percent)\">\(String(format: "%+.1f %%", delta.delta_percent))</td>"
+      out +=
+        "<td data-figure=\"baseline.\(escape(delta.measure))\" data-value=\"\(delta.delta_percent)\">\(String(format: "%+.1f %%", delta.delta_percent))</td>"
       out += "<td>\(delta.threshold_percent.map { "±" + number($0) + " %" } ?? "n/a")</td>"
       out += "<td class=\"\(delta.breached ? "bad" : "ok")\">\(delta.breached ? "breach" : "ok")</td></tr>"
     }
@@ -233,12 +252,16 @@ public enum LUXPage {
 
   static func reviewsSection(_ reviews: [Review], links: ComplianceReport.Links) -> String {
     var out = "<section class=\"wide\" aria-labelledby=\"reviews-h\"><h2 id=\"reviews-h\">Reviews and evidence</h2>\n"
-    out += "<p><a href=\"\(escape(links.evidence))\" data-figure=\"links.evidence\" data-value=\"\(escape(links.evidence))\">Download an evidence bundle</a> (signed, deterministic; needs a token allowed <code>evidence.export</code>) · "
-    out += "<a href=\"\(escape(links.review_schedule))\" data-figure=\"links.review_schedule\" data-value=\"\(escape(links.review_schedule))\">Review schedule</a>"
+    out +=
+      "<p><a href=\"\(escape(links.evidence))\" data-figure=\"links.evidence\" data-value=\"\(escape(links.evidence))\">Download an evidence bundle</a> (signed, deterministic; needs a token allowed <code>evidence.export</code>) · "
+    out +=
+      "<a href=\"\(escape(links.review_schedule))\" data-figure=\"links.review_schedule\" data-value=\"\(escape(links.review_schedule))\">Review schedule</a>"
     if let dashboard = links.dashboard { out += " · <a href=\"\(escape(dashboard))\">Grafana dashboard</a>" }
-    out += "</p>\n<table><thead><tr><th scope=\"col\">Review</th><th scope=\"col\">Owner</th><th scope=\"col\">Cadence</th><th scope=\"col\">Evidence</th><th scope=\"col\">Commands</th></tr></thead><tbody>"
+    out +=
+      "</p>\n<table><thead><tr><th scope=\"col\">Review</th><th scope=\"col\">Owner</th><th scope=\"col\">Cadence</th><th scope=\"col\">Evidence</th><th scope=\"col\">Commands</th></tr></thead><tbody>"
     for review in reviews {
-      out += "<tr><th scope=\"row\">\(escape(review.name))</th><td>\(escape(review.owner_role))</td><td>\(escape(review.cadence))</td><td>\(escape(review.evidence))</td><td>"
+      out +=
+        "<tr><th scope=\"row\">\(escape(review.name))</th><td>\(escape(review.owner_role))</td><td>\(escape(review.cadence))</td><td>\(escape(review.evidence))</td><td>"
       out += review.commands.map { "<code>\(escape($0))</code>" }.joined(separator: "<br>") + "</td></tr>"
     }
     return out + "</tbody></table></section>\n"

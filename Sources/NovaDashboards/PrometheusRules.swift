@@ -21,9 +21,12 @@ public struct PrometheusRules: Sendable {
   }
 
   public static let alerts = [
-    BurnAlert(name: "NovaErrorBudgetFastBurn", factor: 14.4, long: "1h", short: "5m", severity: "critical", budgetSpent: "2 % of the 30-day budget in 1 hour"),
-    BurnAlert(name: "NovaErrorBudgetSlowBurn", factor: 6, long: "6h", short: "30m", severity: "critical", budgetSpent: "5 % of the 30-day budget in 6 hours"),
-    BurnAlert(name: "NovaErrorBudgetLongBurn", factor: 1, long: "3d", short: "6h", severity: "warning", budgetSpent: "10 % of the 30-day budget in 3 days"),
+    BurnAlert(
+      name: "NovaErrorBudgetFastBurn", factor: 14.4, long: "1h", short: "5m", severity: "critical", budgetSpent: "2 % of the 30-day budget in 1 hour"),
+    BurnAlert(
+      name: "NovaErrorBudgetSlowBurn", factor: 6, long: "6h", short: "30m", severity: "critical", budgetSpent: "5 % of the 30-day budget in 6 hours"),
+    BurnAlert(
+      name: "NovaErrorBudgetLongBurn", factor: 1, long: "3d", short: "6h", severity: "warning", budgetSpent: "10 % of the 30-day budget in 3 days"),
   ]
 
   /// The windows recorded (every one an alert uses).
@@ -45,13 +48,13 @@ public struct PrometheusRules: Sendable {
       """
     for window in Self.windows {
       out += """
-              - record: \(Self.record(window))
-                expr: >-
-                  sum by (instance, job) (rate(nova_jobs_failed_total[\(window)]))
-                  / clamp_min(sum by (instance, job) (rate(nova_jobs_completed_total[\(window)]))
-                  + sum by (instance, job) (rate(nova_jobs_failed_total[\(window)])), 1e-9)
+                - record: \(Self.record(window))
+                  expr: >-
+                    sum by (instance, job) (rate(nova_jobs_failed_total[\(window)]))
+                    / clamp_min(sum by (instance, job) (rate(nova_jobs_completed_total[\(window)]))
+                    + sum by (instance, job) (rate(nova_jobs_failed_total[\(window)])), 1e-9)
 
-      """
+        """
     }
     out += """
         - name: nova-slo-alerts
@@ -61,21 +64,21 @@ public struct PrometheusRules: Sendable {
     for alert in Self.alerts {
       let threshold = "\(Formatting.format(alert.factor)) * \(budget)"
       out += """
-              - alert: \(alert.name)
-                expr: >-
-                  \(Self.record(alert.long)) > (\(threshold))
-                  and
-                  \(Self.record(alert.short)) > (\(threshold))
-                for: 2m
-                labels:
-                  severity: \(alert.severity)
-                  slo: job-attempts
-                annotations:
-                  summary: "Job attempts burn the error budget \(Formatting.format(alert.factor))x too fast (\(alert.long) and \(alert.short))"
-                  description: "At this rate \(alert.budgetSpent) is spent. See failing jobs with `nova jobs list --state failed` and the dashboard's burn-rate panel."
-                  runbook_url: "\(runbookURL)"
+                - alert: \(alert.name)
+                  expr: >-
+                    \(Self.record(alert.long)) > (\(threshold))
+                    and
+                    \(Self.record(alert.short)) > (\(threshold))
+                  for: 2m
+                  labels:
+                    severity: \(alert.severity)
+                    slo: job-attempts
+                  annotations:
+                    summary: "Job attempts burn the error budget \(Formatting.format(alert.factor))x too fast (\(alert.long) and \(alert.short))"
+                    description: "At this rate \(alert.budgetSpent) is spent. See failing jobs with `nova jobs list --state failed` and the dashboard's burn-rate panel."
+                    runbook_url: "\(runbookURL)"
 
-      """
+        """
     }
     return out
   }

@@ -51,30 +51,31 @@ final class GroupCommitWriter: Sendable {
 
   private func enqueue<T: Sendable>(savepoint: Bool, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-      let pending = Pending(execute: { db in
-        let result: Result<T, any Error>
-        do {
-          if savepoint {
-            var value: T?
-            try db.inSavepoint {
-              value = try body(db)
-              return .commit
+      let pending = Pending(
+        execute: { db in
+          let result: Result<T, any Error>
+          do {
+            if savepoint {
+              var value: T?
+              try db.inSavepoint {
+                value = try body(db)
+                return .commit
+              }
+              result = .success(value!)
+            } else {
+              result = .success(try body(db))
             }
-            result = .success(value!)
-          } else {
-            result = .success(try body(db))
+          } catch {
+            result = .failure(error)
           }
-        } catch {
-          result = .failure(error)
-        }
-        return { commitError in
-          if let commitError {
-            continuation.resume(throwing: commitError)
-          } else {
-            continuation.resume(with: result)
+          return { commitError in
+            if let commitError {
+              continuation.resume(throwing: commitError)
+            } else {
+              continuation.resume(with: result)
+            }
           }
-        }
-      }, fail: { continuation.resume(throwing: $0) })
+        }, fail: { continuation.resume(throwing: $0) })
       let startFlush = state.withLock { state -> Bool in
         state.pending.append(pending)
         if state.flushing { return false }

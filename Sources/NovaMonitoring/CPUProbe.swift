@@ -83,43 +83,52 @@ public enum CPUProbe {
 
   /// name, unit, and a function that does a fixed amount of work and returns how many units.
   static let workloads: [(String, String, @Sendable (Double) -> Double)] = [
-    ("sha256", "MB/s", { scale in
-      let buffer = [UInt8](repeating: 0x5a, count: 1 << 20)
-      let megabytes = max(1, Int(256 * scale))
-      var digest = SHA256.hash(data: buffer)
-      for _ in 1..<megabytes { digest = SHA256.hash(data: Array(digest) + buffer) }
-      return Array(digest).count == 32 ? Double(megabytes) : 0
-    }),
-    ("matmul", "MFLOP/s", { scale in
-      let n = max(16, Int(320 * scale.squareRoot()))
-      var a = [Double](repeating: 0, count: n * n)
-      var b = [Double](repeating: 0, count: n * n)
-      for i in 0..<(n * n) {
-        a[i] = Double(i % 7) * 0.5
-        b[i] = Double(i % 5) * 0.25
+    (
+      "sha256", "MB/s",
+      { scale in
+        let buffer = [UInt8](repeating: 0x5a, count: 1 << 20)
+        let megabytes = max(1, Int(256 * scale))
+        var digest = SHA256.hash(data: buffer)
+        for _ in 1..<megabytes { digest = SHA256.hash(data: Array(digest) + buffer) }
+        return Array(digest).count == 32 ? Double(megabytes) : 0
       }
-      var c = [Double](repeating: 0, count: n * n)
-      for i in 0..<n {
-        for k in 0..<n {
-          let aik = a[i * n + k]
-          for j in 0..<n { c[i * n + j] += aik * b[k * n + j] }
+    ),
+    (
+      "matmul", "MFLOP/s",
+      { scale in
+        let n = max(16, Int(320 * scale.squareRoot()))
+        var a = [Double](repeating: 0, count: n * n)
+        var b = [Double](repeating: 0, count: n * n)
+        for i in 0..<(n * n) {
+          a[i] = Double(i % 7) * 0.5
+          b[i] = Double(i % 5) * 0.25
         }
+        var c = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+          for k in 0..<n {
+            let aik = a[i * n + k]
+            for j in 0..<n { c[i * n + j] += aik * b[k * n + j] }
+          }
+        }
+        return c[n + 1] >= 0 ? 2 * Double(n * n * n) / 1e6 : 0
       }
-      return c[n + 1] >= 0 ? 2 * Double(n * n * n) / 1e6 : 0
-    }),
-    ("sort", "Mitems/s", { scale in
-      var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-      var values = [UInt64](repeating: 0, count: max(1000, Int(2_000_000 * scale)))
-      for index in values.indices {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        values[index] = z ^ (z >> 31)
+    ),
+    (
+      "sort", "Mitems/s",
+      { scale in
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var values = [UInt64](repeating: 0, count: max(1000, Int(2_000_000 * scale)))
+        for index in values.indices {
+          state &+= 0x9E37_79B9_7F4A_7C15
+          var z = state
+          z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+          z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+          values[index] = z ^ (z >> 31)
+        }
+        values.sort()
+        return values[0] <= values[1] ? Double(values.count) / 1e6 : 0
       }
-      values.sort()
-      return values[0] <= values[1] ? Double(values.count) / 1e6 : 0
-    }),
+    ),
   ]
 
   static func cpuTimes() -> (busy: UInt64, total: UInt64)? {

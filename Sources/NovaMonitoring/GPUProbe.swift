@@ -55,9 +55,12 @@ public enum GPUProbe {
   }
 
   /// Samples `samples` times, `interval` apart, while `load` (a shell command) runs if given.
-  public static func run(samples: Int, interval: Duration, load: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async -> Result {
+  public static func run(samples: Int, interval: Duration, load: String?, environment: [String: String] = ProcessInfo.processInfo.environment) async
+    -> Result
+  {
     guard let binary = locate("nvidia-smi", path: environment["PATH"] ?? "/usr/bin:/bin") else {
-      return Result(available: false, reason: "no GPU: nvidia-smi is not on PATH", samples: [], median_utilization_percent: [], unified_memory_total_mib: nil)
+      return Result(
+        available: false, reason: "no GPU: nvidia-smi is not on PATH", samples: [], median_utilization_percent: [], unified_memory_total_mib: nil)
     }
     let workload = load.flatMap { Subprocess.start(shell: $0) }
     defer { if let workload { Subprocess.stop(workload) } }
@@ -74,7 +77,9 @@ public enum GPUProbe {
       }
     }
     guard let first = readings.first else {
-      return Result(available: false, reason: "no GPU: \(failure ?? "nvidia-smi gave nothing")", samples: [], median_utilization_percent: [], unified_memory_total_mib: nil)
+      return Result(
+        available: false, reason: "no GPU: \(failure ?? "nvidia-smi gave nothing")", samples: [], median_utilization_percent: [],
+        unified_memory_total_mib: nil)
     }
     let medians = first.indices.map { gpu -> Double? in
       let values = readings.compactMap { $0.count > gpu ? $0[gpu].utilization_percent : nil }.sorted()
@@ -97,7 +102,10 @@ public enum GPUProbe {
     return nil
   }
 
-  enum Captured { case success(String), failure(String) }
+  enum Captured {
+    case success(String)
+    case failure(String)
+  }
 
   static func capture(_ binary: String, _ arguments: [String]) -> Captured {
     guard let (status, output) = Subprocess.output(binary, arguments) else { return .failure("cannot run \(binary)") }

@@ -13,10 +13,12 @@ public struct HostFacts: Codable, Sendable, Equatable {
   /// Reads the facts of this host (Linux `/proc`, `uname`).
   public static func current(version: String, revision: String) -> HostFacts {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+    let model =
+      cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
       .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
     let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
-    let kilobytes = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+    let kilobytes =
+      meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
       .flatMap { Int64($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
     var names = utsname()
     uname(&names)

@@ -1,6 +1,6 @@
 import Foundation
-import NovaCore
 import Logging
+import NovaCore
 import ServiceLifecycle
 
 /// Keeps the KPI store tidy from `nova serve`: purges samples older than the retention, and
@@ -14,7 +14,10 @@ public struct KPIMaintenance: Service {
   /// Paces the passes (a test clock in timing tests).
   public var clock: any NovaClock
 
-  public init(store: KPIStore, dataDirectory: String, retention: Duration, interval: Duration = .seconds(300), logger: Logger, clock: any NovaClock = SystemClock()) {
+  public init(
+    store: KPIStore, dataDirectory: String, retention: Duration, interval: Duration = .seconds(300), logger: Logger,
+    clock: any NovaClock = SystemClock()
+  ) {
     self.store = store
     self.dataDirectory = dataDirectory
     self.retention = retention

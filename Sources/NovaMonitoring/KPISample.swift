@@ -35,7 +35,9 @@ public struct KPISample: Sendable, Equatable, Codable {
 
   static func validateName(_ name: String, field: String) throws(NovaError) {
     guard !name.isEmpty, name.utf8.count <= 128,
-      name.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x5f || $0 == 0x2e || $0 == 0x3a }),
+      name.utf8.allSatisfy({
+        ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x5f || $0 == 0x2e || $0 == 0x3a
+      }),
       !(name.utf8.first! >= 0x30 && name.utf8.first! <= 0x39)
     else {
       throw .invalidInput(field: field, message: "'\(name)' must be 1 to 128 letters, digits, _ . : and not start with a digit")

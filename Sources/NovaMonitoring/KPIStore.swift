@@ -13,20 +13,20 @@ public final class KPIStore: Sendable {
   public init(database: NovaDatabase) throws {
     self.database = database
     try database.migrate("KPI") { migrator in
-    migrator.registerMigration("v5-kpis") { db in
-      try db.execute(
-        sql: """
-          CREATE TABLE nova_kpis (
-            name TEXT NOT NULL,
-            labels TEXT NOT NULL,
-            value REAL NOT NULL,
-            unit TEXT NOT NULL,
-            time INTEGER NOT NULL,
-            source TEXT NOT NULL
-          );
-          CREATE INDEX nova_kpis_name_time ON nova_kpis(name, time);
-          """)
-    }
+      migrator.registerMigration("v5-kpis") { db in
+        try db.execute(
+          sql: """
+            CREATE TABLE nova_kpis (
+              name TEXT NOT NULL,
+              labels TEXT NOT NULL,
+              value REAL NOT NULL,
+              unit TEXT NOT NULL,
+              time INTEGER NOT NULL,
+              source TEXT NOT NULL
+            );
+            CREATE INDEX nova_kpis_name_time ON nova_kpis(name, time);
+            """)
+      }
     }
   }
 
@@ -127,7 +127,8 @@ public final class KPIStore: Sendable {
 
   /// Samples of `name` from `since` through `until` (ms), oldest first, whose labels include
   /// every pair of `labels`; at most `limit`.
-  public func query(name: String, since: Int64, until: Int64 = .max, labels: [String: String] = [:], limit: Int = 10_000) async throws -> [KPISample] {
+  public func query(name: String, since: Int64, until: Int64 = .max, labels: [String: String] = [:], limit: Int = 10_000) async throws -> [KPISample]
+  {
     try KPISample.validateName(name, field: "name")
     return try await database.read { db in
       let rows = try Row.fetchCursor(
@@ -201,10 +202,13 @@ extension KPIStore {
   /// Records the end of a deployment and its duration since the latest matching start
   /// (`deploy.duration`, seconds); throws when no start was recorded within `lookback` ms.
   @discardableResult
-  public func deploymentFinished(service: String, version: String, at time: Int64, source: String, lookback: Int64 = 7 * 86_400_000) async throws -> Double {
+  public func deploymentFinished(service: String, version: String, at time: Int64, source: String, lookback: Int64 = 7 * 86_400_000) async throws
+    -> Double
+  {
     let labels = ["service": service, "version": version]
     guard let start = try await query(name: "deploy.started", since: time - lookback, until: time, labels: labels, limit: .max).last else {
-      throw NovaError.notFound("no deployment of \(service) \(version) was started in the last \(lookback / 86_400_000) days; run `nova kpi deploy start` first")
+      throw NovaError.notFound(
+        "no deployment of \(service) \(version) was started in the last \(lookback / 86_400_000) days; run `nova kpi deploy start` first")
     }
     let seconds = Double(time - start.time) / 1000
     try await record([KPISample(name: "deploy.duration", labels: labels, value: seconds, unit: "s", time: time, source: source)])

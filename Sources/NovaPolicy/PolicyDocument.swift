@@ -230,7 +230,8 @@ extension YAMLReader {
         url = text.hasSuffix("/") ? String(text.dropLast()) : text
       case "path":
         let text = try string(entry.value, "opa.path").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        guard !text.isEmpty, text.split(separator: "/").allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } }) else {
+        guard !text.isEmpty, text.split(separator: "/").allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } })
+        else {
           throw fail(entry.value, "opa.path: '\(text)' is not a rule path such as nova/authz/allow")
         }
         path = text

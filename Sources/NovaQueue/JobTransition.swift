@@ -1,6 +1,6 @@
 import Foundation
-import NovaDatabase
 import NovaCore
+import NovaDatabase
 
 /// One change of a job's state, as the audit trail records it.
 public struct JobTransition: Sendable, Equatable {

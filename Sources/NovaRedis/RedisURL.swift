@@ -10,7 +10,9 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
   /// 2 or 3; with 3 the client sends `HELLO 3` and receives RESP3 replies.
   public var protocolVersion: Int
 
-  public init(host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0, protocolVersion: Int = 2) {
+  public init(
+    host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0, protocolVersion: Int = 2
+  ) {
     self.host = host
     self.port = port
     self.username = username

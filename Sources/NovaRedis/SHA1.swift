@@ -21,15 +21,27 @@ enum SHA1 {
         let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
         w[i] = (x << 1) | (x >> 31)
       }
-      var a = h0, b = h1, c = h2, d = h3, e = h4
+      var a = h0
+      var b = h1
+      var c = h2
+      var d = h3
+      var e = h4
       for i in 0..<80 {
         let f: UInt32
         let k: UInt32
         switch i {
-        case 0..<20: f = (b & c) | (~b & d); k = 0x5A82_7999
-        case 20..<40: f = b ^ c ^ d; k = 0x6ED9_EBA1
-        case 40..<60: f = (b & c) | (b & d) | (c & d); k = 0x8F1B_BCDC
-        default: f = b ^ c ^ d; k = 0xCA62_C1D6
+        case 0..<20:
+          f = (b & c) | (~b & d)
+          k = 0x5A82_7999
+        case 20..<40:
+          f = b ^ c ^ d
+          k = 0x6ED9_EBA1
+        case 40..<60:
+          f = (b & c) | (b & d) | (c & d)
+          k = 0x8F1B_BCDC
+        default:
+          f = b ^ c ^ d
+          k = 0xCA62_C1D6
         }
         let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
         e = d

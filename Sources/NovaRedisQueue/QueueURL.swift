@@ -16,7 +16,8 @@ public enum QueueURL {
     if url.hasPrefix("sqlite://") {
       let path = String(url.dropFirst("sqlite://".count))
       guard !path.isEmpty else {
-        throw NovaError.invalidInput(field: "--queue-url", message: "'\(url)' names no file; use sqlite:///path/to/nova.sqlite or sqlite://relative/path")
+        throw NovaError.invalidInput(
+          field: "--queue-url", message: "'\(url)' names no file; use sqlite:///path/to/nova.sqlite or sqlite://relative/path")
       }
       return try SQLiteJobQueue(configuration: .init(path: path, synchronous: synchronous, journal: journal))
     }

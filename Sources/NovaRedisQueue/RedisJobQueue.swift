@@ -204,7 +204,8 @@ public final class RedisJobQueue: JobQueue {
     var counts: [(String, Int)] = [(names[0], limit)]
     if names.count > 1 {
       // Peek at each queue's best jobs, then take the best `limit` over all of them.
-      let peeks = try await redis.pipeline(names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
+      let peeks = try await redis.pipeline(
+        names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
       var candidates: [(queue: String, id: String, score: Double)] = []
       for (name, reply) in zip(names, peeks) {
         let values = try reply.checked().elements ?? []

@@ -1,8 +1,8 @@
 import Foundation
-import NovaCore
-import NovaDatabase
 import Logging
 import Metrics
+import NovaCore
+import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import ServiceLifecycle

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import NovaCore
 import Metrics
+import NovaCore
 import NovaQueue
 import ServiceLifecycle
 
@@ -18,7 +18,9 @@ public struct AuditImporter: Service {
   /// Paces the passes (a test clock in timing tests).
   public var clock: any NovaClock
 
-  public init(security: SecurityContext, source: any TransitionSource, interval: Duration = .seconds(1), logger: Logger, clock: any NovaClock = SystemClock()) {
+  public init(
+    security: SecurityContext, source: any TransitionSource, interval: Duration = .seconds(1), logger: Logger, clock: any NovaClock = SystemClock()
+  ) {
     self.security = security
     self.source = source
     self.interval = interval
@@ -37,4 +39,3 @@ public struct AuditImporter: Service {
     await runPeriodically(every: interval, clock: clock, logger: logger, what: "audit import", finalTick: true) { try await tick() }
   }
 }
-

@@ -191,7 +191,8 @@ public final class AuditLog: Sendable {
               report.add(
                 AuditProblem(
                   seq: nil,
-                  message: "\(target.source) does not match the log: an entry after \(lastGood) and up to \(target.size) was changed, removed or inserted"))
+                  message:
+                    "\(target.source) does not match the log: an entry after \(lastGood) and up to \(target.size) was changed, removed or inserted"))
             }
           }
           next += 1

@@ -38,7 +38,9 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
 
   /// The payload bytes when a signature by `verifier` checks out; otherwise throws saying why.
   public func verifiedPayload(verifier: NoteVerifier) throws -> [UInt8] {
-    guard let body = Data(base64Encoded: payload) else { throw NovaError.malformedInput(field: "envelope", message: "the envelope's payload is not base64") }
+    guard let body = Data(base64Encoded: payload) else {
+      throw NovaError.malformedInput(field: "envelope", message: "the envelope's payload is not base64")
+    }
     let message = Self.preAuthenticationEncoding(payloadType: payloadType, payload: Array(body))
     for signature in signatures {
       guard let raw = Data(base64Encoded: signature.sig) else { continue }

@@ -39,7 +39,8 @@ extension EvidenceBundle {
         return
       }
       guard let seq = Self.seq(inEntry: line), seq == nextSeq else {
-        entryProblem = "\(entriesFile) line \(result.entries + 1): expected entry \(nextSeq), found \(Self.seq(inEntry: line).map(String.init) ?? "no seq")"
+        entryProblem =
+          "\(entriesFile) line \(result.entries + 1): expected entry \(nextSeq), found \(Self.seq(inEntry: line).map(String.init) ?? "no seq")"
         return
       }
       accumulator.append(leafHash: MerkleTree.leafHash(line))
@@ -182,7 +183,8 @@ extension EvidenceBundle {
         for name in order where name != envelopeFile && !named.contains(name) {
           result.problems.append("\(name) is not named in the signed statement")
         }
-        result.checks.append("\(envelopeFile): Ed25519 signature by key \(DSSEEnvelope.keyID(verifier).prefix(16))… verifies; \(subjects.count) subjects")
+        result.checks.append(
+          "\(envelopeFile): Ed25519 signature by key \(DSSEEnvelope.keyID(verifier).prefix(16))… verifies; \(subjects.count) subjects")
       } catch {
         result.problems.append("\(envelopeFile): \(error)")
       }
@@ -199,9 +201,11 @@ extension EvidenceBundle {
           if checkpoint.size != tree.count {
             result.problems.append("\(checkpointFile) is for \(checkpoint.size) entries; the bundle's tree has \(tree.count)")
           } else if checkpoint.rootHash != tree.root {
-            result.problems.append("\(entriesFile): the Merkle root of the entries does not match the signed checkpoint (an entry was changed, added or removed)")
+            result.problems.append(
+              "\(entriesFile): the Merkle root of the entries does not match the signed checkpoint (an entry was changed, added or removed)")
           } else {
-            result.checks.append("\(checkpointFile): signed root of \(checkpoint.size) entries matches the \(result.entries) entries and the base tree")
+            result.checks.append(
+              "\(checkpointFile): signed root of \(checkpoint.size) entries matches the \(result.entries) entries and the base tree")
           }
           if let manifestRoot, manifestRoot != Data(tree.root).base64EncodedString() || manifestSize != Int64(tree.count) {
             result.problems.append("\(manifestFile): log root or size differs from the entries")

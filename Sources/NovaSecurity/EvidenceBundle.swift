@@ -165,7 +165,10 @@ public enum EvidenceBundle {
       .object([
         "_type": .string("https://in-toto.io/Statement/v1"),
         "predicateType": .string("https://nova.dev/evidence/v1"),
-        "predicate": .object(["format": .string(format), "log_root": .string(Data(window.tree.root).base64EncodedString()), "log_size": .int(window.last), "window": windowJSON]),
+        "predicate": .object([
+          "format": .string(format), "log_root": .string(Data(window.tree.root).base64EncodedString()), "log_size": .int(window.last),
+          "window": windowJSON,
+        ]),
         "subject": .array(digests.keys.sorted().map { .object(["digest": .object(["sha256": .string(digests[$0]!.sha256)]), "name": .string($0)]) }),
       ]))
     let envelope = try DSSEEnvelope.sign(payload: statement, signer: signer)

@@ -124,7 +124,10 @@ final class GzipReader {
     }
     if flags & 0x08 != 0 { while try byte() != 0 {} }
     if flags & 0x10 != 0 { while try byte() != 0 {} }
-    if flags & 0x02 != 0 { _ = try byte(); _ = try byte() }
+    if flags & 0x02 != 0 {
+      _ = try byte()
+      _ = try byte()
+    }
   }
 
   /// The next decompressed chunk, or nil at the end (after checking the trailer).

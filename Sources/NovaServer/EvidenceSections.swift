@@ -10,7 +10,8 @@ import NovaSecurity
 public enum EvidenceSections {
   /// The sections for a window (`until` nil: now).
   public static func build(
-    journal: OrchestrationJournal, alertStore: AlertStore, policy: PolicyEngine, baseline: PolicyBaseline?, alertSettings: AlertSettings, since: Int64?, until: Int64?
+    journal: OrchestrationJournal, alertStore: AlertStore, policy: PolicyEngine, baseline: PolicyBaseline?, alertSettings: AlertSettings,
+    since: Int64?, until: Int64?
   ) async throws -> [String: [UInt8]] {
     var status: [String: JSONValue] = [
       "version": .string(policy.version), "enforce": .bool(policy.document.enforce),
@@ -27,11 +28,12 @@ public enum EvidenceSections {
       .filter { $0.time <= end }
     var historyLines: [UInt8] = []
     for entry in history {
-      historyLines += try CanonicalJSON.encode(
-        .object([
-          "seq": .int(entry.seq), "time": .string(AuditTime.string(entry.time)), "kind": .string(entry.kind),
-          "subject": entry.subject.map(JSONValue.string) ?? .null, "actor": .string(entry.actor), "payload": entry.payload,
-        ])) + [0x0A]
+      historyLines +=
+        try CanonicalJSON.encode(
+          .object([
+            "seq": .int(entry.seq), "time": .string(AuditTime.string(entry.time)), "kind": .string(entry.kind),
+            "subject": entry.subject.map(JSONValue.string) ?? .null, "actor": .string(entry.actor), "payload": entry.payload,
+          ])) + [0x0A]
     }
     let alerts = try await alertStore.fired(since: since)
     let sla = AlertSLAReport.compute(alerts, settings: alertSettings, since: since, until: end)

@@ -47,9 +47,12 @@ struct KPIController {
       }
     } catch {
       throw NovaError.malformedInput(
-        field: "body", message: "expected {\"name\", \"value\", \"labels\", \"unit\", \"time\"} or {\"samples\": [...]}: \(JSONErrorText.describe(error))")
+        field: "body",
+        message: "expected {\"name\", \"value\", \"labels\", \"unit\", \"time\"} or {\"samples\": [...]}: \(JSONErrorText.describe(error))")
     }
-    guard bodies.count <= 10_000 else { throw NovaError.invalidInput(field: "samples", message: "\(bodies.count) samples; at most 10000 per request") }
+    guard bodies.count <= 10_000 else {
+      throw NovaError.invalidInput(field: "samples", message: "\(bodies.count) samples; at most 10000 per request")
+    }
     let now = clock.now().millisecondsSince1970
     let source = context.caller.map { "token:\($0.name)" } ?? "api"
     var samples: [KPISample] = []

@@ -79,7 +79,9 @@ struct HelpfulPrometheusFactory: MetricsFactory {
   private let valueBuckets: [Double] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 
   private func descriptor(_ label: String) -> MetricNameDescriptor {
-    MetricNameDescriptor(metricName: label.replacingOccurrences(of: ".", with: "_"), unitName: "", helpText: help[label] ?? label.replacingOccurrences(of: "_", with: " "))
+    MetricNameDescriptor(
+      metricName: label.replacingOccurrences(of: ".", with: "_"), unitName: "",
+      helpText: help[label] ?? label.replacingOccurrences(of: "_", with: " "))
   }
 
   func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {

@@ -6,8 +6,8 @@ import NIOCore
 import NovaAlerting
 import NovaApplication
 import NovaCore
-import NovaDatabase
 import NovaDashboards
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
@@ -141,7 +141,6 @@ public struct NovaServer: Sendable {
   /// The key of PagerDuty's webhook secret among the alert secrets.
   public static let pagerDutyWebhookSecretName = "pagerduty-webhook"
 
-
   /// The HTTP routes, without any background service (tests drive them directly).
   public func makeRouter() -> Router<NovaRequestContext> {
     let router = Router(context: NovaRequestContext.self)
@@ -227,7 +226,8 @@ public struct NovaServer: Sendable {
       pool = made
       services.append(made)
     }
-    services.append(LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger, clock: clock))
+    services.append(
+      LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger, clock: clock))
     services.append(
       QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis, clock: clock))
     if let kpis, let dataDirectory = configuration.dataDirectory {

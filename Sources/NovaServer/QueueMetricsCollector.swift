@@ -22,7 +22,10 @@ public struct QueueMetricsCollector: Service {
   /// Where queue depth is also kept as KPIs (`queue.depth{queue,state}`), if anywhere.
   public var kpis: KPIStore?
 
-  public init(queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger, kpis: KPIStore? = nil, clock: any NovaClock = SystemClock()) {
+  public init(
+    queue: any JobQueue, pool: WorkerPool?, interval: Duration = .seconds(15), logger: Logger, kpis: KPIStore? = nil,
+    clock: any NovaClock = SystemClock()
+  ) {
     self.queue = queue
     self.pool = pool
     self.interval = interval

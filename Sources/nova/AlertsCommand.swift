@@ -10,7 +10,10 @@ import NovaServer
 
 /// Where the alerting rules come from.
 struct ThresholdsOptions: ParsableArguments {
-  @Option(name: .long, help: ArgumentHelp("Alert rules, receivers and SLA (default: thresholds.yaml in --data-dir when it exists, or NOVA_THRESHOLDS).", valueName: "file"))
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Alert rules, receivers and SLA (default: thresholds.yaml in --data-dir when it exists, or NOVA_THRESHOLDS).", valueName: "file"))
   var thresholds: String?
 
   /// The thresholds file in effect, if any.
@@ -83,7 +86,8 @@ struct AlertsCommand: AsyncParsableCommand {
       let engine = AlertEngine(configuration: configuration, store: try AlertStore(database: security.database), kpis: kpis)
       let (alerts, requests) = try await engine.dryRun()
       for request in requests {
-        FileHandle.standardError.write(Data("→ \(request.receiver) (\(request.kind.rawValue), \(request.action.rawValue)) POST \(request.url)\n".utf8))
+        FileHandle.standardError.write(
+          Data("→ \(request.receiver) (\(request.kind.rawValue), \(request.action.rawValue)) POST \(request.url)\n".utf8))
         print(request.body)
       }
       FileHandle.standardError.write(Data("\(alerts.count) alerts would fire; \(requests.count) payloads; nothing sent\n".utf8))
@@ -91,7 +95,12 @@ struct AlertsCommand: AsyncParsableCommand {
         kind: "alerts.dry_run", subject: configuration.path,
         payload: .object([
           "rules": .int(Int64(configuration.rules.count)),
-          "alerts": .array(alerts.map { .object(["rule": .string($0.rule), "fingerprint": .string($0.fingerprint), "severity": .string($0.severity), "value": .double($0.value)]) }),
+          "alerts": .array(
+            alerts.map {
+              .object([
+                "rule": .string($0.rule), "fingerprint": .string($0.fingerprint), "severity": .string($0.severity), "value": .double($0.value),
+              ])
+            }),
           "payloads": .array(
             requests.map {
               .object([
@@ -181,7 +190,8 @@ struct JournalCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
     @Option(help: ArgumentHelp("A duration back from now (90s, 30m, 1h, 7d) or an RFC 3339 time.", valueName: "when")) var since: String = "7d"
-    @Option(help: ArgumentHelp("Only this kind, or kinds starting with it when it ends in a dot (alert.); repeatable.", valueName: "kind")) var kind: [String] = []
+    @Option(help: ArgumentHelp("Only this kind, or kinds starting with it when it ends in a dot (alert.); repeatable.", valueName: "kind")) var kind:
+      [String] = []
     @Option(help: "At most this many (the newest).") var limit: Int = 200
 
     func run() async throws {

@@ -56,9 +56,11 @@ struct AuditCommand: AsyncParsableCommand {
       discussion: "Exit 0 when everything matches, 5 when anything does not (each problem is named).")
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
-    @Option(name: .customLong("checkpoint"), help: ArgumentHelp("A signed checkpoint kept outside Nova to check too (repeatable).", valueName: "file"))
+    @Option(
+      name: .customLong("checkpoint"), help: ArgumentHelp("A signed checkpoint kept outside Nova to check too (repeatable).", valueName: "file"))
     var checkpoints: [String] = []
-    @Option(help: ArgumentHelp("Verifier key to trust (name+id+base64, as `nova audit key` prints; default: the data directory's key).", valueName: "key"))
+    @Option(
+      help: ArgumentHelp("Verifier key to trust (name+id+base64, as `nova audit key` prints; default: the data directory's key).", valueName: "key"))
     var key: String?
 
     func run() async throws {
@@ -167,7 +169,10 @@ struct AuditCommand: AsyncParsableCommand {
             ratio: coverage.ratio, audited_transitions: coverage.auditedTransitions, jobs: coverage.jobs,
             unaudited_jobs: Array(coverage.unauditedJobs.prefix(100))))
       } else {
-        print(String(format: "audit coverage %.2f %% (%d audited transitions, %d jobs, %d unexplained)", coverage.ratio * 100, coverage.auditedTransitions, coverage.jobs, coverage.unauditedJobs.count))
+        print(
+          String(
+            format: "audit coverage %.2f %% (%d audited transitions, %d jobs, %d unexplained)", coverage.ratio * 100, coverage.auditedTransitions,
+            coverage.jobs, coverage.unauditedJobs.count))
         for id in coverage.unauditedJobs.prefix(20) { print("unaudited: job \(id)") }
       }
     }

@@ -37,8 +37,13 @@ extension BenchCommand {
         try printJSON(result, pretty: false)
       } else {
         print("alert engine: \(rules) rules, \(result.firing_alerts) firing")
-        print(String(format: "  evaluation over fresh KPIs   p50 %.1f ms, p99 %.1f ms (%d runs)", result.evaluation_ms.p50, result.evaluation_ms.p99, runs))
-        print(String(format: "  KPI crossing -> webhook page p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d pages, evaluation interval %.0f s)", result.page_latency_ms.p50, result.page_latency_ms.p99, result.page_latency_ms.max, pages, result.evaluation_interval_s))
+        print(
+          String(
+            format: "  evaluation over fresh KPIs   p50 %.1f ms, p99 %.1f ms (%d runs)", result.evaluation_ms.p50, result.evaluation_ms.p99, runs))
+        print(
+          String(
+            format: "  KPI crossing -> webhook page p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d pages, evaluation interval %.0f s)",
+            result.page_latency_ms.p50, result.page_latency_ms.p99, result.page_latency_ms.max, pages, result.evaluation_interval_s))
         print(String(format: "  KPI clearing -> resolve      p50 %.1f ms, p99 %.1f ms", result.resolve_latency_ms.p50, result.resolve_latency_ms.p99))
         print("  duplicate pages              \(result.duplicate_pages)")
       }

@@ -63,10 +63,12 @@ extension BenchCommand {
       var comparison: BaselineComparison?
       if let compare {
         let baseline = try files.load(compare)
-        let thresholdsPath = thresholds ?? {
-          let inDataDir = (store.dataDir as NSString).appendingPathComponent("thresholds.yaml")
-          return FileManager.default.fileExists(atPath: inDataDir) ? inDataDir : nil
-        }()
+        let thresholdsPath =
+          thresholds
+          ?? {
+            let inDataDir = (store.dataDir as NSString).appendingPathComponent("thresholds.yaml")
+            return FileManager.default.fileExists(atPath: inDataDir) ? inDataDir : nil
+          }()
         let limits = try thresholdsPath.map { try BaselineThresholds.load(path: $0) } ?? BaselineThresholds()
         comparison = BaselineComparison.compare(result, with: baseline, name: compare, thresholds: limits)
       }
@@ -85,9 +87,13 @@ extension BenchCommand {
     }
 
     func printSummary(_ run: BaselineRun, comparison: BaselineComparison?, artefact: String) {
-      print("host \(run.host.hostname): \(run.host.cpu_model), \(run.host.cpu_count) CPUs, \(run.host.memory_bytes >> 20) MiB, kernel \(run.host.kernel); \(run.runs) runs, \(String(format: "%.1f", run.duration_s)) s")
+      print(
+        "host \(run.host.hostname): \(run.host.cpu_model), \(run.host.cpu_count) CPUs, \(run.host.memory_bytes >> 20) MiB, kernel \(run.host.kernel); \(run.runs) runs, \(String(format: "%.1f", run.duration_s)) s"
+      )
       for measure in run.cpu?.measures ?? [] {
-        print("  " + measure.name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%10.1f ", measure.median) + measure.unit + String(format: " (spread %.1f %%)", measure.spread * 100))
+        print(
+          "  " + measure.name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%10.1f ", measure.median) + measure.unit
+            + String(format: " (spread %.1f %%)", measure.spread * 100))
       }
       if let cpu = run.cpu {
         print(String(format: "  cpu utilisation %.0f %%, load %.2f", (cpu.utilisation ?? 0) * 100, cpu.load1 ?? 0))
@@ -96,20 +102,27 @@ extension BenchCommand {
         if gpu.available {
           for (index, reading) in (gpu.samples.last ?? []).enumerated() {
             let utilization = gpu.median_utilization_percent[index].map { String(format: "%.0f %%", $0) } ?? "missing"
-            print("  gpu\(index) \(reading.name): utilisation \(utilization), memory \(reading.memory_used_mib.map { "\(Int($0))" } ?? "missing")/\(reading.memory_total_mib.map { "\(Int($0))" } ?? "missing") MiB, power \(reading.power_watts.map { "\($0) W" } ?? "missing"), \(reading.temperature_c.map { "\(Int($0)) °C" } ?? "missing")")
+            print(
+              "  gpu\(index) \(reading.name): utilisation \(utilization), memory \(reading.memory_used_mib.map { "\(Int($0))" } ?? "missing")/\(reading.memory_total_mib.map { "\(Int($0))" } ?? "missing") MiB, power \(reading.power_watts.map { "\($0) W" } ?? "missing"), \(reading.temperature_c.map { "\(Int($0)) °C" } ?? "missing")"
+            )
           }
         } else {
           print("  \(gpu.reason ?? "no GPU")")
         }
       }
       if let network = run.network {
-        print(String(format: "  network to %@: %.0f Mbit/s (spread %.1f %%), rtt p50 %.0f µs, p99 %.0f µs", network.target as NSString, network.throughput_mbit_s.median, network.throughput_mbit_s.spread * 100, network.rtt_p50_us, network.rtt_p99_us))
+        print(
+          String(
+            format: "  network to %@: %.0f Mbit/s (spread %.1f %%), rtt p50 %.0f µs, p99 %.0f µs", network.target as NSString,
+            network.throughput_mbit_s.median, network.throughput_mbit_s.spread * 100, network.rtt_p50_us, network.rtt_p99_us))
       }
       print("  written to \(artefact)")
       if let comparison {
         print("compared with baseline '\(comparison.baseline_name)':")
         for delta in comparison.deltas {
-          print("  " + (delta.breached ? "BREACH " : "ok     ") + delta.name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: " %+.1f %% (threshold %.0f %%, noise %.1f %%)", delta.delta_percent, delta.threshold_percent, delta.noise_percent))
+          print(
+            "  " + (delta.breached ? "BREACH " : "ok     ") + delta.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+              + String(format: " %+.1f %% (threshold %.0f %%, noise %.1f %%)", delta.delta_percent, delta.threshold_percent, delta.noise_percent))
         }
       }
     }

@@ -44,7 +44,10 @@ extension BenchCommand {
       } else {
         print("KPI store, \(samples) samples in batches of \(batch), median of \(runs) run(s)")
         print(String(format: "  ingest   %.0f samples/s", summary.ingest_per_s))
-        print(String(format: "  query    one name, one hour (%d rows): p50 %.2f ms, p99 %.2f ms", summary.query_rows, summary.query_p50_ms, summary.query_p99_ms))
+        print(
+          String(
+            format: "  query    one name, one hour (%d rows): p50 %.2f ms, p99 %.2f ms", summary.query_rows, summary.query_p50_ms,
+            summary.query_p99_ms))
       }
     }
   }

@@ -42,7 +42,8 @@ extension BenchCommand {
       let localP50 = median(results.map(\.uncached_local.p50_us))
       let localP99 = median(results.map(\.uncached_local.p99_us))
       let scaling = results[0].concurrency.indices.map { index in
-        PolicyBenchmark.Scaling(callers: results[0].concurrency[index].callers, decisions_per_s: median(results.map { $0.concurrency[index].decisions_per_s }))
+        PolicyBenchmark.Scaling(
+          callers: results[0].concurrency[index].callers, decisions_per_s: median(results.map { $0.concurrency[index].decisions_per_s }))
       }
       let opa = results.compactMap(\.opa)
       let summary = PolicyBenchOutput(

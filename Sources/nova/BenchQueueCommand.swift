@@ -18,7 +18,10 @@ extension BenchCommand {
       commandName: "queue",
       abstract: "Enqueue N jobs, run them to completion in-process, check none was lost or completed twice.")
 
-    @Option(help: "Queue backend: sqlite (a fresh database in a temporary folder), sqlite://PATH, or redis://HOST:PORT (keys under a fresh prefix, deleted afterwards).")
+    @Option(
+      help:
+        "Queue backend: sqlite (a fresh database in a temporary folder), sqlite://PATH, or redis://HOST:PORT (keys under a fresh prefix, deleted afterwards)."
+    )
     var backend: String = "sqlite"
 
     @Option(help: "Jobs per run.")
@@ -73,7 +76,8 @@ extension BenchCommand {
           queue = try await QueueURL.open(backend, keyPrefix: "nova-bench-\(UUID().uuidString.prefix(8))", audit: audit == "on")
           backendName = "redis"
         } else {
-          let path = backend.hasPrefix("sqlite://")
+          let path =
+            backend.hasPrefix("sqlite://")
             ? String(backend.dropFirst("sqlite://".count)) : folder.appendingPathComponent("bench.sqlite").path
           queue = try SQLiteJobQueue(
             configuration: .init(path: path, synchronous: mode, journal: audit == "on" ? AuditJournal() : nil))

@@ -4,9 +4,9 @@ import Logging
 import NovaApplication
 import NovaCore
 import NovaDatabase
+import NovaPolicy
 import NovaQueue
 import NovaRedis
-import NovaPolicy
 import NovaRedisQueue
 import NovaSecurity
 import NovaServer
@@ -19,13 +19,22 @@ struct StoreOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("SQLite durability: normal (survives crashes) or full (also power loss).", valueName: "mode"))
   var synchronous: String = "normal"
 
-  @Option(name: .long, help: ArgumentHelp("Queue backend: redis://[user:password@]host:port/db or sqlite://PATH (default: the SQLite database in --data-dir).", valueName: "url"))
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Queue backend: redis://[user:password@]host:port/db or sqlite://PATH (default: the SQLite database in --data-dir).", valueName: "url"))
   var queueURL: String?
 
-  @Option(name: .long, help: ArgumentHelp("Ed25519 key that signs audit checkpoints and evidence (default: audit-signing.key in --data-dir, made on first use).", valueName: "file"))
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Ed25519 key that signs audit checkpoints and evidence (default: audit-signing.key in --data-dir, made on first use).", valueName: "file"))
   var signingKey: String?
 
-  @Option(name: .long, help: ArgumentHelp("Policy rules (default: nova-policy.yaml in --data-dir when it exists, else the built-in role rules; or NOVA_POLICY).", valueName: "file"))
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Policy rules (default: nova-policy.yaml in --data-dir when it exists, else the built-in role rules; or NOVA_POLICY).", valueName: "file"))
   var policy: String?
 
   /// The settings these flags and the environment name.

@@ -3,10 +3,10 @@ import Foundation
 import NovaAlerting
 import NovaApplication
 import NovaCore
-import NovaQueue
 import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
+import NovaQueue
 import NovaSecurity
 import NovaServer
 
@@ -57,7 +57,9 @@ struct EvidenceCommand: AsyncParsableCommand {
       if output.json {
         try printJSON(summary)
       } else {
-        print("wrote \(summary.path): \(summary.bytes) bytes, entries \(summary.firstSeq)…\(summary.lastSeq) (\(summary.entries)), sha256 \(summary.sha256)")
+        print(
+          "wrote \(summary.path): \(summary.bytes) bytes, entries \(summary.firstSeq)…\(summary.lastSeq) (\(summary.entries)), sha256 \(summary.sha256)"
+        )
       }
     }
   }
@@ -68,7 +70,9 @@ struct EvidenceCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
     @Argument(help: "The bundle.") var bundle: String
-    @Option(help: ArgumentHelp("Verifier key to trust (as `nova audit key` prints, or a file holding it; default: the data directory's key).", valueName: "key"))
+    @Option(
+      help: ArgumentHelp(
+        "Verifier key to trust (as `nova audit key` prints, or a file holding it; default: the data directory's key).", valueName: "key"))
     var key: String?
 
     func run() async throws {

@@ -35,7 +35,10 @@ struct KPICommand: AsyncParsableCommand {
         try printJSON(summaries)
       } else {
         for summary in summaries {
-          print(summary.name.padding(toLength: 28, withPad: " ", startingAt: 0) + "\(summary.count) samples" + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? ""))
+          print(
+            summary.name.padding(toLength: 28, withPad: " ", startingAt: 0) + "\(summary.count) samples"
+              + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? "")
+          )
         }
         print("written to \(path)")
       }
@@ -99,7 +102,8 @@ struct KPICommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
     @Argument(help: "The KPI's name.") var name: String
-    @Option(help: ArgumentHelp("Window start: a duration back from now (90s, 30m, 1h, 7d) or an RFC 3339 time.", valueName: "when")) var since: String = "1h"
+    @Option(help: ArgumentHelp("Window start: a duration back from now (90s, 30m, 1h, 7d) or an RFC 3339 time.", valueName: "when")) var since:
+      String = "1h"
     @Option(help: ArgumentHelp("Window end, RFC 3339 (default: now).", valueName: "time")) var until: String?
     @Option(help: ArgumentHelp("Only samples with this label (repeatable).", valueName: "key=value")) var label: [String] = []
     @Option(help: "At most this many samples.") var limit: Int = 1000
@@ -123,7 +127,9 @@ struct KPICommand: AsyncParsableCommand {
         let labels = sample.labels.keys.sorted().map { "\($0)=\(sample.labels[$0]!)" }.joined(separator: ",")
         print("\(AuditTime.string(sample.time))\t\(sample.value)\(sample.unit.isEmpty ? "" : " \(sample.unit)")\t\(labels)\t\(sample.source)")
       }
-      print("\(summary.count) samples" + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? ""))
+      print(
+        "\(summary.count) samples"
+          + (summary.mean.map { String(format: ", mean %.4g, p50 %.4g, p95 %.4g, max %.4g", $0, summary.p50!, summary.p95!, summary.max!) } ?? ""))
     }
   }
 }

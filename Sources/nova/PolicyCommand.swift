@@ -55,7 +55,9 @@ struct PolicyCommand: AsyncParsableCommand {
       for fixture in cases {
         let decision = await engine.evaluate(fixture.request)
         if decision.allowed != fixture.expectAllow {
-          failures.append("\(fixture.name) (\(fixtures):\(fixture.line)): expected \(fixture.expectAllow ? "allow" : "deny"), got \(decision.allowed ? "allow" : "deny"): \(decision.reason)")
+          failures.append(
+            "\(fixture.name) (\(fixtures):\(fixture.line)): expected \(fixture.expectAllow ? "allow" : "deny"), got \(decision.allowed ? "allow" : "deny"): \(decision.reason)"
+          )
         } else if !output.json {
           print("ok   \(fixture.name): \(decision.allowed ? "allow" : "deny") (\(decision.reason))")
         }
@@ -77,7 +79,9 @@ struct PolicyCommand: AsyncParsableCommand {
     func run() async throws {
       do {
         let document = try PolicyDocument.load(path: file)
-        print("\(file): \(document.rules.count) rules, version \(document.version)\(document.opa.map { ", OPA \($0.url)/v1/data/\($0.path) (\($0.onError.rawValue))" } ?? "")")
+        print(
+          "\(file): \(document.rules.count) rules, version \(document.version)\(document.opa.map { ", OPA \($0.url)/v1/data/\($0.path) (\($0.onError.rawValue))" } ?? "")"
+        )
       } catch {
         throw NovaError.invalidInput(field: "policy", message: error.description)
       }
@@ -132,11 +136,13 @@ struct PolicyCommand: AsyncParsableCommand {
       let engine = try store.loadPolicy()
       if baseline.opaRevision != nil, engine.document.opa != nil {
         // Ask OPA once so that its current revision is known.
-        _ = await engine.evaluate(PolicyRequest(subject: PolicySubject(id: "nova:drift-check"), action: "drift.check", resource: PolicyResource(kind: "policy")))
+        _ = await engine.evaluate(
+          PolicyRequest(subject: PolicySubject(id: "nova:drift-check"), action: "drift.check", resource: PolicyResource(kind: "policy")))
       }
       let drift = engine.drift(from: baseline)
       if output.json {
-        try printJSON(DriftOutput(drifted: drift.drifted, differences: drift.differences, policy_version: engine.version, opa_revision: engine.opaRevision))
+        try printJSON(
+          DriftOutput(drifted: drift.drifted, differences: drift.differences, policy_version: engine.version, opa_revision: engine.opaRevision))
       } else if drift.drifted {
         for difference in drift.differences { print("DRIFT: \(difference)") }
       } else {

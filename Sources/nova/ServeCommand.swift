@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
-import NovaApplication
 import NovaAlerting
+import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
@@ -84,7 +84,9 @@ struct ServeCommand: AsyncParsableCommand {
         "metrics_open": .bool(metricsOpen), "port": .int(Int64(port)), "workers": .int(Int64(pool.workers)),
       ]))
     if try await !security.tokens.hasActiveTokens() {
-      logger.warning("no API tokens yet: every request but /healthz will get 401; create one with `nova tokens create --name admin --role admin --data-dir \(store.dataDir)`")
+      logger.warning(
+        "no API tokens yet: every request but /healthz will get 401; create one with `nova tokens create --name admin --role admin --data-dir \(store.dataDir)`"
+      )
     }
     var withBaseline = configuration
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
@@ -108,7 +110,9 @@ struct ServeCommand: AsyncParsableCommand {
       logger.notice("alerting: \(alerting.rules.count) rules from \(alerting.path ?? "?")")
     }
     let policy = try application.policy()
-    logger.notice("policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")")
+    logger.notice(
+      "policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")"
+    )
     let server = try NovaServer(
       configuration: withBaseline, queue: application.queue, registry: application.registry, security: security,
       transitionSource: application.transitionSource, policy: policy, alerting: alerting, alertSecrets: alertSecrets, logger: logger)
@@ -140,7 +144,10 @@ struct PoolOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("How often an idle worker looks for jobs.", valueName: "ms"))
   var pollMs: Int = 250
 
-  @Option(help: ArgumentHelp("Jobs claimed ahead of free workers (default: adapts to about 100 ms of work, at most 32 per worker; 0 claims only for free workers).", valueName: "n"))
+  @Option(
+    help: ArgumentHelp(
+      "Jobs claimed ahead of free workers (default: adapts to about 100 ms of work, at most 32 per worker; 0 claims only for free workers).",
+      valueName: "n"))
   var prefetch: Int?
 
   func check() throws {

@@ -28,7 +28,8 @@ struct AlertFixture {
   init(extraYAML: String = "", forDuration: String = "0s") async throws {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-alerts-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
+    queue = try SQLiteJobQueue(
+      configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
     kpis = try KPIStore(database: queue.database)
     journal = try OrchestrationJournal(database: queue.database)
     store = try AlertStore(database: queue.database)
@@ -94,7 +95,8 @@ struct AlertDeliveryTests {
     #expect(payload["summary"] as? String == "default p99 wait 250 ms" && payload["severity"] as? String == "warning")
     #expect(payload["component"] as? String == "queue" && payload["group"] as? String == "default" && payload["class"] as? String == "WaitHigh")
     #expect(payload["timestamp"] as? String == "2027-01-15T08:00:00.000Z")
-    #expect((body["links"] as? [[String: String]])?.map { $0["href"] ?? "" } == ["http://nova.test:8080/v1/alerts/1", "https://runbooks.example/wait"])
+    #expect(
+      (body["links"] as? [[String: String]])?.map { $0["href"] ?? "" } == ["http://nova.test:8080/v1/alerts/1", "https://runbooks.example/wait"])
 
     let hook = try #require(fixture.webhook.requests.first)
     #expect(PayloadFormats.webhookProblems(hook.text) == [])
@@ -247,7 +249,8 @@ struct AlertDeliveryTests {
     #expect(try await fixture.store.alert(id: alert.id)?.acknowledgedBy == "pagerduty:Ada")
     // PagerDuty is not told about its own acknowledgement.
     #expect(try await fixture.store.deliveries().filter { $0.request.action == .acknowledge }.isEmpty)
-    #expect(try await PagerDutyWebhook.apply(PagerDutyWebhook.Event(id: "e2", type: "incident.annotated"), to: engine) == "ignored incident.annotated")
+    #expect(
+      try await PagerDutyWebhook.apply(PagerDutyWebhook.Event(id: "e2", type: "incident.annotated"), to: engine) == "ignored incident.annotated")
     #expect(throws: NovaError.self) { _ = try PagerDutyWebhook.parse(Array(#"{"event":{}}"#.utf8)) }
     #expect(throws: NovaError.self) { _ = try PagerDutyWebhook.parse(Array("nope".utf8)) }
   }
@@ -293,4 +296,3 @@ struct AlertDeliveryTests {
     #expect(throws: NovaError.self) { _ = try NotificationSender.secrets(for: fixture.configuration, environment: [:]) }
   }
 }
-

@@ -69,7 +69,9 @@ struct AlertEvaluatorTests {
     result = h.evaluate(at: 40_000)
     #expect(h.actions(result) == ["trigger warning"])
     let fired = try #require(result.changed.first)
-    #expect(fired.state == .firing && fired.firedAt == 40_000 && fired.summary == "q1 waits 170 " && fired.labels == ["alertname": "WaitHigh", "queue": "q1"])
+    #expect(
+      fired.state == .firing && fired.firedAt == 40_000 && fired.summary == "q1 waits 170 "
+        && fired.labels == ["alertname": "WaitHigh", "queue": "q1"])
     #expect(result.journal.map(\.kind) == ["alert.fired"])
     // Worse: a new severity is notified; the same severity is not, until the repeat interval.
     h.sample("queue.wait.p99", 2000, at: 50_000, labels: ["queue": "q1"])

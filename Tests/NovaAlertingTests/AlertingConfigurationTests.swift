@@ -71,7 +71,9 @@ struct AlertingConfigurationTests {
     #expect(YAMLReader.parseDuration("2d") == .seconds(172_800))
     #expect(YAMLReader.parseDuration("90") == .seconds(90))
     #expect(YAMLReader.parseDuration("5 minutes") == nil && YAMLReader.parseDuration("") == nil && YAMLReader.parseDuration("-1") == nil)
-    #expect(AlertTemplate.render("{{ rule }}: {{labels.queue}} at {{value}}{{labels.none}}", values: ["rule": "R", "value": "2.5"], labels: ["queue": "q"]) == "R: q at 2.5")
+    #expect(
+      AlertTemplate.render("{{ rule }}: {{labels.queue}} at {{value}}{{labels.none}}", values: ["rule": "R", "value": "2.5"], labels: ["queue": "q"])
+        == "R: q at 2.5")
     #expect(AlertTemplate.unknownPlaceholders(in: "{{value}} {{x}}") == ["x"] && AlertTemplate.unknownPlaceholders(in: "{{value") == nil)
     #expect(AlertTemplate.format(3) == "3" && AlertTemplate.format(0.12345) == "0.123" && AlertTemplate.format(-12.5) == "-12.5")
     let matcher = AlertRule.Matcher("gpu*.util*")

@@ -31,7 +31,8 @@ struct AlertmanagerIntegrationTests {
     configuration.settings.externalURL = "http://nova.test:8080"
     // Alertmanager keeps wall-clock time: the alert's times must be now, not the fixture's clock.
     let engine = AlertEngine(configuration: configuration, store: fixture.store, kpis: fixture.kpis)
-    let dispatcher = NotificationDispatcher(store: fixture.store, sender: NotificationSender(secrets: [:]), journal: fixture.journal, logger: Logger(label: "test"))
+    let dispatcher = NotificationDispatcher(
+      store: fixture.store, sender: NotificationSender(secrets: [:]), journal: fixture.journal, logger: Logger(label: "test"))
     let now = Date().millisecondsSince1970
     try await fixture.kpis.record([KPISample(name: "queue.wait.p99", labels: ["queue": "gpu"], value: 450, unit: "ms", time: now, source: "t")])
     try await engine.evaluate()
@@ -48,7 +49,9 @@ struct AlertmanagerIntegrationTests {
     #expect(annotations?["summary"] == "gpu p99 wait 450 ms" && annotations?["runbook_url"] == "https://runbooks.example/wait")
     #expect((alert["generatorURL"] as? String)?.hasPrefix("http://nova.test:8080/v1/alerts/") == true)
 
-    try await fixture.kpis.record([KPISample(name: "queue.wait.p99", labels: ["queue": "gpu"], value: 20, unit: "ms", time: Date().millisecondsSince1970, source: "t")])
+    try await fixture.kpis.record([
+      KPISample(name: "queue.wait.p99", labels: ["queue": "gpu"], value: 20, unit: "ms", time: Date().millisecondsSince1970, source: "t")
+    ])
     try await engine.evaluate()
     #expect(try await dispatcher.deliverDue() == 1)
     let all = try await hook.waitForRequests(2, timeout: .seconds(15))

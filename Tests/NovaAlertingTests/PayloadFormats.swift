@@ -46,7 +46,9 @@ enum PayloadFormats {
     if (payload["source"] as? String)?.isEmpty != false { problems.append("payload.source missing") }
     if !["critical", "error", "warning", "info"].contains(payload["severity"] as? String ?? "") { problems.append("payload.severity invalid") }
     if let timestamp = payload["timestamp"], !isRFC3339(timestamp as? String ?? "") { problems.append("payload.timestamp not ISO 8601") }
-    for key in ["component", "group", "class"] where payload[key] != nil && !(payload[key] is String) { problems.append("payload.\(key) not a string") }
+    for key in ["component", "group", "class"] where payload[key] != nil && !(payload[key] is String) {
+      problems.append("payload.\(key) not a string")
+    }
     if let details = payload["custom_details"], !(details is [String: Any]) { problems.append("custom_details not an object") }
     if let links = body["links"] {
       guard let list = links as? [[String: Any]] else { return problems + ["links not a list of objects"] }
@@ -65,11 +67,16 @@ enum PayloadFormats {
     if Set(body.keys) != keys { problems.append("fields \(body.keys.sorted()) are not \(keys.sorted())") }
     if body["version"] as? String != "4" { problems.append("version is not \"4\"") }
     if !["firing", "resolved"].contains(body["status"] as? String ?? "") { problems.append("status invalid") }
-    for key in ["groupLabels", "commonLabels", "commonAnnotations"] where !(body[key] is [String: String]) { problems.append("\(key) not a string map") }
+    for key in ["groupLabels", "commonLabels", "commonAnnotations"] where !(body[key] is [String: String]) {
+      problems.append("\(key) not a string map")
+    }
     guard let alerts = body["alerts"] as? [[String: Any]], !alerts.isEmpty else { return problems + ["no alerts"] }
     for alert in alerts {
       if !["firing", "resolved"].contains(alert["status"] as? String ?? "") { problems.append("alert status invalid") }
-      guard let labels = alert["labels"] as? [String: String], labels["alertname"] != nil else { problems.append("alert labels without alertname"); continue }
+      guard let labels = alert["labels"] as? [String: String], labels["alertname"] != nil else {
+        problems.append("alert labels without alertname")
+        continue
+      }
       if !(alert["annotations"] is [String: String]) { problems.append("annotations not a string map") }
       if !isRFC3339(alert["startsAt"] as? String ?? "") { problems.append("startsAt not RFC 3339") }
       if !isRFC3339(alert["endsAt"] as? String ?? "") { problems.append("endsAt not RFC 3339") }

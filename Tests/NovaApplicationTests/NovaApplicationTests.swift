@@ -48,7 +48,8 @@ struct NovaApplicationTests {
     let fromFlags = try NovaSettings.resolve(
       dataDirectory: "/d", queueURL: "sqlite:///q.sqlite", synchronous: "normal", signingKey: "/k", policy: "/p", thresholds: "/t",
       environment: environment)
-    #expect(fromFlags == NovaSettings(dataDirectory: "/d", queueURL: "sqlite:///q.sqlite", signingKeyPath: "/k", policyPath: "/p", thresholdsPath: "/t"))
+    #expect(
+      fromFlags == NovaSettings(dataDirectory: "/d", queueURL: "sqlite:///q.sqlite", signingKeyPath: "/k", policyPath: "/p", thresholdsPath: "/t"))
     #expect(throws: NovaError.self) {
       _ = try NovaSettings.resolve(dataDirectory: nil, queueURL: nil, synchronous: "sometimes", signingKey: nil, policy: nil, thresholds: nil)
     }

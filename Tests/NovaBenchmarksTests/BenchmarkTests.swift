@@ -1,6 +1,6 @@
 import Foundation
-import NovaBenchmarks
 import Logging
+import NovaBenchmarks
 import NovaCore
 import NovaPolicy
 import NovaQueue

@@ -17,7 +17,8 @@ struct BaselineTests {
       cpu: CPUProbe.Result(measures: [CPUProbe.Measure(name: "cpu.sha256.single", unit: "MB/s", median: cpu, spread: spread, runs: [cpu])]),
       gpu: gpu.map { GPUProbe.Result(available: true, median_utilization_percent: [$0]) },
       network: NetworkProbe.Result(
-        target: "loopback", throughput_mbit_s: CPUProbe.Measure(name: "network.throughput", unit: "Mbit/s", median: network, spread: 0.01, runs: [network]),
+        target: "loopback",
+        throughput_mbit_s: CPUProbe.Measure(name: "network.throughput", unit: "Mbit/s", median: network, spread: 0.01, runs: [network]),
         rtt_p50_us: 20, rtt_p99_us: 40))
   }
 
@@ -91,7 +92,9 @@ struct BaselineTests {
     let folder = try directory()
     // Captured from a DGX-class host: one GPU with power and memory reported, one where they read [N/A].
     let fake = folder.appendingPathComponent("nvidia-smi")
-    try writeExecutable(fake.path, """
+    try writeExecutable(
+      fake.path,
+      """
       #!/bin/sh
       echo "NVIDIA H200, 87, 30721, 143771, 412.35, 61, 1980"
       echo "NVIDIA GB10, 45, [N/A], [N/A], [N/A], 48, 2418"

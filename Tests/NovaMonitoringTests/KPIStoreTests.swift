@@ -59,7 +59,10 @@ struct KPIStoreTests {
         try await store.record([good, sample])
         Issue.record("accepted \(sample)")
       } catch let error as NovaError {
-        guard case .invalidInput(let named, _) = error else { Issue.record("\(error)"); continue }
+        guard case .invalidInput(let named, _) = error else {
+          Issue.record("\(error)")
+          continue
+        }
         #expect(named == field)
       }
     }

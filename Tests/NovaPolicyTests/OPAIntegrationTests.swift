@@ -28,7 +28,9 @@ struct OPAIntegrationTests {
 
   /// An engine asking `server`; the timeout is generous (a loaded test machine) except where a
   /// test is about timeouts.
-  func engine(_ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", timeoutMS: Int = 3000, clock: TestClock = TestClock()) throws -> PolicyEngine {
+  func engine(
+    _ server: OPATestServer, path: String = "nova/authz/allow", mode: String = "fail-closed", timeoutMS: Int = 3000, clock: TestClock = TestClock()
+  ) throws -> PolicyEngine {
     let yaml = """
       rules:
         - name: local-admins

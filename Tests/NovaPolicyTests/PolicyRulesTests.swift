@@ -1,8 +1,8 @@
 import Foundation
 import NovaCore
 import NovaPolicy
-import Synchronization
 import NovaTestSupport
+import Synchronization
 import Testing
 
 func request(

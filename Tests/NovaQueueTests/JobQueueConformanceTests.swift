@@ -16,8 +16,10 @@ struct JobQueueConformanceTests {
     try backend.make(clock, retry)
   }
 
-  func request(_ kind: String = "noop", queue: String = "default", priority: Int = 0, payload: String = "{}",
-               maxAttempts: Int = 3, key: String? = nil, delay: TimeInterval? = nil) -> JobRequest {
+  func request(
+    _ kind: String = "noop", queue: String = "default", priority: Int = 0, payload: String = "{}",
+    maxAttempts: Int = 3, key: String? = nil, delay: TimeInterval? = nil
+  ) -> JobRequest {
     JobRequest(
       kind: kind, payload: Data(payload.utf8), queue: queue, priority: priority,
       runAt: delay.map { clock.now().addingTimeInterval($0) }, maxAttempts: maxAttempts, idempotencyKey: key)

@@ -1,10 +1,10 @@
-import Testing
 import Foundation
 import NovaCore
 import NovaQueue
 import NovaRedis
 import NovaRedisQueue
 import NovaTestSupport
+import Testing
 
 /// A queue backend under test. The conformance suite runs once per entry of `all`.
 struct QueueBackend: CustomTestStringConvertible, Sendable {

@@ -9,7 +9,9 @@ import NovaTestSupport
 import Synchronization
 import Testing
 
-@Suite("Redis queue under latency and dropped connections", .serialized, .enabled(if: TestServers.redisAvailable, TestServers.redisMissing), .timeLimit(.minutes(5)))
+@Suite(
+  "Redis queue under latency and dropped connections", .serialized, .enabled(if: TestServers.redisAvailable, TestServers.redisMissing),
+  .timeLimit(.minutes(5)))
 struct RedisResilienceTests {
   let logger: Logger = {
     var logger = Logger(label: "test")

@@ -139,9 +139,10 @@ enum RandomRESP {
     case 6: return .array((0..<Int.random(in: 0...3, using: &generator)).map { _ in value(depth: depth + 1, using: &generator) })
     case 7: return .set((0..<Int.random(in: 0...3, using: &generator)).map { _ in value(depth: depth + 1, using: &generator) })
     default:
-      return .map((0..<Int.random(in: 0...2, using: &generator)).map { _ in
-        RESPPair(key: value(depth: depth + 1, using: &generator), value: value(depth: depth + 1, using: &generator))
-      })
+      return .map(
+        (0..<Int.random(in: 0...2, using: &generator)).map { _ in
+          RESPPair(key: value(depth: depth + 1, using: &generator), value: value(depth: depth + 1, using: &generator))
+        })
     }
   }
 

@@ -117,7 +117,8 @@ final class GarbageResponder: ChannelInboundHandler, Sendable {
     context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "?garbage\r\n")), promise: nil)
   }
 
-  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func aCommandOnAClosedConnectionFailsAtOnceInsteadOfWaiting() async throws {
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func aCommandOnAClosedConnectionFailsAtOnceInsteadOfWaiting() async throws
+  {
     // A write that never reaches the handler (the channel closed first) must still fail its
     // caller: this once left a stress test waiting forever.
     let connection = try await RedisConnection.connect(

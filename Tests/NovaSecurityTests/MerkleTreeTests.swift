@@ -13,9 +13,11 @@ struct MerkleTreeTests {
     #expect(hex(MerkleTree.emptyRoot) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     #expect(hex(MerkleTree.leafHash([UInt8]())) == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
     // RFC 6962's test tree (the leaves of certificate-transparency-go's test vectors).
-    let inputs: [[UInt8]] = [[], [0x00], [0x10], [0x20, 0x21], [0x30, 0x31], [0x40, 0x41, 0x42, 0x43],
-                             [0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-                             [0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f]]
+    let inputs: [[UInt8]] = [
+      [], [0x00], [0x10], [0x20, 0x21], [0x30, 0x31], [0x40, 0x41, 0x42, 0x43],
+      [0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
+      [0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f],
+    ]
     let hashes = inputs.map { MerkleTree.leafHash($0) }
     #expect(hex(MerkleTree.root(hashes[...])) == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
     #expect(hex(MerkleTree.root(hashes[0..<1])) == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
@@ -59,8 +61,9 @@ struct MerkleTreeTests {
       for oldSize in 1...newSize {
         let oldRoot = MerkleTree.root(all[0..<oldSize])
         let proof = MerkleTree.consistencyProof(oldSize: oldSize, leaves: all[0..<newSize])
-        #expect(MerkleTree.verifyConsistency(oldSize: oldSize, newSize: newSize, oldRoot: oldRoot, newRoot: newRoot, proof: proof),
-                "\(oldSize) → \(newSize)")
+        #expect(
+          MerkleTree.verifyConsistency(oldSize: oldSize, newSize: newSize, oldRoot: oldRoot, newRoot: newRoot, proof: proof),
+          "\(oldSize) → \(newSize)")
         if oldSize < newSize {
           // A rewritten history does not verify.
           var forged = all

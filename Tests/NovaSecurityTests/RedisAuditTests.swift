@@ -23,9 +23,10 @@ struct RedisAuditTests {
     let id: JobID = try await AuditContext.$actor.withValue("token:alice") {
       try await queue.enqueue(JobRequest(kind: "echo", queue: "gpu", maxAttempts: 2))
     }
-    let first = try #require(try await AuditContext.$actor.withValue("worker:w1") {
-      try await queue.claim(queues: ["gpu"], worker: "w1", leaseDuration: .seconds(5), limit: 1).first
-    })
+    let first = try #require(
+      try await AuditContext.$actor.withValue("worker:w1") {
+        try await queue.claim(queues: ["gpu"], worker: "w1", leaseDuration: .seconds(5), limit: 1).first
+      })
     _ = try await queue.fail(first, error: "boom", retryable: true)
     clock.advance(by: 120)
     let second = try #require(try await queue.claim(queues: ["gpu"], worker: "w2", leaseDuration: .seconds(5), limit: 1).first)

@@ -64,29 +64,47 @@ struct TokenAndAccessTests {
       Issue.record("admin may manage tokens")
     }
     guard case .forbidden(let why) = try await access.authorize(authorization: "Bearer \(viewer)", action: .submit, source: "10.0.0.1", now: now)
-    else { Issue.record("a viewer may not submit"); return }
+    else {
+      Issue.record("a viewer may not submit")
+      return
+    }
     #expect(why.contains("needs operator"))
     for action in APIAction.allCases {
       #expect(Role.admin >= action.minimumRole)
       #expect((Role.viewer >= action.minimumRole) == (action == .read))
     }
 
-    #expect(try await access.authorize(authorization: nil, action: .read, source: "10.0.0.2", now: now) == .unauthenticated("no Authorization header; send Authorization: Bearer <token>"))
-    #expect(try await access.authorize(authorization: "Basic abc", action: .read, source: "10.0.0.2", now: now) == .unauthenticated("the Authorization header is not 'Bearer <token>'"))
-    #expect(try await access.authorize(authorization: "Bearer nova_x_y", action: .read, source: "10.0.0.2", now: now) == .unauthenticated("the token is not valid"))
+    #expect(
+      try await access.authorize(authorization: nil, action: .read, source: "10.0.0.2", now: now)
+        == .unauthenticated("no Authorization header; send Authorization: Bearer <token>"))
+    #expect(
+      try await access.authorize(authorization: "Basic abc", action: .read, source: "10.0.0.2", now: now)
+        == .unauthenticated("the Authorization header is not 'Bearer <token>'"))
+    #expect(
+      try await access.authorize(authorization: "Bearer nova_x_y", action: .read, source: "10.0.0.2", now: now)
+        == .unauthenticated("the token is not valid"))
     // The third failure reaches the limit: that source waits, others do not, even with a good token.
-    #expect(try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now) == .rateLimited(retryAfterSeconds: 60))
-    #expect(try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(30)) == .rateLimited(retryAfterSeconds: 30))
-    if case .allowed = try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.3", now: now) {} else {
+    #expect(
+      try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now)
+        == .rateLimited(retryAfterSeconds: 60))
+    #expect(
+      try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(30))
+        == .rateLimited(retryAfterSeconds: 30))
+    if case .allowed = try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.3", now: now) {
+    } else {
       Issue.record("another source is not limited")
     }
-    if case .allowed = try await access.authorize(authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(61)) {} else {
+    if case .allowed = try await access.authorize(
+      authorization: "Bearer \(viewer)", action: .read, source: "10.0.0.2", now: now.addingTimeInterval(61))
+    {
+    } else {
       Issue.record("the limit ends with its window")
     }
     let entries = try await fixture.audit.entries(from: 1, through: 100)
     #expect(entries.map(\.event) == ["token.created", "token.created", "auth.denied", "auth.failed", "auth.failed", "auth.rate_limited"])
     #expect(entries[3].subject == "10.0.0.2" && entries[3].actor == "anonymous")
-    #expect(TokenStore.constantTimeEqual([1, 2], [1, 2]) && !TokenStore.constantTimeEqual([1, 2], [1, 3]) && !TokenStore.constantTimeEqual([1], [1, 2]))
+    #expect(
+      TokenStore.constantTimeEqual([1, 2], [1, 2]) && !TokenStore.constantTimeEqual([1, 2], [1, 3]) && !TokenStore.constantTimeEqual([1], [1, 2]))
   }
 
   @Test func signingKeysAreFilesOnlyTheirOwnerMayRead() throws {

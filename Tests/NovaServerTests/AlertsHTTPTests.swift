@@ -71,9 +71,13 @@ struct AlertsHTTPTests {
       #expect(actions == [.resolve, .acknowledge, .trigger])
 
       // PagerDuty's webhooks need no token but a valid signature.
-      try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":1}"#)) { _ in }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":1}"#)
+      ) { _ in }
       try await engine.evaluate()  // cleared
-      try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":0.9}"#)) { _ in }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(operatorToken), body: ByteBuffer(string: #"{"name":"audit.coverage","value":0.9}"#)
+      ) { _ in }
       try await engine.evaluate()  // fires again: a new alert
       let again = try #require(try await engine.store.list(states: [.firing]).first)
       let body = #"{"event":{"id":"e9","event_type":"incident.resolved","agent":{"summary":"Ada"},"data":{"incident_key":"\#(again.dedupKey)"}}}"#
@@ -93,12 +97,15 @@ struct AlertsHTTPTests {
 
       try await client.execute(uri: "/v1/journal?kind=alert.&since=1h", method: .get, headers: bearer(viewer)) { response in
         let entries = try json(response.body)["entries"] as? [[String: Any]] ?? []
-        #expect(entries.compactMap { $0["kind"] as? String } == [
-          "alert.fired", "alert.acknowledged", "alert.resolved", "alert.fired", "alert.resolved",
-        ])
+        #expect(
+          entries.compactMap { $0["kind"] as? String } == [
+            "alert.fired", "alert.acknowledged", "alert.resolved", "alert.fired", "alert.resolved",
+          ])
         #expect(entries[1]["actor"] as? String == "token:ops")
       }
-      try await client.execute(uri: "/v1/journal?since=yesterday", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/journal?since=yesterday", method: .get, headers: bearer(viewer)) {
+        #expect($0.status == .unprocessableContent)
+      }
       try await client.execute(uri: "/v1/journal", method: .get, headers: bearer(admin)) { #expect($0.status == .ok) }
     }
   }

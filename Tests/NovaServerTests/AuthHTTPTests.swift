@@ -35,7 +35,6 @@ struct AuthHTTPTests {
     return Setup(server: server, queue: queue, security: security, admin: admin)
   }
 
-
   @Test func tokensRolesAndAuditRoutes() async throws {
     let setup = try await makeServer()
     let app = Application(router: setup.server.makeRouter())
@@ -97,8 +96,12 @@ struct AuthHTTPTests {
         #expect(enqueued?["actor"] as? String == "token:root")
         #expect((enqueued?["payload"] as? [String: Any])?["to"] as? String == "available")
       }
-      try await client.execute(uri: "/v1/audit/entries?limit=0", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
-      try await client.execute(uri: "/v1/audit/entries?bogus=1", method: .get, headers: bearer(viewer)) { #expect($0.status == .unprocessableContent) }
+      try await client.execute(uri: "/v1/audit/entries?limit=0", method: .get, headers: bearer(viewer)) {
+        #expect($0.status == .unprocessableContent)
+      }
+      try await client.execute(uri: "/v1/audit/entries?bogus=1", method: .get, headers: bearer(viewer)) {
+        #expect($0.status == .unprocessableContent)
+      }
       try await client.execute(uri: "/v1/audit/coverage", method: .get, headers: bearer(viewer)) { response in
         let coverage = try json(response.body)
         #expect(coverage["ratio"] as? Double == 1)
@@ -135,13 +138,16 @@ struct AuthHTTPTests {
     try await app.test(.router) { client in
       try await client.execute(
         uri: "/v1/kpis", method: .post, headers: bearer(setup.admin),
-        body: ByteBuffer(string: #"{"samples":[{"name":"deploy.duration","value":42.5,"unit":"s","labels":{"service":"api"}},{"name":"deploy.duration","value":40}]}"#)
+        body: ByteBuffer(
+          string:
+            #"{"samples":[{"name":"deploy.duration","value":42.5,"unit":"s","labels":{"service":"api"}},{"name":"deploy.duration","value":40}]}"#)
       ) { response in
         #expect(response.status == .created)
         #expect(String(buffer: response.body).contains(#""recorded":2"#))
       }
       try await client.execute(
-        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"one","value":1,"time":"2026-11-01T00:00:00Z"}"#)
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin),
+        body: ByteBuffer(string: #"{"name":"one","value":1,"time":"2026-11-01T00:00:00Z"}"#)
       ) { #expect($0.status == .created) }
       try await client.execute(
         uri: "/v1/kpis", method: .post, headers: bearer(viewer), body: ByteBuffer(string: #"{"name":"x","value":1}"#)
@@ -150,7 +156,8 @@ struct AuthHTTPTests {
         #expect($0.status == .badRequest)
       }
       try await client.execute(
-        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"samples":[{"name":"ok","value":1},{"name":"bad name","value":1}]}"#)
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin),
+        body: ByteBuffer(string: #"{"samples":[{"name":"ok","value":1},{"name":"bad name","value":1}]}"#)
       ) { response in
         #expect(response.status == .unprocessableContent)
         #expect(String(buffer: response.body).contains("samples[1].name"))
@@ -217,8 +224,10 @@ struct AuthHTTPTests {
     try await store.deploymentStarted(service: "api", version: "1", at: now - 90_000, source: "t")
     _ = try await store.deploymentFinished(service: "api", version: "1", at: now - 30_000, source: "t")
     try await store.record([
-      KPISample(name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -3, time: now - 20_000, source: "t"),
-      KPISample(name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -12.5, time: now - 10_000, source: "t"),
+      KPISample(
+        name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -3, time: now - 20_000, source: "t"),
+      KPISample(
+        name: "baseline.delta", labels: ["measure": "cpu.sort.single", "threshold_percent": "10"], value: -12.5, time: now - 10_000, source: "t"),
     ])
     // An idle interval records zero rates for the queues seen, not nothing.
     let idle = try await collector.tick()

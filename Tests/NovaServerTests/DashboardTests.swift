@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -18,20 +15,31 @@ import NovaServer
 import NovaTestSupport
 import Testing
 
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
 @Suite("Dashboards as code", .timeLimit(.minutes(5)))
 struct DashboardTests {
   static let dashboardPath = repositoryRoot.appendingPathComponent("docs/dashboards/spark_migration_grafana.json").path
   static let rulesPath = repositoryRoot.appendingPathComponent("docs/dashboards/nova_rules.yml").path
 
   @Test func theCheckedInFilesAreTheGeneratorsOutput() throws {
-    #expect(try String(contentsOfFile: Self.dashboardPath, encoding: .utf8) == GrafanaDashboard().json(), "regenerate: nova dashboards grafana --out docs/dashboards/spark_migration_grafana.json")
-    #expect(try String(contentsOfFile: Self.rulesPath, encoding: .utf8) == PrometheusRules().yaml(), "regenerate: nova dashboards prometheus-rules --out docs/dashboards/nova_rules.yml")
+    #expect(
+      try String(contentsOfFile: Self.dashboardPath, encoding: .utf8) == GrafanaDashboard().json(),
+      "regenerate: nova dashboards grafana --out docs/dashboards/spark_migration_grafana.json")
+    #expect(
+      try String(contentsOfFile: Self.rulesPath, encoding: .utf8) == PrometheusRules().yaml(),
+      "regenerate: nova dashboards prometheus-rules --out docs/dashboards/nova_rules.yml")
     let model = try #require(try JSONSerialization.jsonObject(with: Data(GrafanaDashboard().json().utf8)) as? [String: Any])
     let variables = ((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []
     #expect(variables.map { $0["type"] as? String } == ["datasource", "query"] && variables.first?["query"] as? String == "prometheus")
     #expect(model["uid"] as? String == "nova-spark-migration" && (model["schemaVersion"] as? Int ?? 0) >= 39)
     let titles = ((model["panels"] as? [[String: Any]]) ?? []).compactMap { $0["title"] as? String }
-    for wanted in ["Deployment duration", "Error budget remaining (30 d)", "Queue throughput", "Wait time percentiles", "Dead letters", "Policy decisions", "Cache hit ratio and OPA errors", "Audit coverage", "Baseline deltas against their thresholds"] {
+    for wanted in [
+      "Deployment duration", "Error budget remaining (30 d)", "Queue throughput", "Wait time percentiles", "Dead letters", "Policy decisions",
+      "Cache hit ratio and OPA errors", "Audit coverage", "Baseline deltas against their thresholds",
+    ] {
       #expect(titles.contains(wanted), "panel \(wanted)")
     }
     #expect(titles.contains { $0.hasPrefix("Burn rate (multiwindow: 14.4x 1h/5m, 6x 6h/30m, 1x 3d/6h)") })
@@ -41,7 +49,9 @@ struct DashboardTests {
     #expect(custom.json().contains("/ 0.005"))
   }
 
-  @Test(.enabled(if: TestServers.jsonSchemaAvailable, TestServers.jsonSchemaMissing)) func theDashboardValidatesAgainstGrafanasSchemaWithJSONSchema() async throws {
+  @Test(.enabled(if: TestServers.jsonSchemaAvailable, TestServers.jsonSchemaMissing)) func theDashboardValidatesAgainstGrafanasSchemaWithJSONSchema()
+    async throws
+  {
     let schema = repositoryRoot.appendingPathComponent("Tests/Fixtures/grafana/grafana-dashboard.jsonschema.json").path
     let check = try await shell(
       """
@@ -58,7 +68,8 @@ struct DashboardTests {
     model["schemaVersion"] = nil
     try JSONSerialization.data(withJSONObject: model).write(to: URL(fileURLWithPath: broken))
     let refused = try await shell(
-      "python3 -c 'import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))' '\(schema)' '\(broken)'")
+      "python3 -c 'import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))' '\(schema)' '\(broken)'"
+    )
     #expect(refused.code != 0 && refused.output.contains("schemaVersion"))
   }
 
@@ -74,7 +85,9 @@ struct DashboardTests {
   @Test func theReviewScheduleOnTheLUXPageIsTheDocsSchedule() throws {
     let doc = try String(contentsOf: repositoryRoot.appendingPathComponent("docs/INTEGRATION_SECURITY_REVIEWS.md"), encoding: .utf8)
     for review in Review.schedule {
-      let row = "| \(review.name) | \(review.owner_role) | \(review.cadence) | \(review.evidence) | " + review.commands.map { "`\($0)`" }.joined(separator: ", ") + " |"
+      let row =
+        "| \(review.name) | \(review.owner_role) | \(review.cadence) | \(review.evidence) | "
+        + review.commands.map { "`\($0)`" }.joined(separator: ", ") + " |"
       #expect(doc.contains(row), "docs/INTEGRATION_SECURITY_REVIEWS.md lacks the row: \(row)")
     }
     #expect(doc.contains("dashboards/spark_migration_grafana.json") && doc.contains("/lux"))
@@ -100,9 +113,10 @@ struct DashboardTests {
 
   /// The sample names in a Prometheus text exposition.
   static func exportedNames(_ exposition: String) -> Set<String> {
-    Set(exposition.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line in
-      line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
-    })
+    Set(
+      exposition.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line in
+        line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+      })
   }
 
   @Test func everyMetricTheDashboardQueriesIsOneNovaServeExports() async throws {
@@ -110,12 +124,12 @@ struct DashboardTests {
     let hook = try await LocalHTTPReceiver()
     hook.setDefault(status: 200, body: "{}")
     try """
-      settings: {evaluation_interval: 200ms}
-      sla: {acknowledge_within: 1s, resolve_within: 30m}
-      receivers: [{name: hook, type: webhook, url: "\(hook.url)/h"}]
-      routes: [{name: r, receivers: [hook], escalate_to: [hook]}]
-      rules: [{name: Probe, kpi: probe.value, above: 1}, {name: Probe2, kpi: probe.other, above: 1}]
-      """.write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
+    settings: {evaluation_interval: 200ms}
+    sla: {acknowledge_within: 1s, resolve_within: 30m}
+    receivers: [{name: hook, type: webhook, url: "\(hook.url)/h"}]
+    routes: [{name: r, receivers: [hook], escalate_to: [hook]}]
+    rules: [{name: Probe, kpi: probe.value, above: 1}, {name: Probe2, kpi: probe.other, above: 1}]
+    """.write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
     let admin = try await NovaProcess.run(["tokens", "create", "--name", "root", "--role", "admin", "--data-dir", dir])
     let bearer = "Bearer " + admin.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     for command in [
@@ -125,7 +139,9 @@ struct DashboardTests {
       let result = try await NovaProcess.run(command + ["--data-dir", dir])
       #expect(result.code == 0, "\(command): \(result.stderr)")
     }
-    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2", "--collect-seconds", "0.3", "--checkpoint-seconds", "1", "--lease-seconds", "2"])
+    let server = try NovaProcess([
+      "serve", "--port", "0", "--data-dir", dir, "--workers", "2", "--collect-seconds", "0.3", "--checkpoint-seconds", "1", "--lease-seconds", "2",
+    ])
     defer { server.signal(SIGKILL) }
     let port = try await server.listeningPort()
     func request(_ path: String, method: String = "GET", body: String? = nil) async throws -> (Int, Data) {
@@ -172,14 +188,16 @@ struct DashboardTests {
     for panel in (model["panels"] as? [[String: Any]]) ?? [] {
       for target in (panel["targets"] as? [[String: Any]]) ?? [] { queries += (target["expr"] as? String ?? "") + "\n" }
     }
-    queries += ((((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []).compactMap { $0["definition"] as? String }).joined(separator: "\n")
+    queries += ((((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []).compactMap { $0["definition"] as? String }).joined(
+      separator: "\n")
     let used = metricNames(inQueries: queries)
     #expect(used.count >= 15, "\(used.sorted())", sourceLocation: sourceLocation)
     let missing = used.subtracting(exported)
     #expect(missing.isEmpty, "the dashboard queries metrics nova serve does not export: \(missing.sorted())", sourceLocation: sourceLocation)
     let rules = try String(contentsOfFile: rulesPath, encoding: .utf8)
     let missingFromRules = metricNames(inQueries: rules).subtracting(exported)
-    #expect(missingFromRules.isEmpty, "the rules query metrics nova serve does not export: \(missingFromRules.sorted())", sourceLocation: sourceLocation)
+    #expect(
+      missingFromRules.isEmpty, "the rules query metrics nova serve does not export: \(missingFromRules.sorted())", sourceLocation: sourceLocation)
   }
 
   /// The first scrape of a server that has run nothing yet already has every series the

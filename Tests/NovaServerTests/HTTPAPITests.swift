@@ -20,7 +20,6 @@ struct HTTPAPITests {
       configuration: .init(workers: 0, maxPayloadBytes: maxPayloadBytes), queue: try SQLiteJobQueue(path: path), security: nil, logger: logger)
   }
 
-
   func errorCode(_ buffer: ByteBuffer) throws -> String? {
     (try json(buffer)["error"] as? [String: Any])?["code"] as? String
   }
@@ -43,12 +42,14 @@ struct HTTPAPITests {
         #expect((body["payload"] as? [String: Any])?["n"] as? Int == 1)
         id = try #require(body["id"] as? String)
       }
-      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","queue":"gpu","idempotency_key":"k1"}"#)) { response in
+      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","queue":"gpu","idempotency_key":"k1"}"#)) {
+        response in
         #expect(response.status == .ok)
         let value1 = try json(response.body)["id"] as? String
         #expect(value1 == id)
       }
-      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"sleep","payload":{"ms":1},"delay_seconds":3600}"#)) { response in
+      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"sleep","payload":{"ms":1},"delay_seconds":3600}"#))
+      { response in
         #expect(response.status == .created)
         let value2 = try json(response.body)["state"] as? String
         #expect(value2 == "scheduled")

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -9,8 +6,8 @@ import Logging
 import NIOCore
 import NovaAlerting
 import NovaCore
-import NovaDatabase
 import NovaDashboards
+import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
@@ -18,6 +15,10 @@ import NovaSecurity
 import NovaServer
 import NovaTestSupport
 import Testing
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 
 /// The figures a LUX page shows: `data-figure` name → `data-value`.
 func luxFigures(_ html: String) -> [String: String] {
@@ -66,8 +67,11 @@ struct LUXTests {
     let kpis = try KPIStore(database: queue.database)
     let now = Date().millisecondsSince1970
     try await kpis.record([
-      KPISample(name: "audit.coverage", value: 1, time: now - 60_000, source: "t"), KPISample(name: "audit.coverage", value: 1, time: now - 1000, source: "t"),
-      KPISample(name: "baseline.delta", labels: ["baseline": "b", "measure": "gpu0.utilization", "threshold_percent": "5"], value: -9, time: now - 500, source: "t"),
+      KPISample(name: "audit.coverage", value: 1, time: now - 60_000, source: "t"),
+      KPISample(name: "audit.coverage", value: 1, time: now - 1000, source: "t"),
+      KPISample(
+        name: "baseline.delta", labels: ["baseline": "b", "measure": "gpu0.utilization", "threshold_percent": "5"], value: -9, time: now - 500,
+        source: "t"),
       KPISample(name: "baseline.breach", labels: ["baseline": "b", "measure": "gpu0.utilization"], value: -9, time: now - 500, source: "t"),
     ])
     var logger = Logger(label: "test")
@@ -75,7 +79,8 @@ struct LUXTests {
     var configuration = NovaServer.Configuration(workers: 0)
     configuration.policyBaseline = PolicyBaseline(policyVersion: "0000000000000000", opaRevision: nil)
     TestMetrics.bootstrap()
-    let server = try NovaServer(configuration: configuration, queue: queue, security: security, policy: PolicyEngine(document: .builtIn), logger: logger)
+    let server = try NovaServer(
+      configuration: configuration, queue: queue, security: security, policy: PolicyEngine(document: .builtIn), logger: logger)
     let app = Application(router: server.makeRouter())
     try await app.test(.router) { client in
       try await client.execute(uri: "/lux", method: .get) { #expect($0.status == .unauthorized) }
@@ -117,10 +122,16 @@ struct LUXTests {
   @Test func textIsEscapedAndMissingDataIsSaidPlainly() {
     let report = ComplianceReport(
       generated_at: "now",
-      audit: .init(coverage: 0.5, audited_transitions: 1, jobs: 2, unaudited_jobs: 1, coverage_trend: [], entries: 3, checkpoint: nil, entries_since_checkpoint: 3),
-      policy: .init(version: "<v>", source: "a & b", enforce: false, active_since: "t", opa_revision: nil, approved_version: nil, approved_opa_revision: nil, drifted: nil, differences: []),
+      audit: .init(
+        coverage: 0.5, audited_transitions: 1, jobs: 2, unaudited_jobs: 1, coverage_trend: [], entries: 3, checkpoint: nil,
+        entries_since_checkpoint: 3),
+      policy: .init(
+        version: "<v>", source: "a & b", enforce: false, active_since: "t", opa_revision: nil, approved_version: nil, approved_opa_revision: nil,
+        drifted: nil, differences: []),
       decisions: .init(window_hours: 24, by_source: []),
-      alerts: .init(window_days: 30, firing: 0, fired: 0, acknowledge_within_s: 300, resolve_within_s: 1800, acknowledged_within_sla: 0, resolved_within_sla: 0, escalated: 0, acknowledge_compliance: nil, resolve_compliance: nil),
+      alerts: .init(
+        window_days: 30, firing: 0, fired: 0, acknowledge_within_s: 300, resolve_within_s: 1800, acknowledged_within_sla: 0, resolved_within_sla: 0,
+        escalated: 0, acknowledge_compliance: nil, resolve_compliance: nil),
       baseline: nil, links: .init(evidence: "/v1/evidence", review_schedule: "https://x/\"y\"", dashboard: "https://grafana/d"))
     let html = LUXPage.html(report)
     #expect(html.contains("&lt;v&gt;") && html.contains("a &amp; b") && !html.contains("<v>"))
@@ -143,7 +154,10 @@ struct LUXBrowserTests {
     let dir = try TemporaryDirectory.make().path
     for command in [
       ["enqueue", "echo", "--count", "5"], ["kpi", "record", "audit.coverage", "1"],
-      ["kpi", "record", "baseline.delta", "2.5", "--label", "measure=network.throughput", "--label", "threshold_percent=7", "--label", "baseline=spark"],
+      [
+        "kpi", "record", "baseline.delta", "2.5", "--label", "measure=network.throughput", "--label", "threshold_percent=7", "--label",
+        "baseline=spark",
+      ],
     ] {
       let result = try await NovaProcess.run(command + ["--data-dir", dir])
       #expect(result.code == 0, "\(command): \(result.stderr)")
@@ -168,9 +182,11 @@ struct LUXBrowserTests {
     let shots = ProcessInfo.processInfo.environment["NOVA_SCREENSHOT_DIR"] ?? dir
     let screenshot = "\(shots)/lux-screenshot.png"
     let flags = "--headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --user-data-dir='\(dir)/chromium'"
-    let dom = try await shell("timeout 90 '\(chromium)' \(flags) --virtual-time-budget=2000 --dump-dom '\(base)/lux' 2>/dev/null", timeout: .seconds(120))
+    let dom = try await shell(
+      "timeout 90 '\(chromium)' \(flags) --virtual-time-budget=2000 --dump-dom '\(base)/lux' 2>/dev/null", timeout: .seconds(120))
     #expect(dom.code == 0, "chromium failed: \(dom.output.suffix(500))")
-    let shot = try await shell("timeout 90 '\(chromium)' \(flags) --window-size=1280,1800 --screenshot='\(screenshot)' '\(base)/lux' 2>&1", timeout: .seconds(120))
+    let shot = try await shell(
+      "timeout 90 '\(chromium)' \(flags) --window-size=1280,1800 --screenshot='\(screenshot)' '\(base)/lux' 2>&1", timeout: .seconds(120))
     #expect(shot.code == 0, "\(shot.output.suffix(500))")
     let after = try await complianceData()
     let shown = luxFigures(dom.output)

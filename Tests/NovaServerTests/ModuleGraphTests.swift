@@ -20,7 +20,9 @@ struct ModuleGraphTests {
   /// `swift package dump-package`.
   static func packageTargets() async throws -> [String: [String]] {
     // A scratch path of its own: `swift test` holds the lock on .build while the tests run.
-    let dump = try await shell("cd '\(repositoryRoot.path)' && swift package --scratch-path \"\(FileManager.default.temporaryDirectory.path)/nova-dump-package\" dump-package 2>/dev/null", timeout: .seconds(120))
+    let dump = try await shell(
+      "cd '\(repositoryRoot.path)' && swift package --scratch-path \"\(FileManager.default.temporaryDirectory.path)/nova-dump-package\" dump-package 2>/dev/null",
+      timeout: .seconds(120))
     guard dump.code == 0, let start = dump.output.firstIndex(of: "{") else {
       throw TestFailure("swift package dump-package failed: \(dump.output.prefix(500))")
     }
@@ -51,5 +53,22 @@ struct ModuleGraphTests {
         #expect(other > own, "\(name) (row \(own + 1)) depends on \(dependency) (row \(other + 1)), which is not below it")
       }
     }
+  }
+}
+
+/// The README's "Use Nova from Swift" example is the example target's source, and it runs.
+@Suite("README Swift example", .timeLimit(.minutes(5)))
+struct SwiftExampleTests {
+  @Test func theREADMEExampleIsTheBuiltExampleAndItRuns() async throws {
+    let readme = try String(contentsOf: repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+    let source = try String(contentsOf: repositoryRoot.appendingPathComponent("Examples/HelloNova/HelloNova.swift"), encoding: .utf8)
+    let section = try #require(readme.range(of: "## Use Nova from Swift"))
+    let start = try #require(readme.range(of: "```swift\n", range: section.upperBound..<readme.endIndex))
+    let end = try #require(readme.range(of: "```\n", range: start.upperBound..<readme.endIndex))
+    #expect(String(readme[start.upperBound..<end.lowerBound]) == source)
+    let binary = URL(fileURLWithPath: NovaBinary.path).deletingLastPathComponent().appendingPathComponent("HelloNova").path
+    #expect(FileManager.default.isExecutableFile(atPath: binary), "build it with swift build")
+    let run = try await shell("'\(binary)'", timeout: .seconds(60))
+    #expect(run.code == 0 && run.output.contains(#"{"message":"hello, Ada (attempt 1 of 5)"}"#), "\(run.output)")
   }
 }

@@ -1,11 +1,12 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import NovaCore
 import NovaQueue
 import NovaTestSupport
 import Testing
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 
 /// Tests that run the real `nova` binary as a child process.
 @Suite("nova processes", .serialized, .timeLimit(.minutes(5)))
@@ -15,9 +16,11 @@ struct ProcessTests {
     let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
     // Enough work (about 4.5 s on 8 workers) that a loaded test process, polling late, still
     // finds the worker midway.
-    let ids = try await queue.enqueue(batch: (0..<120).map { _ in
-      JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
-    }).map(\.id)
+    let ids = try await queue.enqueue(
+      batch: (0..<120).map { _ in
+        JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
+      }
+    ).map(\.id)
     let common = ["--data-dir", dir.path, "--workers", "8", "--lease-seconds", "1", "--poll-ms", "20"]
     let victim = try NovaProcess(["worker"] + common)
     defer { victim.signal(SIGKILL) }
@@ -133,7 +136,8 @@ struct ProcessTests {
     #expect((figures["runs"] as? [Any])?.count == 2)
   }
 
-  @Test(.enabled(if: TestServers.promtoolAvailable, TestServers.promtoolMissing)) func serveRunsJobsAndServesMetricsThatPromtoolAccepts() async throws {
+  @Test(.enabled(if: TestServers.promtoolAvailable, TestServers.promtoolMissing)) func serveRunsJobsAndServesMetricsThatPromtoolAccepts() async throws
+  {
     let dir = try TemporaryDirectory.make().path
     let operatorToken = try await NovaProcess.run(["tokens", "create", "--name", "ops", "--role", "operator", "--data-dir", dir])
     #expect(operatorToken.code == 0, "\(operatorToken.stderr)")
@@ -177,7 +181,8 @@ struct ProcessTests {
     let file = URL(fileURLWithPath: dir).appendingPathComponent("metrics.txt")
     try metrics.write(to: file)
     let report = URL(fileURLWithPath: dir).appendingPathComponent("promtool.txt")
-    let promtool = try ChildProcess("/bin/sh", ["-c", "promtool check metrics < '\(file.path)'"], standardOutput: report.path, standardError: report.path)
+    let promtool = try ChildProcess(
+      "/bin/sh", ["-c", "promtool check metrics < '\(file.path)'"], standardOutput: report.path, standardError: report.path)
     let status = await promtool.waitForExit(timeout: .seconds(30))
     let complaint = (try? String(contentsOf: report, encoding: .utf8)) ?? ""
     #expect(status == 0, "promtool check metrics (install Debian's prometheus package): \(complaint)")
@@ -226,11 +231,17 @@ struct AuditProcessTests {
     return (dir, size)
   }
 
-  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func tamperingWithTheSQLiteCLIIsCaughtAndNamed() async throws {
+  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func tamperingWithTheSQLiteCLIIsCaughtAndNamed()
+    async throws
+  {
     let attacks = [
       ("change one byte", "UPDATE nova_audit SET payload = replace(payload, 'echo', 'echO') WHERE seq = 4", "entry 4"),
       ("delete a row", "DELETE FROM nova_audit WHERE seq = 6", "entry 6 is missing"),
-      ("reorder two rows", "UPDATE nova_audit SET seq = -1 WHERE seq = 2; UPDATE nova_audit SET seq = 2 WHERE seq = 3; UPDATE nova_audit SET seq = 3 WHERE seq = -1", "entry 2"),
+      (
+        "reorder two rows",
+        "UPDATE nova_audit SET seq = -1 WHERE seq = 2; UPDATE nova_audit SET seq = 2 WHERE seq = 3; UPDATE nova_audit SET seq = 3 WHERE seq = -1",
+        "entry 2"
+      ),
     ]
     for (name, sql, named) in attacks {
       let dir = try await seededDataDirectory().dir
@@ -252,7 +263,9 @@ struct AuditProcessTests {
     #expect(swapped.code == 5 && swapped.stderr.contains("stored checkpoint at size \(size)"), "\(swapped.stderr)")
   }
 
-  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func evidenceIsDeterministicAndVerifiesWithStandardTools() async throws {
+  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func evidenceIsDeterministicAndVerifiesWithStandardTools()
+    async throws
+  {
     let dir = try await seededDataDirectory().dir
     // Each export is itself audited (the policy decision on it), so the two share a window end.
     try await Task.sleep(for: .milliseconds(5))
@@ -360,7 +373,9 @@ struct PolicyProcessTests {
       "--json", "--data-dir", dir,
     ])
     #expect(denied.code == 6 && denied.stdout.contains(#""rule" : "frozen-queue""#), "\(denied.stdout)\(denied.stderr)")
-    let badAttr = try await NovaProcess.run(["policy", "check", "--subject", "s", "--action", "a", "--resource-kind", "k", "--attr", "novalue", "--data-dir", dir])
+    let badAttr = try await NovaProcess.run([
+      "policy", "check", "--subject", "s", "--action", "a", "--resource-kind", "k", "--attr", "novalue", "--data-dir", dir,
+    ])
     #expect(badAttr.code == 2 && badAttr.stderr.contains("--attr"))
 
     let fixtures = """
@@ -378,7 +393,8 @@ struct PolicyProcessTests {
     try fixtures.write(toFile: "\(dir)/fixtures.yaml", atomically: true, encoding: .utf8)
     let tested = try await NovaProcess.run(["policy", "test", "\(dir)/fixtures.yaml", "--data-dir", dir])
     #expect(tested.code == 0 && tested.stdout.contains("2 passed, 0 failed"), "\(tested.stdout)\(tested.stderr)")
-    try fixtures.replacingOccurrences(of: "expect: deny", with: "expect: allow").write(toFile: "\(dir)/fixtures.yaml", atomically: true, encoding: .utf8)
+    try fixtures.replacingOccurrences(of: "expect: deny", with: "expect: allow").write(
+      toFile: "\(dir)/fixtures.yaml", atomically: true, encoding: .utf8)
     let failing = try await NovaProcess.run(["policy", "test", "\(dir)/fixtures.yaml", "--data-dir", dir])
     #expect(failing.code == 5 && failing.stdout.contains("FAIL nobody submits to frozen"), "\(failing.stdout)")
 
@@ -415,7 +431,9 @@ struct PolicyProcessTests {
       #expect(recorded.code == 0, "\(recorded.stderr)")
     }
     let query = try await NovaProcess.run(["kpi", "query", "gpu.util", "--since", "10m", "--label", "host=h1", "--data-dir", dir])
-    #expect(query.code == 0 && query.stdout.contains("12.5 percent\thost=h1\tcli:") && query.stdout.contains("2 samples, mean 13"), "\(query.stdout)\(query.stderr)")
+    #expect(
+      query.code == 0 && query.stdout.contains("12.5 percent\thost=h1\tcli:") && query.stdout.contains("2 samples, mean 13"),
+      "\(query.stdout)\(query.stderr)")
     let json = try await NovaProcess.run(["kpi", "query", "gpu.util", "--json", "--data-dir", dir])
     #expect(json.stdout.contains(#""count" : 2"#), "\(json.stdout)")
     let bad = try await NovaProcess.run(["kpi", "record", "gpu.util", "lots", "--data-dir", dir])
@@ -441,7 +459,8 @@ struct PolicyProcessTests {
 
   @Test func baselinesMeasureSaveAndCompare() async throws {
     let dir = try TemporaryDirectory.make().path
-    let full = try await NovaProcess.run(["bench", "baseline", "--runs", "1", "--work-scale", "0.05", "--json", "--data-dir", dir], timeout: .seconds(120))
+    let full = try await NovaProcess.run(
+      ["bench", "baseline", "--runs", "1", "--work-scale", "0.05", "--json", "--data-dir", dir], timeout: .seconds(120))
     #expect(full.code == 0, "\(full.stderr)")
     let run = try #require((try JSONSerialization.jsonObject(with: Data(full.stdout.utf8)) as? [String: Any])?["run"] as? [String: Any])
     #expect(((run["cpu"] as? [String: Any])?["measures"] as? [Any])?.count == 6)
@@ -449,13 +468,17 @@ struct PolicyProcessTests {
     let gpu = try #require(run["gpu"] as? [String: Any])
     #expect(gpu["available"] as? Bool == false && (gpu["reason"] as? String)?.hasPrefix("no GPU") == true, "\(gpu)")
 
-    let saved = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--save-baseline", "loopback", "--data-dir", dir])
+    let saved = try await NovaProcess.run([
+      "bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--save-baseline", "loopback", "--data-dir", dir,
+    ])
     #expect(saved.code == 0 && FileManager.default.fileExists(atPath: "\(dir)/kpi/baselines/loopback.json"), "\(saved.stderr)")
     // Loopback throughput on a shared, loaded test machine varies by more than any threshold a
     // user would set, so the pass path runs with a wide one here; the noise rule itself is
     // tested with constructed runs (BaselineTests).
     try "baseline:\n  network_throughput_percent: 1000\n".write(toFile: "\(dir)/thresholds.yaml", atomically: true, encoding: .utf8)
-    let same = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--compare", "loopback", "--data-dir", dir])
+    let same = try await NovaProcess.run([
+      "bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--compare", "loopback", "--data-dir", dir,
+    ])
     #expect(same.code == 0 && same.stdout.contains("ok     network.throughput"), "\(same.stdout)\(same.stderr)")
     // A baseline ten times faster makes this run the slower one: a breach, exit 7, a KPI event.
     try FileManager.default.removeItem(atPath: "\(dir)/thresholds.yaml")
@@ -467,7 +490,9 @@ struct PolicyProcessTests {
     network["throughput_mbit_s"] = throughput
     baseline["network"] = network
     try JSONSerialization.data(withJSONObject: baseline).write(to: URL(fileURLWithPath: path))
-    let slower = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--compare", "loopback", "--data-dir", dir])
+    let slower = try await NovaProcess.run([
+      "bench", "baseline", "--network", "--runs", "2", "--work-scale", "0.05", "--compare", "loopback", "--data-dir", dir,
+    ])
     #expect(slower.code == 7 && slower.stdout.contains("BREACH network.throughput"), "\(slower.stdout)\(slower.stderr)")
     let events = try await NovaProcess.run(["kpi", "query", "baseline.breach", "--data-dir", dir])
     #expect(events.stdout.contains("measure=network.throughput"), "\(events.stdout)")
@@ -475,7 +500,9 @@ struct PolicyProcessTests {
     #expect(breach.stdout.contains("network.throughput") && breach.stdout.contains("loopback"), "\(breach.stdout)")
     let artefacts = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/kpi").filter { $0.hasPrefix("baseline-") }
     #expect(artefacts.count >= 3)
-    let missing = try await NovaProcess.run(["bench", "baseline", "--network", "--runs", "1", "--work-scale", "0.05", "--compare", "nope", "--data-dir", dir])
+    let missing = try await NovaProcess.run([
+      "bench", "baseline", "--network", "--runs", "1", "--work-scale", "0.05", "--compare", "nope", "--data-dir", dir,
+    ])
     #expect(missing.code == 3 && missing.stderr.contains("no baseline named 'nope'"))
   }
 
@@ -486,7 +513,8 @@ struct PolicyProcessTests {
     defer { serve.signal(SIGKILL) }
     try await eventually("the server to listen") { serve.stderr.contains("listening on") }
     #expect(serve.stderr.contains("policy "))
-    try (Self.policy + "\n  - name: extra\n    effect: deny\n    actions: retry\n").write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)
+    try (Self.policy + "\n  - name: extra\n    effect: deny\n    actions: retry\n").write(
+      toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)
     serve.signal(SIGHUP)
     try await eventually("the reload") { serve.stderr.contains("policy reloaded on SIGHUP") }
     try "rules: [".write(toFile: "\(dir)/nova-policy.yaml", atomically: true, encoding: .utf8)

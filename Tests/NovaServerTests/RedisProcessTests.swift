@@ -1,13 +1,14 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import NovaCore
 import NovaQueue
 import NovaRedis
 import NovaRedisQueue
 import NovaTestSupport
 import Testing
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
 
 /// Real `nova worker` processes sharing a real `redis-server`.
 @Suite("nova workers on Redis", .serialized, .enabled(if: TestServers.redisAvailable, TestServers.redisMissing), .timeLimit(.minutes(5)))
@@ -26,9 +27,11 @@ struct RedisProcessTests {
     let queue = try queue(server)
     // Enough work (about 3 s on the eight slots) that jobs are still running when one worker
     // is killed, however late a loaded machine starts the second.
-    let ids = try await queue.enqueue(batch: (0..<80).map { _ in
-      JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
-    }).map(\.id)
+    let ids = try await queue.enqueue(
+      batch: (0..<80).map { _ in
+        JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
+      }
+    ).map(\.id)
     let first = try NovaProcess(workerArguments(server))
     let second = try NovaProcess(workerArguments(server))
     defer {
@@ -47,7 +50,9 @@ struct RedisProcessTests {
     let orphaned = try await queue.list(JobFilter(state: .running, limit: 100)).jobs
       .filter { $0.leaseOwner?.contains("-\(killedPID)-") == true }
     let running = try await queue.list(JobFilter(state: .running, limit: 100)).jobs.compactMap(\.leaseOwner)
-    #expect(!orphaned.isEmpty, "the kill should leave jobs mid-run; killed \(killedPID), running: \(running), exit \(String(describing: first.child.exitCode))")
+    #expect(
+      !orphaned.isEmpty,
+      "the kill should leave jobs mid-run; killed \(killedPID), running: \(running), exit \(String(describing: first.child.exitCode))")
     try await eventually("every job to succeed", timeout: .seconds(90)) {
       try await queue.stats().total(.succeeded) == ids.count
     }
@@ -74,9 +79,11 @@ struct RedisProcessTests {
     let server = try RedisTestServer(appendOnly: true)
     defer { server.stop() }
     let queue = try queue(server)
-    let ids = try await queue.enqueue(batch: (0..<60).map { _ in
-      JobRequest(kind: "sleep", payload: Data(#"{"ms":50}"#.utf8), maxAttempts: 10)
-    }).map(\.id)
+    let ids = try await queue.enqueue(
+      batch: (0..<60).map { _ in
+        JobRequest(kind: "sleep", payload: Data(#"{"ms":50}"#.utf8), maxAttempts: 10)
+      }
+    ).map(\.id)
     let worker = try NovaProcess(workerArguments(server))
     defer { worker.signal(SIGKILL) }
     try await eventually("some jobs to finish", timeout: .seconds(60)) {

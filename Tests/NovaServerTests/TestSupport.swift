@@ -1,13 +1,13 @@
 import Dispatch
 import Foundation
 import HTTPTypes
-import NIOCore
-import Synchronization
 import Metrics
+import NIOCore
 import NovaCore
-import NovaServer
 import NovaQueue
+import NovaServer
 import NovaTestSupport
+import Synchronization
 import Testing
 
 /// The `nova` executable built beside the tests.
@@ -77,7 +77,6 @@ final class NovaProcess: Sendable {
     try? FileManager.default.removeItem(at: outputDirectory)
   }
 }
-
 
 /// Runs a bash script; its exit code and output (stdout and stderr together).
 func shell(_ script: String, timeout: Duration = .seconds(60)) async throws -> (code: Int32, output: String) {

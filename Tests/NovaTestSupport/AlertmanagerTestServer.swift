@@ -12,8 +12,9 @@ public final class AlertmanagerTestServer: Sendable {
 
   /// Starts Alertmanager with a route to `webhookURL`, without clustering.
   public init(webhookURL: String) throws {
-    guard let binary = ["/usr/bin/prometheus-alertmanager", "/usr/local/bin/alertmanager", "/usr/bin/alertmanager"]
-      .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+    guard
+      let binary = ["/usr/bin/prometheus-alertmanager", "/usr/local/bin/alertmanager", "/usr/bin/alertmanager"]
+        .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
     else {
       throw TestServerError("Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager); scripts/test.sh installs it")
     }
@@ -21,18 +22,18 @@ public final class AlertmanagerTestServer: Sendable {
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     let config = directory.appendingPathComponent("alertmanager.yml")
     try """
-      route:
-        receiver: nova-test
-        group_by: ['alertname']
-        group_wait: 0s
-        group_interval: 1s
-        repeat_interval: 1h
-      receivers:
-        - name: nova-test
-          webhook_configs:
-            - url: \(webhookURL)
-              send_resolved: true
-      """.write(to: config, atomically: true, encoding: .utf8)
+    route:
+      receiver: nova-test
+      group_by: ['alertname']
+      group_wait: 0s
+      group_interval: 1s
+      repeat_interval: 1h
+    receivers:
+      - name: nova-test
+        webhook_configs:
+          - url: \(webhookURL)
+            send_resolved: true
+    """.write(to: config, atomically: true, encoding: .utf8)
     var attempt = 0
     while true {
       attempt += 1

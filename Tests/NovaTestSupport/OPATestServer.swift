@@ -26,7 +26,8 @@ public final class OPATestServer: Sendable {
 
   /// The engine's Python, when installed.
   public static var enginePath: String? {
-    let python = ProcessInfo.processInfo.environment["NOVA_OPA_PYTHON"]
+    let python =
+      ProcessInfo.processInfo.environment["NOVA_OPA_PYTHON"]
       ?? repository.appendingPathComponent(".build/opa-venv/bin/python").path
     return FileManager.default.isExecutableFile(atPath: python) ? python : nil
   }
@@ -47,7 +48,8 @@ public final class OPATestServer: Sendable {
 
   /// Starts (or restarts) the server and waits until it answers.
   public func start() throws {
-    let python = ProcessInfo.processInfo.environment["NOVA_OPA_PYTHON"]
+    let python =
+      ProcessInfo.processInfo.environment["NOVA_OPA_PYTHON"]
       ?? Self.repository.appendingPathComponent(".build/opa-venv/bin/python").path
     guard FileManager.default.isExecutableFile(atPath: python) else {
       throw TestServerError("the OPA engine is not installed at \(python); run scripts/install-opa-engine.sh .build/opa-venv (scripts/test.sh does)")
