@@ -54,7 +54,18 @@ public struct NovaSettings: Sendable, Equatable {
       dataDirectory: directory, queueURL: given(queueURL, "NOVA_QUEUE_URL"), synchronous: mode,
       signingKeyPath: given(signingKey, "NOVA_SIGNING_KEY"),
       policyPath: given(policy, "NOVA_POLICY") ?? inDataDirectory("nova-policy.yaml"),
-      thresholdsPath: given(thresholds, "NOVA_THRESHOLDS") ?? inDataDirectory("thresholds.yaml"))
+      thresholdsPath: thresholdsPath(flag: thresholds, dataDirectory: directory, environment: environment))
+  }
+
+  /// The thresholds file in effect: the flag, else `NOVA_THRESHOLDS`, else `thresholds.yaml` in
+  /// the data directory when it exists.
+  public static func thresholdsPath(
+    flag: String?, dataDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) -> String? {
+    if let flag, !flag.isEmpty { return flag }
+    if let value = environment["NOVA_THRESHOLDS"], !value.isEmpty { return value }
+    let path = (dataDirectory as NSString).appendingPathComponent("thresholds.yaml")
+    return FileManager.default.fileExists(atPath: path) ? path : nil
   }
 
   /// Where the data is, for log lines (a Redis URL's password hidden).

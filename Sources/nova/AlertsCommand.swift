@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NovaAlerting
+import NovaApplication
 import NovaCore
 import NovaDatabase
 import NovaMonitoring
@@ -18,10 +19,7 @@ struct ThresholdsOptions: ParsableArguments {
 
   /// The thresholds file in effect, if any.
   func path(dataDir: String) -> String? {
-    if let thresholds, !thresholds.isEmpty { return thresholds }
-    if let path = ProcessInfo.processInfo.environment["NOVA_THRESHOLDS"], !path.isEmpty { return path }
-    let inDataDir = (dataDir as NSString).appendingPathComponent("thresholds.yaml")
-    return FileManager.default.fileExists(atPath: inDataDir) ? inDataDir : nil
+    NovaSettings.thresholdsPath(flag: thresholds, dataDirectory: dataDir)
   }
 
   /// The configuration, or nil without a file; an invalid file is an error naming its place.

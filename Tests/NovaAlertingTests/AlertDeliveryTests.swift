@@ -26,8 +26,7 @@ struct AlertFixture {
   let configuration: AlertingConfiguration
 
   init(extraYAML: String = "", forDuration: String = "0s") async throws {
-    directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-alerts-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    directory = try TemporaryDirectory.make("nova-alerts")
     queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
     kpis = try KPIStore(database: queue.database)

@@ -1,13 +1,13 @@
 import Foundation
 import NovaCore
 import NovaMonitoring
+import NovaTestSupport
 import Testing
 
 @Suite("Hardware baselines", .timeLimit(.minutes(5)))
 struct BaselineTests {
   func directory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("nova-baseline-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    let url = try TemporaryDirectory.make("nova-baseline")
     return url
   }
 

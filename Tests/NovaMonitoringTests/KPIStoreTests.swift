@@ -4,13 +4,13 @@ import NovaDatabase
 import NovaMonitoring
 import NovaQueue
 import NovaSecurity
+import NovaTestSupport
 import Testing
 
 @Suite("KPI store", .timeLimit(.minutes(5)))
 struct KPIStoreTests {
   func makeStore() throws -> (KPIStore, URL) {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-kpi-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TemporaryDirectory.make("nova-kpi")
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
     return (try KPIStore(database: queue.database), directory)

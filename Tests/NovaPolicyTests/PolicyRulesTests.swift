@@ -135,8 +135,7 @@ struct PolicyRulesTests {
   }
 
   @Test func reloadIsAtomicAndKeepsTheLastGoodPolicy() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-policy-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TemporaryDirectory.make("nova-policy")
     let path = directory.appendingPathComponent("nova-policy.yaml").path
     try "rules:\n  - name: allow-read\n    effect: allow\n    actions: read\n".write(toFile: path, atomically: true, encoding: .utf8)
     let engine = try PolicyEngine(path: path)

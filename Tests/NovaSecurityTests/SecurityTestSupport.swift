@@ -14,8 +14,7 @@ struct SecurityFixture {
   let security: SecurityContext
 
   init() throws {
-    directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-security-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    directory = try TemporaryDirectory.make("nova-security")
     queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
     security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)

@@ -108,8 +108,7 @@ struct TokenAndAccessTests {
   }
 
   @Test func signingKeysAreFilesOnlyTheirOwnerMayRead() throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-key-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TemporaryDirectory.make("nova-key")
     let path = directory.appendingPathComponent("key").path
     let created = try SigningKeyFile.loadOrCreate(path: path, name: "nova-audit-test")
     let attributes = try FileManager.default.attributesOfItem(atPath: path)
