@@ -46,7 +46,17 @@ public struct DSSEEnvelope: Codable, Sendable, Equatable {
       guard let raw = Data(base64Encoded: signature.sig) else { continue }
       if verifier.verify(signature: Array(raw), for: message) { return Array(body) }
     }
-    throw NovaError.malformedInput(
-      field: "envelope", message: "no signature in the envelope verifies with key \(Self.keyID(verifier)) (\(signatures.count) signature(s) present)")
+    let expected = Self.keyID(verifier)
+    if !signatures.contains(where: { $0.keyid == expected }) {
+      throw SignatureMismatch(
+        message: "signed by another key (key id \(signatures.map(\.keyid).joined(separator: ", "))), not by the trusted key \(expected)")
+    }
+    throw SignatureMismatch(message: "the signature by key \(expected) does not verify: the statement was changed after signing")
   }
+}
+
+/// A signature that does not verify with the trusted key: made by another key, or over other bytes.
+public struct SignatureMismatch: Error, CustomStringConvertible {
+  public var message: String
+  public var description: String { message }
 }

@@ -66,22 +66,25 @@ struct EvidenceCommand: AsyncParsableCommand {
 
   struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Check a bundle's files, signature and Merkle root; exit 5 naming what failed.")
-    @OptionGroup var store: StoreOptions
+      abstract: "Check a bundle's files, signature and Merkle root against a key you trust; exit 5 naming what failed.",
+      discussion: "Read-only: it opens no data directory and writes nothing.")
     @OptionGroup var output: OutputOptions
     @Argument(help: "The bundle.") var bundle: String
     @Option(
       help: ArgumentHelp(
-        "Verifier key to trust (as `nova audit key` prints, or a file holding it; default: the data directory's key).", valueName: "key"))
+        "Verifier key to trust, as the operator's `nova audit key` prints it, or a file holding it (or NOVA_VERIFIER_KEY).",
+        valueName: "key"))
     var key: String?
 
     func run() async throws {
-      let verifier: NoteVerifier
-      if let key {
-        verifier = try NoteVerifier(verifierKey: try readKeyArgument(key))
-      } else {
-        verifier = try await store.openSecurity().signer.verifier
+      // The key comes from whoever is trusted, never from a data directory next to the bundle.
+      let given = key ?? ProcessInfo.processInfo.environment["NOVA_VERIFIER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+      guard let given else {
+        throw NovaError.invalidInput(
+          field: "--key",
+          message: "no verifier key: pass --key with the key the operator's `nova audit key` prints (or a file holding it), or set NOVA_VERIFIER_KEY")
       }
+      let verifier = try NoteVerifier(verifierKey: try readKeyArgument(given))
       let result = try EvidenceBundle.verify(path: bundle, verifier: verifier)
       if output.json {
         try printJSON(EvidenceVerifyOutput(passed: result.passed, entries: result.entries, checks: result.checks, problems: result.problems))

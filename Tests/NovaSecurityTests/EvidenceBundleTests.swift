@@ -55,7 +55,7 @@ struct EvidenceBundleTests {
     let bundle = try await export(fixture, "a.tar.gz")
     let stranger = NoteSigner.generate(name: fixture.security.signer.name)
     let wrongKey = try EvidenceBundle.verify(path: bundle.path, verifier: stranger.verifier)
-    #expect(wrongKey.problems.contains { $0.hasPrefix("attestation.dsse.json: ") && $0.contains("no signature") })
+    #expect(wrongKey.problems.contains { $0.hasPrefix("attestation.dsse.json: ") && $0.contains("signed by another key") })
     #expect(wrongKey.problems.contains { $0.hasPrefix("audit/checkpoint.note: ") })
 
     // A byte changed in the compressed stream is caught whenever it changes what the archive
@@ -108,7 +108,13 @@ struct EvidenceBundleTests {
     #expect(DSSEEnvelope.preAuthenticationEncoding(payloadType: "t", payload: Array("ab".utf8)) == Array("DSSEv1 1 t 2 ab".utf8))
     var forged = envelope
     forged.payload = Data("{\"x\":1}".utf8).base64EncodedString()
-    #expect(throws: NovaError.self) { _ = try forged.verifiedPayload(verifier: signer.verifier) }
+    #expect { _ = try forged.verifiedPayload(verifier: signer.verifier) } throws: { error in
+      (error as? SignatureMismatch)?.message.contains("changed after signing") == true
+    }
+    let stranger = NoteSigner.generate(name: "k")
+    #expect { _ = try envelope.verifiedPayload(verifier: stranger.verifier) } throws: { error in
+      (error as? SignatureMismatch)?.message.contains("signed by another key") == true
+    }
     forged.payload = "***"
     #expect(throws: NovaError.self) { _ = try forged.verifiedPayload(verifier: signer.verifier) }
   }

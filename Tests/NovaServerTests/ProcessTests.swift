@@ -281,8 +281,25 @@ struct AuditProcessTests {
     #expect(second.code == 0, "\(second.stderr)")
     let sums = try await shell("cd '\(dir)' && sha256sum a.tar.gz b.tar.gz | cut -d' ' -f1 | uniq | wc -l")
     #expect(sums.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "exports differ: \(sums.output)")
-    let verify = try await NovaProcess.run(["evidence", "verify", "\(dir)/a.tar.gz", "--data-dir", dir])
+    let verifierKey = try await NovaProcess.run(["audit", "key", "--data-dir", dir]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let verify = try await NovaProcess.run(["evidence", "verify", "\(dir)/a.tar.gz", "--key", verifierKey])
     #expect(verify.code == 0, "\(verify.stderr)")
+
+    // Verification is read-only: in a folder of its own, without a key it refuses (exit 2, naming
+    // what to pass) and creates nothing; NOVA_VERIFIER_KEY serves as --key; another key is named
+    // as such, not as a malformed envelope.
+    let reviewer = try TemporaryDirectory.make().path
+    let nova = NovaBinary.path
+    let keyless = try await shell("cd '\(reviewer)' && env -u NOVA_VERIFIER_KEY -u NOVA_DATA_DIR '\(nova)' evidence verify '\(dir)/a.tar.gz'")
+    #expect(keyless.code == 2 && keyless.output.contains("no verifier key") && keyless.output.contains("nova audit key"), "\(keyless.output)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: reviewer).isEmpty, "evidence verify created files")
+    let fromEnvironment = try await shell("cd '\(reviewer)' && NOVA_VERIFIER_KEY='\(verifierKey)' '\(nova)' evidence verify '\(dir)/a.tar.gz'")
+    #expect(fromEnvironment.code == 0, "\(fromEnvironment.output)")
+    let strangerKey = try await NovaProcess.run(["audit", "key", "--data-dir", try TemporaryDirectory.make().path]).stdout
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+    let stranger = try await shell("cd '\(reviewer)' && '\(nova)' evidence verify '\(dir)/a.tar.gz' --key '\(strangerKey)'")
+    #expect(stranger.code == 5 && stranger.output.contains("signed by another key") && !stranger.output.contains("malformed"), "\(stranger.output)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: reviewer).isEmpty, "evidence verify created files")
     let sla = try await shell("tar -xzOf '\(dir)/a.tar.gz' alerts/sla.json")
     #expect(sla.output.contains(#""acknowledge_within_s":300"#) && sla.output.contains(#""fired":0"#), "\(sla.output)")
 
@@ -317,7 +334,7 @@ struct AuditProcessTests {
     #expect(repack.code == 0, "\(repack.output)")
     let status = try String(contentsOfFile: "\(dir)/x/policy/status.json", encoding: .utf8)
     #expect(status.contains(#""source":"built-in role rules""#) && status.contains(#""version":""#), "\(status)")
-    let forged = try await NovaProcess.run(["evidence", "verify", "\(dir)/forged.tar.gz", "--data-dir", dir])
+    let forged = try await NovaProcess.run(["evidence", "verify", "\(dir)/forged.tar.gz", "--key", verifierKey])
     #expect(forged.code == 5 && forged.stderr.contains("audit/entries.jsonl: SHA-256 does not match"), "\(forged.stderr)")
     let rejected = try await shell("'\(script)' '\(dir)/forged.tar.gz' '\(dir)/trusted.pem'")
     #expect(rejected.code != 0 && rejected.output.contains("audit/entries.jsonl: FAILED"), "\(rejected.output)")
