@@ -22,6 +22,8 @@ public struct AuditDecisionRecorder: DecisionRecorder {
           .merging(request.resource.id.map { ["id": JSONValue.string($0)] } ?? [:]) { $1 }),
     ]
     if let rule = decision.rule { payload["rule"] = .string(rule) }
+    // In shadow mode the role floor's decision is the one enforced, recorded beside the shadowed one.
+    if let floor = decision.floorAllowed { payload["floor_allowed"] = .bool(floor) }
     if let revision = decision.opaRevision { payload["opa_revision"] = .string(revision) }
     if let fallback = decision.fallback { payload["fallback"] = .string(fallback) }
     if let source = request.source { payload["source_address"] = .string(source) }

@@ -45,7 +45,7 @@ public struct JobActions: Sendable {
     guard let policy, let caller else { return }
     let decision = try await policy.decide(
       PolicyRequest(subject: caller.subject, action: action, resource: resource, source: caller.source))
-    if !decision.permits { throw NovaError.forbidden(decision.reason) }
+    if !decision.permits { throw NovaError.forbidden(decision.refusal) }
   }
 
   /// Submits a job (validated against its kind's handler); the stored job, and whether it is new

@@ -27,6 +27,10 @@ public struct PolicyDecision: Sendable, Equatable, Codable {
   public var fallback: String?
   /// Whether the decision was only recorded, not enforced (shadow mode).
   public var enforced: Bool
+  /// In shadow mode, what the built-in role floor (viewer reads, operator works jobs, admin
+  /// manages, the local CLI does everything) decides: that is what is enforced then. Nil when
+  /// the policy is enforced.
+  public var floorAllowed: Bool?
   /// How long the decision took, in nanoseconds.
   public var evaluationNanoseconds: UInt64
 
@@ -45,6 +49,13 @@ public struct PolicyDecision: Sendable, Equatable, Codable {
     self.evaluationNanoseconds = evaluationNanoseconds
   }
 
-  /// Whether the action may proceed: allowed, or denied in shadow mode.
-  public var permits: Bool { allowed || !enforced }
+  /// Whether the action may proceed: the policy's decision when enforced; in shadow mode, the
+  /// built-in role floor's, so that shadowing a policy never grants more than the roles do.
+  public var permits: Bool { enforced ? allowed : (floorAllowed ?? false) }
+
+  /// Why an action that is not permitted was refused.
+  public var refusal: String {
+    if enforced { return reason }
+    return "denied by the built-in role rules (the policy is in shadow mode; it said: \(reason))"
+  }
 }

@@ -150,6 +150,9 @@ public final class PolicyEngine: Sendable {
     return decision
   }
 
+  /// The built-in role rules, enforced under a policy in shadow mode.
+  static let roleFloor = RuleSet(PolicyDocument.builtIn.rules)
+
   /// Decides without recording (for `nova policy check` and tests of the rules alone).
   public func evaluate(_ request: PolicyRequest) async -> PolicyDecision {
     let start = clock.nanoseconds()
@@ -158,6 +161,7 @@ public final class PolicyEngine: Sendable {
     func finish(_ decision: PolicyDecision) -> PolicyDecision {
       var decision = decision
       decision.enforced = enforce
+      decision.floorAllowed = enforce ? nil : (Self.roleFloor.evaluate(request)?.allow ?? false)
       decision.evaluationNanoseconds = clock.nanoseconds() &- start
       return decision
     }

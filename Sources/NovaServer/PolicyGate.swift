@@ -23,7 +23,7 @@ public struct PolicyGate: Sendable {
     let decision = try await engine.decide(
       PolicyRequest(subject: Self.subject(caller), action: action, resource: resource, source: source))
     if !decision.permits {
-      throw APIError(.forbidden, code: "forbidden", message: decision.reason)
+      throw APIError(.forbidden, code: "forbidden", message: decision.refusal)
     }
   }
 }

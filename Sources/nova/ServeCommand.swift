@@ -111,7 +111,7 @@ struct ServeCommand: AsyncParsableCommand {
     }
     let policy = try application.policy()
     logger.notice(
-      "policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: decisions are recorded, not enforced)")"
+      "policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: its decisions are recorded; the built-in role rules are enforced)")"
     )
     let server = try NovaServer(
       configuration: withBaseline, queue: application.queue, registry: application.registry, security: security,

@@ -129,9 +129,25 @@ struct PolicyRulesTests {
     let recorder = RecordingRecorder()
     let document = try PolicyDocument.parse("enforce: false\nrules:\n  - name: deny-all\n    effect: deny\n", file: "p")
     let engine = PolicyEngine(document: document, recorder: recorder)
-    let decision = try await engine.decide(request("submit"))
-    #expect(!decision.allowed && !decision.enforced && decision.permits)
+    let decision = try await engine.decide(request("submit", roles: ["operator"]))
+    #expect(!decision.allowed && !decision.enforced && decision.permits && decision.floorAllowed == true)
     #expect(recorder.decisions.count == 1 && recorder.decisions.first?.0.rule == "deny-all")
+  }
+
+  /// Shadow mode shadows the file's rules only: the built-in role floor is still enforced, so a
+  /// shadowed policy that allows everything grants a viewer nothing beyond reading.
+  @Test func shadowModeGrantsNothingBeyondTheRoles() async throws {
+    let document = try PolicyDocument.parse("enforce: false\nrules:\n  - name: allow-all\n    effect: allow\n", file: "p")
+    let engine = PolicyEngine(document: document)
+    for action in ["tokens.manage", "policy.reload", "evidence.export", "submit", "cancel"] {
+      let decision = try await engine.decide(request(action, roles: ["viewer"], kind: "token"))
+      #expect(decision.allowed && !decision.enforced && decision.floorAllowed == false && !decision.permits, "\(action)")
+      #expect(decision.refusal.contains("built-in role rules"))
+    }
+    #expect(try await engine.decide(request("read", roles: ["viewer"])).permits)
+    #expect(try await engine.decide(request("submit", roles: ["operator"])).permits)
+    #expect(try await engine.decide(request("tokens.manage", roles: ["admin"])).permits)
+    #expect(try await engine.decide(request("tokens.manage", subject: "cli:someone")).permits)
   }
 
   @Test func reloadIsAtomicAndKeepsTheLastGoodPolicy() async throws {

@@ -141,6 +141,30 @@ struct PolicyHTTPTests {
     #expect(decided.contains { $0.payload.contains(#""allowed":false"#) && $0.payload.contains(#""enforced":false"#) })
   }
 
+  /// #13 point 1: with `enforce: false` a viewer token used to get 201 for an admin token (and
+  /// policy reloads, evidence, revocations). The role floor is enforced in shadow mode.
+  @Test func shadowModeGrantsAViewerNothingBeyondReading() async throws {
+    let setup = try await makeServer(enforce: false)
+    let app = Application(router: setup.server.makeRouter())
+    let viewer = bearer(setup.tokens["reader"])
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/v1/tokens", method: .post, headers: viewer, body: ByteBuffer(string: #"{"name":"evil","role":"admin"}"#)) {
+        #expect($0.status == .forbidden)
+        #expect(String(buffer: $0.body).contains("built-in role rules"))
+      }
+      try await client.execute(uri: "/v1/policy/reload", method: .post, headers: viewer) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/evidence", method: .get, headers: viewer) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/tokens/ops", method: .delete, headers: viewer) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/jobs", method: .post, headers: viewer, body: ByteBuffer(string: #"{"kind":"echo"}"#)) {
+        #expect($0.status == .forbidden)
+      }
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: viewer) { #expect($0.status == .ok) }
+    }
+    #expect(try await setup.security.tokens.list().contains { $0.name == "evil" } == false)
+    let decided = try await setup.security.audit.entries(from: 1, through: 200).filter { $0.event == "policy.decided" }
+    #expect(decided.contains { $0.payload.contains(#""floor_allowed":false"#) && $0.payload.contains(#""enforced":false"#) })
+  }
+
   @Test func reloadSwapsAtomicallyAndABadFileKeepsTheLastGoodPolicy() async throws {
     let setup = try await makeServer()
     let app = Application(router: setup.server.makeRouter())
