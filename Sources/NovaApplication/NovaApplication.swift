@@ -69,14 +69,7 @@ public final class NovaApplication: Sendable {
   public var transitionSource: (any TransitionSource)? { queue as? any TransitionSource }
 
   /// The queue, as the lister of its jobs that audit coverage needs.
-  public var jobStates: any JobStateListing {
-    get throws {
-      guard let listing = queue as? any JobStateListing else {
-        throw NovaError.storage("this queue backend cannot list its jobs, so audit coverage cannot be computed")
-      }
-      return listing
-    }
-  }
+  public var jobStates: any JobStateListing { jobStateListing(of: queue) }
 
   /// The policy engine, loaded on first use from `settings.policyPath` (or the built-in role
   /// rules), recording every decision in the audit log.
@@ -110,17 +103,6 @@ public final class NovaApplication: Sendable {
   /// command reads or signs includes every transition so far (nothing to do on SQLite).
   public func importTransitions() async throws {
     if let source = transitionSource { try await security.audit.importAllTransitions(from: source) }
-  }
-
-  /// Alerting from `settings.thresholdsPath`, or nil without a thresholds file; an invalid file
-  /// is an error naming its place.
-  public func alerting() throws -> AlertingConfiguration? {
-    guard let path = settings.thresholdsPath else { return nil }
-    do {
-      return try AlertingConfiguration.load(path: path)
-    } catch {
-      throw NovaError.invalidInput(field: "--thresholds", message: error.description)
-    }
   }
 
   /// Closes the queue's connections (Redis).

@@ -37,23 +37,15 @@ public struct NovaSettings: Sendable, Equatable {
     dataDirectory: String?, queueURL: String?, synchronous: String, signingKey: String?, policy: String?, thresholds: String?,
     environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> NovaSettings {
-    func given(_ flag: String?, _ variable: String) -> String? {
-      if let flag, !flag.isEmpty { return flag }
-      if let value = environment[variable], !value.isEmpty { return value }
-      return nil
-    }
+    func given(_ flag: String?, _ variable: String) -> String? { Self.given(flag, variable, environment) }
     guard let mode = NovaDatabase.Synchronous(rawValue: synchronous.uppercased()) else {
       throw NovaError.invalidInput(field: "--synchronous", message: "'\(synchronous)' is not normal or full")
     }
     let directory = given(dataDirectory, "NOVA_DATA_DIR") ?? "./nova-data"
-    func inDataDirectory(_ name: String) -> String? {
-      let path = (directory as NSString).appendingPathComponent(name)
-      return FileManager.default.fileExists(atPath: path) ? path : nil
-    }
     return NovaSettings(
       dataDirectory: directory, queueURL: given(queueURL, "NOVA_QUEUE_URL"), synchronous: mode,
       signingKeyPath: given(signingKey, "NOVA_SIGNING_KEY"),
-      policyPath: given(policy, "NOVA_POLICY") ?? inDataDirectory("nova-policy.yaml"),
+      policyPath: file(flag: policy, variable: "NOVA_POLICY", name: "nova-policy.yaml", dataDirectory: directory, environment: environment),
       thresholdsPath: thresholdsPath(flag: thresholds, dataDirectory: directory, environment: environment))
   }
 
@@ -62,9 +54,20 @@ public struct NovaSettings: Sendable, Equatable {
   public static func thresholdsPath(
     flag: String?, dataDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment
   ) -> String? {
+    file(flag: flag, variable: "NOVA_THRESHOLDS", name: "thresholds.yaml", dataDirectory: dataDirectory, environment: environment)
+  }
+
+  /// The flag when given, else the environment variable when set.
+  private static func given(_ flag: String?, _ variable: String, _ environment: [String: String]) -> String? {
     if let flag, !flag.isEmpty { return flag }
-    if let value = environment["NOVA_THRESHOLDS"], !value.isEmpty { return value }
-    let path = (dataDirectory as NSString).appendingPathComponent("thresholds.yaml")
+    if let value = environment[variable], !value.isEmpty { return value }
+    return nil
+  }
+
+  /// A configuration file: the flag, else the variable, else `name` in the data directory when it exists.
+  private static func file(flag: String?, variable: String, name: String, dataDirectory: String, environment: [String: String]) -> String? {
+    if let given = given(flag, variable, environment) { return given }
+    let path = (dataDirectory as NSString).appendingPathComponent(name)
     return FileManager.default.fileExists(atPath: path) ? path : nil
   }
 

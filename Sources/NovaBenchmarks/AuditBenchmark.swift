@@ -75,7 +75,7 @@ public enum AuditBenchmark {
     let checked = try EvidenceBundle.verify(path: bundlePath, verifier: security.signer.verifier)
     let bundleVerify = seconds(since: start, clock)
     guard checked.passed else { throw NovaError.storage("benchmark bundle did not verify: \(checked.problems)") }
-    let databaseBytes = [queue.configuration.path, queue.configuration.path + "-wal"].reduce(0) {
+    let databaseBytes = [queue.database.path, queue.database.path + "-wal"].reduce(0) {
       $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0)
     }
     return Result(

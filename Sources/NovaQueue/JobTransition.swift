@@ -54,6 +54,20 @@ public protocol JobStateListing: Sendable {
   func jobStates() async throws -> [(id: JobID, state: JobState)]
 }
 
+/// The job listing of any queue: its backend, under the metrics instrumentation if there is
+/// one; a backend that cannot list its jobs gives a listing that says so when asked.
+public func jobStateListing(of queue: any JobQueue) -> any JobStateListing {
+  let backend = (queue as? InstrumentedJobQueue)?.base ?? queue
+  return backend as? any JobStateListing ?? UnlistableQueue()
+}
+
+/// Stands in for a queue backend that cannot list its jobs: coverage reports that plainly.
+private struct UnlistableQueue: JobStateListing {
+  func jobStates() async throws -> [(id: JobID, state: JobState)] {
+    throw NovaError.storage("this queue backend cannot list its jobs, so audit coverage cannot be computed")
+  }
+}
+
 /// A store that keeps records of job transitions itself (Redis, inside its scripts) until they
 /// are moved into the audit log. Records are read after a cursor per source and acknowledged
 /// (deleted) once the audit log has committed them, so each is moved exactly once.

@@ -41,10 +41,13 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     }
   }
 
-  public let configuration: Configuration
   /// The database the queue's tables live in, shared with the application's other stores.
   public let database: NovaDatabase
   private let journal: (any JobTransitionJournal)?
+  /// Backoff of failed attempts.
+  public let retryPolicy: RetryPolicy
+  /// Dates jobs, leases and backoff.
+  public let clock: any NovaClock
   private let wake = WakeSignal()
   private let knownQueues = Mutex<Set<String>>([])
 
@@ -55,10 +58,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     journal: (any JobTransitionJournal)? = nil
   ) throws {
     self.database = database
-    configuration = Configuration(
-      path: database.path, synchronous: database.configuration.synchronous, retryPolicy: retryPolicy,
-      busyTimeout: database.configuration.busyTimeout, maxBatchSize: database.configuration.maxBatchSize, clock: clock,
-      journal: journal)
+    self.retryPolicy = retryPolicy
+    self.clock = clock
     self.journal = journal
     try database.migrate("queue") { Self.registerMigrations(in: &$0) }
     try journal?.prepare(database)
@@ -155,7 +156,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
   private static func date(_ millis: Int64) -> Date { Date(millisecondsSince1970: millis) }
 
-  private var nowMillis: Int64 { Self.millis(configuration.clock.now()) }
+  private var nowMillis: Int64 { Self.millis(clock.now()) }
 
   // MARK: - Enqueue
 
@@ -165,7 +166,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
 
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
     if requests.isEmpty { return [] }
-    let now = configuration.clock.now()
+    let now = clock.now()
     let newQueues = knownQueues.withLock { known -> [String] in
       let fresh = Set(requests.map(\.queue)).subtracting(known)
       return Array(fresh)
@@ -398,8 +399,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     """
 
   public func fail(_ lease: JobLease, error message: String, retryable: Bool) async throws -> FailOutcome {
-    let now = configuration.clock.now()
-    let policy = configuration.retryPolicy
+    let now = clock.now()
+    let policy = retryPolicy
     let journal = journal
     let actor = AuditContext.actor
     let outcome = try await database.write { db -> FailOutcome in

@@ -363,14 +363,13 @@ public final class WorkerPool: Service {
   /// error is tried three times.
   private func recordWithRetries(_ batch: [JobCompletion]) async -> [Bool]? {
     let now = clock.uptime()
-    let leases = Dictionary(batch.map { ($0.lease.id, $0) }, uniquingKeysWith: { first, _ in first })
     state.withLock { state in
-      for (id, entry) in leases { state.recording[id] = Buffered(lease: entry.lease, lastHeartbeat: now) }
+      for entry in batch { state.recording[entry.lease.id] = Buffered(lease: entry.lease, lastHeartbeat: now) }
     }
     var failures = 0
     var delay = Duration.milliseconds(100)
     while true {
-      // A heartbeat may have moved a lease's expiry; the fencing token is what counts.
+      // Heartbeats move the leases' expiry meanwhile; the completion checks the fencing token only.
       do {
         let recorded = try await queue.complete(batch: batch)
         storeAnswered()

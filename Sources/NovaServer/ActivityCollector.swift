@@ -117,7 +117,23 @@ public final class ActivityCollector: Service, Sendable {
     return samples
   }
 
-  private static func export(_ sample: KPISample) {
+  /// The KPIs of a store where nothing has happened yet, every one at zero: the rates, and the
+  /// ratios and waits that are otherwise only known once something was measured.
+  static func zeroSamples(queues: Set<String>, time: Int64) -> [KPISample] {
+    var samples = Self.samples(AuditActivity(through: 0), queues: queues, seconds: 1, time: time)
+    func zero(_ name: String, _ labels: [String: String]) {
+      samples.append(KPISample(name: name, labels: labels, value: 0, unit: "", time: time, source: "nova serve"))
+    }
+    for queue in queues.sorted() {
+      zero("queue.failure_ratio", ["queue": queue])
+      for quantile in quantiles { zero("queue.wait.\(quantile.name)", ["queue": queue]) }
+    }
+    zero("policy.cache_hit_ratio", [:])
+    return samples
+  }
+
+  /// Sets the gauge of one KPI sample.
+  static func export(_ sample: KPISample) {
     let queue = sample.labels["queue"] ?? ""
     if let event = rateKPIs.first(where: { $0.kpi == sample.name })?.event {
       Gauge(label: eventRateMetric, dimensions: [("queue", queue), ("event", event.rawValue)]).record(sample.value)

@@ -41,7 +41,7 @@ public struct AuthMiddleware: RouterMiddleware {
       case .token(let authenticated): token = authenticated
       }
       // Job and queue actions are decided by `JobActions`, which knows the job's queue and kind.
-      if !Self.isJobAction(method: request.method, path: path) {
+      if !Self.isDecidedByJobActions(method: request.method, path: path) {
         try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
       }
     } else {
@@ -74,7 +74,7 @@ public struct AuthMiddleware: RouterMiddleware {
     }
   }
 
-  static func isJobAction(method: HTTPRequest.Method, path: String) -> Bool {
+  static func isDecidedByJobActions(method: HTTPRequest.Method, path: String) -> Bool {
     let parts = path.split(separator: "/")
     return parts.count >= 2 && parts[0] == "v1" && (parts[1] == "jobs" || parts[1] == "queues")
   }

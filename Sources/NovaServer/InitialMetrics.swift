@@ -4,7 +4,6 @@ import NovaAlerting
 import NovaCore
 import NovaMonitoring
 import NovaQueue
-import NovaSecurity
 
 /// The series `nova serve` exports at zero as soon as it starts: every counter, histogram and
 /// gauge whose label values are already known (the queues, alert severities and SLA kinds, the
@@ -45,27 +44,10 @@ enum InitialMetrics {
 
   /// Creates every known series at zero (a gauge already set keeps its value: this runs before
   /// the collectors do).
-  static func export(_ known: Known, queue: any JobQueue) {
+  static func export(_ known: Known, queue: any JobQueue, now: Int64) {
     (queue as? InstrumentedJobQueue)?.registerQueues(known.queues)
-    for name in known.queues {
-      for state in JobState.allCases {
-        Gauge(label: QueueMetricsCollector.depthMetric, dimensions: [("queue", name), ("state", state.rawValue)]).record(0)
-      }
-      for (event, _) in ActivityCollector.rateKPIs {
-        Gauge(label: ActivityCollector.eventRateMetric, dimensions: [("queue", name), ("event", event.rawValue)]).record(0)
-      }
-      Gauge(label: ActivityCollector.failureRatioMetric, dimensions: [("queue", name)]).record(0)
-      for quantile in ActivityCollector.quantiles {
-        Gauge(label: ActivityCollector.waitMetric, dimensions: [("queue", name), ("percentile", quantile.name)]).record(0)
-      }
-    }
-    for source in AuditActivity.decisionSources {
-      for result in ["allow", "deny"] {
-        Gauge(label: ActivityCollector.decisionRateMetric, dimensions: [("source", source), ("result", result)]).record(0)
-      }
-    }
-    Gauge(label: ActivityCollector.cacheHitRatioMetric).record(0)
-    Gauge(label: ActivityCollector.opaErrorRateMetric).record(0)
+    for name in known.queues { QueueMetricsCollector.recordDepth(queue: name, counts: [:]) }
+    for sample in ActivityCollector.zeroSamples(queues: Set(known.queues), time: now) { ActivityCollector.export(sample) }
     for severity in severities {
       Gauge(label: AlertEngine.firingMetric, dimensions: [("severity", severity)]).record(0)
     }

@@ -133,10 +133,7 @@ public struct NovaServer: Sendable {
   }
 
   /// The backend under the metrics instrumentation, which lists its jobs for audit coverage.
-  var jobs: any JobStateListing {
-    let backend = (queue as? InstrumentedJobQueue)?.base ?? queue
-    return backend as? any JobStateListing ?? NoJobListing()
-  }
+  var jobs: any JobStateListing { jobStateListing(of: queue) }
 
   /// The key of PagerDuty's webhook secret among the alert secrets.
   public static let pagerDutyWebhookSecretName = "pagerduty-webhook"
@@ -286,7 +283,7 @@ public struct NovaServer: Sendable {
       let now = clock.now().millisecondsSince1970
       let known = try await InitialMetrics.known(
         queue: queue, kpis: kpis, dataDirectory: configuration.dataDirectory, now: now)
-      InitialMetrics.export(known, queue: queue)
+      InitialMetrics.export(known, queue: queue, now: now)
       if let kpis { try await RecordedKPIGauges.export(from: kpis, now: now) }
     } catch {
       logger.warning("initial metrics not exported; the collectors will export them", metadata: ["error": "\(error)"])
@@ -314,12 +311,5 @@ public struct StatsResource: Codable, Sendable, Equatable {
     }
     self.queues = queues
     self.totals = totals
-  }
-}
-
-/// Stands in for a queue backend that cannot list its jobs: coverage reports that plainly.
-struct NoJobListing: JobStateListing {
-  func jobStates() async throws -> [(id: JobID, state: JobState)] {
-    throw NovaError.storage("this queue backend cannot list its jobs, so audit coverage cannot be computed")
   }
 }

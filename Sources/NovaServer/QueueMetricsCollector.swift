@@ -34,15 +34,21 @@ public struct QueueMetricsCollector: Service {
     self.kpis = kpis
   }
 
+  /// Sets the depth gauges of one queue, every state (zero for states with no jobs).
+  static func recordDepth(queue: String, counts: [JobState: Int]) {
+    for state in JobState.allCases {
+      Gauge(label: depthMetric, dimensions: [("queue", queue), ("state", state.rawValue)]).record(counts[state] ?? 0)
+    }
+  }
+
   /// Reads the store once and sets every gauge (zero for states with no jobs).
   public func collect() async throws {
     let stats = try await queue.stats()
     let now = Date().millisecondsSince1970
     var samples: [KPISample] = []
     for (name, counts) in stats.counts {
+      Self.recordDepth(queue: name, counts: counts)
       for state in JobState.allCases {
-        Gauge(label: Self.depthMetric, dimensions: [("queue", name), ("state", state.rawValue)])
-          .record(counts[state] ?? 0)
         samples.append(
           KPISample(
             name: "queue.depth", labels: ["queue": name, "state": state.rawValue], value: Double(counts[state] ?? 0),

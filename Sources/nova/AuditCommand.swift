@@ -162,7 +162,7 @@ struct AuditCommand: AsyncParsableCommand {
 
     func run() async throws {
       let application = try await store.open()
-      let coverage = try await application.security.audit.coverage(of: try application.jobStates)
+      let coverage = try await application.security.audit.coverage(of: application.jobStates)
       if output.json {
         try printJSON(
           CoverageOutput(

@@ -45,7 +45,7 @@ struct EvidenceCommand: AsyncParsableCommand {
       let application = try await store.open()
       try await application.importTransitions()
       let security = application.security
-      let jobs = try application.jobStates
+      let jobs = application.jobStates
       try await store.authorize("evidence.export", PolicyResource(kind: "evidence"))
       let policy = try store.loadPolicy()
       let sections = try await EvidenceSections.build(
