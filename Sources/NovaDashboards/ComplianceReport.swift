@@ -16,7 +16,8 @@ public struct ComplianceReport: Codable, Sendable, Equatable {
     public var created_at: String
     /// SHA-256 root of the tree at `size`, hex.
     public var root: String
-    /// Whether the checkpoint's signature verifies with this server's key.
+    /// Whether the checkpoint's signature verifies with this server's key and what it signs is
+    /// the root recomputed from the entries now.
     public var signature_valid: Bool
     public init(size: Int64, created_at: String, root: String, signature_valid: Bool) {
       self.size = size

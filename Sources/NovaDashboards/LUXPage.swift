@@ -138,7 +138,7 @@ public enum LUXPage {
       out += "<tr><th scope=\"row\">Signed</th><td>\(escape(checkpoint.created_at))</td></tr>"
       out += "<tr><th scope=\"row\">Root (SHA-256)</th><td><code>\(escape(checkpoint.root))</code></td></tr>"
       out +=
-        "<tr><th scope=\"row\">Signature</th><td class=\"\(valid ? "ok" : "bad")\" data-figure=\"audit.checkpoint.signature_valid\" data-value=\"\(valid)\">\(valid ? "valid (Ed25519, this server's key)" : "INVALID")</td></tr>"
+        "<tr><th scope=\"row\">Signature</th><td class=\"\(valid ? "ok" : "bad")\" data-figure=\"audit.checkpoint.signature_valid\" data-value=\"\(valid)\">\(valid ? "valid (Ed25519, this server's key; the entries give the signed root)" : "INVALID: the signature or the entries do not match")</td></tr>"
       out +=
         "<tr><th scope=\"row\">Entries since</th><td data-figure=\"audit.entries_since_checkpoint\" data-value=\"\(audit.entries_since_checkpoint)\">\(audit.entries_since_checkpoint)</td></tr>"
       out += "</tbody></table>\n"

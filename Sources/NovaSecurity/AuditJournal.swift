@@ -53,6 +53,19 @@ public struct AuditJournal: JobTransitionJournal {
       // How far the records of each external source (a Redis queue's stream) were moved in.
       try db.execute(sql: "CREATE TABLE nova_audit_import (source TEXT PRIMARY KEY NOT NULL, cursor TEXT NOT NULL)")
     }
+    migrator.registerMigration("v6-audit-checkpoint-chain") { db in
+      // Checkpoints are chained (their notes carry the sequence and the predecessor's hash) and
+      // append-only like the entries; the column lets the latest be found by its sequence.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_audit_checkpoints ADD COLUMN sequence INTEGER;
+          CREATE UNIQUE INDEX nova_audit_checkpoints_sequence ON nova_audit_checkpoints(sequence) WHERE sequence IS NOT NULL;
+          CREATE TRIGGER nova_audit_checkpoints_no_update BEFORE UPDATE ON nova_audit_checkpoints
+            BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+          CREATE TRIGGER nova_audit_checkpoints_no_delete BEFORE DELETE ON nova_audit_checkpoints
+            BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+          """)
+    }
   }
 
   public func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws {

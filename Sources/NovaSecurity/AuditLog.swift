@@ -84,92 +84,194 @@ public final class AuditLog: Sendable {
   // MARK: - Checkpoints
 
   /// Signs and stores a checkpoint of the log as it is now (or returns the stored one of that
-  /// size). Reads run on a snapshot, so appends go on meanwhile; only the leaves added since the
-  /// last checkpoint are read.
+  /// size), chained to the latest stored one. Reads run on a snapshot, so appends go on
+  /// meanwhile; only the entries added since the last checkpoint are read.
+  ///
+  /// Nothing stored is trusted blindly: the last checkpoint's signature and origin are checked
+  /// and its stored frontier must give its signed root, and every new entry's leaf hash is
+  /// recomputed from its content. A log that fails any of these is not signed.
   @discardableResult
   public func checkpoint(signer: NoteSigner, origin: String, time: Date = Date()) async throws -> StoredCheckpoint {
     let millis = time.millisecondsSince1970
-    let computed = try await database.read { db -> StoredCheckpoint in
-      let size = try AuditJournal.lastSequence(db)
-      if let stored = try Self.storedCheckpoint(db, size: size) { return stored }
-      var accumulator = MerkleAccumulator()
-      var from: Int64 = 1
-      if let row = try Row.fetchOne(
-        db, sql: "SELECT size, frontier FROM nova_audit_checkpoints WHERE size <= ? ORDER BY size DESC LIMIT 1",
-        arguments: [size])
-      {
-        let previous: Int64 = row[0]
-        let blob: Data = row[1]
-        let frontier = stride(from: 0, to: blob.count, by: 32).map { Array(blob[$0..<min($0 + 32, blob.count)]) }
-        if let resumed = MerkleAccumulator(count: Int(previous), frontier: frontier) {
+    for _ in 0..<8 {
+      let (computed, isNew) = try await database.read { db -> (StoredCheckpoint, Bool) in
+        let size = try AuditJournal.lastSequence(db)
+        if let stored = try Self.storedCheckpoint(db, size: size) { return (stored, false) }
+        var accumulator = MerkleAccumulator()
+        var from: Int64 = 1
+        var sequence: Int64 = 1
+        var previous = Checkpoint.noPredecessor
+        if let row = try Row.fetchOne(
+          db, sql: "SELECT size, frontier, note, sequence FROM nova_audit_checkpoints ORDER BY size DESC LIMIT 1")
+        {
+          let latest: Int64 = row[0]
+          let blob: Data = row[1]
+          let note: String = row[2]
+          let parsed: Checkpoint
+          do {
+            parsed = try Checkpoint.verify(note: note, verifier: signer.verifier)
+          } catch {
+            throw NovaError.storage("refusing to sign: the stored checkpoint at size \(latest) does not verify (\(error)); run `nova audit verify`")
+          }
+          guard parsed.origin == origin, Int64(parsed.size) == latest else {
+            throw NovaError.storage(
+              "refusing to sign: the stored checkpoint at size \(latest) is for log '\(parsed.origin)' at size \(parsed.size); run `nova audit verify`"
+            )
+          }
+          guard latest <= size else {
+            throw NovaError.storage(
+              "refusing to sign: the stored checkpoint covers \(latest) entries but the log has \(size): entries were removed; run `nova audit verify`"
+            )
+          }
+          let frontier = stride(from: 0, to: blob.count, by: 32).map { Array(blob[$0..<min($0 + 32, blob.count)]) }
+          guard let resumed = MerkleAccumulator(count: Int(latest), frontier: frontier), resumed.root == parsed.rootHash else {
+            throw NovaError.storage(
+              "refusing to sign: the stored frontier of checkpoint at size \(latest) does not give its signed root (the database was changed); run `nova audit verify`"
+            )
+          }
           accumulator = resumed
-          from = previous + 1
+          from = latest + 1
+          sequence = (parsed.sequence ?? 0) + 1
+          previous = Checkpoint.noteHash(note)
         }
+        var expected = from
+        try Self.scan(db, from: from, through: size) { entry, storedHash in
+          let hash = entry.leafHash
+          guard entry.seq == expected, hash == storedHash else {
+            throw NovaError.storage(
+              "refusing to sign: audit entry \(expected) is missing or does not match its stored hash; run `nova audit verify`")
+          }
+          expected += 1
+          accumulator.append(leafHash: hash)
+        }
+        guard expected == size + 1 else {
+          throw NovaError.storage("refusing to sign: audit entries \(expected)...\(size) are missing; run `nova audit verify`")
+        }
+        let checkpoint = Checkpoint(origin: origin, size: Int(size), rootHash: accumulator.root, sequence: sequence, previous: previous)
+        let signed = StoredCheckpoint(
+          size: size, root: accumulator.root, note: try checkpoint.signed(by: signer), createdAt: millis,
+          frontier: accumulator.frontier, sequence: sequence)
+        return (signed, true)
       }
-      try Self.scanHashes(db, from: from, through: size) { accumulator.append(leafHash: $0) }
-      let checkpoint = Checkpoint(origin: origin, size: Int(size), rootHash: accumulator.root)
-      return StoredCheckpoint(
-        size: size, root: accumulator.root, note: try checkpoint.signed(by: signer), createdAt: millis,
-        frontier: accumulator.frontier)
+      if !isNew { return computed }
+      // Another process may have signed meanwhile: store only if this one still extends the
+      // latest checkpoint, else start again from the new latest.
+      let stored = try await database.write { db -> Bool in
+        let latest = try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM nova_audit_checkpoints") ?? 0
+        guard latest == computed.sequence! - 1 else { return false }
+        try db.execute(
+          sql: "INSERT OR IGNORE INTO nova_audit_checkpoints (size, root, frontier, note, created_at, sequence) VALUES (?, ?, ?, ?, ?, ?)",
+          arguments: [
+            computed.size, Data(computed.root), Data(computed.frontier.joined()), computed.note, computed.createdAt, computed.sequence,
+          ])
+        return db.changesCount == 1
+      }
+      if stored { return computed }
     }
-    try await database.write { db in
-      try db.execute(
-        sql: "INSERT OR IGNORE INTO nova_audit_checkpoints (size, root, frontier, note, created_at) VALUES (?, ?, ?, ?, ?)",
-        arguments: [computed.size, Data(computed.root), Data(computed.frontier.joined()), computed.note, computed.createdAt])
-    }
-    return computed
+    throw NovaError.unavailable("could not store a checkpoint: other processes kept signing first")
   }
 
   /// Every stored checkpoint, smallest first.
   public func checkpoints() async throws -> [StoredCheckpoint] {
     try await database.read { db in
-      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size").map(Self.stored)
+      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at, sequence FROM nova_audit_checkpoints ORDER BY size").map(Self.stored)
     }
   }
 
-  /// A checkpoint from a `size, root, note, created_at` row.
+  /// A checkpoint from a `size, root, note, created_at, sequence` row.
   private static func stored(_ row: Row) -> StoredCheckpoint {
-    StoredCheckpoint(size: row[0], root: Array(row[1] as Data), note: row[2], createdAt: row[3], frontier: [])
+    StoredCheckpoint(size: row[0], root: Array(row[1] as Data), note: row[2], createdAt: row[3], frontier: [], sequence: row[4])
   }
 
   /// The latest stored checkpoint (one row, however many there are).
   public func latestCheckpoint() async throws -> StoredCheckpoint? {
     try await database.read { db in
-      try Row.fetchOne(db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints ORDER BY size DESC LIMIT 1")
+      try Row.fetchOne(db, sql: "SELECT size, root, note, created_at, sequence FROM nova_audit_checkpoints ORDER BY size DESC LIMIT 1")
         .map(Self.stored)
     }
   }
 
   private static func storedCheckpoint(_ db: Database, size: Int64) throws -> StoredCheckpoint? {
     try Row.fetchOne(
-      db, sql: "SELECT size, root, note, created_at FROM nova_audit_checkpoints WHERE size = ?", arguments: [size]
+      db, sql: "SELECT size, root, note, created_at, sequence FROM nova_audit_checkpoints WHERE size = ?", arguments: [size]
     ).map(Self.stored)
   }
 
   // MARK: - Verification
 
   /// Recomputes every entry's leaf hash and the tree's root at every checkpoint (the stored
-  /// ones, whose signatures `verifier` checks, and `extraCheckpoints`, signed notes kept
-  /// elsewhere), and reports every entry or checkpoint that does not match, first one first.
-  public func verify(verifier: NoteVerifier, extraCheckpoints: [String] = []) async throws -> AuditVerification {
+  /// ones, whose signatures `verifier` checks, `extraCheckpoints`, signed notes kept elsewhere,
+  /// and `mirrored`, the notes of a checkpoint mirror), checks the chain of stored checkpoints
+  /// and that every mirrored one is still stored, proves the log consistent (RFC 6962) with the
+  /// latest mirrored checkpoint, and reports every entry or checkpoint that does not match,
+  /// first one first. With `origin`, every checkpoint must name that log.
+  public func verify(
+    verifier: NoteVerifier, origin: String? = nil, extraCheckpoints: [String] = [], mirrored: [MirroredCheckpoint] = []
+  ) async throws -> AuditVerification {
     let stored = try await checkpoints()
     var report = AuditVerification()
     var targets: [(size: Int64, root: MerkleTree.Hash, source: String)] = []
-    for checkpoint in stored {
-      do {
-        let parsed = try Checkpoint.verify(note: checkpoint.note, verifier: verifier)
-        targets.append((Int64(parsed.size), parsed.rootHash, "stored checkpoint at size \(parsed.size)"))
-      } catch {
-        report.problems.append(AuditProblem(seq: nil, message: "stored checkpoint at size \(checkpoint.size): \(error)"))
-      }
-    }
-    for (index, note) in extraCheckpoints.enumerated() {
+    func parse(_ note: String, _ what: String) -> Checkpoint? {
       do {
         let parsed = try Checkpoint.verify(note: note, verifier: verifier)
-        targets.append((Int64(parsed.size), parsed.rootHash, "given checkpoint at size \(parsed.size)"))
+        if let origin, parsed.origin != origin {
+          report.add(AuditProblem(seq: nil, message: "\(what) is for log '\(parsed.origin)', not this log '\(origin)'"))
+          return nil
+        }
+        return parsed
       } catch {
-        report.problems.append(AuditProblem(seq: nil, message: "given checkpoint \(index + 1): \(error)"))
+        report.add(AuditProblem(seq: nil, message: "\(what): \(error)"))
+        return nil
       }
+    }
+    // The chain: sequences 1, 2, … in the order of their sizes, each naming its predecessor.
+    var previousNote: String?
+    var previousSequence: Int64 = 0
+    for checkpoint in stored {
+      let what = "stored checkpoint at size \(checkpoint.size)\(checkpoint.sequence.map { " (#\($0))" } ?? "")"
+      guard let parsed = parse(checkpoint.note, what) else { continue }
+      targets.append((Int64(parsed.size), parsed.rootHash, what))
+      if let sequence = parsed.sequence {
+        if sequence != checkpoint.sequence {
+          report.add(AuditProblem(seq: nil, message: "\(what) is signed as checkpoint #\(sequence): the table was changed"))
+        } else if sequence <= previousSequence {
+          report.add(
+            AuditProblem(
+              seq: nil, message: "\(what) is out of order: it comes after checkpoint #\(previousSequence) but has a smaller number"))
+        } else if sequence > previousSequence + 1 {
+          let missing = previousSequence + 1 == sequence - 1 ? " #\(sequence - 1) is" : "s #\(previousSequence + 1)…#\(sequence - 1) are"
+          report.add(AuditProblem(seq: nil, message: "checkpoint\(missing) missing before \(what): removed from the database"))
+        } else if parsed.previous != previousNote.map(Checkpoint.noteHash) ?? Checkpoint.noPredecessor {
+          report.add(AuditProblem(seq: nil, message: "\(what) does not chain to the checkpoint stored before it: that one was replaced"))
+        }
+        previousSequence = sequence
+      } else if previousSequence > 0 {
+        report.add(AuditProblem(seq: nil, message: "\(what) is not chained but follows chained checkpoints: it was inserted"))
+      }
+      previousNote = checkpoint.note
+    }
+    for (index, note) in extraCheckpoints.enumerated() {
+      guard let parsed = parse(note, "given checkpoint \(index + 1)") else { continue }
+      targets.append((Int64(parsed.size), parsed.rootHash, "given checkpoint at size \(parsed.size)"))
+    }
+    // Every mirrored checkpoint must still be stored, unchanged.
+    let storedNotes = Dictionary(stored.map { ($0.size, $0.note) }, uniquingKeysWith: { first, _ in first })
+    var latestMirrored: (size: Int64, root: MerkleTree.Hash, source: String)?
+    for mirror in mirrored {
+      let what = "mirrored checkpoint \(mirror.name)"
+      guard let parsed = parse(mirror.note, what) else { continue }
+      let size = Int64(parsed.size)
+      let source = "\(what) at size \(size)"
+      targets.append((size, parsed.rootHash, source))
+      report.mirroredChecked += 1
+      switch storedNotes[size] {
+      case nil:
+        report.add(AuditProblem(seq: nil, message: "\(source) is not in the database: it was removed"))
+      case let note? where note != mirror.note:
+        report.add(AuditProblem(seq: nil, message: "\(source) differs from the one stored in the database: it was replaced"))
+      default: break
+      }
+      if size > (latestMirrored?.size ?? -1) { latestMirrored = (size, parsed.rootHash, source) }
     }
     targets.sort { $0.size < $1.size }
     let sortedTargets = targets
@@ -227,7 +329,40 @@ public final class AuditLog: Sendable {
       report.root = accumulator.root
       return report
     }
+    report.unanchored = report.entries > 0 && targets.isEmpty
+    // RFC 6962 consistency of the latest mirrored checkpoint with the log as it is now: the
+    // mirror's tree must be a prefix of this one.
+    if let latestMirrored, latestMirrored.size >= 1, latestMirrored.size <= report.entries {
+      let proof = try await consistencyProof(oldSize: latestMirrored.size, newSize: report.entries)
+      if MerkleTree.verifyConsistency(
+        oldSize: Int(latestMirrored.size), newSize: Int(report.entries), oldRoot: latestMirrored.root, newRoot: report.root,
+        proof: proof.path)
+      {
+        report.consistencyProofs += 1
+      } else {
+        report.add(
+          AuditProblem(
+            seq: nil,
+            message: "the log of \(report.entries) entries is not consistent with \(latestMirrored.source) (RFC 6962 consistency proof fails)"))
+      }
+    }
     return report
+  }
+
+  /// The root of the first `size` entries, each leaf hashed from the entry's content; nil when
+  /// an entry is missing.
+  public func recomputedRoot(size: Int64) async throws -> MerkleTree.Hash? {
+    try await database.read { db in
+      var accumulator = MerkleAccumulator()
+      var expected: Int64 = 1
+      var gap = false
+      try Self.scan(db, from: 1, through: size) { entry, _ in
+        if entry.seq != expected { gap = true }
+        expected = entry.seq + 1
+        accumulator.append(leafHash: entry.leafHash)
+      }
+      return gap || expected != size + 1 ? nil : accumulator.root
+    }
   }
 
   // MARK: - Proofs
@@ -408,6 +543,28 @@ public struct StoredCheckpoint: Sendable, Equatable {
   public var createdAt: Int64
   /// Roots of the complete subtrees at `size` (to continue the tree; empty when not loaded).
   public var frontier: [MerkleTree.Hash]
+  /// Its place in the chain of checkpoints (nil for one signed before checkpoints were chained).
+  public var sequence: Int64?
+
+  public init(size: Int64, root: MerkleTree.Hash, note: String, createdAt: Int64, frontier: [MerkleTree.Hash], sequence: Int64? = nil) {
+    self.size = size
+    self.root = root
+    self.note = note
+    self.createdAt = createdAt
+    self.frontier = frontier
+    self.sequence = sequence
+  }
+}
+
+/// A signed checkpoint read from a mirror, and the name it has there (a file name).
+public struct MirroredCheckpoint: Sendable, Equatable {
+  public var name: String
+  public var note: String
+
+  public init(name: String, note: String) {
+    self.name = name
+    self.note = note
+  }
 }
 
 /// One thing `nova audit verify` found wrong.
@@ -421,7 +578,14 @@ public struct AuditProblem: Sendable, Equatable, CustomStringConvertible {
 /// The outcome of verifying the whole log.
 public struct AuditVerification: Sendable {
   public var entries: Int64 = 0
+  /// Signed roots (stored, given or mirrored) recomputed from the entries and found equal.
   public var checkpointsChecked = 0
+  /// Checkpoints read from a mirror.
+  public var mirroredChecked = 0
+  /// RFC 6962 consistency proofs that held (the latest mirrored checkpoint to the log now).
+  public var consistencyProofs = 0
+  /// The log has entries but no signed checkpoint anchors them (nothing to check them against).
+  public var unanchored = false
   /// What did not match, first found first (at most 100 kept).
   public var problems: [AuditProblem] = []
   public var problemCount = 0

@@ -3,20 +3,45 @@ import Foundation
 
 /// A signed tree head in the C2SP tlog-checkpoint format, wrapped in a C2SP signed note:
 /// origin line, tree size, base64 root hash, a blank line, then `— name base64(keyID‖signature)`.
+///
+/// The checkpoints a log stores are chained: an extension line `nova-chain N HASH` gives the
+/// checkpoint's sequence number and the SHA-256 of its predecessor's whole signed note, so a
+/// checkpoint removed from the middle, or put in another order, is seen by whoever checks them.
 public struct Checkpoint: Sendable, Equatable {
   /// Names the log (for example `nova.example/audit`).
   public var origin: String
   public var size: Int
   public var rootHash: MerkleTree.Hash
+  /// Position in the log's chain of stored checkpoints (1 for the first); nil when not chained.
+  public var sequence: Int64?
+  /// SHA-256 of the previous checkpoint's signed note (32 zero bytes before the first).
+  public var previous: [UInt8]?
 
-  public init(origin: String, size: Int, rootHash: MerkleTree.Hash) {
+  public init(origin: String, size: Int, rootHash: MerkleTree.Hash, sequence: Int64? = nil, previous: [UInt8]? = nil) {
     self.origin = origin
     self.size = size
     self.rootHash = rootHash
+    self.sequence = sequence
+    self.previous = previous
   }
 
-  /// The signed body: the three checkpoint lines, each ending in a newline.
-  public var body: String { "\(origin)\n\(size)\n\(Data(rootHash).base64EncodedString())\n" }
+  /// The prefix of the extension line that chains stored checkpoints.
+  static let chainPrefix = "nova-chain "
+
+  /// What a chained checkpoint names as the predecessor of the first one.
+  public static let noPredecessor = [UInt8](repeating: 0, count: 32)
+
+  /// SHA-256 of a signed note, as the next checkpoint of a chain names it.
+  public static func noteHash(_ note: String) -> [UInt8] { Array(SHA256.hash(data: Array(note.utf8))) }
+
+  /// The signed body: the three checkpoint lines and the chain line, each ending in a newline.
+  public var body: String {
+    var text = "\(origin)\n\(size)\n\(Data(rootHash).base64EncodedString())\n"
+    if let sequence {
+      text += "\(Self.chainPrefix)\(sequence) \(Data(previous ?? Self.noPredecessor).base64EncodedString())\n"
+    }
+    return text
+  }
 
   /// The note signed by `key`.
   public func signed(by key: NoteSigner) throws -> String {
@@ -40,6 +65,16 @@ public struct Checkpoint: Sendable, Equatable {
     guard let root = Data(base64Encoded: String(lines[2])), root.count == 32 else {
       throw VerificationError("root hash '\(lines[2])' is not base64 of 32 bytes")
     }
+    var sequence: Int64?
+    var previous: [UInt8]?
+    for line in lines.dropFirst(3) where line.hasPrefix(chainPrefix) {
+      let fields = line.dropFirst(chainPrefix.count).split(separator: " ")
+      guard fields.count == 2, let number = Int64(fields[0]), number >= 1, let hash = Data(base64Encoded: String(fields[1])),
+        hash.count == 32
+      else { throw VerificationError("chain line '\(line)' is not 'nova-chain SEQUENCE BASE64-SHA256'") }
+      sequence = number
+      previous = Array(hash)
+    }
     let signatures = note[split.upperBound...].split(separator: "\n")
     var sawName = false
     for line in signatures {
@@ -53,7 +88,7 @@ public struct Checkpoint: Sendable, Equatable {
       guard verifier.verify(signature: Array(blob.dropFirst(4)), for: Array(body.utf8)) else {
         throw VerificationError("signature by \(verifier.name) does not match the checkpoint")
       }
-      return Checkpoint(origin: String(lines[0]), size: size, rootHash: Array(root))
+      return Checkpoint(origin: String(lines[0]), size: size, rootHash: Array(root), sequence: sequence, previous: previous)
     }
     throw VerificationError(sawName ? "no signature by this key of \(verifier.name)" : "no signature by \(verifier.name)")
   }

@@ -38,7 +38,13 @@ struct ComplianceReporter: Sendable {
     let size = try await audit.size()
     var checkpoint: ComplianceReport.Checkpoint?
     if let latest = try await audit.latestCheckpoint() {
-      let valid = (try? Checkpoint.verify(note: latest.note, verifier: security.signer.verifier)) != nil
+      // Valid means the signature verifies, names this log, and signs the root the entries
+      // give now, recomputed from their content (not the stored hashes or root).
+      let signed = try? Checkpoint.verify(note: latest.note, verifier: security.signer.verifier)
+      var valid = false
+      if let signed, signed.origin == security.origin, Int64(signed.size) == latest.size {
+        valid = try await audit.recomputedRoot(size: latest.size) == signed.rootHash
+      }
       checkpoint = ComplianceReport.Checkpoint(
         size: latest.size, created_at: AuditTime.string(latest.createdAt), root: EvidenceBundle.hex(latest.root), signature_valid: valid)
     }

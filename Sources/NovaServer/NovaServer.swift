@@ -31,6 +31,8 @@ public struct NovaServer: Sendable {
     /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
     public var metricsOpen: Bool
     public var checkpointInterval: Duration
+    /// Where every signed checkpoint is also kept, outside the database.
+    public var checkpointMirror: (any CheckpointMirror)?
     /// The approved policy to check drift against (`nova_policy_drift`).
     public var policyBaseline: PolicyBaseline?
     /// The data directory (for the daily KPI summary files), and how long KPI samples are kept.
@@ -238,7 +240,7 @@ public struct NovaServer: Sendable {
       services.append(
         AuditCheckpointer(
           security: security, jobs: jobs, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
-          kpis: kpis, clock: clock))
+          kpis: kpis, mirror: configuration.checkpointMirror, clock: clock))
     }
     var reloads: [(name: String, reload: @Sendable () async throws -> Void)] = []
     if let policy {

@@ -41,11 +41,25 @@ struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Sign a checkpoint of the log now and print it (C2SP signed note).")
     @OptionGroup var store: StoreOptions
+    @Option(
+      help: ArgumentHelp(
+        "A checkpoint directory to check first (it must all still be in the database) and to add the new checkpoint to.",
+        valueName: "dir"))
+    var checkpointMirror: String?
 
     func run() async throws {
       let security = try await store.openSecurityUpToDate()
       try await store.authorize("audit.checkpoint", PolicyResource(kind: "audit"))
-      let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
+      let mirror = checkpointMirror.map(CheckpointDirectory.init(path:))
+      let checkpoint: StoredCheckpoint
+      do {
+        if let mirror { try await security.audit.synchronize(mirror: mirror) }
+        checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
+        if let mirror { try await security.audit.synchronize(mirror: mirror) }
+      } catch NovaError.storage(let message) {
+        // The log does not match what was signed or mirrored before: a verification failure.
+        NovaCommand.fail(message, code: ExitStatus.verificationFailed)
+      }
       print(checkpoint.note, terminator: "")
     }
   }
@@ -53,12 +67,20 @@ struct AuditCommand: AsyncParsableCommand {
   struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Recompute every entry's hash and the tree's root at every checkpoint.",
-      discussion: "Exit 0 when everything matches, 5 when anything does not (each problem is named).")
+      discussion: """
+        Checks the stored checkpoints' signatures, origin and chain, every --checkpoint and every checkpoint of \
+        --checkpoint-dir (each must still be in the database, and the log must be consistent with the latest by an \
+        RFC 6962 proof). Exit 0 when everything matches, 5 when anything does not (each problem is named), 8 when the \
+        log has entries but no signed checkpoint anchors them.
+        """)
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
     @Option(
       name: .customLong("checkpoint"), help: ArgumentHelp("A signed checkpoint kept outside Nova to check too (repeatable).", valueName: "file"))
     var checkpoints: [String] = []
+    @Option(
+      help: ArgumentHelp("A checkpoint mirror (the directory `nova serve --checkpoint-mirror` writes) to check the log against.", valueName: "dir"))
+    var checkpointDir: String?
     @Option(
       help: ArgumentHelp("Verifier key to trust (name+id+base64, as `nova audit key` prints; default: the data directory's key).", valueName: "key"))
     var key: String?
@@ -72,15 +94,32 @@ struct AuditCommand: AsyncParsableCommand {
         }
         return text
       }
-      let report = try await security.audit.verify(verifier: verifier, extraCheckpoints: notes)
+      var mirrored: [MirroredCheckpoint] = []
+      if let checkpointDir {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isDirectory), isDirectory.boolValue else {
+          throw NovaError.invalidInput(field: "--checkpoint-dir", message: "\(checkpointDir) is not a directory")
+        }
+        mirrored = try await CheckpointDirectory(path: checkpointDir).checkpoints() ?? []
+      }
+      let report = try await security.audit.verify(verifier: verifier, origin: verifier.name, extraCheckpoints: notes, mirrored: mirrored)
       if output.json {
         try printJSON(
           VerifyOutput(
             passed: report.passed, entries: report.entries, checkpoints_checked: report.checkpointsChecked,
+            mirrored_checked: report.mirroredChecked, consistency_proofs: report.consistencyProofs, unanchored: report.unanchored,
             root: Data(report.root).base64EncodedString(), problems: report.problems.map(\.message),
             first_bad_entry: report.problems.compactMap(\.seq).first))
+      } else if report.passed && report.unanchored {
+        FileHandle.standardError.write(
+          Data(
+            "WARNING: unanchored: the log has \(report.entries) entries but no signed checkpoint, so a rewrite of the database cannot be detected; sign one (`nova audit checkpoint`) and keep a mirror (`nova serve --checkpoint-mirror`)\n"
+              .utf8))
       } else if report.passed {
-        print("ok: \(report.entries) entries, \(report.checkpointsChecked) signed checkpoints match; root \(Data(report.root).base64EncodedString())")
+        let mirror = checkpointDir == nil ? "" : ", \(report.mirroredChecked) mirrored (\(report.consistencyProofs) consistency proof)"
+        print(
+          "ok: \(report.entries) entries, \(report.checkpointsChecked) signed checkpoints match\(mirror); root \(Data(report.root).base64EncodedString())"
+        )
       } else {
         for problem in report.problems { FileHandle.standardError.write(Data("FAIL: \(problem.message)\n".utf8)) }
         if report.problemCount > report.problems.count {
@@ -88,6 +127,7 @@ struct AuditCommand: AsyncParsableCommand {
         }
       }
       if !report.passed { throw ExitCode(ExitStatus.verificationFailed) }
+      if report.unanchored { throw ExitCode(ExitStatus.unanchored) }
     }
   }
 
@@ -194,6 +234,9 @@ struct VerifyOutput: Encodable {
   var passed: Bool
   var entries: Int64
   var checkpoints_checked: Int
+  var mirrored_checked: Int
+  var consistency_proofs: Int
+  var unanchored: Bool
   var root: String
   var problems: [String]
   var first_bad_entry: Int64?

@@ -63,6 +63,8 @@ enum ExitStatus {
   static let denied: Int32 = 6
   /// A benchmark compared with a saved baseline breached a threshold (`nova bench baseline --compare`).
   static let baselineBreach: Int32 = 7
+  /// `nova audit verify`: the log has entries but no signed checkpoint to check them against.
+  static let unanchored: Int32 = 8
 
   static func code(for error: NovaError) -> Int32 {
     switch error {

@@ -39,6 +39,13 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Sign an audit checkpoint this often when the log grew.", valueName: "seconds"))
   var checkpointSeconds: Double = 60
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Also keep every signed checkpoint here: a directory (one file each; check with `nova audit verify --checkpoint-dir`) or an http(s) URL that receives each by POST.",
+      valueName: "dir|url"))
+  var checkpointMirror: String?
+
   @Option(name: .long, help: ArgumentHelp("Approved policy baseline (from nova policy approve) to watch for drift.", valueName: "file"))
   var policyBaseline: String?
 
@@ -94,6 +101,9 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
     withBaseline.luxOpen = luxOpen
     withBaseline.dashboardURL = dashboardURL
+    withBaseline.checkpointMirror = try checkpointMirror.map { target -> any CheckpointMirror in
+      target.hasPrefix("http://") || target.hasPrefix("https://") ? try HTTPCheckpointMirror(url: target) : CheckpointDirectory(path: target)
+    }
     // An invalid thresholds file, or a receiver whose secret is missing, stops the server here.
     let alerting = try thresholds.load(dataDir: store.dataDir)
     var alertSecrets: [String: String] = [:]

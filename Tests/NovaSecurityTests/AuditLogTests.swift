@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import NovaCore
 import NovaDatabase
 import NovaQueue
@@ -120,7 +121,7 @@ struct AuditLogTests {
       case "change": #expect(first.seq == 6 && first.message.contains("entry 6"), "\(first)")
       case "delete": #expect(first.seq == 7 && first.message.contains("entry 7 is missing"), "\(first)")
       case "reorder": #expect(first.seq == 5 && first.message.contains("entry 5"), "\(first)")
-      case "rehash": #expect(first.message.contains("checkpoint at size 12 does not match"), "\(first)")
+      case "rehash": #expect(first.message.contains("checkpoint at size 12 (#1) does not match"), "\(first)")
       default: #expect(first.message.contains("covers 12 entries but the log has 10"), "\(first)")
       }
     }
@@ -188,5 +189,144 @@ struct AuditLogTests {
     let text = String(decoding: entry.canonicalBytes, as: UTF8.self)
     #expect(text == #"{"actor":"a\"b","event":"e","payload":{"x":1},"seq":7,"subject":null,"time":"1970-01-01T00:00:00.000Z"}"#)
     #expect(try CanonicalJSON.string(try JSONValue.parse(Data(text.utf8))) == text)
+  }
+}
+
+/// The checkpoints anchor the log: chained, append-only, mirrored outside the database, and
+/// never signed over a log that does not match them (issue #13, points 2 and 13).
+@Suite("Audit anchoring", .timeLimit(.minutes(5)))
+struct AuditAnchoringTests {
+  /// Three chained checkpoints of a log with 3, 6 and 9 jobs.
+  func chainedFixture() async throws -> SecurityFixture {
+    let fixture = try SecurityFixture()
+    for _ in 0..<3 {
+      try await fixture.runJobs(1)
+      try await fixture.audit.checkpoint(signer: fixture.security.signer, origin: fixture.security.origin)
+    }
+    return fixture
+  }
+
+  @Test func checkpointsAreChainedAndAppendOnly() async throws {
+    let fixture = try await chainedFixture()
+    let stored = try await fixture.audit.checkpoints()
+    #expect(stored.map(\.sequence) == [1, 2, 3])
+    let parsed = try stored.map { try Checkpoint.verify(note: $0.note, verifier: fixture.security.signer.verifier) }
+    #expect(parsed[0].previous == Checkpoint.noPredecessor)
+    #expect(parsed[1].previous == Checkpoint.noteHash(stored[0].note) && parsed[2].previous == Checkpoint.noteHash(stored[1].note))
+    #expect(parsed.map(\.sequence) == [1, 2, 3])
+    // The table refuses changes as the entries do.
+    #expect(throws: (any Error).self) {
+      try fixture.queue.database.pool.write { try $0.execute(sql: "DELETE FROM nova_audit_checkpoints WHERE sequence = 2") }
+    }
+    #expect(throws: (any Error).self) {
+      try fixture.queue.database.pool.write { try $0.execute(sql: "UPDATE nova_audit_checkpoints SET created_at = 0") }
+    }
+    #expect(try await fixture.audit.verify(verifier: fixture.security.signer.verifier, origin: fixture.security.origin).passed)
+  }
+
+  @Test func aRemovedOrReorderedCheckpointIsNamed() async throws {
+    let removed = try await chainedFixture()
+    try removed.tamper(
+      "DROP TRIGGER nova_audit_checkpoints_no_delete; DELETE FROM nova_audit_checkpoints WHERE sequence = 2")
+    let gap = try await removed.audit.verify(verifier: removed.security.signer.verifier)
+    #expect(!gap.passed)
+    #expect(
+      gap.problems.map(\.message).contains { $0.contains("checkpoint #2 is missing before stored checkpoint at size 9 (#3)") }, "\(gap.problems)")
+
+    let reordered = try await chainedFixture()
+    try reordered.tamper(
+      """
+      DROP TRIGGER nova_audit_checkpoints_no_update;
+      UPDATE nova_audit_checkpoints SET sequence = -1 WHERE sequence = 1;
+      UPDATE nova_audit_checkpoints SET sequence = 1 WHERE sequence = 2;
+      UPDATE nova_audit_checkpoints SET sequence = 2 WHERE sequence = -1
+      """)
+    let swapped = try await reordered.audit.verify(verifier: reordered.security.signer.verifier)
+    #expect(
+      swapped.problems.map(\.message).contains { $0.contains("stored checkpoint at size 3 (#2) is signed as checkpoint #1") }, "\(swapped.problems)")
+  }
+
+  @Test func aLogWithEntriesButNoCheckpointIsUnanchored() async throws {
+    let fixture = try SecurityFixture()
+    #expect(try await fixture.audit.verify(verifier: fixture.security.signer.verifier).unanchored == false)
+    try await fixture.runJobs(2)
+    let report = try await fixture.audit.verify(verifier: fixture.security.signer.verifier)
+    #expect(report.passed && report.unanchored && report.entries == 6)
+    try await fixture.audit.checkpoint(signer: fixture.security.signer, origin: fixture.security.origin)
+    #expect(try await fixture.audit.verify(verifier: fixture.security.signer.verifier).unanchored == false)
+  }
+
+  /// The attack of the issue: change an entry, recompute its stored hash, delete every
+  /// checkpoint. The database alone then looks unanchored; the mirror names what was removed,
+  /// and the checkpointer refuses to sign the forged history.
+  @Test func rewritingEntriesAndDeletingCheckpointsIsCaughtByTheMirror() async throws {
+    let fixture = try SecurityFixture()
+    let mirror = CheckpointDirectory(path: fixture.directory.appendingPathComponent("mirror").path)
+    let checkpointer = AuditCheckpointer(
+      security: fixture.security, jobs: fixture.queue, logger: Logger(label: "test"), mirror: mirror, clock: fixture.clock)
+    try await fixture.runJobs(3)
+    try await checkpointer.tick()
+    try await fixture.runJobs(1)
+    try await checkpointer.tick()
+    let kept = try #require(try await mirror.checkpoints())
+    #expect(kept.map(\.name) == [CheckpointDirectory.fileName(size: 9), CheckpointDirectory.fileName(size: 12)])
+    let honest = try await fixture.audit.verify(verifier: fixture.security.signer.verifier, mirrored: kept)
+    #expect(honest.passed && honest.mirroredChecked == 2 && honest.consistencyProofs == 1, "\(honest.problems)")
+    // The log grows after the last mirrored checkpoint: still consistent with it.
+    try await fixture.runJobs(1)
+    let grown = try await fixture.audit.verify(verifier: fixture.security.signer.verifier, mirrored: kept)
+    #expect(grown.passed && grown.consistencyProofs == 1 && grown.entries == 15, "\(grown.problems)")
+
+    let entry = try #require(try await fixture.audit.entries(from: 2, through: 2).first)
+    var forged = entry
+    forged.actor = "someone-else"
+    try fixture.tamper(
+      """
+      DROP TRIGGER nova_audit_checkpoints_no_delete;
+      UPDATE nova_audit SET actor = 'someone-else', hash = x'\(forged.leafHash.map { String(format: "%02x", $0) }.joined())' WHERE seq = 2;
+      DELETE FROM nova_audit_checkpoints
+      """)
+    let alone = try await fixture.audit.verify(verifier: fixture.security.signer.verifier)
+    #expect(alone.passed && alone.unanchored)
+    let against = try await fixture.audit.verify(verifier: fixture.security.signer.verifier, mirrored: kept)
+    #expect(!against.passed)
+    let messages = against.problems.map(\.message)
+    #expect(messages.contains { $0.contains("mirrored checkpoint \(CheckpointDirectory.fileName(size: 9)) at size 9 is not in the database") })
+    #expect(messages.contains { $0.contains("does not match the log") })
+    #expect(messages.contains { $0.contains("RFC 6962 consistency proof fails") }, "\(messages)")
+    // The server does not sign over it.
+    await #expect(throws: NovaError.self) { try await checkpointer.tick() }
+    #expect(try await fixture.audit.checkpoints().isEmpty)
+  }
+
+  @Test func theCheckpointerDoesNotTrustTheStoredFrontierOrHashes() async throws {
+    let frontier = try SecurityFixture()
+    try await frontier.runJobs(3)
+    try await frontier.audit.checkpoint(signer: frontier.security.signer, origin: frontier.security.origin)
+    try await frontier.runJobs(1)
+    try frontier.tamper("DROP TRIGGER nova_audit_checkpoints_no_update; UPDATE nova_audit_checkpoints SET frontier = randomblob(length(frontier))")
+    await #expect {
+      try await frontier.audit.checkpoint(signer: frontier.security.signer, origin: frontier.security.origin)
+    } throws: { "\($0)".contains("frontier of checkpoint at size 9 does not give its signed root") }
+
+    let entries = try SecurityFixture()
+    try await entries.runJobs(3)
+    try await entries.audit.checkpoint(signer: entries.security.signer, origin: entries.security.origin)
+    try await entries.runJobs(1)
+    try entries.tamper("UPDATE nova_audit SET payload = replace(payload, 'echo', 'ecno') WHERE seq = 11")
+    await #expect {
+      try await entries.audit.checkpoint(signer: entries.security.signer, origin: entries.security.origin)
+    } throws: { "\($0)".contains("audit entry 11 is missing or does not match its stored hash") }
+    #expect(try await entries.audit.checkpoints().count == 1)
+  }
+
+  @Test func aCheckpointOfAnotherLogIsRefused() async throws {
+    let fixture = try SecurityFixture()
+    try await fixture.runJobs(1)
+    let other = try Checkpoint(origin: "another-log", size: 3, rootHash: try #require(await fixture.audit.recomputedRoot(size: 3)))
+      .signed(by: fixture.security.signer)
+    let report = try await fixture.audit.verify(
+      verifier: fixture.security.signer.verifier, origin: fixture.security.origin, extraCheckpoints: [other])
+    #expect(report.problems.map(\.message).contains { $0.contains("is for log 'another-log', not this log") }, "\(report.problems)")
   }
 }

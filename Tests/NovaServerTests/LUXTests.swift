@@ -56,6 +56,41 @@ func expectedFigures(_ data: Data) throws -> [String: String] {
 
 @Suite("LUX compliance page", .timeLimit(.minutes(5)))
 struct LUXTests {
+  /// Issue #13 point 2: a checkpoint whose signature verifies but whose root the entries no
+  /// longer give (an entry and its stored hash rewritten) is not reported as valid.
+  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func aRewrittenLogIsNotReportedValid()
+    async throws
+  {
+    let directory = try TemporaryDirectory.make()
+    let path = directory.appendingPathComponent("nova.sqlite").path
+    let queue = try SQLiteJobQueue(configuration: .init(path: path, journal: AuditJournal()))
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
+    let viewer = try await security.tokens.create(name: "dash", role: .viewer).token
+    for _ in 0..<3 { _ = try await queue.enqueue(JobRequest(kind: "echo")) }
+    _ = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
+    let server = try NovaServer(
+      configuration: NovaServer.Configuration(workers: 0), queue: queue, security: security, policy: PolicyEngine(document: .builtIn),
+      logger: Logger(label: "test"))
+    TestMetrics.bootstrap()
+    let app = Application(router: server.makeRouter())
+    func signatureValid() async throws -> Bool? {
+      try await app.test(.router) { client in
+        try await client.execute(uri: "/v1/compliance", method: .get, headers: [.authorization: "Bearer \(viewer)"]) { response in
+          let report = try json(response.body)
+          return ((report["audit"] as? [String: Any])?["checkpoint"] as? [String: Any])?["signature_valid"] as? Bool
+        }
+      }
+    }
+    #expect(try await signatureValid() == true)
+    var forged = try #require(try await security.audit.entries(from: 2, through: 2).first)
+    forged.actor = "someone-else"
+    let hash = forged.leafHash.map { String(format: "%02x", $0) }.joined()
+    let tampered = try await shell(
+      "sqlite3 '\(path)' \"DROP TRIGGER nova_audit_no_update; UPDATE nova_audit SET actor = 'someone-else', hash = x'\(hash)' WHERE seq = 2\"")
+    #expect(tampered.code == 0, "\(tampered.output)")
+    #expect(try await signatureValid() == false)
+  }
+
   @Test func thePageShowsTheComplianceFiguresToViewersAndEvidenceNeedsAdmin() async throws {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))

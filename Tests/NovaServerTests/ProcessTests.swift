@@ -1,6 +1,8 @@
 import Foundation
 import NovaCore
+import NovaDatabase
 import NovaQueue
+import NovaSecurity
 import NovaTestSupport
 import Testing
 
@@ -144,7 +146,7 @@ struct ProcessTests {
     let viewerToken = try await NovaProcess.run(["tokens", "create", "--name", "dash", "--role", "viewer", "--data-dir", dir])
     let operatorBearer = "Bearer " + operatorToken.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let viewerBearer = "Bearer " + viewerToken.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2"])
+    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir, "--workers", "2", "--checkpoint-mirror", "\(dir)/mirror"])
     defer { server.signal(SIGKILL) }
     let port = try await server.listeningPort()
     let base = "http://127.0.0.1:\(port)"
@@ -196,9 +198,10 @@ struct ProcessTests {
     let coverageKPI = try await NovaProcess.run(["kpi", "query", "audit.coverage", "--since", "10m", "--data-dir", dir])
     #expect(coverageKPI.stdout.contains("1.0 ratio"), "\(coverageKPI.stdout)")
 
-    // Everything above is in the audit log, which verifies, and every transition is audited.
-    let verify = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
-    #expect(verify.code == 0, "\(verify.stderr)")
+    // Everything above is in the audit log, which verifies against the checkpoints the server
+    // signed at shutdown and mirrored, and every transition is audited.
+    let verify = try await NovaProcess.run(["audit", "verify", "--checkpoint-dir", "\(dir)/mirror", "--data-dir", dir])
+    #expect(verify.code == 0 && verify.stdout.contains(" mirrored (1 consistency proof)"), "\(verify.stdout)\(verify.stderr)")
     let coverage = try await NovaProcess.run(["audit", "coverage", "--json", "--data-dir", dir])
     #expect(coverage.stdout.contains(#""ratio" : 1"#), "\(coverage.stdout)")
     let log = try await NovaProcess.run(["audit", "list", "--json", "--limit", "1000", "--data-dir", dir])
@@ -261,6 +264,44 @@ struct AuditProcessTests {
     try FileManager.default.removeItem(atPath: "\(dir)/audit-signing.key")
     let swapped = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
     #expect(swapped.code == 5 && swapped.stderr.contains("stored checkpoint at size \(size)"), "\(swapped.stderr)")
+  }
+
+  /// Issue #13 point 2 through the CLI: with the database but not the key, drop the triggers,
+  /// change an entry, recompute its stored hash and delete every checkpoint. `verify` says the
+  /// log is unanchored (exit 8), the mirror names the removed checkpoints (exit 5), and no new
+  /// checkpoint is signed over the forged history.
+  @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func deletingCheckpointsCannotLaunderARewrittenLog()
+    async throws
+  {
+    let dir = try TemporaryDirectory.make().path
+    let mirror = "\(dir)/mirror"
+    #expect(try await NovaProcess.run(["enqueue", "echo", "--count", "5", "--data-dir", dir]).code == 0)
+    let signed = try await NovaProcess.run(["audit", "checkpoint", "--checkpoint-mirror", mirror, "--data-dir", dir])
+    #expect(signed.code == 0 && signed.stdout.contains("nova-chain 1 "), "\(signed.stdout)\(signed.stderr)")
+    let ok = try await NovaProcess.run(["audit", "verify", "--checkpoint-dir", mirror, "--data-dir", dir])
+    #expect(ok.code == 0 && ok.stdout.contains("1 mirrored (1 consistency proof)"), "\(ok.stdout)\(ok.stderr)")
+
+    let entry = try await {
+      let log = try AuditLog(database: try NovaDatabase(path: "\(dir)/nova.sqlite"))
+      return try #require(try await log.entries(from: 3, through: 3).first)
+    }()
+    var forged = entry
+    forged.actor = "someone-else"
+    let hash = forged.leafHash.map { String(format: "%02x", $0) }.joined()
+    let tampered = try await shell(
+      """
+      sqlite3 '\(dir)/nova.sqlite' "DROP TRIGGER nova_audit_no_update; DROP TRIGGER nova_audit_checkpoints_no_delete; \
+      UPDATE nova_audit SET actor = 'someone-else', hash = x'\(hash)' WHERE seq = 3; DELETE FROM nova_audit_checkpoints"
+      """)
+    #expect(tampered.code == 0, "\(tampered.output)")
+
+    let alone = try await NovaProcess.run(["audit", "verify", "--data-dir", dir])
+    #expect(alone.code == 8 && alone.stderr.contains("unanchored"), "\(alone.stdout)\(alone.stderr)")
+    let against = try await NovaProcess.run(["audit", "verify", "--checkpoint-dir", mirror, "--data-dir", dir])
+    #expect(against.code == 5, "\(against.stdout)\(against.stderr)")
+    #expect(against.stderr.contains("mirrored checkpoint checkpoint-0000000000000007.note at size 7 is not in the database"), "\(against.stderr)")
+    let refused = try await NovaProcess.run(["audit", "checkpoint", "--checkpoint-mirror", mirror, "--data-dir", dir])
+    #expect(refused.code == 5 && refused.stderr.contains("audit log was rewritten"), "\(refused.stdout)\(refused.stderr)")
   }
 
   @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func evidenceIsDeterministicAndVerifiesWithStandardTools()

@@ -38,10 +38,14 @@ struct RedisProcessTests {
       first.signal(SIGKILL)
       second.signal(SIGKILL)
     }
-    // Both workers hold running jobs (on a loaded machine one may start well after the other).
+    // Both workers hold running jobs (on a loaded machine one may start well after the other),
+    // and the first has finished some (else, when both start at once, it is killed before it
+    // completes anything and only the second is seen to complete jobs).
     try await eventually("both workers to run jobs", timeout: .seconds(60)) {
       let owners = try await queue.list(JobFilter(state: .running, limit: 100)).jobs.compactMap(\.leaseOwner)
+      let done = try await queue.list(JobFilter(state: .succeeded, limit: 100)).jobs.compactMap(\.leaseOwner)
       return owners.contains { $0.contains("-\(first.pid)-") } && owners.contains { $0.contains("-\(second.pid)-") }
+        && done.contains { $0.contains("-\(first.pid)-") }
     }
     let killedPID = first.pid
     first.signal(SIGKILL)
