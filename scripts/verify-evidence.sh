@@ -3,6 +3,19 @@
 # the way a reviewer who does not run Nova would. Usage:
 #   scripts/verify-evidence.sh BUNDLE.tar.gz TRUSTED-KEY.pem
 # TRUSTED-KEY.pem is the operator's public key, obtained out of band (`nova audit key --pem`).
+#
+# What standard tools check here: every file's SHA-256 (SHA256SUMS), the DSSE signature over the
+# in-toto statement, and that the statement names every file with its digest. So the bundle is
+# exactly what the key's holder signed.
+#
+# What they cannot check (run `nova evidence verify BUNDLE --key KEY` for these): that the
+# entries give the Merkle root of audit/checkpoint.note (RFC 6962 leaf and node hashing over
+# audit/base-tree.json's frontier); the C2SP signed-note signatures of the checkpoints; the chain
+# of the stored checkpoints in audit/checkpoints.jsonl and their RFC 6962 consistency proofs to
+# the bundle's tree; that entry sequence numbers have no gaps. Nor can any tool, from the bundle
+# alone, tell history that was rewritten before the export from the truth: compare the bundle's
+# checkpoints with ones kept elsewhere (`nova serve --checkpoint-mirror`), which the export
+# itself already checked when given `--checkpoint-dir`.
 set -euo pipefail
 bundle=$(realpath "$1")
 key=$(realpath "$2")
@@ -29,3 +42,4 @@ jq -r '.subject[] | "\(.digest.sha256)  \(.name)"' statement.json > signed.sums
 test "$(wc -l < signed.sums)" -eq "$(find files -type f ! -name attestation.dsse.json | wc -l)"
 
 echo "evidence bundle verified: $(wc -l < files/audit/entries.jsonl) audit entries, $(wc -l < signed.sums) signed files"
+echo "not checked by standard tools: Merkle root of the entries, checkpoint signatures, chain and consistency proofs (run nova evidence verify)"

@@ -210,6 +210,7 @@ extension EvidenceBundle {
           if let manifestRoot, manifestRoot != Data(tree.root).base64EncodedString() || manifestSize != Int64(tree.count) {
             result.problems.append("\(manifestFile): log root or size differs from the entries")
           }
+          checkStoredCheckpoints(small[checkpointsFile], against: checkpoint, verifier: verifier, into: &result)
         }
       } catch {
         result.problems.append("\(checkpointFile): \(error)")
@@ -218,6 +219,61 @@ extension EvidenceBundle {
       result.problems.append("\(checkpointFile) is missing")
     }
     return result
+  }
+
+  /// Checks each of the log's stored checkpoints the bundle carries: its signature and origin,
+  /// its chain to the one before, and its RFC 6962 consistency proof to the bundle's signed tree.
+  static func checkStoredCheckpoints(
+    _ bytes: [UInt8]?, against bundle: Checkpoint, verifier: NoteVerifier, into result: inout Verification
+  ) {
+    guard let bytes else {
+      result.problems.append("\(checkpointsFile) is missing")
+      return
+    }
+    var previous: (sequence: Int64, note: String)?
+    var checked = 0
+    for (index, line) in bytes.split(separator: 0x0A).enumerated() {
+      let place = "\(checkpointsFile) line \(index + 1)"
+      guard case .object(let fields)? = try? JSONValue.parse(Data(line)), case .string(let note)? = fields["note"],
+        case .array(let hashes)? = fields["consistency"]
+      else {
+        result.problems.append("\(place) is not {\"consistency\": [...], \"note\": ..., \"size\": N}")
+        continue
+      }
+      let parsed: Checkpoint
+      do {
+        parsed = try Checkpoint.verify(note: note, verifier: verifier)
+      } catch {
+        result.problems.append("\(place): stored checkpoint: \(error)")
+        continue
+      }
+      let what = "\(place) (stored checkpoint at size \(parsed.size)\(parsed.sequence.map { " #\($0)" } ?? ""))"
+      if parsed.origin != bundle.origin {
+        result.problems.append("\(what) is for log '\(parsed.origin)', not '\(bundle.origin)'")
+        continue
+      }
+      let proof = hashes.compactMap { value -> MerkleTree.Hash? in
+        guard case .string(let text) = value, let data = Data(base64Encoded: text), data.count == 32 else { return nil }
+        return Array(data)
+      }
+      if proof.count != hashes.count || parsed.size > bundle.size
+        || !MerkleTree.verifyConsistency(
+          oldSize: parsed.size, newSize: bundle.size, oldRoot: parsed.rootHash, newRoot: bundle.rootHash, proof: proof)
+      {
+        result.problems.append("\(what): its consistency proof to the bundle's tree of \(bundle.size) fails (the history was rewritten)")
+        continue
+      }
+      if let sequence = parsed.sequence, let before = previous {
+        if sequence != before.sequence + 1 {
+          result.problems.append("\(what) follows checkpoint #\(before.sequence): the ones between were left out")
+        } else if parsed.previous != Checkpoint.noteHash(before.note) {
+          result.problems.append("\(what) does not chain to the checkpoint before it")
+        }
+      }
+      previous = parsed.sequence.map { ($0, note) }
+      checked += 1
+    }
+    result.checks.append("\(checkpointsFile): \(checked) stored checkpoints verify and are consistent with the bundle's tree")
   }
 
   private static func baseTree(_ bytes: [UInt8]) throws -> MerkleAccumulator {

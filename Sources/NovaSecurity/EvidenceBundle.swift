@@ -14,6 +14,8 @@ public enum EvidenceBundle {
   public static let entriesFile = "audit/entries.jsonl"
   public static let baseTreeFile = "audit/base-tree.json"
   public static let checkpointFile = "audit/checkpoint.note"
+  /// The log's stored checkpoints the window touches, each with its consistency proof to the bundle's tree.
+  public static let checkpointsFile = "audit/checkpoints.jsonl"
   public static let envelopeFile = "attestation.dsse.json"
   public static let sumsFile = "SHA256SUMS"
   public static let manifestFile = "manifest.json"
@@ -34,10 +36,15 @@ public enum EvidenceBundle {
   /// (the queue). `sections` add or replace files
   /// (`kpi/summary.json`, `policy/status.json`, `alerts/history.jsonl`). File times are
   /// `sourceDateEpoch` (seconds) or else the window's end.
+  ///
+  /// Nothing is signed over history that does not verify: the whole log is first checked against
+  /// its stored checkpoints and `mirrored` ones (``UnverifiedHistory`` names what failed).
   public static func export(
     log: AuditLog, jobs: any JobStateListing, signer: NoteSigner, origin: String, to path: String, since: Int64? = nil,
-    until: Int64? = nil, sections: [String: [UInt8]] = [:], sourceDateEpoch: Int64? = nil
+    until: Int64? = nil, sections: [String: [UInt8]] = [:], sourceDateEpoch: Int64? = nil, mirrored: [MirroredCheckpoint] = []
   ) async throws -> ExportSummary {
+    let check = try await log.verify(verifier: signer.verifier, origin: origin, mirrored: mirrored)
+    guard check.passed else { throw UnverifiedHistory(problems: check.problems, count: check.problemCount) }
     let coverage = try await log.coverage(of: jobs)
     let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
     let staging = directory.appendingPathComponent(".\(URL(fileURLWithPath: path).lastPathComponent).\(getpid()).tmp")
@@ -57,7 +64,9 @@ public enum EvidenceBundle {
       var tree: MerkleAccumulator = MerkleAccumulator()
       var digest: [UInt8] = []
       var bytes = 0
-      var checkpoints: [(size: Int64, note: String)] = []
+      /// The stored checkpoints from the last one before the window on, each with its RFC 6962
+      /// consistency proof to the bundle's tree.
+      var checkpoints: [(size: Int64, note: String, proof: [MerkleTree.Hash])] = []
     }
     let window = try await log.database.read { db -> Window in
       var window = Window()
@@ -71,7 +80,21 @@ public enum EvidenceBundle {
         window.last = size
       }
       window.last = max(window.last, window.first - 1)
-      try AuditLog.scanHashes(db, through: window.first - 1) { window.base.append(leafHash: $0) }
+      let checkpoints: [(size: Int64, note: String)] = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT size, note FROM nova_audit_checkpoints WHERE size BETWEEN
+            COALESCE((SELECT MAX(size) FROM nova_audit_checkpoints WHERE size < ?), ?) AND ? ORDER BY size
+          """,
+        arguments: [window.first, window.first, window.last]
+      ).map { ($0[0], $0[1]) }
+      // The nodes of the bundle's tree the consistency proofs need, collected in the one pass.
+      let last = Int(window.last)
+      let needed = Set(
+        checkpoints.filter { $0.size >= 1 && $0.size < window.last }.flatMap { MerkleTree.consistencyRanges(oldSize: Int($0.size), newSize: last) })
+      var nodes: [Range<Int>: MerkleTree.Hash] = [:]
+      let keep: (Range<Int>, MerkleTree.Hash) -> Void = { range, hash in if needed.contains(range) { nodes[range] = hash } }
+      try AuditLog.scanHashes(db, through: window.first - 1) { window.base.append(leafHash: $0, node: keep) }
       window.tree = window.base
       var hasher = SHA256()
       var pending: [UInt8] = []
@@ -88,7 +111,7 @@ public enum EvidenceBundle {
           return
         }
         expected += 1
-        window.tree.append(leafHash: hash)
+        window.tree.append(leafHash: hash, node: keep)
         window.lastTime = entry.time
         pending += line
         pending.append(0x0A)
@@ -107,10 +130,12 @@ public enum EvidenceBundle {
       window.bytes += pending.count
       try entriesHandle.write(contentsOf: pending)
       window.digest = Array(hasher.finalize())
-      window.checkpoints = try Row.fetchAll(
-        db, sql: "SELECT size, note FROM nova_audit_checkpoints WHERE size BETWEEN ? AND ? ORDER BY size",
-        arguments: [window.first, window.last]
-      ).map { ($0[0], $0[1]) }
+      for (range, hash) in window.tree.rightEdge where needed.contains(range) { nodes[range] = hash }
+      window.checkpoints = checkpoints.map { checkpoint in
+        let ranges =
+          checkpoint.size >= 1 && checkpoint.size < window.last ? MerkleTree.consistencyRanges(oldSize: Int(checkpoint.size), newSize: last) : []
+        return (checkpoint.size, checkpoint.note, ranges.map { nodes[$0]! })
+      }
       return window
     }
     try entriesHandle.close()
@@ -124,8 +149,11 @@ public enum EvidenceBundle {
       ]))
     let checkpoint = Checkpoint(origin: origin, size: Int(window.last), rootHash: window.tree.root)
     files[checkpointFile] = Array(try checkpoint.signed(by: signer).utf8)
-    files["audit/checkpoints.jsonl"] = try window.checkpoints.flatMap {
-      try CanonicalJSON.encode(.object(["note": .string($0.note), "size": .int($0.size)])) + [0x0A]
+    files[checkpointsFile] = try window.checkpoints.flatMap {
+      try CanonicalJSON.encode(
+        .object([
+          "consistency": .array($0.proof.map { .string(Data($0).base64EncodedString()) }), "note": .string($0.note), "size": .int($0.size),
+        ])) + [0x0A]
     }
     files["kpi/summary.json"] = try CanonicalJSON.encode(
       .object([
@@ -226,4 +254,15 @@ public enum EvidenceBundle {
 
   /// Lower-case hexadecimal of `bytes`.
   public static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+}
+
+/// Evidence was not exported because the audit log does not verify against its checkpoints.
+public struct UnverifiedHistory: Error, CustomStringConvertible {
+  public var problems: [AuditProblem]
+  public var count: Int
+  public var description: String {
+    let more = count > 1 ? " (and \(count - 1) more problems)" : ""
+    return
+      "refusing to sign evidence over history that does not verify: \(problems.first?.message ?? "unknown problem")\(more); run `nova audit verify`"
+  }
 }

@@ -192,6 +192,34 @@ public struct MerkleAccumulator: Sendable {
     count += 1
   }
 
+  /// Adds the next leaf hash and calls `node` with the range and hash of every complete subtree
+  /// it closes (the leaf itself first).
+  public mutating func append(leafHash: MerkleTree.Hash, node report: (Range<Int>, MerkleTree.Hash) -> Void) {
+    var node = (size: 1, hash: leafHash)
+    report(count..<count + 1, leafHash)
+    while let last = stack.last, last.size == node.size {
+      stack.removeLast()
+      node = (last.size * 2, MerkleTree.nodeHash(last.hash, node.hash))
+      report(count + 1 - node.size..<count + 1, node.hash)
+    }
+    stack.append(node)
+    count += 1
+  }
+
+  /// The nodes on the right edge of the tree so far (`start..<count`, each the root of the
+  /// complete subtrees from `start` on), largest first.
+  public var rightEdge: [(range: Range<Int>, hash: MerkleTree.Hash)] {
+    var result: [(range: Range<Int>, hash: MerkleTree.Hash)] = []
+    var end = count
+    var hash: MerkleTree.Hash?
+    for entry in stack.reversed() {
+      hash = hash.map { MerkleTree.nodeHash(entry.hash, $0) } ?? entry.hash
+      end -= entry.size
+      result.append((end..<count, hash!))
+    }
+    return result.reversed()
+  }
+
   /// Continues a tree of `count` leaves from its `frontier` (the roots of its complete
   /// subtrees, largest first), as a stored checkpoint keeps them.
   public init?(count: Int, frontier: [MerkleTree.Hash]) {

@@ -178,11 +178,18 @@ public struct NovaServer: Sendable {
         let sections = try await EvidenceSections.build(
           journal: journal, alertStore: alertStore, policy: engine, baseline: configuration.policyBaseline,
           alertSettings: await alerts?.configuration.settings ?? AlertSettings(), since: since, until: until)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nova-evidence-\(UUID().uuidString).tar.gz").path
+        // Staged in the data directory (private), not the world-readable temporary folder.
+        let staging = configuration.dataDirectory.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
+        let path = staging.appendingPathComponent(".evidence-\(UUID().uuidString).tar.gz").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        _ = try await EvidenceBundle.export(
-          log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: path, since: since, until: until,
-          sections: sections)
+        let mirrored = try await configuration.checkpointMirror?.checkpoints() ?? []
+        do {
+          _ = try await EvidenceBundle.export(
+            log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: path, since: since, until: until,
+            sections: sections, mirrored: mirrored)
+        } catch let error as UnverifiedHistory {
+          throw APIError(.conflict, code: "audit_log_does_not_verify", message: error.description)
+        }
         guard let data = FileManager.default.contents(atPath: path) else { throw NovaError.storage("cannot read the bundle just written") }
         return Array(data)
       }

@@ -28,6 +28,9 @@ struct EvidenceCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Approved policy baseline (from nova policy approve) for the drift status.", valueName: "file"))
     var policyBaseline: String?
     @OptionGroup var thresholds: ThresholdsOptions
+    @Option(
+      help: ArgumentHelp("A checkpoint mirror (`nova serve --checkpoint-mirror DIR`) the log must also verify against.", valueName: "dir"))
+    var checkpointDir: String?
 
     func run() async throws {
       let sinceMillis = try since.map { try parseTime($0, flag: "--since") }
@@ -51,9 +54,22 @@ struct EvidenceCommand: AsyncParsableCommand {
       let sections = try await EvidenceSections.build(
         journal: application.journal, alertStore: application.alertStore, policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
         alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
-      let summary = try await EvidenceBundle.export(
-        log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
-        until: untilMillis, sections: sections, sourceDateEpoch: epoch)
+      var mirrored: [MirroredCheckpoint] = []
+      if let checkpointDir {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isDirectory), isDirectory.boolValue else {
+          throw NovaError.invalidInput(field: "--checkpoint-dir", message: "\(checkpointDir) is not a directory")
+        }
+        mirrored = try await CheckpointDirectory(path: checkpointDir).checkpoints() ?? []
+      }
+      let summary: EvidenceBundle.ExportSummary
+      do {
+        summary = try await EvidenceBundle.export(
+          log: security.audit, jobs: jobs, signer: security.signer, origin: security.origin, to: out, since: sinceMillis,
+          until: untilMillis, sections: sections, sourceDateEpoch: epoch, mirrored: mirrored)
+      } catch let error as UnverifiedHistory {
+        NovaCommand.fail(error.description, code: ExitStatus.verificationFailed)
+      }
       if output.json {
         try printJSON(summary)
       } else {

@@ -25,7 +25,8 @@ struct EvidenceBundleTests {
     #expect(first.files == first.files.sorted() && first.files.contains("audit/entries.jsonl") && first.files.contains("manifest.json"))
     let result = try EvidenceBundle.verify(path: first.path, verifier: fixture.security.signer.verifier)
     #expect(result.passed, "\(result.problems)")
-    #expect(result.entries == 18 && result.checks.count == 5)
+    #expect(result.entries == 18 && result.checks.count == 6)
+    #expect(result.checks.contains("audit/checkpoints.jsonl: 1 stored checkpoints verify and are consistent with the bundle's tree"))
     // Nothing is left behind beside the bundle.
     let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.directory.path).filter { $0.hasPrefix(".") }
     #expect(leftovers.isEmpty)
@@ -97,8 +98,63 @@ struct EvidenceBundleTests {
 
     // An export refuses a log that does not verify, and writes nothing.
     try fixture.tamper("UPDATE nova_audit SET actor = 'x' WHERE seq = 2")
-    await #expect(throws: NovaError.self) { _ = try await export(fixture, "refused.tar.gz") }
+    await #expect(throws: UnverifiedHistory.self) { _ = try await export(fixture, "refused.tar.gz") }
     #expect(!FileManager.default.fileExists(atPath: fixture.directory.appendingPathComponent("refused.tar.gz").path))
+  }
+
+  /// Issue #13 point 3: evidence is never signed over history that its checkpoints (stored or
+  /// mirrored) contradict, and the refusal names what failed.
+  @Test func exportRefusesHistoryTheCheckpointsContradict() async throws {
+    let rehashed = try SecurityFixture()
+    try await rehashed.runJobs(4)
+    try await rehashed.audit.checkpoint(signer: rehashed.security.signer, origin: rehashed.security.origin)
+    var forged = try #require(try await rehashed.audit.entries(from: 3, through: 3).first)
+    forged.actor = "someone-else"
+    try rehashed.tamper(
+      "UPDATE nova_audit SET actor = 'someone-else', hash = x'\(forged.leafHash.map { String(format: "%02x", $0) }.joined())' WHERE seq = 3")
+    await #expect {
+      _ = try await export(rehashed, "refused.tar.gz")
+    } throws: { "\($0)".contains("stored checkpoint at size 12 (#1) does not match the log: an entry after 0 and up to 12 was changed") }
+    #expect(!FileManager.default.fileExists(atPath: rehashed.directory.appendingPathComponent("refused.tar.gz").path))
+
+    // With the checkpoints deleted too, the mirror still refuses it.
+    let mirror = CheckpointDirectory(path: rehashed.directory.appendingPathComponent("mirror").path)
+    try await rehashed.audit.synchronize(mirror: mirror)
+    try rehashed.tamper("DROP TRIGGER nova_audit_checkpoints_no_delete; DELETE FROM nova_audit_checkpoints")
+    _ = try await export(rehashed, "unanchored.tar.gz")
+    let mirrored = try #require(try await mirror.checkpoints())
+    await #expect {
+      _ = try await EvidenceBundle.export(
+        log: rehashed.audit, jobs: rehashed.queue, signer: rehashed.security.signer, origin: rehashed.security.origin,
+        to: rehashed.directory.appendingPathComponent("m.tar.gz").path, mirrored: mirrored)
+    } throws: { "\($0)".contains("at size 12 is not in the database") }
+  }
+
+  /// The bundle carries the stored checkpoints its window touches (from the last one before it),
+  /// each with an RFC 6962 consistency proof to the bundle's signed tree, computed in the one
+  /// pass over the log; `verify` checks each.
+  @Test func bundlesCarryStoredCheckpointsWithConsistencyProofs() async throws {
+    let fixture = try SecurityFixture()
+    var starts: [Int64] = []
+    for round in 0..<7 {
+      starts.append(Int64(fixture.clock.now().timeIntervalSince1970 * 1000))
+      try await fixture.runJobs(round + 1)
+      try await fixture.audit.checkpoint(signer: fixture.security.signer, origin: fixture.security.origin)
+      fixture.clock.advance(by: 3600)
+    }
+    try await fixture.runJobs(2)
+    let sizes = try await fixture.audit.checkpoints().map(\.size)
+    #expect(sizes == [3, 9, 18, 30, 45, 63, 84])
+    for (since, until, expected) in [
+      (nil, nil, 7), (starts[2], starts[4] + 1000, 4), (starts[3], nil, 5), (starts[0], starts[0] + 1000, 1), (nil, starts[6] + 1000, 7),
+    ] as [(Int64?, Int64?, Int)] {
+      let bundle = try await export(fixture, "w.tar.gz", since: since, until: until)
+      let result = try EvidenceBundle.verify(path: bundle.path, verifier: fixture.security.signer.verifier)
+      #expect(result.passed, "\(String(describing: since))…\(String(describing: until)): \(result.problems)")
+      #expect(
+        result.checks.contains("audit/checkpoints.jsonl: \(expected) stored checkpoints verify and are consistent with the bundle's tree"),
+        "\(String(describing: since))…\(String(describing: until)): \(result.checks)")
+    }
   }
 
   @Test func dsseEnvelopesSignThePreAuthenticationEncoding() throws {

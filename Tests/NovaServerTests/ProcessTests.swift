@@ -302,6 +302,10 @@ struct AuditProcessTests {
     #expect(against.stderr.contains("mirrored checkpoint checkpoint-0000000000000007.note at size 7 is not in the database"), "\(against.stderr)")
     let refused = try await NovaProcess.run(["audit", "checkpoint", "--checkpoint-mirror", mirror, "--data-dir", dir])
     #expect(refused.code == 5 && refused.stderr.contains("audit log was rewritten"), "\(refused.stdout)\(refused.stderr)")
+    // Nor is evidence signed over it (point 3).
+    let evidence = try await NovaProcess.run(["evidence", "export", "--out", "\(dir)/e.tar.gz", "--checkpoint-dir", mirror, "--data-dir", dir])
+    #expect(evidence.code == 5 && evidence.stderr.contains("refusing to sign evidence"), "\(evidence.stdout)\(evidence.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: "\(dir)/e.tar.gz"))
   }
 
   @Test(.enabled(if: TestServers.standardToolsAvailable, TestServers.standardToolsMissing)) func evidenceIsDeterministicAndVerifiesWithStandardTools()
