@@ -56,15 +56,16 @@ public actor AlertEngine {
     let oldest = now - Int64(longestStale.seconds * 1000)
     let added = watched.subtracting(indexed)
     if !added.isEmpty {
-      let (latest, last) = try await kpis.latestSamples(names: added, since: oldest)
-      index.add(latest)
+      let (latest, last) = try await kpis.latestSamples(names: added, since: oldest, until: now)
+      index.add(latest, now: now)
       // Rows between the cursor and `last` of the names already indexed are read below.
       if indexed.isEmpty { cursor = last }
       indexed.formUnion(added)
     }
+    index.release(now: now)
     while true {
       let (samples, last, read) = try await kpis.samples(afterRow: cursor, since: oldest, names: indexed, limit: Self.batch)
-      index.add(samples)
+      index.add(samples, now: now)
       cursor = last
       if read < Self.batch { break }
     }

@@ -53,18 +53,34 @@ public struct EvaluationResult: Sendable {
 
 /// The latest sample of every KPI series, kept up to date from the store's new rows.
 public struct KPISeriesIndex: Sendable {
-  /// KPI name → label text → latest sample.
+  /// KPI name → label text → latest sample up to now.
   public private(set) var series: [String: [String: KPISample]] = [:]
+  /// Samples dated after `now` when they were read: they join `series` when their time comes,
+  /// so that a sample from a skewed clock never shadows the current ones.
+  public private(set) var pending: [KPISample] = []
 
   public init() {}
 
-  /// Takes `samples` in; an older sample never replaces a newer one.
-  public mutating func add(_ samples: [KPISample]) {
+  /// Takes `samples` in; an older sample never replaces a newer one, and one dated after `now`
+  /// waits until then.
+  public mutating func add(_ samples: [KPISample], now: Int64 = .max) {
     for sample in samples {
+      if sample.time > now {
+        pending.append(sample)
+        continue
+      }
       let key = sample.labelText
       if let existing = series[sample.name]?[key], existing.time > sample.time { continue }
       series[sample.name, default: [:]][key] = sample
     }
+  }
+
+  /// Moves the pending samples whose time has come into the series.
+  public mutating func release(now: Int64) {
+    guard pending.contains(where: { $0.time <= now }) else { return }
+    let due = pending.filter { $0.time <= now }.sorted { $0.time < $1.time }
+    pending.removeAll { $0.time <= now }
+    add(due, now: now)
   }
 
   /// Forgets samples older than `time`.
@@ -90,7 +106,7 @@ public struct AlertEvaluator: Sendable {
   public func candidates(of rule: AlertRule, in index: KPISeriesIndex, now: Int64) -> [KPISample] {
     guard let series = index.series[rule.kpi] else { return [] }
     let oldest = now - Int64(rule.staleAfter.seconds * 1000)
-    return series.values.filter { $0.time >= oldest && rule.matches($0.labels) }
+    return series.values.filter { $0.time >= oldest && $0.time <= now && rule.matches($0.labels) }
   }
 
   /// One pass at `now` over `index`, given the open alerts by fingerprint and the `change_percent`

@@ -22,8 +22,16 @@ public struct KPISample: Sendable, Equatable, Codable {
   }
 
   /// Names and label keys: letters, digits, `_`, `.`, `:` (Prometheus-compatible, plus dots).
-  public func validate() throws(NovaError) {
+  /// Checks names, labels, value and unit, and that the sample is not dated after `notAfter` (ms).
+  public func validate(notAfter: Int64 = .max) throws(NovaError) {
     try Self.validateName(name, field: "name")
+    guard time <= notAfter else {
+      throw .invalidInput(
+        field: "time",
+        message:
+          "\(AuditTime.string(time)) is in the future: after \(AuditTime.string(notAfter)), now plus the clock skew allowed (--kpi-future-seconds); check the sender's clock"
+      )
+    }
     for (key, value) in labels {
       try Self.validateName(key, field: "label '\(key)'")
       guard value.utf8.count <= 256 else { throw .invalidInput(field: "label '\(key)'", message: "value longer than 256 bytes") }

@@ -9,9 +9,21 @@ public final class KPIStore: Sendable {
   /// Signalled after every write, so that the alert engine evaluates new samples at once.
   public let recorded = WakeSignal()
 
+  /// How far in the future a sample may be dated when none is configured (clock skew).
+  public static let defaultFutureTolerance: Duration = .seconds(300)
+  /// What "now" is when samples are checked.
+  public let clock: any NovaClock
+  /// How far after now a sample may be dated; later ones are refused.
+  public let futureTolerance: Duration
+
+  /// The latest time (ms) a sample recorded now may have.
+  public var latestAcceptedTime: Int64 { clock.now().millisecondsSince1970 + Int64(futureTolerance.seconds * 1000) }
+
   /// The store in `database` (the queue's SQLite database); creates its table on first use.
-  public init(database: NovaDatabase) throws {
+  public init(database: NovaDatabase, clock: any NovaClock = SystemClock(), futureTolerance: Duration = KPIStore.defaultFutureTolerance) throws {
     self.database = database
+    self.clock = clock
+    self.futureTolerance = futureTolerance
     try database.migrate("KPI") { migrator in
       migrator.registerMigration("v5-kpis") { db in
         try db.execute(
@@ -32,7 +44,15 @@ public final class KPIStore: Sendable {
 
   /// Stores samples (validated first: a bad one stores none), in the queue's shared transaction.
   public func record(_ samples: [KPISample]) async throws {
-    for sample in samples { try sample.validate() }
+    let notAfter = latestAcceptedTime
+    for sample in samples {
+      do {
+        try sample.validate(notAfter: notAfter)
+      } catch {
+        guard case .invalidInput("time", let message) = error else { throw error }
+        throw NovaError.invalidInput(field: "time", message: "\(sample.name): \(message)")
+      }
+    }
     if samples.isEmpty { return }
     try await database.write { db in
       let insert = RawStatement(
@@ -86,9 +106,10 @@ public final class KPIStore: Sendable {
     }
   }
 
-  /// The newest sample of every series of `names` from `since` on, and the last row stored then
-  /// (to go on from with `samples(afterRow:)`). One indexed query per name.
-  public func latestSamples(names: Set<String>, since: Int64) async throws -> (samples: [KPISample], lastRow: Int64) {
+  /// The newest sample of every series of `names` from `since` up to `until`, every sample dated
+  /// after `until` (a reader keeps them for later), and the last row stored then (to go on from
+  /// with `samples(afterRow:)`). Two indexed queries per name.
+  public func latestSamples(names: Set<String>, since: Int64, until: Int64 = .max) async throws -> (samples: [KPISample], lastRow: Int64) {
     try await database.read { db in
       let last = try Int64.fetchOne(db, sql: "SELECT MAX(rowid) FROM nova_kpis") ?? 0
       // SQLite takes the other columns of an aggregate query with MAX() from the row holding the maximum.
@@ -96,7 +117,9 @@ public final class KPIStore: Sendable {
         try db.cachedStatement(
           sql: """
             SELECT labels, value, unit, MAX(time), source FROM nova_kpis
-            WHERE name = ? AND time >= ? AND rowid <= ? GROUP BY labels
+            WHERE name = ? AND time >= ? AND time <= ? AND rowid <= ? GROUP BY labels
+            UNION ALL
+            SELECT labels, value, unit, time, source FROM nova_kpis WHERE name = ? AND time > ? AND rowid <= ?
             """),
         in: db)
       defer { statement.finish() }
@@ -105,7 +128,11 @@ public final class KPIStore: Sendable {
       for name in names.sorted() {
         statement.bind(1, name)
         statement.bind(2, since)
-        statement.bind(3, last)
+        statement.bind(3, until)
+        statement.bind(4, last)
+        statement.bind(5, name)
+        statement.bind(6, until)
+        statement.bind(7, last)
         while try statement.step() {
           samples.append(
             KPISample(

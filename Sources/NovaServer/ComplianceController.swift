@@ -29,7 +29,8 @@ struct ComplianceReporter: Sendable {
   func report(now: Int64 = Date().millisecondsSince1970) async throws -> ComplianceReport {
     let audit = security.audit
     let coverage = try await audit.coverage(of: jobs)
-    var trend = try await kpis.query(name: "audit.coverage", since: now - 7 * 86_400_000, limit: .max)
+    // Only samples up to now count: one dated in the future is not yet a figure.
+    var trend = try await kpis.query(name: "audit.coverage", since: now - 7 * 86_400_000, until: now, limit: .max)
       .map { ComplianceReport.Point(time: AuditTime.string($0.time), value: $0.value) }
     if trend.count > 96 {  // every n-th sample, the latest kept
       let step = (trend.count + 95) / 96
@@ -88,7 +89,7 @@ struct ComplianceReporter: Sendable {
 
     var baseline: ComplianceReport.Baseline?
     // The newest sample of each measure; the last comparison is those with the newest time.
-    let deltas = try await kpis.latestSamples(names: ["baseline.delta"], since: now - 30 * 86_400_000).samples
+    let deltas = try await kpis.latestSamples(names: ["baseline.delta"], since: now - 30 * 86_400_000, until: now).samples.filter { $0.time <= now }
     if let last = deltas.max(by: { $0.time < $1.time }) {
       let comparison = deltas.filter { $0.time == last.time && $0.labels["baseline"] == last.labels["baseline"] }
       let breaches = try await kpis.query(name: "baseline.breach", since: last.time, until: last.time, limit: .max)

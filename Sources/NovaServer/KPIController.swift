@@ -54,6 +54,7 @@ struct KPIController {
       throw NovaError.invalidInput(field: "samples", message: "\(bodies.count) samples; at most 10000 per request")
     }
     let now = clock.now().millisecondsSince1970
+    let notAfter = now + Int64(store.futureTolerance.seconds * 1000)
     let source = context.caller.map { "token:\($0.name)" } ?? "api"
     var samples: [KPISample] = []
     for (index, body) in bodies.enumerated() {
@@ -66,7 +67,7 @@ struct KPIController {
       }
       let sample = KPISample(name: body.name, labels: body.labels ?? [:], value: body.value, unit: body.unit ?? "", time: time, source: source)
       do {
-        try sample.validate()
+        try sample.validate(notAfter: notAfter)
       } catch {
         if case .invalidInput(let field, let message) = error {
           throw NovaError.invalidInput(field: "samples[\(index)].\(field)", message: message)

@@ -38,6 +38,8 @@ public struct NovaServer: Sendable {
     /// The data directory (for the daily KPI summary files), and how long KPI samples are kept.
     public var dataDirectory: String?
     public var kpiRetention: Duration = .seconds(30 * 86_400)
+    /// How far ahead of now a KPI sample may be dated (clock skew); later ones get 422.
+    public var kpiFutureTolerance: Duration = KPIStore.defaultFutureTolerance
     /// The thresholds file alerting was loaded from (reloaded on SIGHUP).
     public var thresholdsPath: String?
     /// Serve `/lux` and `/v1/compliance` without a token.
@@ -110,7 +112,9 @@ public struct NovaServer: Sendable {
     self.transitionSource = transitionSource
     self.policy = policy
     // A store that cannot be opened stops the server: no route may silently go missing.
-    let kpis = try security.map { try KPIStore(database: $0.database) }
+    let kpis = try security.map {
+      try KPIStore(database: $0.database, clock: clock, futureTolerance: configuration.kpiFutureTolerance)
+    }
     let journal = try security.map { try OrchestrationJournal(database: $0.database) }
     let alertStore = try security.map { try AlertStore(database: $0.database) }
     self.kpis = kpis

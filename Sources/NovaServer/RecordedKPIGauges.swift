@@ -16,12 +16,16 @@ public enum RecordedKPIGauges {
 
   /// Sets the gauges from the samples of the last `lookback` milliseconds before `now`.
   public static func export(from store: KPIStore, now: Int64, lookback: Int64 = 30 * 86_400_000) async throws {
-    for sample in latest(try await store.latestSamples(names: ["deploy.duration"], since: now - lookback).samples, by: ["service"]) {
+    for sample in latest(
+      try await store.latestSamples(names: ["deploy.duration"], since: now - lookback, until: now).samples.filter { $0.time <= now }, by: ["service"])
+    {
       let service = [("service", sample.labels["service"] ?? "")]
       Gauge(label: deploymentDurationMetric, dimensions: service).record(sample.value)
       Gauge(label: deploymentFinishedMetric, dimensions: service).record(Double(sample.time) / 1000)
     }
-    for sample in latest(try await store.latestSamples(names: ["baseline.delta"], since: now - lookback).samples, by: ["measure"]) {
+    for sample in latest(
+      try await store.latestSamples(names: ["baseline.delta"], since: now - lookback, until: now).samples.filter { $0.time <= now }, by: ["measure"])
+    {
       let measure = [("measure", sample.labels["measure"] ?? "")]
       Gauge(label: baselineDeltaMetric, dimensions: measure).record(sample.value)
       if let threshold = sample.labels["threshold_percent"].flatMap(Double.init) {

@@ -52,6 +52,9 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Keep KPI samples this many days.", valueName: "days"))
   var kpiRetentionDays: Double = 30
 
+  @Option(name: .long, help: ArgumentHelp("Refuse KPI samples dated more than this far ahead of now (clock skew).", valueName: "seconds"))
+  var kpiFutureSeconds: Double = 300
+
   @Option(name: .long, help: ArgumentHelp("Collect queue, activity and policy KPIs this often.", valueName: "seconds"))
   var collectSeconds: Double = 15
 
@@ -66,6 +69,7 @@ struct ServeCommand: AsyncParsableCommand {
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
     guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
     guard checkpointSeconds >= 1 else { throw ValidationError("--checkpoint-seconds must be at least 1") }
+    guard kpiFutureSeconds >= 0 else { throw ValidationError("--kpi-future-seconds must not be negative") }
     guard kpiRetentionDays > 0 else { throw ValidationError("--kpi-retention-days must be positive") }
     guard collectSeconds >= 0.1 else { throw ValidationError("--collect-seconds must be at least 0.1") }
     try pool.check()
@@ -99,6 +103,7 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
     withBaseline.dataDirectory = store.dataDir
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
+    withBaseline.kpiFutureTolerance = .seconds(fractional: kpiFutureSeconds)
     withBaseline.luxOpen = luxOpen
     withBaseline.dashboardURL = dashboardURL
     withBaseline.checkpointMirror = try checkpointMirror.map { target -> any CheckpointMirror in

@@ -29,7 +29,7 @@ struct AlertFixture {
     directory = try TemporaryDirectory.make("nova-alerts")
     queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, clock: clock, journal: AuditJournal()))
-    kpis = try KPIStore(database: queue.database)
+    kpis = try KPIStore(database: queue.database, clock: clock)
     journal = try OrchestrationJournal(database: queue.database)
     store = try AlertStore(database: queue.database)
     pagerDuty = try await LocalHTTPReceiver()
@@ -75,6 +75,29 @@ struct AlertFixture {
 
 @Suite("Alert delivery", .timeLimit(.minutes(5)))
 struct AlertDeliveryTests {
+  /// Issue #13 point 5: a sample dated ahead of now (within the clock skew allowed) does not
+  /// shadow the current one; it counts once its time comes. One further ahead is refused.
+  @Test func aFutureSampleNeverShadowsTheCurrentOne() async throws {
+    let fixture = try await AlertFixture()
+    let engine = fixture.engine()
+    let now = fixture.clock.now().millisecondsSince1970
+    try await fixture.kpis.record([
+      KPISample(name: "queue.wait.p99", labels: ["queue": "default"], value: 50, unit: "ms", time: now, source: "t"),
+      KPISample(name: "queue.wait.p99", labels: ["queue": "default"], value: 5000, unit: "ms", time: now + 240_000, source: "skewed"),
+    ])
+    #expect(try await engine.evaluate().result.changed.isEmpty)
+    fixture.clock.advance(by: 60)
+    #expect(try await engine.evaluate().result.changed.isEmpty)
+    fixture.clock.advance(by: 180)
+    let due = try await engine.evaluate().result.changed
+    #expect(due.count == 1 && due.first?.severity == "critical" && due.first?.value == 5000)
+    await #expect {
+      try await fixture.kpis.record([
+        KPISample(name: "queue.wait.p99", value: 1, time: fixture.clock.now().millisecondsSince1970 + 301_000, source: "t")
+      ])
+    } throws: { "\($0)".contains("queue.wait.p99:") && "\($0)".contains("is in the future") }
+  }
+
   @Test func aFiringAlertPagesPagerDutyAndTheWebhookOnceInTheirFormats() async throws {
     let fixture = try await AlertFixture()
     let engine = fixture.engine()

@@ -13,7 +13,8 @@ struct KPIStoreTests {
     let directory = try TemporaryDirectory.make("nova-kpi")
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
-    return (try KPIStore(database: queue.database), directory)
+    // Samples are dated around 2027-01-15: the store's now is later, so none is in the future.
+    return (try KPIStore(database: queue.database, clock: TestClock(Date(timeIntervalSince1970: 1_800_000_000 + 30 * 86_400))), directory)
   }
 
   @Test func samplesAreStoredQueriedByNameTimeAndLabelsAndSummarised() async throws {

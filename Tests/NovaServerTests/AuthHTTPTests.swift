@@ -152,6 +152,22 @@ struct AuthHTTPTests {
       try await client.execute(
         uri: "/v1/kpis", method: .post, headers: bearer(viewer), body: ByteBuffer(string: #"{"name":"x","value":1}"#)
       ) { #expect($0.status == .forbidden) }
+      // Issue #13 point 5: a sample dated more than 5 minutes ahead is refused, naming it.
+      let soon = AuditTime.string(Date().millisecondsSince1970 + 60_000)
+      let later = AuditTime.string(Date().millisecondsSince1970 + 3_600_000)
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: #"{"name":"skewed","value":1,"time":"\#(soon)"}"#)
+      ) { #expect($0.status == .created) }
+      try await client.execute(
+        uri: "/v1/kpis", method: .post, headers: bearer(setup.admin),
+        body: ByteBuffer(string: #"{"samples":[{"name":"ok","value":1},{"name":"future","value":1,"time":"\#(later)"}]}"#)
+      ) { response in
+        #expect(response.status == .unprocessableContent)
+        let text = String(buffer: response.body)
+        #expect(text.contains("samples[1].time") && text.contains("\(later) is in the future"), "\(text)")
+      }
+      #expect(try await setup.server.kpis!.query(name: "future", since: 0).isEmpty)
+      #expect(try await setup.server.kpis!.query(name: "ok", since: 0).isEmpty)
       try await client.execute(uri: "/v1/kpis", method: .post, headers: bearer(setup.admin), body: ByteBuffer(string: "{")) {
         #expect($0.status == .badRequest)
       }
@@ -184,7 +200,7 @@ struct AuthHTTPTests {
 
   @Test func kpiMaintenancePurgesAndWritesTheDailySummary() async throws {
     let setup = try await makeServer()
-    let store = try KPIStore(database: setup.security.database)
+    let store = try KPIStore(database: setup.security.database, clock: TestClock(Date(timeIntervalSince1970: 1_800_000_000)))
     let now: Int64 = 1_800_000_000_000
     try await store.record([
       KPISample(name: "old", value: 1, time: now - 40 * 86_400_000, source: "t"),

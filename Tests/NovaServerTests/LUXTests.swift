@@ -104,6 +104,8 @@ struct LUXTests {
     try await kpis.record([
       KPISample(name: "audit.coverage", value: 1, time: now - 60_000, source: "t"),
       KPISample(name: "audit.coverage", value: 1, time: now - 1000, source: "t"),
+      // Dated ahead (within the clock skew allowed): not yet a figure (issue #13 point 5).
+      KPISample(name: "audit.coverage", value: 0.25, time: now + 120_000, source: "skewed"),
       KPISample(
         name: "baseline.delta", labels: ["baseline": "b", "measure": "gpu0.utilization", "threshold_percent": "5"], value: -9, time: now - 500,
         source: "t"),
@@ -127,6 +129,8 @@ struct LUXTests {
         reportData = Data(response.body.readableBytesView)
       }
       #expect((report["audit"] as? [String: Any])?["coverage"] as? Double == 1)
+      let trend = ((report["audit"] as? [String: Any])?["coverage_trend"] as? [[String: Any]] ?? []).compactMap { $0["value"] as? Double }
+      #expect(trend == [1, 1], "\(trend)")
       #expect((report["policy"] as? [String: Any])?["drifted"] as? Bool == true)
       #expect((report["baseline"] as? [String: Any])?["breached"] as? Bool == true)
       try await client.execute(uri: "/lux", method: .get, headers: [.authorization: "Bearer \(viewer)"]) { response in
