@@ -65,14 +65,32 @@ public struct JobActions: Sendable {
     return job
   }
 
-  /// A page of jobs; the decision sees the queue and kind filtered on, when given.
+  /// A page of jobs; the decision sees the queue and kind filtered on, when given, and the page
+  /// holds only jobs the caller may read (a rule denying `read` on a queue hides its jobs; the
+  /// page may then be shorter than the limit, with the cursor still leading on).
   public func list(_ filter: JobFilter, by caller: Caller?) async throws -> JobPage {
     try filter.validate()
     var attributes: [String: String] = [:]
     if let queue = filter.queue { attributes["queue"] = queue }
     if let kind = filter.kind { attributes["job_kind"] = kind }
     try await authorize(caller, "read", PolicyResource(kind: "job", attributes: attributes))
-    return try await queue.list(filter)
+    var page = try await queue.list(filter)
+    guard let policy, let caller else { return page }
+    // One decision per queue and kind on the page (the listing's own decision is the one recorded).
+    var readable: [[String]: Bool] = [:]
+    var kept: [Job] = []
+    for job in page.jobs {
+      let key = [job.queue, job.kind]
+      if readable[key] == nil {
+        let request = PolicyRequest(
+          subject: caller.subject, action: "read", resource: PolicyResource(kind: "job", attributes: ["queue": job.queue, "job_kind": job.kind]),
+          source: caller.source)
+        readable[key] = await policy.evaluate(request).permits
+      }
+      if readable[key] == true { kept.append(job) }
+    }
+    page.jobs = kept
+    return page
   }
 
   /// Cancels a job: a waiting job never runs; a running job's handler is cancelled.

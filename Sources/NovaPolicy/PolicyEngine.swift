@@ -165,7 +165,8 @@ public final class PolicyEngine: Sendable {
       decision.evaluationNanoseconds = clock.nanoseconds() &- start
       return decision
     }
-    let key = request.cacheKey
+    // With OPA behind the rules, the answer may depend on what OPA sees beyond the question.
+    let key = request.cacheKey(withContext: state.opa != nil)
     if let hit = state.allowCache.lookup(key, now: start) ?? state.denyCache.lookup(key, now: start) {
       var decision = hit.decision
       decision.source = .cache

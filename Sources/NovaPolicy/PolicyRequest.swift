@@ -49,7 +49,11 @@ public struct PolicyRequest: Sendable, Hashable, Codable {
   /// sorted, each length-prefixed): equal questions get equal keys, whatever order they were
   /// built in. The key hashes with SipHash under the process's random seed, and a hit compares
   /// the whole form, so no crafted request can collide with another's cached decision.
-  public var cacheKey: DecisionKey {
+  public var cacheKey: DecisionKey { cacheKey(withContext: false) }
+
+  /// The cache key, with the request's source address when `withContext` (OPA sees it in
+  /// `input.context`, so its answer for one address must never be served to another).
+  public func cacheKey(withContext: Bool) -> DecisionKey {
     var bytes: [UInt8] = []
     bytes.reserveCapacity(160)
     func put(_ text: String) {
@@ -93,6 +97,10 @@ public struct PolicyRequest: Sendable, Hashable, Codable {
     put(resource.kind)
     put(resource.id ?? "")
     put(resource.attributes)
+    if withContext {
+      bytes.append(source == nil ? 0 : 1)
+      put(source ?? "")
+    }
     return DecisionKey(bytes)
   }
 

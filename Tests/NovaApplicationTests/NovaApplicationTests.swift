@@ -76,10 +76,14 @@ struct NovaApplicationTests {
     await #expect(throws: NovaError.self) { _ = try await jobs.cancel(frozen, by: caller) }
     await #expect(throws: NovaError.self) { _ = try await jobs.list(JobFilter(queue: "frozen"), by: caller) }
     #expect(try await application.queue.get(frozen)?.state == .available)
+    // Issue #13 point 7: a listing without a queue never shows the frozen queue's jobs.
+    let listed = try await jobs.list(JobFilter(), by: caller).jobs.map(\.id)
+    #expect(listed == [job.id], "\(listed)")
+    #expect(try await jobs.list(JobFilter(), by: nil).jobs.count == 2)
     // Every decision is in the audit log, with the job's queue.
     let size = try await application.security.audit.size()
     let decisions = try await application.security.audit.entries(from: 1, through: size).filter { $0.event == "policy.decided" }
-    #expect(decisions.count == 10)
+    #expect(decisions.count == 11)
     #expect(decisions.contains { $0.payload.contains(#""queue":"frozen""#) && $0.payload.contains(#""allowed":false"#) })
     // Without a caller (a server without authentication) nothing is decided.
     #expect(try await jobs.get(frozen, by: nil).id == frozen)

@@ -49,6 +49,30 @@ struct OPAIntegrationTests {
 
   let trainer = request("submit", subject: "agent:trainer", roles: ["trainer"], attributes: ["queue": "gpu", "job_kind": "train.llama"])
 
+  /// Issue #13 point 6: OPA sees the source address, so a decision allowed for one address is
+  /// never served from the cache to another.
+  @Test func cachedDecisionsAreKeptPerSourceAddress() async throws {
+    let server = try OPATestServer(policies: [
+      "authz.rego": Self.rego + "\nfrom_office if input.context.source == \"10.0.0.1\"\n"
+    ])
+    defer { server.stop() }
+    let engine = try engine(server, path: "nova/authz/from_office")
+    func ask(_ source: String?) -> PolicyRequest {
+      var question = request("read", subject: "agent:x", roles: ["viewer"])
+      question.source = source
+      return question
+    }
+    let office = try await engine.decide(ask("10.0.0.1"))
+    #expect(office.allowed && office.source == .opa)
+    #expect(try await engine.decide(ask("10.0.0.1")).source == .cache)
+    let elsewhere = try await engine.decide(ask("203.0.113.9"))
+    #expect(!elsewhere.allowed && elsewhere.source == .opa, "\(elsewhere)")
+    let unknown = try await engine.decide(ask(nil))
+    #expect(!unknown.allowed && unknown.source == .opa)
+    #expect(ask("a").cacheKey(withContext: true) != ask("b").cacheKey(withContext: true))
+    #expect(ask("a").cacheKey == ask("b").cacheKey)
+  }
+
   @Test func realRegoAllowsDeniesAndIsUndefined() async throws {
     let server = try OPATestServer(policies: ["authz.rego": Self.rego])
     defer { server.stop() }
