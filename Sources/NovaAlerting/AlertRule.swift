@@ -135,6 +135,12 @@ public struct ReceiverConfig: Sendable, Equatable {
         }
         return value
       case .file(let path):
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o077 != 0 {
+          throw .invalidInput(
+            field: path,
+            message: "the secret file \(path) may be read by others (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 \(path)")
+        }
         guard let data = FileManager.default.contents(atPath: path),
           let value = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty
         else { throw .invalidInput(field: path, message: "cannot read a secret from \(path)") }

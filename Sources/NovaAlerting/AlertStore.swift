@@ -59,6 +59,20 @@ public final class AlertStore: Sendable {
             CREATE INDEX nova_alert_outbox_due ON nova_alert_outbox(next_attempt_at) WHERE status = 'pending';
             """)
       }
+      migrator.registerMigration("v8-webhook-events") { db in
+        // PagerDuty webhook events already acted on, kept while a replay could still be fresh.
+        try db.execute(sql: "CREATE TABLE nova_webhook_events (id TEXT PRIMARY KEY NOT NULL, received_at INTEGER NOT NULL)")
+      }
+    }
+  }
+
+  /// Remembers webhook event `id` (received at `now`, ms); false when it was seen before. Events
+  /// older than `forgetBefore` are forgotten (they are refused as stale anyway).
+  public func admitWebhookEvent(id: String, now: Int64, forgetBefore: Int64) async throws -> Bool {
+    try await database.write { db in
+      try db.execute(sql: "DELETE FROM nova_webhook_events WHERE received_at < ?", arguments: [forgetBefore])
+      try db.execute(sql: "INSERT OR IGNORE INTO nova_webhook_events (id, received_at) VALUES (?, ?)", arguments: [id, now])
+      return db.changesCount == 1
     }
   }
 

@@ -17,7 +17,9 @@ public struct NotificationSender: Sendable {
     case rejected(String)
   }
 
-  /// The header with a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+  /// The header with a webhook body's signature: `t=<unix seconds>,sha256=<hex HMAC-SHA256 of
+  /// "<unix seconds>." followed by the body>`, so that a receiver can refuse an old delivery
+  /// replayed (``verifySignature(_:body:secret:now:tolerance:)``).
   public static let signatureHeader = "X-Nova-Signature"
 
   private let client: HTTPClient
@@ -48,10 +50,28 @@ public struct NotificationSender: Sendable {
     return secrets
   }
 
-  /// The signature header value of `body` under `secret`.
+  /// `sha256=<hex HMAC-SHA256 of body under secret>`.
   public static func signature(of body: [UInt8], secret: String) -> String {
     let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8)))
     return "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// The signature header value of `body` sent at `timestamp` (unix seconds).
+  public static func signature(of body: [UInt8], secret: String, timestamp: Int64) -> String {
+    "t=\(timestamp)," + signature(of: Array("\(timestamp).".utf8) + body, secret: secret)
+  }
+
+  /// What a receiver checks: the header's HMAC is the body's under `secret` with its timestamp,
+  /// and that timestamp is within `tolerance` seconds of `now` (unix seconds).
+  public static func verifySignature(_ header: String?, body: [UInt8], secret: String, now: Int64, tolerance: Int64 = 300) -> Bool {
+    guard let header, header.hasPrefix("t="), let comma = header.firstIndex(of: ","),
+      let timestamp = Int64(header[header.index(header.startIndex, offsetBy: 2)..<comma]), abs(now - timestamp) <= tolerance
+    else { return false }
+    let expected = Array(signature(of: body, secret: secret, timestamp: timestamp).utf8)
+    let given = Array(header.utf8)
+    // Constant time over equal lengths.
+    guard expected.count == given.count else { return false }
+    return zip(expected, given).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
   }
 
   /// The body as sent: the stored body with the receiver's secret filled in.
@@ -84,7 +104,7 @@ public struct NotificationSender: Sendable {
     http.headers.add(name: "Content-Type", value: "application/json")
     http.headers.add(name: "User-Agent", value: "Nova-Alerting/1")
     if request.kind == .webhook, let secret = secrets[request.receiver] {
-      http.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret))
+      http.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret, timestamp: Int64(Date().timeIntervalSince1970)))
     }
     http.body = .bytes(ByteBuffer(bytes: body))
     do {

@@ -16,12 +16,43 @@ public enum PagerDutyWebhook {
     public var incidentKey: String?
     /// Who acted, as PagerDuty summarises them.
     public var agent: String?
+    /// When it happened (ms), from `occurred_at`.
+    public var occurredAt: Int64?
 
-    public init(id: String, type: String, incidentKey: String? = nil, agent: String? = nil) {
+    public init(id: String, type: String, incidentKey: String? = nil, agent: String? = nil, occurredAt: Int64? = nil) {
       self.id = id
       self.type = type
       self.incidentKey = incidentKey
       self.agent = agent
+      self.occurredAt = occurredAt
+    }
+  }
+
+  /// How old (or how far ahead) an event's `occurred_at` may be.
+  public static let maximumAge: Duration = .seconds(300)
+
+  /// Why an authentic event is not acted on.
+  public struct Refusal: Error, Sendable, CustomStringConvertible {
+    public var code: String
+    public var description: String
+  }
+
+  /// Refuses an event that is stale (its `occurred_at` more than `maximumAge` from `now`, or
+  /// missing) or whose id was seen before (a replay); otherwise remembers its id in `store`.
+  public static func admit(_ event: Event, store: AlertStore, now: Int64, maximumAge: Duration = maximumAge) async throws {
+    let window = Int64(maximumAge.seconds * 1000)
+    guard let occurred = event.occurredAt else {
+      throw Refusal(code: "stale_event", description: "event \(event.id) has no occurred_at; it cannot be told from a replay")
+    }
+    guard abs(now - occurred) <= window else {
+      throw Refusal(
+        code: "stale_event",
+        description:
+          "event \(event.id) occurred at \(AuditTime.string(occurred)), more than \(Int(maximumAge.seconds)) s from now (\(AuditTime.string(now))): refused as a possible replay"
+      )
+    }
+    guard try await store.admitWebhookEvent(id: event.id, now: now, forgetBefore: now - 2 * window) else {
+      throw Refusal(code: "replayed_event", description: "event \(event.id) was received before: refused as a replay")
     }
   }
 
@@ -64,6 +95,12 @@ public enum PagerDutyWebhook {
     var parsed = Event(id: id, type: type)
     if case .object(let data)? = event["data"], case .string(let key)? = data["incident_key"] { parsed.incidentKey = key }
     if case .object(let agent)? = event["agent"], case .string(let summary)? = agent["summary"] { parsed.agent = summary }
+    if case .string(let occurred)? = event["occurred_at"] {
+      guard let time = AuditTime.parse(occurred) else {
+        throw .invalidInput(field: "event.occurred_at", message: "'\(occurred)' is not an RFC 3339 time")
+      }
+      parsed.occurredAt = time
+    }
     return parsed
   }
 

@@ -89,9 +89,14 @@ public enum DataDirectory {
       guard isDirectory.boolValue else {
         throw NovaError.storage("data directory \(dir) exists but is not a directory")
       }
+      // It holds the signing key, the token hashes and the audit log: its owner's only.
+      var info = stat()
+      if stat(dir, &info) == 0, info.st_mode & 0o077 != 0, chmod(dir, info.st_mode & 0o700) != 0 {
+        throw NovaError.storage("data directory \(dir) may be read by others and cannot be made private")
+      }
     } else {
       do {
-        try manager.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
       } catch {
         throw NovaError.storage("cannot create data directory \(dir): \((error as NSError).localizedDescription)")
       }

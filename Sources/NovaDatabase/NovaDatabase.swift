@@ -66,6 +66,7 @@ public final class NovaDatabase: Sendable {
       try db.execute(sql: "PRAGMA temp_store = MEMORY")
     }
     let path = configuration.path
+    try Self.makePrivate(path)
     do {
       pool = try DatabasePool(path: path, configuration: config)
       try pool.barrierWriteWithoutTransaction { db in
@@ -75,6 +76,23 @@ public final class NovaDatabase: Sendable {
       throw SQLiteErrorTranslation.translate(error, path: path)
     }
     writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize)
+  }
+
+  /// Creates the database file readable by its owner only (SQLite gives its WAL and shared-memory
+  /// files the database file's mode), or takes group and other access away from an existing one.
+  static func makePrivate(_ path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    if fd >= 0 {
+      close(fd)
+      return
+    }
+    guard errno == EEXIST else { return }  // SQLite reports what is wrong with the path
+    for file in [path, path + "-wal", path + "-shm"] {
+      var info = stat()
+      if stat(file, &info) == 0, info.st_mode & 0o077 != 0, chmod(file, info.st_mode & 0o700) != 0 {
+        throw NovaError.storage("\(file) may be read by others and cannot be made private: \(String(cString: strerror(errno)))")
+      }
+    }
   }
 
   /// Opens the database at `path` with default settings.

@@ -68,6 +68,9 @@ struct AlertsController {
   let engine: AlertEngine
   /// The secret PagerDuty signs its webhooks with; nil refuses them.
   let pagerDutySecret: String?
+  /// Where refused webhook events are journaled.
+  let journal: OrchestrationJournal?
+  let clock: any NovaClock
 
   func addRoutes(to router: Router<NovaRequestContext>) {
     router.get("v1/alerts", use: list)
@@ -129,6 +132,15 @@ struct AlertsController {
       throw APIError(.unauthorized, code: "bad_signature", message: "X-PagerDuty-Signature does not match the body")
     }
     let event = try PagerDutyWebhook.parse(body)
+    do {
+      try await PagerDutyWebhook.admit(event, store: engine.store, now: clock.now().millisecondsSince1970)
+    } catch let refusal as PagerDutyWebhook.Refusal {
+      try await journal?.append(
+        kind: "alert.webhook_refused", subject: event.id,
+        payload: .object(["event_type": .string(event.type), "reason": .string(refusal.description), "code": .string(refusal.code)]),
+        actor: "pagerduty")
+      throw APIError(.conflict, code: refusal.code, message: refusal.description)
+    }
     let outcome = try await AuditContext.$actor.withValue("pagerduty") { try await PagerDutyWebhook.apply(event, to: engine) }
     return try jsonResponse(["event": event.id, "outcome": outcome], status: .accepted)
   }

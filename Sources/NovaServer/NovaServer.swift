@@ -168,7 +168,7 @@ public struct NovaServer: Sendable {
       JournalController(journal: journal, clock: clock).addRoutes(to: router)
     }
     if let alerts {
-      AlertsController(engine: alerts, pagerDutySecret: pagerDutyWebhookSecret).addRoutes(to: router)
+      AlertsController(engine: alerts, pagerDutySecret: pagerDutyWebhookSecret, journal: journal, clock: clock).addRoutes(to: router)
     }
     if let security, let kpis, let journal, let alertStore {
       let alerts = self.alerts

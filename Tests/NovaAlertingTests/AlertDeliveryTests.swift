@@ -122,7 +122,14 @@ struct AlertDeliveryTests {
 
     let hook = try #require(fixture.webhook.requests.first)
     #expect(PayloadFormats.webhookProblems(hook.text) == [])
-    #expect(hook.header(NotificationSender.signatureHeader) == NotificationSender.signature(of: hook.body, secret: AlertFixture.webhookSecret))
+    let now = Int64(Date().timeIntervalSince1970)
+    let signed = hook.header(NotificationSender.signatureHeader)
+    #expect(NotificationSender.verifySignature(signed, body: hook.body, secret: AlertFixture.webhookSecret, now: now))
+    // Issue #13 point 8: the signature carries its time; an old one, or another body, fails.
+    #expect(signed?.hasPrefix("t=") == true)
+    #expect(!NotificationSender.verifySignature(signed, body: hook.body, secret: AlertFixture.webhookSecret, now: now + 600))
+    #expect(!NotificationSender.verifySignature(signed, body: hook.body + [0x20], secret: AlertFixture.webhookSecret, now: now))
+    #expect(!NotificationSender.verifySignature("sha256=00", body: hook.body, secret: AlertFixture.webhookSecret, now: now))
     let notification = try #require(PayloadFormats.object(hook.text))
     #expect(notification["status"] as? String == "firing" && notification["groupKey"] as? String == #"{}/{route="oncall"}:{alertname="WaitHigh"}"#)
 

@@ -65,6 +65,20 @@ struct AlertingConfigurationTests {
     }
   }
 
+  /// Issue #13 point 12: a receiver's secret file that others may read is refused, like the
+  /// signing key.
+  @Test func secretFilesOthersMayReadAreRefused() throws {
+    let directory = try TemporaryDirectory.make("nova-secrets")
+    let path = directory.appendingPathComponent("routing-key").path
+    _ = FileManager.default.createFile(atPath: path, contents: Data("R0UTINGKEY\n".utf8), attributes: [.posixPermissions: 0o644])
+    #expect {
+      _ = try ReceiverConfig.Secret.file(path).resolve()
+    } throws: { "\($0)".contains("may be read by others (mode 644); run chmod 600") }
+    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+    #expect(try ReceiverConfig.Secret.file(path).resolve() == "R0UTINGKEY")
+    #expect(throws: NovaError.self) { _ = try ReceiverConfig.Secret.file(directory.appendingPathComponent("none").path).resolve() }
+  }
+
   @Test func durationsTemplatesAndMatchers() {
     #expect(YAMLReader.parseDuration("1h30m") == .seconds(5400))
     #expect(YAMLReader.parseDuration("250ms") == .milliseconds(250))

@@ -33,6 +33,30 @@ struct NovaApplicationTests {
     return (try await NovaApplication.open(settings), directory)
   }
 
+  /// Issue #13 point 12: the data directory is its owner's only, the database and its WAL too,
+  /// also when they were created with a looser mode before.
+  @Test func filesAtRestArePrivate() async throws {
+    func mode(_ path: String) -> mode_t {
+      var info = stat()
+      return stat(path, &info) == 0 ? info.st_mode & 0o777 : 0
+    }
+    let (application, directory) = try await open()
+    let data = directory.appendingPathComponent("data").path
+    _ = try await application.queue.enqueue(JobRequest(kind: "noop"))
+    #expect(mode(data) == 0o700)
+    #expect(mode("\(data)/nova.sqlite") == 0o600)
+    #expect(mode("\(data)/nova.sqlite-wal") == 0o600)
+    #expect(mode("\(data)/audit-signing.key") == 0o600)
+
+    let loose = try TemporaryDirectory.make("nova-loose")
+    let dataDir = loose.appendingPathComponent("data").path
+    try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    _ = FileManager.default.createFile(atPath: "\(dataDir)/nova.sqlite", contents: nil, attributes: [.posixPermissions: 0o644])
+    let reopened = try await NovaApplication.open(NovaSettings(dataDirectory: dataDir))
+    _ = try await reopened.queue.enqueue(JobRequest(kind: "noop"))
+    #expect(mode(dataDir) == 0o700 && mode("\(dataDir)/nova.sqlite") == 0o600 && mode("\(dataDir)/nova.sqlite-wal") == 0o600)
+  }
+
   @Test func settingsPreferFlagsThenTheEnvironmentThenTheDataDirectory() throws {
     let directory = try TemporaryDirectory.make("nova-settings")
     try "rules: []".write(toFile: directory.appendingPathComponent("nova-policy.yaml").path, atomically: true, encoding: .utf8)

@@ -80,8 +80,12 @@ struct AlertsHTTPTests {
       ) { _ in }
       try await engine.evaluate()  // fires again: a new alert
       let again = try #require(try await engine.store.list(states: [.firing]).first)
-      let body = #"{"event":{"id":"e9","event_type":"incident.resolved","agent":{"summary":"Ada"},"data":{"incident_key":"\#(again.dedupKey)"}}}"#
-      let signature = "v1=" + String(NotificationSender.signature(of: Array(body.utf8), secret: "whsec").dropFirst(7))
+      func event(_ id: String, occurredAt: Int64 = Date().millisecondsSince1970) -> (body: String, signature: String) {
+        let body =
+          #"{"event":{"id":"\#(id)","event_type":"incident.resolved","occurred_at":"\#(AuditTime.string(occurredAt))","agent":{"summary":"Ada"},"data":{"incident_key":"\#(again.dedupKey)"}}}"#
+        return (body, "v1=" + String(NotificationSender.signature(of: Array(body.utf8), secret: "whsec").dropFirst(7)))
+      }
+      let (body, signature) = event("e9")
       try await client.execute(
         uri: "/v1/alerts/pagerduty", method: .post, headers: [HTTPField.Name("X-PagerDuty-Signature")!: "v1=" + String(repeating: "0", count: 64)],
         body: ByteBuffer(string: body)
@@ -93,13 +97,32 @@ struct AlertsHTTPTests {
         let answer = try json(response.body)
         #expect(answer["outcome"] as? String == "resolved alert \(again.id)")
       }
+      // Issue #13 point 8: the same event again, or an authentic one from long ago, is refused
+      // (409) and journaled.
+      try await client.execute(
+        uri: "/v1/alerts/pagerduty", method: .post, headers: [HTTPField.Name("X-PagerDuty-Signature")!: signature], body: ByteBuffer(string: body)
+      ) { response in
+        #expect(response.status == .conflict)
+        #expect(String(buffer: response.body).contains("replayed_event"))
+      }
+      let old = event("e10", occurredAt: Date().millisecondsSince1970 - 600_000)
+      try await client.execute(
+        uri: "/v1/alerts/pagerduty", method: .post, headers: [HTTPField.Name("X-PagerDuty-Signature")!: old.signature],
+        body: ByteBuffer(string: old.body)
+      ) { response in
+        #expect(response.status == .conflict)
+        #expect(String(buffer: response.body).contains("stale_event"))
+      }
+      let refused = try await server.journal!.entries(kinds: ["alert.webhook_refused"])
+      #expect(refused.map(\.subject) == ["e9", "e10"])
       #expect(try await engine.store.alert(id: again.id)?.resolvedBy == "pagerduty:Ada")
 
       try await client.execute(uri: "/v1/journal?kind=alert.&since=1h", method: .get, headers: bearer(viewer)) { response in
         let entries = try json(response.body)["entries"] as? [[String: Any]] ?? []
         #expect(
           entries.compactMap { $0["kind"] as? String } == [
-            "alert.fired", "alert.acknowledged", "alert.resolved", "alert.fired", "alert.resolved",
+            "alert.fired", "alert.acknowledged", "alert.resolved", "alert.fired", "alert.resolved", "alert.webhook_refused",
+            "alert.webhook_refused",
           ])
         #expect(entries[1]["actor"] as? String == "token:ops")
       }
