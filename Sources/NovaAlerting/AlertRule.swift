@@ -154,6 +154,12 @@ public struct ReceiverConfig: Sendable, Equatable {
   public var url: String
   /// PagerDuty's routing key; a webhook's HMAC secret (optional).
   public var secret: Secret?
+  /// Where the URL comes from when it carries credentials (`url_env`, `url_file`): then `url`
+  /// is only ``secretURLPrefix`` and the name, and the real one is filled in when sending.
+  public var urlSecret: Secret?
+
+  /// What stands for a URL kept secret, in stored and journaled requests.
+  public static let secretURLPrefix = "secret-url://"
   /// PagerDuty's `source`, `component`, `group` and `class` fields.
   public var source: String = "nova"
   public var component: String?

@@ -144,7 +144,8 @@ extension YAMLReader {
     for entry in try mapping(
       node, field,
       allowed: [
-        "name", "type", "url", "routing_key_env", "routing_key_file", "secret_env", "secret_file", "source", "component", "group", "class",
+        "name", "type", "url", "url_env", "url_file", "routing_key_env", "routing_key_file", "secret_env", "secret_file", "source", "component",
+        "group", "class",
       ])
     {
       values[entry.key] = (entry.keyNode, entry.value)
@@ -157,14 +158,24 @@ extension YAMLReader {
       throw fail(typeNode.value, "\(field).type: '\(typeText)' is not pagerduty, webhook or alertmanager")
     }
     let url: String
+    var urlSecret: ReceiverConfig.Secret?
+    let urlKeys = ["url", "url_env", "url_file"].filter { values[$0] != nil }
+    if urlKeys.count > 1 { throw fail(values[urlKeys[1]]!.key, "\(field): give one of url, url_env and url_file") }
     if let node = values["url"] {
       url = try self.url(node.value, "\(field).url")
+    } else if let node = values["url_env"] {
+      urlSecret = .environment(try variableName(node.value, "\(field).url_env"))
+      url = ReceiverConfig.secretURLPrefix + name
+    } else if let node = values["url_file"] {
+      urlSecret = .file(try string(node.value, "\(field).url_file"))
+      url = ReceiverConfig.secretURLPrefix + name
     } else if kind == .pagerduty {
       url = "https://events.pagerduty.com/v2/enqueue"
     } else {
       throw fail(node, "\(field) (\(name)): a \(kind.rawValue) receiver needs a url")
     }
     var receiver = ReceiverConfig(name: name, kind: kind, url: url)
+    receiver.urlSecret = urlSecret
     let secretKeys = kind == .pagerduty ? ("routing_key_env", "routing_key_file") : ("secret_env", "secret_file")
     for key in ["routing_key_env", "routing_key_file", "secret_env", "secret_file"] where values[key] != nil {
       guard key == secretKeys.0 || key == secretKeys.1, kind != .alertmanager else {

@@ -103,7 +103,7 @@ public struct NotificationDispatcher: Sendable {
     try await journal?.append(
       kind: "notification.failed", subject: delivery.request.receiver,
       payload: .object([
-        "delivery": .int(delivery.id), "action": .string(delivery.request.action.rawValue), "url": .string(delivery.request.url),
+        "delivery": .int(delivery.id), "action": .string(delivery.request.action.rawValue), "url": .string(Redaction.url(delivery.request.url)),
         "error": .string(reason), "alert_ids": .array(delivery.request.alertIDs.map(JSONValue.int)),
       ]), actor: "alerts")
   }

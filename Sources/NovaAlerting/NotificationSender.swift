@@ -27,13 +27,22 @@ public struct NotificationSender: Sendable {
   public var timeout: Duration
 
   /// A sender with the receivers' secrets, by receiver name (never logged).
-  public init(secrets: [String: String], client: HTTPClient = .shared, timeout: Duration = .seconds(10)) {
+  public init(secrets: [String: String], client: HTTPClient = NotificationSender.client, timeout: Duration = .seconds(10)) {
     self.secrets = secrets
     self.client = client
     self.timeout = timeout
   }
 
-  /// The secrets `configuration`'s receivers name; throws naming the first one missing.
+  /// The key under which a receiver's secret URL is kept among the secrets.
+  static func urlKey(_ receiver: String) -> String { "url\u{0}" + receiver }
+
+  /// An HTTP client that never follows redirects: a notification goes to the configured URL
+  /// or fails, and its body (a routing key, an alert) is never handed to another host.
+  public static let client = HTTPClient(
+    eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(redirectConfiguration: .disallow))
+
+  /// The secrets `configuration`'s receivers name (and their URLs given by `url_env` or
+  /// `url_file`); throws naming the first one missing.
   public static func secrets(for configuration: AlertingConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment)
     throws(NovaError) -> [String: String]
   {
@@ -45,6 +54,21 @@ public struct NotificationSender: Sendable {
         } catch {
           throw .invalidInput(field: "receiver \(receiver.name)", message: error.description)
         }
+      }
+      if let source = receiver.urlSecret {
+        let url: String
+        do {
+          url = try source.resolve(environment: environment)
+        } catch {
+          throw .invalidInput(field: "receiver \(receiver.name)", message: error.description)
+        }
+        guard let parsed = URL(string: url), parsed.scheme == "http" || parsed.scheme == "https", parsed.host != nil else {
+          throw .invalidInput(field: "receiver \(receiver.name)", message: "its url (\(Redaction.url(url))) is not an http(s) URL")
+        }
+        var base = url.hasSuffix("/") ? String(url.dropLast()) : url
+        // The renderer adds Alertmanager's path to the placeholder.
+        if receiver.kind == .alertmanager, base.hasSuffix("/api/v2/alerts") { base = String(base.dropLast("/api/v2/alerts".count)) }
+        secrets[urlKey(receiver.name)] = base
       }
     }
     return secrets
@@ -99,7 +123,13 @@ public struct NotificationSender: Sendable {
     } catch {
       return .rejected(error.description)
     }
-    var http = HTTPClientRequest(url: request.url)
+    var url = request.url
+    let secretPrefix = ReceiverConfig.secretURLPrefix + request.receiver
+    if url.hasPrefix(secretPrefix) {
+      guard let real = secrets[Self.urlKey(request.receiver)] else { return .rejected("no url for receiver \(request.receiver)") }
+      url = real + url.dropFirst(secretPrefix.count)
+    }
+    var http = HTTPClientRequest(url: url)
     http.method = .POST
     http.headers.add(name: "Content-Type", value: "application/json")
     http.headers.add(name: "User-Agent", value: "Nova-Alerting/1")

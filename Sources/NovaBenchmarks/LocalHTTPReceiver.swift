@@ -52,7 +52,8 @@ public final class LocalHTTPReceiver: Sendable {
 
   public var url: String { "http://127.0.0.1:\(port)" }
 
-  /// Answers the next requests with these statuses (and bodies), then with the default.
+  /// Answers the next requests with these statuses (and bodies), then with the default. A 3xx
+  /// answer's body is sent as its `Location`.
   public func script(_ answers: [(status: Int, body: String)]) {
     box.state.withLock { $0.script += answers }
   }
@@ -128,6 +129,7 @@ private final class RecordingHandler: ChannelInboundHandler {
       var headers = HTTPHeaders()
       headers.add(name: "Content-Type", value: "application/json")
       headers.add(name: "Content-Length", value: String(text.utf8.count))
+      if (300..<400).contains(status) { headers.add(name: "Location", value: text) }
       context.write(
         wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers))), promise: nil)
       context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)

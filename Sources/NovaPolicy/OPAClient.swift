@@ -26,7 +26,11 @@ public struct OPAClient: Sendable {
   public let timeout: Duration
   private let client: HTTPClient
 
-  public init(url: String, path: String, timeout: Duration, client: HTTPClient = .shared) {
+  /// A client that never follows redirects: the input (who asks for what) goes to OPA only.
+  public static let client = HTTPClient(
+    eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(redirectConfiguration: .disallow))
+
+  public init(url: String, path: String, timeout: Duration, client: HTTPClient = OPAClient.client) {
     self.url = url
     self.path = path
     self.timeout = timeout

@@ -116,12 +116,20 @@ public struct PolicyDocument: Sendable, Equatable {
           ])
         }),
     ]
+    // Every setting is in the version, so that changing any of them is drift.
+    func milliseconds(_ duration: Duration) -> JSONValue { .int(Int64((duration.seconds * 1000).rounded())) }
     if let opa {
       object["opa"] = .object([
         "url": .string(opa.url), "path": .string(opa.path), "on_error": .string(opa.onError.rawValue),
-        "fail_open_actions": .array(opa.failOpenActions.map(JSONValue.string)),
+        "fail_open_actions": .array(opa.failOpenActions.map(JSONValue.string)), "timeout_ms": milliseconds(opa.timeout),
+        "stale_max_age_ms": milliseconds(opa.staleMaxAge), "breaker_failures": .int(Int64(opa.breakerFailures)),
+        "breaker_cooldown_ms": milliseconds(opa.breakerCooldown),
       ])
     }
+    object["cache"] = .object([
+      "allow_size": .int(Int64(cache.allowSize)), "allow_ttl_ms": milliseconds(cache.allowTTL), "deny_size": .int(Int64(cache.denySize)),
+      "deny_ttl_ms": milliseconds(cache.denyTTL),
+    ])
     return .object(object)
   }
 }

@@ -16,7 +16,7 @@ public enum EvidenceSections {
     var status: [String: JSONValue] = [
       "version": .string(policy.version), "enforce": .bool(policy.document.enforce),
       "rules": .int(Int64(policy.document.rules.count)), "source": .string(policy.path ?? "built-in role rules"),
-      "opa": policy.document.opa.map { .string("\($0.url)/v1/data/\($0.path)") } ?? .null,
+      "opa": policy.document.opa.map { .string(Redaction.url("\($0.url)/v1/data/\($0.path)")) } ?? .null,
       "drift": .null,
     ]
     if let baseline {

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NovaAlerting
 import NovaCore
 import NovaSecurity
 
@@ -15,7 +16,7 @@ public struct HTTPCheckpointMirror: CheckpointMirror {
   private let authorization: String?
   private let timeout: Duration
 
-  public init(url: String, client: HTTPClient = .shared, timeout: Duration = .seconds(10)) throws {
+  public init(url: String, client: HTTPClient = NotificationSender.client, timeout: Duration = .seconds(10)) throws {
     guard var parsed = URLComponents(string: url), parsed.scheme == "http" || parsed.scheme == "https", parsed.host != nil else {
       throw NovaError.invalidInput(field: "--checkpoint-mirror", message: "'\(Redaction.url(url))' is neither a directory nor an http(s) URL")
     }

@@ -35,6 +35,6 @@ struct PolicyController {
     let document = engine.document
     return Status(
       version: engine.version, enforce: document.enforce, rules: document.rules.count, file: engine.path,
-      opa: document.opa.map { "\($0.url)/v1/data/\($0.path)" }, opa_revision: engine.opaRevision)
+      opa: document.opa.map { Redaction.url("\($0.url)/v1/data/\($0.path)") }, opa_revision: engine.opaRevision)
   }
 }

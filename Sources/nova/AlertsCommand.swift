@@ -85,7 +85,7 @@ struct AlertsCommand: AsyncParsableCommand {
       let (alerts, requests) = try await engine.dryRun()
       for request in requests {
         FileHandle.standardError.write(
-          Data("→ \(request.receiver) (\(request.kind.rawValue), \(request.action.rawValue)) POST \(request.url)\n".utf8))
+          Data("→ \(request.receiver) (\(request.kind.rawValue), \(request.action.rawValue)) POST \(Redaction.url(request.url))\n".utf8))
         print(request.body)
       }
       FileHandle.standardError.write(Data("\(alerts.count) alerts would fire; \(requests.count) payloads; nothing sent\n".utf8))
@@ -102,7 +102,8 @@ struct AlertsCommand: AsyncParsableCommand {
           "payloads": .array(
             requests.map {
               .object([
-                "receiver": .string($0.receiver), "type": .string($0.kind.rawValue), "action": .string($0.action.rawValue), "url": .string($0.url),
+                "receiver": .string($0.receiver), "type": .string($0.kind.rawValue), "action": .string($0.action.rawValue),
+                "url": .string(Redaction.url($0.url)),
                 "body": (try? JSONValue.parse(Data($0.body.utf8))) ?? .string($0.body),
               ])
             }),

@@ -80,7 +80,7 @@ struct PolicyCommand: AsyncParsableCommand {
       do {
         let document = try PolicyDocument.load(path: file)
         print(
-          "\(file): \(document.rules.count) rules, version \(document.version)\(document.opa.map { ", OPA \($0.url)/v1/data/\($0.path) (\($0.onError.rawValue))" } ?? "")"
+          "\(file): \(document.rules.count) rules, version \(document.version)\(document.opa.map { ", OPA \(Redaction.url("\($0.url)/v1/data/\($0.path)")) (\($0.onError.rawValue))" } ?? "")"
         )
       } catch {
         throw NovaError.invalidInput(field: "policy", message: error.description)
@@ -105,7 +105,7 @@ struct PolicyCommand: AsyncParsableCommand {
         for (key, values) in rule.resourceAttributes.sorted(by: { $0.key < $1.key }) { parts.append("\(key) \(values.joined(separator: ","))") }
         print("  \(rule.effect.rawValue)\t\(rule.name)\t\(parts.isEmpty ? "everything" : parts.joined(separator: "; "))")
       }
-      if let opa = document.opa { print("  otherwise OPA \(opa.url)/v1/data/\(opa.path), on error \(opa.onError.rawValue)") }
+      if let opa = document.opa { print("  otherwise OPA \(Redaction.url("\(opa.url)/v1/data/\(opa.path)")), on error \(opa.onError.rawValue)") }
     }
   }
 

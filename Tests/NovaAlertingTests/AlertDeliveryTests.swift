@@ -149,6 +149,45 @@ struct AlertDeliveryTests {
     #expect(try await fixture.journal.entries(kinds: ["alert."]).map(\.kind) == ["alert.fired", "alert.resolved"])
   }
 
+  /// Issue #13 point 10: a receiver URL with credentials comes from a variable or file; neither
+  /// the outbox, the journal nor `nova alerts` output holds it; notifications never follow a
+  /// redirect to another host.
+  @Test func secretReceiverURLsStayHiddenAndRedirectsAreNotFollowed() async throws {
+    let fixture = try await AlertFixture()
+    let elsewhere = try await LocalHTTPReceiver()
+    let hook = "http://hook-user:hook-pass@127.0.0.1:\(fixture.webhook.port)/hooks?token=tok3n"
+    let configuration = try AlertingConfiguration.parse(
+      """
+      receivers:
+        - {name: hidden, type: webhook, url_env: HOOK_URL}
+        - {name: moved, type: webhook, url: "\(fixture.pagerDuty.url)/moved"}
+      routes: [{name: r, receivers: [hidden, moved]}]
+      rules: [{name: WaitHigh, kpi: queue.wait.p99, above: {warn: 100}}]
+      """, file: "t.yaml")
+    #expect(configuration.receiver(named: "hidden")?.url == "secret-url://hidden")
+    let secrets = try NotificationSender.secrets(for: configuration, environment: ["HOOK_URL": hook])
+    #expect(throws: NovaError.self) { _ = try NotificationSender.secrets(for: configuration, environment: ["HOOK_URL": "ftp://x"]) }
+    fixture.pagerDuty.script([(302, "\(elsewhere.url)/stolen")])
+    let engine = AlertEngine(configuration: configuration, store: fixture.store, kpis: fixture.kpis, clock: fixture.clock)
+    let dispatcher = NotificationDispatcher(
+      store: fixture.store, sender: NotificationSender(secrets: secrets), journal: fixture.journal, clock: fixture.clock, baseDelay: .seconds(1),
+      logger: Logger(label: "test"))
+    try await fixture.record(250)
+    try await engine.evaluate()
+    _ = try await dispatcher.deliverDue()
+    let received = try #require(fixture.webhook.requests.first)
+    #expect(received.path == "/hooks?token=tok3n")
+    #expect(fixture.pagerDuty.requests.count == 1 && elsewhere.requests.isEmpty)
+    let deliveries = try await fixture.store.deliveries()
+    #expect(deliveries.first { $0.request.receiver == "moved" }?.lastError?.contains("HTTP 302") == true)
+    let stored = deliveries.map(\.request.url).joined(separator: " ")
+    let journaled = try await fixture.journal.entries().map { try CanonicalJSON.string($0.payload) }.joined(separator: " ")
+    for text in [stored, journaled] {
+      #expect(!text.contains("hook-pass") && !text.contains("tok3n") && !text.contains("hook-user"), "\(text)")
+    }
+    #expect(Redaction.url(hook) == "http://redacted@127.0.0.1:\(fixture.webhook.port)/hooks?redacted")
+  }
+
   @Test func retriesOn429And5xxButNeverOn400() async throws {
     let fixture = try await AlertFixture()
     let engine = fixture.engine()

@@ -79,6 +79,18 @@ struct AlertingConfigurationTests {
     #expect(throws: NovaError.self) { _ = try ReceiverConfig.Secret.file(directory.appendingPathComponent("none").path).resolve() }
   }
 
+  @Test func receiverURLsMayComeFromAVariableOrAFile() throws {
+    let both = """
+      receivers: [{name: h, type: webhook, url: "http://x", url_env: H}]
+      routes: [{name: r, receivers: [h]}]
+      rules: []
+      """
+    #expect { _ = try AlertingConfiguration.parse(both, file: "t.yaml") } throws: { "\($0)".contains("give one of url, url_env and url_file") }
+    let fromFile = try AlertingConfiguration.parse(
+      both.replacingOccurrences(of: #"url: "http://x", url_env: H"#, with: "url_file: /run/h"), file: "t.yaml")
+    #expect(fromFile.receiver(named: "h")?.urlSecret == .file("/run/h"))
+  }
+
   @Test func durationsTemplatesAndMatchers() {
     #expect(YAMLReader.parseDuration("1h30m") == .seconds(5400))
     #expect(YAMLReader.parseDuration("250ms") == .milliseconds(250))

@@ -123,6 +123,24 @@ struct PolicyRulesTests {
     var c = a
     c.rules[0].actions = ["read", "list"]
     #expect(c.version != a.version)
+    // Issue #13 point 13: every setting of the file is in the version, so changing one is drift.
+    var opa = PolicyDocument.OPA(url: "http://opa:8181", path: "nova/allow")
+    let base = PolicyDocument(rules: a.rules, opa: opa)
+    var versions: Set<String> = [base.version]
+    let changes: [(inout PolicyDocument) -> Void] = [
+      { $0.cache.allowSize = 5 }, { $0.cache.allowTTL = .seconds(61) }, { $0.cache.denySize = 5 }, { $0.cache.denyTTL = .seconds(11) },
+      { $0.opa?.timeout = .milliseconds(251) }, { $0.opa?.onError = .staleIfError }, { $0.opa?.staleMaxAge = .seconds(301) },
+      { $0.opa?.breakerFailures = 6 }, { $0.opa?.breakerCooldown = .seconds(11) }, { $0.opa?.failOpenActions = ["read"] },
+      { $0.opa?.url = "http://other:8181" }, { $0.opa?.path = "nova/other" }, { $0.enforce = false },
+    ]
+    for change in changes {
+      var changed = base
+      change(&changed)
+      versions.insert(changed.version)
+    }
+    #expect(versions.count == changes.count + 1)
+    opa.timeout = .milliseconds(250)
+    #expect(PolicyDocument(rules: a.rules, opa: opa).version == base.version)
   }
 
   @Test func shadowModeRecordsButDoesNotBlock() async throws {

@@ -50,13 +50,13 @@ struct PolicyHTTPTests {
     let tokens: [String: String]
   }
 
-  func makeServer(enforce: Bool = true) async throws -> Setup {
+  func makeServer(enforce: Bool = true, extra: String = "") async throws -> Setup {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(
       configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path, journal: AuditJournal()))
     let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
     let policyPath = directory.appendingPathComponent("nova-policy.yaml").path
-    try ((enforce ? "" : "enforce: false\n") + Self.policy).write(toFile: policyPath, atomically: true, encoding: .utf8)
+    try ((enforce ? "" : "enforce: false\n") + Self.policy + extra).write(toFile: policyPath, atomically: true, encoding: .utf8)
     let engine = try PolicyEngine(path: policyPath, recorder: AuditDecisionRecorder(audit: security.audit))
     var tokens: [String: String] = [:]
     for (name, role) in [("trainer", Role.viewer), ("ops", .operator), ("root", .admin), ("reader", .viewer)] {
@@ -127,6 +127,19 @@ struct PolicyHTTPTests {
     #expect(denied.count == 5)
     let frozen = try #require(denied.first { $0.payload.contains("frozen-queue") })
     #expect(frozen.actor == "token:ops" && frozen.payload.contains(#""queue":"frozen""#) && frozen.payload.contains(setup.engine.version))
+  }
+
+  /// Issue #13 point 10: viewers see the OPA URL without its credentials or query.
+  @Test func thePolicyShowsTheOPAURLWithoutSecrets() async throws {
+    let setup = try await makeServer(extra: "\nopa:\n  url: http://nova:0pa-pass@127.0.0.1:1/?token=s3cret\n  path: nova/allow\n")
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/v1/policy", method: .get, headers: bearer(setup.tokens["reader"])) { response in
+        let text = String(buffer: response.body)
+        #expect(response.status == .ok && text.contains("127.0.0.1:1"), "\(text)")
+        #expect(!text.contains("0pa-pass") && !text.contains("s3cret"), "\(text)")
+      }
+    }
   }
 
   @Test func shadowModeRecordsWithoutBlocking() async throws {
