@@ -32,21 +32,24 @@ public final class AccessGuard: Sendable {
     case refused(Decision)
   }
 
-  /// Checks the `Authorization` header value `authorization` from `source` (an address):
-  /// failures are audited (for `action`) and counted against the source.
+  /// Checks the `Authorization` header value `authorization` from `source` (an address). A
+  /// valid token is never refused, however many others failed from the same address (a proxy
+  /// carries many clients). Failures count against the address and the token id presented;
+  /// past the limit they are answered 429 instead of 401; they are audited at most once per
+  /// address a minute, with the count since the last entry, so the log cannot be flooded.
   public func authenticate(authorization: String?, action: String, source: String, now: Date = Date()) async throws -> Identity {
-    if let wait = limiter.blockedFor(source: source, now: now) {
-      return .refused(.rateLimited(retryAfterSeconds: wait))
-    }
     guard let authorization, !authorization.isEmpty else {
-      return .refused(try await fail(source: source, action: action, reason: "no Authorization header; send Authorization: Bearer <token>", now: now))
+      return .refused(
+        try await fail(source: source, tokenID: nil, action: action, reason: "no Authorization header; send Authorization: Bearer <token>", now: now))
     }
     guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
-      return .refused(try await fail(source: source, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now))
+      return .refused(
+        try await fail(source: source, tokenID: nil, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now))
     }
     let presented = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
     switch try await tokens.authenticate(presented) {
-    case .invalid(let reason): return .refused(try await fail(source: source, action: action, reason: reason, now: now))
+    case .invalid(let reason):
+      return .refused(try await fail(source: source, tokenID: TokenStore.id(of: presented), action: action, reason: reason, now: now))
     case .valid(let token): return .token(token)
     }
   }
@@ -69,50 +72,15 @@ public final class AccessGuard: Sendable {
     }
   }
 
-  private func fail(source: String, action: String, reason: String, now: Date) async throws -> Decision {
-    let firstRefused = limiter.recordFailure(source: source, now: now)
-    try await tokens.audit.append(
-      event: firstRefused ? "auth.rate_limited" : "auth.failed", subject: source,
-      payload: .object(["action": .string(action), "reason": .string(reason)]), actor: "anonymous", time: now)
+  private func fail(source: String, tokenID: String?, action: String, reason: String, now: Date) async throws -> Decision {
+    let outcome = limiter.recordFailure(keys: ["address " + source] + (tokenID.map { ["token " + $0] } ?? []), now: now)
+    if let count = outcome.auditCount {
+      var payload: [String: JSONValue] = ["action": .string(action), "reason": .string(reason), "count": .int(Int64(count))]
+      if let tokenID { payload["token_id"] = .string(tokenID) }
+      if outcome.retryAfter != nil { payload["rate_limited"] = .bool(true) }
+      try await tokens.audit.append(event: "auth.failed", subject: source, payload: .object(payload), actor: "anonymous", time: now)
+    }
+    if let wait = outcome.retryAfter { return .rateLimited(retryAfterSeconds: wait) }
     return .unauthenticated(reason)
-  }
-}
-
-/// Failed attempts per source in a sliding window, bounded in memory.
-final class FailureLimiter: Sendable {
-  private let maxFailures: Int
-  private let window: TimeInterval
-  private let failures = Mutex<[String: [Date]]>([:])
-  private static let maxSources = 10_000
-
-  init(maxFailures: Int, window: TimeInterval) {
-    self.maxFailures = maxFailures
-    self.window = window
-  }
-
-  /// Seconds until `source` may try again, or nil when it may now.
-  func blockedFor(source: String, now: Date) -> Int? {
-    failures.withLock { table in
-      guard var times = table[source] else { return nil }
-      times.removeAll { now.timeIntervalSince($0) >= window }
-      table[source] = times.isEmpty ? nil : times
-      guard times.count >= maxFailures, let oldest = times.first else { return nil }
-      return max(1, Int((window - now.timeIntervalSince(oldest)).rounded(.up)))
-    }
-  }
-
-  /// Counts a failure; true when it is the one that reaches the limit.
-  func recordFailure(source: String, now: Date) -> Bool {
-    failures.withLock { table in
-      if table[source] == nil, table.count >= Self.maxSources {
-        // Forget the sources whose failures are oldest; an attacker spraying addresses cannot
-        // grow the table without bound.
-        let cutoff = now.addingTimeInterval(-window)
-        table = table.filter { $0.value.last.map { $0 > cutoff } ?? false }
-        if table.count >= Self.maxSources { table.removeAll() }
-      }
-      table[source, default: []].append(now)
-      return table[source]!.count == maxFailures
-    }
   }
 }

@@ -185,6 +185,13 @@ public final class TokenStore: Sendable {
     case invalid(String)
   }
 
+  /// The id part of a presented `nova_<id>_<secret>` (whether or not the token is valid).
+  public static func id(of presented: String) -> String? {
+    let parts = presented.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+    guard parts.count == 3, parts[0] == "nova", !parts[1].isEmpty, parts[1].utf8.count <= 64 else { return nil }
+    return String(parts[1])
+  }
+
   /// Checks a presented token string.
   public func authenticate(_ presented: String) async throws -> Authentication {
     let parts = presented.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import NovaAlerting
@@ -50,6 +51,11 @@ public struct NovaServer: Sendable {
     /// How long one request may wait for the stores (retries included) before it is answered
     /// 503 `unavailable`; `/readyz` waits at most half as long.
     public var storeDeadline: Duration = .seconds(1)
+    /// A connection that has not sent a whole request head this long after connecting (or
+    /// after starting a request) is closed: slow or silent clients cannot hold sockets.
+    public var requestHeadTimeout: Duration = .seconds(20)
+    /// A keep-alive connection idle this long between requests is closed.
+    public var idleTimeout: Duration = .seconds(60)
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -274,8 +280,14 @@ public struct NovaServer: Sendable {
     -> some ApplicationProtocol
   {
     let (_, services) = makeServices()
+    let headTimeout = TimeAmount.nanoseconds(Int64(configuration.requestHeadTimeout.seconds * 1e9))
+    let idleTimeout = TimeAmount.nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9))
     return Application(
       router: makeRouter(),
+      server: HTTPServerBuilder { responder in
+        DeadlineHTTP1Channel(
+          inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)), headTimeout: headTimeout)
+      },
       configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "nova"),
       services: services,
       onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

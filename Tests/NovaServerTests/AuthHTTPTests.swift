@@ -124,11 +124,16 @@ struct AuthHTTPTests {
         try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer("nova_bad_token")) { #expect($0.status == .unauthorized) }
       }
       try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer("nova_bad_token")) { #expect($0.status == .unauthorized) }
-      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer(setup.admin)) { response in
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer("nova_bad_token")) { response in
         #expect(response.status == .tooManyRequests)
         #expect(response.headers[.retryAfter] != nil)
       }
+      // The valid token from the same address (a proxy's) still passes (issue #13 point 9).
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer(setup.admin)) { #expect($0.status == .ok) }
     }
+    // Eleven failures, one audit entry (the first; the rest are counted in the next minute's).
+    let failed = try await setup.security.audit.entries(from: 1, through: 1000).filter { $0.event == "auth.failed" }
+    #expect(failed.count == 1)
   }
 
   @Test func kpisAreRecordedByOperatorsAndReadByViewers() async throws {

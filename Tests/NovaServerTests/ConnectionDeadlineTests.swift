@@ -1,0 +1,81 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NovaCore
+import NovaQueue
+import NovaServer
+import NovaTestSupport
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Issue #13 point 9: idle and slow connections are closed. A raw TCP client connects and sends
+/// nothing, or drips a request head, or sends a request and then stays idle.
+@Suite("Connection deadlines", .timeLimit(.minutes(2)))
+struct ConnectionDeadlineTests {
+  /// Connects to `port`, sends `chunks` (each after its delay), and reads until the server
+  /// closes; the seconds that took and what was read.
+  static func session(port: Int, chunks: [(delay: Double, text: String)]) async -> (seconds: Double, received: String) {
+    await withCheckedContinuation { continuation in
+      Thread {
+        let start = Date()
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &address) {
+          $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var closed = false
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        func drain(until deadline: Date) {
+          while !closed, Date() < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 {
+              closed = true
+            } else if count > 0 {
+              received += buffer[0..<count]
+            }
+          }
+        }
+        for chunk in chunks where !closed {
+          drain(until: Date().addingTimeInterval(chunk.delay))
+          if !closed { _ = chunk.text.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
+        }
+        drain(until: start.addingTimeInterval(15))
+        close(fd)
+        continuation.resume(returning: (Date().timeIntervalSince(start), String(decoding: received, as: UTF8.self)))
+      }.start()
+    }
+  }
+
+  @Test func silentSlowAndIdleConnectionsAreClosed() async throws {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path))
+    var configuration = NovaServer.Configuration(port: 0, workers: 0)
+    configuration.requestHeadTimeout = .seconds(1)
+    configuration.idleTimeout = .seconds(2)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: configuration, queue: queue, security: nil, logger: Logger(label: "test"))
+    try await server.makeApplication().test(.live) { client in
+      let port = try #require(client.port)
+      let silent = await Self.session(port: port, chunks: [])
+      #expect(silent.seconds > 0.8 && silent.seconds < 5, "a silent socket closed after \(silent.seconds) s")
+
+      let drip = (0..<30).map { index in (delay: index == 0 ? 0 : 0.3, text: index == 0 ? "GET /healthz HTTP/1.1\r\n" : "X") }
+      let slow = await Self.session(port: port, chunks: drip)
+      #expect(slow.seconds > 0.8 && slow.seconds < 5 && slow.received.isEmpty, "a dripped head closed after \(slow.seconds) s")
+
+      let normal = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
+      #expect(normal.received.hasPrefix("HTTP/1.1 200") && normal.received.contains(#""ok""#), "\(normal.received)")
+      #expect(normal.seconds > 1.5 && normal.seconds < 6, "an idle keep-alive connection closed after \(normal.seconds) s")
+    }
+  }
+}
