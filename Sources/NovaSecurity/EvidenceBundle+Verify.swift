@@ -22,7 +22,7 @@ extension EvidenceBundle {
     }
     defer { try? input.close() }
     let gzip = try GzipReader(input: input, path: path)
-    var reader = TarReader(path: path) { try gzip.read() }
+    var reader = TarReader { try gzip.read() }
     var result = Verification()
     var digests: [String: String] = [:]
     var small: [String: [UInt8]] = [:]
@@ -49,49 +49,57 @@ extension EvidenceBundle {
       result.entries += 1
     }
 
-    try reader.forEachFile { name, size in
-      if digests[name] != nil { result.problems.append("\(name) appears twice in the archive") }
-      order.append(name)
-      var hasher = SHA256()
-      var kept: [UInt8] = []
-      var seen = 0
-      let isEntries = name == entriesFile
-      if !isEntries && size > 64 << 20 { result.problems.append("\(name) is \(size) bytes; only \(entriesFile) may be large") }
-      if isEntries && tree == nil {
-        entryProblem = "\(entriesFile) comes before \(baseTreeFile), or the base tree is missing"
-      }
-      return { chunk in
-        hasher.update(data: chunk)
-        seen += chunk.count
-        if isEntries {
-          var start = chunk.startIndex
-          for index in chunk.indices where chunk[index] == 0x0A {
-            if partial.isEmpty {
-              takeLine(chunk[start..<index])
-            } else {
-              partial += chunk[start..<index]
-              takeLine(partial[...])
-              partial.removeAll(keepingCapacity: true)
-            }
-            start = index + 1
-          }
-          partial += chunk[start...]
-        } else if size <= 64 << 20 {
-          kept += chunk
+    var keptBytes = 0
+    do {
+      try reader.forEachFile { name, size in
+        if digests[name] != nil { result.problems.append("\(name) appears twice in the archive") }
+        order.append(name)
+        var hasher = SHA256()
+        var kept: [UInt8] = []
+        var seen = 0
+        let isEntries = name == entriesFile
+        // Only the entries are streamed; the other files are kept, 64 MiB at most in all.
+        let keep = !isEntries && keptBytes + size <= 64 << 20
+        if !isEntries && !keep { result.problems.append("\(name) is \(size) bytes; only \(entriesFile) may be large") }
+        if keep { keptBytes += size }
+        if isEntries && tree == nil {
+          entryProblem = "\(entriesFile) comes before \(baseTreeFile), or the base tree is missing"
         }
-        if seen == size {
-          digests[name] = hex(Array(hasher.finalize()))
-          if !isEntries { small[name] = kept }
-          if name == baseTreeFile {
-            do {
-              tree = try Self.baseTree(kept)
-              nextSeq = Int64(tree!.count) + 1
-            } catch {
-              result.problems.append("\(baseTreeFile): \(error)")
+        return { chunk in
+          hasher.update(data: chunk)
+          seen += chunk.count
+          if isEntries {
+            var start = chunk.startIndex
+            for index in chunk.indices where chunk[index] == 0x0A {
+              if partial.isEmpty {
+                takeLine(chunk[start..<index])
+              } else {
+                partial += chunk[start..<index]
+                takeLine(partial[...])
+                partial.removeAll(keepingCapacity: true)
+              }
+              start = index + 1
+            }
+            partial += chunk[start...]
+          } else if keep {
+            kept += chunk
+          }
+          if seen == size {
+            digests[name] = hex(Array(hasher.finalize()))
+            if !isEntries { small[name] = kept }
+            if name == baseTreeFile {
+              do {
+                tree = try Self.baseTree(kept)
+                nextSeq = Int64(tree!.count) + 1
+              } catch {
+                result.problems.append("\(baseTreeFile): \(error)")
+              }
             }
           }
         }
       }
+    } catch let error as TarError {
+      throw NovaError.malformedInput(field: path, message: error.description)
     }
     // Read to the end: the gzip trailer's checksum covers the end blocks too, and nothing but
     // zero padding may follow them.

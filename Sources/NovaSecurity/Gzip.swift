@@ -84,7 +84,11 @@ final class GzipReader {
   private var ended = false
   private var crc: uLong = crc32(0, nil, 0)
   private var size: UInt32 = 0
+  private var produced = 0
   private let path: String
+  /// Output may be at most this many times the input read (past the first MiB): a gzip bomb
+  /// is refused early, and memory stays flat either way since output is streamed.
+  static let maxRatio = 200
 
   init(input: FileHandle, path: String) throws {
     self.input = input
@@ -152,6 +156,11 @@ final class GzipReader {
       inputOffset += used
       guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
         throw NovaError.malformedInput(field: path, message: "compressed data is damaged near byte \(consumed + inputOffset)")
+      }
+      self.produced += produced
+      if self.produced > 1 << 20, self.produced > Self.maxRatio * max(1, consumed + inputOffset) {
+        throw NovaError.malformedInput(
+          field: path, message: "decompresses to over \(Self.maxRatio) times its size by byte \(consumed + inputOffset): refused as a gzip bomb")
       }
       if produced > 0 {
         output.removeSubrange(produced...)

@@ -13,7 +13,9 @@ import Testing
 #endif
 
 /// Issue #13 point 9: idle and slow connections are closed. A raw TCP client connects and sends
-/// nothing, or drips a request head, or sends a request and then stays idle.
+/// nothing, or drips a request head, or sends a request and then stays idle; with deadlines of
+/// 1 and 2 s each is closed well before the 25 s the client waits (bounds are loose for a
+/// loaded machine).
 @Suite("Connection deadlines", .timeLimit(.minutes(2)))
 struct ConnectionDeadlineTests {
   /// Connects to `port`, sends `chunks` (each after its delay), and reads until the server
@@ -49,7 +51,7 @@ struct ConnectionDeadlineTests {
           drain(until: Date().addingTimeInterval(chunk.delay))
           if !closed { _ = chunk.text.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
         }
-        drain(until: start.addingTimeInterval(15))
+        drain(until: start.addingTimeInterval(25))
         close(fd)
         continuation.resume(returning: (Date().timeIntervalSince(start), String(decoding: received, as: UTF8.self)))
       }.start()
@@ -67,15 +69,15 @@ struct ConnectionDeadlineTests {
     try await server.makeApplication().test(.live) { client in
       let port = try #require(client.port)
       let silent = await Self.session(port: port, chunks: [])
-      #expect(silent.seconds > 0.8 && silent.seconds < 5, "a silent socket closed after \(silent.seconds) s")
+      #expect(silent.seconds > 0.8 && silent.seconds < 12, "a silent socket closed after \(silent.seconds) s")
 
       let drip = (0..<30).map { index in (delay: index == 0 ? 0 : 0.3, text: index == 0 ? "GET /healthz HTTP/1.1\r\n" : "X") }
       let slow = await Self.session(port: port, chunks: drip)
-      #expect(slow.seconds > 0.8 && slow.seconds < 5 && slow.received.isEmpty, "a dripped head closed after \(slow.seconds) s")
+      #expect(slow.seconds > 0.8 && slow.seconds < 12 && slow.received.isEmpty, "a dripped head closed after \(slow.seconds) s")
 
       let normal = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
       #expect(normal.received.hasPrefix("HTTP/1.1 200") && normal.received.contains(#""ok""#), "\(normal.received)")
-      #expect(normal.seconds > 1.5 && normal.seconds < 6, "an idle keep-alive connection closed after \(normal.seconds) s")
+      #expect(normal.seconds > 1.5 && normal.seconds < 12, "an idle keep-alive connection closed after \(normal.seconds) s")
     }
   }
 }
