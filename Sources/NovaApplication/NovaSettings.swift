@@ -74,7 +74,7 @@ public struct NovaSettings: Sendable, Equatable {
   /// Where the data is, for log lines (a Redis URL's password hidden).
   public var location: String {
     guard let queueURL else { return dataDirectory }
-    guard queueURL.hasPrefix("redis://"), let parsed = try? RedisURL(parsing: queueURL) else { return queueURL }
+    guard queueURL.hasPrefix("redis://") || queueURL.hasPrefix("rediss://"), let parsed = try? RedisURL(parsing: queueURL) else { return queueURL }
     return parsed.description
   }
 }

@@ -85,13 +85,28 @@ public struct SourcedTransition: Sendable {
   /// Where it came from (a stream key), and its position there.
   public var source: String
   public var cursor: String
-  public var transition: JobTransition
+  /// The transition; nil when the record could not be read (see `problem`).
+  public var transition: JobTransition?
   public var actor: String
+  /// Why a malformed record could not be read; it is quarantined, not imported.
+  public var problem: String?
+  /// A malformed record's fields as stored.
+  public var fields: [String: String] = [:]
 
   public init(source: String, cursor: String, transition: JobTransition, actor: String) {
     self.source = source
     self.cursor = cursor
     self.transition = transition
     self.actor = actor
+  }
+
+  /// A record that is not a transition: kept aside and journaled instead of stalling the import.
+  public init(source: String, cursor: String, malformed problem: String, fields: [String: String]) {
+    self.source = source
+    self.cursor = cursor
+    self.transition = nil
+    self.actor = ""
+    self.problem = problem
+    self.fields = fields
   }
 }

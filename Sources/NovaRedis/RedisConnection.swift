@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One argument of a command: text or raw bytes.
 public enum RESPArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
@@ -143,12 +144,30 @@ public final class RedisConnection: Sendable {
     limits: RESPLimits = RESPLimits(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
   ) async throws -> RedisConnection {
     let channel: any Channel
+    let tls: NIOSSLContext?
+    if url.tls {
+      var configuration = TLSConfiguration.makeClientConfiguration()
+      if let caFile = url.caFile { configuration.trustRoots = .file(caFile) }
+      do {
+        tls = try NIOSSLContext(configuration: configuration)
+      } catch {
+        throw RedisError.connectFailed("\(url.host):\(url.port): TLS setup failed: \(error)")
+      }
+    } else {
+      tls = nil
+    }
     do {
       channel = try await ClientBootstrap(group: group)
         .connectTimeout(connectTimeout)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .channelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
+            if let tls {
+              // A host name is checked against the certificate (and sent as SNI); an address
+              // is checked against the certificate's IP addresses.
+              let hostname = Self.isIPAddress(url.host) ? nil : url.host
+              try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+            }
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPMessageDecoder(decoder: RESPDecoder(limits: limits))))
             try channel.pipeline.syncOperations.addHandler(RedisRequestHandler())
           }
@@ -173,6 +192,12 @@ public final class RedisConnection: Sendable {
       throw error
     }
     return connection
+  }
+
+  static func isIPAddress(_ host: String) -> Bool {
+    var v4 = in_addr()
+    var v6 = in6_addr()
+    return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
   }
 
   /// True while the socket is open.

@@ -21,7 +21,7 @@ public enum QueueURL {
       }
       return try SQLiteJobQueue(configuration: .init(path: path, synchronous: synchronous, journal: journal))
     }
-    guard url.hasPrefix("redis://") else {
+    guard url.hasPrefix("redis://") || url.hasPrefix("rediss://") else {
       throw NovaError.invalidInput(field: "--queue-url", message: "'\(url)' is neither redis://… nor sqlite://…")
     }
     let parsed: RedisURL

@@ -20,7 +20,16 @@ extension RedisJobQueue: TransitionSource {
         for index in stride(from: 0, to: flat.count - 1, by: 2) {
           if let name = flat[index].string { fields[name] = flat[index + 1].string ?? "" }
         }
-        records.append(try Self.transition(from: fields, queue: queue, source: key, cursor: id))
+        do {
+          records.append(try Self.transition(from: fields, queue: queue, source: key, cursor: id))
+        } catch NovaError.storage(let problem) {
+          // Any client with write access can add to the stream: a record that is not a
+          // transition is copied aside (under its own id, so once) and the import goes on.
+          var quarantine: [RESPArgument] = ["XADD", .string(key + ":quarantine"), .string(id), "reason", .string(problem)]
+          for (name, value) in fields.sorted(by: { $0.key < $1.key }) { quarantine += [.string("f:" + name), .string(value)] }
+          _ = try? await redis.send(quarantine)
+          records.append(SourcedTransition(source: key, cursor: id, malformed: problem, fields: fields))
+        }
       }
     }
     return records

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Metrics
 import NovaCore
 import NovaDatabase
 import NovaQueue
@@ -9,6 +10,8 @@ import NovaQueue
 public final class AuditLog: Sendable {
   /// The database the log (and the tokens) live in.
   public let database: NovaDatabase
+  /// Records from another store (Redis) that were not transitions and were set aside.
+  public static let quarantinedMetric = "nova_audit_quarantined_total"
 
   /// The log in `database`, its tables created on first use.
   public init(database: NovaDatabase) throws {
@@ -459,9 +462,23 @@ public final class AuditLog: Sendable {
       let fresh = records.filter { record in stored[record.source].map { Self.streamID(record.cursor, isAfter: $0) } ?? true }
       var index = 0
       while index < fresh.count {
+        if let problem = fresh[index].problem {
+          // Kept aside by the source; recorded here, in order, so the log says what was skipped.
+          let record = fresh[index]
+          let fields = record.fields.mapValues { JSONValue.string(String($0.prefix(1024))) }
+          try AuditJournal.append(
+            [
+              (
+                Date().millisecondsSince1970, "nova", "audit.quarantined", record.source,
+                try CanonicalJSON.string(.object(["cursor": .string(record.cursor), "problem": .string(problem), "fields": .object(fields)]))
+              )
+            ], in: db)
+          index += 1
+          continue
+        }
         var end = index + 1
-        while end < fresh.count, fresh[end].actor == fresh[index].actor { end += 1 }
-        try AuditJournal().record(fresh[index..<end].map(\.transition), actor: fresh[index].actor, in: DatabaseTransaction(db))
+        while end < fresh.count, fresh[end].problem == nil, fresh[end].actor == fresh[index].actor { end += 1 }
+        try AuditJournal().record(fresh[index..<end].compactMap(\.transition), actor: fresh[index].actor, in: DatabaseTransaction(db))
         index = end
       }
       for record in fresh { stored[record.source] = record.cursor }
@@ -473,6 +490,8 @@ public final class AuditLog: Sendable {
       return (fresh.count, stored)
     }
     try await source.acknowledgeTransitions(through: imported.cursors)
+    let quarantined = records.filter { $0.problem != nil }.count
+    if quarantined > 0 { Counter(label: Self.quarantinedMetric).increment(by: quarantined) }
     return imported.count
   }
 

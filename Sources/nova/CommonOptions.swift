@@ -70,7 +70,7 @@ struct StoreOptions: ParsableArguments {
   /// is opened alone: a worker on another host has no data directory to touch.
   func openQueue() async throws -> any JobQueue {
     let settings = try settings()
-    if let url = settings.queueURL, url.hasPrefix("redis://") {
+    if let url = settings.queueURL, url.hasPrefix("redis://") || url.hasPrefix("rediss://") {
       return try await QueueURL.open(url, synchronous: settings.synchronous)
     }
     return try await open().queue

@@ -67,6 +67,39 @@ struct RedisClientTests {
     #expect(hello == .map([]))
   }
 
+  /// Issue #13 point 14: `rediss://` speaks TLS, trusting only the CA given; the password comes
+  /// from a variable or a private file, never the command line.
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func tlsAndCredentialsFromTheEnvironmentOrAFile() async throws {
+    let server = try RedisTestServer(password: "hunter2", tls: true)
+    defer { server.stop() }
+    let secretFile = server.directory.appendingPathComponent("redis-password").path
+    _ = FileManager.default.createFile(atPath: secretFile, contents: Data("hunter2\n".utf8), attributes: [.posixPermissions: 0o600])
+    let viaFile = try RedisURL(parsing: "\(server.url)&password_file=\(secretFile)")
+    #expect(viaFile.tls && viaFile.password == "hunter2" && viaFile.description.hasPrefix("rediss://:***@127.0.0.1"))
+    let client = RedisClient(configuration: .init(url: viaFile))
+    defer { client.close() }
+    #expect(try await client.send("SET", "over", "tls").string == "OK")
+    let viaEnvironment = try RedisURL(parsing: "\(server.url)&password_env=NOVA_TEST_REDIS", environment: ["NOVA_TEST_REDIS": "hunter2"])
+    let other = RedisClient(configuration: .init(url: viaEnvironment))
+    defer { other.close() }
+    #expect(try await other.send("GET", "over").string == "tls")
+    // Without the CA the server's certificate is not trusted; plain RESP to the TLS port fails.
+    let untrusted = RedisClient(
+      configuration: .init(url: try RedisURL(parsing: "rediss://:hunter2@127.0.0.1:\(server.port)"), retryWindow: .zero))
+    await #expect(throws: RedisError.self) { try await untrusted.send("PING") }
+    let plain = RedisClient(
+      configuration: .init(
+        url: try RedisURL(parsing: "redis://:hunter2@127.0.0.1:\(server.port)"), connectTimeout: .seconds(1), commandTimeout: .seconds(1),
+        retryWindow: .zero))
+    await #expect(throws: RedisError.self) { try await plain.send("PING") }
+    // A password file others may read, an unset variable, or a CA on plain redis:// are refused.
+    try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: secretFile)
+    #expect { _ = try RedisURL(parsing: "\(server.url)&password_file=\(secretFile)") } throws: { "\($0)".contains("may be read by others") }
+    #expect(throws: RedisError.self) { _ = try RedisURL(parsing: "\(server.url)&password_env=NOVA_UNSET", environment: [:]) }
+    #expect(throws: RedisError.self) { _ = try RedisURL(parsing: "redis://127.0.0.1?ca_file=\(server.caFile!)") }
+    #expect { _ = try RedisURL(parsing: "ftp://:pa55@h") } throws: { !"\($0)".contains("pa55") }
+  }
+
   @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func commandTimeoutAndReconnectAfterADroppedConnection() async throws {
     let server = try RedisTestServer()
     defer { server.stop() }

@@ -103,8 +103,20 @@ struct RedisAuditTests {
     let coverage = try await fixture.audit.coverage(of: redis)
     #expect(coverage.unauditedJobs == [id.rawValue] && coverage.ratio < 1)
 
+    // Issue #13 point 14: a malformed record (anyone with write access to Redis can add one) is
+    // quarantined: kept aside in Redis, journaled in the log, and the import goes on past it.
     _ = try await redis.client.send("XADD", .string(prefix + "audit"), "*", "e", "exploded", "j", "x")
-    await #expect(throws: NovaError.self) { try await fixture.audit.importTransitions(from: redis) }
+    let after: JobID = try await redis.enqueue(JobRequest(kind: "noop"))
+    let imported = try await fixture.audit.importAllTransitions(from: redis)
+    #expect(imported == 2)
+    #expect(try await redis.pendingTransitionCount() == 0)
+    let entries = try await fixture.audit.entries(from: 1, through: 100)
+    let quarantined = try #require(entries.first { $0.event == "audit.quarantined" })
+    #expect(quarantined.payload.contains("unknown event 'exploded'") && quarantined.payload.contains(#""e":"exploded""#))
+    #expect(entries.last?.subject == after.rawValue)
+    let aside = try await redis.client.send("XRANGE", .string(prefix + "audit:quarantine"), "-", "+")
+    #expect(aside.elements?.count == 1)
+    #expect(try await fixture.audit.verify(verifier: fixture.security.signer.verifier).passed)
     let quiet = try redisQueue(clock: fixture.clock, audit: false)
     defer { quiet.close() }
     _ = try await quiet.enqueue(JobRequest(kind: "noop"))

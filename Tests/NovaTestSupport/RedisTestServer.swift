@@ -9,21 +9,25 @@ public final class RedisTestServer: Sendable {
   public let port: Int
   public let directory: URL
   public let password: String?
+  /// The CA that signed the server's certificate, when it speaks TLS only.
+  public let caFile: String?
   private let process: Mutex<ChildProcess?>
   private let arguments: [String]
 
-  /// `redis://` URL of this server.
+  /// `redis://` URL of this server (`rediss://`, trusting its CA, when it speaks TLS).
   public var url: String {
-    password.map { "redis://:\($0)@127.0.0.1:\(port)" } ?? "redis://127.0.0.1:\(port)"
+    if let caFile { return "rediss://127.0.0.1:\(port)?ca_file=\(caFile)" }
+    return password.map { "redis://:\($0)@127.0.0.1:\(port)" } ?? "redis://127.0.0.1:\(port)"
   }
 
   /// Starts a server; `appendOnly` turns on AOF with fsync every write (for restart tests). A
   /// port that another process takes between being found free and being bound is given up for
   /// another (outgoing connections draw from the same range).
-  public init(appendOnly: Bool = false, password: String? = nil) throws {
+  public init(appendOnly: Bool = false, password: String? = nil, tls: Bool = false) throws {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("nova-redis-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     self.password = password
+    caFile = tls ? try Self.makeCertificates(in: directory) : nil
     var attempt = 0
     while true {
       attempt += 1
@@ -34,6 +38,15 @@ public final class RedisTestServer: Sendable {
         "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
       ]
       if let password { arguments += ["--requirepass", password] }
+      if tls {
+        // TLS only: the plain port is off.
+        arguments[1] = "0"
+        arguments += [
+          "--tls-port", "\(candidate)", "--tls-cert-file", directory.appendingPathComponent("server.crt").path,
+          "--tls-key-file", directory.appendingPathComponent("server.key").path, "--tls-ca-cert-file",
+          directory.appendingPathComponent("ca.crt").path, "--tls-auth-clients", "no",
+        ]
+      }
       do {
         let child = try Self.launch(arguments, port: candidate, directory: directory)
         port = candidate
@@ -44,6 +57,27 @@ public final class RedisTestServer: Sendable {
         if attempt >= 5 { throw error }
       }
     }
+  }
+
+  /// A CA and a server certificate for 127.0.0.1 signed by it (openssl); the CA's path.
+  private static func makeCertificates(in directory: URL) throws -> String {
+    let script = """
+      set -e
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=Nova Test CA"
+      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext
+      """
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", script]
+    process.currentDirectoryURL = directory
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw TestServerError("openssl could not make test certificates (install openssl)") }
+    return directory.appendingPathComponent("ca.crt").path
   }
 
   /// The server that most tests share, started on first use and killed when the tests exit.
