@@ -160,6 +160,9 @@ public final class CompletionCountingQueue: JobQueue {
   public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
     try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
   }
+  public func start(_ leases: [JobLease]) async throws {
+    try await base.start(leases)
+  }
   public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A job's identifier: a UUIDv7 string, so ids sort by creation time and pages stay stable.
 public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
@@ -8,19 +9,58 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
   /// Wraps an existing id (as read from storage or a URL).
   public init(_ rawValue: String) { self.rawValue = rawValue }
 
-  /// Makes a new time-ordered id (UUID version 7, RFC 9562).
+  /// Makes a new time-ordered id (UUID version 7, RFC 9562) with random bits after the time.
   public static func generate(now: Date = Date()) -> JobID {
-    let millis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
     var rng = SystemRandomNumberGenerator()
+    return make(millis: UInt64(max(0, now.timeIntervalSince1970 * 1000)), high: rng.next() & 0xFFF, low: rng.next() & 0x3FFF_FFFF_FFFF_FFFF)
+  }
+
+  /// The id of a millisecond and the 74 bits after the version and variant (12 of `rand_a`, 62
+  /// of `rand_b`).
+  static func make(millis: UInt64, high: UInt64, low: UInt64) -> JobID {
     var bytes = [UInt8](repeating: 0, count: 16)
     for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: millis >> UInt64(8 * (5 - i))) }
-    let random = rng.next() as UInt64
-    let random2 = rng.next() as UInt64
-    for i in 0..<8 { bytes[6 + i] = UInt8(truncatingIfNeeded: random >> UInt64(8 * i)) }
-    for i in 0..<2 { bytes[14 + i] = UInt8(truncatingIfNeeded: random2 >> UInt64(8 * i)) }
-    bytes[6] = (bytes[6] & 0x0F) | 0x70
-    bytes[8] = (bytes[8] & 0x3F) | 0x80
+    bytes[6] = 0x70 | UInt8(truncatingIfNeeded: high >> 8)
+    bytes[7] = UInt8(truncatingIfNeeded: high)
+    bytes[8] = 0x80 | UInt8(truncatingIfNeeded: low >> 56)
+    for i in 1..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: low >> UInt64(8 * (7 - i))) }
     return JobID(formatUUID(bytes))
+  }
+
+  /// Makes ids that strictly increase, also within a millisecond or when the clock steps back a
+  /// little (RFC 9562 §6.2 method 3: the random part counts up from the last id), so that jobs a
+  /// queue enqueues one after another, or in one batch, are claimed in that order among equal
+  /// priorities. Each queue owns one.
+  public final class Generator: Sendable {
+    private let last = Mutex<(millis: UInt64, high: UInt64, low: UInt64)>((0, 0, 0))
+    /// A clock that steps back further than this starts again from its own time (ids keep
+    /// telling roughly when they were made).
+    private static let maxStepBack: UInt64 = 10_000
+
+    public init() {}
+
+    /// The next id at `now`.
+    public func next(now: Date = Date()) -> JobID {
+      let clockMillis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+      var rng = SystemRandomNumberGenerator()
+      let (millis, high, low) = last.withLock { last -> (UInt64, UInt64, UInt64) in
+        if clockMillis > last.millis || clockMillis + Self.maxStepBack < last.millis {
+          // A new millisecond: fresh random bits, the top one clear to leave room to count up.
+          last = (clockMillis, (rng.next() as UInt64) & 0x7FF, (rng.next() as UInt64) & 0x1FFF_FFFF_FFFF_FFFF)
+        } else {
+          // The same millisecond (or a little earlier): the last id plus a small random step.
+          var low = last.low + UInt64.random(in: 1...1024, using: &rng)
+          var high = last.high
+          if low > 0x3FFF_FFFF_FFFF_FFFF {
+            low &= 0x3FFF_FFFF_FFFF_FFFF
+            high += 1
+          }
+          last = high > 0xFFF ? (last.millis + 1, 0, low) : (last.millis, high, low)
+        }
+        return last
+      }
+      return JobID.make(millis: millis, high: high, low: low)
+    }
   }
 
   /// The smallest id that `generate` can make at `date`: ids below it were made earlier.

@@ -16,6 +16,8 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
   case invalidState(JobID, JobState, String)
   /// The lease was lost (expired, reclaimed, or the job was cancelled): the worker must stop.
   case leaseLost(JobID)
+  /// An idempotency key was reused for a different job: it names the earlier job (409, exit 4).
+  case idempotencyConflict(key: String, existing: JobID)
   /// The data directory or database cannot be used.
   case storage(String)
   /// A service Nova depends on (Redis) cannot be reached.
@@ -34,6 +36,8 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .notFound(let message): return message
     case .invalidState(let id, let state, let action): return "cannot \(action) job \(id): it is \(state)"
     case .leaseLost(let id): return "lease on job \(id) was lost (expired, reclaimed or cancelled)"
+    case .idempotencyConflict(let key, let existing):
+      return "idempotency key '\(key)' was already used for job \(existing) with a different kind or payload"
     case .storage(let message): return message
     case .unavailable(let message): return message
     case .forbidden(let message): return "denied by policy: \(message)"
@@ -46,7 +50,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     switch self {
     case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge: return .invalid
     case .jobNotFound, .notFound: return .notFound
-    case .invalidState, .leaseLost: return .conflict
+    case .invalidState, .leaseLost, .idempotencyConflict: return .conflict
     case .storage: return .storage
     case .unavailable: return .unavailable
     case .forbidden: return .denied
@@ -67,6 +71,7 @@ public enum NovaError: Error, Sendable, Equatable, CustomStringConvertible {
     case .jobNotFound, .notFound: return "not_found"
     case .invalidState: return "invalid_state"
     case .leaseLost: return "lease_lost"
+    case .idempotencyConflict: return "idempotency_conflict"
     case .storage: return "storage_error"
     case .unavailable: return "unavailable"
     case .forbidden: return "forbidden"

@@ -99,6 +99,10 @@ public final class InstrumentedJobQueue: JobQueue {
     return leases
   }
 
+  public func start(_ leases: [JobLease]) async throws {
+    try await base.start(leases)
+  }
+
   public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }

@@ -13,6 +13,10 @@ public protocol JobQueue: Sendable {
   /// An empty `queues` list means every queue.
   func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
     -> [JobLease]
+  /// Marks leased jobs as started, just before their handlers run: from then on their attempt
+  /// counts. A lease that expires before its job started (claimed ahead by a worker that died)
+  /// gives the attempt back, so prefetched jobs are not dead-lettered for a crash they never saw.
+  func start(_ leases: [JobLease]) async throws
   /// Extends leases; a lease whose job was cancelled or reclaimed reports so.
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome]
   /// Records success of many jobs in one step; per entry, true when recorded and false when its

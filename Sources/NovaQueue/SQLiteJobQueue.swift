@@ -49,6 +49,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   /// Dates jobs, leases and backoff.
   public let clock: any NovaClock
   private let wake = WakeSignal()
+  /// Ids strictly increase in enqueue order (claims take equal priorities by id).
+  private let ids = JobID.Generator()
   private let knownQueues = Mutex<Set<String>>([])
 
   /// The queue in `database` (its tables created on first use), recording transitions in
@@ -117,6 +119,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
           CREATE TABLE nova_queues (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
           """)
     }
+    migrator.registerMigration("v9-job-started") { db in
+      // 0 while a claimed job waits in its worker's buffer: its attempt counts once it starts.
+      try db.execute(sql: "ALTER TABLE nova_jobs ADD COLUMN started INTEGER NOT NULL DEFAULT 1")
+    }
   }
 
   // MARK: - Columns
@@ -173,13 +179,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     }
     let journal = journal
     let actor = AuditContext.actor
+    let ids = ids
     let results = try await database.write { db -> [EnqueueResult] in
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
       }
       var results: [EnqueueResult] = []
       results.reserveCapacity(requests.count)
-      for request in requests { results.append(try Self.insert(request, now: now, db: db)) }
+      for request in requests { results.append(try Self.insert(request, now: now, db: db, ids: ids)) }
       if let journal {
         let time = Self.millis(now)
         let transitions = zip(requests, results).compactMap { request, result -> JobTransition? in
@@ -198,19 +205,23 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     return results
   }
 
-  private static func insert(_ request: JobRequest, now: Date, db: Database) throws -> EnqueueResult {
+  private static func insert(_ request: JobRequest, now: Date, db: Database, ids: JobID.Generator) throws -> EnqueueResult {
     if let key = request.idempotencyKey {
       let existing = try Row.fetchOne(
-        db.cachedStatement(sql: "SELECT id, state FROM nova_jobs WHERE queue = ? AND idempotency_key = ?"),
+        db.cachedStatement(sql: "SELECT id, state, kind, payload FROM nova_jobs WHERE queue = ? AND idempotency_key = ?"),
         arguments: [request.queue, key])
       if let existing {
+        // The same key for another job is a mistake the caller must hear about, not a success.
+        guard existing[2] as String == request.kind, (existing[3] as Data?) ?? Data() == request.payload else {
+          throw NovaError.idempotencyConflict(key: key, existing: JobID(existing[0]))
+        }
         return EnqueueResult(
           id: JobID(existing[0]), state: JobState(rawValue: existing[1]) ?? .available, existing: true)
       }
     }
     let runAt = max(request.runAt ?? now, now)
     let state: JobState = runAt > now ? .scheduled : .available
-    let id = JobID.generate(now: now)
+    let id = ids.next(now: now)
     let nowMillis = millis(now)
     let insert = RawStatement(
       try db.cachedStatement(
@@ -286,7 +297,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       }
       let update = try db.cachedStatement(
         sql: """
-          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1,
+          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = 0,
             fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
             started_at = ?3, updated_at = ?3
           WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4
@@ -440,6 +451,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     return outcome
   }
 
+  public func start(_ leases: [JobLease]) async throws {
+    if leases.isEmpty { return }
+    try await database.write { db in
+      let mark = try db.cachedStatement(sql: "UPDATE nova_jobs SET started = 1 WHERE id = ? AND state = 'running' AND fencing_token = ?")
+      for lease in leases { try mark.execute(arguments: [lease.id.rawValue, lease.token]) }
+    }
+  }
+
   public func release(_ lease: JobLease) async throws {
     let now = nowMillis
     let journal = journal
@@ -541,11 +560,13 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         db.cachedStatement(
           sql: """
             UPDATE nova_jobs SET
-              state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
-              finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,
-              last_error = 'lease expired: the worker stopped heartbeating',
+              state = CASE WHEN started = 1 AND attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+              finished_at = CASE WHEN started = 1 AND attempts >= max_attempts THEN ? ELSE NULL END,
+              -- A job claimed ahead but never started gives its attempt back.
+              attempts = CASE WHEN started = 0 THEN MAX(attempts - 1, 0) ELSE attempts END,
+              last_error = CASE WHEN started = 0 THEN last_error ELSE 'lease expired: the worker stopped heartbeating' END,
               lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-            WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state, queue, kind, attempts
+            WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state, queue, kind, attempts, started
             """), arguments: [now, now, now])
       var result = ReapResult()
       var transitions: [JobTransition] = []
@@ -556,7 +577,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         transitions.append(
           JobTransition(
             event: dead ? .dead : .requeued, job: id, queue: row[2], kind: row[3], from: .running,
-            to: dead ? .dead : .available, attempt: row[4], time: now, detail: "lease expired"))
+            to: dead ? .dead : .available, attempt: row[4], time: now,
+            detail: (row[5] as Int) == 0 ? "lease expired before the job started" : "lease expired"))
       }
       try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return result

@@ -281,6 +281,20 @@ public final class WorkerPool: Service {
     let outcome: Result<Data?, any Error>
     let reason: StopReason?
     var currentLease = lease
+    // The attempt counts from here: a job still in the buffer when this worker dies is given
+    // back without one. If the mark cannot be written the job is not run (its lease expires).
+    do {
+      try await queue.start([lease])
+    } catch {
+      logger.error("could not mark a job started; it runs again after its lease expires", metadata: ["job": "\(job.id)", "error": "\(error)"])
+      state.withLock {
+        $0.running -= 1
+        $0.unrecorded -= 1
+      }
+      dispatchWake.signal()
+      fetchWake.signal()
+      return
+    }
     if let entry = registry.entry(for: job.kind) {
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,

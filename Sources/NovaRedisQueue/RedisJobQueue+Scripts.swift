@@ -52,14 +52,33 @@ enum RedisQueueScripts {
 
     """
 
-  /// ARGV: now, count, then per job: id, kind, payload, priority, score (−priority), run_at,
+  /// KEYS[2]: the queue registry. ARGV: now, count, then per job: id, kind, payload, priority, score (−priority), run_at,
   /// max_attempts, idempotency key ('' for none), initial state (available or scheduled).
-  /// Returns per job: id, state, existing (1/0). A job id seen before (a retried call) counts as existing.
+  /// Returns per job: id, state, existing (1/0). A job id seen before (a retried call) counts as
+  /// existing. When an idempotency key was used for a job of another kind or payload, writes
+  /// nothing and returns only that job's id, 'conflict', 2 and the key.
   static let enqueue = RedisScript(
     helpers + """
       local now = ARGV[1]
       local n = tonumber(ARGV[2])
       local out = {}
+      -- The queue is registered with every enqueue (KEYS[2] is the registry), so a registry
+      -- lost in a failover or deleted never strands new jobs.
+      redis.call('SADD', KEYS[2], string.match(p, '{(.*)}:$'))
+      -- An idempotency key used before for a job of another kind or payload: nothing is
+      -- written and the caller is told which job holds the key (409).
+      for j = 0, n - 1 do
+        local idem = ARGV[3 + j * 9 + 7]
+        if idem ~= '' then
+          local held = redis.call('HGET', p .. 'idem', idem)
+          if held then
+            local was = redis.call('HMGET', p .. 'job:' .. held, 'kind', 'payload')
+            if was[1] and (was[1] ~= ARGV[3 + j * 9 + 1] or was[2] ~= ARGV[3 + j * 9 + 2]) then
+              return {held, 'conflict', 2, idem}
+            end
+          end
+        end
+      end
       local i = 3
       for _ = 1, n do
         local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -112,7 +131,7 @@ enum RedisQueueScripts {
         redis.call('HINCRBY', k, 'token', 1)
         redis.call('HINCRBY', k, 'attempts', 1)
         redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
-          'started_at', now, 'updated_at', now)
+          'started_at', now, 'updated_at', now, 'started', '0')
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
         audit('claimed', id, 'available', 'running', now, worker)
@@ -183,6 +202,22 @@ enum RedisQueueScripts {
       redis.call('HSET', k, 'finished_at', now)
       move(id, 'running', 'dead', now, 'dead', err)
       return {'dead'}
+      """)
+
+  /// ARGV: count, then per lease: id, token. Marks the jobs whose lease still holds as started:
+  /// from then on a lost lease counts their attempt.
+  static let start = RedisScript(
+    helpers + """
+      local n = tonumber(ARGV[1])
+      local i = 2
+      for _ = 1, n do
+        local id, token = ARGV[i], ARGV[i + 1]
+        i = i + 2
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'token')
+        if f[1] == 'running' and f[2] == token then redis.call('HSET', k, 'started', '1') end
+      end
+      return n
       """)
 
   /// ARGV: now, expiry, count, then per lease: id, token. Returns 'ok' | 'cancelled' | 'lost' per lease.
@@ -268,8 +303,15 @@ enum RedisQueueScripts {
       for _, id in ipairs(expired) do
         local k = p .. 'job:' .. id
         redis.call('ZREM', p .. 'running', id)
-        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score')
-        if f[1] == 'running' then
+        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score', 'started')
+        if f[1] == 'running' and f[5] == '0' then
+          -- Claimed ahead but never started (its worker died with it buffered): not an attempt.
+          redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+          redis.call('HSET', k, 'attempts', math.max(tonumber(f[2]) - 1, 0))
+          move(id, 'running', 'available', now, 'requeued', 'lease expired before the job started')
+          redis.call('ZADD', p .. 'available', f[4], id)
+          requeued[#requeued + 1] = id
+        elseif f[1] == 'running' then
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
           redis.call('HSET', k, 'last_error', 'lease expired: the worker stopped heartbeating')
           if tonumber(f[2]) >= tonumber(f[3]) then

@@ -37,6 +37,8 @@ public final class RedisJobQueue: JobQueue {
   let redis: RedisStoreBoundary
   private let knownQueues = Mutex<Set<String>>([])
   private let wake = WakeSignal()
+  /// Ids strictly increase in enqueue order (the available set orders equal priorities by id).
+  private let ids = JobID.Generator()
 
   public init(configuration: Configuration) {
     self.configuration = configuration
@@ -77,10 +79,12 @@ public final class RedisJobQueue: JobQueue {
   func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
   private var queuesKey: RESPArgument { .string("\(configuration.keyPrefix):queues") }
 
-  private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument]) async throws -> RESPValue {
+  private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument], extraKeys: [RESPArgument] = []) async throws
+    -> RESPValue
+  {
     // The acting name goes last: the scripts' audit records carry it ('' records nothing).
     let actor: RESPArgument = .string(configuration.audit ? AuditContext.actor : "")
-    return try await redis.evaluate(script, keys: [prefix(queue)], arguments: arguments + [actor])
+    return try await redis.evaluate(script, keys: [prefix(queue)] + extraKeys, arguments: arguments + [actor])
   }
 
   func allQueues() async throws -> [String] {
@@ -159,11 +163,7 @@ public final class RedisJobQueue: JobQueue {
     if requests.isEmpty { return [] }
     let nowDate = configuration.clock.now()
     let now = Self.millis(nowDate)
-    let fresh = knownQueues.withLock { Set(requests.map(\.queue)).subtracting($0) }
-    if !fresh.isEmpty {
-      _ = try await redis.send(["SADD", queuesKey] + fresh.sorted().map { .string($0) })
-      knownQueues.withLock { $0.formUnion(fresh) }
-    }
+    knownQueues.withLock { $0.formUnion(requests.map(\.queue)) }
     // Ids are made here, so a call retried after a dropped connection finds its jobs instead
     // of adding them twice.
     var results = [EnqueueResult?](repeating: nil, count: requests.count)
@@ -175,12 +175,15 @@ public final class RedisJobQueue: JobQueue {
         let request = requests[index]
         let runAt = max(Self.millis(request.runAt ?? nowDate), now)
         arguments += [
-          .string(JobID.generate(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
+          .string(ids.next(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
           .int(request.priority), .int(-request.priority), .int(runAt), .int(request.maxAttempts),
           .string(request.idempotencyKey ?? ""), runAt > now ? "scheduled" : "available",
         ]
       }
-      let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments)
+      let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey])
+      if let values = reply.elements, values.count == 4, values[1].string == "conflict", let held = values[0].string {
+        throw NovaError.idempotencyConflict(key: values[3].string ?? "", existing: JobID(held))
+      }
       guard let values = reply.elements, values.count == indices.count * 3 else {
         throw RedisStoreBoundary.badReply("enqueue returned \(reply)")
       }
@@ -246,6 +249,14 @@ public final class RedisJobQueue: JobQueue {
   }
 
   // MARK: - Leases
+
+  public func start(_ leases: [JobLease]) async throws {
+    for (queue, group) in Dictionary(grouping: leases, by: { $0.job.queue }) {
+      var arguments: [RESPArgument] = [.int(group.count)]
+      for lease in group { arguments += [.string(lease.id.rawValue), .int(lease.token)] }
+      _ = try await run(RedisQueueScripts.start, queue: queue, arguments)
+    }
+  }
 
   public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     if leases.isEmpty { return [:] }

@@ -28,7 +28,7 @@ public struct APIError: HTTPResponseError, Equatable {
     case .unknownJobKind: self.init(.unprocessableContent, code: error.code, message: error.description)
     case .payloadTooLarge: self.init(.contentTooLarge, code: error.code, message: error.description)
     case .jobNotFound, .notFound: self.init(.notFound, code: error.code, message: error.description)
-    case .invalidState, .leaseLost: self.init(.conflict, code: error.code, message: error.description)
+    case .invalidState, .leaseLost, .idempotencyConflict: self.init(.conflict, code: error.code, message: error.description)
     case .storage: self.init(.serviceUnavailable, code: error.code, message: error.description)
     case .unavailable:
       // A store that is down or locked: the client may retry, and is told when.

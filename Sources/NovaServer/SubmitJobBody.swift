@@ -32,7 +32,8 @@ public struct SubmitJobBody: Sendable {
       guard case .object = payload else {
         throw .malformedInput(field: "payload", message: "must be a JSON object")
       }
-      request.payload = payload.encoded()
+      // The text as sent (validated above), so the handler gets exactly what the client wrote.
+      request.payload = try JSONValue.rawMember("payload", in: data) ?? payload.encoded()
     }
     if let queue = object["queue"] {
       guard case .string(let name) = queue else { throw .malformedInput(field: "queue", message: "must be a string") }

@@ -148,3 +148,11 @@ func parseQueues(_ text: String) throws -> [String] {
   for name in names { try JobRequest.validateName(name, field: "--queues") }
   return names
 }
+
+/// Checks a numeric flag: a finite number within `range` (durations beyond it would overflow
+/// or mean nothing), else the error names the flag, the value and the range.
+func checkNumber(_ value: Double, _ flag: String, _ range: ClosedRange<Double>, _ unit: String) throws {
+  guard value.isFinite, range.contains(value) else {
+    throw ValidationError("\(flag) \(value) is out of range \(range.lowerBound.formatted())...\(range.upperBound.formatted()) \(unit)")
+  }
+}

@@ -70,7 +70,7 @@ enum ExitStatus {
     switch error {
     case .invalidInput, .malformedInput, .unknownJobKind, .payloadTooLarge, .storage: return badInput
     case .jobNotFound, .notFound: return notFound
-    case .invalidState, .leaseLost: return conflict
+    case .invalidState, .leaseLost, .idempotencyConflict: return conflict
     case .unavailable: return failure
     case .forbidden: return denied
     }

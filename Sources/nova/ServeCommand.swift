@@ -67,11 +67,11 @@ struct ServeCommand: AsyncParsableCommand {
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
-    guard retentionHours >= 0 else { throw ValidationError("--retention-hours must not be negative") }
-    guard checkpointSeconds >= 1 else { throw ValidationError("--checkpoint-seconds must be at least 1") }
-    guard kpiFutureSeconds >= 0 else { throw ValidationError("--kpi-future-seconds must not be negative") }
-    guard kpiRetentionDays > 0 else { throw ValidationError("--kpi-retention-days must be positive") }
-    guard collectSeconds >= 0.1 else { throw ValidationError("--collect-seconds must be at least 0.1") }
+    try checkNumber(retentionHours, "--retention-hours", 0...87_600, "hours")
+    try checkNumber(checkpointSeconds, "--checkpoint-seconds", 1...86_400, "seconds")
+    try checkNumber(kpiFutureSeconds, "--kpi-future-seconds", 0...86_400, "seconds")
+    try checkNumber(kpiRetentionDays, "--kpi-retention-days", 0.001...3650, "days")
+    try checkNumber(collectSeconds, "--collect-seconds", 0.1...3600, "seconds")
     try pool.check()
   }
 
@@ -167,10 +167,10 @@ struct PoolOptions: ParsableArguments {
 
   func check() throws {
     guard workers >= 0, workers <= 10_000 else { throw ValidationError("--workers \(workers) is out of range 0...10000") }
-    guard leaseSeconds >= 0.1 else { throw ValidationError("--lease-seconds must be at least 0.1") }
-    guard jobTimeoutSeconds > 0 else { throw ValidationError("--job-timeout-seconds must be positive") }
-    guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace-seconds must not be negative") }
-    guard pollMs >= 1 else { throw ValidationError("--poll-ms must be at least 1") }
+    try checkNumber(leaseSeconds, "--lease-seconds", 0.1...86_400, "seconds")
+    try checkNumber(jobTimeoutSeconds, "--job-timeout-seconds", 0.001...604_800, "seconds")
+    try checkNumber(shutdownGraceSeconds, "--shutdown-grace-seconds", 0...3600, "seconds")
+    guard (1...60_000).contains(pollMs) else { throw ValidationError("--poll-ms \(pollMs) is out of range 1...60000") }
     guard (prefetch ?? 0) >= 0 else { throw ValidationError("--prefetch must not be negative") }
   }
 

@@ -33,6 +33,9 @@ final class FlakyJobQueue: JobQueue {
   func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
     try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
   }
+  func start(_ leases: [JobLease]) async throws {
+    try await base.start(leases)
+  }
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }

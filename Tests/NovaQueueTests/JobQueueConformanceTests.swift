@@ -89,12 +89,38 @@ struct JobQueueConformanceTests {
   @Test(arguments: QueueBackend.all)
   func idempotencyKeyReturnsTheFirstJob(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
-    let first: EnqueueResult = try await queue.enqueue(request(key: "order-42"))
-    let second: EnqueueResult = try await queue.enqueue(request(payload: #"{"other":true}"#, key: "order-42"))
+    let first: EnqueueResult = try await queue.enqueue(request(payload: #"{"n":1}"#, key: "order-42"))
+    let second: EnqueueResult = try await queue.enqueue(request(payload: #"{"n":1}"#, key: "order-42"))
     #expect(first.existing == false)
     #expect(second.existing == true)
     #expect(second.id == first.id)
+    // Issue #14 point 13: the key reused for another payload or kind is a conflict naming the
+    // earlier job, and nothing of the batch it came in is written.
+    await #expect(throws: NovaError.idempotencyConflict(key: "order-42", existing: first.id)) {
+      _ = try await queue.enqueue(request(payload: #"{"other":true}"#, key: "order-42"))
+    }
+    await #expect(throws: NovaError.idempotencyConflict(key: "order-42", existing: first.id)) {
+      _ = try await queue.enqueue(request("echo", payload: #"{"n":1}"#, key: "order-42"))
+    }
+    await #expect(throws: NovaError.self) {
+      _ = try await queue.enqueue(batch: [request(payload: #"{"fresh":1}"#), request(payload: #"{"n":2}"#, key: "order-42")])
+    }
     #expect(try await queue.stats().total(.available) == 1)
+  }
+
+  /// Issue #14 point 5: within one millisecond (the test clock stands still) and within a batch,
+  /// jobs of equal priority are claimed in the order they were enqueued.
+  @Test(arguments: QueueBackend.all)
+  func enqueueOrderHoldsWithinAMillisecondAndABatch(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    _ = try await queue.enqueue(batch: (0..<100).map { request(queue: "fifo", payload: #"{"n":\#($0)}"#) })
+    for n in 100..<150 { _ = try await queue.enqueue(request(queue: "fifo", payload: #"{"n":\#(n)}"#)) }
+    let leases = try await queue.claim(queues: ["fifo"], worker: "w", leaseDuration: leaseTime, limit: 150)
+    let order = try leases.map { lease -> Int64 in
+      guard case .object(let fields) = try JSONValue.parse(lease.job.payload), case .int(let n)? = fields["n"] else { return -1 }
+      return n
+    }
+    #expect(order == Array(0..<150), "\(order)")
   }
 
   @Test(arguments: QueueBackend.all)
@@ -153,6 +179,7 @@ struct JobQueueConformanceTests {
     let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(request())
     let stale = try #require(try await queue.claim(queues: [], worker: "w1", leaseDuration: .seconds(5), limit: 1).first)
+    try await queue.start([stale])
     #expect(try await queue.reapExpiredLeases() == ReapResult())
     clock.advance(by: 6)
     #expect(try await queue.reapExpiredLeases() == ReapResult(requeued: [id]))
@@ -170,12 +197,38 @@ struct JobQueueConformanceTests {
   func reapingTheLastAttemptDeadLetters(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(request(maxAttempts: 1))
-    _ = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1)
+    try await queue.start(try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(1), limit: 1))
     clock.advance(by: 2)
     #expect(try await queue.reapExpiredLeases() == ReapResult(dead: [id]))
     let job = try #require(try await queue.get(id))
     #expect(job.state == .dead)
     #expect(job.lastError?.contains("lease expired") == true)
+  }
+
+  /// Issue #14 point 1: a claim that never started is not an attempt. A worker dies holding one
+  /// running job and four claimed ahead, all of `max_attempts: 1`: only the running one is
+  /// dead-lettered; the others go back with no attempt counted, and run normally.
+  @Test(arguments: QueueBackend.all)
+  func aClaimThatNeverStartedIsNotAnAttempt(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let ids = try await queue.enqueue(batch: (0..<5).map { _ in request(maxAttempts: 1) }).map(\.id)
+    let leases = try await queue.claim(queues: [], worker: "doomed", leaseDuration: .seconds(5), limit: 5)
+    #expect(leases.count == 5)
+    try await queue.start([leases[0]])
+    clock.advance(by: 6)
+    let reaped = try await queue.reapExpiredLeases()
+    #expect(reaped.dead == [ids[0]] && Set(reaped.requeued) == Set(ids[1...]))
+    for id in ids[1...] {
+      let job = try #require(try await queue.get(id))
+      #expect(job.state == .available && job.attempts == 0, "\(job)")
+    }
+    let again = try await queue.claim(queues: [], worker: "next", leaseDuration: leaseTime, limit: 5)
+    #expect(again.count == 4 && again.allSatisfy { $0.job.attempts == 1 })
+    // A start with a stale lease changes nothing.
+    try await queue.start(leases)
+    _ = try await queue.complete(batch: again.map { JobCompletion(lease: $0, result: nil) })
+    let stats = try await queue.stats()
+    #expect(stats.total(.succeeded) == 4 && stats.total(.dead) == 1)
   }
 
   @Test(arguments: QueueBackend.all)

@@ -95,6 +95,23 @@ struct RedisResilienceTests {
     direct.close()
   }
 
+  /// Issue #14 point 3: the queue registry is written by every enqueue; after it is lost (`DEL`,
+  /// a failover) a new job is still claimable and visible.
+  @Test func aLostQueueRegistryStrandsNoNewJob() async throws {
+    let prefix = "registry-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { queue.close() }
+    _ = try await queue.enqueue(JobRequest(kind: "noop", queue: "gpu"))
+    _ = try await queue.client.send("DEL", .string("\(prefix):queues"))
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "noop", queue: "gpu"))
+    #expect(try await queue.get(id)?.state == .available)
+    #expect(try await queue.stats().count(queue: "gpu", state: .available) == 2)
+    let other = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { other.close() }
+    let claimed = try await other.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 10)
+    #expect(Set(claimed.map(\.job.queue)) == ["gpu"] && claimed.count == 2)
+  }
+
   @Test func stressThroughTwoMillisecondsOfLatency() async throws {
     try await runStress(cutEvery: nil)
   }

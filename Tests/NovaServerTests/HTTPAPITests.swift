@@ -42,11 +42,20 @@ struct HTTPAPITests {
         #expect((body["payload"] as? [String: Any])?["n"] as? Int == 1)
         id = try #require(body["id"] as? String)
       }
-      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","queue":"gpu","idempotency_key":"k1"}"#)) {
-        response in
+      try await client.execute(
+        uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"echo","payload":{"n":1},"queue":"gpu","idempotency_key":"k1"}"#)
+      ) { response in
         #expect(response.status == .ok)
         let value1 = try json(response.body)["id"] as? String
         #expect(value1 == id)
+      }
+      // Issue #14 point 13: the key reused for another job is 409 naming the earlier one.
+      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"noop","queue":"gpu","idempotency_key":"k1"}"#)) {
+        response in
+        #expect(response.status == .conflict)
+        let code = try errorCode(response.body)
+        #expect(code == "idempotency_conflict")
+        #expect(String(buffer: response.body).contains(id))
       }
       try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"sleep","payload":{"ms":1},"delay_seconds":3600}"#))
       { response in
@@ -89,6 +98,32 @@ struct HTTPAPITests {
         #expect(queues["default"]?["scheduled"] == 1)
       }
     }
+  }
+
+  /// Issue #14 point 12: the payload a handler receives is the text the client sent: integers
+  /// beyond 2^53, `1.0` and key order survive.
+  @Test func payloadsRoundTripExactly() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    let queue = try SQLiteJobQueue(path: path)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: .init(workers: 0), queue: queue, security: nil, logger: Logger(label: "test"))
+    let app = Application(router: server.makeRouter())
+    let payload = #"{"z":9007199254740993,"a":1.0,"nested":{"big":-123456789012345678901234567890,"s":"\u00e9\n"},"list":[1e300,0.10]}"#
+    try await app.test(.router) { client in
+      try await client.execute(
+        uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"echo", "payload": "# + payload + #" ,"queue":"exact"}"#)
+      ) { response in
+        #expect(response.status == .created, "\(String(buffer: response.body))")
+      }
+      try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: #"{"kind":"echo","payload":{"a":1},"payload":{"a":2}}"#)) {
+        #expect($0.status == .badRequest || $0.status == .unprocessableContent)
+      }
+    }
+    let lease = try #require(try await queue.claim(queues: ["exact"], worker: "w", leaseDuration: .seconds(30), limit: 1).first)
+    #expect(String(decoding: lease.job.payload, as: UTF8.self) == payload)
+    #expect(try JSONValue.rawMember("payload", in: Data(#"{"kind":"x"}"#.utf8)) == nil)
+    #expect(try JSONValue.rawMember("payload", in: Data(#"[1]"#.utf8)) == nil)
+    #expect(try JSONValue.rawMember("p", in: Data(#" { "q" : [ "]" , {"p":1} ] , "p" : true } "#.utf8)) == Data("true".utf8))
   }
 
   @Test func badInputGetsAClearErrorAndTheServerKeepsServing() async throws {

@@ -69,9 +69,11 @@ struct RedisProcessTests {
       if let owner = job.leaseOwner { owners.insert(owner) }
     }
     #expect(owners.count == 2, "both workers completed jobs: \(owners)")
+    // Every job the killed worker held ran again elsewhere; those it had only claimed ahead
+    // (never started) got their attempt back, so only the started ones show a second attempt.
     for job in orphaned {
       let after = try #require(try await queue.get(job.id))
-      #expect(after.attempts >= 2)
+      #expect(after.attempts >= 1)
       #expect(after.leaseOwner != job.leaseOwner)
     }
     let stats = try await queue.stats()
