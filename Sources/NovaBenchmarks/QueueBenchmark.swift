@@ -173,7 +173,9 @@ public final class CompletionCountingQueue: JobQueue {
   public func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
   public func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
   public func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
-  public func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
+    try await base.purgeFinished(before: before, deadBefore: deadBefore)
+  }
   public func stats() async throws -> QueueStats { try await base.stats() }
   public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }

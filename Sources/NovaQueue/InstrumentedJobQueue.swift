@@ -153,8 +153,8 @@ public final class InstrumentedJobQueue: JobQueue {
     return result
   }
 
-  public func purgeFinished(before: Date) async throws -> Int {
-    try await base.purgeFinished(before: before)
+  public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
+    try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
 
   public func stats() async throws -> QueueStats { try await base.stats() }

@@ -34,8 +34,9 @@ public protocol JobQueue: Sendable {
   func retry(_ id: JobID) async throws -> Job
   /// Makes jobs whose lease expired available again (or dead, when out of attempts).
   func reapExpiredLeases() async throws -> ReapResult
-  /// Deletes succeeded and cancelled jobs that finished before `before`.
-  func purgeFinished(before: Date) async throws -> Int
+  /// Deletes succeeded and cancelled jobs that finished before `before`, and dead ones that
+  /// finished before `deadBefore` (nil keeps them), in bounded batches; returns how many.
+  func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int
   /// Counts per queue and state.
   func stats() async throws -> QueueStats
   /// One job, or nil.
@@ -205,5 +206,12 @@ public struct JobPage: Sendable, Equatable {
     }
     let page = Array(jobs.prefix(limit))
     self.init(jobs: page, nextCursor: page.last?.id.rawValue)
+  }
+}
+
+extension JobQueue {
+  /// Deletes succeeded and cancelled jobs that finished before `before` (dead ones are kept).
+  public func purgeFinished(before: Date) async throws -> Int {
+    try await purgeFinished(before: before, deadBefore: nil)
   }
 }

@@ -9,14 +9,17 @@ public struct LeaseReaper: Service {
   public var interval: Duration
   /// Succeeded and cancelled jobs older than this are deleted; nil keeps them.
   public var retention: Duration?
+  /// Dead jobs older than this are deleted (they are kept longer, for inspection); nil keeps them.
+  public var deadRetention: Duration?
   public var logger: Logger
   /// Paces the passes and dates the purge.
   public var clock: any NovaClock
 
   public init(
-    queue: any JobQueue, interval: Duration = .seconds(1), retention: Duration? = nil, logger: Logger,
+    queue: any JobQueue, interval: Duration = .seconds(1), retention: Duration? = nil, deadRetention: Duration? = nil, logger: Logger,
     clock: any NovaClock = SystemClock()
   ) {
+    self.deadRetention = deadRetention
     self.clock = clock
     self.queue = queue
     self.interval = interval
@@ -33,8 +36,10 @@ public struct LeaseReaper: Service {
       logger.notice(
         "reaped expired leases", metadata: ["requeued": "\(result.requeued.count)", "dead": "\(result.dead.count)"])
     }
-    if let retention {
-      let purged = try await queue.purgeFinished(before: now.addingTimeInterval(-retention.seconds))
+    if retention != nil || deadRetention != nil {
+      let purged = try await queue.purgeFinished(
+        before: retention.map { now.addingTimeInterval(-$0.seconds) } ?? .distantPast,
+        deadBefore: deadRetention.map { now.addingTimeInterval(-$0.seconds) })
       if purged > 0 { logger.info("purged finished jobs", metadata: ["count": "\(purged)"]) }
     }
     return result

@@ -123,6 +123,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       // 0 while a claimed job waits in its worker's buffer: its attempt counts once it starts.
       try db.execute(sql: "ALTER TABLE nova_jobs ADD COLUMN started INTEGER NOT NULL DEFAULT 1")
     }
+    migrator.registerMigration("v10-job-finished-index") { db in
+      // The purge walks finished jobs by when they finished, never every old row.
+      try db.execute(
+        sql: "CREATE INDEX nova_jobs_finished ON nova_jobs(state, finished_at) WHERE finished_at IS NOT NULL")
+    }
   }
 
   // MARK: - Columns
@@ -246,6 +251,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
 
   // MARK: - Claim
 
+  /// Due jobs made available per claim: a burst of due jobs is promoted over several claims,
+  /// so no transaction holds the writer long (heartbeats and completions wait on it).
+  static let promotionBatch = 1000
+
   public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
     -> [JobLease]
   {
@@ -260,9 +269,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       let promoted = try Row.fetchAll(
         db.cachedStatement(
           sql: """
-            UPDATE nova_jobs SET state = 'available', updated_at = ?
-            WHERE state IN ('scheduled', 'failed') AND run_at <= ? RETURNING id, queue, kind, attempts
-            """), arguments: [now, now])
+            UPDATE nova_jobs SET state = 'available', updated_at = ?1
+            WHERE id IN (
+              SELECT id FROM nova_jobs WHERE state IN ('scheduled', 'failed') AND run_at <= ?1 ORDER BY run_at LIMIT ?2)
+            RETURNING id, queue, kind, attempts
+            """), arguments: [now, Self.promotionBatch])
       var transitions: [JobTransition] = []
       if journal != nil {
         for row in promoted {
@@ -587,26 +598,29 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     return result
   }
 
-  public func purgeFinished(before: Date) async throws -> Int {
-    let cutoff = Self.millis(before)
-    // A job that finished before the cutoff was created before it, so the scan is bounded by
-    // the id (creation time) range; chunks keep each write transaction short.
-    let bound = JobID.lowerBound(for: before).rawValue
+  public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
     var total = 0
-    while true {
-      let deleted = try await database.write { db -> Int in
-        try db.execute(
-          sql: """
-            DELETE FROM nova_jobs WHERE id IN (
-              SELECT id FROM nova_jobs WHERE id < ? AND state IN ('succeeded', 'cancelled')
-                AND finished_at < ? LIMIT 5000)
-            """,
-          arguments: [bound, cutoff])
-        return db.changesCount
+    var targets: [(state: String, cutoff: Int64)] = [("succeeded", Self.millis(before)), ("cancelled", Self.millis(before))]
+    if let deadBefore { targets.append(("dead", Self.millis(deadBefore))) }
+    for target in targets {
+      // Along the (state, finished_at) index, 5,000 rows a transaction: the writer is never
+      // held long, and rows not yet due are never read.
+      while true {
+        let deleted = try await database.write { db -> Int in
+          try db.execute(
+            sql: """
+              DELETE FROM nova_jobs WHERE id IN (
+                SELECT id FROM nova_jobs INDEXED BY nova_jobs_finished
+                WHERE state = ? AND finished_at < ? LIMIT 5000)
+              """,
+            arguments: [target.state, target.cutoff])
+          return db.changesCount
+        }
+        total += deleted
+        if deleted < 5000 { break }
       }
-      total += deleted
-      if deleted < 5000 { return total }
     }
+    return total
   }
 
   // MARK: - Reads

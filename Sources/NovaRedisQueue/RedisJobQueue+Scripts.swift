@@ -331,26 +331,28 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: cutoff (ms), lowest id made at the cutoff. Deletes up to 1000 succeeded or cancelled
-  /// jobs that finished before the cutoff; returns how many. A job that finished before the
-  /// cutoff was created before it, so only ids below the bound are read.
+  /// ARGV: cutoff (ms), lowest id made at the cutoff, state, cursor (the last id looked at, ''
+  /// at first). Looks at up to 1000 ids of the state's set after the cursor and below the bound
+  /// (a job that finished before the cutoff was created before it) and deletes those that
+  /// finished before the cutoff; returns {deleted, next cursor or '' when the range is done}.
+  /// Old jobs that finished recently are stepped over, so they never stall the purge.
   static let purge = RedisScript(
     helpers + """
-      local cutoff, bound = tonumber(ARGV[1]), ARGV[2]
+      local cutoff, bound, state, after = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+      local low = after == '' and '-' or ('(' .. after)
+      local ids = redis.call('ZRANGEBYLEX', p .. 'state:' .. state, low, '(' .. bound, 'LIMIT', 0, 1000)
       local deleted = 0
-      for _, state in ipairs({'succeeded', 'cancelled'}) do
-        local old = redis.call('ZRANGEBYLEX', p .. 'state:' .. state, '-', '(' .. bound, 'LIMIT', 0, 1000)
-        for _, id in ipairs(old) do
-          local k = p .. 'job:' .. id
-          local f = redis.call('HMGET', k, 'finished_at', 'idem')
-          if not f[1] or tonumber(f[1]) < cutoff then
-            if f[2] then redis.call('HDEL', p .. 'idem', f[2]) end
-            redis.call('ZREM', p .. 'state:' .. state, id)
-            redis.call('DEL', k)
-            deleted = deleted + 1
-          end
+      for _, id in ipairs(ids) do
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'finished_at', 'idem')
+        if not f[1] or tonumber(f[1]) < cutoff then
+          if f[2] then redis.call('HDEL', p .. 'idem', f[2]) end
+          redis.call('ZREM', p .. 'state:' .. state, id)
+          redis.call('DEL', k)
+          deleted = deleted + 1
         end
       end
-      return deleted
+      if #ids < 1000 then return {deleted, ''} end
+      return {deleted, ids[#ids]}
       """)
 }

@@ -374,15 +374,24 @@ public final class RedisJobQueue: JobQueue {
     return result
   }
 
-  public func purgeFinished(before: Date) async throws -> Int {
+  public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
     var total = 0
-    let cutoff = Self.millis(before)
+    var targets: [(state: String, before: Date)] = [("succeeded", before), ("cancelled", before)]
+    if let deadBefore { targets.append(("dead", deadBefore)) }
     for queue in try await allQueues() {
-      while true {
-        let deleted = Int(
-          try await run(RedisQueueScripts.purge, queue: queue, [.int(cutoff), .string(JobID.lowerBound(for: before).rawValue)]).int ?? 0)
-        total += deleted
-        if deleted < 1000 { break }
+      for target in targets {
+        var cursor = ""
+        repeat {
+          let reply = try await run(
+            RedisQueueScripts.purge, queue: queue,
+            [
+              .int(Self.millis(target.before)), .string(JobID.lowerBound(for: target.before).rawValue), .string(target.state),
+              .string(cursor),
+            ])
+          guard let parts = reply.elements, parts.count == 2 else { throw RedisStoreBoundary.badReply("purge returned \(reply)") }
+          total += Int(parts[0].int ?? 0)
+          cursor = parts[1].string ?? ""
+        } while !cursor.isEmpty
       }
     }
     return total

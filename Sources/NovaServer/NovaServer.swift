@@ -29,6 +29,8 @@ public struct NovaServer: Sendable {
     public var reaperInterval: Duration
     public var metricsInterval: Duration
     public var retention: Duration?
+    /// Dead jobs are deleted this long after they died (nil keeps them).
+    public var deadRetention: Duration? = .seconds(720 * 3600)
     /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
     public var metricsOpen: Bool
     public var checkpointInterval: Duration
@@ -243,7 +245,9 @@ public struct NovaServer: Sendable {
       services.append(made)
     }
     services.append(
-      LeaseReaper(queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, logger: logger, clock: clock))
+      LeaseReaper(
+        queue: queue, interval: configuration.reaperInterval, retention: configuration.retention, deadRetention: configuration.deadRetention,
+        logger: logger, clock: clock))
     services.append(
       QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis, clock: clock))
     if let kpis, let dataDirectory = configuration.dataDirectory {

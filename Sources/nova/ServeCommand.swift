@@ -33,6 +33,9 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Keep succeeded and cancelled jobs this many hours (0 keeps them forever).", valueName: "hours"))
   var retentionHours: Double = 168
 
+  @Option(name: .long, help: ArgumentHelp("Keep dead jobs this many hours for inspection (0 keeps them forever).", valueName: "hours"))
+  var deadRetentionHours: Double = 720
+
   @Flag(name: .long, help: "Serve /metrics without a token (for a Prometheus that sends none).")
   var metricsOpen = false
 
@@ -68,6 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
     try checkNumber(retentionHours, "--retention-hours", 0...87_600, "hours")
+    try checkNumber(deadRetentionHours, "--dead-retention-hours", 0...87_600, "hours")
     try checkNumber(checkpointSeconds, "--checkpoint-seconds", 1...86_400, "seconds")
     try checkNumber(kpiFutureSeconds, "--kpi-future-seconds", 0...86_400, "seconds")
     try checkNumber(kpiRetentionDays, "--kpi-retention-days", 0.001...3650, "days")
@@ -102,6 +106,7 @@ struct ServeCommand: AsyncParsableCommand {
     var withBaseline = configuration
     withBaseline.policyBaseline = try policyBaseline.map { try loadBaseline($0) }
     withBaseline.dataDirectory = store.dataDir
+    withBaseline.deadRetention = deadRetentionHours > 0 ? .seconds(fractional: deadRetentionHours * 3600) : nil
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
     withBaseline.kpiFutureTolerance = .seconds(fractional: kpiFutureSeconds)
     withBaseline.luxOpen = luxOpen

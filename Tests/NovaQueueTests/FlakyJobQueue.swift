@@ -54,7 +54,9 @@ final class FlakyJobQueue: JobQueue {
   func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
   func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
   func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }
-  func purgeFinished(before: Date) async throws -> Int { try await base.purgeFinished(before: before) }
+  func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
+    try await base.purgeFinished(before: before, deadBefore: deadBefore)
+  }
   func stats() async throws -> QueueStats { try await base.stats() }
   func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }

@@ -382,6 +382,44 @@ struct JobQueueConformanceTests {
     #expect(try await queue.get(waiting) != nil)
   }
 
+  /// Issue #14 point 8: dead jobs are purged after their own retention; an old job that finished
+  /// recently never stalls the purge of the older-finished jobs behind it (more than a batch of
+  /// them); due jobs are promoted in bounded batches.
+  @Test(arguments: QueueBackend.all)
+  func purgeIsBoundedAndNeverStallsAndDeadJobsHaveTheirOwnRetention(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    // In one queue: 1,100 jobs made first and finished last, then 50 made later and finished first.
+    let late = try await queue.enqueue(batch: (0..<1100).map { _ in request(queue: "mixed") }).map(\.id)
+    let early = try await queue.enqueue(batch: (0..<50).map { _ in request(queue: "mixed") }).map(\.id)
+    let dead: JobID = try await queue.enqueue(request(queue: "doomed", maxAttempts: 1))
+    let leases = try await queue.claim(queues: ["mixed"], worker: "w", leaseDuration: .seconds(7200), limit: 1150)
+    #expect(leases.count == 1150)
+    let earlyIDs = Set(early)
+    _ = try await queue.complete(batch: leases.filter { earlyIDs.contains($0.id) }.map { JobCompletion(lease: $0, result: nil) })
+    let doomed = try #require(try await queue.claim(queues: ["doomed"], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(try await queue.fail(doomed, error: "no", retryable: false) == .dead)
+    clock.advance(by: 3600)
+    _ = try await queue.complete(batch: leases.filter { !earlyIDs.contains($0.id) }.map { JobCompletion(lease: $0, result: nil) })
+    clock.advance(by: 60)
+    // Finished more than 30 minutes ago: the 50 fast ones only, behind 1,100 older ids.
+    let cutoff = clock.now().addingTimeInterval(-1800)
+    #expect(try await queue.purgeFinished(before: cutoff, deadBefore: nil) == 50)
+    let (gone, kept, keptDead) = (try await queue.get(early[0]), try await queue.get(late[0]), try await queue.get(dead))
+    #expect(gone == nil && kept != nil && keptDead != nil)
+    #expect(try await queue.purgeFinished(before: cutoff, deadBefore: cutoff) == 1)
+    #expect(try await queue.get(dead) == nil)
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func dueJobsArePromotedInBoundedBatches(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    _ = try await queue.enqueue(batch: (0..<2500).map { _ in request(queue: "burst", delay: 10) })
+    clock.advance(by: 11)
+    _ = try await queue.claim(queues: ["burst"], worker: "w", leaseDuration: leaseTime, limit: 1)
+    let stats = try await queue.stats()
+    #expect(stats.count(queue: "burst", state: .available) == 999 && stats.count(queue: "burst", state: .scheduled) == 1500)
+  }
+
   @Test(arguments: QueueBackend.all)
   func waitForJobsReturnsWhenAJobArrives(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)

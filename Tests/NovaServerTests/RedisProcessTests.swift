@@ -48,15 +48,14 @@ struct RedisProcessTests {
         && done.contains { $0.contains("-\(first.pid)-") }
     }
     let killedPID = first.pid
+    // What the worker holds as it is killed (its id is host-pid-random). After the kill, these
+    // leases expire within a second and the other worker's reaper requeues them, which on a
+    // loaded machine can happen before this test looks again: so they are taken before.
+    let held = try await queue.list(JobFilter(state: .running, limit: 100)).jobs
+      .filter { $0.leaseOwner?.contains("-\(killedPID)-") == true }
     first.signal(SIGKILL)
     _ = await first.waitForExit()
-    // Jobs the killed worker held (its id is host-pid-random).
-    let orphaned = try await queue.list(JobFilter(state: .running, limit: 100)).jobs
-      .filter { $0.leaseOwner?.contains("-\(killedPID)-") == true }
-    let running = try await queue.list(JobFilter(state: .running, limit: 100)).jobs.compactMap(\.leaseOwner)
-    #expect(
-      !orphaned.isEmpty,
-      "the kill should leave jobs mid-run; killed \(killedPID), running: \(running), exit \(String(describing: first.child.exitCode))")
+    #expect(!held.isEmpty, "the kill should leave jobs mid-run; killed \(killedPID)")
     try await eventually("every job to succeed", timeout: .seconds(90)) {
       try await queue.stats().total(.succeeded) == ids.count
     }
@@ -69,13 +68,18 @@ struct RedisProcessTests {
       if let owner = job.leaseOwner { owners.insert(owner) }
     }
     #expect(owners.count == 2, "both workers completed jobs: \(owners)")
-    // Every job the killed worker held ran again elsewhere; those it had only claimed ahead
-    // (never started) got their attempt back, so only the started ones show a second attempt.
-    for job in orphaned {
+    // Jobs the killed worker held ran again elsewhere (any it finished in the instant before the
+    // kill keep its name); those it had only claimed ahead got their attempt back.
+    var rerun = 0
+    for job in held {
       let after = try #require(try await queue.get(job.id))
-      #expect(after.attempts >= 1)
-      #expect(after.leaseOwner != job.leaseOwner)
+      #expect(after.state == .succeeded && after.attempts >= 1)
+      if after.leaseOwner != job.leaseOwner {
+        rerun += 1
+        #expect(after.fencingToken > job.fencingToken)
+      }
     }
+    #expect(rerun >= 1, "no job the killed worker held ran elsewhere")
     let stats = try await queue.stats()
     #expect(stats.total(.dead) == 0 && stats.total(.running) == 0 && stats.total(.available) == 0)
     queue.close()
