@@ -67,7 +67,11 @@ public final class WorkerPool: Service {
 
   struct InFlight {
     var lease: JobLease
-    let task: Task<Data?, any Error>
+    let task: Task<Void, Never>
+    /// Where the handler's outcome, or the reason it was stopped, arrives first.
+    let gate: OutcomeGate
+    /// The kind's timeout (or the pool's), and when it runs out.
+    let timeout: Duration
     let deadline: Duration
     var lastHeartbeat: Duration
     var stopReason: StopReason?
@@ -281,6 +285,7 @@ public final class WorkerPool: Service {
     let outcome: Result<Data?, any Error>
     let reason: StopReason?
     var currentLease = lease
+    var ranFor = configuration.jobTimeout
     // The attempt counts from here: a job still in the buffer when this worker dies is given
     // back without one. If the mark cannot be written the job is not run (its lease expires).
     do {
@@ -301,29 +306,44 @@ public final class WorkerPool: Service {
         logger: logger)
       let payload = job.payload
       let run = entry.run
-      let task = Task { try await run(payload, context) }
+      // The handler runs in its own task; the pool waits on the gate, which a stop (timeout,
+      // cancellation, shutdown) also opens: a handler that ignores cancellation is abandoned,
+      // its slot freed and its late result ignored, instead of holding the pool.
+      let gate = OutcomeGate()
+      let task = Task {
+        do {
+          gate.resolve(.success(try await run(payload, context)))
+        } catch {
+          gate.resolve(.failure(error))
+        }
+      }
       let now = clock.uptime()
+      let timeout = entry.timeout ?? configuration.jobTimeout
       let forced = state.withLock { state -> Bool in
         state.inFlight[job.id] = InFlight(
-          lease: lease, task: task, deadline: now + (entry.timeout ?? configuration.jobTimeout),
-          lastHeartbeat: now, stopReason: state.forceStopped ? .shutdown : nil)
+          lease: lease, task: task, gate: gate, timeout: timeout, deadline: now + timeout, lastHeartbeat: now,
+          stopReason: state.forceStopped ? .shutdown : nil)
         return state.forceStopped
       }
-      if forced { task.cancel() }
+      if forced {
+        task.cancel()
+        gate.resolve(.failure(CancellationError()))
+      }
       outcome = await withTaskCancellationHandler {
-        await task.result
+        await gate.wait()
       } onCancel: {
         self.stop(job.id, reason: .shutdown)
       }
-      (reason, currentLease) = state.withLock { state -> (StopReason?, JobLease) in
+      (reason, currentLease, ranFor) = state.withLock { state -> (StopReason?, JobLease, Duration) in
         state.running -= 1
         state.finishedSinceTick += 1
         let entry = state.inFlight.removeValue(forKey: job.id)
-        return (entry?.stopReason, entry?.lease ?? lease)
+        return (entry?.stopReason, entry?.lease ?? lease, entry?.timeout ?? timeout)
       }
     } else {
       outcome = .failure(NonRetryableJobError("no handler for job kind '\(job.kind)'"))
       reason = nil
+      ranFor = configuration.jobTimeout
       state.withLock { $0.running -= 1 }
     }
     if reason == nil, case .success(let result) = outcome {
@@ -335,7 +355,7 @@ public final class WorkerPool: Service {
     }
     dispatchWake.signal()
     fetchWake.signal()
-    await record(currentLease, outcome: outcome, reason: reason)
+    await record(currentLease, outcome: outcome, reason: reason, timeout: ranFor)
     state.withLock { $0.unrecorded -= 1 }
     dispatchWake.signal()
   }
@@ -421,15 +441,17 @@ public final class WorkerPool: Service {
   }
 
   private func stop(_ id: JobID, reason: StopReason) {
-    let task = state.withLock { state -> Task<Data?, any Error>? in
-      guard state.inFlight[id] != nil, state.inFlight[id]?.stopReason == nil else { return nil }
+    let stopped = state.withLock { state -> (Task<Void, Never>, OutcomeGate)? in
+      guard let entry = state.inFlight[id], entry.stopReason == nil else { return nil }
       state.inFlight[id]?.stopReason = reason
-      return state.inFlight[id]?.task
+      return (entry.task, entry.gate)
     }
-    task?.cancel()
+    guard let (task, gate) = stopped else { return }
+    task.cancel()
+    gate.resolve(.failure(CancellationError()))
   }
 
-  private func record(_ lease: JobLease, outcome: Result<Data?, any Error>, reason: StopReason?) async {
+  private func record(_ lease: JobLease, outcome: Result<Data?, any Error>, reason: StopReason?, timeout: Duration) async {
     do {
       switch (reason, outcome) {
       case (.jobCancelled, _), (.leaseLost, _):
@@ -439,8 +461,7 @@ public final class WorkerPool: Service {
       case (.shutdown, .failure):
         try await queue.release(lease)
       case (.timeout, .failure):
-        _ = try await queue.fail(
-          lease, error: "timed out after \(configuration.jobTimeout.seconds) s", retryable: true)
+        _ = try await queue.fail(lease, error: "timed out after \(timeout.seconds.formatted()) s (the \(lease.job.kind) timeout)", retryable: true)
       case (nil, .failure(let error)) where error.isTransientNovaError:
         // A store the handler needed is down: not the job's fault, so the attempt is given back
         // (never counted towards dead-lettering) and claims pause before it runs again.
@@ -475,7 +496,7 @@ public final class WorkerPool: Service {
         state.pace = 0.7 * state.pace + 0.3 * Double(state.finishedSinceTick) / elapsed
         state.finishedSinceTick = 0
       }
-      var toCancel: [Task<Data?, any Error>] = []
+      var toCancel: [(Task<Void, Never>, OutcomeGate)] = []
       let due = state.withLock { state -> [JobLease] in
         if state.stopping, let deadline = state.stopDeadline, now >= deadline, !state.forceStopped {
           state.forceStopped = true
@@ -484,10 +505,10 @@ public final class WorkerPool: Service {
         for (id, entry) in state.inFlight where entry.stopReason == nil {
           if state.forceStopped {
             state.inFlight[id]?.stopReason = .shutdown
-            toCancel.append(entry.task)
+            toCancel.append((entry.task, entry.gate))
           } else if now >= entry.deadline {
             state.inFlight[id]?.stopReason = .timeout
-            toCancel.append(entry.task)
+            toCancel.append((entry.task, entry.gate))
           } else if now - entry.lastHeartbeat >= configuration.heartbeatInterval {
             due.append(entry.lease)
           }
@@ -501,7 +522,12 @@ public final class WorkerPool: Service {
         }
         return due
       }
-      for task in toCancel { task.cancel() }
+      // Stopped handlers are cancelled and their slots freed at once: one that ignores the
+      // cancellation is abandoned (its late result is ignored).
+      for (task, gate) in toCancel {
+        task.cancel()
+        gate.resolve(.failure(CancellationError()))
+      }
       if !due.isEmpty { await heartbeat(due, at: now) }
     }
   }
@@ -544,6 +570,39 @@ public final class WorkerPool: Service {
         state.buffer = Array(kept)
         state.bufferHead = 0
       }
+    }
+  }
+}
+
+/// A handler's outcome, given once: by the handler's task when it ends, or by the pool when it
+/// stops the job first (the handler's later result is then ignored).
+final class OutcomeGate: Sendable {
+  private struct State {
+    var result: Result<Data?, any Error>?
+    var waiter: CheckedContinuation<Result<Data?, any Error>, Never>?
+  }
+  private let state = Mutex(State())
+
+  /// Sets the outcome unless one was set; wakes the waiter.
+  func resolve(_ result: Result<Data?, any Error>) {
+    let waiter = state.withLock { state -> CheckedContinuation<Result<Data?, any Error>, Never>? in
+      guard state.result == nil else { return nil }
+      state.result = result
+      defer { state.waiter = nil }
+      return state.waiter
+    }
+    waiter?.resume(returning: result)
+  }
+
+  /// The outcome, once there is one.
+  func wait() async -> Result<Data?, any Error> {
+    await withCheckedContinuation { continuation in
+      let ready = state.withLock { state -> Result<Data?, any Error>? in
+        if let result = state.result { return result }
+        state.waiter = continuation
+        return nil
+      }
+      if let ready { continuation.resume(returning: ready) }
     }
   }
 }

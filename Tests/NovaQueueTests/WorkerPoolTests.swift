@@ -123,6 +123,56 @@ struct WorkerPoolTests {
     #expect(try await queue.get(badPayload)?.attempts == 1)
   }
 
+  /// Issue #14 point 7: a handler that ignores cancellation cannot hold its slot past its
+  /// timeout, nor shutdown past its grace period.
+  @Test(arguments: QueueBackend.all)
+  func aHandlerIgnoringCancellationIsAbandonedAtItsTimeoutAndAtShutdown(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let late = RunLedger()
+    var registry = BuiltinJobs.registry
+    registry.register("stubborn", parameters: TestParameters.self, timeout: .milliseconds(300)) { _, context in
+      await Self.ignoreCancellation(for: .seconds(4))
+      late.record(context.id)
+      return ["done": true]
+    }
+    let stubborn: JobID = try await queue.enqueue(JobRequest(kind: "stubborn", maxAttempts: 1))
+    let quick: JobID = try await queue.enqueue(JobRequest(kind: "noop"))
+    let started = ContinuousClock.now
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(concurrency: 1)) { _ in
+      try await eventually("the quick job to run in the slot the stubborn one held", timeout: .seconds(30)) {
+        try await queue.get(quick)?.state == .succeeded
+      }
+    }
+    #expect(ContinuousClock.now - started < .seconds(3), "the slot was held \(ContinuousClock.now - started)")
+    let job = try #require(try await queue.get(stubborn))
+    #expect(job.state == .dead && job.lastError?.contains("timed out after 0.3 s (the stubborn timeout)") == true, "\(job)")
+
+    // Shutdown with the handler still running: the pool stops after its grace period, not the 4 s.
+    let second: JobID = try await queue.enqueue(JobRequest(kind: "stubborn", maxAttempts: 3))
+    var patient = registry
+    patient.register("stubborn", parameters: TestParameters.self, timeout: .seconds(60)) { _, _ in
+      await Self.ignoreCancellation(for: .seconds(4))
+      return ["done": true]
+    }
+    let shutdownStarted = ContinuousClock.now
+    try await withPool(queue: queue, registry: patient, configuration: poolConfiguration(concurrency: 1, grace: .milliseconds(300))) { pool in
+      try await eventually("the second job to start") { pool.runningCount == 1 }
+    }
+    #expect(ContinuousClock.now - shutdownStarted < .seconds(3), "shutdown took \(ContinuousClock.now - shutdownStarted)")
+    #expect(try await queue.get(second)?.state == .available)
+    // The abandoned handler's result, when it finally comes, changes nothing.
+    try await eventually("the abandoned handler to end", timeout: .seconds(10)) { late.count(stubborn) == 1 }
+    #expect(try await queue.get(stubborn)?.state == .dead)
+  }
+
+  /// Waits `duration` on a continuation, which task cancellation does not end (a handler
+  /// stuck in a blocking call), without using a core meanwhile.
+  static func ignoreCancellation(for duration: Duration) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      DispatchQueue.global().asyncAfter(deadline: .now() + duration.seconds) { continuation.resume() }
+    }
+  }
+
   @Test(arguments: QueueBackend.all)
   func jobOverItsTimeoutIsCancelledAndFails(backend: QueueBackend) async throws {
     let clock = TestClock()
@@ -140,7 +190,7 @@ struct WorkerPoolTests {
         return try await queue.get(id)?.state == .dead
       }
     }
-    #expect(try await queue.get(id)?.lastError?.contains("timed out after 5.0 s") == true)
+    #expect(try await queue.get(id)?.lastError?.contains("timed out after 5 s (the sleep timeout)") == true)
   }
 
   @Test(arguments: QueueBackend.all)
