@@ -94,14 +94,7 @@ struct AuditCommand: AsyncParsableCommand {
         }
         return text
       }
-      var mirrored: [MirroredCheckpoint] = []
-      if let checkpointDir {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isDirectory), isDirectory.boolValue else {
-          throw NovaError.invalidInput(field: "--checkpoint-dir", message: "\(checkpointDir) is not a directory")
-        }
-        mirrored = try await CheckpointDirectory(path: checkpointDir).checkpoints() ?? []
-      }
+      let mirrored = try await mirroredCheckpoints(in: checkpointDir)
       let report = try await security.audit.verify(verifier: verifier, origin: verifier.name, extraCheckpoints: notes, mirrored: mirrored)
       if output.json {
         try printJSON(

@@ -156,3 +156,14 @@ func checkNumber(_ value: Double, _ flag: String, _ range: ClosedRange<Double>, 
     throw ValidationError("\(flag) \(value) is out of range \(range.lowerBound.formatted())...\(range.upperBound.formatted()) \(unit)")
   }
 }
+
+/// The checkpoints of `--checkpoint-dir` (none without one); a path that is not a directory is
+/// an error, not an empty mirror.
+func mirroredCheckpoints(in directory: String?) async throws -> [MirroredCheckpoint] {
+  guard let directory else { return [] }
+  var isDirectory: ObjCBool = false
+  guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+    throw NovaError.invalidInput(field: "--checkpoint-dir", message: "\(directory) is not a directory")
+  }
+  return try await CheckpointDirectory(path: directory).checkpoints() ?? []
+}

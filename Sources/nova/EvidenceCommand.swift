@@ -54,14 +54,7 @@ struct EvidenceCommand: AsyncParsableCommand {
       let sections = try await EvidenceSections.build(
         journal: application.journal, alertStore: application.alertStore, policy: policy, baseline: try policyBaseline.map { try loadBaseline($0) },
         alertSettings: try thresholds.load(dataDir: store.dataDir)?.settings ?? AlertSettings(), since: sinceMillis, until: untilMillis)
-      var mirrored: [MirroredCheckpoint] = []
-      if let checkpointDir {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isDirectory), isDirectory.boolValue else {
-          throw NovaError.invalidInput(field: "--checkpoint-dir", message: "\(checkpointDir) is not a directory")
-        }
-        mirrored = try await CheckpointDirectory(path: checkpointDir).checkpoints() ?? []
-      }
+      let mirrored = try await mirroredCheckpoints(in: checkpointDir)
       let summary: EvidenceBundle.ExportSummary
       do {
         summary = try await EvidenceBundle.export(
