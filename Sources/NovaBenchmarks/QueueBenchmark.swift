@@ -157,8 +157,8 @@ public final class CompletionCountingQueue: JobQueue {
 
   public func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
-    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
+    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
   }
   public func start(_ leases: [JobLease]) async throws {
     try await base.start(leases)
@@ -170,6 +170,7 @@ public final class CompletionCountingQueue: JobQueue {
     try await base.fail(lease, error: error, retryable: retryable)
   }
   public func release(_ lease: JobLease) async throws { try await base.release(lease) }
+  public func release(batch leases: [JobLease]) async throws -> Int { try await base.release(batch: leases) }
   public func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
   public func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }
   public func reapExpiredLeases() async throws -> ReapResult { try await base.reapExpiredLeases() }

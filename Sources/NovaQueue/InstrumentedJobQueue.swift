@@ -86,10 +86,10 @@ public final class InstrumentedJobQueue: JobQueue {
     return results
   }
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
     -> [JobLease]
   {
-    let leases = try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+    let leases = try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
     let now = clock.now()
     for lease in leases {
       let handles = metrics(lease.job.queue)
@@ -129,6 +129,10 @@ public final class InstrumentedJobQueue: JobQueue {
 
   public func release(_ lease: JobLease) async throws {
     try await base.release(lease)
+  }
+
+  public func release(batch leases: [JobLease]) async throws -> Int {
+    try await base.release(batch: leases)
   }
 
   public func cancel(_ id: JobID) async throws -> Job {

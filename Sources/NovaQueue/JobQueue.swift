@@ -10,8 +10,9 @@ public protocol JobQueue: Sendable {
   /// Adds many jobs in one step; results are in request order.
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult]
   /// Atomically leases up to `limit` runnable jobs, highest priority first, then in enqueue order.
-  /// An empty `queues` list means every queue.
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+  /// An empty `queues` list means every queue. The first `starting` are marked started at once
+  /// (their handlers run now); the rest wait in the worker's buffer until `start`.
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
     -> [JobLease]
   /// Marks leased jobs as started, just before their handlers run: from then on their attempt
   /// counts. A lease that expires before its job started (claimed ahead by a worker that died)
@@ -28,6 +29,9 @@ public protocol JobQueue: Sendable {
   func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome
   /// Gives a job back without counting the attempt (used on graceful shutdown).
   func release(_ lease: JobLease) async throws
+  /// Gives many jobs back in one step (a stopping worker's buffer); leases already lost are
+  /// skipped. Returns how many were given back.
+  func release(batch leases: [JobLease]) async throws -> Int
   /// Cancels a job: a waiting job never runs; a running job's worker sees cancellation.
   func cancel(_ id: JobID) async throws -> Job
   /// Puts a dead, cancelled or failed job back to available with its attempts reset.
@@ -100,14 +104,18 @@ public struct JobLease: Sendable, Equatable {
   public var token: Int64
   public var worker: String
   public var expiresAt: Date
+  /// Whether the store counts this lease's attempt already (claimed to start at once); false
+  /// for a job claimed ahead, which `JobQueue.start` marks when its handler starts.
+  public var started: Bool
 
   public var id: JobID { job.id }
 
-  public init(job: Job, token: Int64, worker: String, expiresAt: Date) {
+  public init(job: Job, token: Int64, worker: String, expiresAt: Date, started: Bool = true) {
     self.job = job
     self.token = token
     self.worker = worker
     self.expiresAt = expiresAt
+    self.started = started
   }
 }
 
@@ -210,6 +218,11 @@ public struct JobPage: Sendable, Equatable {
 }
 
 extension JobQueue {
+  /// Leases up to `limit` jobs, all marked started (their handlers run at once).
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+    try await claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: limit)
+  }
+
   /// Deletes succeeded and cancelled jobs that finished before `before` (dead ones are kept).
   public func purgeFinished(before: Date) async throws -> Int {
     try await purgeFinished(before: before, deadBefore: nil)

@@ -255,7 +255,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   /// so no transaction holds the writer long (heartbeats and completions wait on it).
   static let promotionBatch = 1000
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
     -> [JobLease]
   {
     guard limit > 0 else { return [] }
@@ -308,7 +308,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       }
       let update = try db.cachedStatement(
         sql: """
-          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = 0,
+          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
             fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
             started_at = ?3, updated_at = ?3
           WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4
@@ -324,6 +324,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         raw.bind(3, now)
         raw.bind(4, name)
         raw.bind(5, count)
+        raw.bind(6, starting >= limit ? 1 : 0)
         while try raw.step() {
           let job = try Self.job(from: raw)
           leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
@@ -341,6 +342,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       }
       leases.sort {
         $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
+      }
+      if starting < limit {
+        // Only the first `starting` run at once; the rest wait in the worker's buffer.
+        let mark = try db.cachedStatement(sql: "UPDATE nova_jobs SET started = 1 WHERE id = ?")
+        for index in leases.indices {
+          leases[index].started = index < starting
+          if index < starting { try mark.execute(arguments: [leases[index].id.rawValue]) }
+        }
       }
       return leases
     }
@@ -468,6 +477,33 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       let mark = try db.cachedStatement(sql: "UPDATE nova_jobs SET started = 1 WHERE id = ? AND state = 'running' AND fencing_token = ?")
       for lease in leases { try mark.execute(arguments: [lease.id.rawValue, lease.token]) }
     }
+  }
+
+  public func release(batch leases: [JobLease]) async throws -> Int {
+    if leases.isEmpty { return 0 }
+    let now = nowMillis
+    let journal = journal
+    let actor = AuditContext.actor
+    let released = try await database.write { db -> Int in
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'available', attempts = MAX(attempts - 1, 0), updated_at = ?,
+            lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = ? AND state = 'running' AND fencing_token = ?
+          """)
+      var transitions: [JobTransition] = []
+      for lease in leases {
+        try update.execute(arguments: [now, lease.id.rawValue, lease.token])
+        if db.changesCount == 1 {
+          transitions.append(
+            Self.transition(.released, lease.job, from: .running, to: .available, attempt: max(lease.job.attempts - 1, 0), time: now))
+        }
+      }
+      try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
+      return transitions.count
+    }
+    if released > 0 { wake.signal() }
+    return released
   }
 
   public func release(_ lease: JobLease) async throws {

@@ -209,9 +209,12 @@ public final class WorkerPool: Service {
     while !isStopping {
       // Refill only when the buffer is half empty, so that each claim takes many jobs: with a
       // remote backend every claim is a round trip, however few jobs it brings.
-      let (want, buffered, lowWater) = state.withLock { state -> (Int, Int, Int) in
+      let (want, buffered, lowWater, freeSlots) = state.withLock { state -> (Int, Int, Int, Int) in
         let prefetch = currentPrefetch(state)
-        return (configuration.concurrency + prefetch - state.running - state.buffered, state.buffered, prefetch / 2)
+        return (
+          configuration.concurrency + prefetch - state.running - state.buffered, state.buffered, prefetch / 2,
+          max(0, configuration.concurrency - state.running - state.buffered)
+        )
       }
       if want <= 0 || buffered > lowWater {
         await fetchWake.wait()
@@ -223,9 +226,11 @@ public final class WorkerPool: Service {
       }
       let leases: [JobLease]
       do {
+        // Those that will run at once are marked started in the claim itself (no second
+        // write); the rest are marked when they leave the buffer.
         leases = try await queue.claim(
           queues: configuration.queues, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: want)
+          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
         await fetchWake.wait(timeout: configuration.pollInterval)
@@ -246,16 +251,20 @@ public final class WorkerPool: Service {
     await releaseBuffered()
   }
 
+  /// Gives the jobs claimed ahead back in one call, bounded: with the store down, a stopping
+  /// worker does not wait for it (the leases expire and the jobs come back without an attempt).
   private func releaseBuffered() async {
     let leftovers = state.withLock { $0.drainBuffer() }
-    for lease in leftovers {
-      do {
-        try await queue.release(lease)
-      } catch {
-        logger.warning("could not release a buffered lease; it will expire", metadata: ["job": "\(lease.id)", "error": "\(error)"])
-      }
+    if leftovers.isEmpty { return }
+    do {
+      _ = try await StoreDeadline.within(Self.releaseBound) { try await queue.release(batch: leftovers) }
+    } catch {
+      logger.warning("could not release buffered leases; they will expire", metadata: ["jobs": "\(leftovers.count)", "error": "\(error)"])
     }
   }
+
+  /// How long a stopping worker tries to give its buffered jobs back.
+  static let releaseBound: Duration = .seconds(2)
 
   private func dispatch(into group: inout DiscardingTaskGroup) async {
     while true {
@@ -289,7 +298,7 @@ public final class WorkerPool: Service {
     // The attempt counts from here: a job still in the buffer when this worker dies is given
     // back without one. If the mark cannot be written the job is not run (its lease expires).
     do {
-      try await queue.start([lease])
+      if !lease.started { try await queue.start([lease]) }
     } catch {
       logger.error("could not mark a job started; it runs again after its lease expires", metadata: ["job": "\(job.id)", "error": "\(error)"])
       state.withLock {

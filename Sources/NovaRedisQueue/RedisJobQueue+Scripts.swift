@@ -115,12 +115,13 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now, limit, worker, lease expiry. Promotes due delayed jobs, then leases up to
+  /// ARGV: now, limit, worker, lease expiry, how many of the claimed start at once. Promotes due delayed jobs, then leases up to
   /// `limit` available ones. Returns, per job, the fields of `claimFields` in that order (by
   /// position: cheaper to make and to parse than HGETALL's names and values).
   static let claim = RedisScript(
     helpers + """
       local now, limit, worker, expires = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+      local starting = tonumber(ARGV[5])
       promote(now)
       local out = {}
       if limit <= 0 then return out end
@@ -131,18 +132,18 @@ enum RedisQueueScripts {
         redis.call('HINCRBY', k, 'token', 1)
         redis.call('HINCRBY', k, 'attempts', 1)
         redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
-          'started_at', now, 'updated_at', now, 'started', '0')
+          'started_at', now, 'updated_at', now, 'started', ((j + 1) / 2 <= starting) and '1' or '0')
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
         audit('claimed', id, 'available', 'running', now, worker)
         out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
-          'max_attempts', 'idem', 'created_at', 'token')
+          'max_attempts', 'idem', 'created_at', 'token', 'started')
       end
       return out
       """)
 
   /// The fields a claim returns, in order.
-  static let claimFields = ["id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token"]
+  static let claimFields = ["id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started"]
 
   /// ARGV: now, count, then per job: id, token, result ('' for none, else '=' .. json).
   /// Returns 1 per job recorded (or already recorded with the same token), 0 when the lease was lost.
@@ -244,19 +245,26 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now, id, token. Gives a running job back without counting the attempt. Returns 1 or 0 (lost).
+  /// ARGV: now, count, then per lease: id, token. Gives running jobs back without counting the
+  /// attempt. Returns how many were given back (a lost lease is skipped).
   static let release = RedisScript(
     helpers + """
-      local now, id, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-      local k = p .. 'job:' .. id
-      local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts')
-      if f[1] ~= 'running' or f[2] ~= token then return 0 end
-      redis.call('ZREM', p .. 'running', id)
-      redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-      redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
-      move(id, 'running', 'available', now, 'released')
-      redis.call('ZADD', p .. 'available', f[3], id)
-      return 1
+      local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+      local released = 0
+      for j = 0, n - 1 do
+        local id, token = ARGV[3 + 2 * j], ARGV[4 + 2 * j]
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts')
+        if f[1] == 'running' and f[2] == token then
+          redis.call('ZREM', p .. 'running', id)
+          redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+          redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
+          move(id, 'running', 'available', now, 'released')
+          redis.call('ZADD', p .. 'available', f[3], id)
+          released = released + 1
+        end
+      end
+      return released
       """)
 
   /// ARGV: now, id. Returns the job's HGETALL after cancelling, or an error reply

@@ -135,7 +135,7 @@ public final class RedisJobQueue: JobQueue {
       runAt: date(f[4].int ?? now), attempts: Int(f[5].int ?? 1), maxAttempts: Int(f[6].int ?? 1),
       idempotencyKey: f[7].string, createdAt: date(f[8].int ?? now), updatedAt: date(now), startedAt: date(now),
       leaseOwner: worker, leaseExpiresAt: date(expires), fencingToken: token)
-    return JobLease(job: job, token: token, worker: worker, expiresAt: date(expires))
+    return JobLease(job: job, token: token, worker: worker, expiresAt: date(expires), started: f[10].string != "0")
   }
 
   private static func job(from reply: RESPValue, queue: String) throws -> Job {
@@ -200,7 +200,7 @@ public final class RedisJobQueue: JobQueue {
 
   // MARK: - Claim
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
     guard limit > 0 else { return [] }
     let names = queues.isEmpty ? try await allQueues() : queues
     guard !names.isEmpty else { return [] }
@@ -227,8 +227,11 @@ public final class RedisJobQueue: JobQueue {
     let now = self.now
     let expires = now + Int64(leaseDuration.seconds * 1000)
     var leases: [JobLease] = []
+    var toStart = starting
     for (queue, count) in counts {
-      let reply = try await run(RedisQueueScripts.claim, queue: queue, [.int(now), .int(count), .string(worker), .int(expires)])
+      let reply = try await run(
+        RedisQueueScripts.claim, queue: queue, [.int(now), .int(count), .string(worker), .int(expires), .int(max(0, toStart))])
+      toStart -= count
       for item in reply.elements ?? [] {
         leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
       }
@@ -238,7 +241,8 @@ public final class RedisJobQueue: JobQueue {
       let retry = counts.map { ($0.0, limit) }
       for (queue, count) in retry where leases.count < limit {
         let reply = try await run(
-          RedisQueueScripts.claim, queue: queue, [.int(now), .int(count - leases.count), .string(worker), .int(expires)])
+          RedisQueueScripts.claim, queue: queue,
+          [.int(now), .int(count - leases.count), .string(worker), .int(expires), .int(max(0, starting - leases.count))])
         for item in reply.elements ?? [] {
           leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
         }
@@ -315,9 +319,18 @@ public final class RedisJobQueue: JobQueue {
   }
 
   public func release(_ lease: JobLease) async throws {
-    let reply = try await run(RedisQueueScripts.release, queue: lease.job.queue, [.int(now), .string(lease.id.rawValue), .int(lease.token)])
-    if reply.int != 1 { throw NovaError.leaseLost(lease.id) }
-    wake.signal()
+    if try await release(batch: [lease]) != 1 { throw NovaError.leaseLost(lease.id) }
+  }
+
+  public func release(batch leases: [JobLease]) async throws -> Int {
+    var released = 0
+    for (queue, group) in Dictionary(grouping: leases, by: { $0.job.queue }) {
+      var arguments: [RESPArgument] = [.int(now), .int(group.count)]
+      for lease in group { arguments += [.string(lease.id.rawValue), .int(lease.token)] }
+      released += Int(try await run(RedisQueueScripts.release, queue: queue, arguments).int ?? 0)
+    }
+    if released > 0 { wake.signal() }
+    return released
   }
 
   // MARK: - Operator actions

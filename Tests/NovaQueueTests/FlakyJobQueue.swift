@@ -30,8 +30,8 @@ final class FlakyJobQueue: JobQueue {
 
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
-    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit)
+  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
+    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
   }
   func start(_ leases: [JobLease]) async throws {
     try await base.start(leases)
@@ -50,6 +50,10 @@ final class FlakyJobQueue: JobQueue {
   func release(_ lease: JobLease) async throws {
     try check(.release)
     try await base.release(lease)
+  }
+  func release(batch leases: [JobLease]) async throws -> Int {
+    try check(.release)
+    return try await base.release(batch: leases)
   }
   func cancel(_ id: JobID) async throws -> Job { try await base.cancel(id) }
   func retry(_ id: JobID) async throws -> Job { try await base.retry(id) }

@@ -212,9 +212,8 @@ struct JobQueueConformanceTests {
   func aClaimThatNeverStartedIsNotAnAttempt(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
     let ids = try await queue.enqueue(batch: (0..<5).map { _ in request(maxAttempts: 1) }).map(\.id)
-    let leases = try await queue.claim(queues: [], worker: "doomed", leaseDuration: .seconds(5), limit: 5)
-    #expect(leases.count == 5)
-    try await queue.start([leases[0]])
+    let leases = try await queue.claim(queues: [], worker: "doomed", leaseDuration: .seconds(5), limit: 5, starting: 1)
+    #expect(leases.count == 5 && leases.map(\.started) == [true, false, false, false, false])
     clock.advance(by: 6)
     let reaped = try await queue.reapExpiredLeases()
     #expect(reaped.dead == [ids[0]] && Set(reaped.requeued) == Set(ids[1...]))
