@@ -228,9 +228,11 @@ public final class WorkerPool: Service {
       do {
         // Those that will run at once are marked started in the claim itself (no second
         // write); the rest are marked when they leave the buffer.
-        leases = try await queue.claim(
-          queues: configuration.queues, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
+        leases = try await bounded {
+          try await queue.claim(
+            queues: configuration.queues, worker: configuration.workerID,
+            leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
+        }
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
         await fetchWake.wait(timeout: configuration.pollInterval)
@@ -266,20 +268,33 @@ public final class WorkerPool: Service {
   /// How long a stopping worker tries to give its buffered jobs back.
   static let releaseBound: Duration = .seconds(2)
 
+  /// The longest one store call of the pool may take (retries by the store's client included):
+  /// the pool's loops try again themselves, so a store that is down never holds a loop, a
+  /// timeout or shutdown longer than this.
+  static let storeCallBound: Duration = .seconds(3)
+
+  private func bounded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    try await StoreDeadline.within(Self.storeCallBound) { try await body() }
+  }
+
   private func dispatch(into group: inout DiscardingTaskGroup) async {
     while true {
-      let next = state.withLock { state -> (stop: Bool, lease: JobLease?) in
-        if state.stopping || Task.isCancelled { return (true, nil) }
-        guard state.running < configuration.concurrency, state.unrecorded < maxUnrecorded,
-          let buffered = state.popBuffered()
-        else { return (false, nil) }
-        state.running += 1
-        state.unrecorded += 1
-        return (false, buffered.lease)
+      // Every job a free slot can take now, so that those claimed ahead are marked started
+      // in one store call.
+      let next = state.withLock { state -> (stop: Bool, leases: [JobLease]) in
+        if state.stopping || Task.isCancelled { return (true, []) }
+        var leases: [JobLease] = []
+        while state.running < configuration.concurrency, state.unrecorded < maxUnrecorded, let buffered = state.popBuffered() {
+          state.running += 1
+          state.unrecorded += 1
+          leases.append(buffered.lease)
+        }
+        return (false, leases)
       }
       if next.stop { break }
-      if let lease = next.lease {
-        group.addTask { await self.execute(lease) }
+      if !next.leases.isEmpty {
+        let leases = next.leases
+        group.addTask { await self.launch(leases) }
         continue
       }
       await dispatchWake.wait()
@@ -289,26 +304,42 @@ public final class WorkerPool: Service {
     fetchWake.signal()
   }
 
+  /// Marks the jobs claimed ahead as started (their attempt counts from here: one still in
+  /// the buffer when this worker dies is given back without one), then runs them all. Jobs
+  /// whose mark cannot be written are not run (their leases expire).
+  private func launch(_ leases: [JobLease]) async {
+    let ahead = leases.filter { !$0.started }
+    var runnable = leases
+    if !ahead.isEmpty {
+      do {
+        try await bounded { try await queue.start(ahead) }
+      } catch {
+        logger.error(
+          "could not mark jobs started; they run again after their leases expire", metadata: ["jobs": "\(ahead.count)", "error": "\(error)"])
+        runnable = leases.filter(\.started)
+        state.withLock {
+          $0.running -= ahead.count
+          $0.unrecorded -= ahead.count
+        }
+        dispatchWake.signal()
+        fetchWake.signal()
+      }
+    }
+    if runnable.count == 1 {
+      await execute(runnable[0])
+      return
+    }
+    await withDiscardingTaskGroup { group in
+      for lease in runnable { group.addTask { await self.execute(lease) } }
+    }
+  }
+
   private func execute(_ lease: JobLease) async {
     let job = lease.job
     let outcome: Result<Data?, any Error>
     let reason: StopReason?
     var currentLease = lease
     var ranFor = configuration.jobTimeout
-    // The attempt counts from here: a job still in the buffer when this worker dies is given
-    // back without one. If the mark cannot be written the job is not run (its lease expires).
-    do {
-      if !lease.started { try await queue.start([lease]) }
-    } catch {
-      logger.error("could not mark a job started; it runs again after its lease expires", metadata: ["job": "\(job.id)", "error": "\(error)"])
-      state.withLock {
-        $0.running -= 1
-        $0.unrecorded -= 1
-      }
-      dispatchWake.signal()
-      fetchWake.signal()
-      return
-    }
     if let entry = registry.entry(for: job.kind) {
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
@@ -414,7 +445,7 @@ public final class WorkerPool: Service {
     while true {
       // Heartbeats move the leases' expiry meanwhile; the completion checks the fencing token only.
       do {
-        let recorded = try await queue.complete(batch: batch)
+        let recorded = try await bounded { try await queue.complete(batch: batch) }
         storeAnswered()
         return recorded
       } catch {
@@ -466,20 +497,22 @@ public final class WorkerPool: Service {
       case (.jobCancelled, _), (.leaseLost, _):
         logger.info("job stopped", metadata: ["job": "\(lease.id)", "reason": "\(reason!)"])
       case (_, .success(let result)):
-        try await queue.complete(lease, result: result)
+        try await bounded { try await queue.complete(lease, result: result) }
       case (.shutdown, .failure):
-        try await queue.release(lease)
+        try await bounded { try await queue.release(lease) }
       case (.timeout, .failure):
-        _ = try await queue.fail(lease, error: "timed out after \(timeout.seconds.formatted()) s (the \(lease.job.kind) timeout)", retryable: true)
+        _ = try await bounded {
+          try await queue.fail(lease, error: "timed out after \(timeout.seconds.formatted()) s (the \(lease.job.kind) timeout)", retryable: true)
+        }
       case (nil, .failure(let error)) where error.isTransientNovaError:
         // A store the handler needed is down: not the job's fault, so the attempt is given back
         // (never counted towards dead-lettering) and claims pause before it runs again.
         logger.warning("job met an unavailable store; released to run again", metadata: ["job": "\(lease.id)", "error": "\(error)"])
         storeUnavailable()
-        try await queue.release(lease)
+        try await bounded { try await queue.release(lease) }
       case (nil, .failure(let error)):
         let retryable = !(error is NonRetryableJobError) && !(error is NovaError)
-        let outcome = try await queue.fail(lease, error: String(describing: error), retryable: retryable)
+        let outcome = try await bounded { try await queue.fail(lease, error: String(describing: error), retryable: retryable) }
         logger.debug("job failed", metadata: ["job": "\(lease.id)", "error": "\(error)", "outcome": "\(outcome)"])
       }
     } catch NovaError.leaseLost(let id) {
@@ -544,7 +577,7 @@ public final class WorkerPool: Service {
   private func heartbeat(_ leases: [JobLease], at now: Duration) async {
     let outcomes: [JobID: HeartbeatOutcome]
     do {
-      outcomes = try await queue.heartbeat(leases, leaseDuration: configuration.leaseDuration)
+      outcomes = try await bounded { try await queue.heartbeat(leases, leaseDuration: configuration.leaseDuration) }
     } catch {
       logger.error("heartbeat failed", metadata: ["error": "\(error)"])
       return

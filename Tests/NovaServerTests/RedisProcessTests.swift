@@ -21,6 +21,26 @@ struct RedisProcessTests {
     ["worker", "--queue-url", server.url, "--workers", "\(workers)", "--lease-seconds", "1", "--poll-ms", "20", "--prefetch", "2"]
   }
 
+  /// Issue #14 point 9: SIGTERM while Redis is down: the worker exits within its grace period
+  /// plus 5 s (buffered leases are given back in one bounded call; what cannot be recorded
+  /// expires and runs again).
+  @Test func sigtermDuringARedisOutageExitsWithinTheGracePeriod() async throws {
+    let server = try RedisTestServer()
+    let queue = try queue(server)
+    _ = try await queue.enqueue(
+      batch: (0..<40).map { _ in JobRequest(kind: "sleep", payload: Data(#"{"ms":500}"#.utf8)) })
+    let worker = try NovaProcess(workerArguments(server, workers: 2) + ["--shutdown-grace-seconds", "1"])
+    defer { worker.signal(SIGKILL) }
+    try await eventually("the worker to run jobs") { try await queue.stats().total(.running) >= 2 }
+    queue.close()
+    server.stop(kill: SIGKILL)
+    let signalled = ContinuousClock.now
+    worker.signal(SIGTERM)
+    let code = await worker.waitForExit(timeout: .seconds(30))
+    let took = ContinuousClock.now - signalled
+    #expect(code != nil && took < .seconds(6), "exit \(String(describing: code)) after \(took)")
+  }
+
   @Test func twoWorkersShareTheQueueAndOneKilledMidJobLosesNothing() async throws {
     let server = try RedisTestServer()
     defer { server.stop() }
