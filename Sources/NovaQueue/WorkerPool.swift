@@ -265,10 +265,6 @@ public final class WorkerPool: Service {
     }
   }
 
-  /// How long the dispatcher waits for more slots to free before marking buffered jobs started
-  /// (one store call for several jobs instead of one each).
-  static let startCoalescing: Duration = .milliseconds(2)
-
   /// How long a stopping worker tries to give its buffered jobs back.
   static let releaseBound: Duration = .seconds(2)
 
@@ -282,22 +278,7 @@ public final class WorkerPool: Service {
   }
 
   private func dispatch(into group: inout DiscardingTaskGroup) async {
-    var waited = false
     while true {
-      // A job claimed ahead needs a store call to start; while others run, slots free up one
-      // by one, so wait a moment for more to free and mark them started in one call.
-      let coalesce =
-        !waited
-        && state.withLock { state in
-          !state.stopping && state.running > 0 && state.running < configuration.concurrency && state.buffered > 1
-            && !state.buffer[state.bufferHead].lease.started
-        }
-      if coalesce {
-        waited = true
-        try? await Task.sleep(for: Self.startCoalescing)
-        continue
-      }
-      waited = false
       // Every job a free slot can take now, so that those claimed ahead are marked started
       // in one store call.
       let next = state.withLock { state -> (stop: Bool, leases: [JobLease]) in
