@@ -98,6 +98,8 @@ public final class WorkerPool: Service {
     /// Jobs finished per second, smoothed.
     var pace: Double = 0
     var stopDeadline: Duration?
+    /// When a stopping pool must be done with the store (real time: store deadlines are).
+    var exitBy: ContinuousClock.Instant?
     var forceStopped = false
     /// Successes being written, by job: their leases are still heartbeated, so that a store
     /// that is slow or briefly down does not let them expire (and the job run again, or be
@@ -196,6 +198,7 @@ public final class WorkerPool: Service {
       if !state.stopping {
         state.stopping = true
         state.stopDeadline = deadline
+        state.exitBy = ContinuousClock.now + configuration.shutdownGracePeriod + Self.exitMargin
       }
     }
     dispatchWake.signal()
@@ -259,7 +262,7 @@ public final class WorkerPool: Service {
     let leftovers = state.withLock { $0.drainBuffer() }
     if leftovers.isEmpty { return }
     do {
-      _ = try await StoreDeadline.within(Self.releaseBound) { try await queue.release(batch: leftovers) }
+      _ = try await StoreDeadline.within(Self.releaseBound) { try await bounded { try await queue.release(batch: leftovers) } }
     } catch {
       logger.warning("could not release buffered leases; they will expire", metadata: ["jobs": "\(leftovers.count)", "error": "\(error)"])
     }
@@ -273,8 +276,13 @@ public final class WorkerPool: Service {
   /// timeout or shutdown longer than this.
   static let storeCallBound: Duration = .seconds(3)
 
+  /// How long after its grace period a stopping pool may still wait for the store.
+  static let exitMargin: Duration = .seconds(3)
+
   private func bounded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-    try await StoreDeadline.within(Self.storeCallBound) { try await body() }
+    var bound = Self.storeCallBound
+    if let exitBy = state.withLock({ $0.exitBy }) { bound = min(bound, max(.milliseconds(1), exitBy - ContinuousClock.now)) }
+    return try await StoreDeadline.within(bound) { try await body() }
   }
 
   private func dispatch(into group: inout DiscardingTaskGroup) async {
