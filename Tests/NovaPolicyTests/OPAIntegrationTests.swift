@@ -103,7 +103,9 @@ struct OPAIntegrationTests {
     for _ in 0..<2 {
       let slow = try await engine.decide(trainer)
       #expect(!slow.allowed && slow.source == .fallback && slow.fallback == "fail-closed")
-      #expect(slow.reason.contains("did not answer within"), "\(slow.reason)")
+      // The query times out; on a loaded machine the health check before it (same 300 ms
+      // bound) may be what times out first. Either way OPA is too slow, and the breaker counts it.
+      #expect(slow.reason.contains("did not answer within") || slow.reason.contains("/health is not ok"), "\(slow.reason)")
     }
     let start = ContinuousClock.now
     let open = try await engine.decide(trainer)
