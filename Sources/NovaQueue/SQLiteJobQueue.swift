@@ -507,23 +507,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   }
 
   public func release(_ lease: JobLease) async throws {
-    let now = nowMillis
-    let journal = journal
-    let actor = AuditContext.actor
-    try await database.write { db in
-      try db.cachedStatement(
-        sql: """
-          UPDATE nova_jobs SET state = 'available', attempts = MAX(attempts - 1, 0), updated_at = ?,
-            lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = ? AND state = 'running' AND fencing_token = ?
-          """
-      ).execute(arguments: [now, lease.id.rawValue, lease.token])
-      if db.changesCount == 0 { throw NovaError.leaseLost(lease.id) }
-      try journal?.record(
-        [Self.transition(.released, lease.job, from: .running, to: .available, attempt: max(lease.job.attempts - 1, 0), time: now)],
-        actor: actor, in: DatabaseTransaction(db))
-    }
-    wake.signal()
+    if try await release(batch: [lease]) != 1 { throw NovaError.leaseLost(lease.id) }
   }
 
   // MARK: - Operator actions

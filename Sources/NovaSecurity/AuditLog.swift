@@ -174,11 +174,18 @@ public final class AuditLog: Sendable {
     throw NovaError.unavailable("could not store a checkpoint: other processes kept signing first")
   }
 
-  /// Every stored checkpoint, smallest first.
-  public func checkpoints() async throws -> [StoredCheckpoint] {
+  /// Every stored checkpoint larger than `size` (all by default), smallest first.
+  public func checkpoints(after size: Int64 = -1) async throws -> [StoredCheckpoint] {
     try await database.read { db in
-      try Row.fetchAll(db, sql: "SELECT size, root, note, created_at, sequence FROM nova_audit_checkpoints ORDER BY size").map(Self.stored)
+      try Row.fetchAll(
+        db, sql: "SELECT size, root, note, created_at, sequence FROM nova_audit_checkpoints WHERE size > ? ORDER BY size", arguments: [size]
+      ).map(Self.stored)
     }
+  }
+
+  /// The stored checkpoint of `size` entries, if any.
+  func checkpoint(size: Int64) async throws -> StoredCheckpoint? {
+    try await database.read { db in try Self.storedCheckpoint(db, size: size) }
   }
 
   /// A checkpoint from a `size, root, note, created_at, sequence` row.

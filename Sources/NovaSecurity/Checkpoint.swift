@@ -49,6 +49,12 @@ public struct Checkpoint: Sendable, Equatable {
     return body + "\n" + "\u{2014} \(key.name) \(Data(key.keyID + signature).base64EncodedString())\n"
   }
 
+  /// The tree size a note states (its second line), read without checking the signature.
+  public static func size(ofNote note: String) -> Int64? {
+    let lines = note.split(separator: "\n", maxSplits: 2, omittingEmptySubsequences: false)
+    return lines.count >= 2 ? Int64(lines[1]) : nil
+  }
+
   /// A checkpoint note that failed to parse or verify, and why.
   public struct VerificationError: Error, Equatable, CustomStringConvertible {
     public var description: String

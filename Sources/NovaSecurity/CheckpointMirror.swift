@@ -10,6 +10,12 @@ public protocol CheckpointMirror: Sendable {
   func publish(_ checkpoint: StoredCheckpoint) async throws
   /// The checkpoints it holds, smallest first; nil when it cannot be read back (a URL).
   func checkpoints() async throws -> [MirroredCheckpoint]?
+  /// The largest checkpoint it holds; nil when it holds none or cannot be read back.
+  func latest() async throws -> MirroredCheckpoint?
+}
+
+extension CheckpointMirror {
+  public func latest() async throws -> MirroredCheckpoint? { try await checkpoints()?.last }
 }
 
 /// A directory of signed notes, one file per checkpoint (`checkpoint-<size>.note`, the size
@@ -52,44 +58,51 @@ public struct CheckpointDirectory: CheckpointMirror {
 
   /// The checkpoints in the directory (none while it does not exist yet).
   public func checkpoints() async throws -> [MirroredCheckpoint]? {
-    let names: [String]
+    try noteNames().map(read)
+  }
+
+  /// The largest checkpoint, read alone (names sort by size).
+  public func latest() async throws -> MirroredCheckpoint? {
+    try noteNames().last.map(read)
+  }
+
+  /// The names of the checkpoint files, smallest first.
+  private func noteNames() throws -> [String] {
     if !FileManager.default.fileExists(atPath: path) { return [] }
     do {
-      names = try FileManager.default.contentsOfDirectory(atPath: path)
+      return try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".note") }.sorted()
     } catch {
       throw NovaError.invalidInput(field: "checkpoint directory", message: "cannot read \(path): \(error.localizedDescription)")
     }
-    return try names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".note") }.sorted().map { name in
-      let file = URL(fileURLWithPath: path).appendingPathComponent(name)
-      guard let note = try? String(contentsOf: file, encoding: .utf8) else {
-        throw NovaError.invalidInput(field: "checkpoint directory", message: "cannot read \(file.path) as text")
-      }
-      return MirroredCheckpoint(name: name, note: note)
+  }
+
+  private func read(_ name: String) throws -> MirroredCheckpoint {
+    let file = URL(fileURLWithPath: path).appendingPathComponent(name)
+    guard let note = try? String(contentsOf: file, encoding: .utf8) else {
+      throw NovaError.invalidInput(field: "checkpoint directory", message: "cannot read \(file.path) as text")
     }
+    return MirroredCheckpoint(name: name, note: note)
   }
 }
 
 extension AuditLog {
   /// Brings `mirror` up to date with the stored checkpoints, after checking that the database
-  /// still holds every checkpoint the mirror has (else the database was rewritten, and nothing
-  /// more is signed or mirrored until someone looks). `published` is the largest size known to
-  /// be mirrored already (for mirrors that cannot be read back); returns the new one.
+  /// still holds the mirror's latest checkpoint (else the database was rewritten, and nothing
+  /// more is signed or mirrored until someone looks; `verify --checkpoint-dir` checks the rest).
+  /// `published` is the largest size known to be mirrored already (for mirrors that cannot be
+  /// read back); returns the new one. Each pass reads one mirrored note and only the newer rows.
   @discardableResult
   public func synchronize(mirror: any CheckpointMirror, publishedThrough published: Int64 = 0) async throws -> Int64 {
-    let stored = try await checkpoints()
     var through = published
-    if let mirrored = try await mirror.checkpoints() {
-      let sizes = Dictionary(stored.map { ($0.note, $0.size) }, uniquingKeysWith: { first, _ in first })
-      for kept in mirrored {
-        guard let size = sizes[kept.note] else {
-          throw NovaError.storage(
-            "the database lacks checkpoint \(kept.name) of the mirror \(mirror.location): the audit log was rewritten; nothing more is signed until `nova audit verify --checkpoint-dir \(mirror.location)` is run and the cause found"
-          )
-        }
-        through = max(through, size)
+    if let kept = try await mirror.latest() {
+      guard let size = Checkpoint.size(ofNote: kept.note), try await checkpoint(size: size)?.note == kept.note else {
+        throw NovaError.storage(
+          "the database lacks checkpoint \(kept.name) of the mirror \(mirror.location): the audit log was rewritten; nothing more is signed until `nova audit verify --checkpoint-dir \(mirror.location)` is run and the cause found"
+        )
       }
+      through = max(through, size)
     }
-    for checkpoint in stored where checkpoint.size > through {
+    for checkpoint in try await checkpoints(after: through) {
       try await mirror.publish(checkpoint)
       through = checkpoint.size
     }
