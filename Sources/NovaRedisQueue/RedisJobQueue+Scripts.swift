@@ -25,6 +25,14 @@ enum RedisQueueScripts {
   private static let helpers = """
     local p = KEYS[1]
     local actor = ARGV[#ARGV]
+    -- Milliseconds on Redis's own clock ('' given) or the caller's: with Redis's, hosts whose
+    -- clocks differ still agree on leases, delays and reaping.
+    local function clock(given)
+      if given ~= '' then return given end
+      local t = redis.call('TIME')
+      return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+    end
+    local function plus(ms, delta) return string.format('%d', tonumber(ms) + tonumber(delta)) end
     local function audit(event, id, from, to, now, detail)
       if actor == '' then return end
       local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'attempts')
@@ -52,14 +60,15 @@ enum RedisQueueScripts {
 
     """
 
-  /// KEYS[2]: the queue registry. ARGV: now, count, then per job: id, kind, payload, priority, score (−priority), run_at,
-  /// max_attempts, idempotency key ('' for none), initial state (available or scheduled).
-  /// Returns per job: id, state, existing (1/0). A job id seen before (a retried call) counts as
-  /// existing. When an idempotency key was used for a job of another kind or payload, writes
-  /// nothing and returns only that job's id, 'conflict', 2 and the key.
+  /// KEYS[2]: the queue registry. ARGV: now ('' for Redis's clock), count, then per job: id, kind, payload, priority,
+  /// score (−priority), delay in ms (0 runs at once), max_attempts, idempotency key ('' for none).
+  /// Returns per job: id, state, existing (1/0). A job id seen before is this same call retried
+  /// after a lost reply: it reports the job as new, as the first answer would have. When an
+  /// idempotency key was used for a job of another kind or payload, writes nothing and returns
+  /// only that job's id, 'conflict', 2 and the key.
   static let enqueue = RedisScript(
     helpers + """
-      local now = ARGV[1]
+      local now = clock(ARGV[1])
       local n = tonumber(ARGV[2])
       local out = {}
       -- The queue is registered with every enqueue (KEYS[2] is the registry), so a registry
@@ -68,12 +77,12 @@ enum RedisQueueScripts {
       -- An idempotency key used before for a job of another kind or payload: nothing is
       -- written and the caller is told which job holds the key (409).
       for j = 0, n - 1 do
-        local idem = ARGV[3 + j * 9 + 7]
+        local idem = ARGV[3 + j * 8 + 7]
         if idem ~= '' then
           local held = redis.call('HGET', p .. 'idem', idem)
           if held then
             local was = redis.call('HMGET', p .. 'job:' .. held, 'kind', 'payload')
-            if was[1] and (was[1] ~= ARGV[3 + j * 9 + 1] or was[2] ~= ARGV[3 + j * 9 + 2]) then
+            if was[1] and (was[1] ~= ARGV[3 + j * 8 + 1] or was[2] ~= ARGV[3 + j * 8 + 2]) then
               return {held, 'conflict', 2, idem}
             end
           end
@@ -82,15 +91,17 @@ enum RedisQueueScripts {
       local i = 3
       for _ = 1, n do
         local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-        local runat, maxa, idem, state = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-        i = i + 9
+        local delay, maxa, idem = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+        local runat = plus(now, delay)
+        local state = tonumber(delay) > 0 and 'scheduled' or 'available'
+        i = i + 8
         local existing = false
         if idem ~= '' then existing = redis.call('HGET', p .. 'idem', idem) end
         if not existing and redis.call('EXISTS', p .. 'job:' .. id) == 1 then existing = id end
         if existing then
           out[#out + 1] = existing
           out[#out + 1] = redis.call('HGET', p .. 'job:' .. existing, 'state') or 'available'
-          out[#out + 1] = 1
+          out[#out + 1] = existing == id and 0 or 1
         else
           local k = p .. 'job:' .. id
           redis.call('HSET', k, 'id', id, 'kind', kind, 'payload', payload, 'priority', prio, 'score', score,
@@ -115,16 +126,41 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now, limit, worker, lease expiry, how many of the claimed start at once. Promotes due delayed jobs, then leases up to
-  /// `limit` available ones. Returns, per job, the fields of `claimFields` in that order (by
+  /// ARGV: now ('' for Redis's clock), limit, worker, lease in ms, how many of the claimed start at once, the claim's id
+  /// (chosen by the client). Promotes due delayed jobs, then leases up to `limit` available ones.
+  /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
   /// position: cheaper to make and to parse than HGETALL's names and values).
+  ///
+  /// The same claim id again (the client retrying after a lost reply) returns the batch that id
+  /// leased, minus jobs no longer held by it, instead of leasing another batch nobody holds.
   static let claim = RedisScript(
     helpers + """
-      local now, limit, worker, expires = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-      local starting = tonumber(ARGV[5])
+      local now, limit, worker = clock(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+      local expires = plus(now, ARGV[4])
+      local starting, cid = tonumber(ARGV[5]), ARGV[6]
+      local ck = p .. 'claim:' .. cid
+      local prior = redis.call('GET', ck)
+      if prior then
+        local out = {}
+        for word in string.gmatch(prior, '%S+') do
+          if #out < 2 then
+            out[#out + 1] = word
+          else
+            local id, token = string.match(word, '^(.*):(%d+)$')
+            local k = p .. 'job:' .. id
+            local f = redis.call('HMGET', k, 'state', 'token')
+            if f[1] == 'running' and f[2] == token then
+              out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
+                'max_attempts', 'idem', 'created_at', 'token', 'started')
+            end
+          end
+        end
+        return out
+      end
       promote(now)
-      local out = {}
+      local out = {now, expires}
       if limit <= 0 then return out end
+      local record = {now, expires}
       local popped = redis.call('ZPOPMIN', p .. 'available', limit)
       for j = 1, #popped, 2 do
         local id = popped[j]
@@ -136,20 +172,24 @@ enum RedisQueueScripts {
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
         audit('claimed', id, 'available', 'running', now, worker)
-        out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
+        local fields = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
           'max_attempts', 'idem', 'created_at', 'token', 'started')
+        record[#record + 1] = id .. ':' .. fields[10]
+        out[#out + 1] = fields
       end
+      -- Kept for as long as the leases: a retry after that finds nothing to return.
+      if #record > 2 then redis.call('SET', ck, table.concat(record, ' '), 'PX', math.max(tonumber(ARGV[4]), 1000)) end
       return out
       """)
 
   /// The fields a claim returns, in order.
   static let claimFields = ["id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started"]
 
-  /// ARGV: now, count, then per job: id, token, result ('' for none, else '=' .. json).
+  /// ARGV: now ('' for Redis's clock), count, then per job: id, token, result ('' for none, else '=' .. json).
   /// Returns 1 per job recorded (or already recorded with the same token), 0 when the lease was lost.
   static let complete = RedisScript(
     helpers + """
-      local now, n = ARGV[1], tonumber(ARGV[2])
+      local now, n = clock(ARGV[1]), tonumber(ARGV[2])
       local out = {}
       local i = 3
       for _ = 1, n do
@@ -178,20 +218,25 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now, id, token, error, retryable (1/0), base delay ms, max delay ms, jitter, random.
-  /// Returns {'retry', run_at} | {'dead'} | {'lost'}.
+  /// ARGV: now ('' for Redis's clock), id, token, error, retryable (1/0), base delay ms, max delay ms, jitter, random.
+  /// Returns {'retry', run_at} | {'dead'} | {'lost'}. The same call again (a retry after a lost
+  /// reply) returns the first answer: `failed_by` remembers the lease whose failure was recorded.
   static let fail = RedisScript(
     helpers + """
-      local now, id, token, err = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+      local now, id, token, err = tonumber(clock(ARGV[1])), ARGV[2], ARGV[3], ARGV[4]
       local retryable = ARGV[5] == '1'
       local base, maxd, jitter, rnd = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
       local k = p .. 'job:' .. id
-      local f = redis.call('HMGET', k, 'state', 'token', 'attempts', 'max_attempts')
+      local f = redis.call('HMGET', k, 'state', 'token', 'attempts', 'max_attempts', 'failed_by', 'run_at')
+      if f[2] == token and f[5] == token then
+        if f[1] == 'failed' then return {'retry', f[6]} end
+        if f[1] == 'dead' then return {'dead'} end
+      end
       if f[1] ~= 'running' or f[2] ~= token then return {'lost'} end
       local attempts, maxa = tonumber(f[3]), tonumber(f[4])
       redis.call('ZREM', p .. 'running', id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-      redis.call('HSET', k, 'last_error', err)
+      redis.call('HSET', k, 'last_error', err, 'failed_by', token)
       if retryable and attempts < maxa then
         local raw = math.min(maxd, base * math.pow(2, math.min(attempts - 1, 62)))
         local runat = now + math.floor(raw * (1 - jitter) + raw * jitter * rnd)
@@ -221,11 +266,13 @@ enum RedisQueueScripts {
       return n
       """)
 
-  /// ARGV: now, expiry, count, then per lease: id, token. Returns 'ok' | 'cancelled' | 'lost' per lease.
+  /// ARGV: now ('' for Redis's clock), lease in ms, count, then per lease: id, token. Returns the new expiry, then
+  /// 'ok' | 'cancelled' | 'lost' per lease.
   static let heartbeat = RedisScript(
     helpers + """
-      local now, expires, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-      local out = {}
+      local now, n = clock(ARGV[1]), tonumber(ARGV[3])
+      local expires = plus(now, ARGV[2])
+      local out = {expires}
       local i = 4
       for _ = 1, n do
         local id, token = ARGV[i], ARGV[i + 1]
@@ -245,11 +292,11 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now, count, then per lease: id, token. Gives running jobs back without counting the
-  /// attempt. Returns how many were given back (a lost lease is skipped).
+  /// ARGV: now ('' for Redis's clock), count, then per lease: id, token. Gives running jobs back without counting
+  /// the attempt. Returns how many were given back (a lost lease is skipped).
   static let release = RedisScript(
     helpers + """
-      local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+      local now, n = clock(ARGV[1]), tonumber(ARGV[2])
       local released = 0
       for j = 0, n - 1 do
         local id, token = ARGV[3 + 2 * j], ARGV[4 + 2 * j]
@@ -258,7 +305,7 @@ enum RedisQueueScripts {
         if f[1] == 'running' and f[2] == token then
           redis.call('ZREM', p .. 'running', id)
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-          redis.call('HSET', k, 'attempts', math.max(tonumber(f[4]) - 1, 0))
+          redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[4]) - 1, 0)))
           move(id, 'running', 'available', now, 'released')
           redis.call('ZADD', p .. 'available', f[3], id)
           released = released + 1
@@ -267,11 +314,11 @@ enum RedisQueueScripts {
       return released
       """)
 
-  /// ARGV: now, id. Returns the job's HGETALL after cancelling, or an error reply
+  /// ARGV: now ('' for Redis's clock), id. Returns the job's HGETALL after cancelling, or an error reply
   /// 'NOVA notfound' / 'NOVA state <state>'.
   static let cancel = RedisScript(
     helpers + """
-      local now, id = tonumber(ARGV[1]), ARGV[2]
+      local now, id = clock(ARGV[1]), ARGV[2]
       local k = p .. 'job:' .. id
       local st = redis.call('HGET', k, 'state')
       if not st then return redis.error_reply('NOVA notfound') end
@@ -286,26 +333,30 @@ enum RedisQueueScripts {
       return redis.call('HGETALL', k)
       """)
 
-  /// ARGV: now, id. Puts a dead, cancelled or failed job back to available with attempts reset.
+  /// ARGV: now ('' for Redis's clock), id, request id. Puts a dead, cancelled or failed job back to available with
+  /// attempts reset. The same request again (a retry after a lost reply) returns the job.
   static let retry = RedisScript(
     helpers + """
-      local now, id = tonumber(ARGV[1]), ARGV[2]
+      local now, id, request = clock(ARGV[1]), ARGV[2], ARGV[3]
       local k = p .. 'job:' .. id
       local st = redis.call('HGET', k, 'state')
       if not st then return redis.error_reply('NOVA notfound') end
-      if st ~= 'dead' and st ~= 'cancelled' and st ~= 'failed' then return redis.error_reply('NOVA state ' .. st) end
+      if st ~= 'dead' and st ~= 'cancelled' and st ~= 'failed' then
+        if redis.call('HGET', k, 'retried_by') == request then return redis.call('HGETALL', k) end
+        return redis.error_reply('NOVA state ' .. st)
+      end
       redis.call('ZREM', p .. 'delayed', id)
       redis.call('HDEL', k, 'finished_at')
-      redis.call('HSET', k, 'attempts', 0, 'run_at', now)
+      redis.call('HSET', k, 'attempts', '0', 'run_at', now, 'retried_by', request)
       move(id, st, 'available', now, 'retried')
       redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
       return redis.call('HGETALL', k)
       """)
 
-  /// ARGV: now. Returns {requeued ids..., '|', dead ids...}.
+  /// ARGV: now ('' for Redis's clock). Returns {requeued ids..., '|', dead ids...}.
   static let reap = RedisScript(
     helpers + """
-      local now = tonumber(ARGV[1])
+      local now = clock(ARGV[1])
       local expired = redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', '(' .. now, 'LIMIT', 0, 1000)
       local requeued, dead = {}, {}
       for _, id in ipairs(expired) do
@@ -315,7 +366,7 @@ enum RedisQueueScripts {
         if f[1] == 'running' and f[5] == '0' then
           -- Claimed ahead but never started (its worker died with it buffered): not an attempt.
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-          redis.call('HSET', k, 'attempts', math.max(tonumber(f[2]) - 1, 0))
+          redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[2]) - 1, 0)))
           move(id, 'running', 'available', now, 'requeued', 'lease expired before the job started')
           redis.call('ZADD', p .. 'available', f[4], id)
           requeued[#requeued + 1] = id

@@ -17,16 +17,20 @@ public final class RedisJobQueue: JobQueue {
     public var keyPrefix: String
     /// Write an audit record of every state change (in each queue's `audit` stream).
     public var audit: Bool
+    /// Leases, delays and reaping follow Redis's own clock (`TIME` inside the scripts), so hosts
+    /// whose clocks differ agree; false follows `clock` (tests that move time by hand).
+    public var serverTime: Bool
 
     public init(
       client: RedisClient.Configuration, retryPolicy: RetryPolicy = RetryPolicy(),
-      clock: any NovaClock = SystemClock(), keyPrefix: String = "nova", audit: Bool = true
+      clock: any NovaClock = SystemClock(), keyPrefix: String = "nova", audit: Bool = true, serverTime: Bool = true
     ) {
       self.client = client
       self.retryPolicy = retryPolicy
       self.clock = clock
       self.keyPrefix = keyPrefix
       self.audit = audit
+      self.serverTime = serverTime
     }
   }
 
@@ -73,6 +77,8 @@ public final class RedisJobQueue: JobQueue {
   }
 
   private var now: Int64 { Self.millis(configuration.clock.now()) }
+  /// The scripts' `now`: empty for Redis's own clock.
+  private var scriptNow: RESPArgument { configuration.serverTime ? "" : .int(now) }
   private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
   private static func date(_ millis: Int64) -> Date { Date(millisecondsSince1970: millis) }
 
@@ -163,21 +169,23 @@ public final class RedisJobQueue: JobQueue {
     if requests.isEmpty { return [] }
     let nowDate = configuration.clock.now()
     let now = Self.millis(nowDate)
+    let scriptNow: RESPArgument = configuration.serverTime ? "" : .int(now)
     knownQueues.withLock { $0.formUnion(requests.map(\.queue)) }
     // Ids are made here, so a call retried after a dropped connection finds its jobs instead
     // of adding them twice.
     var results = [EnqueueResult?](repeating: nil, count: requests.count)
     let byQueue = Dictionary(grouping: requests.indices, by: { requests[$0].queue })
     for (queue, indices) in byQueue.sorted(by: { $0.key < $1.key }) {
-      var arguments: [RESPArgument] = [.int(now), .int(indices.count)]
-      arguments.reserveCapacity(2 + indices.count * 9)
+      var arguments: [RESPArgument] = [scriptNow, .int(indices.count)]
+      arguments.reserveCapacity(2 + indices.count * 8)
       for index in indices {
         let request = requests[index]
-        let runAt = max(Self.millis(request.runAt ?? nowDate), now)
+        // A delay rather than an instant: the script adds it to its own clock.
+        let delay = max(Self.millis(request.runAt ?? nowDate) - now, 0)
         arguments += [
           .string(ids.next(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
-          .int(request.priority), .int(-request.priority), .int(runAt), .int(request.maxAttempts),
-          .string(request.idempotencyKey ?? ""), runAt > now ? "scheduled" : "available",
+          .int(request.priority), .int(-request.priority), .int(delay), .int(request.maxAttempts),
+          .string(request.idempotencyKey ?? ""),
         ]
       }
       let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey])
@@ -224,28 +232,31 @@ public final class RedisJobQueue: JobQueue {
       // so that their due delayed jobs are promoted.
       counts = names.map { ($0, perQueue[$0] ?? 0) }
     }
-    let now = self.now
-    let expires = now + Int64(leaseDuration.seconds * 1000)
+    let leaseMillis = Int64(leaseDuration.seconds * 1000)
+    // The client retries a call whose reply was lost; the claim id makes that retry return the
+    // batch the first call leased instead of leasing a second one that nobody would hold.
+    let claimID = UUID().uuidString
     var leases: [JobLease] = []
     var toStart = starting
-    for (queue, count) in counts {
+    func claim(_ queue: String, count: Int, starting: Int, round: Int) async throws {
       let reply = try await run(
-        RedisQueueScripts.claim, queue: queue, [.int(now), .int(count), .string(worker), .int(expires), .int(max(0, toStart))])
-      toStart -= count
-      for item in reply.elements ?? [] {
+        RedisQueueScripts.claim, queue: queue,
+        [scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)")])
+      guard let items = reply.elements, items.count >= 2, let now = items[0].int, let expires = items[1].int else {
+        throw RedisStoreBoundary.badReply("claim returned \(reply)")
+      }
+      for item in items.dropFirst(2) {
         leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
       }
     }
+    for (queue, count) in counts {
+      try await claim(queue, count: count, starting: toStart, round: 1)
+      toStart -= count
+    }
     if counts.count > 1 && leases.isEmpty {
       // Promotion may just have made jobs available.
-      let retry = counts.map { ($0.0, limit) }
-      for (queue, count) in retry where leases.count < limit {
-        let reply = try await run(
-          RedisQueueScripts.claim, queue: queue,
-          [.int(now), .int(count - leases.count), .string(worker), .int(expires), .int(max(0, starting - leases.count))])
-        for item in reply.elements ?? [] {
-          leases.append(try Self.lease(from: item, queue: queue, worker: worker, now: now, expires: expires))
-        }
+      for (queue, _) in counts where leases.count < limit {
+        try await claim(queue, count: limit - leases.count, starting: starting - leases.count, round: 2)
       }
     }
     leases.sort { $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id }
@@ -264,14 +275,15 @@ public final class RedisJobQueue: JobQueue {
 
   public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     if leases.isEmpty { return [:] }
-    let now = self.now
-    let expires = now + Int64(leaseDuration.seconds * 1000)
     var outcomes: [JobID: HeartbeatOutcome] = [:]
     for (queue, group) in Dictionary(grouping: leases, by: \.job.queue) {
-      var arguments: [RESPArgument] = [.int(now), .int(expires), .int(group.count)]
+      var arguments: [RESPArgument] = [scriptNow, .int(Int64(leaseDuration.seconds * 1000)), .int(group.count)]
       for lease in group { arguments += [.string(lease.id.rawValue), .int(lease.token)] }
       let reply = try await run(RedisQueueScripts.heartbeat, queue: queue, arguments)
-      for (lease, value) in zip(group, reply.elements ?? []) {
+      guard let items = reply.elements, let expires = items.first?.int else {
+        throw RedisStoreBoundary.badReply("heartbeat returned \(reply)")
+      }
+      for (lease, value) in zip(group, items.dropFirst()) {
         switch value.string {
         case "ok": outcomes[lease.id] = .extended(Self.date(expires))
         case "cancelled": outcomes[lease.id] = .cancelled
@@ -284,11 +296,11 @@ public final class RedisJobQueue: JobQueue {
 
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     if batch.isEmpty { return [] }
-    let now = self.now
+    let now = scriptNow
     var recorded = [Bool](repeating: false, count: batch.count)
     let byQueue = Dictionary(grouping: batch.indices, by: { batch[$0].lease.job.queue })
     for (queue, indices) in byQueue {
-      var arguments: [RESPArgument] = [.int(now), .int(indices.count)]
+      var arguments: [RESPArgument] = [now, .int(indices.count)]
       arguments.reserveCapacity(2 + indices.count * 3)
       for index in indices {
         let entry = batch[index]
@@ -306,7 +318,7 @@ public final class RedisJobQueue: JobQueue {
     let reply = try await run(
       RedisQueueScripts.fail, queue: lease.job.queue,
       [
-        .int(now), .string(lease.id.rawValue), .int(lease.token), .string(error), retryable ? "1" : "0",
+        scriptNow, .string(lease.id.rawValue), .int(lease.token), .string(error), retryable ? "1" : "0",
         .int(Int64(policy.baseDelay * 1000)), .int(Int64(policy.maxDelay * 1000)), .string(String(policy.jitter)),
         .string(String(Double.random(in: 0..<1))),
       ])
@@ -325,7 +337,7 @@ public final class RedisJobQueue: JobQueue {
   public func release(batch leases: [JobLease]) async throws -> Int {
     var released = 0
     for (queue, group) in Dictionary(grouping: leases, by: { $0.job.queue }) {
-      var arguments: [RESPArgument] = [.int(now), .int(group.count)]
+      var arguments: [RESPArgument] = [scriptNow, .int(group.count)]
       for lease in group { arguments += [.string(lease.id.rawValue), .int(lease.token)] }
       released += Int(try await run(RedisQueueScripts.release, queue: queue, arguments).int ?? 0)
     }
@@ -347,7 +359,7 @@ public final class RedisJobQueue: JobQueue {
   public func cancel(_ id: JobID) async throws -> Job {
     guard let queue = try await queueOf(id) else { throw NovaError.jobNotFound(id) }
     do {
-      return try Self.job(from: try await run(RedisQueueScripts.cancel, queue: queue, [.int(now), .string(id.rawValue)]), queue: queue)
+      return try Self.job(from: try await run(RedisQueueScripts.cancel, queue: queue, [scriptNow, .string(id.rawValue)]), queue: queue)
     } catch {
       throw mapScriptError(error, id: id, action: "cancel")
     }
@@ -356,7 +368,9 @@ public final class RedisJobQueue: JobQueue {
   public func retry(_ id: JobID) async throws -> Job {
     guard let queue = try await queueOf(id) else { throw NovaError.jobNotFound(id) }
     do {
-      let job = try Self.job(from: try await run(RedisQueueScripts.retry, queue: queue, [.int(now), .string(id.rawValue)]), queue: queue)
+      // The request id lets a call retried after a lost reply find its own change done.
+      let arguments: [RESPArgument] = [scriptNow, .string(id.rawValue), .string(UUID().uuidString)]
+      let job = try Self.job(from: try await run(RedisQueueScripts.retry, queue: queue, arguments), queue: queue)
       wake.signal()
       return job
     } catch {
@@ -368,9 +382,9 @@ public final class RedisJobQueue: JobQueue {
 
   public func reapExpiredLeases() async throws -> ReapResult {
     var result = ReapResult()
-    let now = self.now
+    let now = scriptNow
     for queue in try await allQueues() {
-      let reply = try await run(RedisQueueScripts.reap, queue: queue, [.int(now)])
+      let reply = try await run(RedisQueueScripts.reap, queue: queue, [now])
       var dead = false
       for value in reply.elements ?? [] {
         guard let id = value.string else { continue }

@@ -23,7 +23,7 @@ struct QueueBackend: CustomTestStringConvertible, Sendable {
     RedisJobQueue(
       configuration: .init(
         client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), retryPolicy: retry, clock: clock,
-        keyPrefix: "test-\(UUID().uuidString.prefix(8))"))
+        keyPrefix: "test-\(UUID().uuidString.prefix(8))", serverTime: false))
   }
 
   /// Every backend the conformance suite runs against.

@@ -112,6 +112,77 @@ struct RedisResilienceTests {
     #expect(Set(claimed.map(\.job.queue)) == ["gpu"] && claimed.count == 2)
   }
 
+  /// Issue #14 point 2: a reply lost after Redis acted makes the client send the call again; the
+  /// second call must answer as the first would have. Jobs have one attempt each, so a claim
+  /// that leased a second batch would strand the first one running and then dead.
+  @Test func callsRetriedAfterALostReplyAnswerAsTheFirstWould() async throws {
+    let proxy = try await LatencyProxy(targetPort: RedisTestServer.shared.port, delay: .zero)
+    defer { Task { await proxy.close() } }
+    let prefix = "lost-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: proxy.port, prefix: prefix)
+    defer { queue.close() }
+    // Every script once without losses, so that Redis has them cached and no lost reply is a
+    // NOSCRIPT answer.
+    let warm: JobID = try await queue.enqueue(JobRequest(kind: "noop", queue: "warm", maxAttempts: 1))
+    let warmLeases = try await queue.claim(queues: ["warm"], worker: "w", leaseDuration: .seconds(30), limit: 2)
+    _ = try await queue.release(batch: warmLeases)
+    let warmLease = try await queue.claim(queues: ["warm"], worker: "w", leaseDuration: .seconds(30), limit: 1)
+    _ = try await queue.fail(warmLease[0], error: "warm", retryable: false)
+    _ = try await queue.retry(warm)
+
+    proxy.loseNextReplies(1)
+    let created = try await queue.enqueue(batch: (0..<10).map { _ in JobRequest(kind: "noop", maxAttempts: 1) })
+    #expect(created.allSatisfy { !$0.existing }, "a retried enqueue reported its own jobs as earlier ones (200, not 201)")
+    proxy.loseNextReplies(1)
+    let leases = try await queue.claim(queues: ["default"], worker: "w", leaseDuration: .seconds(30), limit: 4)
+    #expect(leases.map(\.id) == Array(created.prefix(4).map(\.id)))
+    var stats = try await queue.stats()
+    #expect(stats.count(queue: "default", state: .running) == 4, "a retried claim leased a second batch: \(stats)")
+    #expect(stats.count(queue: "default", state: .available) == 6)
+    proxy.loseNextReplies(1)
+    #expect(try await queue.fail(leases[0], error: "boom", retryable: false) == .dead)
+    // A release retried blind finds its lease gone (reported as lost), but gives the attempt back once.
+    proxy.loseNextReplies(1)
+    _ = try await queue.release(batch: [leases[1]])
+    proxy.loseNextReplies(1)
+    #expect(try await queue.retry(leases[0].id).state == .available)
+    stats = try await queue.stats()
+    #expect(stats.count(queue: "default", state: .running) == 2)
+    #expect(stats.count(queue: "default", state: .available) == 8)
+    #expect(stats.count(queue: "default", state: .dead) == 0)
+    #expect(try await queue.get(leases[1].id)?.attempts == 0, "the released job's attempt was given back twice or not at all")
+    try await queue.deleteAllKeys()
+  }
+
+  /// Issue #14 point 4: leases, delays and reaping follow Redis's clock, so two hosts whose
+  /// clocks are 50 s apart neither requeue each other's live leases nor run delayed jobs early.
+  @Test func hostsWithSkewedClocksAgreeOnLeasesAndDelays() async throws {
+    let prefix = "skew-\(UUID().uuidString.prefix(8))"
+    func host(_ offset: TimeInterval) -> (RedisJobQueue, TestClock) {
+      let clock = TestClock(Date().addingTimeInterval(offset))
+      let queue = RedisJobQueue(
+        configuration: .init(client: .init(url: RedisURL(port: RedisTestServer.shared.port)), clock: clock, keyPrefix: prefix))
+      return (queue, clock)
+    }
+    let (ahead, aheadClock) = host(25)
+    let (behind, behindClock) = host(-25)
+    defer {
+      ahead.close()
+      behind.close()
+    }
+    let early: JobID = try await behind.enqueue(JobRequest(kind: "noop", queue: "a", runAt: behindClock.now().addingTimeInterval(1)))
+    let late: JobID = try await ahead.enqueue(JobRequest(kind: "noop", queue: "b", runAt: aheadClock.now().addingTimeInterval(1)))
+    #expect(try await ahead.claim(queues: ["a"], worker: "ahead", leaseDuration: .seconds(10), limit: 1).isEmpty, "ran a delayed job early")
+    try await Task.sleep(for: .milliseconds(1200))
+    #expect(try await behind.claim(queues: ["b"], worker: "behind", leaseDuration: .seconds(10), limit: 1).map(\.id) == [late])
+    let leased = try await behind.claim(queues: ["a"], worker: "behind", leaseDuration: .seconds(10), limit: 1)
+    #expect(leased.map(\.id) == [early])
+    let reaped = try await ahead.reapExpiredLeases()
+    #expect(reaped.requeued.isEmpty && reaped.dead.isEmpty, "requeued a live lease: \(reaped)")
+    #expect(try await behind.heartbeat(leased[0], leaseDuration: .seconds(10)) != .lost)
+    try await ahead.deleteAllKeys()
+  }
+
   @Test func stressThroughTwoMillisecondsOfLatency() async throws {
     try await runStress(cutEvery: nil)
   }

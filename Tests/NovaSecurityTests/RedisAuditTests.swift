@@ -15,7 +15,7 @@ struct RedisAuditTests {
     RedisJobQueue(
       configuration: .init(
         client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), clock: clock,
-        keyPrefix: "audit-\(UUID().uuidString.prefix(8))", audit: audit))
+        keyPrefix: "audit-\(UUID().uuidString.prefix(8))", audit: audit, serverTime: false))
   }
 
   /// Drives one job through most transitions; the same calls on either backend.

@@ -24,8 +24,8 @@ public final class LatencyProxy: Sendable {
           .connect(host: "127.0.0.1", port: targetPort)
           .flatMap { outbound in
             connections.list.withLock { $0 += [inbound, outbound] }
-            return outbound.pipeline.addHandler(DelayedForwarder(peer: inbound, delay: amount)).flatMap {
-              inbound.pipeline.addHandler(DelayedForwarder(peer: outbound, delay: amount))
+            return outbound.pipeline.addHandler(DelayedForwarder(peer: inbound, delay: amount, drops: connections)).flatMap {
+              inbound.pipeline.addHandler(DelayedForwarder(peer: outbound, delay: amount, drops: nil))
             }
           }
       }
@@ -42,6 +42,12 @@ public final class LatencyProxy: Sendable {
     for channel in open { channel.close(promise: nil) }
   }
 
+  /// Loses the next `count` replies from the server: each is dropped and its connection cut, as
+  /// when a network fails after the server acted on a request (the client must retry it blind).
+  public func loseNextReplies(_ count: Int) {
+    connections.repliesToLose.withLock { $0 += count }
+  }
+
   /// Stops accepting and closes everything.
   public func close() async {
     cutAll()
@@ -52,6 +58,7 @@ public final class LatencyProxy: Sendable {
 /// The proxy's open connections.
 final class ConnectionList: Sendable {
   let list = Mutex<[any Channel]>([])
+  let repliesToLose = Mutex(0)
 }
 
 /// Forwards what one side reads to the other side after a delay, in order.
@@ -59,15 +66,28 @@ final class DelayedForwarder: ChannelInboundHandler, Sendable {
   typealias InboundIn = ByteBuffer
   let peer: any Channel
   let delay: TimeAmount
+  /// Set on the server-to-client side only: where replies to lose are counted.
+  let drops: ConnectionList?
 
-  init(peer: any Channel, delay: TimeAmount) {
+  init(peer: any Channel, delay: TimeAmount, drops: ConnectionList?) {
     self.peer = peer
     self.delay = delay
+    self.drops = drops
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let buffer = unwrapInboundIn(data)
     let peer = self.peer
+    let lose = drops?.repliesToLose.withLock { count -> Bool in
+      guard count > 0 else { return false }
+      count -= 1
+      return true
+    }
+    if lose == true {
+      peer.close(promise: nil)
+      context.close(promise: nil)
+      return
+    }
     if delay.nanoseconds == 0 {
       peer.writeAndFlush(buffer, promise: nil)
     } else {
