@@ -157,8 +157,8 @@ public final class CompletionCountingQueue: JobQueue {
 
   public func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
-    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
+  public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
+    try await base.claim(request)
   }
   public func start(_ leases: [JobLease]) async throws {
     try await base.start(leases)
@@ -178,6 +178,8 @@ public final class CompletionCountingQueue: JobQueue {
     try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
   public func stats() async throws -> QueueStats { try await base.stats() }
+  public func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
+  public func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }
   public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }

@@ -86,10 +86,8 @@ public final class InstrumentedJobQueue: JobQueue {
     return results
   }
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
-    -> [JobLease]
-  {
-    let leases = try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
+  public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
+    let leases = try await base.claim(request)
     let now = clock.now()
     for lease in leases {
       let handles = metrics(lease.job.queue)
@@ -162,6 +160,8 @@ public final class InstrumentedJobQueue: JobQueue {
   }
 
   public func stats() async throws -> QueueStats { try await base.stats() }
+  public func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
+  public func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }
   public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }

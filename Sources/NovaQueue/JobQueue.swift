@@ -9,11 +9,10 @@ public protocol JobQueue: Sendable {
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult
   /// Adds many jobs in one step; results are in request order.
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult]
-  /// Atomically leases up to `limit` runnable jobs, highest priority first, then in enqueue order.
-  /// An empty `queues` list means every queue. The first `starting` are marked started at once
-  /// (their handlers run now); the rest wait in the worker's buffer until `start`.
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
-    -> [JobLease]
+  /// Atomically leases up to `request.limit` runnable jobs of the queues and kinds asked for,
+  /// highest priority first, then in enqueue order. Jobs of other kinds are passed over, not
+  /// taken: they wait for a worker that runs them.
+  func claim(_ request: ClaimRequest) async throws -> [JobLease]
   /// Marks leased jobs as started, just before their handlers run: from then on their attempt
   /// counts. A lease that expires before its job started (claimed ahead by a worker that died)
   /// gives the attempt back, so prefetched jobs are not dead-lettered for a crash they never saw.
@@ -41,8 +40,12 @@ public protocol JobQueue: Sendable {
   /// Deletes succeeded and cancelled jobs that finished before `before`, and dead ones that
   /// finished before `deadBefore` (nil keeps them), in bounded batches; returns how many.
   func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int
-  /// Counts per queue and state.
+  /// Counts per queue and state, available jobs per kind, and the live workers.
   func stats() async throws -> QueueStats
+  /// Announces (or renews) a worker and what it takes; it lapses at `expiresAt`.
+  func announce(_ presence: WorkerPresence) async throws
+  /// Removes a stopping worker's announcement.
+  func withdraw(worker: String) async throws
   /// One job, or nil.
   func get(_ id: JobID) async throws -> Job?
   /// Jobs, newest first, with filters and a cursor.
@@ -152,8 +155,18 @@ public struct ReapResult: Sendable, Equatable {
 public struct QueueStats: Sendable, Equatable {
   /// `counts[queue][state]`; states with no jobs are absent.
   public var counts: [String: [JobState: Int]]
+  /// `availableByKind[queue][kind]`: available jobs per kind; kinds with none are absent.
+  public var availableByKind: [String: [String: Int]]
+  /// Workers whose announcement has not lapsed, by name.
+  public var workers: [WorkerPresence]
 
-  public init(counts: [String: [JobState: Int]] = [:]) { self.counts = counts }
+  public init(
+    counts: [String: [JobState: Int]] = [:], availableByKind: [String: [String: Int]] = [:], workers: [WorkerPresence] = []
+  ) {
+    self.counts = counts
+    self.availableByKind = availableByKind
+    self.workers = workers
+  }
 
   /// The count for one queue and state.
   public func count(queue: String, state: JobState) -> Int { counts[queue]?[state] ?? 0 }
@@ -218,9 +231,16 @@ public struct JobPage: Sendable, Equatable {
 }
 
 extension JobQueue {
-  /// Leases up to `limit` jobs, all marked started (their handlers run at once).
+  /// Leases up to `limit` jobs of any kind, all marked started (their handlers run at once).
   public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int) async throws -> [JobLease] {
-    try await claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: limit)
+    try await claim(ClaimRequest(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit))
+  }
+
+  /// Leases up to `limit` jobs of any kind; the first `starting` are marked started.
+  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
+    -> [JobLease]
+  {
+    try await claim(ClaimRequest(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting))
   }
 
   /// Deletes succeeded and cancelled jobs that finished before `before` (dead ones are kept).

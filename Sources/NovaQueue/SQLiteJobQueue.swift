@@ -128,6 +128,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       try db.execute(
         sql: "CREATE INDEX nova_jobs_finished ON nova_jobs(state, finished_at) WHERE finished_at IS NOT NULL")
     }
+    migrator.registerMigration("v11-workers") { db in
+      try db.execute(
+        sql: "CREATE TABLE nova_workers (worker TEXT PRIMARY KEY NOT NULL, presence BLOB NOT NULL, expires_at INTEGER NOT NULL)")
+    }
   }
 
   // MARK: - Columns
@@ -255,12 +259,18 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   /// so no transaction holds the writer long (heartbeats and completions wait on it).
   static let promotionBatch = 1000
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws
-    -> [JobLease]
-  {
+  public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
+    let (queues, worker, limit, starting) = (request.queues, request.worker, request.limit, request.starting)
     guard limit > 0 else { return [] }
     let now = nowMillis
-    let expires = now + Int64(leaseDuration.seconds * 1000)
+    let expires = now + Int64(request.leaseDuration.seconds * 1000)
+    // Kinds the worker does not run are passed over (GLOB's `*` is the filter's `*`; kind names
+    // hold no other GLOB character).
+    let patterns = request.kinds.patterns
+    let kindClause =
+      patterns.isEmpty ? "" : " AND (" + patterns.indices.map { "kind GLOB ?\($0 + 7)" }.joined(separator: " OR ") + ")"
+    let candidateKindClause =
+      patterns.isEmpty ? "" : " AND (" + patterns.map { _ in "kind GLOB ?" }.joined(separator: " OR ") + ")"
     let journal = journal
     let actor = AuditContext.actor
     return try await database.write { db -> [JobLease] in
@@ -294,11 +304,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         var candidates: [(queue: String, id: String, priority: Int)] = []
         let select = try db.cachedStatement(
           sql: """
-            SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?
+            SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause)
             ORDER BY priority DESC, id LIMIT ?
             """)
         for name in names {
-          let rows = try Row.fetchCursor(select, arguments: [name, limit])
+          let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
+          let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
           while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
         }
         candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
@@ -311,7 +322,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
           UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
             fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
             started_at = ?3, updated_at = ?3
-          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4
+          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
             ORDER BY priority DESC, id LIMIT ?5)
           RETURNING \(Self.columns)
           """)
@@ -325,6 +336,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         raw.bind(4, name)
         raw.bind(5, count)
         raw.bind(6, starting >= limit ? 1 : 0)
+        for (index, pattern) in patterns.enumerated() { raw.bind(Int32(index + 7), pattern) }
         while try raw.step() {
           let job = try Self.job(from: raw)
           leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
@@ -646,7 +658,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   // MARK: - Reads
 
   public func stats() async throws -> QueueStats {
-    try await database.read { db in
+    let now = nowMillis
+    return try await database.read { db in
       var counts: [String: [JobState: Int]] = [:]
       let rows = try Row.fetchCursor(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY queue, state")
       while let row = try rows.next() {
@@ -656,7 +669,32 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       for name in try String.fetchAll(db, sql: "SELECT name FROM nova_queues") where counts[name] == nil {
         counts[name] = [:]
       }
-      return QueueStats(counts: counts)
+      var byKind: [String: [String: Int]] = [:]
+      let kinds = try Row.fetchCursor(
+        db, sql: "SELECT queue, kind, COUNT(*) FROM nova_jobs WHERE state = 'available' GROUP BY queue, kind")
+      while let row = try kinds.next() { byKind[row[0], default: [:]][row[1]] = row[2] }
+      let workers = try Data.fetchAll(
+        db, sql: "SELECT presence FROM nova_workers WHERE expires_at > ? ORDER BY worker", arguments: [now]
+      ).compactMap(WorkerPresence.decoded)
+      return QueueStats(counts: counts, availableByKind: byKind, workers: workers)
+    }
+  }
+
+  public func announce(_ presence: WorkerPresence) async throws {
+    let now = nowMillis
+    let data = try presence.encoded()
+    try await database.write { db in
+      // Lapsed announcements go here, so the table holds only about as many rows as workers.
+      try db.execute(sql: "DELETE FROM nova_workers WHERE expires_at <= ?", arguments: [now])
+      try db.execute(
+        sql: "INSERT OR REPLACE INTO nova_workers (worker, presence, expires_at) VALUES (?, ?, ?)",
+        arguments: [presence.worker, data, Self.millis(presence.expiresAt)])
+    }
+  }
+
+  public func withdraw(worker: String) async throws {
+    try await database.write { db in
+      try db.execute(sql: "DELETE FROM nova_workers WHERE worker = ?", arguments: [worker])
     }
   }
 

@@ -140,6 +140,8 @@ public final class WorkerPool: Service {
   public let configuration: Configuration
   private let queue: any JobQueue
   private let registry: JobRegistry
+  /// The kinds the pool claims: those it has handlers for.
+  private let kinds: JobKindFilter
   private let logger: Logger
   private let state = Mutex(State())
   /// Wakes the dispatcher: jobs buffered, a slot freed, an outcome recorded, shutdown.
@@ -165,6 +167,7 @@ public final class WorkerPool: Service {
     self.clock = clock
     self.queue = queue
     self.registry = registry
+    kinds = JobKindFilter(exactly: registry.kinds)
     self.configuration = configuration
     self.logger = logger
   }
@@ -180,6 +183,7 @@ public final class WorkerPool: Service {
       await withGracefulShutdownHandler {
         await withDiscardingTaskGroup { group in
           group.addTask { await self.supervise() }
+          group.addTask { await self.renewLeases() }
           group.addTask { await self.fetch() }
           group.addTask { await self.recordCompletions() }
           await self.dispatch(into: &group)
@@ -231,11 +235,12 @@ public final class WorkerPool: Service {
       do {
         // Those that will run at once are marked started in the claim itself (no second
         // write); the rest are marked when they leave the buffer.
-        leases = try await bounded {
-          try await queue.claim(
-            queues: configuration.queues, worker: configuration.workerID,
-            leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
-        }
+        // Only kinds this pool has handlers for: a job of another kind waits for a worker that
+        // runs it instead of failing here.
+        let request = ClaimRequest(
+          queues: configuration.queues, kinds: kinds, worker: configuration.workerID,
+          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
+        leases = try await bounded { try await queue.claim(request) }
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
         await fetchWake.wait(timeout: configuration.pollInterval)
@@ -531,13 +536,20 @@ public final class WorkerPool: Service {
     }
   }
 
+  /// True once the pool stops and holds nothing: no job running, buffered or being recorded.
+  private var isFinished: Bool {
+    state.withLock { state in
+      (state.stopping || Task.isCancelled) && state.inFlight.isEmpty && state.unrecorded == 0 && state.buffered == 0
+    }
+  }
+
+  private var supervisorTick: Duration { min(configuration.heartbeatInterval / 2, .milliseconds(100)) }
+
+  /// Enforces timeouts and the shutdown deadline. Store calls happen elsewhere
+  /// (`renewLeases`), so a slow store never delays stopping a job that ran out of time.
   private func supervise() async {
-    let tick = min(configuration.heartbeatInterval / 2, .milliseconds(100))
-    while true {
-      let done = state.withLock { state in
-        (state.stopping || Task.isCancelled) && state.inFlight.isEmpty && state.unrecorded == 0 && state.buffered == 0
-      }
-      if done { return }
+    let tick = supervisorTick
+    while !isFinished {
       let tickStart = clock.uptime()
       try? await clock.sleep(for: tick)
       let now = clock.uptime()
@@ -547,11 +559,10 @@ public final class WorkerPool: Service {
         state.finishedSinceTick = 0
       }
       var toCancel: [(Task<Void, Never>, OutcomeGate)] = []
-      let due = state.withLock { state -> [JobLease] in
+      state.withLock { state in
         if state.stopping, let deadline = state.stopDeadline, now >= deadline, !state.forceStopped {
           state.forceStopped = true
         }
-        var due: [JobLease] = []
         for (id, entry) in state.inFlight where entry.stopReason == nil {
           if state.forceStopped {
             state.inFlight[id]?.stopReason = .shutdown
@@ -559,9 +570,38 @@ public final class WorkerPool: Service {
           } else if now >= entry.deadline {
             state.inFlight[id]?.stopReason = .timeout
             toCancel.append((entry.task, entry.gate))
-          } else if now - entry.lastHeartbeat >= configuration.heartbeatInterval {
-            due.append(entry.lease)
           }
+        }
+      }
+      // Stopped handlers are cancelled and their slots freed at once: one that ignores the
+      // cancellation is abandoned (its late result is ignored).
+      for (task, gate) in toCancel {
+        task.cancel()
+        gate.resolve(.failure(CancellationError()))
+      }
+    }
+  }
+
+  /// How often the pool renews its announcement (`WorkerPresence`); it lapses after three.
+  static let presenceInterval: Duration = .seconds(10)
+
+  /// Heartbeats the leases that are due (running, buffered, or whose success is being
+  /// recorded) and renews the worker's announcement; withdraws it when the pool stops.
+  private func renewLeases() async {
+    let tick = supervisorTick
+    var lastAnnounced: Duration?
+    // A cancelled pool gives its leases back at once: nothing left to renew.
+    while !isFinished && !Task.isCancelled {
+      let now = clock.uptime()
+      if !isStopping, lastAnnounced.map({ now - $0 >= Self.presenceInterval }) ?? true {
+        lastAnnounced = now
+        await announce()
+      }
+      let due = state.withLock { state -> [JobLease] in
+        var due: [JobLease] = []
+        for entry in state.inFlight.values
+        where entry.stopReason == nil && now - entry.lastHeartbeat >= configuration.heartbeatInterval {
+          due.append(entry.lease)
         }
         for index in state.bufferHead..<state.buffer.count
         where now - state.buffer[index].lastHeartbeat >= configuration.heartbeatInterval {
@@ -572,13 +612,24 @@ public final class WorkerPool: Service {
         }
         return due
       }
-      // Stopped handlers are cancelled and their slots freed at once: one that ignores the
-      // cancellation is abandoned (its late result is ignored).
-      for (task, gate) in toCancel {
-        task.cancel()
-        gate.resolve(.failure(CancellationError()))
-      }
       if !due.isEmpty { await heartbeat(due, at: now) }
+      try? await clock.sleep(for: tick)
+    }
+    do {
+      try await bounded { try await queue.withdraw(worker: configuration.workerID) }
+    } catch {
+      logger.debug("withdrawing the worker's announcement failed", metadata: ["error": "\(error)"])
+    }
+  }
+
+  private func announce() async {
+    let lapses = clock.now().addingTimeInterval((Self.presenceInterval * 3).seconds)
+    let presence = WorkerPresence(
+      worker: configuration.workerID, queues: configuration.queues, kinds: kinds.patterns, expiresAt: lapses)
+    do {
+      try await bounded { try await queue.announce(presence) }
+    } catch {
+      logger.debug("announcing the worker failed", metadata: ["error": "\(error)"])
     }
   }
 

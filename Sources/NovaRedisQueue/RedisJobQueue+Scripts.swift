@@ -39,7 +39,15 @@ enum RedisQueueScripts {
       redis.call('XADD', p .. 'audit', '*', 'e', event, 'j', id, 'f', from or '', 't', to, 'a', f[2] or '0',
         'k', f[1] or '', 'd', detail or '', 'ts', now, 'ac', actor)
     end
+    -- `kinds` hash: available jobs per kind (for stats: kinds no live worker takes).
+    local function counted(tally)
+      for kind, n in pairs(tally) do redis.call('HINCRBY', p .. 'kinds', kind, n) end
+    end
     local function move(id, from, to, now, event, detail)
+      if from == 'available' or to == 'available' then
+        local kind = redis.call('HGET', p .. 'job:' .. id, 'kind')
+        if kind then redis.call('HINCRBY', p .. 'kinds', kind, to == 'available' and 1 or -1) end
+      end
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
       if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
       redis.call('HSET', p .. 'job:' .. id, 'state', to, 'updated_at', now)
@@ -89,6 +97,7 @@ enum RedisQueueScripts {
         end
       end
       local i = 3
+      local tally = {}
       for _ = 1, n do
         local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
         local delay, maxa, idem = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -113,6 +122,7 @@ enum RedisQueueScripts {
           end
           if state == 'available' then
             redis.call('ZADD', p .. 'available', score, id)
+            tally[kind] = (tally[kind] or 0) + 1
           else
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
@@ -123,11 +133,15 @@ enum RedisQueueScripts {
           out[#out + 1] = 0
         end
       end
+      counted(tally)
       return out
       """)
 
   /// ARGV: now ('' for Redis's clock), limit, worker, lease in ms, how many of the claimed start at once, the claim's id
-  /// (chosen by the client). Promotes due delayed jobs, then leases up to `limit` available ones.
+  /// (chosen by the client), the number of kind patterns, then the patterns (anchored Lua
+  /// patterns; none takes every kind). Promotes due delayed jobs, then leases up to `limit`
+  /// available ones of those kinds. Jobs of other kinds are passed over: the scan looks at up to
+  /// `kindScanLimit` of the queue's first available jobs per claim.
   /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
   /// position: cheaper to make and to parse than HGETALL's names and values).
   ///
@@ -161,7 +175,33 @@ enum RedisQueueScripts {
       local out = {now, expires}
       if limit <= 0 then return out end
       local record = {now, expires}
-      local popped = redis.call('ZPOPMIN', p .. 'available', limit)
+      local tally = {}
+      local nk = tonumber(ARGV[7])
+      local popped
+      if nk == 0 then
+        popped = redis.call('ZPOPMIN', p .. 'available', limit)
+      else
+        popped = {}
+        local offset = 0
+        while #popped < limit * 2 and offset < \(kindScanLimit) do
+          local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499, 'WITHSCORES')
+          if #window == 0 then break end
+          for j = 1, #window, 2 do
+            local kind = redis.call('HGET', p .. 'job:' .. window[j], 'kind')
+            local wanted = false
+            for q = 1, nk do
+              if kind and string.find(kind, ARGV[7 + q]) then wanted = true break end
+            end
+            if wanted then
+              popped[#popped + 1] = window[j]
+              popped[#popped + 1] = window[j + 1]
+              if #popped >= limit * 2 then break end
+            end
+          end
+          offset = offset + 500
+        end
+        for j = 1, #popped, 2 do redis.call('ZREM', p .. 'available', popped[j]) end
+      end
       for j = 1, #popped, 2 do
         local id = popped[j]
         local k = p .. 'job:' .. id
@@ -175,12 +215,17 @@ enum RedisQueueScripts {
         local fields = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
           'max_attempts', 'idem', 'created_at', 'token', 'started')
         record[#record + 1] = id .. ':' .. fields[10]
+        tally[fields[2]] = (tally[fields[2]] or 0) - 1
         out[#out + 1] = fields
       end
+      counted(tally)
       -- Kept for as long as the leases: a retry after that finds nothing to return.
       if #record > 2 then redis.call('SET', ck, table.concat(record, ' '), 'PX', math.max(tonumber(ARGV[4]), 1000)) end
       return out
       """)
+
+  /// How many of a queue's first available jobs a claim with a kind filter looks at.
+  static let kindScanLimit = 10_000
 
   /// The fields a claim returns, in order.
   static let claimFields = ["id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started"]

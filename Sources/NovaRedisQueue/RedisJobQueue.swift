@@ -208,12 +208,18 @@ public final class RedisJobQueue: JobQueue {
 
   // MARK: - Claim
 
-  public func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
+  public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
+    let (queues, worker, limit, starting) = (request.queues, request.worker, request.limit, request.starting)
     guard limit > 0 else { return [] }
     let names = queues.isEmpty ? try await allQueues() : queues
     guard !names.isEmpty else { return [] }
     var counts: [(String, Int)] = [(names[0], limit)]
-    if names.count > 1 {
+    let kinds = request.kinds.patterns.map(Self.luaPattern)
+    if names.count > 1 && !kinds.isEmpty {
+      // The peek below cannot see kinds: a filtered claim asks each queue in turn for what is
+      // still missing.
+      counts = names.map { ($0, limit) }
+    } else if names.count > 1 {
       // Peek at each queue's best jobs, then take the best `limit` over all of them.
       let peeks = try await redis.pipeline(
         names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
@@ -232,7 +238,8 @@ public final class RedisJobQueue: JobQueue {
       // so that their due delayed jobs are promoted.
       counts = names.map { ($0, perQueue[$0] ?? 0) }
     }
-    let leaseMillis = Int64(leaseDuration.seconds * 1000)
+    let leaseMillis = Int64(request.leaseDuration.seconds * 1000)
+    let kindArguments: [RESPArgument] = [.int(kinds.count)] + kinds.map { RESPArgument.string($0) }
     // The client retries a call whose reply was lost; the claim id makes that retry return the
     // batch the first call leased instead of leasing a second one that nobody would hold.
     let claimID = UUID().uuidString
@@ -241,7 +248,8 @@ public final class RedisJobQueue: JobQueue {
     func claim(_ queue: String, count: Int, starting: Int, round: Int) async throws {
       let reply = try await run(
         RedisQueueScripts.claim, queue: queue,
-        [scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)")])
+        [scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)")]
+          + kindArguments)
       guard let items = reply.elements, items.count >= 2, let now = items[0].int, let expires = items[1].int else {
         throw RedisStoreBoundary.badReply("claim returned \(reply)")
       }
@@ -250,8 +258,10 @@ public final class RedisJobQueue: JobQueue {
       }
     }
     for (queue, count) in counts {
-      try await claim(queue, count: count, starting: toStart, round: 1)
-      toStart -= count
+      let wanted = kinds.isEmpty ? count : min(count, limit - leases.count)
+      let before = leases.count
+      try await claim(queue, count: wanted, starting: toStart, round: 1)
+      toStart -= kinds.isEmpty ? count : leases.count - before
     }
     if counts.count > 1 && leases.isEmpty {
       // Promotion may just have made jobs available.
@@ -261,6 +271,19 @@ public final class RedisJobQueue: JobQueue {
     }
     leases.sort { $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id }
     return leases
+  }
+
+  /// A kind pattern as an anchored Lua pattern (`.` and `-`, kind characters, are magic in Lua).
+  static func luaPattern(_ pattern: String) -> String {
+    var lua = "^"
+    for character in pattern {
+      switch character {
+      case "*": lua += ".*"
+      case ".", "-": lua += "%\(character)"
+      default: lua.append(character)
+      }
+    }
+    return lua + "$"
   }
 
   // MARK: - Leases
@@ -434,9 +457,11 @@ public final class RedisJobQueue: JobQueue {
         let set = state == .running ? "running" : "state:\(state.rawValue)"
         commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:\(set)")])
       }
+      commands.append(["HGETALL", .string("\(configuration.keyPrefix):{\(name)}:kinds")])
     }
     let replies = try await redis.pipeline(commands)
     var counts: [String: [JobState: Int]] = [:]
+    var byKind: [String: [String: Int]] = [:]
     var index = 0
     for name in names {
       var row: [JobState: Int] = [:]
@@ -446,8 +471,42 @@ public final class RedisJobQueue: JobQueue {
         index += 1
       }
       counts[name] = row
+      let pairs = try replies[index].checked().elements ?? []
+      index += 1
+      for at in stride(from: 0, to: pairs.count - 1, by: 2) {
+        if let kind = pairs[at].string, let count = pairs[at + 1].int, count > 0 { byKind[name, default: [:]][kind] = Int(count) }
+      }
     }
-    return QueueStats(counts: counts)
+    return QueueStats(counts: counts, availableByKind: byKind, workers: try await liveWorkers())
+  }
+
+  private var workersKey: RESPArgument { .string("\(configuration.keyPrefix):workers") }
+
+  /// The announcements that have not lapsed; lapsed ones are deleted on the way.
+  private func liveWorkers() async throws -> [WorkerPresence] {
+    let reply = try await redis.send("HGETALL", workersKey)
+    let pairs = reply.elements ?? []
+    let now = configuration.clock.now()
+    var live: [WorkerPresence] = []
+    var lapsed: [RESPArgument] = []
+    for at in stride(from: 0, to: pairs.count - 1, by: 2) {
+      guard let name = pairs[at].string else { continue }
+      if case .bulkString(let bytes?) = pairs[at + 1], let presence = WorkerPresence.decoded(Data(bytes)), presence.expiresAt > now {
+        live.append(presence)
+      } else {
+        lapsed.append(.string(name))
+      }
+    }
+    if !lapsed.isEmpty { _ = try await redis.send(["HDEL", workersKey] + lapsed) }
+    return live.sorted { $0.worker < $1.worker }
+  }
+
+  public func announce(_ presence: WorkerPresence) async throws {
+    _ = try await redis.send("HSET", workersKey, .string(presence.worker), .bytes(Array(try presence.encoded())))
+  }
+
+  public func withdraw(worker: String) async throws {
+    _ = try await redis.send("HDEL", workersKey, .string(worker))
   }
 
   public func get(_ id: JobID) async throws -> Job? {

@@ -326,6 +326,20 @@ public struct StatsResource: Codable, Sendable, Equatable {
   public var queues: [String: [String: Int]]
   /// Per state over all queues.
   public var totals: [String: Int]
+  /// Available jobs no live worker would claim, `[queue][kind]`: kinds nothing running takes.
+  public var unclaimable: [String: [String: Int]]
+  /// Live workers (announced and not lapsed) and what they take.
+  public var workers: [WorkerResource]
+
+  /// A worker in `StatsResource`.
+  public struct WorkerResource: Codable, Sendable, Equatable {
+    public var worker: String
+    /// Empty: every queue.
+    public var queues: [String]
+    /// Names and `*` patterns; empty: every kind.
+    public var kinds: [String]
+    public var expires_at: String
+  }
 
   public init(_ stats: QueueStats) {
     var queues: [String: [String: Int]] = [:]
@@ -340,5 +354,9 @@ public struct StatsResource: Codable, Sendable, Equatable {
     }
     self.queues = queues
     self.totals = totals
+    unclaimable = stats.unclaimable
+    workers = stats.workers.map {
+      WorkerResource(worker: $0.worker, queues: $0.queues, kinds: $0.kinds, expires_at: JobResource.timestamp($0.expiresAt))
+    }
   }
 }

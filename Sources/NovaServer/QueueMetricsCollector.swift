@@ -5,6 +5,7 @@ import NovaCore
 import NovaMonitoring
 import NovaQueue
 import ServiceLifecycle
+import Synchronization
 
 /// Reads queue depth per queue and state from the store at an interval and exports it as gauges.
 public struct QueueMetricsCollector: Service {
@@ -12,6 +13,10 @@ public struct QueueMetricsCollector: Service {
   public static let depthMetric = "nova_queue_jobs"
   /// Gauge of jobs running in this process.
   public static let runningMetric = "nova_worker_pool_running_jobs"
+  /// Gauge of available jobs per queue and kind that no live worker takes.
+  public static let unclaimableMetric = "nova_queue_unclaimable_jobs"
+  /// The unclaimable series set last pass, zeroed when they clear.
+  private let reportedUnclaimable = ReportedSeries()
 
   public var queue: any JobQueue
   public var pool: WorkerPool?
@@ -55,6 +60,23 @@ public struct QueueMetricsCollector: Service {
             unit: "jobs", time: now, source: "nova serve"))
       }
     }
+    // Jobs waiting for a worker that runs their kind (none live takes it): one series per
+    // queue and kind, zeroed once the kind is taken again.
+    let unclaimable = stats.unclaimable
+    var seen: Set<[String]> = []
+    for (name, kinds) in unclaimable {
+      for (kind, count) in kinds {
+        seen.insert([name, kind])
+        Gauge(label: Self.unclaimableMetric, dimensions: [("queue", name), ("kind", kind)]).record(count)
+        samples.append(
+          KPISample(
+            name: "queue.unclaimable", labels: ["queue": name, "kind": kind], value: Double(count), unit: "jobs", time: now,
+            source: "nova serve"))
+      }
+    }
+    for stale in reportedUnclaimable.replace(with: seen).subtracting(seen) {
+      Gauge(label: Self.unclaimableMetric, dimensions: [("queue", stale[0]), ("kind", stale[1])]).record(0)
+    }
     try await kpis?.record(samples)
     if let pool {
       Gauge(label: Self.runningMetric).record(pool.runningCount)
@@ -63,5 +85,18 @@ public struct QueueMetricsCollector: Service {
 
   public func run() async throws {
     await runPeriodically(every: interval, clock: clock, logger: logger, what: "queue metrics collection", finalTick: true) { try await collect() }
+  }
+}
+
+/// Label sets a collector reported last pass (shared by the collector's copies).
+final class ReportedSeries: Sendable {
+  private let series = Mutex<Set<[String]>>([])
+
+  /// Stores `new` and returns what was there.
+  func replace(with new: Set<[String]>) -> Set<[String]> {
+    series.withLock { series in
+      defer { series = new }
+      return series
+    }
   }
 }

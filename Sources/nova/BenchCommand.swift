@@ -5,5 +5,7 @@ import ArgumentParser
 struct BenchCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench", abstract: "Benchmarks that print JSON and a human summary.",
-    subcommands: [QueueBench.self, AuditBench.self, PolicyBench.self, KPIBench.self, AlertsBench.self, BaselineBench.self, NetServer.self])
+    subcommands: [
+      QueueBench.self, PromotionBench.self, AuditBench.self, PolicyBench.self, KPIBench.self, AlertsBench.self, BaselineBench.self, NetServer.self,
+    ])
 }

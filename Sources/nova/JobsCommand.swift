@@ -118,6 +118,21 @@ struct JobsCommand: AsyncParsableCommand {
       }
       rows.append(["(all)"] + states.map { "\(stats.totals[$0] ?? 0)" })
       print(TextTable.render(rows), terminator: "")
+      var workers = [["WORKER", "QUEUES", "KINDS", "UNTIL"]]
+      for worker in stats.workers {
+        workers.append([
+          worker.worker, worker.queues.isEmpty ? "*" : worker.queues.joined(separator: ","),
+          worker.kinds.isEmpty ? "*" : worker.kinds.joined(separator: ","), worker.expires_at,
+        ])
+      }
+      print(stats.workers.isEmpty ? "\nNo live workers." : "\n" + TextTable.render(workers), terminator: stats.workers.isEmpty ? "\n" : "")
+      var waiting = [["QUEUE", "KIND", "AVAILABLE JOBS NO LIVE WORKER TAKES"]]
+      for queue in stats.unclaimable.keys.sorted() {
+        for (kind, count) in stats.unclaimable[queue, default: [:]].sorted(by: { $0.key < $1.key }) {
+          waiting.append([queue, kind, "\(count)"])
+        }
+      }
+      if waiting.count > 1 { print("\n" + TextTable.render(waiting), terminator: "") }
     }
   }
 }

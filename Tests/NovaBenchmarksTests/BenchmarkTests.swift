@@ -25,6 +25,18 @@ struct BenchmarkTests {
     #expect(median.e2e_per_s == result.e2e_per_s)
   }
 
+  /// Issue #14 point 8: jobs due at one instant are all promoted, in bounded batches, while a
+  /// heartbeat keeps answering.
+  @Test func promotionBenchmarkPromotesEveryDueJobWhileHeartbeating() async throws {
+    let clock = PromotionBenchmark.WarpClock()
+    let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
+    let queue = try SQLiteJobQueue(configuration: .init(path: path, clock: clock))
+    let result = try await PromotionBenchmark.run(queue: queue, clock: clock, backend: "sqlite", jobs: 2500)
+    #expect(result.jobs == 2500 && result.heartbeats >= 1 && result.promote_s > 0)
+    #expect(try await queue.stats().count(queue: "due", state: .scheduled) == 0)
+    #expect(result.heartbeat_max_ms >= result.heartbeat_p50_ms && result.peak_rss_mb > 0)
+  }
+
   @Test(.enabled(if: TestServers.opaAvailable, TestServers.opaMissing)) func policyBenchmarkTimesEveryPath() async throws {
     let server = try OPATestServer(policies: ["authz.rego": "package nova.authz\n\ndefault allow := false\n"])
     defer { server.stop() }

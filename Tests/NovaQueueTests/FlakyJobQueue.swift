@@ -11,6 +11,10 @@ final class FlakyJobQueue: JobQueue {
   let base: any JobQueue
   private let failing: Mutex<Set<Operation>>
   private let calls = Mutex<[Operation: Int]>([:])
+  private let heartbeatDelay = Mutex(Duration.zero)
+
+  /// Makes every heartbeat take `delay` first (a slow store).
+  func setHeartbeatDelay(_ delay: Duration) { heartbeatDelay.withLock { $0 = delay } }
 
   init(_ base: any JobQueue, failing: Set<Operation> = []) {
     self.base = base
@@ -30,14 +34,16 @@ final class FlakyJobQueue: JobQueue {
 
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] { try await base.enqueue(batch: requests) }
-  func claim(queues: [String], worker: String, leaseDuration: Duration, limit: Int, starting: Int) async throws -> [JobLease] {
-    try await base.claim(queues: queues, worker: worker, leaseDuration: leaseDuration, limit: limit, starting: starting)
+  func claim(_ request: ClaimRequest) async throws -> [JobLease] {
+    try await base.claim(request)
   }
   func start(_ leases: [JobLease]) async throws {
     try await base.start(leases)
   }
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
-    try await base.heartbeat(leases, leaseDuration: leaseDuration)
+    let delay = heartbeatDelay.withLock { $0 }
+    if delay > .zero { try await Task.sleep(for: delay) }
+    return try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }
   func complete(batch: [JobCompletion]) async throws -> [Bool] {
     try check(.complete)
@@ -62,6 +68,8 @@ final class FlakyJobQueue: JobQueue {
     try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
   func stats() async throws -> QueueStats { try await base.stats() }
+  func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
+  func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }
   func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }

@@ -318,6 +318,61 @@ struct JobQueueConformanceTests {
     #expect(try await queue.get(id)?.state == .succeeded)
   }
 
+  /// Issue #14 point 6: a claim takes only the kinds asked for (names or `*` patterns), from every
+  /// queue asked; jobs of other kinds stay available, their place kept.
+  @Test(arguments: QueueBackend.all)
+  func claimsTakeOnlyTheKindsAskedFor(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let small: JobID = try await queue.enqueue(request("train.small"))
+    let infer: JobID = try await queue.enqueue(request("infer"))
+    let big: JobID = try await queue.enqueue(request("train.big"))
+    let other: JobID = try await queue.enqueue(request("trainer"))
+    let gpu: JobID = try await queue.enqueue(JobRequest(kind: "train.gpu", queue: "gpu"))
+    let training = try await queue.claim(
+      ClaimRequest(queues: ["default", "gpu"], kinds: try JobKindFilter(["train.*"]), worker: "w", leaseDuration: leaseTime, limit: 10))
+    #expect(Set(training.map(\.id)) == [small, big, gpu])
+    let named = try await queue.claim(
+      ClaimRequest(kinds: try JobKindFilter(["infer", "nothing"]), worker: "w", leaseDuration: leaseTime, limit: 10))
+    #expect(named.map(\.id) == [infer])
+    #expect(try await queue.get(other)?.state == .available)
+    #expect(try await queue.claim(queues: [], worker: "w", leaseDuration: leaseTime, limit: 10).map(\.id) == [other])
+    #expect(throws: NovaError.self) { try JobKindFilter(["train.[ab]"]) }
+  }
+
+  /// Issue #14 point 6: stats count available jobs per kind and show those no live worker takes
+  /// (announcements lapse, and a stopping worker withdraws its own).
+  @Test(arguments: QueueBackend.all)
+  func statsShowTheKindsNoLiveWorkerTakes(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    _ = try await queue.enqueue(batch: [request("train.a"), request("train.a"), request("infer"), request("train.b", queue: "gpu")])
+    let delayed: JobID = try await queue.enqueue(request("infer", delay: 5))
+    var stats = try await queue.stats()
+    #expect(stats.availableByKind == ["default": ["train.a": 2, "infer": 1], "gpu": ["train.b": 1]])
+    #expect(stats.unclaimable == stats.availableByKind, "with no worker, nothing is taken")
+    let soon = clock.now().addingTimeInterval(30)
+    try await queue.announce(WorkerPresence(worker: "w1", queues: [], kinds: ["train.*"], expiresAt: soon))
+    try await queue.announce(WorkerPresence(worker: "w2", queues: ["gpu"], kinds: ["infer"], expiresAt: soon))
+    stats = try await queue.stats()
+    #expect(stats.workers.map(\.worker) == ["w1", "w2"])
+    #expect(stats.unclaimable == ["default": ["infer": 1]])
+    // Counts follow every move in and out of available.
+    let leases = try await queue.claim(
+      ClaimRequest(kinds: try JobKindFilter(["train.a"]), worker: "w1", leaseDuration: leaseTime, limit: 2))
+    try await queue.release(leases[0])
+    clock.advance(by: 6)
+    _ = try await queue.cancel(delayed)
+    stats = try await queue.stats()
+    #expect(stats.availableByKind == ["default": ["train.a": 1, "infer": 1], "gpu": ["train.b": 1]])
+    // Past their announcement, workers drop out; a withdrawn one at once.
+    clock.advance(by: 30)
+    try await queue.announce(WorkerPresence(worker: "w3", queues: [], kinds: [], expiresAt: clock.now().addingTimeInterval(30)))
+    stats = try await queue.stats()
+    #expect(stats.workers.map(\.worker) == ["w3"])
+    #expect(stats.unclaimable.isEmpty)
+    try await queue.withdraw(worker: "w3")
+    #expect(try await queue.stats().workers.isEmpty)
+  }
+
   @Test(arguments: QueueBackend.all)
   func releaseGivesTheJobBackWithoutCountingTheAttempt(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)

@@ -108,6 +108,8 @@ struct WorkerPoolTests {
     #expect(try JSONValue.parse(try #require(job.result)) == .object(["attempts": .int(3)]))
   }
 
+  /// Issue #14 point 6: the jobs of a kind this pool has no handler for stay available (for a
+  /// worker that runs it), instead of being dead-lettered by whichever worker saw them first.
   @Test(arguments: QueueBackend.all)
   func jobOutOfAttemptsIsDeadLettered(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
@@ -115,11 +117,12 @@ struct WorkerPoolTests {
     let unknown: JobID = try await queue.enqueue(JobRequest(kind: "not-registered"))
     let badPayload: JobID = try await queue.enqueue(JobRequest(kind: "sleep", payload: Data(#"{"ms":"soon"}"#.utf8)))
     try await withPool(queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration()) { _ in
-      try await eventually("jobs to be dead") { try await queue.stats().total(.dead) == 3 }
+      try await eventually("jobs to be dead") { try await queue.stats().total(.dead) == 2 }
     }
     #expect(try await queue.get(id)?.lastError == "gpu on fire")
     #expect(try await queue.get(id)?.attempts == 2)
-    #expect(try await queue.get(unknown)?.lastError?.contains("no handler for job kind") == true)
+    let waiting = try #require(try await queue.get(unknown))
+    #expect(waiting.state == .available && waiting.attempts == 0 && waiting.lastError == nil, "\(waiting)")
     #expect(try await queue.get(badPayload)?.attempts == 1)
   }
 
@@ -193,6 +196,29 @@ struct WorkerPoolTests {
     #expect(try await queue.get(id)?.lastError?.contains("timed out after 5 s (the sleep timeout)") == true)
   }
 
+  /// Issue #14 point 9: a slow store (each heartbeat takes 2 s) does not delay stopping a job
+  /// that ran out of time: timeouts are enforced apart from the store calls.
+  @Test(arguments: QueueBackend.all)
+  func aSlowHeartbeatDoesNotDelayTimeouts(backend: QueueBackend) async throws {
+    let base = try makeQueue(backend)
+    let queue = FlakyJobQueue(base)
+    queue.setHeartbeatDelay(.seconds(2))
+    var registry = JobRegistry()
+    registry.register("stubborn", parameters: TestParameters.self, timeout: .milliseconds(500)) { _, _ in
+      await Self.ignoreCancellation(for: .seconds(5))
+      return EmptyResult()
+    }
+    let id: JobID = try await base.enqueue(JobRequest(kind: "stubborn", maxAttempts: 1))
+    try await withPool(queue: queue, registry: registry, configuration: poolConfiguration(lease: .milliseconds(300))) { pool in
+      try await eventually("the job to start") { pool.runningCount == 1 }
+      let started = ContinuousClock.now
+      try await eventually("the job to time out") { try await base.get(id)?.state == .dead }
+      let waited = ContinuousClock.now - started
+      #expect(waited < .milliseconds(1500), "the timeout waited \(waited) for a heartbeat")
+    }
+    #expect(try await base.get(id)?.lastError?.contains("timed out after 0.5 s") == true)
+  }
+
   @Test(arguments: QueueBackend.all)
   func cancellingARunningJobCancelsItsHandler(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
@@ -235,9 +261,10 @@ struct WorkerPoolTests {
     try await withPool(
       queue: queue, registry: registry, configuration: poolConfiguration(lease: .seconds(1)), clock: clock
     ) { pool in
-      try await eventually("the job to start") { pool.runningCount == 1 && clock.sleeperCount == 2 }
+      // The handler, the supervisor and the lease renewer wait on the clock.
+      try await eventually("the job to start") { pool.runningCount == 1 && clock.sleeperCount == 3 }
       for _ in 0..<120 where pool.runningCount == 1 {
-        try await step(clock, by: .milliseconds(100), parked: 2) { pool.runningCount == 0 }
+        try await step(clock, by: .milliseconds(100), parked: 3) { pool.runningCount == 0 }
         let result = try await reaper.runOnce()
         #expect(result.requeued.isEmpty && result.dead.isEmpty, "the reaper took a heartbeated lease")
       }
@@ -376,13 +403,13 @@ struct WorkerPoolTests {
     try await withPool(
       queue: queue, registry: BuiltinJobs.registry, configuration: poolConfiguration(lease: .seconds(1)), clock: clock
     ) { _ in
-      // The supervisor and the recorder's retry both wait on the clock.
+      // The supervisor, the lease renewer and the recorder's retry wait on the clock.
       try await eventually("a completion attempt while the store is down") {
-        queue.callCount(.complete) >= 1 && clock.sleeperCount == 2
+        queue.callCount(.complete) >= 1 && clock.sleeperCount == 3
       }
       // Three leases long; only heartbeats keep the job from the reaper.
       for _ in 0..<30 {
-        try await step(clock, by: .milliseconds(100), parked: 2)
+        try await step(clock, by: .milliseconds(100), parked: 3)
         let result = try await reaper.runOnce()
         #expect(result.requeued.isEmpty && result.dead.isEmpty, "the reaper took the lease of a success being recorded")
       }
