@@ -76,11 +76,9 @@ extension RedisJobQueue: TransitionSource {
     var states: [(id: JobID, state: JobState)] = []
     for queue in try await allQueues() {
       let base = "\(configuration.keyPrefix):{\(queue)}:"
-      let listed = JobState.allCases.filter { $0 != .running }
-      let replies = try await redis.pipeline(
-        listed.map { ["ZRANGE", .string(base + "state:" + $0.rawValue), 0, -1] } + [["ZRANGE", .string(base + "running"), 0, -1]])
-      for (state, reply) in zip(listed + [.running], replies) {
-        for id in reply.elements ?? [] { if let text = id.string { states.append((JobID(text), state)) } }
+      for state in JobState.allCases {
+        let key = base + (state == .running ? "running" : "state:" + state.rawValue)
+        for id in try await members(of: key) { states.append((JobID(id), state)) }
       }
     }
     return states

@@ -528,25 +528,28 @@ public final class RedisJobQueue: JobQueue {
     var commands: [[RESPArgument]] = []
     var owners: [String] = []
     for name in names {
-      for state in states {
-        let base = "\(configuration.keyPrefix):{\(name)}:"
-        if state == .running {
-          commands.append(["ZRANGE", .string(base + "running"), 0, -1])
-        } else {
-          let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
-          commands.append(["ZREVRANGEBYLEX", .string(base + "state:\(state.rawValue)"), upper, "-", "LIMIT", 0, .int(fetch)])
-        }
+      let base = "\(configuration.keyPrefix):{\(name)}:"
+      if states.contains(.running) {
+        // The running set is ordered by lease expiry, not id: read whole, a page at a time.
+        for id in try await members(of: base + "running") where filter.cursor.map({ id < $0 }) ?? true { ids.append((name, id)) }
+      }
+      for state in states where state != .running {
+        let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
+        commands.append(["ZREVRANGEBYLEX", .string(base + "state:\(state.rawValue)"), upper, "-", "LIMIT", 0, .int(fetch)])
         owners.append(name)
       }
     }
+    // A set that filled its `fetch` may hold more below its last id: the page covers only ids
+    // down to the highest such last id, and continues from there (a kind filter can leave it
+    // short of `limit`; the cursor still leads on).
+    var floor: String?
     let replies = try await redis.pipeline(commands)
     for (name, reply) in zip(owners, replies) {
-      for value in try reply.checked().elements ?? [] {
-        guard let id = value.string else { continue }
-        if let cursor = filter.cursor, id >= cursor { continue }
-        ids.append((name, id))
-      }
+      let values = (try reply.checked().elements ?? []).compactMap(\.string)
+      if values.count == fetch, let last = values.last, floor.map({ last > $0 }) ?? true { floor = last }
+      for id in values { ids.append((name, id)) }
     }
+    if let floor { ids.removeAll { $0.id < floor } }
     ids.sort { $0.id > $1.id }
     var jobs: [Job] = []
     var position = 0
@@ -561,7 +564,23 @@ public final class RedisJobQueue: JobQueue {
         if jobs.count > filter.limit { break }
       }
     }
+    if jobs.count <= filter.limit, let floor { return JobPage(jobs: jobs, nextCursor: floor) }
     return JobPage(newestFirst: jobs, limit: filter.limit)
+  }
+
+  /// Every member of a sorted set, read a page at a time: one reply never holds more than
+  /// `page` ids (a client refuses replies of over 1,048,576 elements, and a huge reply would
+  /// block Redis while it is written).
+  func members(of key: String, page: Int = 10_000) async throws -> [String] {
+    var all: [String] = []
+    var start = 0
+    while true {
+      let reply = try await redis.send("ZRANGE", .string(key), .int(start), .int(start + page - 1))
+      let chunk = (reply.elements ?? []).compactMap(\.string)
+      all += chunk
+      if chunk.count < page { return all }
+      start += page
+    }
   }
 
   public func waitForJobs(timeout: Duration) async {

@@ -183,6 +183,45 @@ struct RedisResilienceTests {
     try await ahead.deleteAllKeys()
   }
 
+  /// Issue #14 point 8: listings and reads of a state set past 1,048,576 ids (the most one reply
+  /// may hold) page through it instead of failing.
+  @Test func listingsPageThroughSetsPastAMillionIds() async throws {
+    let prefix = "big-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { queue.close() }
+    _ = try await queue.enqueue(batch: [JobRequest(kind: "noop"), JobRequest(kind: "noop")])
+    let leases = try await queue.claim(queues: ["default"], worker: "w", leaseDuration: .seconds(600), limit: 2)
+    #expect(leases.count == 2)
+    // 1,048,577 more running ids (no job behind them) that sort below the real ones.
+    let fill = "for i = 1, 1048577 do redis.call('ZADD', KEYS[1], i, string.format('00000000-%08d', i)) end return 1"
+    _ = try await queue.client.send("EVAL", .string(fill), 1, .string("\(prefix):{default}:running"))
+    let page = try await queue.list(JobFilter(state: .running, limit: 1))
+    #expect(page.jobs.map(\.id) == [leases[1].id] && page.nextCursor == leases[1].id.rawValue)
+    #expect(try await queue.jobStates().count == 1_048_579)
+    try await queue.deleteAllKeys()
+  }
+
+  /// A kind filter that matches nothing in the newest 1,000 ids of a state still leads on: the
+  /// page comes back short, with a cursor to the rest.
+  @Test func aKindFilteredListingLeadsPastNonMatchingJobs() async throws {
+    let prefix = "kinds-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { queue.close() }
+    let wanted: JobID = try await queue.enqueue(JobRequest(kind: "rare"))
+    _ = try await queue.enqueue(batch: (0..<1200).map { _ in JobRequest(kind: "common") })
+    var filter = JobFilter(state: .available, kind: "rare", limit: 10)
+    var found: [JobID] = []
+    var pages = 0
+    repeat {
+      let page = try await queue.list(filter)
+      found += page.jobs.map(\.id)
+      filter.cursor = page.nextCursor
+      pages += 1
+    } while filter.cursor != nil && pages < 10
+    #expect(found == [wanted])
+    try await queue.deleteAllKeys()
+  }
+
   @Test func stressThroughTwoMillisecondsOfLatency() async throws {
     try await runStress(cutEvery: nil)
   }
