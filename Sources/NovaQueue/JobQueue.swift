@@ -55,6 +55,12 @@ public protocol JobQueue: Sendable {
 }
 
 extension JobQueue {
+  /// How many times a job's attempt is given back because its lease expired before it was
+  /// marked started; after that its attempts count anyway. Start marks are written alongside
+  /// the handler, so a job that kills its worker before its mark lands would otherwise be
+  /// given back forever instead of reaching dead.
+  public static var freeReturns: Int { 3 }
+
   /// Enqueues one job and returns its id.
   public func enqueue(_ request: JobRequest) async throws -> JobID {
     let result: EnqueueResult = try await enqueue(request)

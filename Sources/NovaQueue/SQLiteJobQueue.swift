@@ -132,6 +132,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       try db.execute(
         sql: "CREATE TABLE nova_workers (worker TEXT PRIMARY KEY NOT NULL, presence BLOB NOT NULL, expires_at INTEGER NOT NULL)")
     }
+    migrator.registerMigration("v12-job-returns") { db in
+      // Attempts given back because a lease expired before its start mark landed (bounded by
+      // `JobQueue.freeReturns`).
+      try db.execute(sql: "ALTER TABLE nova_jobs ADD COLUMN returns INTEGER NOT NULL DEFAULT 0")
+    }
   }
 
   // MARK: - Columns
@@ -603,11 +608,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
         db.cachedStatement(
           sql: """
             UPDATE nova_jobs SET
-              state = CASE WHEN started = 1 AND attempts >= max_attempts THEN 'dead' ELSE 'available' END,
-              finished_at = CASE WHEN started = 1 AND attempts >= max_attempts THEN ? ELSE NULL END,
-              -- A job claimed ahead but never started gives its attempt back.
-              attempts = CASE WHEN started = 0 THEN MAX(attempts - 1, 0) ELSE attempts END,
-              last_error = CASE WHEN started = 0 THEN last_error ELSE 'lease expired: the worker stopped heartbeating' END,
+              state = CASE WHEN \(Self.countsAttempt) AND attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+              finished_at = CASE WHEN \(Self.countsAttempt) AND attempts >= max_attempts THEN ? ELSE NULL END,
+              -- A job claimed ahead but never started gives its attempt back (a bounded number
+              -- of times: see `JobQueue.freeReturns`).
+              attempts = CASE WHEN \(Self.countsAttempt) THEN attempts ELSE MAX(attempts - 1, 0) END,
+              returns = CASE WHEN \(Self.countsAttempt) THEN returns ELSE returns + 1 END,
+              last_error = CASE WHEN \(Self.countsAttempt) THEN 'lease expired: the worker stopped heartbeating' ELSE last_error END,
+              started = CASE WHEN \(Self.countsAttempt) THEN 1 ELSE 0 END,
               lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
             WHERE state = 'running' AND lease_expires_at < ? RETURNING id, state, queue, kind, attempts, started
             """), arguments: [now, now, now])
@@ -629,6 +637,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     if !result.requeued.isEmpty { wake.signal() }
     return result
   }
+
+  /// Whether a reaped lease's attempt counts: its job started, or it was given back too often.
+  private static let countsAttempt = "(started = 1 OR returns >= \(freeReturns))"
 
   public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
     var total = 0

@@ -91,6 +91,8 @@ public final class WorkerPool: Service {
     var completions: [JobCompletion] = []
     var buffer: [Buffered] = []
     var bufferHead = 0
+    /// Jobs that left the buffer and run, whose start mark is not written yet.
+    var pendingStarts: [JobLease] = []
     var inFlight: [JobID: InFlight] = [:]
     var stopping = false
     /// Handlers finished since the supervisor last measured the pace.
@@ -150,6 +152,8 @@ public final class WorkerPool: Service {
   private let fetchWake = WakeSignal()
   /// Wakes the recorder: successes to record.
   private let recordWake = WakeSignal()
+  /// Wakes the start-mark writer.
+  private let startWake = WakeSignal()
   /// Deadlines, heartbeats and pauses are kept on this clock (a test clock in timing tests).
   private let clock: any NovaClock
   private var maxPrefetch: Int { configuration.prefetch ?? configuration.concurrency * 32 }
@@ -184,6 +188,7 @@ public final class WorkerPool: Service {
         await withDiscardingTaskGroup { group in
           group.addTask { await self.supervise() }
           group.addTask { await self.renewLeases() }
+          group.addTask { await self.markStarts() }
           group.addTask { await self.fetch() }
           group.addTask { await self.recordCompletions() }
           await self.dispatch(into: &group)
@@ -306,8 +311,14 @@ public final class WorkerPool: Service {
       }
       if next.stop { break }
       if !next.leases.isEmpty {
-        let leases = next.leases
-        group.addTask { await self.launch(leases) }
+        // Jobs claimed ahead get their start mark written alongside (their attempt counts from
+        // then on: one still in the buffer when this worker dies is given back).
+        let ahead = next.leases.filter { !$0.started }
+        if !ahead.isEmpty {
+          state.withLock { $0.pendingStarts += ahead }
+          startWake.signal()
+        }
+        for lease in next.leases { group.addTask { await self.execute(lease) } }
         continue
       }
       await dispatchWake.wait()
@@ -315,36 +326,6 @@ public final class WorkerPool: Service {
     // Shutdown (or cancellation): wake the fetcher so that it releases what it buffered.
     state.withLock { $0.stopping = true }
     fetchWake.signal()
-  }
-
-  /// Marks the jobs claimed ahead as started (their attempt counts from here: one still in
-  /// the buffer when this worker dies is given back without one), then runs them all. Jobs
-  /// whose mark cannot be written are not run (their leases expire).
-  private func launch(_ leases: [JobLease]) async {
-    let ahead = leases.filter { !$0.started }
-    var runnable = leases
-    if !ahead.isEmpty {
-      do {
-        try await bounded { try await queue.start(ahead) }
-      } catch {
-        logger.error(
-          "could not mark jobs started; they run again after their leases expire", metadata: ["jobs": "\(ahead.count)", "error": "\(error)"])
-        runnable = leases.filter(\.started)
-        state.withLock {
-          $0.running -= ahead.count
-          $0.unrecorded -= ahead.count
-        }
-        dispatchWake.signal()
-        fetchWake.signal()
-      }
-    }
-    if runnable.count == 1 {
-      await execute(runnable[0])
-      return
-    }
-    await withDiscardingTaskGroup { group in
-      for lease in runnable { group.addTask { await self.execute(lease) } }
-    }
   }
 
   private func execute(_ lease: JobLease) async {
@@ -578,6 +559,32 @@ public final class WorkerPool: Service {
       for (task, gate) in toCancel {
         task.cancel()
         gate.resolve(.failure(CancellationError()))
+      }
+    }
+  }
+
+  /// Writes the start marks of jobs that left the buffer, as many per call as have gathered
+  /// while the previous call was out. Handlers do not wait for them: a store call before each
+  /// dispatch round cost a third of the throughput. A worker that dies before a mark lands has
+  /// that job's attempt given back, which the store bounds (`JobQueue.reapExpiredLeases`), so a
+  /// job that kills its worker at once still ends dead.
+  private func markStarts() async {
+    while true {
+      let batch = state.withLock { state -> [JobLease] in
+        defer { state.pendingStarts = [] }
+        return state.pendingStarts
+      }
+      if batch.isEmpty {
+        if isFinished || Task.isCancelled { return }
+        await startWake.wait(timeout: .milliseconds(100))
+        continue
+      }
+      do {
+        try await bounded { try await queue.start(batch) }
+      } catch {
+        logger.error(
+          "could not mark jobs started; should this worker die, their attempts are given back",
+          metadata: ["jobs": "\(batch.count)", "error": "\(error)"])
       }
     }
   }

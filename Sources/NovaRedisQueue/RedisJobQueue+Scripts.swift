@@ -1,3 +1,4 @@
+import NovaQueue
 import NovaRedis
 
 /// The Lua scripts of `RedisJobQueue`: every state change is one script, so it is atomic.
@@ -407,11 +408,13 @@ enum RedisQueueScripts {
       for _, id in ipairs(expired) do
         local k = p .. 'job:' .. id
         redis.call('ZREM', p .. 'running', id)
-        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score', 'started')
-        if f[1] == 'running' and f[5] == '0' then
-          -- Claimed ahead but never started (its worker died with it buffered): not an attempt.
+        local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score', 'started', 'returns')
+        if f[1] == 'running' and f[5] == '0' and tonumber(f[6] or '0') < \(RedisJobQueue.freeReturns) then
+          -- Claimed ahead but never started (its worker died with it buffered): not an attempt,
+          -- a bounded number of times (start marks land just after a handler starts).
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-          redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[2]) - 1, 0)))
+          redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[2]) - 1, 0)),
+            'returns', string.format('%d', tonumber(f[6] or '0') + 1))
           move(id, 'running', 'available', now, 'requeued', 'lease expired before the job started')
           redis.call('ZADD', p .. 'available', f[4], id)
           requeued[#requeued + 1] = id

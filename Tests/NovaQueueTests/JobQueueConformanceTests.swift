@@ -373,6 +373,27 @@ struct JobQueueConformanceTests {
     #expect(try await queue.stats().workers.isEmpty)
   }
 
+  /// Start marks land just after a handler starts, so a lease that expires before its mark gives
+  /// its attempt back, but only `freeReturns` times: a job that kills its worker at once still
+  /// reaches dead.
+  @Test(arguments: QueueBackend.all)
+  func neverStartedLeasesGiveTheirAttemptBackABoundedNumberOfTimes(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 1))
+    for round in 1...(SQLiteJobQueue.freeReturns + 1) {
+      let leases = try await queue.claim(ClaimRequest(worker: "w", leaseDuration: leaseTime, limit: 1, starting: 0))
+      #expect(leases.map(\.id) == [id])
+      clock.advance(by: leaseTime.seconds + 1)
+      let reaped = try await queue.reapExpiredLeases()
+      if round <= SQLiteJobQueue.freeReturns {
+        #expect(reaped.requeued == [id] && reaped.dead.isEmpty, "round \(round)")
+        #expect(try await queue.get(id)?.attempts == 0)
+      } else {
+        #expect(reaped.dead == [id], "a job given back \(round - 1) times still gave its attempt back")
+      }
+    }
+  }
+
   @Test(arguments: QueueBackend.all)
   func releaseGivesTheJobBackWithoutCountingTheAttempt(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
