@@ -31,6 +31,7 @@ let package = Package(
     .library(name: "NovaDashboards", targets: ["NovaDashboards"]),
     .library(name: "NovaApplication", targets: ["NovaApplication"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
+    .library(name: "NovaJobKinds", targets: ["NovaJobKinds"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,6 +48,8 @@ let package = Package(
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     .target(
@@ -171,6 +174,7 @@ let package = Package(
     .target(
       name: "NovaApplication",
       dependencies: [
+        "NovaJobKinds",
         "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaRedisQueue",
         "NovaSecurity",
       ],
@@ -202,10 +206,22 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // Job kinds declared in nova-jobs.yaml: programs and HTTP endpoints as job handlers.
+    .target(
+      name: "NovaJobKinds",
+      dependencies: [
+        "NovaCore", "NovaQueue",
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
+        .product(name: "Yams", package: "Yams"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "nova",
       dependencies: [
         "NovaApplication",
+        "NovaJobKinds",
         "NovaBenchmarks",
         "NovaCore",
         "NovaDatabase",
@@ -272,6 +288,11 @@ let package = Package(
         "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "NovaJobKindsTests",
+      dependencies: ["NovaCore", "NovaJobKinds", "NovaQueue", "NovaTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

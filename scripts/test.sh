@@ -43,7 +43,7 @@ export NOVA_WARNINGS_AS_ERRORS=1 NOVA_REQUIRE_ALL_TESTS=1
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.
 timeout 1200 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85 NovaCore=85 NovaServer=85 NovaDatabase=85 NovaBenchmarks=85 NovaApplication=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85 NovaCore=85 NovaServer=85 NovaDatabase=85 NovaBenchmarks=85 NovaApplication=85 NovaJobKinds=85
 
 # The decoders of untrusted bytes (RESP from the network, tar from evidence bundles) are fuzzed
 # for a short while on every run; a crash fails the run and leaves its input in .build/fuzz.

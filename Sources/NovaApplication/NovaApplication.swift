@@ -2,6 +2,7 @@ import Foundation
 import NovaAlerting
 import NovaCore
 import NovaDatabase
+import NovaJobKinds
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
@@ -28,7 +29,8 @@ public final class NovaApplication: Sendable {
 
   /// Opens everything `settings` names; a Redis queue is pinged first, so that one that cannot
   /// be reached is reported at once, by name.
-  public static func open(_ settings: NovaSettings, registry: JobRegistry = BuiltinJobs.registry) async throws -> NovaApplication {
+  public static func open(_ settings: NovaSettings, registry: JobRegistry? = nil) async throws -> NovaApplication {
+    let registry = try registry ?? jobRegistry(settings)
     let database: NovaDatabase
     let queue: any JobQueue
     if let url = settings.queueURL, url.hasPrefix("sqlite://") {
@@ -108,5 +110,21 @@ public final class NovaApplication: Sendable {
   /// Closes the queue's connections (Redis).
   public func close() {
     (queue as? RedisJobQueue)?.close()
+  }
+}
+
+extension NovaApplication {
+  /// The built-in kinds and those of the settings' `nova-jobs.yaml`; a file that cannot be used
+  /// is refused (exit 2) with its file, line and column.
+  public static func jobRegistry(_ settings: NovaSettings) throws -> JobRegistry {
+    var registry = BuiltinJobs.registry
+    guard let path = settings.jobsPath else { return registry }
+    do {
+      let file = try JobKindsFile.load(path: path, builtins: Set(BuiltinJobs.registry.kinds))
+      try file.register(into: &registry)
+    } catch {
+      throw NovaError.invalidInput(field: "--jobs", message: error.description)
+    }
+    return registry
   }
 }

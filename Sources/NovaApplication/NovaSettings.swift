@@ -6,7 +6,7 @@ import NovaSecurity
 
 /// Where Nova's data lives and which files configure it: what `nova serve` and every CLI command
 /// open. Flags win over the environment (`NOVA_DATA_DIR`, `NOVA_QUEUE_URL`, `NOVA_SIGNING_KEY`,
-/// `NOVA_POLICY`, `NOVA_THRESHOLDS`), which wins over the data directory's defaults.
+/// `NOVA_POLICY`, `NOVA_THRESHOLDS`, `NOVA_JOBS`), which wins over the data directory's defaults.
 public struct NovaSettings: Sendable, Equatable {
   /// The data directory: the SQLite database, the signing key, and default policy and thresholds files.
   public var dataDirectory: String
@@ -19,11 +19,14 @@ public struct NovaSettings: Sendable, Equatable {
   public var policyPath: String?
   /// `thresholds.yaml` (alerting); nil when there is none.
   public var thresholdsPath: String?
+  /// `nova-jobs.yaml` (job kinds besides the built-in ones); nil when there is none.
+  public var jobsPath: String?
 
   public init(
     dataDirectory: String, queueURL: String? = nil, synchronous: NovaDatabase.Synchronous = .normal, signingKeyPath: String? = nil,
-    policyPath: String? = nil, thresholdsPath: String? = nil
+    policyPath: String? = nil, thresholdsPath: String? = nil, jobsPath: String? = nil
   ) {
+    self.jobsPath = jobsPath
     self.dataDirectory = dataDirectory
     self.queueURL = queueURL
     self.synchronous = synchronous
@@ -35,7 +38,7 @@ public struct NovaSettings: Sendable, Equatable {
   /// Settings from flags (nil where not given), the environment and the data directory's files.
   public static func resolve(
     dataDirectory: String?, queueURL: String?, synchronous: String, signingKey: String?, policy: String?, thresholds: String?,
-    environment: [String: String] = ProcessInfo.processInfo.environment
+    jobs: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> NovaSettings {
     func given(_ flag: String?, _ variable: String) -> String? { Self.given(flag, variable, environment) }
     guard let mode = NovaDatabase.Synchronous(rawValue: synchronous.uppercased()) else {
@@ -46,7 +49,8 @@ public struct NovaSettings: Sendable, Equatable {
       dataDirectory: directory, queueURL: given(queueURL, "NOVA_QUEUE_URL"), synchronous: mode,
       signingKeyPath: given(signingKey, "NOVA_SIGNING_KEY"),
       policyPath: file(flag: policy, variable: "NOVA_POLICY", name: "nova-policy.yaml", dataDirectory: directory, environment: environment),
-      thresholdsPath: thresholdsPath(flag: thresholds, dataDirectory: directory, environment: environment))
+      thresholdsPath: thresholdsPath(flag: thresholds, dataDirectory: directory, environment: environment),
+      jobsPath: file(flag: jobs, variable: "NOVA_JOBS", name: "nova-jobs.yaml", dataDirectory: directory, environment: environment))
   }
 
   /// The thresholds file in effect: the flag, else `NOVA_THRESHOLDS`, else `thresholds.yaml` in

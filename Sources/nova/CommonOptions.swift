@@ -37,10 +37,17 @@ struct StoreOptions: ParsableArguments {
       "Policy rules (default: nova-policy.yaml in --data-dir when it exists, else the built-in role rules; or NOVA_POLICY).", valueName: "file"))
   var policy: String?
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Job kinds besides the built-in ones (default: nova-jobs.yaml in --data-dir when it exists; or NOVA_JOBS).", valueName: "file"))
+  var jobs: String?
+
   /// The settings these flags and the environment name.
   func settings() throws -> NovaSettings {
     try NovaSettings.resolve(
-      dataDirectory: dataDir, queueURL: queueURL, synchronous: synchronous, signingKey: signingKey, policy: policy, thresholds: nil)
+      dataDirectory: dataDir, queueURL: queueURL, synchronous: synchronous, signingKey: signingKey, policy: policy, thresholds: nil,
+      jobs: jobs)
   }
 
   /// The application over these settings, opened once per process: every store of a command

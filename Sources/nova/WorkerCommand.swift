@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NovaApplication
 import NovaCore
 import NovaQueue
 import ServiceLifecycle
@@ -23,7 +24,8 @@ struct WorkerCommand: AsyncParsableCommand {
     let queue = InstrumentedJobQueue(try await store.openQueue())
     let logger = NovaLogging.logger("nova.worker")
     let configuration = try pool.configuration()
-    let workers = WorkerPool(queue: queue, registry: BuiltinJobs.registry, configuration: configuration, logger: logger)
+    let registry = try NovaApplication.jobRegistry(try store.settings())
+    let workers = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)
     let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger)
     let group = ServiceGroup(
       configuration: .init(

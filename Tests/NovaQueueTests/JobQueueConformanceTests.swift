@@ -492,7 +492,11 @@ struct JobQueueConformanceTests {
     clock.advance(by: 11)
     _ = try await queue.claim(queues: ["burst"], worker: "w", leaseDuration: leaseTime, limit: 1)
     let stats = try await queue.stats()
-    #expect(stats.count(queue: "burst", state: .available) == 999 && stats.count(queue: "burst", state: .scheduled) == 1500)
+    // SQLite writes an audit entry per promoted job in the same transaction: its batches are smaller.
+    let batch = backend.name == "sqlite" ? SQLiteJobQueue.promotionBatch : 1000
+    #expect(
+      stats.count(queue: "burst", state: .available) == batch - 1 && stats.count(queue: "burst", state: .scheduled) == 2500 - batch,
+      "\(stats.counts)")
   }
 
   @Test(arguments: QueueBackend.all)

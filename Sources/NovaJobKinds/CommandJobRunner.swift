@@ -1,0 +1,193 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import Subprocess
+import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Runs a `type: command` job: the program (no shell) in its own process group, the payload on
+/// its standard input, `NOVA_JOB_*` in its environment, its output bounded. Timeout,
+/// cancellation and shutdown send SIGTERM to the group, then SIGKILL after `kill_grace`; anything
+/// of the group still alive when the program ends is killed, so no orphan survives it.
+public struct CommandJobRunner: Sendable {
+  public let name: String
+  public let kind: CommandKind
+  public let timeout: Duration
+  /// The worker's environment (what `env_pass`, `PATH`, `HOME` and `LANG` are read from).
+  public let environment: [String: String]
+
+  public init(name: String, kind: CommandKind, timeout: Duration, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    self.name = name
+    self.kind = kind
+    self.timeout = timeout
+    self.environment = environment
+  }
+
+  /// How much of stderr goes into the job's `last_error`.
+  static let errorTailBytes = 4096
+
+  /// How a run ended.
+  public enum Termination: Sendable, Equatable {
+    case exited(Int32)
+    case signaled(Int32)
+  }
+
+  /// What one run produced.
+  public struct Outcome: Sendable {
+    public var status: Termination
+    public var stdout: BoundedOutput
+    public var stderr: BoundedOutput
+  }
+
+  /// Runs the job and maps its end to the pool's outcomes: the result on exit 0, a
+  /// `NonRetryableJobError` for `dead_exit_codes`, a retryable error otherwise.
+  public func handle(payload: Data, context: JobContext) async throws -> Data? {
+    let outcome = try await run(payload: payload, context: context)
+    switch outcome.status {
+    case .exited(0):
+      return Self.result(from: outcome.stdout)
+    case .exited(let code):
+      let message = "exit code \(code)\(kind.retryExitCodes.contains(code) ? " (temporary failure)" : "")\(Self.stderrSuffix(outcome.stderr))"
+      if kind.deadExitCodes.contains(code) { throw NonRetryableJobError(message) }
+      throw CommandFailure(message: message)
+    case .signaled(let signal):
+      throw CommandFailure(message: "killed by signal \(signal)\(Self.stderrSuffix(outcome.stderr))")
+    }
+  }
+
+  /// Runs the program once and returns how it ended and what it wrote.
+  public func run(payload: Data, context: JobContext) async throws -> Outcome {
+    let program = try resolve(kind.command[0])
+    var options = PlatformOptions()
+    options.processGroupID = 0
+    // On cancellation (timeout, a cancelled job, shutdown): SIGTERM to the group, SIGKILL after
+    // the grace.
+    options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace)]
+    // The program dies with the worker: setpriv sets its parent-death signal before exec.
+    var executable = Executable.path(FilePath(program))
+    var arguments = Array(kind.command.dropFirst())
+    if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+      executable = .path(FilePath(Self.setpriv))
+      arguments = ["--pdeathsig", "KILL", "--", program] + arguments
+    }
+    let limit = kind.maxOutputBytes
+    do {
+      let result = try await Subprocess.run(
+        executable, arguments: Arguments(arguments), environment: .custom(childEnvironment(context)),
+        workingDirectory: kind.cwd.map { FilePath($0) }, platformOptions: options,
+        input: .inputWriter, output: .sequence, error: .sequence
+      ) { execution in
+        async let stdout = BoundedOutput.collect(execution.standardOutput, limit: limit)
+        async let stderr = BoundedOutput.collect(execution.standardError, limit: limit)
+        // A program that does not read its input must not fail the job.
+        _ = try? await execution.standardInputWriter.write(Array(payload))
+        try? await execution.standardInputWriter.finish()
+        let output = try await (stdout, stderr)
+        return (output.0, output.1, execution.processIdentifier.value)
+      }
+      let (stdout, stderr, pid) = result.closureResult
+      // Whatever of its group outlived the program (a child it forked) goes with it.
+      _ = kill(-pid, SIGKILL)
+      let status: Termination
+      switch result.terminationStatus {
+      case .exited(let code): status = .exited(code)
+      case .signaled(let signal): status = .signaled(signal)
+      }
+      return Outcome(status: status, stdout: stdout, stderr: stderr)
+    } catch let error as SubprocessError {
+      throw NonRetryableJobError("kind '\(name)': could not start \(kind.command[0]): \(error)")
+    }
+  }
+
+  static let setpriv = "/usr/bin/setpriv"
+
+  /// The program's absolute path: as given when it holds a `/`, else found in the `PATH` the
+  /// program gets.
+  func resolve(_ program: String) throws -> String {
+    if program.contains("/") {
+      guard FileManager.default.isExecutableFile(atPath: program) else {
+        throw NonRetryableJobError("kind '\(name)': command \(program) does not exist or is not executable")
+      }
+      return program
+    }
+    let path = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+      let candidate = "\(directory)/\(program)"
+      if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    throw NonRetryableJobError("kind '\(name)': command '\(program)' was not found in PATH (\(path))")
+  }
+
+  /// The program's whole environment: nothing is inherited but `PATH`, `HOME`, `LANG` and the
+  /// `env_pass` names; then the kind's fixed `env`, then the job's `NOVA_JOB_*`.
+  func childEnvironment(_ context: JobContext) -> [Environment.Key: String] {
+    var values: [String: String] = [:]
+    for name in ["PATH", "HOME", "LANG"] + kind.envPass { values[name] = environment[name] }
+    for (name, value) in kind.env { values[name] = value }
+    values["NOVA_JOB_ID"] = context.id.rawValue
+    values["NOVA_JOB_KIND"] = context.kind
+    values["NOVA_JOB_QUEUE"] = context.queue
+    values["NOVA_JOB_ATTEMPT"] = String(context.attempt)
+    values["NOVA_JOB_MAX_ATTEMPTS"] = String(context.maxAttempts)
+    values["NOVA_JOB_DEADLINE"] = Date().addingTimeInterval(timeout.seconds).formatted(.iso8601)
+    var keyed: [Environment.Key: String] = [:]
+    for (name, value) in values {
+      if let key = Environment.Key(rawValue: name) { keyed[key] = value }
+    }
+    return keyed
+  }
+
+  /// The result of a successful run: its last stdout line when that is a JSON value, else the
+  /// tail of stdout as `{"stdout_tail": "..."}`.
+  static func result(from stdout: BoundedOutput) -> Data {
+    let text = String(decoding: stdout.tail, as: UTF8.self)
+    let lastLine = text.split(separator: "\n", omittingEmptySubsequences: true).last.map(String.init) ?? ""
+    // The line as the program wrote it (like a submitted payload, it is stored as sent).
+    if (try? JSONValue.parse(Data(lastLine.utf8))) != nil { return Data(lastLine.utf8) }
+    let tail = String(text.suffix(Self.errorTailBytes))
+    return (try? CanonicalJSON.encode(JSONValue.object(["stdout_tail": .string(tail)]))).map { Data($0) } ?? Data("{}".utf8)
+  }
+
+  static func stderrSuffix(_ stderr: BoundedOutput) -> String {
+    let text = String(decoding: stderr.tail.suffix(errorTailBytes), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    return text.isEmpty ? "" : "; stderr: \(text)"
+  }
+}
+
+/// A failed run that is retried with backoff.
+public struct CommandFailure: Error, CustomStringConvertible, Sendable {
+  public var message: String
+  public var description: String { message }
+}
+
+/// One output stream of a run, bounded: the first `limit` bytes, the last 64 KiB (for the
+/// result and error tails), and how much was written in all.
+public struct BoundedOutput: Sendable, Equatable {
+  public var head: [UInt8] = []
+  public var tail: [UInt8] = []
+  public var total = 0
+
+  static let tailBytes = 64 << 10
+
+  /// Whether bytes were dropped.
+  public var truncated: Bool { total > head.count }
+
+  static func collect(_ sequence: SubprocessOutputSequence, limit: Int) async throws -> BoundedOutput {
+    var output = BoundedOutput()
+    // Reading on even past the limit: a program whose pipe fills would block.
+    for try await chunk in sequence {
+      chunk.withUnsafeBytes { bytes in
+        output.total += bytes.count
+        let room = limit - output.head.count
+        if room > 0 { output.head.append(contentsOf: bytes.prefix(room)) }
+        output.tail.append(contentsOf: bytes.suffix(tailBytes))
+        if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
+      }
+    }
+    if output.tail.count > tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
+    return output
+  }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import NovaCore
+
+/// A job kind declared in `nova-jobs.yaml`: a program to run or an HTTP endpoint to call.
+public struct JobKindDefinition: Sendable, Equatable {
+  /// The kind's name, as jobs name it.
+  public var name: String
+  /// How long one attempt may run before it is stopped and failed.
+  public var timeout: Duration
+  public var action: Action
+
+  /// What running a job of the kind does.
+  public enum Action: Sendable, Equatable {
+    case command(CommandKind)
+    case http(HTTPKind)
+  }
+
+  public init(name: String, timeout: Duration, action: Action) {
+    self.name = name
+    self.timeout = timeout
+    self.action = action
+  }
+
+  /// `command` or `http`.
+  public var type: String {
+    switch action {
+    case .command: "command"
+    case .http: "http"
+    }
+  }
+}
+
+/// `type: command`: a program run without a shell, the payload on its standard input.
+public struct CommandKind: Sendable, Equatable {
+  /// The program and its arguments (the first is looked up in `PATH` unless it holds a `/`).
+  public var command: [String]
+  /// Working directory; nil keeps the worker's.
+  public var cwd: String?
+  /// Fixed environment variables.
+  public var env: [String: String]
+  /// Variables copied from the worker's environment when set there (besides `PATH`, `HOME`,
+  /// `LANG`, which always are).
+  public var envPass: [String]
+  /// Kept per stream and attempt; the rest is counted and dropped, with a marker.
+  public var maxOutputBytes: Int
+  /// Exit codes that fail the attempt to be retried (with backoff).
+  public var retryExitCodes: Set<Int32>
+  /// Exit codes that dead-letter the job at once.
+  public var deadExitCodes: Set<Int32>
+  /// Between SIGTERM and SIGKILL to the program's process group.
+  public var killGrace: Duration
+
+  public init(
+    command: [String], cwd: String? = nil, env: [String: String] = [:], envPass: [String] = [],
+    maxOutputBytes: Int = 1 << 20, retryExitCodes: Set<Int32> = [75], deadExitCodes: Set<Int32> = [],
+    killGrace: Duration = .seconds(10)
+  ) {
+    self.command = command
+    self.cwd = cwd
+    self.env = env
+    self.envPass = envPass
+    self.maxOutputBytes = maxOutputBytes
+    self.retryExitCodes = retryExitCodes
+    self.deadExitCodes = deadExitCodes
+    self.killGrace = killGrace
+  }
+}
+
+/// `type: http`: a call to an agent's endpoint with the payload as the JSON body.
+public struct HTTPKind: Sendable, Equatable {
+  public var url: String
+  public var method: String
+  /// Fixed header values.
+  public var headers: [String: String]
+  /// Header values read from the worker's environment when a job runs: header → variable.
+  public var headersEnv: [String: String]
+  /// The variable holding the HMAC-SHA256 key that signs each body (`X-Nova-Signature`).
+  public var secretEnv: String?
+
+  public init(url: String, method: String = "POST", headers: [String: String] = [:], headersEnv: [String: String] = [:], secretEnv: String? = nil) {
+    self.url = url
+    self.method = method
+    self.headers = headers
+    self.headersEnv = headersEnv
+    self.secretEnv = secretEnv
+  }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Logging
+import NovaCore
+import NovaJobKinds
+import NovaQueue
+import NovaTestSupport
+import Testing
+
+/// `type: command` kinds run real programs (Python scripts written by each test).
+@Suite("Command job kinds", .serialized, .timeLimit(.minutes(5)))
+struct CommandJobRunnerTests {
+  func context(_ kind: String = "agent") -> JobContext {
+    JobContext(id: JobID("01a2b3c4-0000-7000-8000-000000000001"), queue: "gpu", kind: kind, attempt: 2, maxAttempts: 5, logger: Logger(label: "test"))
+  }
+
+  /// A Python program in a fresh folder.
+  func script(_ source: String) throws -> String {
+    let path = try TemporaryDirectory.make().appendingPathComponent("agent.py").path
+    try source.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+  }
+
+  func runner(_ command: [String], kind: CommandKind = CommandKind(command: []), environment: [String: String]? = nil) -> CommandJobRunner {
+    var kind = kind
+    kind.command = command
+    return CommandJobRunner(
+      name: "agent", kind: kind, timeout: .seconds(60),
+      environment: environment ?? ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "SECRET": "s3cret"])
+  }
+
+  @Test func thePayloadGoesInAndTheLastJSONLineComesBack() async throws {
+    let path = try script(
+      """
+      import json, os, sys
+      payload = json.load(sys.stdin)
+      print("working on", payload["doc"], file=sys.stderr)
+      print("some progress text")
+      env = {k: v for k, v in os.environ.items() if k.startswith("NOVA_JOB_") or k in ("SECRET", "MODEL", "HOME")}
+      print(json.dumps({"summary": payload["doc"].upper(), "big": payload["n"], "env": env}))
+      """)
+    let kind = CommandKind(command: [], env: ["MODEL": "small"])
+    let result = try #require(
+      try await runner(["python3", path], kind: kind).handle(payload: Data(#"{"doc":"abc","n":12345678901234567890}"#.utf8), context: context()))
+    let value = try JSONValue.parse(result)
+    guard case .object(let fields) = value, case .object(let env)? = fields["env"] else { throw TestFailure("result \(value)") }
+    #expect(fields["summary"] == .string("ABC"))
+    #expect(String(decoding: result, as: UTF8.self).contains("12345678901234567890"), "the result is stored as the program wrote it")
+    #expect(env["NOVA_JOB_ID"] == .string("01a2b3c4-0000-7000-8000-000000000001"))
+    #expect(env["NOVA_JOB_KIND"] == .string("agent") && env["NOVA_JOB_QUEUE"] == .string("gpu"))
+    #expect(env["NOVA_JOB_ATTEMPT"] == .string("2") && env["NOVA_JOB_MAX_ATTEMPTS"] == .string("5"))
+    #expect(env["NOVA_JOB_DEADLINE"] != nil && env["MODEL"] == .string("small") && env["HOME"] == .string("/root"))
+    #expect(env["SECRET"] == nil, "a variable not in env_pass was inherited")
+    let passing = CommandKind(command: [], envPass: ["SECRET"])
+    let passed = try #require(
+      try await runner(["python3", path], kind: passing).handle(payload: Data(#"{"doc":"x","n":1}"#.utf8), context: context()))
+    #expect(String(decoding: passed, as: UTF8.self).contains("s3cret"))
+  }
+
+  @Test func outputThatIsNotJSONComesBackAsItsTail() async throws {
+    let result = try #require(try await runner(["/bin/echo", "hello", "world"]).handle(payload: Data("{}".utf8), context: context()))
+    #expect(try JSONValue.parse(result) == .object(["stdout_tail": .string("hello world\n")]))
+  }
+
+  @Test func failingExitsAreRetriedOrDeadLetteredWithTheirStderr() async throws {
+    let path = try script("import sys\nprint('model not loaded', file=sys.stderr)\nsys.exit(int(sys.argv[1]))\n")
+    let kind = CommandKind(command: [], deadExitCodes: [3])
+    do {
+      _ = try await runner(["python3", path, "75"], kind: kind).handle(payload: Data("{}".utf8), context: context())
+      Issue.record("exit 75 succeeded")
+    } catch let error as CommandFailure {
+      #expect(error.message == "exit code 75 (temporary failure); stderr: model not loaded")
+    }
+    await #expect(throws: NonRetryableJobError.self) {
+      try await runner(["python3", path, "3"], kind: kind).handle(payload: Data("{}".utf8), context: context())
+    }
+  }
+
+  @Test func aMissingProgramFailsTheJobClearly() async throws {
+    do {
+      _ = try await runner(["no-such-agent-program"]).handle(payload: Data("{}".utf8), context: context())
+      Issue.record("a missing program succeeded")
+    } catch let error as NonRetryableJobError {
+      #expect(error.message.contains("command 'no-such-agent-program' was not found in PATH"), "\(error.message)")
+    }
+    await #expect(throws: NonRetryableJobError.self) {
+      try await runner(["/nonexistent/agent"]).handle(payload: Data("{}".utf8), context: context())
+    }
+  }
+
+  /// 100 MiB of output: the first `max_output_bytes` are kept, the rest counted, and the
+  /// worker's memory stays flat (it reads on, keeping only bounded buffers).
+  @Test func hugeOutputIsTruncated() async throws {
+    let path = try script(
+      "import sys\nchunk = b'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.buffer.write(chunk)\nprint()\nprint('{\"done\": true}')\n")
+    let kind = CommandKind(command: [], maxOutputBytes: 1 << 20)
+    let outcome = try await runner(["python3", path], kind: kind).run(payload: Data("{}".utf8), context: context())
+    #expect(outcome.status == .exited(0))
+    #expect(outcome.stdout.head.count == 1 << 20 && outcome.stdout.truncated)
+    #expect(outcome.stdout.total == 100 * (1 << 20) + 16)
+    #expect(outcome.stdout.tail.count <= 64 << 10)
+  }
+
+  /// Cancellation (a timeout, a cancelled job, shutdown) stops the whole process group: SIGTERM,
+  /// then SIGKILL after the grace, a forked child that ignores SIGTERM included.
+  @Test func cancellingKillsTheGroupEvenAChildThatIgnoresSIGTERM() async throws {
+    let folder = try TemporaryDirectory.make()
+    let pidFile = folder.appendingPathComponent("child.pid").path
+    let path = try script(
+      """
+      import os, signal, sys, time
+      signal.signal(signal.SIGTERM, signal.SIG_IGN)
+      pid = os.fork()
+      if pid == 0:
+          time.sleep(600)
+          sys.exit(0)
+      open(sys.argv[1], "w").write(str(pid))
+      time.sleep(600)
+      """)
+    let kind = CommandKind(command: [], killGrace: .milliseconds(300))
+    let task = Task { try await runner(["python3", path, pidFile], kind: kind).run(payload: Data("{}".utf8), context: context()) }
+    var child: Int32 = 0
+    try await eventually("the program to fork") {
+      child = Int32((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "") ?? 0
+      return child > 0
+    }
+    let started = ContinuousClock.now
+    task.cancel()
+    _ = try? await task.value
+    #expect(ContinuousClock.now - started < .seconds(5))
+    try await eventually("the forked child to be gone") { !Self.isAlive(child) }
+  }
+
+  /// Alive and not a zombie waiting to be reaped.
+  static func isAlive(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+    guard let close = stat.lastIndex(of: ")") else { return false }
+    return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+  }
+
+  /// The file's kinds run in a worker pool like built-in ones.
+  @Test func aDeclaredKindRunsInTheWorkerPool() async throws {
+    let file = try JobKindsFile.parse(
+      "kinds:\n  upper:\n    type: command\n    command: [python3, -c, \"import sys, json; print(json.dumps(sys.stdin.read().upper()))\"]\n",
+      file: "nova-jobs.yaml")
+    var registry = BuiltinJobs.registry
+    try file.register(into: &registry)
+    let queue = try SQLiteJobQueue(path: try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "upper", payload: Data(#"{"a":"b"}"#.utf8)))
+    let pool = WorkerPool(
+      queue: queue, registry: registry, configuration: .init(concurrency: 2, pollInterval: .milliseconds(20)), logger: Logger(label: "test"))
+    let run = Task { try await pool.run() }
+    try await eventually("the command job to succeed") { try await queue.get(id)?.state == .succeeded }
+    pool.shutdown()
+    try await run.value
+    #expect(try await queue.get(id)?.result == Data(#""{\"A\":\"B\"}""#.utf8))
+  }
+}

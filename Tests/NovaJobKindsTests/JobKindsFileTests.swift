@@ -1,0 +1,78 @@
+import Foundation
+import NovaCore
+import NovaJobKinds
+import Testing
+
+/// `nova-jobs.yaml` is read strictly: every error names the file, line, column and field.
+@Suite("Job kinds file")
+struct JobKindsFileTests {
+  @Test func readsCommandAndHTTPKinds() throws {
+    let file = try JobKindsFile.parse(
+      """
+      kinds:
+        summarise:
+          type: command
+          command: [python3, -m, agents.summarise]
+          cwd: /srv/agents
+          env: {MODEL: small}
+          env_pass: [OPENAI_API_KEY]
+          timeout: 5m
+          max_output_bytes: 4096
+          retry_exit_codes: [75, 69]
+          dead_exit_codes: [2]
+          kill_grace: 2s
+        notify:
+          type: http
+          url: http://127.0.0.1:8080/run
+          headers: {X-Team: ml}
+          headers_env: {Authorization: AGENT_TOKEN}
+          secret_env: AGENT_SECRET
+      """, file: "nova-jobs.yaml")
+    #expect(file.kinds.map(\.name) == ["summarise", "notify"])
+    let summarise = try #require(file.kinds.first)
+    #expect(summarise.timeout == .seconds(300))
+    #expect(
+      summarise.action
+        == .command(
+          CommandKind(
+            command: ["python3", "-m", "agents.summarise"], cwd: "/srv/agents", env: ["MODEL": "small"], envPass: ["OPENAI_API_KEY"],
+            maxOutputBytes: 4096, retryExitCodes: [75, 69], deadExitCodes: [2], killGrace: .seconds(2))))
+    #expect(
+      file.kinds[1].action
+        == .http(
+          HTTPKind(
+            url: "http://127.0.0.1:8080/run", headers: ["X-Team": "ml"], headersEnv: ["Authorization": "AGENT_TOKEN"],
+            secretEnv: "AGENT_SECRET")))
+    #expect(file.kinds[1].timeout == .seconds(30))
+  }
+
+  @Test(arguments: [
+    ("kinds:\n  a:\n    type: command\n    command: [x]\n    shell: true\n", "5:5", "kinds.a: unknown key 'shell'"),
+    ("kinds:\n  a:\n    type: command\n    command: \"python3 x.py\"\n", "4:14", "kinds.a.command: expected a list"),
+    ("kinds:\n  a:\n    type: command\n", "3:5", "'command' is required"),
+    ("kinds:\n  a: {type: cron}\n", "2:13", "kinds.a.type: 'cron' is not command or http"),
+    ("kinds:\n  echo: {type: command, command: [x]}\n", "2:3", "kinds.echo: is a built-in kind"),
+    ("kinds:\n  a b: {type: command, command: [x]}\n", "2:3", "may hold only letters"),
+    ("kinds:\n  a: {type: command, command: [x], timeout: 0s}\n", "2:45", "kinds.a.timeout: '0s' is not a duration"),
+    ("kinds:\n  a: {type: command, command: [x], retry_exit_codes: [1], dead_exit_codes: [1]}\n", "2:6", "exit code 1 is in both"),
+    ("kinds:\n  a: {type: command, command: [x], dead_exit_codes: [256]}\n", "2:54", "expected a number in 1.0...255.0"),
+    ("kinds:\n  a: {type: command, command: [x], env_pass: [\"1X\"]}\n", "2:46", "'1X' is not an environment variable name"),
+    ("kinds:\n  a: {type: http, url: ftp://x/}\n", "2:24", "is not an http:// or https:// URL"),
+    ("kinds:\n  a: {type: http, url: \"http://x/\", method: GET}\n", "2:45", "'GET' is not POST, PUT or PATCH"),
+    ("kinds:\n  a: [x\n", "3:1", "YAML syntax"),
+    ("jobs: {}\n", "1:1", "file: unknown key 'jobs'"),
+  ])
+  func refusesBadFilesWithTheirPosition(text: String, position: String, message: String) {
+    do {
+      _ = try JobKindsFile.parse(text, file: "nova-jobs.yaml", builtins: ["echo"])
+      Issue.record("accepted \(text)")
+    } catch {
+      #expect(error.description.hasPrefix("nova-jobs.yaml:\(position): "), "\(error)")
+      #expect(error.description.contains(message), "\(error)")
+    }
+  }
+
+  @Test func anEmptyFileDeclaresNothing() throws {
+    #expect(try JobKindsFile.parse("", file: "f").kinds.isEmpty)
+  }
+}
