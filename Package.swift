@@ -211,6 +211,10 @@ let package = Package(
       name: "NovaJobKinds",
       dependencies: [
         "NovaCore", "NovaQueue",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Subprocess", package: "swift-subprocess"),
         .product(name: "SystemPackage", package: "swift-system"),
         .product(name: "Yams", package: "Yams"),
@@ -292,7 +296,7 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaJobKindsTests",
-      dependencies: ["NovaCore", "NovaJobKinds", "NovaQueue", "NovaTestSupport"],
+      dependencies: ["NovaBenchmarks", "NovaCore", "NovaJobKinds", "NovaQueue", "NovaTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -121,7 +121,7 @@ extension NovaApplication {
     guard let path = settings.jobsPath else { return registry }
     do {
       let file = try JobKindsFile.load(path: path, builtins: Set(BuiltinJobs.registry.kinds))
-      try file.register(into: &registry)
+      file.register(into: &registry)
     } catch {
       throw NovaError.invalidInput(field: "--jobs", message: error.description)
     }

@@ -53,7 +53,7 @@ public final class LocalHTTPReceiver: Sendable {
   public var url: String { "http://127.0.0.1:\(port)" }
 
   /// Answers the next requests with these statuses (and bodies), then with the default. A 3xx
-  /// answer's body is sent as its `Location`.
+  /// answer's body is sent as its `Location`, a 429 answer's numeric body as its `Retry-After`.
   public func script(_ answers: [(status: Int, body: String)]) {
     box.state.withLock { $0.script += answers }
   }
@@ -130,6 +130,8 @@ private final class RecordingHandler: ChannelInboundHandler {
       headers.add(name: "Content-Type", value: "application/json")
       headers.add(name: "Content-Length", value: String(text.utf8.count))
       if (300..<400).contains(status) { headers.add(name: "Location", value: text) }
+      // A 429 answer's body, when it is a number, is also sent as its `Retry-After`.
+      if status == 429, Int(text) != nil { headers.add(name: "Retry-After", value: text) }
       context.write(
         wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers))), promise: nil)
       context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)

@@ -166,8 +166,8 @@ public final class CompletionCountingQueue: JobQueue {
   public func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {
     try await base.heartbeat(leases, leaseDuration: leaseDuration)
   }
-  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
-    try await base.fail(lease, error: error, retryable: retryable)
+  public func fail(_ lease: JobLease, error: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome {
+    try await base.fail(lease, error: error, retryable: retryable, retryIn: retryIn)
   }
   public func release(_ lease: JobLease) async throws { try await base.release(lease) }
   public func release(batch leases: [JobLease]) async throws -> Int { try await base.release(batch: leases) }

@@ -3,11 +3,8 @@ import NovaCore
 import NovaQueue
 
 extension JobKindsFile {
-  /// Registers a handler for each command kind of the file, with the kind's timeout. HTTP kinds
-  /// are not run by this build yet and are refused with a clear error.
-  public func register(into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment)
-    throws(ConfigFileError)
-  {
+  /// Registers a handler for each kind of the file, with the kind's timeout.
+  public func register(into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
     for definition in kinds {
       switch definition.action {
       case .command(let command):
@@ -15,9 +12,11 @@ extension JobKindsFile {
         registry.registerRaw(definition.name, timeout: definition.timeout) { payload, context in
           try await runner.handle(payload: payload, context: context)
         }
-      case .http:
-        throw ConfigFileError(
-          file: Self.defaultName, line: 0, column: 0, message: "kinds.\(definition.name): type http is not supported by this build yet")
+      case .http(let http):
+        let runner = HTTPJobRunner(name: definition.name, kind: http, timeout: definition.timeout, environment: environment)
+        registry.registerRaw(definition.name, timeout: definition.timeout) { payload, context in
+          try await runner.handle(payload: payload, context: context)
+        }
       }
     }
   }

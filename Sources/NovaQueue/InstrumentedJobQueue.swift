@@ -116,8 +116,8 @@ public final class InstrumentedJobQueue: JobQueue {
     return recorded
   }
 
-  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
-    let outcome = try await base.fail(lease, error: error, retryable: retryable)
+  public func fail(_ lease: JobLease, error: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome {
+    let outcome = try await base.fail(lease, error: error, retryable: retryable, retryIn: retryIn)
     let handles = metrics(lease.job.queue)
     handles.failed.increment()
     handles.run.recordNanoseconds(Self.nanoseconds(from: lease.job.startedAt ?? clock.now(), to: clock.now()))

@@ -24,8 +24,9 @@ public protocol JobQueue: Sendable {
   /// connection) reports true again without effect. Workers use it so that one commit (or one
   /// round trip) carries many outcomes.
   func complete(batch: [JobCompletion]) async throws -> [Bool]
-  /// Records a failed attempt: retried after backoff, or dead-lettered after the last attempt.
-  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome
+  /// Records a failed attempt: retried after `retryIn` (nil: the retry policy's backoff), or
+  /// dead-lettered after the last attempt.
+  func fail(_ lease: JobLease, error: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome
   /// Gives a job back without counting the attempt (used on graceful shutdown).
   func release(_ lease: JobLease) async throws
   /// Gives many jobs back in one step (a stopping worker's buffer); leases already lost are
@@ -72,6 +73,11 @@ extension JobQueue {
   public func complete(_ lease: JobLease, result: Data?) async throws {
     let recorded = try await complete(batch: [JobCompletion(lease: lease, result: result)])
     if recorded.first != true { throw NovaError.leaseLost(lease.id) }
+  }
+
+  /// Records a failed attempt, retried after the retry policy's backoff.
+  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+    try await fail(lease, error: error, retryable: retryable, retryIn: nil)
   }
 
   /// Extends one lease.

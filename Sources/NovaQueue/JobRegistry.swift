@@ -111,6 +111,18 @@ public struct JobRegistry: Sendable {
   func entry(for kind: String) -> Entry? { entries[kind] }
 }
 
+/// A failure to retry no sooner than `delay` (an HTTP endpoint's `Retry-After`), instead of after
+/// the retry policy's backoff.
+public struct RetryLaterJobError: Error, CustomStringConvertible, Sendable {
+  public var message: String
+  public var delay: Duration
+  public init(_ message: String, delay: Duration) {
+    self.message = message
+    self.delay = delay
+  }
+  public var description: String { message }
+}
+
 /// A handler output that stores no result.
 public struct EmptyResult: Codable, Sendable {
   public init() {}

@@ -448,7 +448,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
     WHERE id = ? AND state = 'running' AND fencing_token = ?
     """
 
-  public func fail(_ lease: JobLease, error message: String, retryable: Bool) async throws -> FailOutcome {
+  public func fail(_ lease: JobLease, error message: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome {
     let now = clock.now()
     let policy = retryPolicy
     let journal = journal
@@ -464,7 +464,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       let maxAttempts: Int = row[1]
       let nowMillis = Self.millis(now)
       if retryable && attempts < maxAttempts {
-        let runAt = now.addingTimeInterval(policy.delay(afterAttempt: attempts))
+        let runAt = now.addingTimeInterval(retryIn?.seconds ?? policy.delay(afterAttempt: attempts))
         try db.cachedStatement(
           sql: """
             UPDATE nova_jobs SET state = 'failed', run_at = ?, last_error = ?, updated_at = ?,

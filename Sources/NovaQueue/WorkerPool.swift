@@ -506,7 +506,10 @@ public final class WorkerPool: Service {
         try await bounded { try await queue.release(lease) }
       case (nil, .failure(let error)):
         let retryable = !(error is NonRetryableJobError) && !(error is NovaError)
-        let outcome = try await bounded { try await queue.fail(lease, error: String(describing: error), retryable: retryable) }
+        let retryIn = (error as? RetryLaterJobError)?.delay
+        let outcome = try await bounded {
+          try await queue.fail(lease, error: String(describing: error), retryable: retryable, retryIn: retryIn)
+        }
         logger.debug("job failed", metadata: ["job": "\(lease.id)", "error": "\(error)", "outcome": "\(outcome)"])
       }
     } catch NovaError.leaseLost(let id) {

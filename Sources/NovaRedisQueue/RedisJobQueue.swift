@@ -336,8 +336,12 @@ public final class RedisJobQueue: JobQueue {
     return recorded
   }
 
-  public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
-    let policy = configuration.retryPolicy
+  public func fail(_ lease: JobLease, error: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome {
+    var policy = configuration.retryPolicy
+    if let retryIn {
+      // The script's backoff with its bounds both at `retryIn` and no jitter is `retryIn`.
+      policy = RetryPolicy(baseDelay: retryIn.seconds, maxDelay: retryIn.seconds, jitter: 0)
+    }
     let reply = try await run(
       RedisQueueScripts.fail, queue: lease.job.queue,
       [

@@ -143,7 +143,7 @@ struct CommandJobRunnerTests {
       "kinds:\n  upper:\n    type: command\n    command: [python3, -c, \"import sys, json; print(json.dumps(sys.stdin.read().upper()))\"]\n",
       file: "nova-jobs.yaml")
     var registry = BuiltinJobs.registry
-    try file.register(into: &registry)
+    file.register(into: &registry)
     let queue = try SQLiteJobQueue(path: try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
     let id: JobID = try await queue.enqueue(JobRequest(kind: "upper", payload: Data(#"{"a":"b"}"#.utf8)))
     let pool = WorkerPool(

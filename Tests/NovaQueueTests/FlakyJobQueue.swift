@@ -49,9 +49,9 @@ final class FlakyJobQueue: JobQueue {
     try check(.complete)
     return try await base.complete(batch: batch)
   }
-  func fail(_ lease: JobLease, error: String, retryable: Bool) async throws -> FailOutcome {
+  func fail(_ lease: JobLease, error: String, retryable: Bool, retryIn: Duration?) async throws -> FailOutcome {
     try check(.fail)
-    return try await base.fail(lease, error: error, retryable: retryable)
+    return try await base.fail(lease, error: error, retryable: retryable, retryIn: retryIn)
   }
   func release(_ lease: JobLease) async throws {
     try check(.release)
