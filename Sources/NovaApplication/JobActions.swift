@@ -25,13 +25,21 @@ public struct Caller: Sendable, Equatable {
 /// audits the transition). The adapters only translate requests and answers.
 public struct JobActions: Sendable {
   public let queue: any JobQueue
-  public let registry: JobRegistry
+  /// The handlers submissions are checked against (replaced when `nova-jobs.yaml` is reloaded).
+  public let liveRegistry: LiveJobRegistry
   /// Decides every action of a caller; nil (tests of the routes alone) decides nothing.
   public let policy: PolicyEngine?
 
+  /// The handlers in force.
+  public var registry: JobRegistry { liveRegistry.current }
+
   public init(queue: any JobQueue, registry: JobRegistry, policy: PolicyEngine?) {
+    self.init(queue: queue, liveRegistry: LiveJobRegistry(registry), policy: policy)
+  }
+
+  public init(queue: any JobQueue, liveRegistry: LiveJobRegistry, policy: PolicyEngine?) {
     self.queue = queue
-    self.registry = registry
+    self.liveRegistry = liveRegistry
     self.policy = policy
   }
 

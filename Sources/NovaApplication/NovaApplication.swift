@@ -25,12 +25,24 @@ public final class NovaApplication: Sendable {
   public let alertStore: AlertStore
   /// The handlers this process knows (for validating submissions and for its workers).
   public let registry: JobRegistry
+  /// Why the job kinds file could not be used (the registry then holds the built-in kinds
+  /// only). Commands that run or submit jobs refuse to start with it; the others (listing jobs,
+  /// reading the journal) work, so that a bad file can be looked into.
+  public let jobKindsError: NovaError?
   private let policyEngine = Mutex<PolicyEngine?>(nil)
 
   /// Opens everything `settings` names; a Redis queue is pinged first, so that one that cannot
   /// be reached is reported at once, by name.
   public static func open(_ settings: NovaSettings, registry: JobRegistry? = nil) async throws -> NovaApplication {
-    let registry = try registry ?? jobRegistry(settings)
+    var jobKindsError: NovaError?
+    var loaded = registry ?? BuiltinJobs.registry
+    if registry == nil {
+      do {
+        loaded = try jobRegistry(settings)
+      } catch {
+        jobKindsError = error
+      }
+    }
     let database: NovaDatabase
     let queue: any JobQueue
     if let url = settings.queueURL, url.hasPrefix("sqlite://") {
@@ -50,12 +62,13 @@ public final class NovaApplication: Sendable {
     return NovaApplication(
       settings: settings, database: database, queue: queue,
       security: try SecurityContext(database: database, keyPath: settings.signingKeyPath), kpis: try KPIStore(database: database),
-      journal: try OrchestrationJournal(database: database), alertStore: try AlertStore(database: database), registry: registry)
+      journal: try OrchestrationJournal(database: database), alertStore: try AlertStore(database: database), registry: loaded,
+      jobKindsError: jobKindsError)
   }
 
   private init(
     settings: NovaSettings, database: NovaDatabase, queue: any JobQueue, security: SecurityContext, kpis: KPIStore,
-    journal: OrchestrationJournal, alertStore: AlertStore, registry: JobRegistry
+    journal: OrchestrationJournal, alertStore: AlertStore, registry: JobRegistry, jobKindsError: NovaError?
   ) {
     self.settings = settings
     self.database = database
@@ -65,6 +78,7 @@ public final class NovaApplication: Sendable {
     self.journal = journal
     self.alertStore = alertStore
     self.registry = registry
+    self.jobKindsError = jobKindsError
   }
 
   /// The store of transition records to import into the audit log (a Redis queue), if any.
@@ -116,15 +130,11 @@ public final class NovaApplication: Sendable {
 extension NovaApplication {
   /// The built-in kinds and those of the settings' `nova-jobs.yaml`; a file that cannot be used
   /// is refused (exit 2) with its file, line and column.
-  public static func jobRegistry(_ settings: NovaSettings) throws -> JobRegistry {
-    var registry = BuiltinJobs.registry
-    guard let path = settings.jobsPath else { return registry }
+  public static func jobRegistry(_ settings: NovaSettings) throws(NovaError) -> JobRegistry {
     do {
-      let file = try JobKindsFile.load(path: path, builtins: Set(BuiltinJobs.registry.kinds))
-      file.register(into: &registry)
+      return try JobKindsFile.registry(base: BuiltinJobs.registry, path: settings.jobsPath)
     } catch {
       throw NovaError.invalidInput(field: "--jobs", message: error.description)
     }
-    return registry
   }
 }

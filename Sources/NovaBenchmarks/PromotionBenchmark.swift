@@ -33,6 +33,19 @@ public enum PromotionBenchmark {
     public func warp(by seconds: TimeInterval) { offset.withLock { $0 += seconds } }
   }
 
+  /// The median of several runs' figures, field by field (peak memory: the largest).
+  public static func median(_ results: [Result]) -> Result {
+    guard var out = results.first else { preconditionFailure("median of no results") }
+    func med(_ key: (Result) -> Double) -> Double { Statistics.median(results.map(key)) ?? 0 }
+    out.promote_s = med(\.promote_s)
+    out.promoted_per_s = med(\.promoted_per_s)
+    out.heartbeat_p50_ms = med(\.heartbeat_p50_ms)
+    out.heartbeat_p99_ms = med(\.heartbeat_p99_ms)
+    out.heartbeat_max_ms = med(\.heartbeat_max_ms)
+    out.peak_rss_mb = results.map(\.peak_rss_mb).max() ?? 0
+    return out
+  }
+
   /// Runs against `queue`, empty and used by nobody else, whose clock is `clock`.
   public static func run(queue: any JobQueue, clock: WarpClock, backend: String, jobs: Int) async throws -> Result {
     guard jobs > 0 else { throw NovaError.invalidInput(field: "jobs", message: "must be positive") }

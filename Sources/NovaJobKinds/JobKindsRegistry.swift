@@ -3,6 +3,15 @@ import NovaCore
 import NovaQueue
 
 extension JobKindsFile {
+  /// `base` and the kinds of the file at `path` (none when nil): what `nova serve` and `nova
+  /// worker` run, at start and on each SIGHUP.
+  public static func registry(base: JobRegistry, path: String?) throws(ConfigFileError) -> JobRegistry {
+    var registry = base
+    guard let path else { return registry }
+    try load(path: path, builtins: Set(base.kinds)).register(into: &registry)
+    return registry
+  }
+
   /// Registers a handler for each kind of the file, with the kind's timeout.
   public func register(into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
     for definition in kinds {

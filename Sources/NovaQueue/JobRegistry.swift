@@ -109,6 +109,13 @@ public struct JobRegistry: Sendable {
   }
 
   func entry(for kind: String) -> Entry? { entries[kind] }
+
+  /// Runs the handler of `kind` once, outside any queue (tools and tests; workers run jobs
+  /// through `WorkerPool`).
+  public func run(kind: String, payload: Data, context: JobContext) async throws -> Data? {
+    guard let entry = entries[kind] else { throw NovaError.unknownJobKind(kind) }
+    return try await entry.run(payload, context)
+  }
 }
 
 /// A failure to retry no sooner than `delay` (an HTTP endpoint's `Retry-After`), instead of after

@@ -141,9 +141,8 @@ public final class WorkerPool: Service {
 
   public let configuration: Configuration
   private let queue: any JobQueue
-  private let registry: JobRegistry
-  /// The kinds the pool claims: those it has handlers for.
-  private let kinds: JobKindFilter
+  /// The handlers; the pool claims only their kinds.
+  private let registry: LiveJobRegistry
   private let logger: Logger
   private let state = Mutex(State())
   /// Wakes the dispatcher: jobs buffered, a slot freed, an outcome recorded, shutdown.
@@ -165,13 +164,19 @@ public final class WorkerPool: Service {
     return min(maxPrefetch, Int(state.pace * 0.1))
   }
 
-  public init(
+  public convenience init(
     queue: any JobQueue, registry: JobRegistry, configuration: Configuration, logger: Logger, clock: any NovaClock = SystemClock()
+  ) {
+    self.init(queue: queue, registry: LiveJobRegistry(registry), configuration: configuration, logger: logger, clock: clock)
+  }
+
+  /// A pool whose handlers can be replaced while it runs (`LiveJobRegistry.replace`).
+  public init(
+    queue: any JobQueue, registry: LiveJobRegistry, configuration: Configuration, logger: Logger, clock: any NovaClock = SystemClock()
   ) {
     self.clock = clock
     self.queue = queue
     self.registry = registry
-    kinds = JobKindFilter(exactly: registry.kinds)
     self.configuration = configuration
     self.logger = logger
   }
@@ -243,7 +248,7 @@ public final class WorkerPool: Service {
         // Only kinds this pool has handlers for: a job of another kind waits for a worker that
         // runs it instead of failing here.
         let request = ClaimRequest(
-          queues: configuration.queues, kinds: kinds, worker: configuration.workerID,
+          queues: configuration.queues, kinds: JobKindFilter(exactly: registry.current.kinds), worker: configuration.workerID,
           leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
         leases = try await bounded { try await queue.claim(request) }
       } catch {
@@ -334,7 +339,7 @@ public final class WorkerPool: Service {
     let reason: StopReason?
     var currentLease = lease
     var ranFor = configuration.jobTimeout
-    if let entry = registry.entry(for: job.kind) {
+    if let entry = registry.current.entry(for: job.kind) {
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
         logger: logger)
@@ -635,7 +640,7 @@ public final class WorkerPool: Service {
   private func announce() async {
     let lapses = clock.now().addingTimeInterval((Self.presenceInterval * 3).seconds)
     let presence = WorkerPresence(
-      worker: configuration.workerID, queues: configuration.queues, kinds: kinds.patterns, expiresAt: lapses)
+      worker: configuration.workerID, queues: configuration.queues, kinds: registry.current.kinds, expiresAt: lapses)
     do {
       try await bounded { try await queue.announce(presence) }
     } catch {

@@ -40,14 +40,18 @@ enum RedisQueueScripts {
       redis.call('XADD', p .. 'audit', '*', 'e', event, 'j', id, 'f', from or '', 't', to, 'a', f[2] or '0',
         'k', f[1] or '', 'd', detail or '', 'ts', now, 'ac', actor)
     end
-    -- `kinds` hash: available jobs per kind (for stats: kinds no live worker takes).
+    -- `kinds` hash: available jobs per kind (for stats: kinds no live worker takes). Never below
+    -- zero: jobs that were available before the hash existed are not counted until they leave.
+    local function count(kind, n)
+      if redis.call('HINCRBY', p .. 'kinds', kind, n) < 0 then redis.call('HSET', p .. 'kinds', kind, '0') end
+    end
     local function counted(tally)
-      for kind, n in pairs(tally) do redis.call('HINCRBY', p .. 'kinds', kind, n) end
+      for kind, n in pairs(tally) do count(kind, n) end
     end
     local function move(id, from, to, now, event, detail)
       if from == 'available' or to == 'available' then
         local kind = redis.call('HGET', p .. 'job:' .. id, 'kind')
-        if kind then redis.call('HINCRBY', p .. 'kinds', kind, to == 'available' and 1 or -1) end
+        if kind then count(kind, to == 'available' and 1 or -1) end
       end
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
       if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end

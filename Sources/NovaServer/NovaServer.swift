@@ -9,6 +9,7 @@ import NovaApplication
 import NovaCore
 import NovaDashboards
 import NovaDatabase
+import NovaJobKinds
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
@@ -45,6 +46,8 @@ public struct NovaServer: Sendable {
     public var kpiFutureTolerance: Duration = KPIStore.defaultFutureTolerance
     /// The thresholds file alerting was loaded from (reloaded on SIGHUP).
     public var thresholdsPath: String?
+    /// `nova-jobs.yaml`, reloaded on SIGHUP (its kinds on top of the built-in ones); nil for none.
+    public var jobsPath: String?
     /// Serve `/lux` and `/v1/compliance` without a token.
     public var luxOpen = false
     /// Where the LUX page links the review schedule and the Grafana dashboard.
@@ -81,7 +84,11 @@ public struct NovaServer: Sendable {
 
   public let configuration: Configuration
   public let queue: any JobQueue
-  public let registry: JobRegistry
+  /// The handlers of submissions and of the in-process workers, replaced when the job kinds
+  /// file is reloaded.
+  public let liveRegistry: LiveJobRegistry
+  /// The handlers in force.
+  public var registry: JobRegistry { liveRegistry.current }
   public let logger: Logger
   public let clock: any NovaClock
   /// Tokens, audit and signing; nil serves without authentication (tests of the routes alone).
@@ -113,7 +120,7 @@ public struct NovaServer: Sendable {
   ) throws {
     self.configuration = configuration
     self.queue = queue is InstrumentedJobQueue ? queue : InstrumentedJobQueue(queue, clock: clock)
-    self.registry = registry
+    self.liveRegistry = LiveJobRegistry(registry)
     self.logger = logger
     self.clock = clock
     self.security = security
@@ -143,7 +150,7 @@ public struct NovaServer: Sendable {
 
   /// The job actions of the API: decided by the policy only when callers are authenticated.
   public var jobActions: JobActions {
-    JobActions(queue: queue, registry: registry, policy: security == nil ? nil : policy)
+    JobActions(queue: queue, liveRegistry: liveRegistry, policy: security == nil ? nil : policy)
   }
 
   /// The backend under the metrics instrumentation, which lists its jobs for audit coverage.
@@ -240,7 +247,7 @@ public struct NovaServer: Sendable {
     if configuration.workers > 0 {
       var poolConfiguration = configuration.pool
       poolConfiguration.concurrency = configuration.workers
-      let made = WorkerPool(queue: queue, registry: registry, configuration: poolConfiguration, logger: logger, clock: clock)
+      let made = WorkerPool(queue: queue, registry: liveRegistry, configuration: poolConfiguration, logger: logger, clock: clock)
       pool = made
       services.append(made)
     }
@@ -274,6 +281,10 @@ public struct NovaServer: Sendable {
         engine: alerts, dispatcher: alertDispatcher, journal: journal, path: configuration.thresholdsPath, logger: logger)
       services.append(service)
       reloads.append(("alert rules", { await service.reload() }))
+    }
+    if let jobsPath = configuration.jobsPath {
+      let reloader = JobKindsReloader(registry: liveRegistry, path: jobsPath, journal: journal, logger: logger)
+      reloads.append(("job kinds", { try await reloader.reload() }))
     }
     services.append(ReloadOnHangup(reloads: reloads, logger: logger))
     return (pool, services)

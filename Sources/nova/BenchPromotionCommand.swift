@@ -55,14 +55,7 @@ extension BenchCommand {
           results.append(try await PromotionBenchmark.run(queue: queue, clock: clock, backend: "sqlite", jobs: jobs))
         }
       }
-      func median(_ key: (PromotionBenchmark.Result) -> Double) -> Double { Statistics.median(results.map(key)) ?? 0 }
-      var summary = results[0]
-      summary.promote_s = median(\.promote_s)
-      summary.promoted_per_s = median(\.promoted_per_s)
-      summary.heartbeat_p50_ms = median(\.heartbeat_p50_ms)
-      summary.heartbeat_p99_ms = median(\.heartbeat_p99_ms)
-      summary.heartbeat_max_ms = median(\.heartbeat_max_ms)
-      summary.peak_rss_mb = results.map(\.peak_rss_mb).max() ?? 0
+      let summary = PromotionBenchmark.median(results)
       if output.json {
         try printJSON(PromotionOutput(median: summary, runs: results), pretty: false)
       } else {

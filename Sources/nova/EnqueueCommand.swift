@@ -64,7 +64,9 @@ struct EnqueueCommand: AsyncParsableCommand {
     guard count == 1 || idempotencyKey == nil else {
       throw NovaError.invalidInput(field: "--count", message: "cannot enqueue copies with one idempotency key")
     }
-    let jobs = try await store.open().jobs()
+    let application = try await store.open()
+    if let error = application.jobKindsError { throw error }
+    let jobs = try application.jobs()
     if count > 1 {
       // One decision for all copies, then batches straight to the queue.
       try jobs.registry.validate(kind: request.kind, payload: request.payload)

@@ -129,6 +129,8 @@ struct ServeCommand: AsyncParsableCommand {
       withBaseline.thresholdsPath = alerting.path
       logger.notice("alerting: \(alerting.rules.count) rules from \(alerting.path ?? "?")")
     }
+    if let error = application.jobKindsError { throw error }
+    withBaseline.jobsPath = application.settings.jobsPath
     let policy = try application.policy()
     logger.notice(
       "policy \(policy.version) from \(policy.path ?? "the built-in role rules")\(policy.document.enforce ? "" : " (shadow mode: its decisions are recorded; the built-in role rules are enforced)")"

@@ -4,6 +4,7 @@ import Logging
 import NovaApplication
 import NovaCore
 import NovaQueue
+import NovaServer
 import ServiceLifecycle
 import UnixSignals
 
@@ -24,12 +25,18 @@ struct WorkerCommand: AsyncParsableCommand {
     let queue = InstrumentedJobQueue(try await store.openQueue())
     let logger = NovaLogging.logger("nova.worker")
     let configuration = try pool.configuration()
-    let registry = try NovaApplication.jobRegistry(try store.settings())
+    let settings = try store.settings()
+    let registry = LiveJobRegistry(try NovaApplication.jobRegistry(settings))
     let workers = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)
     let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger)
+    var services: [any Service] = [workers, reaper]
+    if let path = settings.jobsPath {
+      // SIGHUP reloads the job kinds; a bad file keeps the last good ones (and the journal says so).
+      let reloader = JobKindsReloader(registry: registry, path: path, journal: try await store.open().journal, logger: logger)
+      services.append(ReloadOnHangup(reloads: [("job kinds", { try await reloader.reload() })], logger: logger))
+    }
     let group = ServiceGroup(
-      configuration: .init(
-        services: [workers, reaper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+      configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     logger.notice(
       "nova worker started",
       metadata: ["worker": "\(configuration.workerID)", "workers": "\(configuration.concurrency)", "data": "\(store.location)"])

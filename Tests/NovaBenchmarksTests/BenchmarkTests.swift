@@ -35,6 +35,9 @@ struct BenchmarkTests {
     #expect(result.jobs == 2500 && result.heartbeats >= 1 && result.promote_s > 0)
     #expect(try await queue.stats().count(queue: "due", state: .scheduled) == 0)
     #expect(result.heartbeat_max_ms >= result.heartbeat_p50_ms && result.peak_rss_mb > 0)
+    var slower = result
+    slower.promote_s *= 3
+    #expect(PromotionBenchmark.median([result, slower, result]).promote_s == result.promote_s)
   }
 
   @Test(.enabled(if: TestServers.opaAvailable, TestServers.opaMissing)) func policyBenchmarkTimesEveryPath() async throws {

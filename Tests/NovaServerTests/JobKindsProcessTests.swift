@@ -1,0 +1,105 @@
+import Foundation
+import NovaCore
+import NovaQueue
+import NovaTestSupport
+import Testing
+
+/// `nova worker` with a job kinds file, as a real process.
+@Suite("Job kinds in nova worker", .serialized, .timeLimit(.minutes(5)))
+struct JobKindsProcessTests {
+  /// SIGHUP reloads `nova-jobs.yaml`: a new kind runs; a bad file keeps the last good kinds, and
+  /// the journal records both.
+  @Test func sighupReloadsTheJobKinds() async throws {
+    let dir = try TemporaryDirectory.make()
+    let jobs = dir.appendingPathComponent("nova-jobs.yaml").path
+    let first = "kinds:\n  first: {type: command, command: [/bin/echo, '{\"v\": 1}']}\n"
+    try first.write(toFile: jobs, atomically: true, encoding: .utf8)
+    let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
+    let one: JobID = try await queue.enqueue(JobRequest(kind: "first"))
+    let two: JobID = try await queue.enqueue(JobRequest(kind: "second"))
+    let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--jobs", jobs, "--workers", "2", "--poll-ms", "20"])
+    defer { worker.signal(SIGKILL) }
+    try await eventually("the first kind to run") { try await queue.get(one)?.state == .succeeded }
+    // Before its handler is in place, SIGHUP would end the process (its default action).
+    try await eventually("SIGHUP to be handled") { worker.stderr.contains("SIGHUP reloads: job kinds") }
+    #expect(try await queue.get(two)?.state == .available, "a kind the worker does not run was taken")
+
+    try "kinds:\n  first: {type: command, command: [/bin/echo], shell: true}\n".write(toFile: jobs, atomically: true, encoding: .utf8)
+    worker.signal(SIGHUP)
+    var journal = ""
+    do {
+      try await eventually("the failed reload to be journaled") {
+        journal = try await NovaProcess.run(["journal", "show", "--data-dir", dir.path, "--kind", "jobs.", "--json"]).stdout
+        return journal.contains("jobs.reload_failed") && journal.contains("unknown key 'shell'")
+      }
+    } catch {
+      Issue.record("journal: \(journal); worker: \(worker.stderr)")
+      throw error
+    }
+    let three: JobID = try await queue.enqueue(JobRequest(kind: "first"))
+    try await eventually("the last good kinds to stay in force") { try await queue.get(three)?.state == .succeeded }
+
+    try (first + "  second: {type: command, command: [/bin/echo, '{\"v\": 2}']}\n").write(toFile: jobs, atomically: true, encoding: .utf8)
+    worker.signal(SIGHUP)
+    try await eventually("the new kind to run") { try await queue.get(two)?.state == .succeeded }
+    #expect(try await queue.get(two)?.result == Data(#"{"v": 2}"#.utf8))
+    worker.signal(SIGTERM)
+    #expect(await worker.waitForExit() == 0)
+  }
+
+  /// A worker killed with SIGKILL mid-command leaves no program running (it gets SIGKILL with its
+  /// worker), and the job runs again once the lease expires.
+  @Test func aWorkerKilledMidCommandLeavesNoOrphanAndTheJobRunsAgain() async throws {
+    let dir = try TemporaryDirectory.make()
+    let pidFile = dir.appendingPathComponent("agent.pid").path
+    let script = dir.appendingPathComponent("agent.py").path
+    try """
+    import json, os, sys, time
+    if os.environ["NOVA_JOB_ATTEMPT"] == "1":
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(600)
+    print(json.dumps({"attempt": int(os.environ["NOVA_JOB_ATTEMPT"])}))
+    """.write(toFile: script, atomically: true, encoding: .utf8)
+    let jobs = dir.appendingPathComponent("nova-jobs.yaml").path
+    try "kinds:\n  agent: {type: command, command: [python3, \(script), \(pidFile)]}\n".write(toFile: jobs, atomically: true, encoding: .utf8)
+    let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "agent", maxAttempts: 3))
+    let common = ["worker", "--data-dir", dir.path, "--jobs", jobs, "--workers", "1", "--lease-seconds", "1", "--poll-ms", "20"]
+    let victim = try NovaProcess(common)
+    defer { victim.signal(SIGKILL) }
+    var pid: Int32 = 0
+    try await eventually("the program to start") {
+      pid = Int32((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "") ?? 0
+      return pid > 0
+    }
+    victim.signal(SIGKILL)
+    _ = await victim.waitForExit()
+    try await eventually("the program to die with its worker", timeout: .seconds(10)) { !Self.isAlive(pid) }
+    let rescuer = try NovaProcess(common)
+    defer { rescuer.signal(SIGKILL) }
+    try await eventually("the job to run again", timeout: .seconds(60)) { try await queue.get(id)?.state == .succeeded }
+    #expect(try await queue.get(id)?.result == Data(#"{"attempt": 2}"#.utf8))
+    rescuer.signal(SIGTERM)
+    _ = await rescuer.waitForExit()
+  }
+
+  /// A bad `nova-jobs.yaml` in the data directory stops what runs or submits jobs (exit 2, with
+  /// its line and column), while reading commands still work, so that it can be looked into.
+  @Test func aBadJobsFileStopsServeWorkerAndEnqueueButNotReading() async throws {
+    let dir = try TemporaryDirectory.make()
+    try "kinds:\n  a: {type: command}\n".write(toFile: dir.appendingPathComponent("nova-jobs.yaml").path, atomically: true, encoding: .utf8)
+    for command in [["enqueue", "noop"], ["worker"], ["serve", "--port", "0"]] {
+      let run = try await NovaProcess.run(command + ["--data-dir", dir.path], timeout: .seconds(30))
+      #expect(run.code == 2 && run.stderr.contains("nova-jobs.yaml:2:6: kinds.a: 'command' is required"), "\(command): \(run.stderr)")
+    }
+    #expect(try await NovaProcess.run(["jobs", "list", "--data-dir", dir.path]).code == 0)
+  }
+
+  /// Alive and not a zombie waiting to be reaped.
+  static func isAlive(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+      return false
+    }
+    return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+  }
+}
