@@ -58,8 +58,17 @@ public struct CommandJobRunner: Sendable {
     }
   }
 
+  /// Writing to a program that exited without reading its input must fail the write, not kill
+  /// the worker (swift-subprocess writes with plain `write`; a worker on SQLite may never open
+  /// the socket after which NIO ignores SIGPIPE).
+  private static let sigpipeIgnored: Bool = {
+    signal(SIGPIPE, SIG_IGN)
+    return true
+  }()
+
   /// Runs the program once and returns how it ended and what it wrote.
   public func run(payload: Data, context: JobContext) async throws -> Outcome {
+    _ = Self.sigpipeIgnored
     let program = try resolve(kind.command[0])
     var options = PlatformOptions()
     options.processGroupID = 0
@@ -97,8 +106,12 @@ public struct CommandJobRunner: Sendable {
       case .signaled(let signal): status = .signaled(signal)
       }
       return Outcome(status: status, stdout: stdout, stderr: stderr)
-    } catch let error as SubprocessError {
+    } catch let error as SubprocessError where [.executableNotFound, .failedToChangeWorkingDirectory].contains(error.code) {
+      // The kind's setup is wrong: no retry will fix it.
       throw NonRetryableJobError("kind '\(name)': could not start \(kind.command[0]): \(error)")
+    } catch let error as SubprocessError {
+      // Out of processes or descriptors, an I/O error: retried with backoff.
+      throw CommandFailure(message: "kind '\(name)': running \(kind.command[0]) failed: \(error)")
     }
   }
 

@@ -64,11 +64,19 @@ public struct HTTPJobRunner: Sendable {
     }
     request.body = .bytes(ByteBuffer(bytes: payload))
     let response: HTTPClientResponse
-    let body: ByteBuffer
+    var body = ByteBuffer()
+    var overflow = false
     let target = "\(kind.method) \(kind.url)"
     do {
       response = try await Self.client.execute(request, timeout: .nanoseconds(Int64(timeout.seconds * 1_000_000_000)))
-      body = try await response.body.collect(upTo: Self.maxBodyBytes)
+      // Read on past the limit (keeping nothing more), so the status decides what happens.
+      for try await var chunk in response.body {
+        if body.readableBytes + chunk.readableBytes <= Self.maxBodyBytes {
+          body.writeBuffer(&chunk)
+        } else {
+          overflow = true
+        }
+      }
     } catch {
       throw CommandFailure(message: "\(target): \(error)")
     }
@@ -77,6 +85,8 @@ public struct HTTPJobRunner: Sendable {
     let status = Int(response.status.code)
     switch status {
     case 200..<300:
+      // Retrying would repeat what the agent did: a result too large to keep dead-letters.
+      if overflow { throw NonRetryableJobError("\(target) answered \(status) with a body over \(Self.maxBodyBytes) bytes") }
       if body.readableBytes == 0 { return nil }
       let data = Data(body.readableBytesView)
       // The body as the agent sent it when it is JSON (stored like a submitted payload).

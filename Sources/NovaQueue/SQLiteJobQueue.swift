@@ -576,7 +576,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       case .dead, .cancelled, .failed:
         try db.cachedStatement(
           sql: """
-            UPDATE nova_jobs SET state = 'available', attempts = 0, run_at = ?, finished_at = NULL,
+            UPDATE nova_jobs SET state = 'available', attempts = 0, returns = 0, run_at = ?, finished_at = NULL,
               updated_at = ? WHERE id = ?
             """
         ).execute(arguments: [now, now, id.rawValue])

@@ -63,6 +63,9 @@ public final class WorkerPool: Service {
     case jobCancelled
     case leaseLost
     case shutdown
+    /// The registry changed since the claim (a reload dropped the kind): given back for a
+    /// worker that runs it.
+    case noHandler
   }
 
   struct InFlight {
@@ -241,6 +244,11 @@ public final class WorkerPool: Service {
         await fetchWake.wait(timeout: pausedUntil - clock.uptime(), clock: clock)
         continue
       }
+      // No handlers (an empty registry) claims nothing: an empty kind filter would take every kind.
+      if registry.current.kinds.isEmpty {
+        await fetchWake.wait(timeout: configuration.pollInterval)
+        continue
+      }
       let leases: [JobLease]
       do {
         // Those that will run at once are marked started in the claim itself (no second
@@ -381,7 +389,7 @@ public final class WorkerPool: Service {
       }
     } else {
       outcome = .failure(NonRetryableJobError("no handler for job kind '\(job.kind)'"))
-      reason = nil
+      reason = .noHandler
       ranFor = configuration.jobTimeout
       state.withLock { $0.running -= 1 }
     }
@@ -499,6 +507,9 @@ public final class WorkerPool: Service {
         try await bounded { try await queue.complete(lease, result: result) }
       case (.shutdown, .failure):
         try await bounded { try await queue.release(lease) }
+      case (.noHandler, _):
+        logger.warning("no handler for the job's kind any more (reloaded?); released", metadata: ["job": "\(lease.id)", "kind": "\(lease.job.kind)"])
+        try await bounded { try await queue.release(lease) }
       case (.timeout, .failure):
         _ = try await bounded {
           try await queue.fail(lease, error: "timed out after \(timeout.seconds.formatted()) s (the \(lease.job.kind) timeout)", retryable: true)
@@ -591,8 +602,10 @@ public final class WorkerPool: Service {
         try await bounded { try await queue.start(batch) }
       } catch {
         logger.error(
-          "could not mark jobs started; should this worker die, their attempts are given back",
-          metadata: ["jobs": "\(batch.count)", "error": "\(error)"])
+          "could not mark jobs started; trying again", metadata: ["jobs": "\(batch.count)", "error": "\(error)"])
+        // Those still running are marked on the next try.
+        state.withLock { state in state.pendingStarts = batch.filter { state.inFlight[$0.id] != nil } + state.pendingStarts }
+        await startWake.wait(timeout: .milliseconds(100))
       }
     }
   }

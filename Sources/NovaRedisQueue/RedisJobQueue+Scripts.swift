@@ -397,7 +397,7 @@ enum RedisQueueScripts {
       end
       redis.call('ZREM', p .. 'delayed', id)
       redis.call('HDEL', k, 'finished_at')
-      redis.call('HSET', k, 'attempts', '0', 'run_at', now, 'retried_by', request)
+      redis.call('HSET', k, 'attempts', '0', 'returns', '0', 'run_at', now, 'retried_by', request)
       move(id, st, 'available', now, 'retried')
       redis.call('ZADD', p .. 'available', redis.call('HGET', k, 'score'), id)
       return redis.call('HGETALL', k)

@@ -263,7 +263,8 @@ public final class RedisJobQueue: JobQueue {
       try await claim(queue, count: wanted, starting: toStart, round: 1)
       toStart -= kinds.isEmpty ? count : leases.count - before
     }
-    if counts.count > 1 && leases.isEmpty {
+    // (A filtered claim already asked every queue for all it wants.)
+    if counts.count > 1 && leases.isEmpty && kinds.isEmpty {
       // Promotion may just have made jobs available.
       for (queue, _) in counts where leases.count < limit {
         try await claim(queue, count: limit - leases.count, starting: starting - leases.count, round: 2)
@@ -574,16 +575,30 @@ public final class RedisJobQueue: JobQueue {
 
   /// Every member of a sorted set, read a page at a time: one reply never holds more than
   /// `page` ids (a client refuses replies of over 1,048,576 elements, and a huge reply would
-  /// block Redis while it is written).
+  /// block Redis while it is written). The `state:` sets (all scores 0) are paged by id, so
+  /// changes between pages skip nothing; the `running` set (scored by expiry, reordered by every
+  /// heartbeat) is paged by rank, and an id seen twice is kept once.
   func members(of key: String, page: Int = 10_000) async throws -> [String] {
     var all: [String] = []
-    var start = 0
+    if key.hasSuffix(":running") {
+      var seen = Set<String>()
+      var start = 0
+      while true {
+        let reply = try await redis.send("ZRANGE", .string(key), .int(start), .int(start + page - 1))
+        let chunk = (reply.elements ?? []).compactMap(\.string)
+        for id in chunk where seen.insert(id).inserted { all.append(id) }
+        if chunk.count < page { return all }
+        start += page
+      }
+    }
+    var after: String?
     while true {
-      let reply = try await redis.send("ZRANGE", .string(key), .int(start), .int(start + page - 1))
+      let low: RESPArgument = after.map { .string("(" + $0) } ?? "-"
+      let reply = try await redis.send("ZRANGEBYLEX", .string(key), low, "+", "LIMIT", 0, .int(page))
       let chunk = (reply.elements ?? []).compactMap(\.string)
       all += chunk
       if chunk.count < page { return all }
-      start += page
+      after = chunk.last
     }
   }
 

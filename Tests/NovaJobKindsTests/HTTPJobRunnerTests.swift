@@ -68,6 +68,15 @@ struct HTTPJobRunnerTests {
     #expect(try await receiver.waitForRequests(6).count == 6, "a redirect was followed")
   }
 
+  /// A result too large to keep dead-letters (retrying would repeat what the agent did).
+  @Test func anOversizedResultIsNotRetried() async throws {
+    let receiver = try await LocalHTTPReceiver()
+    receiver.setDefault(status: 200, body: "\"" + String(repeating: "x", count: 5 << 20) + "\"")
+    await #expect(throws: NonRetryableJobError.self) {
+      try await runner(receiver.url + "/run").handle(payload: Data("{}".utf8), context: context)
+    }
+  }
+
   @Test func aClosedPortIsRetriedAndAMissingSecretRefused() async throws {
     await #expect(throws: CommandFailure.self) {
       try await runner("http://127.0.0.1:1/run").handle(payload: Data("{}".utf8), context: context)

@@ -392,6 +392,11 @@ struct JobQueueConformanceTests {
         #expect(reaped.dead == [id], "a job given back \(round - 1) times still gave its attempt back")
       }
     }
+    // An operator's retry starts the count again.
+    _ = try await queue.retry(id)
+    _ = try await queue.claim(ClaimRequest(worker: "w", leaseDuration: leaseTime, limit: 1, starting: 0))
+    clock.advance(by: leaseTime.seconds + 1)
+    #expect(try await queue.reapExpiredLeases().requeued == [id])
   }
 
   @Test(arguments: QueueBackend.all)

@@ -199,6 +199,44 @@ struct WorkerPoolTests {
     #expect(try await queue.get(id)?.lastError?.contains("timed out after 5 s (the sleep timeout)") == true)
   }
 
+  /// A reload that drops a kind gives jobs of it already claimed back (attempt not counted)
+  /// instead of dead-lettering them; a pool with no handlers at all claims nothing.
+  @Test(arguments: QueueBackend.all)
+  func aJobWhoseKindWasDroppedAfterItsClaimIsGivenBack(backend: QueueBackend) async throws {
+    let queue = FlakyJobQueue(try makeQueue(backend))
+    let gate = TestFlag()
+    var reduced = JobRegistry()
+    reduced.register("hold", parameters: TestParameters.self) { _, _ in
+      while !gate.isSet { try await Task.sleep(for: .milliseconds(10)) }
+      return EmptyResult()
+    }
+    var full = reduced
+    full.register("later", parameters: TestParameters.self) { _, _ in EmptyResult() }
+    let live = LiveJobRegistry(full)
+    let hold: JobID = try await queue.enqueue(JobRequest(kind: "hold"))
+    let later: JobID = try await queue.enqueue(JobRequest(kind: "later"))
+    let pool = WorkerPool(
+      queue: queue, registry: live,
+      configuration: .init(concurrency: 1, workerID: "w", pollInterval: .milliseconds(20), prefetch: 1), logger: logger)
+    let run = Task { try await pool.run() }
+    try await eventually("the second job to be claimed ahead") { try await queue.get(later)?.state == .running }
+    live.replace(with: reduced)
+    gate.set()
+    try await eventually("the dropped kind's job to be given back") {
+      let given = try await queue.get(later)?.state == .available
+      let done = try await queue.get(hold)?.state == .succeeded
+      return given && done
+    }
+    #expect(try await queue.get(later)?.attempts == 0)
+    let releases = queue.callCount(.release)
+    live.replace(with: JobRegistry())
+    try await Task.sleep(for: .milliseconds(300))
+    #expect(queue.callCount(.release) == releases, "a pool with no handlers claimed (and gave back) a job")
+    #expect(try await queue.get(later)?.state == .available)
+    pool.shutdown()
+    try await run.value
+  }
+
   /// Issue #14 point 9: a slow store (each heartbeat takes 2 s) does not delay stopping a job
   /// that ran out of time: timeouts are enforced apart from the store calls.
   @Test(arguments: QueueBackend.all)

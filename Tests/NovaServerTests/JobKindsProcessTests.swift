@@ -41,7 +41,12 @@ struct JobKindsProcessTests {
 
     try (first + "  second: {type: command, command: [/bin/echo, '{\"v\": 2}']}\n").write(toFile: jobs, atomically: true, encoding: .utf8)
     worker.signal(SIGHUP)
-    try await eventually("the new kind to run") { try await queue.get(two)?.state == .succeeded }
+    do {
+      try await eventually("the new kind to run") { try await queue.get(two)?.state == .succeeded }
+    } catch {
+      Issue.record("worker: \(worker.stderr); job: \(String(describing: try await queue.get(two)))")
+      throw error
+    }
     #expect(try await queue.get(two)?.result == Data(#"{"v": 2}"#.utf8))
     worker.signal(SIGTERM)
     #expect(await worker.waitForExit() == 0)
