@@ -158,7 +158,7 @@ let package = Package(
     .target(
       name: "NovaBenchmarks",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaSecurity",
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaJobKinds", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaSecurity",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NovaCore
+import NovaJobKinds
 import NovaQueue
 import Synchronization
 
@@ -18,11 +19,15 @@ public enum QueueBenchmark {
     public var timeout: Duration
     /// Jobs claimed ahead of free workers; nil uses the pool's default.
     public var prefetch: Int?
+    /// Each job runs this program (a `type: command` kind: one process per job) instead of an
+    /// in-process handler; nil runs in-process.
+    public var command: [String]?
 
     public init(
       jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil
     ) {
       self.prefetch = prefetch
+      self.command = nil
       self.jobs = jobs
       self.workers = workers
       self.payloadBytes = payloadBytes
@@ -44,6 +49,10 @@ public enum QueueBenchmark {
     public var lost: Int
     public var duplicate_completions: Int
     public var elapsed_s: Double
+    /// `in-process`, or `command` (one program run per job).
+    public var kind: String = "in-process"
+    /// Processes started (one per job of a command kind, none in-process).
+    public var processes: Int = 0
   }
 
   /// Runs the benchmark against `queue`, which should be empty and used by nobody else.
@@ -56,7 +65,12 @@ public enum QueueBenchmark {
     }
     let counting = CompletionCountingQueue(queue)
     var registry = JobRegistry()
-    registry.registerRaw("bench") { _, _ in nil }
+    if let command = options.command {
+      let runner = CommandJobRunner(name: "bench", kind: CommandKind(command: command), timeout: .seconds(60))
+      registry.registerRaw("bench") { payload, context in try await runner.handle(payload: payload, context: context) }
+    } else {
+      registry.registerRaw("bench") { _, _ in nil }
+    }
     let queueName = "bench"
     let pool = WorkerPool(
       queue: counting, registry: registry,
@@ -114,7 +128,8 @@ public enum QueueBenchmark {
       enqueue_per_s: Double(options.jobs) / max(enqueueElapsed.seconds, 1e-9),
       e2e_per_s: Double(options.jobs - lost) / max(elapsed, 1e-9),
       p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
-      duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed)
+      duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed, kind: options.command == nil ? "in-process" : "command",
+      processes: options.command == nil ? 0 : counting.completedCount)
   }
 
   /// The median of several runs' results, field by field (the first run's identity fields).

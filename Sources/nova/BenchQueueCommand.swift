@@ -39,6 +39,9 @@ extension BenchCommand {
     @Option(help: "Runs; the summary reports the median of each figure.")
     var runs: Int = 1
 
+    @Option(help: "How each job runs: in-process (a no-op handler) or command (/bin/true, one process per job: the cost of spawning).")
+    var kind: String = "in-process"
+
     @Option(help: "SQLite durability: normal or full.")
     var synchronous: String = "normal"
 
@@ -54,6 +57,7 @@ extension BenchCommand {
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
       guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
       guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
+      guard kind == "in-process" || kind == "command" else { throw ValidationError("--kind must be in-process or command") }
       guard backend == "sqlite" || backend.hasPrefix("sqlite://") || backend.hasPrefix("redis://") else {
         throw ValidationError("--backend '\(backend)' is not supported; use sqlite, sqlite://PATH or redis://HOST:PORT")
       }
@@ -83,9 +87,11 @@ extension BenchCommand {
             configuration: .init(path: path, synchronous: mode, journal: audit == "on" ? AuditJournal() : nil))
           backendName = "sqlite"
         }
+        var options = QueueBenchmark.Options(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch)
+        if kind == "command" { options.command = ["/bin/true"] }
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
-          queue: queue, backend: backendName, options: .init(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch),
+          queue: queue, backend: backendName, options: options,
           logger: logger,
           progress: { done, total in
             if showProgress {
@@ -107,7 +113,7 @@ extension BenchCommand {
       } else {
         print(
           """
-          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : " (audit \(audit))"), \(median.jobs) jobs, \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
+          backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : " (audit \(audit))"), \(median.jobs) jobs (\(median.kind == "command" ? "each one process of /bin/true: \(median.processes) processes" : "in-process")), \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)

@@ -25,6 +25,17 @@ struct BenchmarkTests {
     #expect(median.e2e_per_s == result.e2e_per_s)
   }
 
+  /// Issue #15: `--kind command` runs each job as a program (the cost of spawning).
+  @Test func queueBenchmarkRunsACommandKind() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
+    var options = QueueBenchmark.Options(jobs: 60, workers: 4, payloadBytes: 16, enqueueBatch: 30)
+    options.command = ["/bin/true"]
+    let result = try await QueueBenchmark.run(
+      queue: try SQLiteJobQueue(path: path), backend: "sqlite", options: options, logger: .init(label: "bench"))
+    #expect(result.kind == "command" && result.processes == 60)
+    #expect(result.lost == 0 && result.duplicate_completions == 0 && result.e2e_per_s > 0)
+  }
+
   /// Issue #14 point 8: jobs due at one instant are all promoted, in bounded batches, while a
   /// heartbeat keeps answering.
   @Test func promotionBenchmarkPromotesEveryDueJobWhileHeartbeating() async throws {
