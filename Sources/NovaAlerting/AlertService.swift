@@ -39,11 +39,7 @@ public struct AlertService: Service {
 
   /// Journals a reload; a journal that cannot be written is logged, never silently skipped.
   private func note(_ kind: String, _ path: String, _ payload: [String: JSONValue]) async {
-    do {
-      try await journal?.append(kind: kind, subject: path, payload: .object(payload), actor: "serve")
-    } catch {
-      logger.error("could not journal \(kind)", metadata: ["error": "\(error)"])
-    }
+    await journal?.note(kind: kind, subject: path, payload: .object(payload), actor: "serve", logger: logger)
   }
 
   public func run() async throws {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import NovaCore
 import NovaDatabase
 
@@ -62,6 +63,16 @@ public final class OrchestrationJournal: Sendable {
   ) async throws -> JournalEntry {
     try await database.write { db in
       try Self.append(kind: kind, subject: subject, payload: payload, actor: actor, time: time.millisecondsSince1970, in: db)
+    }
+  }
+
+  /// Appends one entry, or logs why it could not: for notes (a reload, a dry-run) that must not
+  /// fail the work they describe, yet are never silently skipped.
+  public func note(kind: String, subject: String?, payload: JSONValue, actor: String, logger: Logger) async {
+    do {
+      try await append(kind: kind, subject: subject, payload: payload, actor: actor)
+    } catch {
+      logger.error("could not journal \(kind)", metadata: ["error": "\(error)"])
     }
   }
 

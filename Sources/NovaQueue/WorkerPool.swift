@@ -245,7 +245,7 @@ public final class WorkerPool: Service {
         continue
       }
       // No handlers (an empty registry) claims nothing: an empty kind filter would take every kind.
-      if registry.current.kinds.isEmpty {
+      if registry.kinds.isAll {
         await fetchWake.wait(timeout: configuration.pollInterval)
         continue
       }
@@ -256,7 +256,7 @@ public final class WorkerPool: Service {
         // Only kinds this pool has handlers for: a job of another kind waits for a worker that
         // runs it instead of failing here.
         let request = ClaimRequest(
-          queues: configuration.queues, kinds: JobKindFilter(exactly: registry.current.kinds), worker: configuration.workerID,
+          queues: configuration.queues, kinds: registry.kinds, worker: configuration.workerID,
           leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
         leases = try await bounded { try await queue.claim(request) }
       } catch {
@@ -653,7 +653,7 @@ public final class WorkerPool: Service {
   private func announce() async {
     let lapses = clock.now().addingTimeInterval((Self.presenceInterval * 3).seconds)
     let presence = WorkerPresence(
-      worker: configuration.workerID, queues: configuration.queues, kinds: registry.current.kinds, expiresAt: lapses)
+      worker: configuration.workerID, queues: configuration.queues, kinds: registry.kinds.patterns, expiresAt: lapses)
     do {
       try await bounded { try await queue.announce(presence) }
     } catch {

@@ -25,19 +25,13 @@ public struct JobKindsReloader: Sendable {
     do {
       let fresh = try JobKindsFile.registry(base: BuiltinJobs.registry, path: path)
       registry.replace(with: fresh)
-      await note("jobs.reloaded", ["kinds": .array(fresh.kinds.map { .string($0) })])
+      await journal?.note(
+        kind: "jobs.reloaded", subject: path, payload: .object(["kinds": .array(fresh.kinds.map { .string($0) })]), actor: "reload",
+        logger: logger)
     } catch {
-      await note("jobs.reload_failed", ["error": .string(error.description)])
+      await journal?.note(
+        kind: "jobs.reload_failed", subject: path, payload: .object(["error": .string(error.description)]), actor: "reload", logger: logger)
       throw error
-    }
-  }
-
-  /// A journal that cannot be written is logged, never silently skipped.
-  private func note(_ kind: String, _ payload: [String: JSONValue]) async {
-    do {
-      try await journal?.append(kind: kind, subject: path, payload: .object(payload), actor: "reload")
-    } catch {
-      logger.error("could not journal \(kind)", metadata: ["error": "\(error)"])
     }
   }
 }

@@ -127,14 +127,7 @@ struct CommandJobRunnerTests {
     task.cancel()
     _ = try? await task.value
     #expect(ContinuousClock.now - started < .seconds(5))
-    try await eventually("the forked child to be gone") { !Self.isAlive(child) }
-  }
-
-  /// Alive and not a zombie waiting to be reaped.
-  static func isAlive(_ pid: Int32) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-    guard let close = stat.lastIndex(of: ")") else { return false }
-    return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+    try await eventually("the forked child to be gone") { !isProcessAlive(child) }
   }
 
   /// The file's kinds run in a worker pool like built-in ones.

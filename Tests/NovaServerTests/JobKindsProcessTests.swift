@@ -79,7 +79,7 @@ struct JobKindsProcessTests {
     }
     victim.signal(SIGKILL)
     _ = await victim.waitForExit()
-    try await eventually("the program to die with its worker", timeout: .seconds(10)) { !Self.isAlive(pid) }
+    try await eventually("the program to die with its worker", timeout: .seconds(10)) { !isProcessAlive(pid) }
     let rescuer = try NovaProcess(common)
     defer { rescuer.signal(SIGKILL) }
     try await eventually("the job to run again", timeout: .seconds(60)) { try await queue.get(id)?.state == .succeeded }
@@ -100,11 +100,4 @@ struct JobKindsProcessTests {
     #expect(try await NovaProcess.run(["jobs", "list", "--data-dir", dir.path]).code == 0)
   }
 
-  /// Alive and not a zombie waiting to be reaped.
-  static func isAlive(_ pid: Int32) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
-      return false
-    }
-    return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
-  }
 }

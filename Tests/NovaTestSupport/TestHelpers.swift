@@ -44,3 +44,11 @@ public final class TestFlag: Sendable {
   /// Whether the flag was set.
   public var isSet: Bool { value.withLock { $0 } }
 }
+
+/// Whether process `pid` is alive and not a zombie waiting to be reaped.
+public func isProcessAlive(_ pid: Int32) -> Bool {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+    return false
+  }
+  return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+}
