@@ -13,6 +13,9 @@ public struct JobKindDefinition: Sendable, Equatable {
   public enum Action: Sendable, Equatable {
     case command(CommandKind)
     case http(HTTPKind)
+    /// `type: external`: declared so that jobs of the kind are accepted; workers in any language
+    /// claim and run them over HTTP (`POST /v1/workers/claim`), never this process.
+    case external(description: String?)
   }
 
   public init(name: String, timeout: Duration, action: Action) {
@@ -21,11 +24,12 @@ public struct JobKindDefinition: Sendable, Equatable {
     self.action = action
   }
 
-  /// `command` or `http`.
+  /// `command`, `http` or `external`.
   public var type: String {
     switch action {
     case .command: "command"
     case .http: "http"
+    case .external: "external"
     }
   }
 }

@@ -15,6 +15,8 @@ import Yams
 ///   notify:
 ///     type: http
 ///     url: http://127.0.0.1:8080/run
+///   train.step:
+///     type: external   # run by workers that claim over HTTP (the Python client's Worker)
 /// ```
 public struct JobKindsFile: Sendable, Equatable {
   /// The kinds, in file order.
@@ -56,17 +58,29 @@ public struct JobKindsFile: Sendable, Equatable {
     "type", "command", "cwd", "env", "env_pass", "timeout", "max_output_bytes", "retry_exit_codes", "dead_exit_codes", "kill_grace",
   ]
   private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env"]
+  private static let externalKeys: Set<String> = ["type", "description"]
 
   private static func kind(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
     let field = "kinds.\(name)"
     guard case .mapping(let mapping) = node else { throw reader.fail(node, "\(field): expected a mapping") }
-    guard let typeNode = mapping["type"] else { throw reader.fail(node, "\(field): 'type' is required (command or http)") }
+    guard let typeNode = mapping["type"] else { throw reader.fail(node, "\(field): 'type' is required (command, http or external)") }
     let type = try reader.string(typeNode, "\(field).type")
     switch type {
     case "command": return try command(name, node, reader)
     case "http": return try http(name, node, reader)
-    default: throw reader.fail(typeNode, "\(field).type: '\(type)' is not command or http")
+    case "external": return try external(name, node, reader)
+    default: throw reader.fail(typeNode, "\(field).type: '\(type)' is not command, http or external")
     }
+  }
+
+  /// A kind run by workers that claim over HTTP: only its name (and a description) is declared;
+  /// their lease, not a timeout here, bounds an attempt.
+  private static func external(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
+    var description: String?
+    for entry in try reader.mapping(node, "kinds.\(name)", allowed: externalKeys) where entry.key == "description" {
+      description = try reader.string(entry.value, "kinds.\(name).description")
+    }
+    return JobKindDefinition(name: name, timeout: .zero, action: .external(description: description))
   }
 
   private static func command(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {

@@ -26,6 +26,8 @@ extension JobKindsFile {
         registry.registerRaw(definition.name, timeout: definition.timeout) { payload, context in
           try await runner.handle(payload: payload, context: context)
         }
+      case .external:
+        registry.registerExternal(definition.name)
       }
     }
   }

@@ -93,6 +93,7 @@ public struct PolicyDocument: Sendable, Equatable {
     Rule(
       name: "operator-runs-jobs", effect: .allow, roles: ["operator", "admin"],
       actions: ["submit", "cancel", "retry", "acknowledge", "resolve", "run", "kpi.record"]),
+    Rule(name: "worker-works", effect: .allow, roles: ["worker"], actions: ["claim", "report"]),
     Rule(name: "admin-manages", effect: .allow, roles: ["admin"]),
   ])
 

@@ -48,6 +48,8 @@ public struct JobRegistry: Sendable {
   }
 
   private(set) var entries: [String: Entry] = [:]
+  /// Kinds accepted for submission whose jobs workers elsewhere claim over HTTP.
+  private(set) var external: Set<String> = []
 
   public init() {}
 
@@ -89,13 +91,28 @@ public struct JobRegistry: Sendable {
     _ kind: String, timeout: Duration? = nil, _ body: @escaping @Sendable (Data, JobContext) async throws -> Data?
   ) {
     entries[kind] = Entry(run: body, validate: { _ in }, timeout: timeout)
+    external.remove(kind)
   }
 
-  /// The registered kinds, sorted.
-  public var kinds: [String] { entries.keys.sorted() }
+  /// Accepts jobs of `kind` (any JSON object as payload) without running them here: workers in
+  /// other processes claim them over HTTP.
+  public mutating func registerExternal(_ kind: String) {
+    entries[kind] = nil
+    external.insert(kind)
+  }
 
-  /// Checks that a handler exists for the kind and that the payload decodes as its parameters.
+  /// The kinds accepted for submission (those run here and the external ones), sorted.
+  public var kinds: [String] { Set(entries.keys).union(external).sorted() }
+
+  /// The kinds this process runs (external ones excluded), sorted.
+  public var handledKinds: [String] { entries.keys.sorted() }
+
+  /// Whether `kind` is run by workers elsewhere.
+  public func isExternal(_ kind: String) -> Bool { external.contains(kind) }
+
+  /// Checks that the kind is known and that the payload decodes as its handler's parameters.
   public func validate(kind: String, payload: Data) throws(NovaError) {
+    if external.contains(kind) { return }
     guard let entry = entries[kind] else {
       throw NovaError.unknownJobKind(kind)
     }

@@ -7,17 +7,17 @@ public final class LiveJobRegistry: Sendable {
   /// The registry and the kinds it runs, made once per registry (every claim asks for them).
   private let value: Mutex<(registry: JobRegistry, kinds: JobKindFilter)>
 
-  public init(_ registry: JobRegistry) { value = Mutex((registry, JobKindFilter(exactly: registry.kinds))) }
+  public init(_ registry: JobRegistry) { value = Mutex((registry, JobKindFilter(exactly: registry.handledKinds))) }
 
   /// The registry in force.
   public var current: JobRegistry { value.withLock { $0.registry } }
 
-  /// The kinds the registry in force has handlers for.
+  /// The kinds the registry in force has handlers for (external kinds are not among them).
   public var kinds: JobKindFilter { value.withLock { $0.kinds } }
 
   /// Puts `registry` in force; jobs already running finish with their handler.
   public func replace(with registry: JobRegistry) {
-    let kinds = JobKindFilter(exactly: registry.kinds)
+    let kinds = JobKindFilter(exactly: registry.handledKinds)
     value.withLock { $0 = (registry, kinds) }
   }
 }

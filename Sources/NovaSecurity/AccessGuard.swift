@@ -60,8 +60,8 @@ public final class AccessGuard: Sendable {
     switch try await authenticate(authorization: authorization, action: action.rawValue, source: source, now: now) {
     case .refused(let decision): return decision
     case .token(let token):
-      guard token.role >= action.minimumRole else {
-        let message = "token '\(token.name)' has role \(token.role.rawValue); \(action.rawValue) needs \(action.minimumRole.rawValue)"
+      guard token.role.allows(action) else {
+        let message = "token '\(token.name)' has role \(token.role.rawValue); \(action.rawValue) needs \(action.rolesText)"
         try await tokens.audit.append(
           event: "auth.denied", subject: token.name,
           payload: .object(["action": .string(action.rawValue), "role": .string(token.role.rawValue), "source": .string(source)]),

@@ -5,17 +5,24 @@ import NovaCore
 import NovaDatabase
 import NovaQueue
 
-/// What a caller may do, from least to most.
-public enum Role: String, Sendable, CaseIterable, Comparable, Codable {
+/// What a caller may do. Viewer, operator and admin each allow more than the one before; a
+/// worker stands apart: it claims jobs and reports on them, and reads nothing else.
+public enum Role: String, Sendable, CaseIterable, Codable {
   /// Reads jobs, stats, metrics and the audit log.
   case viewer
   /// Also submits, cancels and retries jobs and acknowledges alerts.
   case `operator`
-  /// Also manages tokens and reloads policy.
+  /// Also manages tokens and reloads policy; may also work as a worker.
   case admin
+  /// Claims jobs over HTTP and reports their outcome (heartbeat, complete, fail, release); it
+  /// sees the payloads of the jobs it claimed, not others'.
+  case worker
 
-  private var rank: Int { Role.allCases.firstIndex(of: self)! }
-  public static func < (lhs: Role, rhs: Role) -> Bool { lhs.rank < rhs.rank }
+  /// Whether the role allows `action`.
+  public func allows(_ action: APIAction) -> Bool { action.roles.contains(self) }
+
+  /// The roles as a sentence lists them, for error messages.
+  public static var names: String { "viewer, operator, admin or worker" }
 }
 
 /// An API action that a role must allow.
@@ -25,15 +32,23 @@ public enum APIAction: String, Sendable, CaseIterable {
   case manageTokens = "tokens.manage"
   case reloadPolicy = "policy.reload"
   case exportEvidence = "evidence.export"
+  /// Take jobs from queues (`POST /v1/workers/claim`).
+  case claim
+  /// Heartbeat, complete, fail or release a claimed job.
+  case report
 
-  /// The weakest role allowed to take the action.
-  public var minimumRole: Role {
+  /// The roles allowed to take the action.
+  public var roles: Set<Role> {
     switch self {
-    case .read: .viewer
-    case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI: .operator
-    case .manageTokens, .reloadPolicy, .exportEvidence: .admin
+    case .read: [.viewer, .operator, .admin]
+    case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI: [.operator, .admin]
+    case .manageTokens, .reloadPolicy, .exportEvidence: [.admin]
+    case .claim, .report: [.worker, .admin]
     }
   }
+
+  /// The allowed roles, as an error message names them.
+  public var rolesText: String { Role.allCases.filter(roles.contains).map(\.rawValue).joined(separator: " or ") }
 }
 
 /// A stored API token (never its secret).

@@ -76,7 +76,7 @@ public struct AuthMiddleware: RouterMiddleware {
 
   static func isDecidedByJobActions(method: HTTPRequest.Method, path: String) -> Bool {
     let parts = path.split(separator: "/")
-    return parts.count >= 2 && parts[0] == "v1" && (parts[1] == "jobs" || parts[1] == "queues")
+    return parts.count >= 2 && parts[0] == "v1" && ["jobs", "queues", "workers"].contains(parts[1])
   }
 
   /// What a path acts on, for the policy engine.
@@ -85,7 +85,7 @@ public struct AuthMiddleware: RouterMiddleware {
     guard parts.first == "v1", parts.count >= 2 else { return PolicyResource(kind: parts.first ?? "root") }
     let kinds = [
       "jobs": "job", "queues": "queue", "tokens": "token", "audit": "audit", "policy": "policy", "kpis": "kpi", "alerts": "alert",
-      "journal": "journal", "compliance": "compliance", "evidence": "evidence",
+      "journal": "journal", "compliance": "compliance", "evidence": "evidence", "workers": "queue",
     ]
     return PolicyResource(kind: kinds[parts[1]] ?? parts[1], id: parts.count >= 3 ? parts[2] : nil)
   }
@@ -108,6 +108,9 @@ public struct AuthMiddleware: RouterMiddleware {
     case (.post, 2, "v1", "jobs", _): return .submit
     case (.post, 4, "v1", "jobs", "cancel"): return .cancel
     case (.post, 4, "v1", "jobs", "retry"): return .retry
+    case (.post, 3, "v1", "workers", "claim"): return .claim
+    case (.post, 4, "v1", "jobs", "heartbeat"), (.post, 4, "v1", "jobs", "complete"), (.post, 4, "v1", "jobs", "fail"): return .report
+    case (.post, 3, "v1", "jobs", "heartbeat"), (.post, 3, "v1", "jobs", "complete"), (.post, 3, "v1", "jobs", "release"): return .report
     default: return .manageTokens
     }
   }

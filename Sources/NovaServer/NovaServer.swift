@@ -110,6 +110,8 @@ public struct NovaServer: Sendable {
   public let alertDispatcher: NotificationDispatcher?
   /// The secret of PagerDuty's webhooks, when configured.
   let pagerDutyWebhookSecret: String?
+  /// The actions of HTTP workers; one per server, as it holds their waiting claims and leases.
+  public let workerActions: WorkerActions
 
   /// Wraps the backend in metrics instrumentation; throws when a store cannot be opened.
   public init(
@@ -126,6 +128,9 @@ public struct NovaServer: Sendable {
     self.security = security
     self.transitionSource = transitionSource
     self.policy = policy
+    self.workerActions = WorkerActions(
+      queue: self.queue, policy: security == nil ? nil : policy, seal: security.map { LeaseSeal(signer: $0.signer) } ?? LeaseSeal(),
+      clock: clock)
     // A store that cannot be opened stops the server: no route may silently go missing.
     let kpis = try security.map {
       try KPIStore(database: $0.database, clock: clock, futureTolerance: configuration.kpiFutureTolerance)
@@ -234,6 +239,7 @@ public struct NovaServer: Sendable {
     let actions = jobActions
     JobsController(actions: actions, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
       .addRoutes(to: router.group("v1/jobs"))
+    WorkersController(actions: workerActions, maxPayloadBytes: configuration.maxPayloadBytes).addRoutes(to: router)
     router.get("v1/queues/stats") { _, context in
       try jsonResponse(StatsResource(try await actions.stats(by: JobsController.caller(context))))
     }

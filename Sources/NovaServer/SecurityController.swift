@@ -55,10 +55,10 @@ struct SecurityController {
     do {
       body = try JSONDecoder().decode(CreateTokenBody.self, from: data)
     } catch {
-      throw NovaError.malformedInput(field: "body", message: "expected {\"name\": \"...\", \"role\": \"viewer|operator|admin\"}")
+      throw NovaError.malformedInput(field: "body", message: "expected {\"name\": \"...\", \"role\": \"viewer|operator|admin|worker\"}")
     }
     guard let role = Role(rawValue: body.role) else {
-      throw NovaError.invalidInput(field: "role", message: "'\(body.role)' is not viewer, operator or admin")
+      throw NovaError.invalidInput(field: "role", message: "'\(body.role)' is not \(Role.names)")
     }
     let created = try await security.tokens.create(name: body.name, role: role)
     return try jsonResponse(CreatedToken(token: created.token, name: body.name, role: role), status: .created)

@@ -24,8 +24,10 @@ struct KindsCommand: AsyncParsableCommand {
           switch definition.action {
           case .command(let command): run = command.command.joined(separator: " ")
           case .http(let http): run = "\(http.method) \(http.url)"
+          case .external(let description): run = "HTTP workers" + (description.map { ": \($0)" } ?? "")
           }
-          kinds.append(KindListing(name: definition.name, type: definition.type, timeout_s: definition.timeout.seconds, run: run, source: path))
+          let timeout = definition.type == "external" ? nil : definition.timeout.seconds
+          kinds.append(KindListing(name: definition.name, type: definition.type, timeout_s: timeout, run: run, source: path))
         }
       }
       if output.json {
@@ -64,10 +66,10 @@ struct KindsCommand: AsyncParsableCommand {
 /// A row of `nova kinds list --json`.
 struct KindListing: Codable {
   var name: String
-  /// builtin, command or http.
+  /// builtin, command, http or external.
   var type: String
   var timeout_s: Double?
-  /// The program and its arguments, or the method and URL.
+  /// The program and its arguments, the method and URL, or who runs an external kind.
   var run: String
   /// The file that declares it, or `nova` for built-in kinds.
   var source: String

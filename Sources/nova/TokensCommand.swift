@@ -7,7 +7,7 @@ import NovaSecurity
 struct TokensCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "tokens",
-    abstract: "Manage API tokens (viewer, operator, admin).",
+    abstract: "Manage API tokens (viewer, operator, admin, worker).",
     subcommands: [Create.self, List.self, Revoke.self])
 
   struct Create: AsyncParsableCommand {
@@ -16,12 +16,15 @@ struct TokensCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var output: OutputOptions
     @Option(help: "A name for the token (unique; letters, digits, - _ . @).") var name: String
-    @Option(help: "viewer (reads), operator (also submits, cancels, retries), or admin (also manages tokens).")
+    @Option(
+      help:
+        "viewer (reads), operator (also submits, cancels, retries), admin (also manages tokens), or worker (claims jobs over HTTP and reports on them)."
+    )
     var role: String
 
     func run() async throws {
       guard let parsed = Role(rawValue: role) else {
-        throw NovaError.invalidInput(field: "--role", message: "'\(role)' is not viewer, operator or admin")
+        throw NovaError.invalidInput(field: "--role", message: "'\(role)' is not \(Role.names)")
       }
       let security = try await store.openSecurity()
       try await store.authorize("tokens.manage", PolicyResource(kind: "token", id: name))

@@ -1,6 +1,7 @@
 import Foundation
 import NovaCore
 import NovaJobKinds
+import NovaQueue
 import Testing
 
 /// `nova-jobs.yaml` is read strictly: every error names the file, line, column and field.
@@ -46,11 +47,44 @@ struct JobKindsFileTests {
     #expect(file.kinds[1].timeout == .seconds(30))
   }
 
+  @Test func externalKindsAreAcceptedButRunByHTTPWorkersOnly() throws {
+    let file = try JobKindsFile.parse(
+      """
+      kinds:
+        train.step:
+          type: external
+          description: one optimiser step, run by the GPU hosts' Python workers
+        ping: {type: external}
+      """, file: "nova-jobs.yaml")
+    #expect(file.kinds.map(\.type) == ["external", "external"])
+    #expect(file.kinds[0].action == .external(description: "one optimiser step, run by the GPU hosts' Python workers"))
+    var registry = BuiltinJobs.registry
+    file.register(into: &registry)
+    // Submissions of the kinds are accepted (any object as payload); this process runs none of them.
+    try registry.validate(kind: "train.step", payload: Data(#"{"lr": 0.1}"#.utf8))
+    #expect(registry.kinds.contains("train.step") && registry.kinds.contains("ping"))
+    #expect(!registry.handledKinds.contains("train.step"))
+    #expect(registry.isExternal("ping") && !registry.isExternal("echo"))
+    #expect(LiveJobRegistry(registry).kinds.patterns == BuiltinJobs.registry.kinds)
+    #expect(throws: NovaError.unknownJobKind("train.nope")) { try registry.validate(kind: "train.nope", payload: Data("{}".utf8)) }
+    // A kind declared in-process again later runs here.
+    registry.registerRaw("ping") { _, _ in nil }
+    #expect(registry.handledKinds.contains("ping") && !registry.isExternal("ping"))
+
+    do {
+      _ = try JobKindsFile.parse("kinds:\n  a: {type: external, command: [x]}\n", file: "f.yaml")
+      Issue.record("an external kind took a command")
+    } catch {
+      #expect(error.description.hasPrefix("f.yaml:2:"))
+      #expect(error.description.contains("unknown key 'command'"))
+    }
+  }
+
   @Test(arguments: [
     ("kinds:\n  a:\n    type: command\n    command: [x]\n    shell: true\n", "5:5", "kinds.a: unknown key 'shell'"),
     ("kinds:\n  a:\n    type: command\n    command: \"python3 x.py\"\n", "4:14", "kinds.a.command: expected a list"),
     ("kinds:\n  a:\n    type: command\n", "3:5", "'command' is required"),
-    ("kinds:\n  a: {type: cron}\n", "2:13", "kinds.a.type: 'cron' is not command or http"),
+    ("kinds:\n  a: {type: cron}\n", "2:13", "kinds.a.type: 'cron' is not command, http or external"),
     ("kinds:\n  echo: {type: command, command: [x]}\n", "2:3", "kinds.echo: is a built-in kind"),
     ("kinds:\n  a b: {type: command, command: [x]}\n", "2:3", "may hold only letters"),
     ("kinds:\n  a: {type: command, command: [x], timeout: 0s}\n", "2:45", "kinds.a.timeout: '0s' is not a duration"),

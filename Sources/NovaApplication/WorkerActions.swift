@@ -1,0 +1,231 @@
+import Foundation
+import NovaCore
+import NovaPolicy
+import NovaQueue
+import NovaSecurity
+import Synchronization
+
+/// What an HTTP worker asks for in `POST /v1/workers/claim`, checked.
+public struct WorkerClaim: Sendable, Equatable {
+  /// The lease owner's name, as the worker gives it (`gpu-host-3/pid-77`).
+  public var worker: String
+  public var queues: [String]
+  public var kinds: JobKindFilter
+  /// At most this many jobs (1...`maxLimit`).
+  public var limit: Int
+  public var leaseDuration: Duration
+  /// How long to wait for work when none is there (0...`maxWait`).
+  public var wait: Duration
+
+  /// The largest `max` a claim may ask for.
+  public static let maxLimit = 1000
+  /// The longest lease a claim may ask for.
+  public static let maxLease: Duration = .seconds(3600)
+  /// The longest a claim may wait.
+  public static let maxWait: Duration = .seconds(60)
+
+  /// Checks every field; errors name it.
+  public init(
+    worker: String, queues: [String] = ["default"], kinds: [String]? = nil, limit: Int = 1, leaseSeconds: Double = 60,
+    waitSeconds: Double = 0
+  ) throws(NovaError) {
+    guard !worker.isEmpty, worker.utf8.count <= 200, !worker.contains(where: \.isNewline) else {
+      throw .invalidInput(field: "worker", message: "must be 1 to 200 characters on one line")
+    }
+    guard !queues.isEmpty, queues.count <= 100 else {
+      throw .invalidInput(field: "queues", message: "give 1 to 100 queue names")
+    }
+    for queue in queues { try JobRequest.validateName(queue, field: "queues") }
+    guard (1...Self.maxLimit).contains(limit) else {
+      throw .invalidInput(field: "max", message: "\(limit) is out of range 1...\(Self.maxLimit)")
+    }
+    guard leaseSeconds.isFinite, leaseSeconds >= 1, leaseSeconds <= Self.maxLease.seconds else {
+      throw .invalidInput(field: "lease_seconds", message: "\(leaseSeconds) is out of range 1...\(Int(Self.maxLease.seconds))")
+    }
+    guard waitSeconds.isFinite, waitSeconds >= 0, waitSeconds <= Self.maxWait.seconds else {
+      throw .invalidInput(field: "wait_seconds", message: "\(waitSeconds) is out of range 0...\(Int(Self.maxWait.seconds))")
+    }
+    if let kinds, kinds.isEmpty || kinds.count > 100 {
+      throw .invalidInput(field: "kinds", message: "give 1 to 100 kind names or patterns, or leave it out for every kind")
+    }
+    self.worker = worker
+    self.queues = queues
+    self.kinds = try kinds.map { names throws(NovaError) in try JobKindFilter(names) } ?? .all
+    self.limit = limit
+    self.leaseDuration = .seconds(leaseSeconds)
+    self.wait = .seconds(waitSeconds)
+  }
+}
+
+/// A report on one claimed job: the job and the lease token its claim returned.
+public struct LeaseReference: Sendable, Equatable, Hashable {
+  public var id: JobID
+  /// The sealed token, as `WorkerActions.token(of:)` gave it.
+  public var lease: String
+
+  public init(id: JobID, lease: String) {
+    self.id = id
+    self.lease = lease
+  }
+}
+
+/// The actions of workers that claim over HTTP, written once for every adapter: claim (waiting
+/// for work when asked), heartbeat, complete, fail and release. Each is decided by the policy
+/// (`claim` on each queue, `report` once per queue and kind of the jobs reported on) and the
+/// store records the transitions under the caller's name, exactly as for in-process workers.
+/// A lease that is stale or belongs to another job changes nothing and reports `lost`.
+public final class WorkerActions: Sendable {
+  public let queue: any JobQueue
+  public let policy: PolicyEngine?
+  let longPoll: ClaimLongPoll
+  let book = LeaseBook()
+  let clock: any NovaClock
+  let seal: LeaseSeal
+  private let announced = Mutex<[String: Date]>([:])
+
+  /// Actions over `queue`, decided by `policy` (nil: none), handing out leases sealed by `seal`.
+  public init(queue: any JobQueue, policy: PolicyEngine?, seal: LeaseSeal = LeaseSeal(), clock: any NovaClock = SystemClock()) {
+    self.queue = queue
+    self.policy = policy
+    self.seal = seal
+    self.clock = clock
+    self.longPoll = ClaimLongPoll(queue: queue, clock: clock)
+  }
+
+  /// The token a worker is given for `lease`: only it opens reports on that job.
+  public func token(of lease: JobLease) -> String { seal.seal(id: lease.id.rawValue, token: lease.token) }
+
+  /// How many claims wait for work now.
+  public var waitingClaims: Int { longPoll.waiting }
+
+  /// How many HTTP leases this server remembers.
+  var bookedLeases: Int { book.count }
+
+  /// Leases up to `claim.limit` jobs, all started (their attempts count); waits up to
+  /// `claim.wait` when none is available.
+  public func claim(_ claim: WorkerClaim, by caller: Caller?) async throws -> [JobLease] {
+    for queueName in claim.queues {
+      try await authorize(caller, "claim", PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName]))
+    }
+    try await announce(claim)
+    let request = ClaimRequest(
+      queues: claim.queues, kinds: claim.kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
+    let leases = try await longPoll.claim(request, wait: claim.wait)
+    book.insert(leases, now: clock.now())
+    return leases
+  }
+
+  /// Extends leases; per job, the new expiry, `cancelled` (stop working on it) or `lost`.
+  public func heartbeat(_ references: [LeaseReference], leaseDuration: Duration, by caller: Caller?) async throws -> [JobID:
+    HeartbeatOutcome]
+  {
+    let (leases, missing) = try await resolve(references, action: "report", by: caller)
+    var outcomes = leases.isEmpty ? [:] : try await queue.heartbeat(leases, leaseDuration: leaseDuration)
+    for lease in leases {
+      switch outcomes[lease.id] ?? .lost {
+      case .extended(let expiry): book.extend(lease.id, token: lease.token, to: expiry)
+      case .cancelled, .lost: book.remove([(lease.id, lease.token)])
+      }
+    }
+    for reference in missing where outcomes[reference.id] == nil { outcomes[reference.id] = .lost }
+    return outcomes
+  }
+
+  /// Records successes; per entry, in order, true when recorded (now or by an earlier call with
+  /// the same lease) and false when the lease was lost.
+  public func complete(_ entries: [(LeaseReference, Data?)], by caller: Caller?) async throws -> [Bool] {
+    let (leases, _) = try await resolve(entries.map(\.0), action: "report", by: caller)
+    let byID = Dictionary(leases.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    var completions: [JobCompletion] = []
+    var positions: [Int] = []
+    for (index, entry) in entries.enumerated() {
+      guard let lease = byID[entry.0.id], seal.open(entry.0.lease, id: entry.0.id.rawValue) == lease.token else { continue }
+      completions.append(JobCompletion(lease: lease, result: entry.1))
+      positions.append(index)
+    }
+    var answers = Array(repeating: false, count: entries.count)
+    if !completions.isEmpty {
+      for (position, recorded) in zip(positions, try await queue.complete(batch: completions)) { answers[position] = recorded }
+    }
+    book.remove(leases.map { ($0.id, $0.token) })
+    return answers
+  }
+
+  /// Records a failed attempt: retried after `retryIn` (nil: the retry policy's backoff) or
+  /// dead-lettered. Throws `leaseLost` when the lease is stale or foreign.
+  public func fail(_ reference: LeaseReference, error: String, retryable: Bool, retryIn: Duration?, by caller: Caller?)
+    async throws -> FailOutcome
+  {
+    let (leases, _) = try await resolve([reference], action: "report", by: caller)
+    guard let lease = leases.first else { throw NovaError.leaseLost(reference.id) }
+    let outcome = try await queue.fail(lease, error: error, retryable: retryable, retryIn: retryIn)
+    book.remove([(lease.id, lease.token)])
+    return outcome
+  }
+
+  /// Gives jobs back without counting their attempts (a stopping worker); returns how many.
+  public func release(_ references: [LeaseReference], by caller: Caller?) async throws -> Int {
+    let (leases, _) = try await resolve(references, action: "report", by: caller)
+    let released = leases.isEmpty ? 0 : try await queue.release(batch: leases)
+    book.remove(leases.map { ($0.id, $0.token) })
+    return released
+  }
+
+  /// The leases named, as claimed (from the book, else from the store), after one policy
+  /// decision per queue and kind among them; references whose token does not open for their
+  /// job (stale tokens open; forged or foreign ones do not) or whose job is gone come back as
+  /// missing.
+  private func resolve(_ references: [LeaseReference], action: String, by caller: Caller?) async throws -> (
+    leases: [JobLease], missing: [LeaseReference]
+  ) {
+    var leases: [JobLease] = []
+    var missing: [LeaseReference] = []
+    // The queue and kind of every job named, decided on even when its lease does not hold, so a
+    // caller without the right is refused (403) before it learns anything of leases (409).
+    var resources: [[String]] = []
+    leases.reserveCapacity(references.count)
+    for reference in references {
+      guard let token = seal.open(reference.lease, id: reference.id.rawValue) else {
+        missing.append(reference)
+        if let job = try await queue.get(reference.id) { resources.append([job.queue, job.kind]) }
+        continue
+      }
+      if let lease = book.lease(reference.id, token: token) {
+        leases.append(lease)
+      } else if let job = try await queue.get(reference.id) {
+        // Not in the book (the server restarted): the store's fencing check decides whether the token still holds.
+        leases.append(JobLease(job: job, token: token, worker: job.leaseOwner ?? "", expiresAt: job.leaseExpiresAt ?? clock.now()))
+      } else {
+        missing.append(reference)
+      }
+    }
+    var decided: Set<[String]> = []
+    for resource in leases.map({ [$0.job.queue, $0.job.kind] }) + resources where decided.insert(resource).inserted {
+      try await authorize(caller, action, PolicyResource(kind: "job", attributes: ["queue": resource[0], "job_kind": resource[1]]))
+    }
+    return (leases, missing)
+  }
+
+  /// Announces the worker (at most every 10 s per name), so that stats count its kinds as taken.
+  private func announce(_ claim: WorkerClaim) async throws {
+    let now = clock.now()
+    let due = announced.withLock { announced -> Bool in
+      if let last = announced[claim.worker], now.timeIntervalSince(last) < 10 { return false }
+      announced[claim.worker] = now
+      if announced.count > 10_000 { announced = announced.filter { now.timeIntervalSince($0.value) < 60 } }
+      return true
+    }
+    guard due else { return }
+    let lapses = now.addingTimeInterval(max(30, claim.wait.seconds + 30))
+    try await queue.announce(
+      WorkerPresence(
+        worker: claim.worker, queues: claim.queues, kinds: claim.kinds.patterns, expiresAt: lapses))
+  }
+
+  private func authorize(_ caller: Caller?, _ action: String, _ resource: PolicyResource) async throws {
+    guard let policy, let caller else { return }
+    let decision = try await policy.decide(
+      PolicyRequest(subject: caller.subject, action: action, resource: resource, source: caller.source))
+    if !decision.permits { throw NovaError.forbidden(decision.refusal) }
+  }
+}

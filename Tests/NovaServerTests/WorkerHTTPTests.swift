@@ -1,0 +1,308 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NovaApplication
+import NovaCore
+import NovaDatabase
+import NovaPolicy
+import NovaQueue
+import NovaSecurity
+import NovaServer
+import NovaTestSupport
+import Testing
+
+/// Workers in any language: the claim long-poll and the reports on claimed jobs, under the
+/// built-in policy (as `nova serve` runs it), each refusal and each idempotent repeat.
+@Suite("HTTP workers", .timeLimit(.minutes(5)))
+struct WorkerHTTPTests {
+  struct Setup {
+    let server: NovaServer
+    let queue: SQLiteJobQueue
+    let security: SecurityContext
+    let tokens: [String: String]
+  }
+
+  func makeServer() async throws -> Setup {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(
+      configuration: .init(
+        path: directory.appendingPathComponent("nova.sqlite").path, retryPolicy: RetryPolicy(baseDelay: 0.01, maxDelay: 0.01, jitter: 0),
+        journal: AuditJournal()))
+    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
+    let engine = PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit))
+    var tokens: [String: String] = [:]
+    for (name, role) in [("gpu-1", Role.worker), ("gpu-2", .worker), ("ops", .operator), ("dash", .viewer), ("root", .admin)] {
+      tokens[name] = try await security.tokens.create(name: name, role: role).token
+    }
+    var registry = BuiltinJobs.registry
+    registry.registerExternal("train.step")
+    registry.registerExternal("train.eval")
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    TestMetrics.bootstrap()
+    let server = try NovaServer(
+      configuration: .init(workers: 0), queue: queue, registry: registry, security: security, policy: engine, logger: logger)
+    return Setup(server: server, queue: queue, security: security, tokens: tokens)
+  }
+
+  /// A POST with a JSON body; the status and the body as JSON.
+  func post(_ client: some TestClientProtocol, _ uri: String, _ token: String, _ body: String) async throws -> (
+    status: HTTPResponse.Status, body: [String: Any]
+  ) {
+    try await client.execute(uri: uri, method: .post, headers: bearer(token), body: ByteBuffer(string: body)) { response in
+      (response.status, (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]) ?? [:])
+    }
+  }
+
+  func submit(_ client: some TestClientProtocol, _ token: String, kind: String = "train.step", payload: String = "{}") async throws -> String {
+    let answer = try await post(client, "/v1/jobs", token, #"{"kind":"\#(kind)","payload":\#(payload)}"#)
+    #expect(answer.status == .created)
+    return try #require(answer.body["id"] as? String)
+  }
+
+  func claimed(_ body: [String: Any]) -> [(id: String, lease: String, payload: [String: Any])] {
+    ((body["jobs"] as? [[String: Any]]) ?? []).map { job in
+      (job["id"] as? String ?? "", (job["lease"] as? [String: Any])?["token"] as? String ?? "", job["payload"] as? [String: Any] ?? [:])
+    }
+  }
+
+  @Test func aWorkerClaimsRunsAndReportsWithEveryTransitionUnderItsToken() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let ops = setup.tokens["ops"]!
+      let worker = setup.tokens["gpu-1"]!
+      // An external kind is accepted for submission; one that nothing declares is still 422.
+      let first = try await submit(client, ops, payload: #"{"step":1}"#)
+      let second = try await submit(client, ops, kind: "train.eval")
+      #expect(try await post(client, "/v1/jobs", ops, #"{"kind":"train.nope"}"#).status == .unprocessableContent)
+
+      let claim = try await post(
+        client, "/v1/workers/claim", worker, #"{"worker":"gpu-host-3/pid-77","queues":["default"],"kinds":["train.*"],"max":32}"#)
+      #expect(claim.status == .ok)
+      let jobs = claimed(claim.body)
+      #expect(Set(jobs.map(\.id)) == [first, second])
+      let job = try #require(jobs.first { $0.id == first })
+      #expect(job.payload["step"] as? Int == 1)
+      let raw = try #require((claim.body["jobs"] as? [[String: Any]])?.first { $0["id"] as? String == first })
+      #expect(raw["state"] as? String == "running")
+      #expect(raw["attempts"] as? Int == 1)
+      #expect(raw["lease_owner"] as? String == "gpu-host-3/pid-77")
+      #expect((raw["lease"] as? [String: Any])?["expires_at"] is String)
+
+      let beat = try await post(client, "/v1/jobs/\(first)/heartbeat", worker, #"{"lease":"\#(job.lease)","lease_seconds":120}"#)
+      #expect(beat.status == .ok)
+      #expect(beat.body["cancel_requested"] as? Bool == false)
+      #expect(beat.body["expires_at"] is String)
+
+      // Completing twice with the same lease answers the same and records once.
+      for _ in 0..<2 {
+        let done = try await post(client, "/v1/jobs/\(first)/complete", worker, #"{"lease":"\#(job.lease)","result":{"loss": 0.25}}"#)
+        #expect(done.status == .ok)
+        #expect(done.body["state"] as? String == "succeeded")
+      }
+      let stored = try #require(try await setup.queue.get(JobID(first)))
+      #expect(stored.state == .succeeded)
+      #expect(String(decoding: stored.result ?? Data(), as: UTF8.self) == #"{"loss": 0.25}"#)
+
+      // The other job fails for good: dead at once.
+      let other = try #require(jobs.first { $0.id == second })
+      let failed = try await post(
+        client, "/v1/jobs/\(second)/fail", worker, #"{"lease":"\#(other.lease)","error":"CUDA out of memory","retry":false}"#)
+      #expect(failed.status == .ok)
+      #expect(failed.body["state"] as? String == "dead")
+      #expect(try await setup.queue.get(JobID(second))?.lastError == "CUDA out of memory")
+
+      // Every transition is recorded under the worker's token, once.
+      let entries = try await setup.security.audit.entries(from: 1, through: try await setup.security.audit.size())
+      let transitions = entries.filter { $0.subject == first && $0.event.hasPrefix("job.") }
+      #expect(transitions.map(\.event) == ["job.enqueued", "job.claimed", "job.completed"])
+      #expect(transitions.map(\.actor) == ["token:ops", "token:gpu-1", "token:gpu-1"])
+      #expect(entries.contains { $0.subject == second && $0.event == "job.dead" && $0.actor == "token:gpu-1" })
+      let decisions = entries.filter { $0.event == "policy.decided" && $0.actor == "token:gpu-1" }
+      #expect(decisions.contains { $0.payload.contains(#""action":"claim""#) && $0.payload.contains(#""allowed":true"#) })
+      #expect(decisions.contains { $0.payload.contains(#""action":"report""#) && $0.payload.contains(#""allowed":true"#) })
+    }
+  }
+
+  @Test func staleAndForeignLeasesAreRefusedAndRecordNothing() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let ops = setup.tokens["ops"]!
+      let worker = setup.tokens["gpu-1"]!
+      let a = try await submit(client, ops)
+      let b = try await submit(client, ops)
+      let jobs = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","max":2,"lease_seconds":60}"#).body)
+      let leaseA = try #require(jobs.first { $0.id == a }).lease
+      let leaseB = try #require(jobs.first { $0.id == b }).lease
+      let before = try await setup.security.audit.size()
+
+      // The lease of another job.
+      for path in ["complete", "fail", "heartbeat"] {
+        let answer = try await post(
+          client, "/v1/jobs/\(a)/\(path)", worker,
+          #"{"lease":"\#(leaseB)","error":"x"}"#.replacingOccurrences(
+            of: path == "fail" ? "" : #","error":"x""#, with: ""))
+        #expect(answer.status == .conflict, "\(path)")
+        #expect((answer.body["error"] as? [String: Any])?["code"] as? String == "lease_lost")
+      }
+      // A stale lease: the job was given back and claimed again, under a new token.
+      #expect(try await post(client, "/v1/jobs/release", worker, #"{"jobs":[{"id":"\#(a)","lease":"\#(leaseA)"}]}"#).body["released"] as? Int == 1)
+      let again = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w2"}"#).body)
+      #expect(again.map(\.id) == [a])
+      #expect(again.first?.lease != leaseA)
+      let stale = try await post(client, "/v1/jobs/\(a)/complete", worker, #"{"lease":"\#(leaseA)","result":{"late":true}}"#)
+      #expect(stale.status == .conflict)
+      let job = try #require(try await setup.queue.get(JobID(a)))
+      #expect(job.state == .running)
+      #expect(job.result == nil)
+      #expect(job.leaseOwner == "w2")
+
+      // Refused reports left no transition in the log (only the policy decisions and the release and claim).
+      let entries = try await setup.security.audit.entries(from: before + 1, through: try await setup.security.audit.size())
+      #expect(entries.filter { $0.event.hasPrefix("job.") }.map(\.event) == ["job.released", "job.claimed"])
+
+      // A batch reports per entry: the good lease is recorded, the stale one is not.
+      let batch = try await post(
+        client, "/v1/jobs/complete", worker,
+        #"{"jobs":[{"id":"\#(a)","lease":"\#(leaseA)"},{"id":"\#(b)","lease":"\#(leaseB)","result":[1,2]}]}"#)
+      #expect(batch.status == .ok)
+      let results = try #require(batch.body["results"] as? [[String: Any]])
+      #expect(results.map { $0["recorded"] as? Bool } == [false, true])
+      #expect(try await setup.queue.get(JobID(b))?.state == .succeeded)
+      #expect(try await setup.queue.get(JobID(a))?.state == .running)
+    }
+  }
+
+  @Test func claimsAreCheckedAndOnlyWorkersAndAdminsClaim() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let worker = setup.tokens["gpu-1"]!
+      for (body, field) in [
+        (#"{"worker":"w","max":0}"#, "max"), (#"{"worker":"w","max":10000}"#, "max"), (#"{"worker":"w","lease_seconds":0}"#, "lease_seconds"),
+        (#"{"worker":"w","wait_seconds":61}"#, "wait_seconds"), (#"{"worker":"","max":1}"#, "worker"), (#"{"worker":"w","kinds":[]}"#, "kinds"),
+        (#"{"worker":"w","kinds":["bad kind"]}"#, "kinds"), (#"{"worker":"w","queues":[]}"#, "queues"),
+      ] {
+        let answer = try await post(client, "/v1/workers/claim", worker, body)
+        #expect(answer.status == .unprocessableContent, "\(body)")
+        #expect(((answer.body["error"] as? [String: Any])?["message"] as? String)?.contains(field) == true, "\(body)")
+      }
+      for (body, field) in [
+        (#"{"max":1}"#, "worker"), (#"{"worker":"w","max":"3"}"#, "max"), (#"{"worker":"w","bogus":1}"#, "bogus"), ("[1]", "body"),
+        (#"{"worker":"w""#, "body"),
+      ] {
+        let answer = try await post(client, "/v1/workers/claim", worker, body)
+        #expect(answer.status == .badRequest, "\(body)")
+        #expect(((answer.body["error"] as? [String: Any])?["message"] as? String)?.contains(field) == true, "\(body)")
+      }
+      let lease = try await post(client, "/v1/jobs/heartbeat", worker, #"{"leases":[{"id":"nope","lease":"1"}]}"#)
+      #expect(lease.status == .unprocessableContent)
+      #expect(((lease.body["error"] as? [String: Any])?["message"] as? String)?.contains("leases[0].id") == true)
+
+      // A viewer and an operator may not claim; a worker may neither submit nor read jobs.
+      #expect(try await post(client, "/v1/workers/claim", setup.tokens["dash"]!, #"{"worker":"w"}"#).status == .forbidden)
+      #expect(try await post(client, "/v1/workers/claim", setup.tokens["ops"]!, #"{"worker":"w"}"#).status == .forbidden)
+      #expect(try await post(client, "/v1/workers/claim", setup.tokens["root"]!, #"{"worker":"w"}"#).status == .ok)
+      #expect(try await post(client, "/v1/jobs", worker, #"{"kind":"train.step"}"#).status == .forbidden)
+      let id = try await submit(client, setup.tokens["ops"]!)
+      try await client.execute(uri: "/v1/jobs/\(id)", method: .get, headers: bearer(worker)) { #expect($0.status == .forbidden) }
+      try await client.execute(uri: "/v1/jobs", method: .get, headers: bearer(worker)) { #expect($0.status == .forbidden) }
+      // A viewer may not report either.
+      #expect(try await post(client, "/v1/jobs/\(id)/complete", setup.tokens["dash"]!, #"{"lease":"1"}"#).status == .forbidden)
+    }
+  }
+
+  @Test func aWaitingClaimWakesOnEnqueueAndAnEmptyOneAnswersAfterItsWait() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let worker = setup.tokens["gpu-1"]!
+      let clock = ContinuousClock()
+      // Nothing comes: the claim answers empty after its wait.
+      var start = clock.now
+      let empty = try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","wait_seconds":0.5}"#)
+      #expect(empty.status == .ok)
+      #expect(claimed(empty.body).isEmpty)
+      #expect(clock.now - start >= .milliseconds(450))
+
+      // Two workers of different tokens wait; one enqueue wakes them, each is served its own job
+      // and each claim is recorded under its own token.
+      start = clock.now
+      async let one = post(client, "/v1/workers/claim", worker, #"{"worker":"w1","wait_seconds":20}"#)
+      async let two = post(client, "/v1/workers/claim", setup.tokens["gpu-2"]!, #"{"worker":"w2","wait_seconds":20}"#)
+      try await eventually("both claims to wait") { setup.server.workerActions.waitingClaims == 2 }
+      _ = try await setup.queue.enqueue(batch: [JobRequest(kind: "train.step"), JobRequest(kind: "train.step")])
+      let (first, second) = try await (one, two)
+      #expect(clock.now - start < .seconds(10))
+      #expect(claimed(first.body).count == 1)
+      #expect(claimed(second.body).count == 1)
+      let entries = try await setup.security.audit.entries(from: 1, through: try await setup.security.audit.size())
+      let claims = entries.filter { $0.event == "job.claimed" }
+      #expect(Set(claims.map(\.actor)) == ["token:gpu-1", "token:gpu-2"])
+      #expect(setup.server.workerActions.waitingClaims == 0)
+    }
+  }
+
+  @Test func heartbeatsShowCancellationAndFailuresRetryWhenAsked() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let ops = setup.tokens["ops"]!
+      let worker = setup.tokens["gpu-1"]!
+      let a = try await submit(client, ops)
+      let b = try await submit(client, ops)
+      let jobs = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","max":2}"#).body)
+      let leaseA = try #require(jobs.first { $0.id == a }).lease
+      let leaseB = try #require(jobs.first { $0.id == b }).lease
+      #expect(try await post(client, "/v1/jobs/\(a)/cancel", ops, "").status == .ok)
+      let batch = try await post(
+        client, "/v1/jobs/heartbeat", worker,
+        #"{"leases":[{"id":"\#(a)","lease":"\#(leaseA)"},{"id":"\#(b)","lease":"\#(leaseB)"},{"id":"\#(JobID.generate())","lease":"7"}],"lease_seconds":30}"#
+      )
+      let results = try #require(batch.body["results"] as? [[String: Any]])
+      #expect(results.map { $0["status"] as? String } == ["cancelled", "extended", "lost"])
+      let single = try await post(client, "/v1/jobs/\(a)/heartbeat", worker, #"{"lease":"\#(leaseA)"}"#)
+      #expect(single.status == .ok)
+      #expect(single.body["cancel_requested"] as? Bool == true)
+
+      // A failure asked to retry in 2 s runs again no sooner, with its attempt counted.
+      let failed = try await post(
+        client, "/v1/jobs/\(b)/fail", worker, #"{"lease":"\#(leaseB)","error":"GPU busy","retry":true,"retry_in_seconds":2}"#)
+      #expect(failed.body["state"] as? String == "failed")
+      #expect(failed.body["run_at"] is String)
+      let job = try #require(try await setup.queue.get(JobID(b)))
+      #expect(job.state == .failed)
+      #expect(job.runAt.timeIntervalSinceNow > 1)
+      #expect(job.attempts == 1)
+      #expect(claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w"}"#).body).isEmpty)
+      #expect(
+        try await post(client, "/v1/jobs/\(b)/fail", worker, #"{"lease":"\#(leaseB)","error":"again"}"#).status == .conflict)
+    }
+  }
+
+  @Test func aLeaseNobodyRenewsIsReapedAndTheJobRunsAgain() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let worker = setup.tokens["gpu-1"]!
+      let id = try await submit(client, setup.tokens["ops"]!)
+      let first = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"dies","lease_seconds":1}"#).body)
+      #expect(first.map(\.id) == [id])
+      try await Task.sleep(for: .milliseconds(1100))
+      _ = try await setup.queue.reapExpiredLeases()
+      let second = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"lives","wait_seconds":5}"#).body)
+      #expect(second.map(\.id) == [id])
+      #expect(try await post(client, "/v1/jobs/\(id)/complete", worker, #"{"lease":"\#(first[0].lease)"}"#).status == .conflict)
+      #expect(try await post(client, "/v1/jobs/\(id)/complete", worker, #"{"lease":"\#(second[0].lease)"}"#).status == .ok)
+      let job = try #require(try await setup.queue.get(JobID(id)))
+      #expect(job.state == .succeeded)
+      #expect(job.attempts == 2)
+      let stats = try await setup.queue.stats()
+      #expect(stats.workers.map(\.worker).sorted() == ["dies", "lives"])
+    }
+  }
+}
