@@ -83,14 +83,17 @@ public struct CommandJobRunner: Sendable {
       arguments = ["--pdeathsig", "KILL", "--", program] + arguments
     }
     let limit = kind.maxOutputBytes
+    let log = context.logStore.map { AttemptLog(store: $0, context: context) }
+    let flusher = log.map { log in Task { await log.flushPeriodically() } }
+    defer { flusher?.cancel() }
     do {
       let result = try await Subprocess.run(
         executable, arguments: Arguments(arguments), environment: .custom(childEnvironment(context)),
         workingDirectory: kind.cwd.map { FilePath($0) }, platformOptions: options,
         input: .inputWriter, output: .sequence, error: .sequence
       ) { execution in
-        async let stdout = BoundedOutput.collect(execution.standardOutput, limit: limit)
-        async let stderr = BoundedOutput.collect(execution.standardError, limit: limit)
+        async let stdout = BoundedOutput.collect(execution.standardOutput, limit: limit, stream: .stdout, log: log)
+        async let stderr = BoundedOutput.collect(execution.standardError, limit: limit, stream: .stderr, log: log)
         // A program that does not read its input must not fail the job.
         _ = try? await execution.standardInputWriter.write(Array(payload))
         try? await execution.standardInputWriter.finish()
@@ -100,6 +103,8 @@ public struct CommandJobRunner: Sendable {
       let (stdout, stderr, pid) = result.closureResult
       // Whatever of its group outlived the program (a child it forked) goes with it.
       _ = kill(-pid, SIGKILL)
+      flusher?.cancel()
+      await log?.finish(stdout: stdout, stderr: stderr, limit: limit)
       let status: Termination
       switch result.terminationStatus {
       case .exited(let code): status = .exited(code)
@@ -112,6 +117,11 @@ public struct CommandJobRunner: Sendable {
     } catch let error as SubprocessError {
       // Out of processes or descriptors, an I/O error: retried with backoff.
       throw CommandFailure(message: "kind '\(name)': running \(kind.command[0]) failed: \(error)")
+    } catch {
+      // Stopped (timeout, cancellation, shutdown): what it wrote so far is still kept, by a write
+      // outside the cancelled task.
+      if let log { await Task { await log.flush() }.value }
+      throw error
     }
   }
 
@@ -188,17 +198,22 @@ public struct BoundedOutput: Sendable, Equatable {
   /// Whether bytes were dropped.
   public var truncated: Bool { total > head.count }
 
-  static func collect(_ sequence: SubprocessOutputSequence, limit: Int) async throws -> BoundedOutput {
+  static func collect(_ sequence: SubprocessOutputSequence, limit: Int, stream: JobLogStream, log: AttemptLog?) async throws
+    -> BoundedOutput
+  {
     var output = BoundedOutput()
     // Reading on even past the limit: a program whose pipe fills would block.
     for try await chunk in sequence {
-      chunk.withUnsafeBytes { bytes in
+      let kept = chunk.withUnsafeBytes { bytes -> [UInt8] in
         output.total += bytes.count
         let room = limit - output.head.count
-        if room > 0 { output.head.append(contentsOf: bytes.prefix(room)) }
+        let kept = room > 0 ? Array(bytes.prefix(room)) : []
+        output.head.append(contentsOf: kept)
         output.tail.append(contentsOf: bytes.suffix(tailBytes))
         if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
+        return kept
       }
+      if let log, !kept.isEmpty { await log.add(stream, kept) }
     }
     if output.tail.count > tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
     return output

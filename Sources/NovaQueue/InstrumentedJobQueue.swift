@@ -166,3 +166,12 @@ public final class InstrumentedJobQueue: JobQueue {
   public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }
 }
+
+extension InstrumentedJobQueue: JobLogStore {
+  /// Output goes to the backend's log store; a backend without one keeps nothing.
+  public func appendLogs(_ chunks: [JobLogChunk]) async throws { try await base.logStore?.appendLogs(chunks) }
+
+  public func logs(of id: JobID, attempt: Int?, after sequence: Int64, limit: Int) async throws -> [JobLogChunk] {
+    try await base.logStore?.logs(of: id, attempt: attempt, after: sequence, limit: limit) ?? []
+  }
+}

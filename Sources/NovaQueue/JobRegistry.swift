@@ -10,14 +10,19 @@ public struct JobContext: Sendable {
   /// 1 on the first run, 2 on the first retry, and so on.
   public var attempt: Int
   public var maxAttempts: Int
+  /// Where the attempt's output is kept (`nova jobs logs`); nil keeps none.
+  public var logStore: (any JobLogStore)?
   private let baseLogger: Logger
 
-  public init(id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger) {
+  public init(
+    id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger, logStore: (any JobLogStore)? = nil
+  ) {
     self.id = id
     self.queue = queue
     self.kind = kind
     self.attempt = attempt
     self.maxAttempts = maxAttempts
+    self.logStore = logStore
     self.baseLogger = logger
   }
 

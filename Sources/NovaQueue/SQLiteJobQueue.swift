@@ -7,7 +7,7 @@ import Synchronization
 
 /// The embedded queue backend: its tables in a `NovaDatabase` (WAL mode, written through the
 /// database's group-commit writer, read concurrently). Several processes may share the file.
-public final class SQLiteJobQueue: JobQueue, JobStateListing {
+public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// How SQLite syncs the WAL: `normal` survives process crashes, `full` also power loss.
   public typealias Synchronous = NovaDatabase.Synchronous
 
@@ -136,6 +136,22 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
       // Attempts given back because a lease expired before its start mark landed (bounded by
       // `JobQueue.freeReturns`).
       try db.execute(sql: "ALTER TABLE nova_jobs ADD COLUMN returns INTEGER NOT NULL DEFAULT 0")
+    }
+    migrator.registerMigration("v13-job-logs") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_job_logs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            data BLOB NOT NULL,
+            created_at INTEGER NOT NULL);
+          CREATE INDEX nova_job_logs_job ON nova_job_logs(job_id, seq);
+          -- Retention follows the jobs': whichever way a job is deleted, its output goes with it.
+          CREATE TRIGGER nova_job_logs_follow_jobs AFTER DELETE ON nova_jobs
+          BEGIN DELETE FROM nova_job_logs WHERE job_id = OLD.id; END;
+          """)
     }
   }
 
@@ -708,6 +724,35 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing {
   public func withdraw(worker: String) async throws {
     try await database.write { db in
       try db.execute(sql: "DELETE FROM nova_workers WHERE worker = ?", arguments: [worker])
+    }
+  }
+
+  public func appendLogs(_ chunks: [JobLogChunk]) async throws {
+    if chunks.isEmpty { return }
+    try await database.write { db in
+      let insert = try db.cachedStatement(
+        sql: "INSERT INTO nova_job_logs (job_id, attempt, stream, data, created_at) VALUES (?, ?, ?, ?, ?)")
+      for chunk in chunks {
+        try insert.execute(arguments: [chunk.job.rawValue, chunk.attempt, chunk.stream.rawValue, chunk.data, Self.millis(chunk.time)])
+      }
+    }
+  }
+
+  public func logs(of id: JobID, attempt: Int?, after sequence: Int64, limit: Int) async throws -> [JobLogChunk] {
+    try await database.read { db in
+      var sql = "SELECT seq, attempt, stream, data, created_at FROM nova_job_logs WHERE job_id = ? AND seq > ?"
+      var arguments: StatementArguments = [id.rawValue, sequence]
+      if let attempt {
+        sql += " AND attempt = ?"
+        arguments += [attempt]
+      }
+      sql += " ORDER BY seq LIMIT ?"
+      arguments += [limit]
+      return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+        JobLogChunk(
+          job: id, queue: "", attempt: row[1], stream: JobLogStream(rawValue: row[2]) ?? .stdout, sequence: row[0], data: row[3],
+          time: Self.date(row[4]))
+      }
     }
   }
 

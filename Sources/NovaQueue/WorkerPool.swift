@@ -350,7 +350,7 @@ public final class WorkerPool: Service {
     if let entry = registry.current.entry(for: job.kind) {
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
-        logger: logger)
+        logger: logger, logStore: queue.logStore)
       let payload = job.payload
       let run = entry.run
       // The handler runs in its own task; the pool waits on the gate, which a stop (timeout,

@@ -460,6 +460,8 @@ enum RedisQueueScripts {
           if f[2] then redis.call('HDEL', p .. 'idem', f[2]) end
           redis.call('ZREM', p .. 'state:' .. state, id)
           redis.call('DEL', k)
+          -- The job's output goes with it.
+          redis.call('DEL', p .. 'log:' .. id)
           deleted = deleted + 1
         end
       end

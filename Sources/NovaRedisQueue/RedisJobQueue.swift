@@ -7,7 +7,7 @@ import Synchronization
 /// The queue backend for workers on many hosts: the same contract as `SQLiteJobQueue`, on Redis
 /// (or Valkey). Every state change is one Lua script; enqueue, claim, complete and heartbeat
 /// take many jobs per call.
-public final class RedisJobQueue: JobQueue {
+public final class RedisJobQueue: JobQueue, JobLogStore {
   /// Settings of a Redis queue.
   public struct Configuration: Sendable {
     public var client: RedisClient.Configuration
@@ -376,6 +376,61 @@ public final class RedisJobQueue: JobQueue {
   // MARK: - Operator actions
 
   /// The queue a job lives in (ids do not name it, so every known queue is asked at once).
+  // MARK: - Logs
+
+  /// Each job's output is a list `log:<id>` beside the job (deleted with it by the purge); an
+  /// element is `attempt|stream|time ms|bytes`, and its sequence is its position plus one.
+  public func appendLogs(_ chunks: [JobLogChunk]) async throws {
+    if chunks.isEmpty { return }
+    var commands: [[RESPArgument]] = []
+    for (key, group) in Dictionary(grouping: chunks, by: { "\(configuration.keyPrefix):{\($0.queue)}:log:\($0.job.rawValue)" }) {
+      var command: [RESPArgument] = ["RPUSH", .string(key)]
+      for chunk in group {
+        command.append(.bytes(Array("\(chunk.attempt)|\(chunk.stream.rawValue)|\(chunk.time.millisecondsSince1970)|".utf8) + chunk.data))
+      }
+      commands.append(command)
+    }
+    _ = try await redis.pipeline(commands)
+  }
+
+  public func logs(of id: JobID, attempt: Int?, after sequence: Int64, limit: Int) async throws -> [JobLogChunk] {
+    guard id.isWellFormed, let queue = try await queueOf(id) else { return [] }
+    let key = RESPArgument.string("\(configuration.keyPrefix):{\(queue)}:log:\(id.rawValue)")
+    var chunks: [JobLogChunk] = []
+    var next = sequence
+    // Read on past other attempts' chunks until `limit` of the one asked for, or the end.
+    while chunks.count < limit {
+      let reply = try await redis.send("LRANGE", key, .string(String(next)), .string(String(next + Int64(limit) - 1)))
+      let elements = reply.elements ?? []
+      for element in elements {
+        next += 1
+        guard case .bulkString(let bytes?) = element, let chunk = Self.logChunk(bytes, job: id, queue: queue, sequence: next) else {
+          continue
+        }
+        if attempt == nil || chunk.attempt == attempt { chunks.append(chunk) }
+        if chunks.count == limit { break }
+      }
+      if elements.count < limit { break }
+    }
+    return chunks
+  }
+
+  static func logChunk(_ bytes: [UInt8], job: JobID, queue: String, sequence: Int64) -> JobLogChunk? {
+    var fields: [Substring] = []
+    var start = 0
+    for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: "|") {
+      fields.append(Substring(decoding: bytes[start..<index], as: UTF8.self))
+      start = index + 1
+      if fields.count == 3 { break }
+    }
+    guard fields.count == 3, let attempt = Int(fields[0]), let stream = JobLogStream(rawValue: String(fields[1])),
+      let millis = Int64(fields[2])
+    else { return nil }
+    return JobLogChunk(
+      job: job, queue: queue, attempt: attempt, stream: stream, sequence: sequence, data: Data(bytes[start...]),
+      time: Date(millisecondsSince1970: millis))
+  }
+
   private func queueOf(_ id: JobID) async throws -> String? {
     let names = try await allQueues()
     if names.isEmpty { return nil }

@@ -26,6 +26,45 @@ struct JobsController {
     group.get(":id", use: show)
     group.post(":id/cancel", use: cancel)
     group.post(":id/retry", use: retry)
+    group.get(":id/logs", use: logs)
+  }
+
+  /// `GET /v1/jobs/{id}/logs?attempt=N&follow=1`: the output of the job's attempts as text
+  /// (stdout and stderr in the order written; every attempt under a `==> attempt N <==` line
+  /// unless one is asked for). With `follow=1` the response is chunked and goes on while the job
+  /// runs, ending when it is over.
+  @Sendable func logs(_ request: Request, context: Context) async throws -> Response {
+    let query = request.uri.queryParameters
+    for (key, _) in query where !["attempt", "follow"].contains(String(key)) {
+      throw NovaError.invalidInput(field: String(key), message: "unknown query parameter; expected attempt, follow")
+    }
+    var attempt: Int?
+    if let text = query["attempt"] {
+      guard let number = Int(text) else { throw NovaError.invalidInput(field: "attempt", message: "'\(text)' is not an integer") }
+      attempt = number
+    }
+    var follow = false
+    if let text = query["follow"] {
+      guard ["1", "true", "0", "false"].contains(String(text)) else {
+        throw NovaError.invalidInput(field: "follow", message: "'\(text)' is not 1, true, 0 or false")
+      }
+      follow = text == "1" || text == "true"
+    }
+    let feed = try await actions.logs(try jobID(context), attempt: attempt, clock: clock, by: Self.caller(context))
+    var headers = HTTPFields()
+    headers[.contentType] = "text/plain; charset=utf-8"
+    headers[.cacheControl] = "no-store"
+    let headed = attempt == nil
+    let following = follow
+    return Response(
+      status: .ok, headers: headers,
+      body: ResponseBody { writer in
+        var last: Int?
+        try await feed.read(follow: following) { chunks in
+          try await writer.write(ByteBuffer(bytes: JobLogChunk.text(chunks, headers: headed, lastAttempt: &last)))
+        }
+        try await writer.finish(nil)
+      })
   }
 
   @Sendable func submit(_ request: Request, context: Context) async throws -> Response {

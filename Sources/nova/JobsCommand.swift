@@ -10,7 +10,7 @@ struct JobsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "jobs",
     abstract: "Inspect and manage jobs.",
-    subcommands: [List.self, Show.self, Cancel.self, Retry.self, Stats.self])
+    subcommands: [List.self, Show.self, Logs.self, Cancel.self, Retry.self, Stats.self])
 
   struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
@@ -64,6 +64,31 @@ struct JobsCommand: AsyncParsableCommand {
     func run() async throws {
       let jobID = try parseID(id)
       try printJSON(JobResource(try await store.open().jobs().get(jobID, by: .localUser)))
+    }
+  }
+
+  struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Print what a job's program wrote (stdout and stderr, per attempt, as kept in the store).")
+
+    @OptionGroup var store: StoreOptions
+
+    @Argument(help: "The job id.")
+    var id: String
+
+    @Option(help: "Only this attempt (1, 2, …); by default every attempt, each under a '==> attempt N <==' line.")
+    var attempt: Int?
+
+    @Flag(name: [.short, .long], help: "Keep printing while the job runs; stop when it is over.")
+    var follow = false
+
+    func run() async throws {
+      let jobID = try parseID(id)
+      let feed = try await store.open().jobs().logs(jobID, attempt: attempt, by: .localUser)
+      var last: Int?
+      try await feed.read(follow: follow) { chunks in
+        FileHandle.standardOutput.write(JobLogChunk.text(chunks, headers: attempt == nil, lastAttempt: &last))
+      }
     }
   }
 

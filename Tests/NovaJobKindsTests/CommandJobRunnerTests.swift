@@ -93,11 +93,24 @@ struct CommandJobRunnerTests {
     let path = try script(
       "import sys\nchunk = b'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.buffer.write(chunk)\nprint()\nprint('{\"done\": true}')\n")
     let kind = CommandKind(command: [], maxOutputBytes: 1 << 20)
-    let outcome = try await runner(["python3", path], kind: kind).run(payload: Data("{}".utf8), context: context())
+    let queue = try SQLiteJobQueue(path: try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
+    var context = context()
+    context.logStore = queue
+    let outcome = try await runner(["python3", path], kind: kind).run(payload: Data("{}".utf8), context: context)
     #expect(outcome.status == .exited(0))
     #expect(outcome.stdout.head.count == 1 << 20 && outcome.stdout.truncated)
     #expect(outcome.stdout.total == 100 * (1 << 20) + 16)
     #expect(outcome.stdout.tail.count <= 64 << 10)
+    // The store keeps the attempt's first MiB, a marker saying what was dropped, and the tail.
+    let chunks = try await queue.logs(of: context.id, attempt: 2, after: 0, limit: 10_000)
+    let kept = chunks.reduce(into: Data()) { $0.append($1.data) }
+    let marker =
+      "\n[nova: \(100 * (1 << 20) + 16 - (1 << 20) - (64 << 10)) bytes of stdout not kept (max_output_bytes 1048576); its last 65536 bytes follow]\n"
+    #expect(kept.count == (1 << 20) + marker.utf8.count + (64 << 10))
+    #expect(kept.prefix(1 << 20).allSatisfy { $0 == UInt8(ascii: "x") })
+    #expect(String(decoding: kept.dropFirst(1 << 20).prefix(marker.utf8.count), as: UTF8.self) == marker)
+    #expect(String(decoding: kept.suffix(16), as: UTF8.self) == "\n{\"done\": true}\n")
+    #expect(chunks.allSatisfy { $0.stream == .stdout && $0.attempt == 2 })
   }
 
   /// Cancellation (a timeout, a cancelled job, shutdown) stops the whole process group: SIGTERM,
@@ -133,7 +146,7 @@ struct CommandJobRunnerTests {
   /// The file's kinds run in a worker pool like built-in ones.
   @Test func aDeclaredKindRunsInTheWorkerPool() async throws {
     let file = try JobKindsFile.parse(
-      "kinds:\n  upper:\n    type: command\n    command: [python3, -c, \"import sys, json; print(json.dumps(sys.stdin.read().upper()))\"]\n",
+      "kinds:\n  upper:\n    type: command\n    command: [python3, -c, \"import sys, json; print('upper-casing', file=sys.stderr); print(json.dumps(sys.stdin.read().upper()))\"]\n",
       file: "nova-jobs.yaml")
     var registry = BuiltinJobs.registry
     file.register(into: &registry)
@@ -146,5 +159,9 @@ struct CommandJobRunnerTests {
     pool.shutdown()
     try await run.value
     #expect(try await queue.get(id)?.result == Data(#""{\"A\":\"B\"}""#.utf8))
+    // What it wrote is kept as the output of its first attempt.
+    let chunks = try await queue.logs(of: id, attempt: 1, after: 0, limit: 100)
+    #expect(chunks.filter { $0.stream == .stderr }.map { String(decoding: $0.data, as: UTF8.self) } == ["upper-casing\n"])
+    #expect(chunks.filter { $0.stream == .stdout }.map { String(decoding: $0.data, as: UTF8.self) } == [#""{\"A\":\"B\"}""# + "\n"])
   }
 }

@@ -31,6 +31,42 @@ struct JobQueueConformanceTests {
   }
 
   @Test(arguments: QueueBackend.all)
+  func attemptOutputIsKeptInOrderAndGoesWithItsJob(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let store = try #require(queue.logStore)
+    let id: JobID = try await queue.enqueue(request(queue: "gpu"))
+    let other: JobID = try await queue.enqueue(request(queue: "gpu"))
+    func chunk(_ attempt: Int, _ stream: JobLogStream, _ text: String, job: JobID? = nil) -> JobLogChunk {
+      JobLogChunk(job: job ?? id, queue: "gpu", attempt: attempt, stream: stream, data: Data(text.utf8), time: clock.now())
+    }
+    try await store.appendLogs([chunk(1, .stdout, "one\n"), chunk(1, .stderr, "warn|with|bars\n"), chunk(1, .stdout, "two\n", job: other)])
+    // Bytes that are not UTF-8 come back as written.
+    try await store.appendLogs([
+      chunk(2, .stdout, "retry\n"),
+      JobLogChunk(job: id, queue: "gpu", attempt: 2, stream: .stdout, data: Data([0xff, 0x00, 0x7c]), time: clock.now()),
+    ])
+    let all = try await store.logs(of: id, attempt: nil, after: 0, limit: 100)
+    #expect(all.map { String(decoding: $0.data, as: UTF8.self) } == ["one\n", "warn|with|bars\n", "retry\n", "\u{FFFD}\u{0}|"])
+    #expect(all.map(\.attempt) == [1, 1, 2, 2])
+    #expect(all.map(\.stream) == [.stdout, .stderr, .stdout, .stdout])
+    #expect(all.last?.data == Data([0xff, 0x00, 0x7c]))
+    #expect(zip(all, all.dropFirst()).allSatisfy { $0.sequence < $1.sequence })
+    // One attempt; a page; the rest after a sequence.
+    #expect(try await store.logs(of: id, attempt: 2, after: 0, limit: 100).map(\.sequence) == Array(all.suffix(2).map(\.sequence)))
+    #expect(try await store.logs(of: id, attempt: 2, after: 0, limit: 1).map(\.sequence) == [all[2].sequence])
+    #expect(try await store.logs(of: id, attempt: nil, after: all[1].sequence, limit: 100) == Array(all.suffix(2)))
+    #expect(try await store.logs(of: JobID.generate(), attempt: nil, after: 0, limit: 100).isEmpty)
+
+    // Retention follows the jobs': a purged job's output is gone, another's stays.
+    let lease = try #require(try await queue.claim(queues: ["gpu"], worker: "w", leaseDuration: leaseTime, limit: 1).first { $0.id == id })
+    try await queue.complete(lease, result: nil)
+    clock.advance(by: 120)
+    #expect(try await queue.purgeFinished(before: clock.now().addingTimeInterval(-60), deadBefore: nil) == 1)
+    #expect(try await store.logs(of: id, attempt: nil, after: 0, limit: 100).isEmpty)
+    #expect(try await store.logs(of: other, attempt: nil, after: 0, limit: 100).count == 1)
+  }
+
+  @Test(arguments: QueueBackend.all)
   func enqueueThenGetReturnsTheStoredJob(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
     let id: JobID = try await queue.enqueue(request("echo", queue: "gpu", priority: 7, payload: #"{"a":1}"#, maxAttempts: 4))

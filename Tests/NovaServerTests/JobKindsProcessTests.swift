@@ -86,6 +86,13 @@ struct JobKindsProcessTests {
     #expect(try await queue.get(id)?.result == Data(#"{"attempt": 2}"#.utf8))
     rescuer.signal(SIGTERM)
     _ = await rescuer.waitForExit()
+    // The output of the attempt that ran to its end is kept, under its number.
+    let logs = try await NovaProcess.run(["jobs", "logs", id.rawValue, "--data-dir", dir.path])
+    #expect(logs.code == 0)
+    #expect(logs.stdout == "==> attempt 2 <==\n{\"attempt\": 2}\n")
+    let second = try await NovaProcess.run(["jobs", "logs", id.rawValue, "--attempt", "2", "--follow", "--data-dir", dir.path])
+    #expect(second.stdout == "{\"attempt\": 2}\n")
+    #expect(try await NovaProcess.run(["jobs", "logs", JobID.generate().rawValue, "--data-dir", dir.path]).code != 0)
   }
 
   /// A bad `nova-jobs.yaml` in the data directory stops what runs or submits jobs (exit 2, with

@@ -305,4 +305,62 @@ struct WorkerHTTPTests {
       #expect(stats.workers.map(\.worker).sorted() == ["dies", "lives"])
     }
   }
+
+  @Test func logsAreReadAndFollowedUntilTheJobIsOver() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.live) { client in
+      let ops = setup.tokens["ops"]!
+      let id = try await submit(client, ops)
+      func write(_ attempt: Int, _ stream: JobLogStream, _ text: String) async throws {
+        try await setup.queue.appendLogs([
+          JobLogChunk(job: JobID(id), queue: "default", attempt: attempt, stream: stream, data: Data(text.utf8), time: Date())
+        ])
+      }
+      func text(_ response: TestResponse) -> String { String(buffer: response.body) }
+      var first = try #require(try await setup.queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 1).first)
+      try await write(1, .stdout, "loading model\n")
+      try await write(1, .stderr, "CUDA warning\n")
+      _ = try await setup.queue.fail(first, error: "exit code 1", retryable: true, retryIn: .zero)
+      try await client.execute(uri: "/v1/jobs/\(id)/logs", method: .get, headers: bearer(ops)) { response in
+        #expect(response.status == .ok)
+        #expect(response.headers[.contentType] == "text/plain; charset=utf-8")
+        #expect(text(response) == "==> attempt 1 <==\nloading model\nCUDA warning\n")
+      }
+
+      // Following the second attempt: what it writes while running comes through, and the
+      // response ends once the job is over.
+      first = try #require(try await setup.queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 1).first)
+      #expect(first.job.attempts == 2)
+      try await write(2, .stdout, "step 1\n")
+      let writer = Task {
+        try await Task.sleep(for: .milliseconds(600))
+        try await write(2, .stdout, "step 2\n")
+        try await Task.sleep(for: .milliseconds(300))
+        try await setup.queue.complete(first, result: nil)
+      }
+      let started = ContinuousClock.now
+      try await client.execute(uri: "/v1/jobs/\(id)/logs?attempt=2&follow=1", method: .get, headers: bearer(ops)) { response in
+        #expect(response.status == .ok)
+        #expect(text(response) == "step 1\nstep 2\n")
+      }
+      #expect(ContinuousClock.now - started >= .milliseconds(800))
+      try await writer.value
+      try await client.execute(uri: "/v1/jobs/\(id)/logs?follow=true", method: .get, headers: bearer(ops)) { response in
+        #expect(text(response) == "==> attempt 1 <==\nloading model\nCUDA warning\n==> attempt 2 <==\nstep 1\nstep 2\n")
+      }
+
+      for (query, field) in [("attempt=0", "attempt"), ("attempt=x", "attempt"), ("follow=yes", "follow"), ("tail=1", "tail")] {
+        try await client.execute(uri: "/v1/jobs/\(id)/logs?\(query)", method: .get, headers: bearer(ops)) { response in
+          #expect(response.status == .unprocessableContent, "\(query)")
+          #expect(text(response).contains(field))
+        }
+      }
+      try await client.execute(uri: "/v1/jobs/\(JobID.generate())/logs", method: .get, headers: bearer(ops)) { #expect($0.status == .notFound) }
+      // Reading output is reading the job: a worker token may not.
+      try await client.execute(uri: "/v1/jobs/\(id)/logs", method: .get, headers: bearer(setup.tokens["gpu-1"]!)) {
+        #expect($0.status == .forbidden)
+      }
+    }
+  }
 }

@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+import NovaCore
+import NovaQueue
+
+/// Forwards what a program writes to the store's log of its attempt while it runs: chunks are
+/// gathered and written every `interval` (one write for both streams), so `nova jobs logs
+/// --follow` shows output as it comes, and a program that writes nothing costs no write. Only
+/// the first `max_output_bytes` of a stream are forwarded live; when the program ends, a marker
+/// saying how much was dropped and the stream's last bytes close the log.
+actor AttemptLog {
+  private let store: any JobLogStore
+  private let context: JobContext
+  private var pending: [JobLogChunk] = []
+  private var pendingBytes = 0
+
+  /// Pending output this large is written at once rather than at the next interval.
+  static let flushBytes = 256 << 10
+  /// How often pending output is written.
+  static let interval: Duration = .milliseconds(250)
+
+  init(store: any JobLogStore, context: JobContext) {
+    self.store = store
+    self.context = context
+  }
+
+  /// Output of `stream`, within the stream's limit.
+  func add(_ stream: JobLogStream, _ bytes: [UInt8]) async {
+    if bytes.isEmpty { return }
+    // Consecutive output of one stream is kept as one chunk.
+    if let last = pending.last, last.stream == stream {
+      pending[pending.count - 1].data.append(contentsOf: bytes)
+    } else {
+      pending.append(
+        JobLogChunk(job: context.id, queue: context.queue, attempt: context.attempt, stream: stream, data: Data(bytes), time: Date()))
+    }
+    pendingBytes += bytes.count
+    if pendingBytes >= Self.flushBytes { await flush() }
+  }
+
+  /// Writes what is pending. A store that fails loses this output, never the job.
+  func flush() async {
+    guard !pending.isEmpty else { return }
+    let chunks = pending
+    pending = []
+    pendingBytes = 0
+    do {
+      try await store.appendLogs(chunks)
+    } catch {
+      context.logger.warning("could not keep the job's output", metadata: ["error": "\(error)"])
+    }
+  }
+
+  /// After the program ended: for each stream that went past its limit, a marker and the part
+  /// of its tail beyond what was forwarded; then the last write.
+  func finish(stdout: BoundedOutput, stderr: BoundedOutput, limit: Int) async {
+    for (stream, output) in [(JobLogStream.stdout, stdout), (.stderr, stderr)] where output.truncated {
+      let unseen = output.total - output.head.count
+      let tail = output.tail.suffix(min(output.tail.count, unseen))
+      let dropped = unseen - tail.count
+      await add(
+        stream,
+        Array(
+          "\n[nova: \(dropped) bytes of \(stream.rawValue) not kept (max_output_bytes \(limit)); its last \(tail.count) bytes follow]\n"
+            .utf8))
+      await add(stream, Array(tail))
+    }
+    await flush()
+  }
+
+  /// Writes pending output every `interval` until cancelled.
+  func flushPeriodically() async {
+    while !Task.isCancelled {
+      do {
+        try await Task.sleep(for: Self.interval)
+      } catch {
+        return
+      }
+      await flush()
+    }
+  }
+}
