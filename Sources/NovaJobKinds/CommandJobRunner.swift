@@ -156,6 +156,8 @@ public struct CommandJobRunner: Sendable {
     values["NOVA_JOB_ATTEMPT"] = String(context.attempt)
     values["NOVA_JOB_MAX_ATTEMPTS"] = String(context.maxAttempts)
     values["NOVA_JOB_DEADLINE"] = Date().addingTimeInterval(timeout.seconds).formatted(.iso8601)
+    // Inherited by whatever the program forks: how a sweep finds them once this worker is gone.
+    values[OrphanSweeper.variable] = OrphanSweeper.identity
     var keyed: [Environment.Key: String] = [:]
     for (name, value) in values {
       if let key = Environment.Key(rawValue: name) { keyed[key] = value }

@@ -1,10 +1,11 @@
 import Foundation
 import Logging
 import NovaCore
-import NovaJobKinds
 import NovaQueue
 import NovaTestSupport
 import Testing
+
+@testable import NovaJobKinds
 
 /// `type: command` kinds run real programs (Python scripts written by each test).
 @Suite("Command job kinds", .serialized, .timeLimit(.minutes(5)))
@@ -163,5 +164,24 @@ struct CommandJobRunnerTests {
     let chunks = try await queue.logs(of: id, attempt: 1, after: 0, limit: 100)
     #expect(chunks.filter { $0.stream == .stderr }.map { String(decoding: $0.data, as: UTF8.self) } == ["upper-casing\n"])
     #expect(chunks.filter { $0.stream == .stdout }.map { String(decoding: $0.data, as: UTF8.self) } == [#""{\"A\":\"B\"}""# + "\n"])
+  }
+
+  /// The sweep kills processes whose worker is gone (a pid not running, or a pid reused by
+  /// another process), and leaves those of live workers alone.
+  @Test func theSweepKillsOnlyWhatDeadWorkersLeft() async throws {
+    #expect(OrphanSweeper.identity == OrphanSweeper.identity(of: getpid()))
+    #expect(OrphanSweeper.isRunning(OrphanSweeper.identity))
+    let reused = "\(getpid()):1"
+    #expect(!OrphanSweeper.isRunning(reused))
+    let orphan = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": "999999999:5", "PATH": "/bin"])
+    let stale = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": reused, "PATH": "/bin"])
+    let kept = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": OrphanSweeper.identity, "PATH": "/bin"])
+    defer { kept.signal(SIGKILL) }
+    try await eventually("the environments to be readable") { OrphanSweeper.workerOf(kept.pid) == OrphanSweeper.identity }
+    let killed = OrphanSweeper.sweep()
+    #expect(killed.contains(orphan.pid) && killed.contains(stale.pid) && !killed.contains(kept.pid))
+    #expect(await orphan.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
+    #expect(await stale.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
+    #expect(isProcessAlive(kept.pid))
   }
 }

@@ -53,14 +53,22 @@ struct JobKindsProcessTests {
   }
 
   /// A worker killed with SIGKILL mid-command leaves no program running (it gets SIGKILL with its
-  /// worker), and the job runs again once the lease expires.
+  /// worker), nor a child the program forked (the next worker on the host sweeps it), and the
+  /// job runs again once the lease expires.
   @Test func aWorkerKilledMidCommandLeavesNoOrphanAndTheJobRunsAgain() async throws {
     let dir = try TemporaryDirectory.make()
     let pidFile = dir.appendingPathComponent("agent.pid").path
     let script = dir.appendingPathComponent("agent.py").path
     try """
-    import json, os, sys, time
+    import json, os, signal, sys, time
     if os.environ["NOVA_JOB_ATTEMPT"] == "1":
+        child = os.fork()
+        if child == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.setsid()
+            time.sleep(600)
+            sys.exit(0)
+        open(sys.argv[1] + ".child", "w").write(str(child))
         open(sys.argv[1], "w").write(str(os.getpid()))
         time.sleep(600)
     print(json.dumps({"attempt": int(os.environ["NOVA_JOB_ATTEMPT"])}))
@@ -77,11 +85,17 @@ struct JobKindsProcessTests {
       pid = Int32((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "") ?? 0
       return pid > 0
     }
+    // A child that left the program's process group and ignores SIGTERM.
+    let child = Int32((try? String(contentsOfFile: pidFile + ".child", encoding: .utf8)) ?? "") ?? 0
+    #expect(child > 0)
+    defer { if child > 0 { kill(child, SIGKILL) } }
     victim.signal(SIGKILL)
     _ = await victim.waitForExit()
     try await eventually("the program to die with its worker", timeout: .seconds(10)) { !isProcessAlive(pid) }
+    #expect(isProcessAlive(child))
     let rescuer = try NovaProcess(common)
     defer { rescuer.signal(SIGKILL) }
+    try await eventually("the orphaned child to be swept", timeout: .seconds(10)) { !isProcessAlive(child) }
     try await eventually("the job to run again", timeout: .seconds(60)) { try await queue.get(id)?.state == .succeeded }
     #expect(try await queue.get(id)?.result == Data(#"{"attempt": 2}"#.utf8))
     rescuer.signal(SIGTERM)
