@@ -66,6 +66,24 @@ public struct JobActions: Sendable {
     return (job, !result.existing)
   }
 
+  /// Submits many jobs in one store step (each validated against its kind's handler, one policy
+  /// decision per queue and kind); per job, in order, its id and whether it is new.
+  public func submit(batch requests: [JobRequest], by caller: Caller?) async throws -> [EnqueueResult] {
+    let registry = registry
+    for (index, request) in requests.enumerated() {
+      do {
+        try registry.validate(kind: request.kind, payload: request.payload)
+      } catch {
+        throw error.inEntry("jobs[\(index)]")
+      }
+    }
+    var decided: Set<[String]> = []
+    for request in requests where decided.insert([request.queue, request.kind]).inserted {
+      try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
+    }
+    return try await queue.enqueue(batch: requests)
+  }
+
   /// One job.
   public func get(_ id: JobID, by caller: Caller?) async throws -> Job {
     guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }

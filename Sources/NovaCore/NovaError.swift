@@ -99,3 +99,15 @@ extension Error {
   /// True when the error is a `NovaError` that is worth retrying later (`unavailable`).
   public var isTransientNovaError: Bool { (self as? NovaError)?.isTransient ?? false }
 }
+
+extension NovaError {
+  /// The error with its field placed inside a batch entry (`kind` → `jobs[3].kind`).
+  public func inEntry(_ entry: String) -> NovaError {
+    switch self {
+    case .invalidInput(let field, let message): .invalidInput(field: "\(entry).\(field)", message: message)
+    case .malformedInput(let field, let message): .malformedInput(field: "\(entry).\(field)", message: message)
+    case .unknownJobKind(let kind): .invalidInput(field: "\(entry).kind", message: "unknown job kind '\(kind)'")
+    default: self
+    }
+  }
+}

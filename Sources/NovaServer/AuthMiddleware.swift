@@ -106,6 +106,7 @@ public struct AuthMiddleware: RouterMiddleware {
     if method == .get || method == .head { return .read }
     switch (method, parts.count, parts.first, parts.dropFirst().first, parts.last) {
     case (.post, 2, "v1", "jobs", _): return .submit
+    case (.post, 3, "v1", "jobs", "batch"): return .submit
     case (.post, 4, "v1", "jobs", "cancel"): return .cancel
     case (.post, 4, "v1", "jobs", "retry"): return .retry
     case (.post, 3, "v1", "workers", "claim"): return .claim

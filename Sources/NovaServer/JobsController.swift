@@ -22,6 +22,7 @@ struct JobsController {
 
   func addRoutes(to group: RouterGroup<Context>) {
     group.post(use: submit)
+    group.post("batch", use: submitBatch)
     group.get(use: list)
     group.get(":id", use: show)
     group.post(":id/cancel", use: cancel)
@@ -75,6 +76,16 @@ struct JobsController {
     return try jsonResponse(JobResource(job), status: created ? .created : .ok)
   }
 
+  /// `POST /v1/jobs/batch`: up to 1000 jobs in one request and one store write.
+  @Sendable func submitBatch(_ request: Request, context: Context) async throws -> Response {
+    // Bounded as a whole (each payload is also checked against its own limit).
+    let body = try await request.body.collect(upTo: max(32 << 20, maxPayloadBytes + 16 * 1024))
+    let requests = try SubmitJobBody.parseBatch(Data(body.readableBytesView), now: clock.now(), maxPayloadBytes: maxPayloadBytes)
+    let results = try await actions.submit(batch: requests, by: Self.caller(context))
+    let jobs = results.map { SubmittedJob(id: $0.id.rawValue, state: $0.state.rawValue, created: !$0.existing) }
+    return try jsonResponse(SubmittedJobs(jobs: jobs), status: jobs.contains { $0.created } ? .created : .ok)
+  }
+
   @Sendable func list(_ request: Request, context: Context) async throws -> Response {
     let query = request.uri.queryParameters
     var filter = JobFilter()
@@ -114,6 +125,18 @@ struct JobsController {
     }
     return id
   }
+}
+
+/// The answer of `POST /v1/jobs/batch`, in request order.
+struct SubmittedJobs: Codable {
+  var jobs: [SubmittedJob]
+}
+
+struct SubmittedJob: Codable {
+  var id: String
+  var state: String
+  /// False when an earlier job with the same idempotency key was returned.
+  var created: Bool
 }
 
 /// The body of `GET /v1/jobs`.

@@ -20,6 +20,50 @@ public struct SubmitJobBody: Sendable {
     guard let object = value.objectValue else {
       throw .malformedInput(field: "body", message: "expected a JSON object")
     }
+    // The payload's text as sent (it parsed above), so the handler gets exactly what the client wrote.
+    let raw = object["payload"] == nil ? nil : try? JSONValue.rawMember("payload", in: data)
+    return try parse(object: object, rawPayload: raw, now: now, maxPayloadBytes: maxPayloadBytes)
+  }
+
+  /// The most jobs one `POST /v1/jobs/batch` may submit.
+  public static let maxBatch = 1000
+
+  /// Parses `{"jobs": [body, …]}` (1 to `maxBatch` bodies, each as for one job); errors name the
+  /// entry (`jobs[3].kind`).
+  public static func parseBatch(_ data: Data, now: Date, maxPayloadBytes: Int) throws(NovaError) -> [JobRequest] {
+    let value: JSONValue
+    do {
+      value = try JSONValue.parse(data)
+    } catch {
+      throw .malformedInput(field: "body", message: "malformed JSON: \(JSONErrorText.describe(error))")
+    }
+    guard let object = value.objectValue else { throw .malformedInput(field: "body", message: "expected a JSON object") }
+    for key in object.keys.sorted() where key != "jobs" {
+      throw .malformedInput(field: key, message: "unknown field; expected jobs")
+    }
+    guard case .array(let entries)? = object["jobs"] else {
+      throw .malformedInput(field: "jobs", message: object["jobs"] == nil ? "is required" : "must be a list of jobs")
+    }
+    guard (1...maxBatch).contains(entries.count) else {
+      throw .invalidInput(field: "jobs", message: "holds \(entries.count) jobs; give 1 to \(maxBatch)")
+    }
+    var requests: [JobRequest] = []
+    requests.reserveCapacity(entries.count)
+    for (index, entry) in entries.enumerated() {
+      guard let fields = entry.objectValue else { throw .malformedInput(field: "jobs[\(index)]", message: "must be an object") }
+      do {
+        requests.append(try parse(object: fields, rawPayload: nil, now: now, maxPayloadBytes: maxPayloadBytes).request)
+      } catch {
+        throw error.inEntry("jobs[\(index)]")
+      }
+    }
+    return requests
+  }
+
+  /// Checks one job's fields; `rawPayload` is the payload's text as sent, when known.
+  static func parse(object: [String: JSONValue], rawPayload: Data?, now: Date, maxPayloadBytes: Int) throws(NovaError)
+    -> SubmitJobBody
+  {
     for key in object.keys.sorted() where !fields.contains(key) {
       throw .malformedInput(
         field: key, message: "unknown field; expected one of \(fields.sorted().joined(separator: ", "))")
@@ -32,8 +76,7 @@ public struct SubmitJobBody: Sendable {
       guard case .object = payload else {
         throw .malformedInput(field: "payload", message: "must be a JSON object")
       }
-      // The text as sent (validated above), so the handler gets exactly what the client wrote.
-      request.payload = try JSONValue.rawMember("payload", in: data) ?? payload.encoded()
+      request.payload = rawPayload ?? payload.encoded()
     }
     if let queue = object["queue"] {
       guard case .string(let name) = queue else { throw .malformedInput(field: "queue", message: "must be a string") }

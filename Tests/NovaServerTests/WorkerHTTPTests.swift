@@ -363,4 +363,44 @@ struct WorkerHTTPTests {
       }
     }
   }
+
+  @Test func batchesOfJobsAreSubmittedInOneRequestOrRefusedWhole() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let ops = setup.tokens["ops"]!
+      let body =
+        #"{"jobs":[{"kind":"train.step","payload":{"n":1}},{"kind":"echo","queue":"gpu","priority":3},{"kind":"train.step","idempotency_key":"k1"}]}"#
+      let first = try await post(client, "/v1/jobs/batch", ops, body)
+      #expect(first.status == .created)
+      let jobs = try #require(first.body["jobs"] as? [[String: Any]])
+      #expect(jobs.map { $0["created"] as? Bool } == [true, true, true])
+      #expect(jobs.map { $0["state"] as? String } == ["available", "available", "available"])
+      let stored = try #require(try await setup.queue.get(JobID(jobs[1]["id"] as? String ?? "")))
+      #expect(stored.queue == "gpu" && stored.priority == 3 && stored.kind == "echo")
+      // The same idempotency key again answers the earlier job.
+      let again = try await post(client, "/v1/jobs/batch", ops, #"{"jobs":[{"kind":"train.step","idempotency_key":"k1"}]}"#)
+      #expect(again.status == .ok)
+      #expect((again.body["jobs"] as? [[String: Any]])?.first?["id"] as? String == jobs[2]["id"] as? String)
+      #expect((again.body["jobs"] as? [[String: Any]])?.first?["created"] as? Bool == false)
+
+      // One bad entry refuses the whole batch, naming it; nothing is enqueued.
+      let before = try await setup.queue.stats().total(.available)
+      for (body, status, field) in [
+        (#"{"jobs":[{"kind":"echo"},{"kind":"nope"}]}"#, HTTPResponse.Status.unprocessableContent, "jobs[1].kind"),
+        (#"{"jobs":[{"kind":"echo"},{"kind":"echo","priority":-1}]}"#, .unprocessableContent, "jobs[1].priority"),
+        (#"{"jobs":[{"kind":"echo","colour":"red"}]}"#, .badRequest, "jobs[0].colour"),
+        (#"{"jobs":[{"kind":"echo","payload":[1]}]}"#, .badRequest, "jobs[0].payload"),
+        (#"{"jobs":[]}"#, .unprocessableContent, "jobs"), (#"{"jobs":[1]}"#, .badRequest, "jobs[0]"), (#"{"job":[]}"#, .badRequest, "job"),
+      ] {
+        let answer = try await post(client, "/v1/jobs/batch", ops, body)
+        #expect(answer.status == status, "\(body)")
+        #expect(((answer.body["error"] as? [String: Any])?["message"] as? String)?.contains(field) == true, "\(body): \(answer.body)")
+      }
+      #expect(try await setup.queue.stats().total(.available) == before)
+      // Submitting in a batch is submitting: a viewer or a worker may not.
+      #expect(try await post(client, "/v1/jobs/batch", setup.tokens["dash"]!, #"{"jobs":[{"kind":"echo"}]}"#).status == .forbidden)
+      #expect(try await post(client, "/v1/jobs/batch", setup.tokens["gpu-1"]!, #"{"jobs":[{"kind":"echo"}]}"#).status == .forbidden)
+    }
+  }
 }
