@@ -15,7 +15,8 @@ struct ExampleKindsTests {
   func registry(path: String = "/usr/local/bin:/usr/bin:/bin") throws -> JobRegistry {
     let file = try JobKindsFile.load(
       path: repositoryRoot.appendingPathComponent("examples/nova-jobs.yaml").path, builtins: Set(BuiltinJobs.registry.kinds))
-    #expect(file.kinds.map(\.name) == ["summarise", "ask", "gpu-smoke"])
+    #expect(file.kinds.map(\.name) == ["summarise", "ask", "gpu-smoke", "shout"])
+    #expect(file.kinds.map(\.type) == ["command", "http", "command", "external"])
     // Run from the checkout, as the README does (the process's own directory is left alone:
     // tests run in parallel).
     let kinds = file.kinds.map { definition -> JobKindDefinition in

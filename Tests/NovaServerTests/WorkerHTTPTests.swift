@@ -8,6 +8,8 @@ import NovaCore
 import NovaDatabase
 import NovaPolicy
 import NovaQueue
+import NovaRedis
+import NovaRedisQueue
 import NovaSecurity
 import NovaServer
 import NovaTestSupport
@@ -402,5 +404,55 @@ struct WorkerHTTPTests {
       #expect(try await post(client, "/v1/jobs/batch", setup.tokens["dash"]!, #"{"jobs":[{"kind":"echo"}]}"#).status == .forbidden)
       #expect(try await post(client, "/v1/jobs/batch", setup.tokens["gpu-1"]!, #"{"jobs":[{"kind":"echo"}]}"#).status == .forbidden)
     }
+  }
+
+  /// The same contract on Redis: a long-polling claim woken by an enqueue, completion recorded
+  /// once, stale and foreign leases refused, and the transitions under the worker's token.
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing))
+  func theWorkerRoutesKeepTheirContractOnRedis() async throws {
+    let directory = try TemporaryDirectory.make()
+    let queue = RedisJobQueue(
+      configuration: .init(
+        client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), keyPrefix: "workers-\(UUID().uuidString.prefix(6))", audit: true))
+    defer { queue.close() }
+    let security = try SecurityContext(
+      database: try NovaDatabase(path: directory.appendingPathComponent("nova.sqlite").path),
+      keyPath: directory.appendingPathComponent("key").path)
+    let worker = try await security.tokens.create(name: "gpu-9", role: .worker).token
+    let ops = try await security.tokens.create(name: "ops", role: .operator).token
+    var registry = BuiltinJobs.registry
+    registry.registerExternal("train.step")
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    TestMetrics.bootstrap()
+    let server = try NovaServer(
+      configuration: .init(workers: 0), queue: queue, registry: registry, security: security,
+      policy: PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit)), logger: logger)
+    let app = Application(router: server.makeRouter())
+    try await app.test(.router) { client in
+      async let waiting = post(client, "/v1/workers/claim", worker, #"{"worker":"r1","kinds":["train.*"],"max":4,"wait_seconds":20}"#)
+      try await eventually("the claim to wait") { server.workerActions.waitingClaims == 1 }
+      let a = try await submit(client, ops)
+      let first = claimed(try await waiting.body)
+      #expect(first.map(\.id) == [a])
+      let b = try await submit(client, ops)
+      let second = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"r1"}"#).body)
+      #expect(second.map(\.id) == [b])
+      #expect(try await post(client, "/v1/jobs/\(a)/complete", worker, #"{"lease":"\#(second[0].lease)"}"#).status == .conflict)
+      for _ in 0..<2 {
+        let batch = try await post(client, "/v1/jobs/complete", worker, #"{"jobs":[{"id":"\#(a)","lease":"\#(first[0].lease)","result":{"ok":1}}]}"#)
+        #expect((batch.body["results"] as? [[String: Any]])?.first?["recorded"] as? Bool == true)
+      }
+      #expect(try await queue.get(JobID(a))?.state == .succeeded)
+      #expect(
+        try await post(client, "/v1/jobs/\(b)/fail", worker, #"{"lease":"\#(second[0].lease)","error":"no GPU","retry":false}"#).body["state"]
+          as? String == "dead")
+    }
+    // The scripts' records, moved into the signed log as `nova serve` does every second.
+    try await AuditImporter(security: security, source: queue, logger: logger).tick()
+    let entries = try await security.audit.entries(from: 1, through: try await security.audit.size())
+    let transitions = entries.filter { $0.event.hasPrefix("job.") && $0.actor == "token:gpu-9" }.map(\.event)
+    #expect(transitions.filter { $0 == "job.completed" }.count == 1)
+    #expect(transitions.contains("job.claimed") && transitions.contains("job.dead"))
   }
 }
