@@ -17,6 +17,10 @@ struct ExampleKindsTests {
       path: repositoryRoot.appendingPathComponent("examples/nova-jobs.yaml").path, builtins: Set(BuiltinJobs.registry.kinds))
     #expect(file.kinds.map(\.name) == ["summarise", "ask", "gpu-smoke", "shout"])
     #expect(file.kinds.map(\.type) == ["command", "http", "command", "external"])
+    // The query's comma is inside one argument (a YAML flow list would split it otherwise).
+    #expect(
+      file.kinds[2].action
+        == .command(CommandKind(command: ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv"], deadExitCodes: [6, 9, 12])))
     // Run from the checkout, as the README does (the process's own directory is left alone:
     // tests run in parallel).
     let kinds = file.kinds.map { definition -> JobKindDefinition in
