@@ -50,6 +50,8 @@ public final class ClaimLongPoll: Sendable {
     var waiters: [ObjectIdentifier: (order: Int, waiter: Waiter)] = [:]
     var nextOrder = 0
     var looping = false
+    /// Set on shutdown: claims no longer wait.
+    var ended = false
   }
 
   private let queue: any JobQueue
@@ -67,18 +69,30 @@ public final class ClaimLongPoll: Sendable {
   /// How many claims wait now.
   public var waiting: Int { state.withLock { $0.waiters.count } }
 
+  /// Answers every waiting claim now, empty (the server is stopping: a long poll must not hold
+  /// its shutdown for the rest of its wait).
+  public func endWaiting() {
+    let waiters = state.withLock { state in
+      state.ended = true
+      return state.waiters.values.map(\.waiter)
+    }
+    for waiter in waiters { _ = waiter.resolve([]) }
+  }
+
   /// Claims at once; when nothing is there, waits up to `wait` for jobs to claim. The answer is
   /// empty when the wait ran out (or the task was cancelled).
   public func claim(_ request: ClaimRequest, wait: Duration) async throws -> [JobLease] {
     let leases = try await queue.claim(request)
     if !leases.isEmpty || wait <= .zero { return leases }
     let waiter = Waiter(request: request)
-    let startLoop = state.withLock { state -> Bool in
+    let startLoop = state.withLock { state -> Bool? in
+      if state.ended { return nil }
       state.waiters[ObjectIdentifier(waiter)] = (state.nextOrder, waiter)
       state.nextOrder += 1
       defer { state.looping = true }
       return !state.looping
     }
+    guard let startLoop else { return [] }
     if startLoop { Task { await AuditContext.$actor.withValue("system") { await self.serve() } } }
     let clock = clock
     let timer = Task {

@@ -98,6 +98,9 @@ public final class WorkerActions: Sendable {
   /// How many claims wait for work now.
   public var waitingClaims: Int { longPoll.waiting }
 
+  /// Answers every waiting claim now, empty (on shutdown).
+  public func endWaitingClaims() { longPoll.endWaiting() }
+
   /// How many HTTP leases this server remembers.
   var bookedLeases: Int { book.count }
 

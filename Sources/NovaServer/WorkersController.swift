@@ -5,6 +5,7 @@ import NIOCore
 import NovaApplication
 import NovaCore
 import NovaQueue
+import ServiceLifecycle
 
 /// The routes of workers in any language: `POST /v1/workers/claim` (a long-poll), and the
 /// reports on claimed jobs, one at a time (`/v1/jobs/{id}/heartbeat|complete|fail`) or in
@@ -36,7 +37,14 @@ struct WorkersController {
       worker: try body.string("worker"), queues: try body.strings("queues") ?? ["default"], kinds: try body.strings("kinds"),
       limit: try body.integer("max") ?? 1, leaseSeconds: try body.number("lease_seconds") ?? 60,
       waitSeconds: try body.number("wait_seconds") ?? 0)
-    let leases = try await actions.claim(claim, by: JobsController.caller(context))
+    // A server that begins to stop answers waiting claims at once: the HTTP server waits for
+    // requests in flight before the other services hear of the shutdown.
+    let actions = actions
+    let leases = try await withGracefulShutdownHandler {
+      try await actions.claim(claim, by: JobsController.caller(context))
+    } onGracefulShutdown: {
+      actions.endWaitingClaims()
+    }
     return try jsonResponse(ClaimResponse(jobs: leases.map { ClaimedJob($0, token: actions.token(of: $0)) }))
   }
 

@@ -121,4 +121,29 @@ struct JobKindsProcessTests {
     #expect(try await NovaProcess.run(["jobs", "list", "--data-dir", dir.path]).code == 0)
   }
 
+  /// SIGTERM answers long-polling claims at once (empty), so a worker's idle poll does not hold
+  /// the server's shutdown for the rest of its wait.
+  @Test func shutdownAnswersWaitingClaimsAtOnce() async throws {
+    let dir = try TemporaryDirectory.make()
+    let token = try await NovaProcess.run(["tokens", "create", "--name", "w", "--role", "worker", "--data-dir", dir.path]).stdout
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+    let server = try NovaProcess(["serve", "--data-dir", dir.path, "--port", "0", "--workers", "0"])
+    defer { server.signal(SIGKILL) }
+    let port = try await server.listeningPort()
+    let claim = Task {
+      try await shell(
+        """
+        curl -s -X POST http://127.0.0.1:\(port)/v1/workers/claim -H 'Authorization: Bearer \(token)' \
+          -d '{"worker":"w","wait_seconds":60}'
+        """, timeout: .seconds(90))
+    }
+    // Time for curl to start and its claim to find nothing and wait.
+    try await Task.sleep(for: .seconds(2))
+    let started = ContinuousClock.now
+    server.signal(SIGTERM)
+    #expect(await server.waitForExit(timeout: .seconds(30)) == 0)
+    #expect(ContinuousClock.now - started < .seconds(10))
+    let answer = try await claim.value
+    #expect(answer.output == #"{"jobs":[]}"#, "\(answer.output)")
+  }
 }
