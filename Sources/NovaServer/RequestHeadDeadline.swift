@@ -1,6 +1,7 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import Synchronization
 
 /// Closes a connection whose request head does not arrive in time: one that sends nothing after
 /// connecting, or sends its headers a byte at a time (slowloris), is closed `timeout` after it
@@ -105,14 +106,74 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
   let inner: HTTP1Channel
   let headTimeout: TimeAmount
 
-  func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1Channel.Value> {
-    let timeout = headTimeout
-    return channel.eventLoop.makeCompletedFuture {
-      try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: timeout))
-    }.flatMap { inner.setup(channel: channel, logger: logger) }
+  /// The HTTP/1 channel's value and the watch on its client.
+  struct Value: ServerChildChannelValue {
+    let inner: HTTP1Channel.Value
+    let departure: ClientDeparture
+    var channel: any Channel { inner.channel }
   }
 
-  func handle(value: HTTP1Channel.Value, logger: Logger) async {
-    await inner.handle(value: value, logger: logger)
+  func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    let timeout = headTimeout
+    let departure = ClientDeparture()
+    return channel.eventLoop.makeCompletedFuture {
+      try channel.pipeline.syncOperations.addHandler(ClientDepartureHandler(departure: departure))
+      try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: timeout))
+    }.flatMap { inner.setup(channel: channel, logger: logger) }.map { Value(inner: $0, departure: departure) }
+  }
+
+  /// Handles the connection's requests; when the client goes away (closes its side), the request
+  /// being handled is cancelled, so that a long-polling claim nobody waits for claims nothing.
+  func handle(value: Value, logger: Logger) async {
+    let inner = inner
+    let connection = Task { await inner.handle(value: value.inner, logger: logger) }
+    value.departure.watch(connection)
+    await withTaskCancellationHandler {
+      await connection.value
+    } onCancel: {
+      connection.cancel()
+    }
+  }
+}
+
+/// Whether a connection's client went away, and the task to cancel when it does.
+final class ClientDeparture: Sendable {
+  private let state = Mutex<(gone: Bool, task: Task<Void, Never>?)>((false, nil))
+
+  /// The client closed its side of the connection, or the connection closed.
+  func departed() {
+    let task = state.withLock { state -> Task<Void, Never>? in
+      state.gone = true
+      return state.task
+    }
+    task?.cancel()
+  }
+
+  /// Cancels `task` when the client departs (at once when it already has).
+  func watch(_ task: Task<Void, Never>) {
+    let gone = state.withLock { state -> Bool in
+      state.task = task
+      return state.gone
+    }
+    if gone { task.cancel() }
+  }
+}
+
+/// Sees a connection's end of input (the server allows half-closed connections, so a client
+/// that closes shows as `inputClosed`, not as the channel closing).
+final class ClientDepartureHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  let departure: ClientDeparture
+
+  init(departure: ClientDeparture) { self.departure = departure }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let event = event as? ChannelEvent, event == .inputClosed { departure.departed() }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    departure.departed()
+    context.fireChannelInactive()
   }
 }

@@ -146,4 +146,32 @@ struct JobKindsProcessTests {
     let answer = try await claim.value
     #expect(answer.output == #"{"jobs":[]}"#, "\(answer.output)")
   }
+
+  /// A long-polling claim whose client went away claims nothing: a job enqueued after it stays
+  /// available for a worker that is there (before, it was leased to the gone client and lost an
+  /// attempt when the lease ran out).
+  @Test func aClaimWhoseClientLeftTakesNoJob() async throws {
+    let dir = try TemporaryDirectory.make()
+    let jobs = dir.appendingPathComponent("nova-jobs.yaml").path
+    try "kinds:\n  shout: {type: external}\n".write(toFile: jobs, atomically: true, encoding: .utf8)
+    let token = try await NovaProcess.run(["tokens", "create", "--name", "w", "--role", "admin", "--data-dir", dir.path]).stdout
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+    let server = try NovaProcess(["serve", "--data-dir", dir.path, "--port", "0", "--workers", "0", "--jobs", jobs])
+    defer { server.signal(SIGKILL) }
+    let port = try await server.listeningPort()
+    let base = "http://127.0.0.1:\(port)"
+    // The client gives up after 1 s of a 30 s wait.
+    let gone = try await shell(
+      "curl -s --max-time 1 -X POST \(base)/v1/workers/claim -H 'Authorization: Bearer \(token)' -d '{\"worker\":\"gone\",\"wait_seconds\":30}'")
+    #expect(gone.code == 28, "\(gone.output)")
+    try await Task.sleep(for: .milliseconds(300))
+    let enqueued = try await shell(
+      "curl -s -X POST \(base)/v1/jobs -H 'Authorization: Bearer \(token)' -d '{\"kind\":\"shout\",\"payload\":{\"text\":\"x\"}}'")
+    let id = try #require(try JSONSerialization.jsonObject(with: Data(enqueued.output.utf8)) as? [String: Any])["id"] as? String
+    try await Task.sleep(for: .seconds(1))
+    let job = try await shell("curl -s \(base)/v1/jobs/\(id ?? "") -H 'Authorization: Bearer \(token)'")
+    #expect(job.output.contains(#""state":"available""#) && job.output.contains(#""attempts":0"#), "\(job.output)")
+    server.signal(SIGTERM)
+    _ = await server.waitForExit()
+  }
 }
