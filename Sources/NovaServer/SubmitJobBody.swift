@@ -21,7 +21,7 @@ public struct SubmitJobBody: Sendable {
       throw .malformedInput(field: "body", message: "expected a JSON object")
     }
     // The payload's text as sent (it parsed above), so the handler gets exactly what the client wrote.
-    let raw = object["payload"] == nil ? nil : try? JSONValue.rawMember("payload", in: data)
+    let raw = object["payload"] == nil ? nil : try JSONValue.rawMember("payload", in: data)
     return try parse(object: object, rawPayload: raw, now: now, maxPayloadBytes: maxPayloadBytes)
   }
 
