@@ -45,6 +45,11 @@ swift build --build-tests --enable-code-coverage
 timeout 1200 swift test --enable-code-coverage --skip-build
 python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85 NovaCore=85 NovaServer=85 NovaDatabase=85 NovaBenchmarks=85 NovaApplication=85 NovaJobKinds=85
 
+# The Python client's tests (pytest), against real `nova serve` processes they start from the
+# binary just built; they include the README's three-ways quickstart, run as pasted.
+if python3 -c 'import pytest' 2>/dev/null; then python=python3; else need python3-pytest-module python3-pytest; python=/usr/bin/python3; fi
+NOVA_BIN="$(swift build --enable-code-coverage --show-bin-path)/nova" timeout 900 "$python" -m pytest -q -p no:cacheprovider clients/python/tests
+
 # The decoders of untrusted bytes (RESP from the network, tar from evidence bundles) are fuzzed
 # for a short while on every run; a crash fails the run and leaves its input in .build/fuzz.
 bash scripts/fuzz-resp.sh 20

@@ -1,0 +1,73 @@
+"""Python client for Nova, the job-queue server: submit and inspect jobs (:class:`Client`) and run
+Python handlers for ``type: external`` job kinds (:class:`Worker`). Standard library only."""
+
+from ._version import __version__
+from .client import MAX_BATCH, Client
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LeaseLost,
+    NotFound,
+    NovaConnectionError,
+    NovaError,
+    NovaTimeout,
+    PayloadTooLarge,
+    PermanentError,
+    RateLimited,
+    RetryLater,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+)
+from .models import (
+    TERMINAL_STATES,
+    ClaimedJob,
+    CompleteResult,
+    FailResult,
+    HeartbeatReply,
+    HeartbeatResult,
+    Job,
+    JobSpec,
+    Page,
+    Submitted,
+    parse_time,
+)
+from .worker import ActiveJob, Worker, WorkerStats
+
+__all__ = [
+    "__version__",
+    "Client",
+    "Worker",
+    "WorkerStats",
+    "ActiveJob",
+    "Job",
+    "ClaimedJob",
+    "Page",
+    "JobSpec",
+    "Submitted",
+    "MAX_BATCH",
+    "HeartbeatResult",
+    "HeartbeatReply",
+    "CompleteResult",
+    "FailResult",
+    "TERMINAL_STATES",
+    "parse_time",
+    "NovaError",
+    "NovaConnectionError",
+    "NovaTimeout",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "Conflict",
+    "LeaseLost",
+    "PayloadTooLarge",
+    "Unprocessable",
+    "RateLimited",
+    "ServerError",
+    "Unavailable",
+    "PermanentError",
+    "RetryLater",
+]
