@@ -59,6 +59,9 @@ public final class ClaimLongPoll: Sendable {
   private let tick: Duration
   private let state = Mutex(State())
 
+  /// How long one claim of the loop may take, retries included.
+  static let roundBound: Duration = .seconds(2)
+
   /// A long-poll over `queue`; `tick` bounds how late a waiter learns of work no wake-up announced.
   public init(queue: any JobQueue, clock: any NovaClock = SystemClock(), tick: Duration = .milliseconds(250)) {
     self.queue = queue
@@ -93,7 +96,11 @@ public final class ClaimLongPoll: Sendable {
       return !state.looping
     }
     guard let startLoop else { return [] }
-    if startLoop { Task { await AuditContext.$actor.withValue("system") { await self.serve() } } }
+    // The loop outlives this request: it must not inherit the request's store deadline (an
+    // instant soon past, after which every claim it made would fail at once) nor its actor.
+    if startLoop {
+      Task { await StoreDeadline.$current.withValue(nil) { await AuditContext.$actor.withValue("system") { await self.serve() } } }
+    }
     let clock = clock
     let timer = Task {
       try? await clock.sleep(for: wait)
@@ -130,7 +137,11 @@ public final class ClaimLongPoll: Sendable {
       let key = waiter.request.queues + ["|"] + waiter.request.kinds.patterns
       if exhausted.contains(key) { continue }
       do {
-        let leases = try await AuditContext.$actor.withValue(waiter.actor) { try await queue.claim(waiter.request) }
+        // Bounded like a request's store calls, so that a store that is down does not hold the
+        // loop (the waiters' own deadlines still answer them).
+        let leases = try await StoreDeadline.within(Self.roundBound) {
+          try await AuditContext.$actor.withValue(waiter.actor) { try await queue.claim(waiter.request) }
+        }
         if leases.count < waiter.request.limit { exhausted.insert(key) }
         if leases.isEmpty { continue }
         if !waiter.resolve(leases) {

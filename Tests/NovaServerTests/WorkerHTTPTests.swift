@@ -425,11 +425,15 @@ struct WorkerHTTPTests {
     var logger = Logger(label: "test")
     logger.logLevel = .warning
     TestMetrics.bootstrap()
+    var configuration = NovaServer.Configuration(workers: 0)
+    configuration.storeDeadline = .seconds(3)
     let server = try NovaServer(
-      configuration: .init(workers: 0), queue: queue, registry: registry, security: security,
+      configuration: configuration, queue: queue, registry: registry, security: security,
       policy: PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit)), logger: logger)
     let app = Application(router: server.makeRouter())
     try await app.test(.router) { client in
+      // Connections opened first (a loaded machine may take a while for the first).
+      _ = try await queue.stats()
       async let waiting = post(client, "/v1/workers/claim", worker, #"{"worker":"r1","kinds":["train.*"],"max":4,"wait_seconds":20}"#)
       try await eventually("the claim to wait") { server.workerActions.waitingClaims == 1 }
       let a = try await submit(client, ops)
