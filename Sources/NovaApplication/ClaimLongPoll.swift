@@ -77,6 +77,7 @@ public final class ClaimLongPoll: Sendable {
   public func endWaiting() {
     let waiters = state.withLock { state in
       state.ended = true
+      defer { state.waiters.removeAll() }
       return state.waiters.values.map(\.waiter)
     }
     for waiter in waiters { _ = waiter.resolve([]) }
@@ -131,10 +132,11 @@ public final class ClaimLongPoll: Sendable {
   }
 
   private func round(_ waiters: [Waiter]) async {
-    // Filters (queues and kinds) found empty in this round: nobody else asking for the same is tried.
+    // Filters (queues and kinds) found empty in this round: nobody else asking for the same is
+    // tried (in any order of its names: one claim per filter and round, whoever asks).
     var exhausted: Set<[String]> = []
     for waiter in waiters {
-      let key = waiter.request.queues + ["|"] + waiter.request.kinds.patterns
+      let key = waiter.request.queues.sorted() + ["|"] + waiter.request.kinds.patterns.sorted()
       if exhausted.contains(key) { continue }
       do {
         // Bounded like a request's store calls, so that a store that is down does not hold the
@@ -144,6 +146,8 @@ public final class ClaimLongPoll: Sendable {
         }
         if leases.count < waiter.request.limit { exhausted.insert(key) }
         if leases.isEmpty { continue }
+        // Answered: out of the next rounds at once, not when its task gets to run again.
+        state.withLock { _ = $0.waiters.removeValue(forKey: ObjectIdentifier(waiter)) }
         if !waiter.resolve(leases) {
           // The waiter gave up meanwhile: the jobs go back, their attempts not counted.
           _ = try? await AuditContext.$actor.withValue(waiter.actor) { try await queue.release(batch: leases) }

@@ -15,13 +15,17 @@ public struct JobLogFeed: Sendable {
 
   /// How often a follower looks for more.
   public static let interval: Duration = .milliseconds(250)
+  /// The longest one follow lasts; a follower that wants more asks again.
+  public static let maxFollow: Duration = .seconds(3600)
   static let page = 1000
 
   /// Hands the output to `body` in the order written, page by page; with `follow`, goes on until
-  /// the job is over (or the task is cancelled: the client went away).
-  public func read(follow: Bool, _ body: ([JobLogChunk]) async throws -> Void) async throws {
+  /// the job is over, `stop` says so (the server is stopping), `maxFollow` passed, or the task is
+  /// cancelled (the client went away).
+  public func read(follow: Bool, stop: @Sendable () -> Bool = { false }, _ body: ([JobLogChunk]) async throws -> Void) async throws {
     var after: Int64 = 0
     var finishing = false
+    let started = clock.uptime()
     while true {
       let chunks = try await store.logs(of: job.id, attempt: attempt, after: after, limit: Self.page)
       if !chunks.isEmpty {
@@ -29,7 +33,7 @@ public struct JobLogFeed: Sendable {
         try await body(chunks)
         if chunks.count == Self.page { continue }
       }
-      if !follow || finishing { return }
+      if !follow || finishing || stop() || clock.uptime() - started >= Self.maxFollow { return }
       // Over: one more read catches what the last write of the attempt left.
       if try await isOver() {
         finishing = true

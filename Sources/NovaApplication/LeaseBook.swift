@@ -11,6 +11,8 @@ import Synchronization
 final class LeaseBook: Sendable {
   private struct State {
     var leases: [JobID: JobLease] = [:]
+    /// How long each lease was claimed for (what a heartbeat extends it by, unless told).
+    var durations: [JobID: Duration] = [:]
     var insertsSinceSweep = 0
   }
 
@@ -20,16 +22,25 @@ final class LeaseBook: Sendable {
 
   /// Records leases just handed out; now and then drops those long expired, so that leases of
   /// workers that died do not pile up.
-  func insert(_ leases: [JobLease], now: Date) {
+  func insert(_ leases: [JobLease], duration: Duration, now: Date) {
     let cutoff = now.addingTimeInterval(-slack.seconds)
     state.withLock { state in
-      for lease in leases { state.leases[lease.id] = lease }
+      for lease in leases {
+        state.leases[lease.id] = lease
+        state.durations[lease.id] = duration
+      }
       state.insertsSinceSweep += leases.count
       if state.insertsSinceSweep >= 4096 {
         state.insertsSinceSweep = 0
         state.leases = state.leases.filter { $0.value.expiresAt > cutoff }
+        state.durations = state.durations.filter { state.leases[$0.key] != nil }
       }
     }
+  }
+
+  /// The length the lease on `id` with `token` was claimed for, when this server handed it out.
+  func duration(_ id: JobID, token: Int64) -> Duration? {
+    state.withLock { state in state.leases[id]?.token == token ? state.durations[id] : nil }
   }
 
   /// The lease on `id` with `token`, when this server handed it out.
@@ -50,7 +61,10 @@ final class LeaseBook: Sendable {
   /// Forgets leases that ended (recorded, failed, released or lost).
   func remove(_ ids: some Sequence<(JobID, Int64)>) {
     state.withLock { state in
-      for (id, token) in ids where state.leases[id]?.token == token { state.leases[id] = nil }
+      for (id, token) in ids where state.leases[id]?.token == token {
+        state.leases[id] = nil
+        state.durations[id] = nil
+      }
     }
   }
 

@@ -114,16 +114,26 @@ public final class WorkerActions: Sendable {
     let request = ClaimRequest(
       queues: claim.queues, kinds: claim.kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
     let leases = try await longPoll.claim(request, wait: claim.wait)
-    book.insert(leases, now: clock.now())
+    if Task.isCancelled, !leases.isEmpty {
+      // The client went away while its jobs were being claimed: nobody would run them.
+      _ = try? await queue.release(batch: leases)
+      return []
+    }
+    book.insert(leases, duration: claim.leaseDuration, now: clock.now())
     return leases
   }
 
-  /// Extends leases; per job, the new expiry, `cancelled` (stop working on it) or `lost`.
-  public func heartbeat(_ references: [LeaseReference], leaseDuration: Duration, by caller: Caller?) async throws -> [JobID:
+  /// Extends leases by `leaseDuration`, or by the length each was claimed for (60 s when this
+  /// server did not hand it out); per job, the new expiry, `cancelled` (stop working on it) or `lost`.
+  public func heartbeat(_ references: [LeaseReference], leaseDuration: Duration?, by caller: Caller?) async throws -> [JobID:
     HeartbeatOutcome]
   {
     let (leases, missing) = try await resolve(references, action: "report", by: caller)
-    var outcomes = leases.isEmpty ? [:] : try await queue.heartbeat(leases, leaseDuration: leaseDuration)
+    var outcomes: [JobID: HeartbeatOutcome] = [:]
+    let byDuration = Dictionary(grouping: leases) { leaseDuration ?? book.duration($0.id, token: $0.token) ?? .seconds(60) }
+    for (duration, group) in byDuration {
+      outcomes.merge(try await queue.heartbeat(group, leaseDuration: duration)) { $1 }
+    }
     for lease in leases {
       switch outcomes[lease.id] ?? .lost {
       case .extended(let expiry): book.extend(lease.id, token: lease.token, to: expiry)

@@ -13,6 +13,9 @@ actor AttemptLog {
   private let context: JobContext
   private var pending: [JobLogChunk] = []
   private var pendingBytes = 0
+  /// The write in flight: each write waits for the one before, so chunks land in the order they
+  /// were written (the actor is reentrant, and a Redis store spreads calls over connections).
+  private var lastWrite: Task<Void, Never>?
 
   /// Pending output this large is written at once rather than at the next interval.
   static let flushBytes = 256 << 10
@@ -38,17 +41,24 @@ actor AttemptLog {
     if pendingBytes >= Self.flushBytes { await flush() }
   }
 
-  /// Writes what is pending. A store that fails loses this output, never the job.
+  /// Writes what is pending, after the writes before it; returns once all of them landed. A
+  /// store that fails loses this output, never the job.
   func flush() async {
-    guard !pending.isEmpty else { return }
-    let chunks = pending
-    pending = []
-    pendingBytes = 0
-    do {
-      try await store.appendLogs(chunks)
-    } catch {
-      context.logger.warning("could not keep the job's output", metadata: ["error": "\(error)"])
+    if !pending.isEmpty {
+      let chunks = pending
+      pending = []
+      pendingBytes = 0
+      let (previous, store, logger) = (lastWrite, store, context.logger)
+      lastWrite = Task {
+        await previous?.value
+        do {
+          try await store.appendLogs(chunks)
+        } catch {
+          logger.warning("could not keep the job's output", metadata: ["error": "\(error)"])
+        }
+      }
     }
+    await lastWrite?.value
   }
 
   /// After the program ended: for each stream that went past its limit, a marker and the part

@@ -461,7 +461,8 @@ enum RedisQueueScripts {
           redis.call('ZREM', p .. 'state:' .. state, id)
           redis.call('DEL', k)
           -- The job's output goes with it.
-          redis.call('DEL', p .. 'log:' .. id)
+          -- UNLINK: a long log is freed in the background, not while the script holds Redis.
+          redis.call('UNLINK', p .. 'log:' .. id)
           deleted = deleted + 1
         end
       end

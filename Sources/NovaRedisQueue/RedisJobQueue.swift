@@ -390,7 +390,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       }
       commands.append(command)
     }
-    _ = try await redis.pipeline(commands)
+    for reply in try await redis.pipeline(commands) {
+      if case .error(let message) = reply { throw NovaError.storage("keeping job output: \(message)") }
+    }
   }
 
   public func logs(of id: JobID, attempt: Int?, after sequence: Int64, limit: Int) async throws -> [JobLogChunk] {

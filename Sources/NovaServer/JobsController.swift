@@ -6,6 +6,8 @@ import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
+import ServiceLifecycle
+import Synchronization
 
 /// The `/v1/jobs` routes: each translates a request into one of the shared `JobActions` (which
 /// decide with the job's queue and kind and audit the decision) and its answer into JSON.
@@ -61,8 +63,14 @@ struct JobsController {
       status: .ok, headers: headers,
       body: ResponseBody { writer in
         var last: Int?
-        try await feed.read(follow: following) { chunks in
-          try await writer.write(ByteBuffer(bytes: JobLogChunk.text(chunks, headers: headed, lastAttempt: &last)))
+        // A stopping server ends the follow (it waits for requests in flight before stopping).
+        let stopping = Mutex(false)
+        try await withGracefulShutdownHandler {
+          try await feed.read(follow: following, stop: { stopping.withLock { $0 } }) { chunks in
+            try await writer.write(ByteBuffer(bytes: JobLogChunk.text(chunks, headers: headed, lastAttempt: &last)))
+          }
+        } onGracefulShutdown: {
+          stopping.withLock { $0 = true }
         }
         try await writer.finish(nil)
       })

@@ -156,8 +156,9 @@ struct WorkersController {
     }
   }
 
-  private static func leaseDuration(_ body: BodyObject) throws -> Duration {
-    guard let seconds = try body.number("lease_seconds") else { return .seconds(60) }
+  /// The body's `lease_seconds`; nil (each lease's own claimed length) when not given.
+  private static func leaseDuration(_ body: BodyObject) throws -> Duration? {
+    guard let seconds = try body.number("lease_seconds") else { return nil }
     guard seconds >= 1, seconds <= WorkerClaim.maxLease.seconds else {
       throw NovaError.invalidInput(field: "lease_seconds", message: "\(seconds) is out of range 1...\(Int(WorkerClaim.maxLease.seconds))")
     }

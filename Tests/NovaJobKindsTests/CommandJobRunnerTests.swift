@@ -171,17 +171,20 @@ struct CommandJobRunnerTests {
   @Test func theSweepKillsOnlyWhatDeadWorkersLeft() async throws {
     #expect(OrphanSweeper.identity == OrphanSweeper.identity(of: getpid()))
     #expect(OrphanSweeper.isRunning(OrphanSweeper.identity))
-    let reused = "\(getpid()):1"
+    let reused = "\(OrphanSweeper.namespace)/\(getpid()):1"
     #expect(!OrphanSweeper.isRunning(reused))
-    let orphan = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": "999999999:5", "PATH": "/bin"])
+    let orphan = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": "\(OrphanSweeper.namespace)/999999999:5", "PATH": "/bin"])
+    // A worker of another pid namespace (a container) is not judged by this namespace's pids.
+    let foreign = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": "pid:[1]/999999999:5", "PATH": "/bin"])
+    defer { foreign.signal(SIGKILL) }
     let stale = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": reused, "PATH": "/bin"])
     let kept = try ChildProcess("/bin/sleep", ["60"], environment: ["NOVA_WORKER": OrphanSweeper.identity, "PATH": "/bin"])
     defer { kept.signal(SIGKILL) }
     try await eventually("the environments to be readable") { OrphanSweeper.workerOf(kept.pid) == OrphanSweeper.identity }
     let killed = OrphanSweeper.sweep()
-    #expect(killed.contains(orphan.pid) && killed.contains(stale.pid) && !killed.contains(kept.pid))
+    #expect(killed.contains(orphan.pid) && killed.contains(stale.pid) && !killed.contains(kept.pid) && !killed.contains(foreign.pid))
     #expect(await orphan.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
     #expect(await stale.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL)
-    #expect(isProcessAlive(kept.pid))
+    #expect(isProcessAlive(kept.pid) && isProcessAlive(foreign.pid))
   }
 }

@@ -121,12 +121,14 @@ struct JobKindsProcessTests {
     #expect(try await NovaProcess.run(["jobs", "list", "--data-dir", dir.path]).code == 0)
   }
 
-  /// SIGTERM answers long-polling claims at once (empty), so a worker's idle poll does not hold
-  /// the server's shutdown for the rest of its wait.
+  /// SIGTERM answers long-polling claims at once (empty) and ends log follows, so neither a
+  /// worker's idle poll nor someone watching a job holds the server's shutdown.
   @Test func shutdownAnswersWaitingClaimsAtOnce() async throws {
     let dir = try TemporaryDirectory.make()
-    let token = try await NovaProcess.run(["tokens", "create", "--name", "w", "--role", "worker", "--data-dir", dir.path]).stdout
+    let token = try await NovaProcess.run(["tokens", "create", "--name", "w", "--role", "admin", "--data-dir", dir.path]).stdout
       .trimmingCharacters(in: .whitespacesAndNewlines)
+    let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
+    let waiting: JobID = try await queue.enqueue(JobRequest(kind: "noop", queue: "elsewhere"))
     let server = try NovaProcess(["serve", "--data-dir", dir.path, "--port", "0", "--workers", "0"])
     defer { server.signal(SIGKILL) }
     let port = try await server.listeningPort()
@@ -137,6 +139,12 @@ struct JobKindsProcessTests {
           -d '{"worker":"w","wait_seconds":60}'
         """, timeout: .seconds(90))
     }
+    // A job no worker takes (none runs here): its follow would last until it ends.
+    let follow = Task {
+      try await shell(
+        "curl -s 'http://127.0.0.1:\(port)/v1/jobs/\(waiting.rawValue)/logs?follow=1' -H 'Authorization: Bearer \(token)'; echo \"exit $?\"",
+        timeout: .seconds(90))
+    }
     // Time for curl to start and its claim to find nothing and wait.
     try await Task.sleep(for: .seconds(2))
     let started = ContinuousClock.now
@@ -145,6 +153,7 @@ struct JobKindsProcessTests {
     #expect(ContinuousClock.now - started < .seconds(10))
     let answer = try await claim.value
     #expect(answer.output == #"{"jobs":[]}"#, "\(answer.output)")
+    #expect(try await follow.value.output == "exit 0\n")
   }
 
   /// A long-polling claim whose client went away claims nothing: a job enqueued after it stays

@@ -45,11 +45,13 @@ struct RedisProcessTests {
     let server = try RedisTestServer()
     defer { server.stop() }
     let queue = try queue(server)
-    // Enough work (about 3 s on the eight slots) that jobs are still running when one worker
-    // is killed, however late a loaded machine starts the second.
+    // Enough work (about 5 s on the eight slots) that jobs are still running when one worker
+    // is killed, however late a loaded machine starts the second; jobs long enough (0.8 s) that
+    // those the victim holds cannot all finish between the look and the kill on a loaded machine
+    // (with 0.3 s they once did, and no job was seen to run again).
     let ids = try await queue.enqueue(
-      batch: (0..<80).map { _ in
-        JobRequest(kind: "sleep", payload: Data(#"{"ms":300}"#.utf8), maxAttempts: 5)
+      batch: (0..<48).map { _ in
+        JobRequest(kind: "sleep", payload: Data(#"{"ms":800}"#.utf8), maxAttempts: 5)
       }
     ).map(\.id)
     let first = try NovaProcess(workerArguments(server))

@@ -257,9 +257,13 @@ struct WorkerHTTPTests {
       let worker = setup.tokens["gpu-1"]!
       let a = try await submit(client, ops)
       let b = try await submit(client, ops)
-      let jobs = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","max":2}"#).body)
+      let jobs = claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","max":2,"lease_seconds":600}"#).body)
       let leaseA = try #require(jobs.first { $0.id == a }).lease
       let leaseB = try #require(jobs.first { $0.id == b }).lease
+      // A heartbeat without lease_seconds extends by the length claimed (not a shorter default).
+      let renewed = try await post(client, "/v1/jobs/\(b)/heartbeat", worker, #"{"lease":"\#(leaseB)"}"#)
+      let expiry = try #require(try await setup.queue.get(JobID(b))?.leaseExpiresAt)
+      #expect(renewed.status == .ok && expiry.timeIntervalSinceNow > 500)
       #expect(try await post(client, "/v1/jobs/\(a)/cancel", ops, "").status == .ok)
       let batch = try await post(
         client, "/v1/jobs/heartbeat", worker,
