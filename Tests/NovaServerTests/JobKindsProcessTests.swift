@@ -183,4 +183,30 @@ struct JobKindsProcessTests {
     server.signal(SIGTERM)
     _ = await server.waitForExit()
   }
+
+  /// A program that prints 100 MiB: its output is truncated and the worker's memory stays flat
+  /// (its peak resident size, read from /proc after the job, stays far below what it printed).
+  @Test func aHundredMegabytesOfOutputLeavesTheWorkersMemoryFlat() async throws {
+    let dir = try TemporaryDirectory.make()
+    let jobs = dir.appendingPathComponent("nova-jobs.yaml").path
+    try """
+    kinds:
+      loud:
+        type: command
+        command: [python3, -c, "import sys\\nchunk = b'x' * (1 << 20)\\nfor _ in range(100): sys.stdout.buffer.write(chunk)\\nprint()\\nprint('{}')"]
+    """.write(toFile: jobs, atomically: true, encoding: .utf8)
+    let queue = try SQLiteJobQueue(path: dir.appendingPathComponent("nova.sqlite").path)
+    let id: JobID = try await queue.enqueue(JobRequest(kind: "loud"))
+    let worker = try NovaProcess(["worker", "--data-dir", dir.path, "--jobs", jobs, "--workers", "1", "--poll-ms", "20"])
+    defer { worker.signal(SIGKILL) }
+    try await eventually("the job to succeed", timeout: .seconds(60)) { try await queue.get(id)?.state == .succeeded }
+    let status = try String(contentsOfFile: "/proc/\(worker.pid)/status", encoding: .utf8)
+    let peakLine = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+    let peakKiB = try #require(Int(peakLine.split(separator: " ").dropFirst().first ?? ""))
+    #expect(peakKiB < 80 * 1024, "the worker peaked at \(peakKiB) KiB while its program printed 100 MiB")
+    let kept = try await queue.logs(of: id, attempt: 1, after: 0, limit: 1000).reduce(0) { $0 + $1.data.count }
+    #expect(kept < 2 << 20, "kept \(kept) bytes of output")
+    worker.signal(SIGTERM)
+    _ = await worker.waitForExit()
+  }
 }
