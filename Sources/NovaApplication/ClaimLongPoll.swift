@@ -22,16 +22,15 @@ public final class ClaimLongPoll: Sendable {
     /// Hands the waiter its answer; false when it already had one (it timed out), in which
     /// case the caller still owns `leases`.
     func resolve(_ leases: [JobLease]) -> Bool {
-      let continuation = outcome.withLock { state -> CheckedContinuation<[JobLease], Never>?? in
-        if state.done { return .none }
+      // The answer goes to the waiting continuation, or is kept for `wait` when it has not begun.
+      let (resolved, waiting) = outcome.withLock { state -> (Bool, CheckedContinuation<[JobLease], Never>?) in
+        if state.done { return (false, nil) }
         state.done = true
-        if let continuation = state.continuation { return .some(continuation) }
-        state.early = leases
-        return .some(nil)
+        if state.continuation == nil { state.early = leases }
+        return (true, state.continuation)
       }
-      guard let continuation else { return false }
-      continuation?.resume(returning: leases)
-      return true
+      waiting?.resume(returning: leases)
+      return resolved
     }
 
     func wait() async -> [JobLease] {

@@ -50,10 +50,24 @@ public struct JobActions: Sendable {
 
   /// Throws `forbidden` unless the policy permits `caller` to take `action` on `resource`.
   public func authorize(_ caller: Caller?, _ action: String, _ resource: PolicyResource) async throws {
+    try await Self.authorize(policy, caller, action, resource)
+  }
+
+  /// Throws `forbidden` unless `policy` permits `caller` to take `action` on `resource`; without
+  /// a policy or a caller, nothing is decided.
+  static func authorize(_ policy: PolicyEngine?, _ caller: Caller?, _ action: String, _ resource: PolicyResource) async throws {
     guard let policy, let caller else { return }
     let decision = try await policy.decide(
       PolicyRequest(subject: caller.subject, action: action, resource: resource, source: caller.source))
     if !decision.permits { throw NovaError.forbidden(decision.refusal) }
+  }
+
+  /// One decision on jobs per distinct queue and kind among `jobs` (given as `[queue, kind]`).
+  static func authorize(_ policy: PolicyEngine?, _ caller: Caller?, _ action: String, jobs: some Sequence<[String]>) async throws {
+    var decided: Set<[String]> = []
+    for job in jobs where decided.insert(job).inserted {
+      try await authorize(policy, caller, action, PolicyResource(kind: "job", attributes: ["queue": job[0], "job_kind": job[1]]))
+    }
   }
 
   /// Submits a job (validated against its kind's handler); the stored job, and whether it is new
@@ -77,10 +91,7 @@ public struct JobActions: Sendable {
         throw error.inEntry("jobs[\(index)]")
       }
     }
-    var decided: Set<[String]> = []
-    for request in requests where decided.insert([request.queue, request.kind]).inserted {
-      try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
-    }
+    try await Self.authorize(policy, caller, "submit", jobs: requests.map { [$0.queue, $0.kind] })
     return try await queue.enqueue(batch: requests)
   }
 

@@ -9,11 +9,21 @@ import Synchronization
 /// a lease the book does not hold (another server handed it out, or this one restarted) reads the
 /// job instead; the store's fencing check decides either way.
 final class LeaseBook: Sendable {
+  /// A lease handed out and how long it was claimed for (what a heartbeat extends it by, unless told).
+  private struct Entry {
+    var lease: JobLease
+    var duration: Duration
+  }
+
   private struct State {
-    var leases: [JobID: JobLease] = [:]
-    /// How long each lease was claimed for (what a heartbeat extends it by, unless told).
-    var durations: [JobID: Duration] = [:]
+    var entries: [JobID: Entry] = [:]
     var insertsSinceSweep = 0
+
+    /// The entry of `id` when it holds `token`.
+    func entry(_ id: JobID, token: Int64) -> Entry? {
+      guard let entry = entries[id], entry.lease.token == token else { return nil }
+      return entry
+    }
   }
 
   private let state = Mutex(State())
@@ -25,49 +35,39 @@ final class LeaseBook: Sendable {
   func insert(_ leases: [JobLease], duration: Duration, now: Date) {
     let cutoff = now.addingTimeInterval(-slack.seconds)
     state.withLock { state in
-      for lease in leases {
-        state.leases[lease.id] = lease
-        state.durations[lease.id] = duration
-      }
+      for lease in leases { state.entries[lease.id] = Entry(lease: lease, duration: duration) }
       state.insertsSinceSweep += leases.count
       if state.insertsSinceSweep >= 4096 {
         state.insertsSinceSweep = 0
-        state.leases = state.leases.filter { $0.value.expiresAt > cutoff }
-        state.durations = state.durations.filter { state.leases[$0.key] != nil }
+        state.entries = state.entries.filter { $0.value.lease.expiresAt > cutoff }
       }
     }
   }
 
   /// The length the lease on `id` with `token` was claimed for, when this server handed it out.
   func duration(_ id: JobID, token: Int64) -> Duration? {
-    state.withLock { state in state.leases[id]?.token == token ? state.durations[id] : nil }
+    state.withLock { $0.entry(id, token: token)?.duration }
   }
 
   /// The lease on `id` with `token`, when this server handed it out.
   func lease(_ id: JobID, token: Int64) -> JobLease? {
-    state.withLock { state in
-      guard let lease = state.leases[id], lease.token == token else { return nil }
-      return lease
-    }
+    state.withLock { $0.entry(id, token: token)?.lease }
   }
 
   /// Moves a lease's expiry after a heartbeat.
   func extend(_ id: JobID, token: Int64, to expiresAt: Date) {
     state.withLock { state in
-      if state.leases[id]?.token == token { state.leases[id]?.expiresAt = expiresAt }
+      if state.entry(id, token: token) != nil { state.entries[id]?.lease.expiresAt = expiresAt }
     }
   }
 
   /// Forgets leases that ended (recorded, failed, released or lost).
   func remove(_ ids: some Sequence<(JobID, Int64)>) {
     state.withLock { state in
-      for (id, token) in ids where state.leases[id]?.token == token {
-        state.leases[id] = nil
-        state.durations[id] = nil
-      }
+      for (id, token) in ids where state.entry(id, token: token) != nil { state.entries[id] = nil }
     }
   }
 
   /// How many leases the book holds.
-  var count: Int { state.withLock { $0.leases.count } }
+  var count: Int { state.withLock { $0.entries.count } }
 }

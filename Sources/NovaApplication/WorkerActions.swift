@@ -108,7 +108,7 @@ public final class WorkerActions: Sendable {
   /// `claim.wait` when none is available.
   public func claim(_ claim: WorkerClaim, by caller: Caller?) async throws -> [JobLease] {
     for queueName in claim.queues {
-      try await authorize(caller, "claim", PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName]))
+      try await JobActions.authorize(policy, caller, "claim", PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName]))
     }
     try await announce(claim)
     let request = ClaimRequest(
@@ -212,10 +212,7 @@ public final class WorkerActions: Sendable {
         missing.append(reference)
       }
     }
-    var decided: Set<[String]> = []
-    for resource in leases.map({ [$0.job.queue, $0.job.kind] }) + resources where decided.insert(resource).inserted {
-      try await authorize(caller, action, PolicyResource(kind: "job", attributes: ["queue": resource[0], "job_kind": resource[1]]))
-    }
+    try await JobActions.authorize(policy, caller, action, jobs: leases.map { [$0.job.queue, $0.job.kind] } + resources)
     return (leases, missing)
   }
 
@@ -235,10 +232,4 @@ public final class WorkerActions: Sendable {
         worker: claim.worker, queues: claim.queues, kinds: claim.kinds.patterns, expiresAt: lapses))
   }
 
-  private func authorize(_ caller: Caller?, _ action: String, _ resource: PolicyResource) async throws {
-    guard let policy, let caller else { return }
-    let decision = try await policy.decide(
-      PolicyRequest(subject: caller.subject, action: action, resource: resource, source: caller.source))
-    if !decision.permits { throw NovaError.forbidden(decision.refusal) }
-  }
 }

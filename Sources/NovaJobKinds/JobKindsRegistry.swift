@@ -14,8 +14,6 @@ extension JobKindsFile {
 
   /// Registers a handler for each kind of the file, with the kind's timeout.
   public func register(into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
-    // A process that runs programs also cleans up after workers on this host that died running theirs.
-    if kinds.contains(where: { $0.type == "command" }) { OrphanSweeper.start() }
     for definition in kinds {
       switch definition.action {
       case .command(let command):

@@ -251,6 +251,8 @@ public struct NovaServer: Sendable {
     var services: [any Service] = []
     var pool: WorkerPool?
     if configuration.workers > 0 {
+      // A process that runs jobs also cleans up after workers on this host that died running programs.
+      OrphanSweeper.start()
       var poolConfiguration = configuration.pool
       poolConfiguration.concurrency = configuration.workers
       let made = WorkerPool(queue: queue, registry: liveRegistry, configuration: poolConfiguration, logger: logger, clock: clock)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NovaApplication
 import NovaCore
+import NovaJobKinds
 import NovaQueue
 import NovaServer
 import ServiceLifecycle
@@ -28,6 +29,8 @@ struct WorkerCommand: AsyncParsableCommand {
     let settings = try store.settings()
     let registry = LiveJobRegistry(try NovaApplication.jobRegistry(settings))
     let workers = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)
+    // It also cleans up after workers on this host that died running programs.
+    OrphanSweeper.start()
     let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger)
     var services: [any Service] = [workers, reaper]
     if let path = settings.jobsPath {
