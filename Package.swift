@@ -52,9 +52,12 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
+    // The per-attempt process supervisor and the prctl calls Swift cannot make (prctl is variadic).
+    .target(name: "CNovaProcess"),
     .target(
       name: "NovaCore",
       dependencies: [
+        "CNovaProcess",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Yams", package: "Yams"),

@@ -52,13 +52,22 @@ public final class WakeSignal: Sendable {
     }
   }
 
-  /// Returns after a signal, after `timeout` of `clock`'s time, or when the task is cancelled.
-  public func wait(timeout: Duration, clock: any NovaClock = SystemClock()) async {
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await self.wait() }
-      group.addTask { try? await clock.sleep(for: timeout) }
-      await group.next()
+  /// Returns after a signal, after `timeout` of `clock`'s time, or when the task is cancelled;
+  /// true when a signal ended the wait.
+  @discardableResult
+  public func wait(timeout: Duration, clock: any NovaClock = SystemClock()) async -> Bool {
+    await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        await self.wait()
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await clock.sleep(for: timeout)
+        return false
+      }
+      let signalled = await group.next() ?? false
       group.cancelAll()
+      return signalled
     }
   }
 }

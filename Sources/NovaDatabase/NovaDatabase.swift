@@ -68,9 +68,13 @@ public final class NovaDatabase: Sendable {
     let path = configuration.path
     try Self.makePrivate(path)
     do {
-      pool = try DatabasePool(path: path, configuration: config)
-      try pool.barrierWriteWithoutTransaction { db in
-        try Self.checkIsNovaDatabase(db, path: path)
+      // Processes opening a fresh file at once would each switch it to WAL and stamp it.
+      pool = try Self.withSchemaLock(path: path, timeout: Self.schemaLockTimeout(configuration)) {
+        let opened = try DatabasePool(path: path, configuration: config)
+        try opened.barrierWriteWithoutTransaction { db in
+          try Self.checkIsNovaDatabase(db, path: path)
+        }
+        return opened
       }
     } catch {
       throw SQLiteErrorTranslation.translate(error, path: path)
@@ -105,11 +109,51 @@ public final class NovaDatabase: Sendable {
   package func migrate(_ store: String, _ register: (inout DatabaseMigrator) -> Void) throws {
     var migrator = DatabaseMigrator()
     register(&migrator)
-    do {
-      try migrator.migrate(pool)
-    } catch {
-      throw NovaError.storage("cannot create the \(store) tables in \(path): \(SQLiteErrorTranslation.translate(error, path: path))")
+    // GRDB reads which migrations are applied, then applies each in a transaction of its own: two processes opening a
+    // fresh file would both find a table missing and both create it, and one would fail.
+    try Self.withSchemaLock(path: path, timeout: Self.schemaLockTimeout(configuration)) {
+      do {
+        try migrator.migrate(pool)
+      } catch {
+        throw NovaError.storage("cannot create the \(store) tables in \(path): \(SQLiteErrorTranslation.translate(error, path: path))")
+      }
     }
+  }
+
+  /// The lock file that serializes opening and migrating the database at `path` across processes.
+  package static func schemaLockPath(_ path: String) -> String { path + ".migrate-lock" }
+
+  /// A holder may first wait up to its busy timeout for SQLite's write lock, then migrate; the minute more is for a
+  /// migration that rewrites a large table.
+  private static func schemaLockTimeout(_ configuration: Configuration) -> TimeInterval {
+    max(configuration.busyTimeout, 0) + 60
+  }
+
+  /// Runs `body` holding an exclusive `flock` on the schema lock file, waiting at most `timeout` for another process
+  /// to release it (`NovaError.unavailable` after that).
+  private static func withSchemaLock<T>(path: String, timeout: TimeInterval, _ body: () throws -> T) throws -> T {
+    let lockPath = schemaLockPath(path)
+    // Never deleted: were it unlinked while another process waited on it, a third could lock a new file and both
+    // would migrate at once.
+    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    // Where no lock file can be made, SQLite reports what is wrong with the folder (or opens as it did before).
+    guard fd >= 0 else { return try body() }
+    // Closing releases the lock, as the kernel does when a holder dies: a crash never leaves it held.
+    defer { close(fd) }
+    let start = ContinuousClock.now
+    var pause: UInt32 = 1_000
+    while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      let error = errno
+      // A file system without flock: no worse off than before the lock existed.
+      guard error == EWOULDBLOCK || error == EINTR else { return try body() }
+      guard ContinuousClock.now - start < .seconds(timeout) else {
+        throw NovaError.unavailable(
+          "the SQLite database \(path) is being created or migrated by another process: \(lockPath) held for over \(Int(timeout)) s")
+      }
+      usleep(pause)
+      pause = min(pause * 2, 50_000)
+    }
+    return try body()
   }
 
   /// Runs `body` in the shared write transaction (in a savepoint of its own unless `savepoint`
@@ -136,15 +180,28 @@ public final class NovaDatabase: Sendable {
   }
 
   private static func checkIsNovaDatabase(_ db: Database, path: String) throws {
+    if try isStamped(db, path: path) { return }
+    // The file looked fresh: read it again and stamp it in one write transaction, so that no other process (one that
+    // does not take the schema lock) creates tables or stamps it in between.
+    try db.inTransaction(.immediate) {
+      if try !isStamped(db, path: path) {
+        try db.execute(sql: "PRAGMA application_id = \(applicationID)")
+      }
+      return .commit
+    }
+  }
+
+  /// Whether the file carries Nova's application id: false for a fresh file; throws for another application's.
+  private static func isStamped(_ db: Database, path: String) throws -> Bool {
     let appID = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
-    if appID == applicationID { return }
+    if appID == applicationID { return true }
     let tables = try String.fetchAll(
       db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
     if appID != 0 || !tables.isEmpty {
       let detail = tables.isEmpty ? "application_id \(appID)" : "tables: \(tables.prefix(5).joined(separator: ", "))"
       throw NovaError.storage("\(path) is not a Nova database (\(detail)); use another --data-dir")
     }
-    try db.execute(sql: "PRAGMA application_id = \(applicationID)")
+    return false
   }
 }
 

@@ -8,10 +8,12 @@ import SystemPackage
   import Glibc
 #endif
 
-/// Runs a `type: command` job: the program (no shell) in its own process group, the payload on
-/// its standard input, `NOVA_JOB_*` in its environment, its output bounded. Timeout,
-/// cancellation and shutdown send SIGTERM to the group, then SIGKILL after `kill_grace`; anything
-/// of the group still alive when the program ends is killed, so no orphan survives it.
+/// Runs a `type: command` job: the program (no shell) under its attempt's supervisor
+/// (`AttemptSupervision`), the payload on its standard input, `NOVA_JOB_*` in its environment,
+/// its output bounded, as the kind's `user` where it names one. Timeout, cancellation and
+/// shutdown send SIGTERM to every process of the attempt, then SIGKILL after `kill_grace`;
+/// whatever the program left running when it ends goes the same way, so nothing outlives the
+/// attempt, and the run returns only once all of it is reaped.
 public struct CommandJobRunner: Sendable {
   public let name: String
   public let kind: CommandKind
@@ -19,12 +21,22 @@ public struct CommandJobRunner: Sendable {
   /// The worker's environment (what `env_pass`, `PATH`, `HOME` and `LANG` are read from).
   public let environment: [String: String]
 
-  public init(name: String, kind: CommandKind, timeout: Duration, environment: [String: String] = ProcessInfo.processInfo.environment) {
+  /// How the attempt's processes are contained.
+  public let supervision: AttemptSupervision
+
+  public init(
+    name: String, kind: CommandKind, timeout: Duration, environment: [String: String] = ProcessInfo.processInfo.environment,
+    supervision: AttemptSupervision = .detected
+  ) {
     self.name = name
     self.kind = kind
     self.timeout = timeout
     self.environment = environment
+    self.supervision = supervision
   }
+
+  /// How long a stopped attempt may take to end: the kill grace, then the reaping.
+  public var stopGrace: Duration { kind.killGrace + .seconds(5) }
 
   /// How much of stderr goes into the job's `last_error`.
   static let errorTailBytes = 4096
@@ -70,18 +82,42 @@ public struct CommandJobRunner: Sendable {
   public func run(payload: Data, context: JobContext) async throws -> Outcome {
     _ = Self.sigpipeIgnored
     let program = try resolve(kind.command[0])
+    let account = try resolveAccount()
     var options = PlatformOptions()
     options.processGroupID = 0
-    // On cancellation (timeout, a cancelled job, shutdown): SIGTERM to the group, SIGKILL after
-    // the grace.
-    options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace)]
-    // The program dies with the worker: setpriv sets its parent-death signal before exec.
     var executable = Executable.path(FilePath(program))
     var arguments = Array(kind.command.dropFirst())
-    if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
-      executable = .path(FilePath(Self.setpriv))
-      arguments = ["--pdeathsig", "KILL", "--", program] + arguments
+    var cgroup: String?
+    if let supervisor = supervision.supervisor {
+      // On cancellation (timeout, a cancelled job, shutdown) the supervisor gets SIGTERM, passes
+      // it to every process of the attempt and SIGKILLs them after the grace; it is killed
+      // itself only if it has not exited 5 s later.
+      options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace + .seconds(5))]
+      var options = [ProcessHardening.supervisorCommand, "--grace-ms", String(Int(kind.killGrace.seconds * 1000))]
+      if let root = supervision.cgroupRoot, let folder = AttemptCgroups.make(in: root, job: context.id, attempt: context.attempt) {
+        cgroup = folder
+        options += ["--cgroup", folder]
+      }
+      if let account {
+        options += ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.map(String.init).joined(separator: ",")]
+      }
+      executable = .path(FilePath(supervisor))
+      arguments = options + ["--", program] + arguments
+    } else {
+      options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace)]
+      if let account {
+        options.userID = account.uid
+        options.groupID = account.gid
+        options.supplementaryGroups = account.groups
+      }
+      // The program dies with the worker: setpriv sets its parent-death signal before exec.
+      if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+        executable = .path(FilePath(Self.setpriv))
+        arguments = ["--pdeathsig", "KILL", "--", program] + arguments
+      }
     }
+    // Whatever the supervisor could not reap (it was killed itself) goes with the cgroup.
+    defer { if let cgroup { AttemptCgroups.empty(cgroup, within: .seconds(5)) } }
     let limit = kind.maxOutputBytes
     let log = context.logStore.map { AttemptLog(store: $0, context: context) }
     let flusher = log.map { log in Task { await log.flushPeriodically() } }
@@ -101,8 +137,10 @@ public struct CommandJobRunner: Sendable {
         return (output.0, output.1, execution.processIdentifier.value)
       }
       let (stdout, stderr, pid) = result.closureResult
-      // Whatever of its group outlived the program (a child it forked) goes with it.
-      _ = kill(-pid, SIGKILL)
+      // Without a supervisor, whatever of its group outlived the program (a child it forked)
+      // goes with it. (The supervisor reaps everything itself; its pid, reaped, may already name
+      // another process's group.)
+      if supervision.supervisor == nil { _ = kill(-pid, SIGKILL) }
       flusher?.cancel()
       await log?.finish(stdout: stdout, stderr: stderr, limit: limit)
       let status: Termination
@@ -126,6 +164,62 @@ public struct CommandJobRunner: Sendable {
   }
 
   static let setpriv = "/usr/bin/setpriv"
+
+  /// The account a kind's `user` and `group` name, resolved when a job runs (an account made
+  /// after the kinds file was loaded is found).
+  struct Account: Equatable {
+    var uid: UInt32
+    var gid: UInt32
+    var groups: [UInt32]
+  }
+
+  func resolveAccount() throws -> Account? {
+    guard kind.user != nil || kind.group != nil else { return nil }
+    var uid = getuid()
+    var gid = getgid()
+    var userName: String?
+    if let user = kind.user {
+      guard let entry = Self.passwordEntry(user) else {
+        throw NonRetryableJobError("kind '\(name)': user '\(user)' does not exist on this host")
+      }
+      (uid, gid, userName) = entry
+    }
+    if let group = kind.group {
+      guard let id = Self.groupID(group) else { throw NonRetryableJobError("kind '\(name)': group '\(group)' does not exist on this host") }
+      gid = id
+    }
+    // The user's own supplementary groups, not the worker's.
+    var groups: [UInt32] = [gid]
+    if let userName {
+      var count: Int32 = 64
+      var list = [UInt32](repeating: 0, count: 64)
+      if getgrouplist(userName, gid, &list, &count) >= 0 { groups = Array(list.prefix(Int(count))) }
+    }
+    return Account(uid: uid, gid: gid, groups: groups)
+  }
+
+  static func passwordEntry(_ user: String) -> (UInt32, UInt32, String?)? {
+    var entry = passwd()
+    var result: UnsafeMutablePointer<passwd>?
+    var buffer = [CChar](repeating: 0, count: 16384)
+    if getpwnam_r(user, &entry, &buffer, buffer.count, &result) == 0, result != nil {
+      return (entry.pw_uid, entry.pw_gid, user)
+    }
+    guard let uid = UInt32(user) else { return nil }
+    if getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil {
+      return (entry.pw_uid, entry.pw_gid, String(cString: entry.pw_name))
+    }
+    // A bare number with no account: its own group.
+    return (uid, uid, nil)
+  }
+
+  static func groupID(_ group: String) -> UInt32? {
+    var entry = Glibc.group()
+    var result: UnsafeMutablePointer<Glibc.group>?
+    var buffer = [CChar](repeating: 0, count: 16384)
+    if getgrnam_r(group, &entry, &buffer, buffer.count, &result) == 0, result != nil { return entry.gr_gid }
+    return UInt32(group)
+  }
 
   /// The program's absolute path: as given when it holds a `/`, else found in the `PATH` the
   /// program gets.

@@ -51,14 +51,21 @@ public struct CommandKind: Sendable, Equatable {
   public var retryExitCodes: Set<Int32>
   /// Exit codes that dead-letter the job at once.
   public var deadExitCodes: Set<Int32>
-  /// Between SIGTERM and SIGKILL to the program's process group.
+  /// Between SIGTERM and SIGKILL to every process of the attempt.
   public var killGrace: Duration
+  /// The account the program runs as (name or number); nil keeps the worker's. Another account
+  /// cannot read the data directory, the signing key or the worker's memory.
+  public var user: String?
+  /// The program's group (name or number); nil takes the user's primary group.
+  public var group: String?
 
   public init(
     command: [String], cwd: String? = nil, env: [String: String] = [:], envPass: [String] = [],
     maxOutputBytes: Int = 1 << 20, retryExitCodes: Set<Int32> = [75], deadExitCodes: Set<Int32> = [],
-    killGrace: Duration = .seconds(10)
+    killGrace: Duration = .seconds(10), user: String? = nil, group: String? = nil
   ) {
+    self.user = user
+    self.group = group
     self.command = command
     self.cwd = cwd
     self.env = env

@@ -56,6 +56,7 @@ public struct JobKindsFile: Sendable, Equatable {
 
   private static let commandKeys: Set<String> = [
     "type", "command", "cwd", "env", "env_pass", "timeout", "max_output_bytes", "retry_exit_codes", "dead_exit_codes", "kill_grace",
+    "user", "group",
   ]
   private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env"]
   private static let externalKeys: Set<String> = ["type", "description"]
@@ -118,6 +119,12 @@ public struct JobKindsFile: Sendable, Equatable {
       case "retry_exit_codes": kind.retryExitCodes = try exitCodes(entry.value, path, reader)
       case "dead_exit_codes": kind.deadExitCodes = try exitCodes(entry.value, path, reader)
       case "kill_grace": kind.killGrace = try reader.duration(entry.value, path, range: .zero ... .seconds(600))
+      case "user", "group":
+        let account = try reader.string(entry.value, path)
+        guard !account.isEmpty, account.utf8.allSatisfy({ $0 > 32 && $0 != 58 && $0 < 127 }) else {
+          throw reader.fail(entry.value, "\(path): '\(account)' is not an account name or number")
+        }
+        if entry.key == "user" { kind.user = account } else { kind.group = account }
       default: break
       }
     }

@@ -13,12 +13,16 @@ extension JobKindsFile {
   }
 
   /// Registers a handler for each kind of the file, with the kind's timeout.
-  public func register(into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
+  public func register(
+    into registry: inout JobRegistry, environment: [String: String] = ProcessInfo.processInfo.environment,
+    supervision: AttemptSupervision = .detected
+  ) {
     for definition in kinds {
       switch definition.action {
       case .command(let command):
-        let runner = CommandJobRunner(name: definition.name, kind: command, timeout: definition.timeout, environment: environment)
-        registry.registerRaw(definition.name, timeout: definition.timeout) { payload, context in
+        let runner = CommandJobRunner(
+          name: definition.name, kind: command, timeout: definition.timeout, environment: environment, supervision: supervision)
+        registry.registerRaw(definition.name, timeout: definition.timeout, stopGrace: runner.stopGrace) { payload, context in
           try await runner.handle(payload: payload, context: context)
         }
       case .http(let http):

@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 import Synchronization
 
 /// Kills what is left of the programs of a worker that died without cleaning up (SIGKILL, OOM).
@@ -21,19 +22,67 @@ public enum OrphanSweeper {
 
   private static let started = Mutex(false)
 
-  /// Starts the periodic sweep once per process.
+  /// Makes this process a child subreaper and starts the periodic sweeps once per process: of
+  /// dead workers' programs every `interval`, of this worker's own orphans every second.
   public static func start(every interval: Duration = .seconds(30)) {
     let first = started.withLock { started -> Bool in
       defer { started = true }
       return !started
     }
     guard first else { return }
+    // A supervisor killed on its own (by the OOM killer, say) leaves the attempt's processes
+    // orphaned: as a subreaper this worker inherits them instead of init, and reaps them.
+    ProcessHardening.becomeChildSubreaper()
     Task.detached(priority: .background) {
+      var last = ContinuousClock.now - interval
       while true {
-        _ = sweep()
-        try? await Task.sleep(for: interval)
+        if ContinuousClock.now - last >= interval {
+          last = .now
+          _ = sweep()
+        }
+        _ = reapOwnOrphans()
+        try? await Task.sleep(for: .seconds(1))
       }
     }
+  }
+
+  /// Kills and reaps the children of this process that are neither an attempt's supervisor nor
+  /// in this process's group (what the worker itself starts, such as hardware probes, stays in
+  /// it): descendants of a killed supervisor, reparented here. Reaps each by its pid, so the exit
+  /// status of a child that swift-subprocess waits for is never taken.
+  @discardableResult
+  public static func reapOwnOrphans() -> [Int32] {
+    guard AttemptSupervision.detected.supervisor != nil,
+      let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc")
+    else { return [] }
+    let own = getpid()
+    let group = getpgrp()
+    // A child between fork and exec still shows this process's command line: not an orphan.
+    let ownCommand = FileManager.default.contents(atPath: "/proc/self/cmdline")
+    var reaped: [Int32] = []
+    for entry in entries {
+      guard let pid = Int32(entry), pid != own, parent(of: pid) == own, getpgid(pid) != group, !isSupervisor(pid),
+        FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") != ownCommand
+      else { continue }
+      kill(pid, SIGKILL)
+      var status: Int32 = 0
+      if waitpid(pid, &status, WNOHANG) == pid { reaped.append(pid) }
+    }
+    return reaped
+  }
+
+  static func parent(of pid: Int32) -> Int32? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+      return nil
+    }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? Int32(fields[1]) : nil
+  }
+
+  static func isSupervisor(_ pid: Int32) -> Bool {
+    guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+    let arguments = cmdline.split(separator: 0, omittingEmptySubsequences: false)
+    return arguments.count > 1 && String(decoding: arguments[1], as: UTF8.self) == ProcessHardening.supervisorCommand
   }
 
   /// One sweep; the pids it killed.

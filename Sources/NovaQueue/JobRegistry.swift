@@ -50,7 +50,14 @@ public struct JobRegistry: Sendable {
     var run: Handler
     var validate: @Sendable (Data) throws -> Void
     var timeout: Duration?
+    /// How long a stopped handler (timeout, cancellation, shutdown) may take to end before its
+    /// slot is freed anyway: a program's processes are reaped within it, so that attempts of one
+    /// job never overlap and the pool's concurrency is never exceeded.
+    var stopGrace: Duration = JobRegistry.defaultStopGrace
   }
+
+  /// The stop grace of in-process handlers: one that ignores cancellation is abandoned after it.
+  public static let defaultStopGrace: Duration = .seconds(1)
 
   private(set) var entries: [String: Entry] = [:]
   /// Kinds accepted for submission whose jobs workers elsewhere claim over HTTP.
@@ -62,7 +69,7 @@ public struct JobRegistry: Sendable {
   /// is stored as the job's JSON result. `timeout` overrides the pool's per-job timeout.
   public mutating func register<Parameters: Decodable & Sendable, Output: Encodable & Sendable>(
     _ kind: String, parameters: Parameters.Type = Parameters.self, timeout: Duration? = nil,
-    _ body: @escaping @Sendable (Parameters, JobContext) async throws -> Output
+    stopGrace: Duration = JobRegistry.defaultStopGrace, _ body: @escaping @Sendable (Parameters, JobContext) async throws -> Output
   ) {
     let decode: @Sendable (Data) throws -> Parameters = { data in
       do {
@@ -87,15 +94,18 @@ public struct JobRegistry: Sendable {
         return try encoder.encode(output)
       },
       validate: { data in _ = try decode(data) },
-      timeout: timeout)
+      timeout: timeout, stopGrace: stopGrace)
   }
 
   /// Registers a handler that takes the payload's JSON bytes as they are and returns the result's
   /// JSON bytes (or nil for none), for handlers that parse their own input.
+  /// `stopGrace` is how long the handler may take to end once stopped (its slot is held
+  /// meanwhile).
   public mutating func registerRaw(
-    _ kind: String, timeout: Duration? = nil, _ body: @escaping @Sendable (Data, JobContext) async throws -> Data?
+    _ kind: String, timeout: Duration? = nil, stopGrace: Duration = JobRegistry.defaultStopGrace,
+    _ body: @escaping @Sendable (Data, JobContext) async throws -> Data?
   ) {
-    entries[kind] = Entry(run: body, validate: { _ in }, timeout: timeout)
+    entries[kind] = Entry(run: body, validate: { _ in }, timeout: timeout, stopGrace: stopGrace)
     external.remove(kind)
   }
 

@@ -793,7 +793,27 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   }
 
   public func waitForJobs(timeout: Duration) async {
-    await wake.wait(timeout: timeout)
+    // Jobs enqueued by this process wake the wait at once. Another process's commit changes the
+    // WAL file's size or modification time, which a stat every few milliseconds sees (a read of
+    // the database would cost a transaction): a `nova worker` beside `nova serve` or `nova
+    // enqueue` then starts a job within that tick, not the pool's poll interval.
+    let deadline = ContinuousClock.now + timeout
+    let before = Self.walStamp(database.path)
+    while ContinuousClock.now < deadline {
+      let tick = min(Self.crossProcessTick, deadline - ContinuousClock.now)
+      if await wake.wait(timeout: tick) { return }
+      if Task.isCancelled || Self.walStamp(database.path) != before { return }
+    }
+  }
+
+  /// How often an idle wait looks for other processes' commits.
+  static let crossProcessTick: Duration = .milliseconds(10)
+
+  /// Size and modification time of the database's WAL file (zero when there is none).
+  static func walStamp(_ path: String) -> [Int] {
+    var info = stat()
+    guard stat(path + "-wal", &info) == 0 else { return [0, 0, 0] }
+    return [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
   }
 
   public func jobStates() async throws -> [(id: JobID, state: JobState)] {

@@ -236,7 +236,10 @@ public final class WorkerPool: Service {
           max(0, configuration.concurrency - state.running - state.buffered)
         )
       }
-      if want <= 0 || buffered > lowWater {
+      // Free slots that the buffer does not cover are claimed for at once, whatever the low
+      // water mark: with prefetch 0 (slow jobs) a job that trickles in must not wait for a
+      // running one to finish.
+      if want <= 0 || (buffered > lowWater && freeSlots == 0) {
         await fetchWake.wait()
         continue
       }
@@ -332,6 +335,8 @@ public final class WorkerPool: Service {
           startWake.signal()
         }
         for lease in next.leases { group.addTask { await self.execute(lease) } }
+        // The buffer has room again: the fetcher tops it up (and claims for slots still free).
+        fetchWake.signal()
         continue
       }
       await dispatchWake.wait()
@@ -357,12 +362,14 @@ public final class WorkerPool: Service {
       // cancellation, shutdown) also opens: a handler that ignores cancellation is abandoned,
       // its slot freed and its late result ignored, instead of holding the pool.
       let gate = OutcomeGate()
+      let ended = WakeSignal()
       let task = Task {
         do {
           gate.resolve(.success(try await run(payload, context)))
         } catch {
           gate.resolve(.failure(error))
         }
+        ended.signal()
       }
       let now = clock.uptime()
       let timeout = entry.timeout ?? configuration.jobTimeout
@@ -380,6 +387,16 @@ public final class WorkerPool: Service {
         await gate.wait()
       } onCancel: {
         self.stop(job.id, reason: .shutdown)
+      }
+      // A stopped handler keeps its slot (and its lease, still heartbeated) until it has ended:
+      // a program in its kill grace still holds its GPU, and the job's next attempt must not
+      // start beside it. One that ignores cancellation past the kind's stop grace is abandoned.
+      if state.withLock({ $0.inFlight[job.id]?.stopReason != nil }) {
+        if !(await ended.wait(timeout: entry.stopGrace)) {
+          logger.warning(
+            "a stopped job's handler did not end within its stop grace; its slot is freed",
+            metadata: ["job": "\(job.id)", "stop_grace_s": "\(entry.stopGrace.seconds)"])
+        }
       }
       (reason, currentLease, ranFor) = state.withLock { state -> (StopReason?, JobLease, Duration) in
         state.running -= 1
@@ -627,8 +644,10 @@ public final class WorkerPool: Service {
       }
       let due = state.withLock { state -> [JobLease] in
         var due: [JobLease] = []
+        // Stopped jobs too: their handlers may still be ending (a program in its kill grace),
+        // and a lapsed lease would let the next attempt start beside them.
         for entry in state.inFlight.values
-        where entry.stopReason == nil && now - entry.lastHeartbeat >= configuration.heartbeatInterval {
+        where now - entry.lastHeartbeat >= configuration.heartbeatInterval {
           due.append(entry.lease)
         }
         for index in state.bufferHead..<state.buffer.count

@@ -73,7 +73,7 @@ enum RedisQueueScripts {
 
     """
 
-  /// KEYS[2]: the queue registry. ARGV: now ('' for Redis's clock), count, then per job: id, kind, payload, priority,
+  /// KEYS[2]: the queue registry; KEYS[3]: the counter of enqueues that made jobs available. ARGV: now ('' for Redis's clock), count, then per job: id, kind, payload, priority,
   /// score (−priority), delay in ms (0 runs at once), max_attempts, idempotency key ('' for none).
   /// Returns per job: id, state, existing (1/0). A job id seen before is this same call retried
   /// after a lost reply: it reports the job as new, as the first answer would have. When an
@@ -139,6 +139,8 @@ enum RedisQueueScripts {
         end
       end
       counted(tally)
+      -- Idle workers on other hosts watch this counter (KEYS[3]) to claim new jobs at once.
+      if next(tally) ~= nil and KEYS[3] then redis.call('INCR', KEYS[3]) end
       return out
       """)
 

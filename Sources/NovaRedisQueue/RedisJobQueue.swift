@@ -84,6 +84,8 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
 
   func prefix(_ queue: String) -> RESPArgument { .string("\(configuration.keyPrefix):{\(queue)}:") }
   private var queuesKey: RESPArgument { .string("\(configuration.keyPrefix):queues") }
+  /// Incremented by every enqueue that makes jobs available: what idle workers on other hosts watch.
+  private var enqueuedKey: RESPArgument { .string("\(configuration.keyPrefix):enqueued") }
 
   private func run(_ script: RedisScript, queue: String, _ arguments: [RESPArgument], extraKeys: [RESPArgument] = []) async throws
     -> RESPValue
@@ -188,7 +190,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
           .string(request.idempotencyKey ?? ""),
         ]
       }
-      let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey])
+      let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey, enqueuedKey])
       if let values = reply.elements, values.count == 4, values[1].string == "conflict", let held = values[0].string {
         throw NovaError.idempotencyConflict(key: values[3].string ?? "", existing: JobID(held))
       }
@@ -660,7 +662,36 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   }
 
   public func waitForJobs(timeout: Duration) async {
-    // Jobs enqueued by this process wake the wait at once; other hosts' are found by polling.
-    await wake.wait(timeout: timeout)
+    // Jobs enqueued by this process wake the wait at once; other processes' enqueues move a
+    // counter that one GET every few milliseconds watches (far cheaper than a claim).
+    let deadline = ContinuousClock.now + timeout
+    // Each look is bounded and a failed one ends the looking: with Redis down, the wait must
+    // still end on time (a stopping worker waits in here).
+    func enqueues() async -> Result<String?, any Error> {
+      do {
+        return .success(try await StoreDeadline.within(Self.crossProcessLookBound) { try await redis.send("GET", enqueuedKey).string })
+      } catch {
+        return .failure(error)
+      }
+    }
+    guard case .success(let before) = await enqueues() else {
+      await wake.wait(timeout: timeout)
+      return
+    }
+    while ContinuousClock.now < deadline {
+      if await wake.wait(timeout: min(Self.crossProcessTick, deadline - ContinuousClock.now)) { return }
+      if Task.isCancelled { return }
+      guard case .success(let now) = await enqueues() else {
+        await wake.wait(timeout: max(.zero, deadline - ContinuousClock.now))
+        return
+      }
+      if now != before { return }
+    }
   }
+
+  /// The longest one look at the enqueue counter may take.
+  static let crossProcessLookBound: Duration = .milliseconds(250)
+
+  /// How often an idle wait looks for other processes' enqueues.
+  static let crossProcessTick: Duration = .milliseconds(10)
 }

@@ -10,16 +10,24 @@ public enum SigningKeyFile {
     if FileManager.default.fileExists(atPath: path) { return try load(path: path) }
     let signer = NoteSigner.generate(name: name)
     let text = encode(signer) + "\n"
-    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    // Written whole under a name of its own, then linked into place: a process opening the same fresh data directory
+    // at once finds either no key or a complete one, never an empty file, and link refuses to replace another's key.
+    let staging = "\(path).\(getpid()).\(UInt64.random(in: 0...UInt64.max)).tmp"
+    let fd = open(staging, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
     guard fd >= 0 else {
-      if errno == EEXIST { return try load(path: path) }
       throw NovaError.storage("cannot create the signing key \(path): \(String(cString: strerror(errno)))")
     }
-    defer { close(fd) }
+    defer { unlink(staging) }
     let written = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-    guard written == text.utf8.count, fsync(fd) == 0 else {
-      unlink(path)
-      throw NovaError.storage("cannot write the signing key \(path): \(String(cString: strerror(errno)))")
+    let synced = written == text.utf8.count && fsync(fd) == 0
+    let writeError = errno
+    close(fd)
+    guard synced else {
+      throw NovaError.storage("cannot write the signing key \(path): \(String(cString: strerror(writeError)))")
+    }
+    guard link(staging, path) == 0 else {
+      if errno == EEXIST { return try load(path: path) }
+      throw NovaError.storage("cannot create the signing key \(path): \(String(cString: strerror(errno)))")
     }
     return signer
   }

@@ -22,6 +22,15 @@ struct NovaCommand: AsyncParsableCommand {
 
   /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.
   static func main() async {
+    let arguments = CommandLine.arguments
+    // A command kind's attempt runs under `nova __supervise` (a program of its own, not a
+    // subcommand: it parses nothing else and starts no runtime work).
+    if arguments.count > 1, arguments[1] == ProcessHardening.supervisorCommand {
+      ProcessHardening.runSupervisor(Array(arguments.dropFirst(2)))
+    }
+    // Programs that jobs run are of the same user: they must not read this process's
+    // environment (tokens, passwords) or memory through /proc.
+    ProcessHardening.makeNonDumpable()
     do {
       // What a command changes is audited as the local user.
       try await AuditContext.$actor.withValue("cli:\(NSUserName())") {

@@ -7,8 +7,11 @@ import NovaApplication
 import NovaCore
 import NovaPolicy
 import NovaQueue
+import NovaRedisQueue
 import NovaSecurity
 import NovaServer
+import ServiceLifecycle
+import UnixSignals
 
 struct ServeCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -84,8 +87,29 @@ struct ServeCommand: AsyncParsableCommand {
     MetricsSystem.bootstrap(NovaMetrics.factory)
     NovaMetrics.recordBuildInfo()
     let application = try await store.open()
-    let security = application.security
     let logger = NovaLogging.logger("nova.serve")
+    // Before anything is recorded: a second server on this Redis leaves no trace of its try.
+    let lock = try await serveLock(on: application.queue, logger: logger)
+    do {
+      try await serve(application, lock: lock, logger: logger)
+    } catch {
+      // A server that fails before or while serving gives the lock back at once, so that it can
+      // be started again without waiting for the lock to lapse.
+      if let lock { try? await lock.release() }
+      throw error
+    }
+  }
+
+  /// The lock that keeps this the only `nova serve` on its Redis (none on SQLite).
+  private func serveLock(on queue: any JobQueue, logger: Logger) async throws -> RedisServeLock? {
+    guard let redis = queue as? RedisJobQueue else { return nil }
+    let lock = RedisServeLock(queue: redis, listen: port == 0 ? nil : "\(host):\(port)")
+    try await lock.acquire { logger.notice("\($0)") }
+    return lock
+  }
+
+  private func serve(_ application: NovaApplication, lock: RedisServeLock?, logger: Logger) async throws {
+    let security = application.security
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
       pool: try pool.configuration(), metricsInterval: .seconds(fractional: collectSeconds),
@@ -140,8 +164,56 @@ struct ServeCommand: AsyncParsableCommand {
       transitionSource: application.transitionSource, policy: policy, alerting: alerting, alertSecrets: alertSecrets, logger: logger)
     let host = self.host
     let dataDir = store.location
-    try await server.run { port in
-      logger.notice("nova listening on http://\(host):\(port) (data: \(dataDir))")
+    // What `NovaServer.run` does, with the lock beside the application in one group. The lock
+    // comes first, so that it stops last: it is held until every other service has stopped. A
+    // lost lock shuts the application down gracefully, and the group then throws its error.
+    await server.exportInitialMetrics()
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if let lock {
+      services.append(.init(service: ServeLockService(lock: lock, logger: logger), failureTerminationBehavior: .gracefullyShutdownGroup))
+    }
+    services.append(
+      .init(
+        service: server.makeApplication { port in
+          logger.notice("nova listening on http://\(host):\(port) (data: \(dataDir))")
+        }))
+    let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
+  }
+}
+
+/// Renews the one-`nova serve`-per-Redis lock while the server runs and gives it back when the
+/// group shuts down; a lock that another server took stops this one.
+struct ServeLockService: Service {
+  let lock: RedisServeLock
+  let logger: Logger
+
+  func run() async throws {
+    let lock = lock
+    let logger = logger
+    do {
+      try await cancelWhenGracefulShutdown {
+        try await lock.keepRenewing { event in
+          switch event {
+          case .renewalFailed(let error):
+            logger.warning(
+              "could not renew the serve lock \(lock.key); it lapses \(lock.ttl) after the last renewal that worked",
+              metadata: ["error": "\(error)"])
+          case .retaken:
+            logger.warning("the serve lock \(lock.key) had lapsed (Redis unreachable or restarted) and is held again")
+          }
+        }
+      }
+    } catch is CancellationError {
+      // Shutdown: the lock is given back below.
+    } catch {
+      logger.error("\(error)")
+      throw error
+    }
+    do {
+      try await lock.release()
+    } catch {
+      logger.warning("could not give back the serve lock \(lock.key); it lapses \(lock.ttl) from now", metadata: ["error": "\(error)"])
     }
   }
 }

@@ -192,4 +192,39 @@ struct RedisProcessTests {
     let verify = try await NovaProcess.run(["audit", "verify", "--queue-url", server.url, "--data-dir", dir])
     #expect(verify.code == 0, "\(verify.stderr)")
   }
+
+  /// Issue #21: one `nova serve` per Redis. A second is refused, naming the first; after the
+  /// first is killed, a new one waits for its lock to lapse and starts; one that stops cleanly
+  /// gives the lock back.
+  @Test func aSecondServeOnTheSameRedisIsRefusedNamingTheFirst() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    func serve() throws -> NovaProcess {
+      let dir = try TemporaryDirectory.make().path
+      return try NovaProcess(["serve", "--port", "0", "--queue-url", server.url, "--data-dir", dir, "--workers", "0"])
+    }
+    let first = try serve()
+    defer { first.signal(SIGKILL) }
+    _ = try await first.listeningPort()
+    let second = try serve()
+    defer { second.signal(SIGKILL) }
+    let code = await second.waitForExit(timeout: .seconds(60))
+    #expect(code == 1, "\(second.stderr)")
+    #expect(second.stderr.contains("error: another nova serve (host "), "\(second.stderr)")
+    #expect(second.stderr.contains("pid \(first.pid), started"), "\(second.stderr)")
+    #expect(second.stderr.contains("run one nova serve per Redis"), "\(second.stderr)")
+    #expect(!second.stderr.contains("listening on http://"), "\(second.stderr)")
+
+    first.signal(SIGKILL)
+    _ = await first.waitForExit()
+    let third = try serve()
+    defer { third.signal(SIGKILL) }
+    _ = try await third.listeningPort()
+    #expect(third.stderr.contains("watching it"), "\(third.stderr)")
+    third.signal(SIGTERM)
+    #expect(await third.waitForExit() == 0, "\(third.stderr)")
+    let raw = try RedisClient(url: server.url)
+    defer { raw.close() }
+    #expect(try await raw.send("GET", "nova:serve-lock").isNull)
+  }
 }

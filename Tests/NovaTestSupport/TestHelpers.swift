@@ -52,3 +52,12 @@ public func isProcessAlive(_ pid: Int32) -> Bool {
   }
   return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
 }
+
+/// The `nova` executable built beside the tests (`NOVA_BIN` overrides it).
+public var novaExecutablePath: String {
+  if let override = ProcessInfo.processInfo.environment["NOVA_BIN"] { return override }
+  let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nova")
+  if FileManager.default.isExecutableFile(atPath: beside.path) { return beside.path }
+  let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+  return root.appendingPathComponent(".build/debug/nova").path
+}

@@ -1,0 +1,118 @@
+import Foundation
+import NovaCore
+import Synchronization
+
+/// How the processes of a command kind's attempt are contained, so that none outlives it.
+///
+/// Each attempt runs under `nova __supervise`, a child subreaper: every descendant whose parent
+/// exits (a child that called `setsid()` and was orphaned on purpose) is reparented to it, so it
+/// knows the attempt's processes whatever they did to their group, session or environment. When
+/// the program ends, or the worker stops the attempt, it sends SIGTERM to all of them, SIGKILL
+/// after `kill_grace`, and exits only once they are reaped; the worker holds the attempt's slot
+/// and lease until then. Where a writable cgroup v2 hierarchy is delegated to the worker, each
+/// attempt also gets a cgroup of its own, emptied with `cgroup.kill` (which also stops a process
+/// forking as fast as it can). A supervisor whose worker dies kills the attempt at once.
+public struct AttemptSupervision: Sendable, Equatable {
+  /// The `nova` executable that runs `__supervise`; nil runs programs directly, in their own
+  /// process group (a child that leaves it is then caught only by the sweep of dead workers).
+  public var supervisor: String?
+  /// The folder under which each attempt gets its cgroup; nil uses none.
+  public var cgroupRoot: String?
+
+  public init(supervisor: String?, cgroupRoot: String?) {
+    self.supervisor = supervisor
+    self.cgroupRoot = cgroupRoot
+  }
+
+  /// No supervisor and no cgroup: the program in its own process group.
+  public static let none = AttemptSupervision(supervisor: nil, cgroupRoot: nil)
+
+  /// What this process can use: itself as supervisor when it is the `nova` executable, and a
+  /// cgroup per attempt unless `NOVA_CGROUP` is `off` (a path names the folder to use; by default
+  /// the worker's own cgroup, where it is writable).
+  public static let detected: AttemptSupervision = {
+    let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    let supervisor = URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("nova") ? executable : nil
+    return AttemptSupervision(
+      supervisor: supervisor, cgroupRoot: AttemptCgroups.root(setting: ProcessInfo.processInfo.environment["NOVA_CGROUP"]))
+  }()
+}
+
+/// A cgroup v2 per attempt, under a folder of this worker's own.
+public enum AttemptCgroups {
+  /// The folder for this process's attempt cgroups: `NOVA_CGROUP` when it names one, else
+  /// `nova-<pid>` in the worker's own cgroup v2 (created here), or nil when there is no writable
+  /// cgroup v2 with `cgroup.kill` (kernel 5.14) or `NOVA_CGROUP` is `off`.
+  public static func root(setting: String?) -> String? {
+    if setting == "off" { return nil }
+    let base: String
+    if let setting, setting != "auto", !setting.isEmpty {
+      base = setting
+    } else {
+      guard let own = ownCgroup() else { return nil }
+      base = own
+    }
+    guard FileManager.default.fileExists(atPath: base + "/cgroup.kill") else { return nil }
+    removeStale(in: base)
+    let root = "\(base)/nova-\(getpid())"
+    guard mkdir(root, 0o755) == 0 || errno == EEXIST else { return nil }
+    return root
+  }
+
+  /// This process's cgroup v2 folder: its `0::` line in /proc/self/cgroup under the cgroup2 mount.
+  static func ownCgroup() -> String? {
+    guard let cgroups = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+      let line = cgroups.split(separator: "\n").first(where: { $0.hasPrefix("0::") }),
+      let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+    else { return nil }
+    let path = String(line.dropFirst(3))
+    for mount in mounts.split(separator: "\n") {
+      // Fields: id parent major:minor root mount-point options ... - type source options.
+      let halves = mount.components(separatedBy: " - ")
+      guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { continue }
+      let fields = halves[0].split(separator: " ")
+      guard fields.count > 4 else { continue }
+      let point = String(fields[4])
+      return path == "/" ? point : point + path
+    }
+    return nil
+  }
+
+  /// Kills and removes the attempt cgroups of workers that died (their `nova-<pid>` folder stays).
+  static func removeStale(in base: String) {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: base) else { return }
+    for entry in entries where entry.hasPrefix("nova-") {
+      guard let pid = Int32(entry.dropFirst(5)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+      let folder = "\(base)/\(entry)"
+      for attempt in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where attempt.hasPrefix("attempt-") {
+        empty("\(folder)/\(attempt)", within: .seconds(2))
+      }
+      rmdir(folder)
+    }
+  }
+
+  /// Makes the cgroup of one attempt.
+  static func make(in root: String, job: JobID, attempt: Int) -> String? {
+    let folder = "\(root)/attempt-\(job.rawValue)-\(attempt)"
+    guard mkdir(folder, 0o755) == 0 || errno == EEXIST else { return nil }
+    return folder
+  }
+
+  /// Whether processes are left in the cgroup.
+  static func isPopulated(_ folder: String) -> Bool {
+    guard let events = try? String(contentsOfFile: folder + "/cgroup.events", encoding: .utf8) else { return false }
+    return events.contains("populated 1")
+  }
+
+  /// Kills what is left in the cgroup, waits until it is empty (bounded), and removes it.
+  @discardableResult
+  static func empty(_ folder: String, within bound: Duration) -> Bool {
+    let deadline = ContinuousClock.now + bound
+    while isPopulated(folder) {
+      try? "1".write(toFile: folder + "/cgroup.kill", atomically: false, encoding: .utf8)
+      if ContinuousClock.now >= deadline { return false }
+      usleep(10_000)
+    }
+    return rmdir(folder) == 0 || errno == ENOENT
+  }
+}
