@@ -52,7 +52,7 @@ public struct NotificationDispatcher: Sendable {
           outcomes.append(next)
           running -= 1
         }
-        group.addTask { (delivery, await sender.send(delivery.request)) }
+        group.addTask { (delivery, await sender.send(delivery)) }
         running += 1
       }
       for await next in group { outcomes.append(next) }

@@ -6,7 +6,7 @@ import NIOHTTP1
 import NovaCore
 
 /// Sends outbox requests over HTTP, adding each receiver's secret: PagerDuty's routing key in the
-/// body, a webhook's HMAC-SHA256 signature in `X-Nova-Signature`.
+/// body, a webhook's Standard Webhooks signature (``StandardWebhook``) in its headers.
 public struct NotificationSender: Sendable {
   /// What one attempt came to.
   public enum Outcome: Sendable, Equatable {
@@ -16,11 +16,6 @@ public struct NotificationSender: Sendable {
     /// Any other answer (400 included): sending it again cannot help.
     case rejected(String)
   }
-
-  /// The header with a webhook body's signature: `t=<unix seconds>,sha256=<hex HMAC-SHA256 of
-  /// "<unix seconds>." followed by the body>`, so that a receiver can refuse an old delivery
-  /// replayed (``verifySignature(_:body:secret:now:tolerance:)``).
-  public static let signatureHeader = "X-Nova-Signature"
 
   private let client: HTTPClient
   private let secrets: [String: String]
@@ -49,11 +44,21 @@ public struct NotificationSender: Sendable {
     var secrets: [String: String] = [:]
     for receiver in configuration.receivers {
       if let secret = receiver.secret {
+        let value: String
         do {
-          secrets[receiver.name] = try secret.resolve(environment: environment)
+          value = try secret.resolve(environment: environment)
         } catch {
           throw .invalidInput(field: "receiver \(receiver.name)", message: error.description)
         }
+        // A webhook secret that cannot sign is refused at start, not at the first alert.
+        if receiver.kind == .webhook {
+          do {
+            _ = try StandardWebhook.key(secret: value)
+          } catch {
+            throw .invalidInput(field: "receiver \(receiver.name)", message: error.description)
+          }
+        }
+        secrets[receiver.name] = value
       }
       if let source = receiver.urlSecret {
         let url: String
@@ -74,29 +79,16 @@ public struct NotificationSender: Sendable {
     return secrets
   }
 
-  /// `sha256=<hex HMAC-SHA256 of body under secret>`.
+  /// `sha256=<hex HMAC-SHA256 of body under secret>`: the hex HMAC that PagerDuty's own webhook
+  /// signatures (`v1=<hex>`) carry. Nova signs its webhooks with ``StandardWebhook``.
   public static func signature(of body: [UInt8], secret: String) -> String {
     let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8)))
     return "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
   }
 
-  /// The signature header value of `body` sent at `timestamp` (unix seconds).
-  public static func signature(of body: [UInt8], secret: String, timestamp: Int64) -> String {
-    "t=\(timestamp)," + signature(of: Array("\(timestamp).".utf8) + body, secret: secret)
-  }
-
-  /// What a receiver checks: the header's HMAC is the body's under `secret` with its timestamp,
-  /// and that timestamp is within `tolerance` seconds of `now` (unix seconds).
-  public static func verifySignature(_ header: String?, body: [UInt8], secret: String, now: Int64, tolerance: Int64 = 300) -> Bool {
-    guard let header, header.hasPrefix("t="), let comma = header.firstIndex(of: ","),
-      let timestamp = Int64(header[header.index(header.startIndex, offsetBy: 2)..<comma]), abs(now - timestamp) <= tolerance
-    else { return false }
-    let expected = Array(signature(of: body, secret: secret, timestamp: timestamp).utf8)
-    let given = Array(header.utf8)
-    // Constant time over equal lengths.
-    guard expected.count == given.count else { return false }
-    return zip(expected, given).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
-  }
+  /// A delivery's `webhook-id`: the same on each of its retries (its outbox row), and unlike any
+  /// other Nova's (the row's creation time in milliseconds is part of it).
+  public static func messageID(of delivery: Delivery) -> String { "nova-\(delivery.createdAt)-\(delivery.id)" }
 
   /// The body as sent: the stored body with the receiver's secret filled in.
   public func finalBody(_ request: OutboundRequest) throws(NovaError) -> [UInt8] {
@@ -115,8 +107,14 @@ public struct NotificationSender: Sendable {
     }
   }
 
-  /// One attempt.
-  public func send(_ request: OutboundRequest) async -> Outcome {
+  /// One attempt of an outbox delivery.
+  public func send(_ delivery: Delivery) async -> Outcome {
+    await send(delivery.request, messageID: Self.messageID(of: delivery))
+  }
+
+  /// One attempt; a webhook is signed as message `messageID` (nil: a fresh id, for a request
+  /// sent outside the outbox and so never retried).
+  public func send(_ request: OutboundRequest, messageID: String? = nil) async -> Outcome {
     let body: [UInt8]
     do {
       body = try finalBody(request)
@@ -134,7 +132,15 @@ public struct NotificationSender: Sendable {
     http.headers.add(name: "Content-Type", value: "application/json")
     http.headers.add(name: "User-Agent", value: "Nova-Alerting/1")
     if request.kind == .webhook, let secret = secrets[request.receiver] {
-      http.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret, timestamp: Int64(Date().timeIntervalSince1970)))
+      let id = messageID ?? "nova-\(UUID().uuidString.lowercased())"
+      let timestamp = Int64(Date().timeIntervalSince1970)
+      do {
+        for (name, value) in try StandardWebhook.headers(id: id, timestamp: timestamp, body: body, secret: secret) {
+          http.headers.add(name: name, value: value)
+        }
+      } catch {
+        return .rejected("receiver \(request.receiver): \(error)")
+      }
     }
     http.body = .bytes(ByteBuffer(bytes: body))
     do {

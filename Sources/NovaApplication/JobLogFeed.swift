@@ -61,19 +61,3 @@ extension JobActions {
     return JobLogFeed(job: job, attempt: attempt, store: store, queue: queue, clock: clock)
   }
 }
-
-extension JobLogChunk {
-  /// The chunks as text: each attempt's output under a `==> attempt N <==` line when `headers`.
-  public static func text(_ chunks: [JobLogChunk], headers: Bool, lastAttempt: inout Int?) -> Data {
-    var text = Data()
-    for chunk in chunks {
-      if headers, chunk.attempt != lastAttempt {
-        if lastAttempt != nil, text.last != UInt8(ascii: "\n") { text.append(UInt8(ascii: "\n")) }
-        text.append(contentsOf: Array("==> attempt \(chunk.attempt) <==\n".utf8))
-      }
-      lastAttempt = chunk.attempt
-      text.append(chunk.data)
-    }
-    return text
-  }
-}

@@ -83,17 +83,31 @@ public final class WorkerActions: Sendable {
   let seal: LeaseSeal
   private let announced = Mutex<[String: Date]>([:])
 
-  /// Actions over `queue`, decided by `policy` (nil: none), handing out leases sealed by `seal`.
-  public init(queue: any JobQueue, policy: PolicyEngine?, seal: LeaseSeal = LeaseSeal(), clock: any NovaClock = SystemClock()) {
+  /// The kinds jobs may have, so that a claim is decided per kind (nil: per queue only).
+  let registry: LiveJobRegistry?
+
+  /// Actions over `queue`, decided by `policy` (nil: none), handing out leases sealed by `seal`;
+  /// with `registry`, each claim is decided on every kind it could receive.
+  public init(
+    queue: any JobQueue, policy: PolicyEngine?, seal: LeaseSeal = LeaseSeal(), registry: LiveJobRegistry? = nil,
+    clock: any NovaClock = SystemClock()
+  ) {
     self.queue = queue
     self.policy = policy
     self.seal = seal
+    self.registry = registry
     self.clock = clock
     self.longPoll = ClaimLongPoll(queue: queue, clock: clock)
   }
 
-  /// The token a worker is given for `lease`: only it opens reports on that job.
-  public func token(of lease: JobLease) -> String { seal.seal(id: lease.id.rawValue, token: lease.token) }
+  /// The token a worker is given for `lease`: only it, presented by the same API token that
+  /// claimed it, opens reports on that job.
+  public func token(of lease: JobLease, for caller: Caller?) -> String {
+    seal.seal(id: lease.id.rawValue, token: lease.token, holder: Self.holder(caller))
+  }
+
+  /// What a lease is bound to: the caller's policy subject (`token:<name>`).
+  static func holder(_ caller: Caller?) -> String { caller?.subject.id ?? "" }
 
   /// How many claims wait for work now.
   public var waitingClaims: Int { longPoll.waiting }
@@ -110,9 +124,10 @@ public final class WorkerActions: Sendable {
     for queueName in claim.queues {
       try await JobActions.authorize(policy, caller, "claim", PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName]))
     }
+    let kinds = try await permittedKinds(claim, by: caller)
     try await announce(claim)
     let request = ClaimRequest(
-      queues: claim.queues, kinds: claim.kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
+      queues: claim.queues, kinds: kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
     let leases = try await longPoll.claim(request, wait: claim.wait)
     if Task.isCancelled, !leases.isEmpty {
       // The client went away while its jobs were being claimed: nobody would run them.
@@ -152,7 +167,8 @@ public final class WorkerActions: Sendable {
     var completions: [JobCompletion] = []
     var positions: [Int] = []
     for (index, entry) in entries.enumerated() {
-      guard let lease = byID[entry.0.id], seal.open(entry.0.lease, id: entry.0.id.rawValue) == lease.token else { continue }
+      guard let lease = byID[entry.0.id], seal.open(entry.0.lease, id: entry.0.id.rawValue, holder: Self.holder(caller)) == lease.token
+      else { continue }
       completions.append(JobCompletion(lease: lease, result: entry.1))
       positions.append(index)
     }
@@ -198,7 +214,7 @@ public final class WorkerActions: Sendable {
     var resources: [[String]] = []
     leases.reserveCapacity(references.count)
     for reference in references {
-      guard let token = seal.open(reference.lease, id: reference.id.rawValue) else {
+      guard let token = seal.open(reference.lease, id: reference.id.rawValue, holder: Self.holder(caller)) else {
         missing.append(reference)
         if let job = try await queue.get(reference.id) { resources.append([job.queue, job.kind]) }
         continue
@@ -214,6 +230,32 @@ public final class WorkerActions: Sendable {
     }
     try await JobActions.authorize(policy, caller, action, jobs: leases.map { [$0.job.queue, $0.job.kind] } + resources)
     return (leases, missing)
+  }
+
+  /// The claim's kind filter narrowed to the kinds the policy lets `caller` claim in every queue
+  /// of the claim (the resource carries `job_kind`): a worker never receives the payload of a
+  /// job it may not report on. Throws 403 when no kind is left.
+  private func permittedKinds(_ claim: WorkerClaim, by caller: Caller?) async throws -> JobKindFilter {
+    guard let policy, let caller, let registry else { return claim.kinds }
+    var permitted: [String] = []
+    var refused: [String] = []
+    for kind in registry.current.kinds where claim.kinds.matches(kind) {
+      var allowed = true
+      for queueName in claim.queues where allowed {
+        let decision = try await policy.decide(
+          PolicyRequest(
+            subject: caller.subject, action: "claim",
+            resource: PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName, "job_kind": kind]),
+            source: caller.source))
+        allowed = decision.permits
+      }
+      if allowed { permitted.append(kind) } else { refused.append(kind) }
+    }
+    if refused.isEmpty { return claim.kinds }
+    guard !permitted.isEmpty else {
+      throw NovaError.forbidden("\(caller.subject.id) may claim none of the kinds \(refused.joined(separator: ", ")) in \(claim.queues.joined(separator: ", "))")
+    }
+    return JobKindFilter(exactly: permitted)
   }
 
   /// Announces the worker (at most every 10 s per name), so that stats count its kinds as taken.

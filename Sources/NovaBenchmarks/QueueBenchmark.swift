@@ -6,7 +6,8 @@ import NovaQueue
 import Synchronization
 
 /// `nova bench queue`: enqueues N jobs, runs them to completion in-process, checks that none was
-/// lost or completed twice, and measures throughput and enqueue-to-completion latency.
+/// lost or completed twice, and measures throughput and enqueue-to-completion latency. With a rate,
+/// jobs arrive one at a time at a steady pace instead, and it measures how soon each one starts.
 public enum QueueBenchmark {
   /// What to run.
   public struct Options: Sendable {
@@ -22,6 +23,11 @@ public enum QueueBenchmark {
     /// Each job runs this program (a `type: command` kind: one process per job) instead of an
     /// in-process handler; nil runs in-process.
     public var command: [String]?
+    /// Steady arrivals: jobs enqueued one at a time at this many per second (`enqueueBatch` unused);
+    /// nil enqueues them all at once in batches.
+    public var rate: Double?
+    /// How long each job's handler sleeps (before its program, for a command kind).
+    public var jobDuration: Duration = .zero
 
     public init(
       jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil
@@ -53,6 +59,19 @@ public enum QueueBenchmark {
     public var kind: String = "in-process"
     /// Processes started (one per job of a command kind, none in-process).
     public var processes: Int = 0
+    // The rest are set only with a rate (absent from burst runs' JSON).
+    /// Arrivals per second asked for.
+    public var rate_per_s: Double? = nil
+    /// Arrivals per second achieved (first enqueue to last).
+    public var arrival_per_s: Double? = nil
+    /// How long each job's handler slept.
+    public var job_ms: Double? = nil
+    /// Enqueue (the instant before the call) to the handler's start, median.
+    public var start_p50_ms: Double? = nil
+    /// Enqueue to the handler's start, 99th percentile.
+    public var start_p99_ms: Double? = nil
+    /// The most handlers running at once.
+    public var max_running: Int? = nil
   }
 
   /// Runs the benchmark against `queue`, which should be empty and used by nobody else.
@@ -63,13 +82,31 @@ public enum QueueBenchmark {
     guard options.jobs > 0, options.workers > 0, options.payloadBytes >= 0 else {
       throw NovaError.invalidInput(field: "jobs/workers/payload-bytes", message: "jobs and workers must be positive")
     }
+    if let rate = options.rate, !(rate > 0 && rate.isFinite) {
+      throw NovaError.invalidInput(field: "rate", message: "the rate must be a positive number of jobs per second")
+    }
     let counting = CompletionCountingQueue(queue)
-    var registry = JobRegistry()
+    let job: @Sendable (Data, JobContext) async throws -> Data?
     if let command = options.command {
       let runner = CommandJobRunner(name: "bench", kind: CommandKind(command: command), timeout: .seconds(60))
-      registry.registerRaw("bench") { payload, context in try await runner.handle(payload: payload, context: context) }
+      job = { payload, context in try await runner.handle(payload: payload, context: context) }
     } else {
-      registry.registerRaw("bench") { _, _ in nil }
+      job = { _, _ in nil }
+    }
+    var registry = JobRegistry()
+    // Burst runs without a sleep keep the bare handler, so that their throughput stays comparable
+    // with earlier runs'.
+    let starts = options.rate == nil ? nil : StartRecorder()
+    let jobDuration = options.jobDuration
+    if starts == nil && jobDuration == .zero {
+      registry.registerRaw("bench", job)
+    } else {
+      registry.registerRaw("bench") { payload, context in
+        starts?.begin(context.id)
+        defer { starts?.end() }
+        if jobDuration > .zero { try await Task.sleep(for: jobDuration) }
+        return try await job(payload, context)
+      }
     }
     let queueName = "bench"
     let pool = WorkerPool(
@@ -84,14 +121,22 @@ public enum QueueBenchmark {
     var enqueueElapsed = Duration.zero
     var ids: [JobID] = []
     ids.reserveCapacity(options.jobs)
+    var arrivals: [(id: JobID, at: ContinuousClock.Instant)] = []
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await pool.run() }
-      var remaining = options.jobs
-      while remaining > 0 {
-        let count = min(options.enqueueBatch, remaining)
-        let requests = Array(repeating: JobRequest(kind: "bench", payload: payload, queue: queueName), count: count)
-        ids.append(contentsOf: try await counting.enqueue(batch: requests).map(\.id))
-        remaining -= count
+      let request = JobRequest(kind: "bench", payload: payload, queue: queueName)
+      if let rate = options.rate {
+        arrivals = try await arrive(jobs: options.jobs, rate: rate, request: request, queue: counting) {
+          progress?(counting.completedCount, options.jobs)
+        }
+        ids = arrivals.map { $0.id }
+      } else {
+        var remaining = options.jobs
+        while remaining > 0 {
+          let count = min(options.enqueueBatch, remaining)
+          ids.append(contentsOf: try await counting.enqueue(batch: Array(repeating: request, count: count)).map(\.id))
+          remaining -= count
+        }
       }
       enqueueElapsed = clock.now - start
       let deadline = clock.now.advanced(by: options.timeout)
@@ -123,13 +168,53 @@ public enum QueueBenchmark {
     } while cursor != nil
     latencies.sort()
     let lost = ids.filter { !succeeded.contains($0) }.count
-    return Result(
+    var result = Result(
       backend: backend, jobs: options.jobs, workers: options.workers, payload_bytes: payload.count,
       enqueue_per_s: Double(options.jobs) / max(enqueueElapsed.seconds, 1e-9),
       e2e_per_s: Double(options.jobs - lost) / max(elapsed, 1e-9),
       p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
       duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed, kind: options.command == nil ? "in-process" : "command",
       processes: options.command == nil ? 0 : counting.completedCount)
+    if let rate = options.rate, let starts {
+      let started = starts.starts
+      let waits = arrivals.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
+      result.rate_per_s = rate
+      if let first = arrivals.first?.at, let last = arrivals.last?.at, arrivals.count > 1 {
+        result.arrival_per_s = Double(arrivals.count - 1) / max((last - first).seconds, 1e-9)
+      }
+      result.job_ms = options.jobDuration.seconds * 1000
+      result.start_p50_ms = Statistics.percentile(sorted: waits, 0.50)
+      result.start_p99_ms = Statistics.percentile(sorted: waits, 0.99)
+      result.max_running = starts.mostRunning
+    }
+    return result
+  }
+
+  /// Enqueues `jobs` jobs one at a time, the i-th due i/rate seconds after the first, and returns
+  /// each one's id with the instant just before its enqueue call; `tick` runs every half second.
+  ///
+  /// A schedule of absolute instants keeps the pace when an enqueue is slow, instead of adding each
+  /// call's time to the interval; an enqueue that overruns its slot shows as a lower achieved rate.
+  static func arrive(
+    jobs: Int, rate: Double, request: JobRequest, queue: any JobQueue, tick: () -> Void = {}
+  ) async throws -> [(id: JobID, at: ContinuousClock.Instant)] {
+    let clock = ContinuousClock()
+    let first = clock.now
+    var lastTick = first
+    var arrivals: [(id: JobID, at: ContinuousClock.Instant)] = []
+    arrivals.reserveCapacity(jobs)
+    for index in 0..<jobs {
+      let due = first.advanced(by: .seconds(Double(index) / rate))
+      if due > clock.now { try await clock.sleep(until: due) }
+      let at = clock.now
+      let id = try await queue.enqueue(request).id
+      arrivals.append((id, at))
+      if at - lastTick > .milliseconds(500) {
+        tick()
+        lastTick = at
+      }
+    }
+    return arrivals
   }
 
   /// The median of several runs' results, field by field (the first run's identity fields).
@@ -143,8 +228,34 @@ public enum QueueBenchmark {
     out.elapsed_s = med(\.elapsed_s)
     out.lost = results.map(\.lost).max() ?? 0
     out.duplicate_completions = results.map(\.duplicate_completions).max() ?? 0
+    // Rate runs only: nil stays nil, so that a burst summary gains no fields.
+    func medPresent(_ key: (Result) -> Double?) -> Double? { Statistics.median(results.compactMap(key)) }
+    out.arrival_per_s = medPresent(\.arrival_per_s)
+    out.start_p50_ms = medPresent(\.start_p50_ms)
+    out.start_p99_ms = medPresent(\.start_p99_ms)
+    out.max_running = Statistics.median(results.compactMap(\.max_running))
     return out
   }
+}
+
+/// When each job's handler started, and the most handlers running at once (rate runs).
+final class StartRecorder: Sendable {
+  private let state = Mutex((starts: [JobID: ContinuousClock.Instant](), running: 0, most: 0))
+
+  var starts: [JobID: ContinuousClock.Instant] { state.withLock { $0.starts } }
+  var mostRunning: Int { state.withLock { $0.most } }
+
+  func begin(_ id: JobID) {
+    let now = ContinuousClock.now
+    state.withLock { state in
+      // A retried job keeps its first start: the figure is how soon a job found a slot.
+      if state.starts[id] == nil { state.starts[id] = now }
+      state.running += 1
+      state.most = max(state.most, state.running)
+    }
+  }
+
+  func end() { state.withLock { $0.running -= 1 } }
 }
 
 /// Forwards to a queue and counts the completions it accepted per job, so that a job recorded

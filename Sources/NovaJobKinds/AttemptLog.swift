@@ -6,8 +6,9 @@ import NovaQueue
 /// Forwards what a program writes to the store's log of its attempt while it runs: chunks are
 /// gathered and written every `interval` (one write for both streams), so `nova jobs logs
 /// --follow` shows output as it comes, and a program that writes nothing costs no write. Only
-/// the first `max_output_bytes` of a stream are forwarded live; when the program ends, a marker
-/// saying how much was dropped and the stream's last bytes close the log.
+/// the head of a stream (`BoundedOutput`: its first `max_output_bytes`, ending at a line end near
+/// the limit) is forwarded live; when the program ends, a marker line saying how much was dropped
+/// and the stream's last bytes, from a line start, close the log. Chunks never mix the streams.
 actor AttemptLog {
   private let store: any JobLogStore
   private let context: JobContext
@@ -61,18 +62,17 @@ actor AttemptLog {
     await lastWrite?.value
   }
 
-  /// After the program ended: for each stream that went past its limit, a marker and the part
-  /// of its tail beyond what was forwarded; then the last write.
+  /// After the program ended: for each stream that went past its limit, a marker line and the
+  /// part of its tail beyond what was forwarded; then the last write.
   func finish(stdout: BoundedOutput, stderr: BoundedOutput, limit: Int) async {
     for (stream, output) in [(JobLogStream.stdout, stdout), (.stderr, stderr)] where output.truncated {
-      let unseen = output.total - output.head.count
-      let tail = output.tail.suffix(min(output.tail.count, unseen))
-      let dropped = unseen - tail.count
-      await add(
-        stream,
-        Array(
-          "\n[nova: \(dropped) bytes of \(stream.rawValue) not kept (max_output_bytes \(limit)); its last \(tail.count) bytes follow]\n"
-            .utf8))
+      let (dropped, tail) = output.unkeptTail()
+      // A head with no line end near the limit was cut mid-line: the marker still gets a line of its own.
+      let endsLine = output.head.last.map { $0 == UInt8(ascii: "\n") } ?? true
+      let opening = endsLine ? "" : "\n"
+      let marker =
+        "[nova: \(dropped) bytes of \(stream.rawValue) not kept (max_output_bytes \(limit)); its last \(tail.count) bytes follow]"
+      await add(stream, Array("\(opening)\(marker)\n".utf8))
       await add(stream, Array(tail))
     }
     await flush()

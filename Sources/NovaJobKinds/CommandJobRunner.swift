@@ -282,35 +282,79 @@ public struct CommandFailure: Error, CustomStringConvertible, Sendable {
   public var description: String { message }
 }
 
-/// One output stream of a run, bounded: the first `limit` bytes, the last 64 KiB (for the
-/// result and error tails), and how much was written in all.
+/// One output stream of a run, bounded: the first `limit` bytes (ending at the end of a line when
+/// one ends in their last `lineWindow` bytes), the last 64 KiB (for the result and error tails),
+/// and how much was written in all.
 public struct BoundedOutput: Sendable, Equatable {
   public var head: [UInt8] = []
   public var tail: [UInt8] = []
   public var total = 0
 
   static let tailBytes = 64 << 10
+  /// How far back from the limit the head may end early so that its last line is whole.
+  static let lineWindow = 4 << 10
+  static let newline = UInt8(ascii: "\n")
 
   /// Whether bytes were dropped.
   public var truncated: Bool { total > head.count }
+
+  /// What the head did not keep: how many bytes are dropped and the last of them (at most 64 KiB),
+  /// starting at the beginning of a line unless none begins before the last byte.
+  func unkeptTail() -> (dropped: Int, tail: ArraySlice<UInt8>) {
+    let unseen = total - head.count
+    var kept = tail.suffix(min(tail.count, unseen))
+    let atLineStart: Bool
+    if kept.count == unseen {
+      atLineStart = head.last.map { $0 == Self.newline } ?? true
+    } else if kept.startIndex > tail.startIndex {
+      atLineStart = tail[kept.startIndex - 1] == Self.newline
+    } else {
+      // The byte before is gone: the first line may be the end of a longer one.
+      atLineStart = false
+    }
+    if !atLineStart, let end = kept.firstIndex(of: Self.newline), end < kept.endIndex - 1 { kept = kept[(end + 1)...] }
+    return (unseen - kept.count, kept)
+  }
 
   static func collect(_ sequence: SubprocessOutputSequence, limit: Int, stream: JobLogStream, log: AttemptLog?) async throws
     -> BoundedOutput
   {
     var output = BoundedOutput()
-    // Reading on even past the limit: a program whose pipe fills would block.
-    for try await chunk in sequence {
-      let kept = chunk.withUnsafeBytes { bytes -> [UInt8] in
-        output.total += bytes.count
-        let room = limit - output.head.count
-        let kept = room > 0 ? Array(bytes.prefix(room)) : []
-        output.head.append(contentsOf: kept)
-        output.tail.append(contentsOf: bytes.suffix(tailBytes))
-        if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
-        return kept
+    // The head is forwarded as it comes, but for an unended line in the last `lineWindow` bytes of
+    // the limit: whether it is kept depends on whether the stream goes past the limit.
+    let windowStart = max(0, limit - lineWindow)
+    var lineEnd = 0
+    var forwarded = 0
+    var full = false
+    do {
+      // Reading on even past the limit: a program whose pipe fills would block.
+      for try await chunk in sequence {
+        let wasFull = full
+        let passed = chunk.withUnsafeBytes { bytes -> Bool in
+          output.total += bytes.count
+          output.tail.append(contentsOf: bytes.suffix(tailBytes))
+          if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
+          if wasFull { return true }
+          let room = max(0, limit - output.head.count)
+          let start = output.head.count
+          output.head.append(contentsOf: bytes.prefix(room))
+          if let end = output.head[start...].lastIndex(of: Self.newline) { lineEnd = end + 1 }
+          guard bytes.count > room else { return false }
+          // Past the limit: the head ends with its last whole line when that ends near the limit.
+          if lineEnd > 0, lineEnd >= windowStart { output.head.removeLast(output.head.count - lineEnd) }
+          return true
+        }
+        full = passed
+        let ready = (full || output.head.count <= windowStart) ? output.head.count : max(windowStart, lineEnd)
+        if let log, ready > forwarded { await log.add(stream, Array(output.head[forwarded..<ready])) }
+        forwarded = max(forwarded, ready)
       }
-      if let log, !kept.isEmpty { await log.add(stream, kept) }
+    } catch {
+      // Stopped: the line held back is still output the program wrote.
+      if let log, output.head.count > forwarded { await log.add(stream, Array(output.head[forwarded...])) }
+      throw error
     }
+    if let log, output.head.count > forwarded { await log.add(stream, Array(output.head[forwarded...])) }
     if output.tail.count > tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
     return output
   }

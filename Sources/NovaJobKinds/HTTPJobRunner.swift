@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -7,38 +6,60 @@ import NovaCore
 import NovaQueue
 
 /// Runs a `type: http` job: the payload as the JSON body of a call to the agent's endpoint, the
-/// job's id, kind and attempt in headers, the body signed when the kind names a secret. 2xx
-/// succeeds (the JSON body is the result); 408, 429 (after its `Retry-After`), 5xx and network
-/// errors are retried; other answers, redirects included (none is followed), dead-letter.
+/// job's id, kind and attempt in headers, the body signed (Standard Webhooks) when the kind names
+/// a secret. 2xx succeeds (the JSON body is the result); 408, 429 (after its `Retry-After`), 5xx
+/// and network errors are retried; other answers, redirects included (none is followed),
+/// dead-letter.
+///
+/// With `max_concurrency`, at most that many calls of the kind run at once in this process; the
+/// others wait for a slot, and the kind's timeout starts only once the call has one.
 public struct HTTPJobRunner: Sendable {
   public let name: String
   public let kind: HTTPKind
   public let timeout: Duration
   /// The worker's environment (what `headers_env` and `secret_env` are read from).
   public let environment: [String: String]
+  /// The kind's `max_concurrency` slots, shared by every job the runner handles; nil when unset.
+  let limiter: ConcurrencyLimiter?
 
   public init(name: String, kind: HTTPKind, timeout: Duration, environment: [String: String] = ProcessInfo.processInfo.environment) {
     self.name = name
     self.kind = kind
     self.timeout = timeout
     self.environment = environment
+    limiter = kind.maxConcurrency.map { ConcurrencyLimiter(permits: $0) }
   }
 
+  /// The most connections the client opens to one host: more than any pool runs (`--workers` goes
+  /// to 10,000), so that a call never queues inside the client, where the wait would count against
+  /// the kind's timeout; the worker's slots and each kind's `max_concurrency` bound the calls.
+  static let connectionsPerHost = 10_000
+
   /// A client that never follows redirects: a job's payload goes to the declared URL only.
-  static let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+  static let client: HTTPClient = {
+    var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
+    configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = HTTPJobRunner.connectionsPerHost
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+  }()
 
   /// The most of an answer's body read (a result larger than this fails the attempt).
   static let maxBodyBytes = 4 << 20
 
-  /// Signature headers: `X-Nova-Timestamp` (Unix seconds) and `X-Nova-Signature` =
-  /// `sha256=` + hex HMAC-SHA256 of `timestamp.body` under the secret (a receiver refuses old
-  /// timestamps, so a captured call cannot be replayed later).
-  public static func signature(secret: String, timestamp: Int, body: Data) -> String {
-    var message = Data("\(timestamp).".utf8)
-    message.append(body)
-    let mac = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: Data(secret.utf8)))
-    return "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
+  /// The longest a job waits for one of the kind's `max_concurrency` slots before its attempt
+  /// fails (to be retried with backoff): ten times the timeout, from 5 minutes to a day.
+  public var slotWaitLimit: Duration {
+    guard kind.maxConcurrency != nil else { return .zero }
+    return min(max(timeout * 10, .seconds(300)), .seconds(86_400))
   }
+
+  /// What the worker pool allows the whole handler: the wait for a slot, then the timeout. The
+  /// runner enforces both itself; the margin lets its errors, which say which ran out, come first.
+  public var poolTimeout: Duration {
+    kind.maxConcurrency == nil ? timeout : slotWaitLimit + timeout + .seconds(5)
+  }
+
+  /// The `webhook-id` of an attempt's call: one message per attempt (a retry is a new call).
+  public static func messageID(_ context: JobContext) -> String { "\(context.id.rawValue)-\(context.attempt)" }
 
   public func handle(payload: Data, context: JobContext) async throws -> Data? {
     var request = HTTPClientRequest(url: kind.url)
@@ -54,13 +75,37 @@ public struct HTTPJobRunner: Sendable {
       }
       request.headers.replaceOrAdd(name: header, value: value)
     }
+    var key: [UInt8]?
     if let variable = kind.secretEnv {
       guard let secret = environment[variable], !secret.isEmpty else {
         throw NonRetryableJobError("kind '\(name)': secret_env \(variable) is not set in the worker's environment")
       }
-      let timestamp = Int(Date().timeIntervalSince1970)
-      request.headers.add(name: "X-Nova-Timestamp", value: String(timestamp))
-      request.headers.add(name: "X-Nova-Signature", value: Self.signature(secret: secret, timestamp: timestamp, body: payload))
+      do {
+        key = try StandardWebhook.key(secret: secret)
+      } catch {
+        throw NonRetryableJobError("kind '\(name)': secret_env \(variable): \(error)")
+      }
+    }
+    guard let limiter else { return try await call(request, payload: payload, key: key, context: context) }
+    guard try await limiter.acquire(waitingAtMost: slotWaitLimit) else {
+      throw CommandFailure(
+        message: "kind '\(name)': no slot of its max_concurrency \(limiter.permits) came free in \(Int(slotWaitLimit.seconds)) s")
+    }
+    defer { limiter.release() }
+    return try await call(request, payload: payload, key: key, context: context)
+  }
+
+  /// One call, once it may run: signed now (a receiver refuses an old timestamp), with the
+  /// kind's timeout from now.
+  private func call(_ prepared: HTTPClientRequest, payload: Data, key: [UInt8]?, context: JobContext) async throws -> Data? {
+    var request = prepared
+    if let key {
+      let id = Self.messageID(context)
+      let timestamp = Int64(Date().timeIntervalSince1970)
+      let signature = StandardWebhook.signature(id: id, timestamp: timestamp, body: Array(payload), key: key)
+      request.headers.add(name: StandardWebhook.idHeader, value: id)
+      request.headers.add(name: StandardWebhook.timestampHeader, value: String(timestamp))
+      request.headers.add(name: StandardWebhook.signatureHeader, value: signature)
     }
     request.body = .bytes(ByteBuffer(bytes: payload))
     let response: HTTPClientResponse

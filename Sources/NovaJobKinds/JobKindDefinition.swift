@@ -85,14 +85,22 @@ public struct HTTPKind: Sendable, Equatable {
   public var headers: [String: String]
   /// Header values read from the worker's environment when a job runs: header → variable.
   public var headersEnv: [String: String]
-  /// The variable holding the HMAC-SHA256 key that signs each body (`X-Nova-Signature`).
+  /// The variable holding the secret that signs each call (Standard Webhooks: `webhook-id`,
+  /// `webhook-timestamp`, `webhook-signature`); a `whsec_` secret is a base64 key.
   public var secretEnv: String?
+  /// The most calls of the kind one process makes at once (1...1024); the others wait for a slot,
+  /// outside the timeout. Nil: no limit beyond the worker's own (`--workers`).
+  public var maxConcurrency: Int?
 
-  public init(url: String, method: String = "POST", headers: [String: String] = [:], headersEnv: [String: String] = [:], secretEnv: String? = nil) {
+  public init(
+    url: String, method: String = "POST", headers: [String: String] = [:], headersEnv: [String: String] = [:], secretEnv: String? = nil,
+    maxConcurrency: Int? = nil
+  ) {
     self.url = url
     self.method = method
     self.headers = headers
     self.headersEnv = headersEnv
     self.secretEnv = secretEnv
+    self.maxConcurrency = maxConcurrency
   }
 }

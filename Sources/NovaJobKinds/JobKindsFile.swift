@@ -58,7 +58,9 @@ public struct JobKindsFile: Sendable, Equatable {
     "type", "command", "cwd", "env", "env_pass", "timeout", "max_output_bytes", "retry_exit_codes", "dead_exit_codes", "kill_grace",
     "user", "group",
   ]
-  private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env"]
+  private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env", "max_concurrency"]
+  /// What `max_concurrency` may be: beyond 1024 calls at once to one kind, a limit no longer limits.
+  public static let maxConcurrencyRange = 1...1024
   private static let externalKeys: Set<String> = ["type", "description"]
 
   private static func kind(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
@@ -165,6 +167,12 @@ public struct JobKindsFile: Sendable, Equatable {
         let variable = try reader.string(entry.value, path)
         guard isVariableName(variable) else { throw reader.fail(entry.value, "\(path): '\(variable)' is not an environment variable name") }
         kind.secretEnv = variable
+      case "max_concurrency":
+        let range = maxConcurrencyRange
+        guard case .scalar(let scalar) = entry.value, let value = Int(scalar.string), range.contains(value) else {
+          throw reader.fail(entry.value, "\(path): expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        kind.maxConcurrency = value
       default: break
       }
     }

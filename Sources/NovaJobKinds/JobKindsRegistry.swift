@@ -27,7 +27,9 @@ extension JobKindsFile {
         }
       case .http(let http):
         let runner = HTTPJobRunner(name: definition.name, kind: http, timeout: definition.timeout, environment: environment)
-        registry.registerRaw(definition.name, timeout: definition.timeout) { payload, context in
+        // The runner times the call from when it has a max_concurrency slot; the pool's limit
+        // covers the wait for one too.
+        registry.registerRaw(definition.name, timeout: runner.poolTimeout) { payload, context in
           try await runner.handle(payload: payload, context: context)
         }
       case .external:

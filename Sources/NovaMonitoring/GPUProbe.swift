@@ -62,20 +62,23 @@ public enum GPUProbe {
       return Result(
         available: false, reason: "no GPU: nvidia-smi is not on PATH", samples: [], median_utilization_percent: [], unified_memory_total_mib: nil)
     }
-    let workload = load.flatMap { Subprocess.start(shell: $0) }
-    defer { if let workload { Subprocess.stop(workload) } }
+    let workload = load.map { ProbeProgram.start(shell: $0) }
     var readings: [[Reading]] = []
     var failure: String?
-    for index in 0..<samples {
+    sampling: for index in 0..<samples {
       if index > 0 { try? await Task.sleep(for: interval) }
-      switch capture(binary, ["--query-gpu=\(query)", "--format=csv,noheader,nounits"]) {
+      switch await capture(binary, ["--query-gpu=\(query)", "--format=csv,noheader,nounits"]) {
       case .success(let output):
         let parsed = parse(output)
         if parsed.isEmpty { failure = "nvidia-smi reported no GPU" } else { readings.append(parsed) }
       case .failure(let message):
         failure = message
+      case .timedOut(let message):
+        failure = message
+        break sampling
       }
     }
+    if let workload { await ProbeProgram.stop(workload) }
     guard let first = readings.first else {
       return Result(
         available: false, reason: "no GPU: \(failure ?? "nvidia-smi gave nothing")", samples: [], median_utilization_percent: [],
@@ -102,14 +105,23 @@ public enum GPUProbe {
     return nil
   }
 
+  /// How long one query may take: a hung driver must not hang the baseline with it.
+  static let sampleTimeout: Duration = .seconds(20)
+
   enum Captured {
     case success(String)
     case failure(String)
+    /// No answer in time: later samples would only wait on the same hung driver.
+    case timedOut(String)
   }
 
-  static func capture(_ binary: String, _ arguments: [String]) -> Captured {
-    guard let (status, output) = Subprocess.output(binary, arguments) else { return .failure("cannot run \(binary)") }
-    guard status == 0 else { return .failure("\(binary) exited with \(status)") }
-    return .success(output)
+  static func capture(_ binary: String, _ arguments: [String], timeout: Duration = sampleTimeout) async -> Captured {
+    switch await ProbeProgram.run(binary, arguments, timeout: timeout) {
+    case .finished(0, let output): return .success(output)
+    case .finished(let status, _): return .failure("\(binary) exited with \(status)")
+    case .timedOut: return .timedOut("\(binary) did not answer within \(timeout)")
+    case .missing: return .failure("cannot run \(binary): it does not exist")
+    case .failed(let reason): return .failure("cannot run \(binary): \(reason)")
+    }
   }
 }

@@ -153,6 +153,15 @@ public final class PolicyEngine: Sendable {
   /// The built-in role rules, enforced under a policy in shadow mode.
   static let roleFloor = RuleSet(PolicyDocument.builtIn.rules)
 
+  /// Whether `subject` could be allowed `action` on any resource: false when no rule could allow
+  /// it and no OPA could be asked (in shadow mode, when the built-in role floor could not). A
+  /// caller refused here is refused before the body of its request is read.
+  public func mayAllow(action: String, subject: PolicySubject) -> Bool {
+    let state = active.load(ordering: .acquiring)
+    guard state.document.enforce else { return Self.roleFloor.mayAllow(action: action, subject: subject) }
+    return state.opa != nil || state.rules.mayAllow(action: action, subject: subject)
+  }
+
   /// Decides without recording (for `nova policy check` and tests of the rules alone).
   public func evaluate(_ request: PolicyRequest) async -> PolicyDecision {
     let start = clock.nanoseconds()

@@ -84,4 +84,17 @@ public struct RuleSet: Sendable {
     if let firstAllow { return (true, firstAllow.name) }
     return nil
   }
+
+  /// Whether some rule could allow `subject` to take `action` on some resource (resource
+  /// conditions are not looked at): when none can, a request is refused before its body is read.
+  public func mayAllow(action: String, subject: PolicySubject) -> Bool {
+    let candidates = (byAction[action] ?? []) + anyAction
+    return candidates.contains { rule in
+      guard rule.allow else { return false }
+      if let actions = rule.actions, !actions.matches(action) { return false }
+      if let subjects = rule.subjects, !subjects.matches(subject.id) { return false }
+      if let roles = rule.roles, !subject.roles.contains(where: roles.matches) { return false }
+      return true
+    }
+  }
 }

@@ -520,19 +520,26 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let journal = journal
     let actor = AuditContext.actor
     let released = try await database.write { db -> Int in
+      // A started attempt given back too often (a hung handler released on every restart of its
+      // worker) counts, and the job goes dead when it was the last: otherwise it never would.
+      let counted = "(started = 1 AND returns >= \(Self.freeReturns))"
       let update = try db.cachedStatement(
         sql: """
-          UPDATE nova_jobs SET state = 'available', attempts = MAX(attempts - 1, 0), updated_at = ?,
-            lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = ? AND state = 'running' AND fencing_token = ?
+          UPDATE nova_jobs SET
+            state = CASE WHEN \(counted) AND attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+            finished_at = CASE WHEN \(counted) AND attempts >= max_attempts THEN ? ELSE NULL END,
+            attempts = CASE WHEN \(counted) THEN attempts ELSE MAX(attempts - 1, 0) END,
+            last_error = CASE WHEN \(counted) THEN 'released ' || (returns + 1) || ' times after it started' ELSE last_error END,
+            returns = CASE WHEN started = 1 THEN returns + 1 ELSE returns END,
+            updated_at = ?, lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = ? AND state = 'running' AND fencing_token = ? RETURNING state, attempts
           """)
       var transitions: [JobTransition] = []
       for lease in leases {
-        try update.execute(arguments: [now, lease.id.rawValue, lease.token])
-        if db.changesCount == 1 {
-          transitions.append(
-            Self.transition(.released, lease.job, from: .running, to: .available, attempt: max(lease.job.attempts - 1, 0), time: now))
-        }
+        guard let row = try Row.fetchOne(update, arguments: [now, now, lease.id.rawValue, lease.token]) else { continue }
+        let dead = (row[0] as String) == JobState.dead.rawValue
+        transitions.append(
+          Self.transition(dead ? .dead : .released, lease.job, from: .running, to: dead ? .dead : .available, attempt: row[1], time: now))
       }
       try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return transitions.count

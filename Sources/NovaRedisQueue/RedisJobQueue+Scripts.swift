@@ -353,13 +353,29 @@ enum RedisQueueScripts {
       for j = 0, n - 1 do
         local id, token = ARGV[3 + 2 * j], ARGV[4 + 2 * j]
         local k = p .. 'job:' .. id
-        local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts')
+        local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts', 'started', 'returns', 'max_attempts')
         if f[1] == 'running' and f[2] == token then
           redis.call('ZREM', p .. 'running', id)
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
-          redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[4]) - 1, 0)))
-          move(id, 'running', 'available', now, 'released')
-          redis.call('ZADD', p .. 'available', f[3], id)
+          local returns = tonumber(f[6] or '0')
+          if f[5] == '1' then redis.call('HSET', k, 'returns', string.format('%d', returns + 1)) end
+          if f[5] == '1' and returns >= \(RedisJobQueue.freeReturns) then
+            -- A started attempt given back too often (a hung handler released on every restart of
+            -- its worker) counts, and the job goes dead when it was the last.
+            local why = 'released ' .. string.format('%d', returns + 1) .. ' times after it started'
+            redis.call('HSET', k, 'last_error', why)
+            if tonumber(f[4]) >= tonumber(f[7]) then
+              redis.call('HSET', k, 'finished_at', now)
+              move(id, 'running', 'dead', now, 'dead', why)
+            else
+              move(id, 'running', 'available', now, 'released')
+              redis.call('ZADD', p .. 'available', f[3], id)
+            end
+          else
+            redis.call('HSET', k, 'attempts', string.format('%d', math.max(tonumber(f[4]) - 1, 0)))
+            move(id, 'running', 'available', now, 'released')
+            redis.call('ZADD', p .. 'available', f[3], id)
+          end
           released = released + 1
         end
       end

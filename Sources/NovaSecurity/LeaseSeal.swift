@@ -21,16 +21,17 @@ public struct LeaseSeal: Sendable {
   /// the process).
   public init() { key = (0..<32).map { _ in UInt8.random(in: 0...255) } }
 
-  /// The token a worker is given for fencing token `token` on job `id`.
-  public func seal(id: String, token: Int64) -> String {
-    "\(token).\(mac(id: id, token: token))"
+  /// The token a worker is given for fencing token `token` on job `id`, bound to `holder` (the
+  /// API token that claimed it): a lease handed to one worker token does not open for another.
+  public func seal(id: String, token: Int64, holder: String = "") -> String {
+    "\(token).\(mac(id: id, token: token, holder: holder))"
   }
 
-  /// The fencing token inside `text` when it was sealed for job `id`; nil otherwise.
-  public func open(_ text: String, id: String) -> Int64? {
+  /// The fencing token inside `text` when it was sealed for job `id` and `holder`; nil otherwise.
+  public func open(_ text: String, id: String, holder: String = "") -> Int64? {
     guard let dot = text.firstIndex(of: "."), let token = Int64(text[..<dot]), token > 0 else { return nil }
     let presented = Array(text[text.index(after: dot)...].utf8)
-    let expected = Array(mac(id: id, token: token).utf8)
+    let expected = Array(mac(id: id, token: token, holder: holder).utf8)
     // Compared in constant time: the comparison must not tell how much of a guess was right.
     guard presented.count == expected.count else { return nil }
     var difference: UInt8 = 0
@@ -38,8 +39,9 @@ public struct LeaseSeal: Sendable {
     return difference == 0 ? token : nil
   }
 
-  private func mac(id: String, token: Int64) -> String {
-    let code = HMAC<SHA256>.authenticationCode(for: Data("\(id):\(token)".utf8), using: SymmetricKey(data: key))
+  private func mac(id: String, token: Int64, holder: String) -> String {
+    let message = holder.isEmpty ? "\(id):\(token)" : "\(id):\(token):\(holder)"
+    let code = HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: key))
     return code.prefix(16).map { String(format: "%02x", $0) }.joined()
   }
 }

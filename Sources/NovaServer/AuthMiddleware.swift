@@ -40,14 +40,25 @@ public struct AuthMiddleware: RouterMiddleware {
       case .refused(let refusal): try Self.refuse(refusal, source: source)
       case .token(let authenticated): token = authenticated
       }
-      // Job and queue actions are decided by `JobActions`, which knows the job's queue and kind.
+      // Job and queue actions are decided by `JobActions`, which knows the job's queue and kind;
+      // a caller whom no rule could allow the action is refused here, before its body is read
+      // (a viewer's 60 MB batch is never parsed).
       if !Self.isDecidedByJobActions(method: request.method, path: path) {
         try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
+      } else if !gate.engine.mayAllow(action: action.rawValue, subject: PolicyGate.subject(token)) {
+        try await gate.check(token, action: action.rawValue, resource: Self.resource(path: path), source: source)
+        throw APIError(.forbidden, code: "forbidden", message: "token '\(token.name)' may not \(action.rawValue)")
       }
     } else {
       let decision = try await access.authorize(authorization: request.headers[.authorization], action: action, source: source)
       guard case .allowed(let authorized) = decision else { try Self.refuse(decision, source: source) }
       token = authorized
+    }
+    // A body announced larger than any route takes is refused before a byte of it is read.
+    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes(method: request.method, path: path) {
+      throw APIError(
+        .contentTooLarge, code: "payload_too_large",
+        message: "the body is \(length) bytes; \(request.method.rawValue) \(path) takes at most \(Self.maxBodyBytes(method: request.method, path: path))")
     }
     var context = context
     context.caller = token
@@ -71,6 +82,18 @@ public struct AuthMiddleware: RouterMiddleware {
       throw APIError(
         .tooManyRequests, code: "rate_limited",
         message: "too many failed attempts from \(source); try again in \(seconds) s", headers: headers)
+    }
+  }
+
+  /// The largest body a route reads (each route also stops reading at its own limit, which a
+  /// chunked body does not announce).
+  static func maxBodyBytes(method: HTTPRequest.Method, path: String) -> Int {
+    let parts = path.split(separator: "/")
+    switch (parts.count, parts.last) {
+    case (3, "claim"): return 64 * 1024
+    case (_, "heartbeat"), (_, "release"), (_, "fail"): return 1024 * 1024
+    case (3, "batch"), (3, "complete"): return 64 * 1024 * 1024
+    default: return 64 * 1024 * 1024
     }
   }
 

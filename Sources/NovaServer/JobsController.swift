@@ -32,42 +32,46 @@ struct JobsController {
     group.get(":id/logs", use: logs)
   }
 
-  /// `GET /v1/jobs/{id}/logs?attempt=N&follow=1`: the output of the job's attempts as text
-  /// (stdout and stderr in the order written; every attempt under a `==> attempt N <==` line
-  /// unless one is asked for). With `follow=1` the response is chunked and goes on while the job
-  /// runs, ending when it is over.
+  /// `GET /v1/jobs/{id}/logs?attempt=N&follow=1&prefix=1&raw=1`: the output of the job's attempts
+  /// line by line, in the order the lines were written (every attempt under a `==> attempt N <==`
+  /// line unless one is asked for), as text with control characters and bytes that are not UTF-8
+  /// escaped (`\x1b`); `prefix=1` starts each line with `stdout: ` or `stderr: `; `raw=1` answers
+  /// the bytes as stored, unescaped (`application/octet-stream`). With `follow=1` the response is
+  /// chunked and goes on while the job runs, ending when it is over.
   @Sendable func logs(_ request: Request, context: Context) async throws -> Response {
     let query = request.uri.queryParameters
-    for (key, _) in query where !["attempt", "follow"].contains(String(key)) {
-      throw NovaError.invalidInput(field: String(key), message: "unknown query parameter; expected attempt, follow")
+    for (key, _) in query where !["attempt", "follow", "prefix", "raw"].contains(String(key)) {
+      throw NovaError.invalidInput(field: String(key), message: "unknown query parameter; expected attempt, follow, prefix, raw")
     }
     var attempt: Int?
     if let text = query["attempt"] {
       guard let number = Int(text) else { throw NovaError.invalidInput(field: "attempt", message: "'\(text)' is not an integer") }
       attempt = number
     }
-    var follow = false
-    if let text = query["follow"] {
+    func flag(_ name: Substring) throws -> Bool {
+      guard let text = query[name] else { return false }
       guard ["1", "true", "0", "false"].contains(String(text)) else {
-        throw NovaError.invalidInput(field: "follow", message: "'\(text)' is not 1, true, 0 or false")
+        throw NovaError.invalidInput(field: String(name), message: "'\(text)' is not 1, true, 0 or false")
       }
-      follow = text == "1" || text == "true"
+      return text == "1" || text == "true"
     }
+    let following = try flag("follow")
+    let options = JobLogRenderer.Options(prefix: try flag("prefix"), raw: try flag("raw"))
     let feed = try await actions.logs(try jobID(context), attempt: attempt, clock: clock, by: Self.caller(context))
     var headers = HTTPFields()
-    headers[.contentType] = "text/plain; charset=utf-8"
+    // Raw output is whatever the program wrote, which need not be text.
+    headers[.contentType] = options.raw ? "application/octet-stream" : "text/plain; charset=utf-8"
+    // A browser must not take a program's output for HTML.
+    headers[.xContentTypeOptions] = "nosniff"
     headers[.cacheControl] = "no-store"
-    let headed = attempt == nil
-    let following = follow
     return Response(
       status: .ok, headers: headers,
       body: ResponseBody { writer in
-        var last: Int?
         // A stopping server ends the follow (it waits for requests in flight before stopping).
         let stopping = Mutex(false)
         try await withGracefulShutdownHandler {
-          try await feed.read(follow: following, stop: { stopping.withLock { $0 } }) { chunks in
-            try await writer.write(ByteBuffer(bytes: JobLogChunk.text(chunks, headers: headed, lastAttempt: &last)))
+          try await feed.render(options, follow: following, stop: { stopping.withLock { $0 } }) { text in
+            try await writer.write(ByteBuffer(bytes: text))
           }
         } onGracefulShutdown: {
           stopping.withLock { $0 = true }

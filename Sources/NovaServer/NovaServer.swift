@@ -130,7 +130,7 @@ public struct NovaServer: Sendable {
     self.policy = policy
     self.workerActions = WorkerActions(
       queue: self.queue, policy: security == nil ? nil : policy, seal: security.map { LeaseSeal(signer: $0.signer) } ?? LeaseSeal(),
-      clock: clock)
+      registry: liveRegistry, clock: clock)
     // A store that cannot be opened stops the server: no route may silently go missing.
     let kpis = try security.map {
       try KPIStore(database: $0.database, clock: clock, futureTolerance: configuration.kpiFutureTolerance)

@@ -40,12 +40,13 @@ struct WorkersController {
     // A server that begins to stop answers waiting claims at once: the HTTP server waits for
     // requests in flight before the other services hear of the shutdown.
     let actions = actions
+    let caller = JobsController.caller(context)
     let leases = try await withGracefulShutdownHandler {
-      try await actions.claim(claim, by: JobsController.caller(context))
+      try await actions.claim(claim, by: caller)
     } onGracefulShutdown: {
       actions.endWaitingClaims()
     }
-    return try jsonResponse(ClaimResponse(jobs: leases.map { ClaimedJob($0, token: actions.token(of: $0)) }))
+    return try jsonResponse(ClaimResponse(jobs: leases.map { ClaimedJob($0, token: actions.token(of: $0, for: caller)) }))
   }
 
   @Sendable func heartbeat(_ request: Request, context: Context) async throws -> Response {

@@ -16,7 +16,8 @@ extension BenchCommand {
   struct QueueBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "queue",
-      abstract: "Enqueue N jobs, run them to completion in-process, check none was lost or completed twice.")
+      abstract: "Enqueue N jobs, run them to completion in-process, check none was lost or completed twice.",
+      discussion: "With --rate, jobs arrive one at a time at a steady pace, and it reports how soon each one starts.")
 
     @Option(
       help:
@@ -35,6 +36,12 @@ extension BenchCommand {
 
     @Option(help: "Jobs the pool claims ahead of free workers (default: adaptive, as for nova worker).")
     var prefetch: Int?
+
+    @Option(help: "Steady arrivals: enqueue one job at a time, this many per second (default: all at once, in batches).")
+    var rate: Int?
+
+    @Option(name: .customLong("job-ms"), help: "How long each job runs, in milliseconds (default: 100 with --rate, else 0).")
+    var jobMs: Int?
 
     @Option(help: "Runs; the summary reports the median of each figure.")
     var runs: Int = 1
@@ -56,6 +63,8 @@ extension BenchCommand {
       guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
       guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
+      guard (1...100_000).contains(rate ?? 1) else { throw ValidationError("--rate must be in 1...100000 jobs per second") }
+      guard (0...60_000).contains(jobMs ?? 0) else { throw ValidationError("--job-ms must be in 0...60000") }
       guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
       guard kind == "in-process" || kind == "command" else { throw ValidationError("--kind must be in-process or command") }
       guard backend == "sqlite" || backend.hasPrefix("sqlite://") || backend.hasPrefix("redis://") else {
@@ -89,6 +98,8 @@ extension BenchCommand {
         }
         var options = QueueBenchmark.Options(jobs: jobs, workers: workers, payloadBytes: payloadBytes, prefetch: prefetch)
         if kind == "command" { options.command = ["/bin/true"] }
+        options.rate = rate.map { Double($0) }
+        options.jobDuration = .milliseconds(jobMs ?? (rate == nil ? 0 : 100))
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
           queue: queue, backend: backendName, options: options,
@@ -117,10 +128,22 @@ extension BenchCommand {
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
-            lost \(median.lost), completed twice \(median.duplicate_completions)
+          \(steadyLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
           """)
       }
       if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
+    }
+
+    /// The summary's lines for steady arrivals (none for a burst), each ending in a newline.
+    func steadyLines(_ median: QueueBenchmark.Result) -> String {
+      guard let rate, let start50 = median.start_p50_ms, let start99 = median.start_p99_ms else { return "" }
+      let achieved = median.arrival_per_s.map { String(format: "%.1f", $0) } ?? "-"
+      return """
+          arrivals     \(rate) jobs/s asked, \(achieved) achieved, one at a time; each job runs \(Int(median.job_ms ?? 0)) ms
+          start        p50 \(String(format: "%.1f", start50)) ms, p99 \(String(format: "%.1f", start99)) ms (enqueue to handler start)
+          running      \(median.max_running ?? 0) at most at once
+
+        """
     }
   }
 }

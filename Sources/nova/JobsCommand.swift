@@ -69,7 +69,13 @@ struct JobsCommand: AsyncParsableCommand {
 
   struct Logs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Print what a job's program wrote (stdout and stderr, per attempt, as kept in the store).")
+      abstract: "Print what a job's program wrote (stdout and stderr, per attempt, as kept in the store).",
+      discussion: """
+        Lines come in the order they were written, each stream's own (a line one stream left \
+        unfinished is never continued by the other's). Control characters and bytes that are not \
+        UTF-8 are shown escaped (ESC as \\x1b), so that output cannot drive the terminal; --raw \
+        writes them as they are.
+        """)
 
     @OptionGroup var store: StoreOptions
 
@@ -82,13 +88,16 @@ struct JobsCommand: AsyncParsableCommand {
     @Flag(name: [.short, .long], help: "Keep printing while the job runs; stop when it is over.")
     var follow = false
 
+    @Flag(help: "Start each line with 'stdout: ' or 'stderr: '.")
+    var prefix = false
+
+    @Flag(help: "Write the output unescaped; without --prefix, the bytes exactly as stored.")
+    var raw = false
+
     func run() async throws {
       let jobID = try parseID(id)
       let feed = try await store.open().jobs().logs(jobID, attempt: attempt, by: .localUser)
-      var last: Int?
-      try await feed.read(follow: follow) { chunks in
-        FileHandle.standardOutput.write(JobLogChunk.text(chunks, headers: attempt == nil, lastAttempt: &last))
-      }
+      try await feed.render(JobLogRenderer.Options(prefix: prefix, raw: raw), follow: follow) { FileHandle.standardOutput.write($0) }
     }
   }
 

@@ -1,6 +1,6 @@
 import Foundation
 import NovaCore
-import NovaMonitoring
+@testable import NovaMonitoring
 import NovaTestSupport
 import Testing
 
@@ -115,6 +115,34 @@ struct BaselineTests {
     let unified = await GPUProbe.run(samples: 1, interval: .milliseconds(1), load: nil, environment: ["PATH": folder.path])
     #expect(unified.unified_memory_total_mib.map { $0 > 0 } == true)
     #expect(GPUProbe.parse("garbage\n").isEmpty)
+    // A hung nvidia-smi is killed and named; a vanished one is reported as missing.
+    try writeExecutable(fake.path, "#!/bin/sh\nsleep 30\n")
+    guard case .timedOut(let message) = await GPUProbe.capture(fake.path, [], timeout: .milliseconds(200)) else {
+      Issue.record("a hung nvidia-smi was not timed out")
+      return
+    }
+    #expect(message.contains("did not answer"))
+    guard case .failure(let missing) = await GPUProbe.capture(folder.appendingPathComponent("none").path, []) else {
+      Issue.record("a missing nvidia-smi was not reported")
+      return
+    }
+    #expect(missing.contains("does not exist"))
+  }
+
+  @Test func probeProgramsRunWithSwiftSubprocess() async throws {
+    #expect(await ProbeProgram.run("/bin/sh", ["-c", "echo ok; exit 3"], timeout: .seconds(30)) == .finished(status: 3, output: "ok\n"))
+    #expect(await ProbeProgram.run("/bin/sh", ["-c", "kill -9 $$"], timeout: .seconds(30)) == .finished(status: 137, output: ""))
+    let clock = ContinuousClock()
+    let started = clock.now
+    // Killed well before its 30 s: the run returns only once the program is reaped.
+    #expect(await ProbeProgram.run("/bin/sh", ["-c", "sleep 30"], timeout: .milliseconds(200)) == .timedOut)
+    let load = ProbeProgram.start(shell: "sleep 30")
+    try await Task.sleep(for: .milliseconds(200))
+    await ProbeProgram.stop(load)
+    #expect(clock.now - started < .seconds(10))
+    #expect(await ProbeProgram.run("/nonexistent/nvidia-smi", [], timeout: .seconds(30)) == .missing)
+    let flood = await ProbeProgram.run("/bin/sh", ["-c", "head -c 5000 /dev/zero"], timeout: .seconds(30), limit: 1000)
+    #expect(flood == .failed("more than 1000 bytes of output"))
   }
 
   @Test func theCPUAndNetworkProbesMeasureForReal() async throws {
