@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Real servers and tools the tests use: redis-server and Alertmanager (the tests start their
 # own, on free loopback ports), promtool (checks the /metrics exposition and the rules), sqlite3 (tampers with the audit
 # log as an attacker would), jq and openssl (verify evidence the way a reviewer does), Python's
-# venv (for the OPA engine the policy tests run real Rego on).
+# venv (for the OPA engine the policy tests run real Rego on, and the Standard Webhooks verifier).
 need() {
   local tool="$1" package="$2"
   command -v "$tool" >/dev/null 2>&1 && return 0
@@ -32,6 +32,14 @@ need openssl openssl
 python3 -c 'import ensurepip, venv' 2>/dev/null || need python3-venv-module python3-venv
 # The real OPA engine (Go, from PyPI) behind Tests/Fixtures/opa/opa_fixture.py, for the policy tests.
 bash scripts/install-opa-engine.sh .build/opa-venv
+# The Standard Webhooks reference verifier (PyPI's standardwebhooks): the signature tests check
+# that it accepts the calls and webhooks Nova signs.
+if ! .build/webhooks-venv/bin/python -c 'import standardwebhooks' 2>/dev/null; then
+  rm -rf .build/webhooks-venv
+  python3 -m venv .build/webhooks-venv
+  .build/webhooks-venv/bin/pip install -q standardwebhooks==1.3.0
+fi
+export NOVA_WEBHOOKS_PYTHON="$PWD/.build/webhooks-venv/bin/python"
 [ -f /usr/include/zlib.h ] || need zlib-headers zlib1g-dev
 
 # The formatter's configuration (.swift-format) holds for every source file.

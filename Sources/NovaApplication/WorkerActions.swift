@@ -253,7 +253,8 @@ public final class WorkerActions: Sendable {
     }
     if refused.isEmpty { return claim.kinds }
     guard !permitted.isEmpty else {
-      throw NovaError.forbidden("\(caller.subject.id) may claim none of the kinds \(refused.joined(separator: ", ")) in \(claim.queues.joined(separator: ", "))")
+      throw NovaError.forbidden(
+        "\(caller.subject.id) may claim none of the kinds \(refused.joined(separator: ", ")) in \(claim.queues.joined(separator: ", "))")
     }
     return JobKindFilter(exactly: permitted)
   }

@@ -303,15 +303,9 @@ public struct BoundedOutput: Sendable, Equatable {
   func unkeptTail() -> (dropped: Int, tail: ArraySlice<UInt8>) {
     let unseen = total - head.count
     var kept = tail.suffix(min(tail.count, unseen))
-    let atLineStart: Bool
-    if kept.count == unseen {
-      atLineStart = head.last.map { $0 == Self.newline } ?? true
-    } else if kept.startIndex > tail.startIndex {
-      atLineStart = tail[kept.startIndex - 1] == Self.newline
-    } else {
-      // The byte before is gone: the first line may be the end of a longer one.
-      atLineStart = false
-    }
+    // Unless the tail follows the head, the byte before it is gone: its first line may be the end
+    // of a longer one.
+    let atLineStart = kept.count == unseen && (head.last.map { $0 == Self.newline } ?? true)
     if !atLineStart, let end = kept.firstIndex(of: Self.newline), end < kept.endIndex - 1 { kept = kept[(end + 1)...] }
     return (unseen - kept.count, kept)
   }

@@ -33,6 +33,9 @@ final class ConcurrencyLimiter: Sendable {
   /// Holders now (for tests and diagnostics).
   var inUse: Int { state.withLock { permits - $0.available } }
 
+  /// Tasks waiting for a permit now.
+  var waiting: Int { state.withLock { $0.waiters.count } }
+
   /// Waits for a permit; the caller must ``release()`` it. Throws `CancellationError` (holding
   /// nothing) when the task is cancelled while waiting.
   func acquire() async throws {

@@ -58,7 +58,8 @@ public struct AuthMiddleware: RouterMiddleware {
     if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes(method: request.method, path: path) {
       throw APIError(
         .contentTooLarge, code: "payload_too_large",
-        message: "the body is \(length) bytes; \(request.method.rawValue) \(path) takes at most \(Self.maxBodyBytes(method: request.method, path: path))")
+        message:
+          "the body is \(length) bytes; \(request.method.rawValue) \(path) takes at most \(Self.maxBodyBytes(method: request.method, path: path))")
     }
     var context = context
     context.caller = token

@@ -123,13 +123,14 @@ struct AlertDeliveryTests {
     let hook = try #require(fixture.webhook.requests.first)
     #expect(PayloadFormats.webhookProblems(hook.text) == [])
     let now = Int64(Date().timeIntervalSince1970)
-    let signed = hook.header(NotificationSender.signatureHeader)
-    #expect(NotificationSender.verifySignature(signed, body: hook.body, secret: AlertFixture.webhookSecret, now: now))
+    #expect(StandardWebhook.verify(headers: hook.headers, body: hook.body, secret: AlertFixture.webhookSecret, now: now))
     // Issue #13 point 8: the signature carries its time; an old one, or another body, fails.
-    #expect(signed?.hasPrefix("t=") == true)
-    #expect(!NotificationSender.verifySignature(signed, body: hook.body, secret: AlertFixture.webhookSecret, now: now + 600))
-    #expect(!NotificationSender.verifySignature(signed, body: hook.body + [0x20], secret: AlertFixture.webhookSecret, now: now))
-    #expect(!NotificationSender.verifySignature("sha256=00", body: hook.body, secret: AlertFixture.webhookSecret, now: now))
+    #expect(hook.header("webhook-signature")?.hasPrefix("v1,") == true && hook.header("webhook-timestamp") != nil)
+    #expect(!StandardWebhook.verify(headers: hook.headers, body: hook.body, secret: AlertFixture.webhookSecret, now: now + 600))
+    #expect(!StandardWebhook.verify(headers: hook.headers, body: hook.body + [0x20], secret: AlertFixture.webhookSecret, now: now))
+    let forged = hook.headers.map { $0.0.lowercased() == "webhook-signature" ? ($0.0, "v1,AAAA") : $0 }
+    #expect(!StandardWebhook.verify(headers: forged, body: hook.body, secret: AlertFixture.webhookSecret, now: now))
+    #expect(hook.header("X-Nova-Signature") == nil)
     let notification = try #require(PayloadFormats.object(hook.text))
     #expect(notification["status"] as? String == "firing" && notification["groupKey"] as? String == #"{}/{route="oncall"}:{alertname="WaitHigh"}"#)
 
@@ -186,6 +187,48 @@ struct AlertDeliveryTests {
       #expect(!text.contains("hook-pass") && !text.contains("tok3n") && !text.contains("hook-user"), "\(text)")
     }
     #expect(Redaction.url(hook) == "http://redacted@127.0.0.1:\(fixture.webhook.port)/hooks?redacted")
+  }
+
+  /// Issue #21: webhooks are signed the Standard Webhooks way: a receiver using the library
+  /// (Python's `standardwebhooks`) accepts them, with a plain secret and with a `whsec_` one, and
+  /// a retry is the same message (its `webhook-id`), so that the receiver can drop a repeat.
+  @Test(.enabled(if: StandardWebhooksReference.available, StandardWebhooksReference.missing))
+  func webhooksPassTheReferenceVerifierAndKeepTheirIdAcrossRetries() async throws {
+    let fixture = try await AlertFixture()
+    fixture.webhook.script([(503, "busy")])
+    let engine = fixture.engine()
+    let dispatcher = try fixture.dispatcher()
+    try await fixture.record(250)
+    try await engine.evaluate()
+    #expect(try await dispatcher.deliverDue() == 1)  // PagerDuty; the webhook answered 503
+    fixture.clock.advance(by: 2)
+    #expect(try await dispatcher.deliverDue() == 1)
+    let hooks = fixture.webhook.requests
+    #expect(hooks.count == 2)
+    let first = try #require(hooks.first)
+    let retry = try #require(hooks.last)
+    let id = try #require(first.header("webhook-id"))
+    #expect(retry.header("webhook-id") == id && id.hasPrefix("nova-"))
+    for hook in hooks {
+      #expect(try StandardWebhooksReference.refusal(headers: hook.headers, body: hook.body, secret: AlertFixture.webhookSecret) == nil)
+    }
+    let tampered = try StandardWebhooksReference.refusal(
+      headers: retry.headers, body: retry.body + [0x20], secret: AlertFixture.webhookSecret)
+    #expect(tampered?.contains("No matching signature") == true, "\(tampered ?? "verified")")
+
+    // A whsec_ secret is a base64 key, as the library takes it; one not base64 is refused at start.
+    let secret = "whsec_" + Data((0..<24).map { UInt8($0 * 9) }).base64EncodedString()
+    let sender = NotificationSender(
+      secrets: try NotificationSender.secrets(for: fixture.configuration, environment: ["PD_KEY": "k", "HOOK_SECRET": secret]))
+    let delivery = try #require(try await fixture.store.deliveries().first { $0.request.receiver == "hook" })
+    #expect(await sender.send(delivery) == .sent(status: 200))
+    let signed = try #require(fixture.webhook.requests.last)
+    #expect(signed.header("webhook-id") == id)
+    #expect(try StandardWebhooksReference.refusal(headers: signed.headers, body: signed.body, secret: secret) == nil)
+    #expect(try StandardWebhooksReference.refusal(headers: signed.headers, body: signed.body, secret: AlertFixture.webhookSecret) != nil)
+    #expect(throws: NovaError.self) {
+      _ = try NotificationSender.secrets(for: fixture.configuration, environment: ["PD_KEY": "k", "HOOK_SECRET": "whsec_not base64!"])
+    }
   }
 
   @Test func retriesOn429And5xxButNeverOn400() async throws {

@@ -102,16 +102,54 @@ struct CommandJobRunnerTests {
     #expect(outcome.stdout.head.count == 1 << 20 && outcome.stdout.truncated)
     #expect(outcome.stdout.total == 100 * (1 << 20) + 16)
     #expect(outcome.stdout.tail.count <= 64 << 10)
-    // The store keeps the attempt's first MiB, a marker saying what was dropped, and the tail.
+    // The store keeps the attempt's first MiB (one line with no end: cut at the limit), a marker
+    // line saying what was dropped, and the tail from the first line that starts in its 64 KiB.
     let chunks = try await queue.logs(of: context.id, attempt: 2, after: 0, limit: 10_000)
     let kept = chunks.reduce(into: Data()) { $0.append($1.data) }
-    let marker =
-      "\n[nova: \(100 * (1 << 20) + 16 - (1 << 20) - (64 << 10)) bytes of stdout not kept (max_output_bytes 1048576); its last 65536 bytes follow]\n"
-    #expect(kept.count == (1 << 20) + marker.utf8.count + (64 << 10))
+    let dropped = 100 * (1 << 20) + 16 - (1 << 20) - 15
+    let marker = "\n[nova: \(dropped) bytes of stdout not kept (max_output_bytes 1048576); its last 15 bytes follow]\n"
+    #expect(kept.count == (1 << 20) + marker.utf8.count + 15)
     #expect(kept.prefix(1 << 20).allSatisfy { $0 == UInt8(ascii: "x") })
     #expect(String(decoding: kept.dropFirst(1 << 20).prefix(marker.utf8.count), as: UTF8.self) == marker)
     #expect(String(decoding: kept.suffix(16), as: UTF8.self) == "\n{\"done\": true}\n")
     #expect(chunks.allSatisfy { $0.stream == .stdout && $0.attempt == 2 })
+  }
+
+  /// Past `max_output_bytes` the kept head ends with a whole line, the marker is a line of its own
+  /// and the tail starts at a line start (issue #21 point 8); stderr keeps chunks of its own.
+  @Test func truncatedOutputKeepsWholeLines() async throws {
+    let path = try script(
+      """
+      import sys
+      for i in range(200000):
+          print(f"line {i:06d}")
+          if i % 50000 == 0:
+              print(f"progress {i}", file=sys.stderr, flush=True)
+      """)
+    let kind = CommandKind(command: [], maxOutputBytes: 100_000)
+    let queue = try SQLiteJobQueue(path: try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
+    var context = context()
+    context.logStore = queue
+    let outcome = try await runner(["python3", path], kind: kind).run(payload: Data("{}".utf8), context: context)
+    #expect(outcome.status == .exited(0))
+    func lines(_ numbers: Range<Int>) -> String {
+      numbers.map { (number: Int) -> String in
+        let digits = String(number)
+        return "line \(String(repeating: "0", count: 6 - digits.count))\(digits)\n"
+      }.joined()
+    }
+    // Lines of 12 bytes: 8333 whole ones fit in 100000.
+    #expect(outcome.stdout.head == Array(lines(0..<8333).utf8))
+    #expect(outcome.stdout.total == 2_400_000 && outcome.stdout.truncated)
+    let chunks = try await queue.logs(of: context.id, attempt: 2, after: 0, limit: 10_000)
+    let stdout = chunks.filter { $0.stream == .stdout }.reduce(into: Data()) { $0.append($1.data) }
+    // The last 64 KiB start inside line 194538: the tail starts with the next one.
+    let tail = lines(194_539..<200_000)
+    let dropped = 2_400_000 - 99_996 - tail.utf8.count
+    let marker = "[nova: \(dropped) bytes of stdout not kept (max_output_bytes 100000); its last \(tail.utf8.count) bytes follow]\n"
+    #expect(String(decoding: stdout, as: UTF8.self) == lines(0..<8333) + marker + tail)
+    let stderr = chunks.filter { $0.stream == .stderr }.reduce(into: Data()) { $0.append($1.data) }
+    #expect(String(decoding: stderr, as: UTF8.self) == "progress 0\nprogress 50000\nprogress 100000\nprogress 150000\n")
   }
 
   /// Cancellation (a timeout, a cancelled job, shutdown) stops the whole process group: SIGTERM,

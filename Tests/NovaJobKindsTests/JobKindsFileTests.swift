@@ -47,6 +47,26 @@ struct JobKindsFileTests {
     #expect(file.kinds[1].timeout == .seconds(30))
   }
 
+  /// Issue #21 point 4: how many calls of an HTTP kind one process makes at once.
+  @Test func readsMaxConcurrency() throws {
+    let file = try JobKindsFile.parse(
+      """
+      kinds:
+        notify: {type: http, url: "http://127.0.0.1:8080/run", max_concurrency: 16}
+        bulk:
+          type: http
+          url: http://127.0.0.1:8080/bulk
+          max_concurrency: 1024
+        plain: {type: http, url: "http://127.0.0.1:8080/run"}
+      """, file: "nova-jobs.yaml")
+    let expected: [JobKindDefinition.Action] = [
+      .http(HTTPKind(url: "http://127.0.0.1:8080/run", maxConcurrency: 16)),
+      .http(HTTPKind(url: "http://127.0.0.1:8080/bulk", maxConcurrency: 1024)),
+      .http(HTTPKind(url: "http://127.0.0.1:8080/run")),
+    ]
+    #expect(file.kinds.map(\.action) == expected)
+  }
+
   @Test func externalKindsAreAcceptedButRunByHTTPWorkersOnly() throws {
     let file = try JobKindsFile.parse(
       """
@@ -93,6 +113,11 @@ struct JobKindsFileTests {
     ("kinds:\n  a: {type: command, command: [x], env_pass: [\"1X\"]}\n", "2:46", "'1X' is not an environment variable name"),
     ("kinds:\n  a: {type: http, url: ftp://x/}\n", "2:24", "is not an http:// or https:// URL"),
     ("kinds:\n  a: {type: http, url: \"http://x/\", method: GET}\n", "2:45", "'GET' is not POST, PUT or PATCH"),
+    ("kinds:\n  a: {type: http, url: \"http://x/\", max_concurrency: 0}\n", "2:54", "expected a whole number from 1 to 1024"),
+    ("kinds:\n  a:\n    type: http\n    url: http://x/\n    max_concurrency: 1025\n", "5:22", "a.max_concurrency: expected a whole number"),
+    ("kinds:\n  a: {type: http, url: \"http://x/\", max_concurrency: 2.5}\n", "2:54", "max_concurrency: expected a whole number"),
+    ("kinds:\n  a: {type: http, url: \"http://x/\", max_concurrency: [8]}\n", "2:54", "max_concurrency: expected a whole number"),
+    ("kinds:\n  a: {type: command, command: [x], max_concurrency: 8}\n", "2:36", "kinds.a: unknown key 'max_concurrency'"),
     ("kinds:\n  a: [x\n", "3:1", "YAML syntax"),
     ("jobs: {}\n", "1:1", "file: unknown key 'jobs'"),
   ])

@@ -1,8 +1,9 @@
 import Foundation
 import NovaCore
-@testable import NovaMonitoring
 import NovaTestSupport
 import Testing
+
+@testable import NovaMonitoring
 
 @Suite("Hardware baselines", .timeLimit(.minutes(5)))
 struct BaselineTests {

@@ -66,6 +66,37 @@ struct JobQueueConformanceTests {
     #expect(try await store.logs(of: other, attempt: nil, after: 0, limit: 100).count == 1)
   }
 
+  /// Issue #21 point 5: giving back a started attempt is free three times (a worker restarting
+  /// mid-job); after that it counts, and the job goes dead at its last attempt, so a handler
+  /// that hangs and is released on every restart cannot run forever.
+  @Test(arguments: QueueBackend.all)
+  func releasingAStartedAttemptCountsAfterABound(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let id: JobID = try await queue.enqueue(request(maxAttempts: 2))
+    func claimAndRelease() async throws -> Job {
+      let leases = try await queue.claim(ClaimRequest(worker: "w", leaseDuration: leaseTime, limit: 1, starting: 1))
+      #expect(leases.map(\.id) == [id])
+      #expect(try await queue.release(batch: leases) == 1)
+      return try #require(try await queue.get(id))
+    }
+    for _ in 0..<3 {
+      let job = try await claimAndRelease()
+      #expect(job.state == .available && job.attempts == 0, "\(job)")
+    }
+    let counted = try await claimAndRelease()
+    #expect(counted.state == .available && counted.attempts == 1, "\(counted)")
+    #expect(counted.lastError == "released 4 times after it started")
+    let dead = try await claimAndRelease()
+    #expect(dead.state == .dead && dead.attempts == 2, "\(dead)")
+    // Claimed ahead and given back unstarted (a stopping worker's buffer) stays free.
+    let other: JobID = try await queue.enqueue(request(maxAttempts: 1))
+    for _ in 0..<5 {
+      let leases = try await queue.claim(ClaimRequest(worker: "w", leaseDuration: leaseTime, limit: 1, starting: 0))
+      #expect(try await queue.release(batch: leases) == 1)
+    }
+    #expect(try await queue.get(other)?.state == .available)
+  }
+
   @Test(arguments: QueueBackend.all)
   func enqueueThenGetReturnsTheStoredJob(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)

@@ -38,7 +38,7 @@ struct RedisProcessTests {
     worker.signal(SIGTERM)
     let code = await worker.waitForExit(timeout: .seconds(30))
     let took = ContinuousClock.now - signalled
-    #expect(code != nil && took < .seconds(6), "exit \(String(describing: code)) after \(took)")
+    #expect(code != nil && took < .seconds(6), "exit \(String(describing: code)) after \(took); stderr: \(worker.stderr.suffix(3000))")
   }
 
   @Test func twoWorkersShareTheQueueAndOneKilledMidJobLosesNothing() async throws {
