@@ -81,7 +81,39 @@ public final class WorkerActions: Sendable {
   let book = LeaseBook()
   let clock: any NovaClock
   let seal: LeaseSeal
-  private let announced = Mutex<[String: Date]>([:])
+  /// Workers announced, by name: the token that announced them and when.
+  private let announced = Mutex<[String: (holder: String, time: Date)]>([:])
+  /// Claims waiting now, by token.
+  private let waiting = Mutex<[String: Int]>([:])
+  public let limits: Limits
+
+  /// What one API token may hold at once.
+  public struct Limits: Sendable {
+    /// Claims waiting for work at the same time.
+    public var waitingClaimsPerToken: Int
+    /// Distinct worker names announced within a minute.
+    public var presencesPerToken: Int
+
+    public init(waitingClaimsPerToken: Int = 256, presencesPerToken: Int = 1000) {
+      self.waitingClaimsPerToken = waitingClaimsPerToken
+      self.presencesPerToken = presencesPerToken
+    }
+  }
+
+  /// A claim refused because its token holds too much already (HTTP 429).
+  public enum Refusal: Error, CustomStringConvertible, Sendable {
+    case tooManyWaitingClaims(holder: String, limit: Int)
+    case tooManyWorkers(holder: String, limit: Int)
+
+    public var description: String {
+      switch self {
+      case .tooManyWaitingClaims(let holder, let limit):
+        "\(holder.isEmpty ? "this caller" : holder) already has \(limit) claims waiting; wait for one to be answered"
+      case .tooManyWorkers(let holder, let limit):
+        "\(holder.isEmpty ? "this caller" : holder) announced \(limit) workers in the last minute; reuse worker names"
+      }
+    }
+  }
 
   /// The kinds jobs may have, so that a claim is decided per kind (nil: per queue only).
   let registry: LiveJobRegistry?
@@ -90,8 +122,9 @@ public final class WorkerActions: Sendable {
   /// with `registry`, each claim is decided on every kind it could receive.
   public init(
     queue: any JobQueue, policy: PolicyEngine?, seal: LeaseSeal = LeaseSeal(), registry: LiveJobRegistry? = nil,
-    clock: any NovaClock = SystemClock()
+    limits: Limits = Limits(), clock: any NovaClock = SystemClock()
   ) {
+    self.limits = limits
     self.queue = queue
     self.policy = policy
     self.seal = seal
@@ -125,9 +158,27 @@ public final class WorkerActions: Sendable {
       try await JobActions.authorize(policy, caller, "claim", PolicyResource(kind: "queue", id: queueName, attributes: ["queue": queueName]))
     }
     let kinds = try await permittedKinds(claim, by: caller)
-    try await announce(claim)
+    let holder = Self.holder(caller)
+    try await announce(claim, holder: holder)
     let request = ClaimRequest(
       queues: claim.queues, kinds: kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
+    // Each waiting claim holds a connection and a waiter: one token may not hold them all.
+    if claim.wait > .zero {
+      let admitted = waiting.withLock { waiting -> Bool in
+        guard waiting[holder, default: 0] < limits.waitingClaimsPerToken else { return false }
+        waiting[holder, default: 0] += 1
+        return true
+      }
+      guard admitted else { throw Refusal.tooManyWaitingClaims(holder: holder, limit: limits.waitingClaimsPerToken) }
+    }
+    defer {
+      if claim.wait > .zero {
+        waiting.withLock { waiting in
+          waiting[holder, default: 1] -= 1
+          if waiting[holder] == 0 { waiting[holder] = nil }
+        }
+      }
+    }
     let leases = try await longPoll.claim(request, wait: claim.wait)
     if Task.isCancelled, !leases.isEmpty {
       // The client went away while its jobs were being claimed: nobody would run them.
@@ -143,8 +194,23 @@ public final class WorkerActions: Sendable {
   public func heartbeat(_ references: [LeaseReference], leaseDuration: Duration?, by caller: Caller?) async throws -> [JobID:
     HeartbeatOutcome]
   {
-    let (leases, missing) = try await resolve(references, action: "report", by: caller)
+    let (resolved, missing) = try await resolve(references, action: "report", by: caller)
     var outcomes: [JobID: HeartbeatOutcome] = [:]
+    // An attempt past its kind's timeout is failed instead of extended, and its worker told to
+    // stop: a hung external handler cannot hold a job by heartbeating forever.
+    var leases: [JobLease] = []
+    for lease in resolved {
+      guard let timeout = registry?.current.externalTimeout(lease.job.kind), let started = lease.job.startedAt,
+        clock.now().timeIntervalSince(started) > timeout.seconds
+      else {
+        leases.append(lease)
+        continue
+      }
+      _ = try? await queue.fail(
+        lease, error: "timed out after \(timeout.seconds.formatted()) s (the \(lease.job.kind) timeout)", retryable: true, retryIn: nil)
+      book.remove([(lease.id, lease.token)])
+      outcomes[lease.id] = .cancelled
+    }
     let byDuration = Dictionary(grouping: leases) { leaseDuration ?? book.duration($0.id, token: $0.token) ?? .seconds(60) }
     for (duration, group) in byDuration {
       outcomes.merge(try await queue.heartbeat(group, leaseDuration: duration)) { $1 }
@@ -259,13 +325,19 @@ public final class WorkerActions: Sendable {
     return JobKindFilter(exactly: permitted)
   }
 
-  /// Announces the worker (at most every 10 s per name), so that stats count its kinds as taken.
-  private func announce(_ claim: WorkerClaim) async throws {
+  /// Announces the worker (at most every 10 s per name), so that stats count its kinds as taken;
+  /// a token may announce at most `limits.presencesPerToken` workers a minute.
+  private func announce(_ claim: WorkerClaim, holder: String) async throws {
     let now = clock.now()
-    let due = announced.withLock { announced -> Bool in
-      if let last = announced[claim.worker], now.timeIntervalSince(last) < 10 { return false }
-      announced[claim.worker] = now
-      if announced.count > 10_000 { announced = announced.filter { now.timeIntervalSince($0.value) < 60 } }
+    let limit = limits.presencesPerToken
+    let due = try announced.withLock { announced throws(Refusal) -> Bool in
+      if let last = announced[claim.worker], now.timeIntervalSince(last.time) < 10 { return false }
+      if announced[claim.worker] == nil {
+        let recent = announced.values.lazy.filter { $0.holder == holder && now.timeIntervalSince($0.time) < 60 }.count
+        guard recent < limit else { throw Refusal.tooManyWorkers(holder: holder, limit: limit) }
+      }
+      announced[claim.worker] = (holder, now)
+      if announced.count > 10_000 { announced = announced.filter { now.timeIntervalSince($0.value.time) < 60 } }
       return true
     }
     guard due else { return }

@@ -61,7 +61,7 @@ public struct JobKindsFile: Sendable, Equatable {
   private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env", "max_concurrency"]
   /// What `max_concurrency` may be: beyond 1024 calls at once to one kind, a limit no longer limits.
   public static let maxConcurrencyRange = 1...1024
-  private static let externalKeys: Set<String> = ["type", "description"]
+  private static let externalKeys: Set<String> = ["type", "description", "timeout"]
 
   private static func kind(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
     let field = "kinds.\(name)"
@@ -76,14 +76,20 @@ public struct JobKindsFile: Sendable, Equatable {
     }
   }
 
-  /// A kind run by workers that claim over HTTP: only its name (and a description) is declared;
-  /// their lease, not a timeout here, bounds an attempt.
+  /// A kind run by workers that claim over HTTP: its name, a description, and optionally a
+  /// `timeout`: an attempt still heartbeated past it is failed (and retried while attempts remain).
   private static func external(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
     var description: String?
-    for entry in try reader.mapping(node, "kinds.\(name)", allowed: externalKeys) where entry.key == "description" {
-      description = try reader.string(entry.value, "kinds.\(name).description")
+    // No timeout (zero): the worker's lease alone bounds an attempt, however long it heartbeats.
+    var timeout: Duration = .zero
+    for entry in try reader.mapping(node, "kinds.\(name)", allowed: externalKeys) {
+      switch entry.key {
+      case "description": description = try reader.string(entry.value, "kinds.\(name).description")
+      case "timeout": timeout = try reader.duration(entry.value, "kinds.\(name).timeout", range: .seconds(1) ... .seconds(7 * 86_400))
+      default: break
+      }
     }
-    return JobKindDefinition(name: name, timeout: .zero, action: .external(description: description))
+    return JobKindDefinition(name: name, timeout: timeout, action: .external(description: description))
   }
 
   private static func command(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {

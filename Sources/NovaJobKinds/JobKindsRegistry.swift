@@ -33,7 +33,7 @@ extension JobKindsFile {
           try await runner.handle(payload: payload, context: context)
         }
       case .external:
-        registry.registerExternal(definition.name)
+        registry.registerExternal(definition.name, timeout: definition.timeout > .zero ? definition.timeout : nil)
       }
     }
   }

@@ -62,6 +62,7 @@ public struct JobRegistry: Sendable {
   private(set) var entries: [String: Entry] = [:]
   /// Kinds accepted for submission whose jobs workers elsewhere claim over HTTP.
   private(set) var external: Set<String> = []
+  private var externalTimeouts: [String: Duration] = [:]
 
   public init() {}
 
@@ -110,11 +111,15 @@ public struct JobRegistry: Sendable {
   }
 
   /// Accepts jobs of `kind` (any JSON object as payload) without running them here: workers in
-  /// other processes claim them over HTTP.
-  public mutating func registerExternal(_ kind: String) {
+  /// other processes claim them over HTTP. With `timeout`, an attempt heartbeated past it is failed.
+  public mutating func registerExternal(_ kind: String, timeout: Duration? = nil) {
     entries[kind] = nil
     external.insert(kind)
+    externalTimeouts[kind] = timeout
   }
+
+  /// How long an attempt of the external `kind` may run; nil for no bound but its lease.
+  public func externalTimeout(_ kind: String) -> Duration? { externalTimeouts[kind] }
 
   /// The kinds accepted for submission (those run here and the external ones), sorted.
   public var kinds: [String] { Set(entries.keys).union(external).sorted() }

@@ -61,6 +61,12 @@ public struct NovaServer: Sendable {
     public var requestHeadTimeout: Duration = .seconds(20)
     /// A keep-alive connection idle this long between requests is closed.
     public var idleTimeout: Duration = .seconds(60)
+    /// Open connections beyond which a new one is answered 503 and closed at once (nil: the
+    /// open-file limit less a reserve for the database, pipes and outgoing calls): at the
+    /// open-file limit the server could no longer accept, nor answer `/healthz`.
+    public var maxConnections: Int?
+    /// What one API token may hold of the worker routes at once (waiting claims, workers).
+    public var workerLimits = WorkerActions.Limits()
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -130,7 +136,7 @@ public struct NovaServer: Sendable {
     self.policy = policy
     self.workerActions = WorkerActions(
       queue: self.queue, policy: security == nil ? nil : policy, seal: security.map { LeaseSeal(signer: $0.signer) } ?? LeaseSeal(),
-      registry: liveRegistry, clock: clock)
+      registry: liveRegistry, limits: configuration.workerLimits, clock: clock)
     // A store that cannot be opened stops the server: no route may silently go missing.
     let kpis = try security.map {
       try KPIStore(database: $0.database, clock: clock, futureTolerance: configuration.kpiFutureTolerance)
@@ -303,13 +309,15 @@ public struct NovaServer: Sendable {
     -> some ApplicationProtocol
   {
     let (_, services) = makeServices()
+    let connections = ConnectionLimit(max: configuration.maxConnections ?? ConnectionLimit.fromOpenFileLimit())
     let headTimeout = TimeAmount.nanoseconds(Int64(configuration.requestHeadTimeout.seconds * 1e9))
     let idleTimeout = TimeAmount.nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9))
     return Application(
       router: makeRouter(),
       server: HTTPServerBuilder { responder in
         DeadlineHTTP1Channel(
-          inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)), headTimeout: headTimeout)
+          inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)), headTimeout: headTimeout,
+          connections: connections)
       },
       configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "nova"),
       services: services,

@@ -1,3 +1,4 @@
+import Foundation
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -105,6 +106,7 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
 struct DeadlineHTTP1Channel: ServerChildChannel {
   let inner: HTTP1Channel
   let headTimeout: TimeAmount
+  let connections: ConnectionLimit
 
   /// The HTTP/1 channel's value and the watch on its client.
   struct Value: ServerChildChannelValue {
@@ -116,7 +118,13 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
   func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
     let timeout = headTimeout
     let departure = ClientDeparture()
+    let connections = connections
     return channel.eventLoop.makeCompletedFuture {
+      // Over the limit: answered 503 and closed, before any byte of it is read.
+      if !connections.open() {
+        try channel.pipeline.syncOperations.addHandler(OverloadAnswer())
+      }
+      channel.closeFuture.whenComplete { _ in connections.close() }
       try channel.pipeline.syncOperations.addHandler(ClientDepartureHandler(departure: departure))
       try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: timeout))
     }.flatMap { inner.setup(channel: channel, logger: logger) }.map { Value(inner: $0, departure: departure) }
@@ -175,5 +183,65 @@ final class ClientDepartureHandler: ChannelInboundHandler, RemovableChannelHandl
   func channelInactive(context: ChannelHandlerContext) {
     departure.departed()
     context.fireChannelInactive()
+  }
+}
+
+/// Counts open connections against a maximum.
+final class ConnectionLimit: Sendable {
+  let max: Int
+  private let count = Mutex(0)
+
+  init(max: Int) { self.max = max }
+
+  /// The open-file limit less a reserve (the database, programs' pipes, outgoing calls).
+  static func fromOpenFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    let files = limit.rlim_cur > 1 << 30 ? 1 << 20 : Int(limit.rlim_cur)
+    return Swift.max(16, files - Swift.max(64, files / 8))
+  }
+
+  /// Counts a new connection; false when it is over the maximum (it is counted all the same,
+  /// and uncounted when it closes).
+  func open() -> Bool {
+    count.withLock { count in
+      count += 1
+      return count <= max
+    }
+  }
+
+  func close() { count.withLock { $0 -= 1 } }
+
+  /// Connections open now.
+  var current: Int { count.withLock { $0 } }
+}
+
+/// Answers a connection the server has no room for: 503 with Retry-After, then closes it.
+/// Nothing it sends is read.
+final class OverloadAnswer: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+
+  static let body = #"{"error":{"code":"overloaded","message":"the server has no room for another connection now"}}"#
+  static let response =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+    + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    if context.channel.isActive { answer(context) }
+  }
+
+  func channelActive(context: ChannelHandlerContext) { answer(context) }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+  private var answered = false
+
+  private func answer(_ context: ChannelHandlerContext) {
+    guard !answered else { return }
+    answered = true
+    let buffer = context.channel.allocator.buffer(string: Self.response)
+    let channel = context.channel
+    context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
   }
 }

@@ -41,10 +41,17 @@ struct WorkersController {
     // requests in flight before the other services hear of the shutdown.
     let actions = actions
     let caller = JobsController.caller(context)
-    let leases = try await withGracefulShutdownHandler {
-      try await actions.claim(claim, by: caller)
-    } onGracefulShutdown: {
-      actions.endWaitingClaims()
+    let leases: [JobLease]
+    do {
+      leases = try await withGracefulShutdownHandler {
+        try await actions.claim(claim, by: caller)
+      } onGracefulShutdown: {
+        actions.endWaitingClaims()
+      }
+    } catch let refusal as WorkerActions.Refusal {
+      var headers = HTTPFields()
+      headers[.retryAfter] = "1"
+      throw APIError(.tooManyRequests, code: "too_many_claims", message: refusal.description, headers: headers)
     }
     return try jsonResponse(ClaimResponse(jobs: leases.map { ClaimedJob($0, token: actions.token(of: $0, for: caller)) }))
   }

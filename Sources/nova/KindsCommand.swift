@@ -26,7 +26,7 @@ struct KindsCommand: AsyncParsableCommand {
           case .http(let http): run = "\(http.method) \(http.url)"
           case .external(let description): run = "HTTP workers" + (description.map { ": \($0)" } ?? "")
           }
-          let timeout = definition.type == "external" ? nil : definition.timeout.seconds
+          let timeout = definition.timeout > .zero ? definition.timeout.seconds : nil
           kinds.append(KindListing(name: definition.name, type: definition.type, timeout_s: timeout, run: run, source: path))
         }
       }

@@ -31,6 +31,8 @@ struct NovaCommand: AsyncParsableCommand {
     // Programs that jobs run are of the same user: they must not read this process's
     // environment (tokens, passwords) or memory through /proc.
     ProcessHardening.makeNonDumpable()
+    // Connections, waiting claims and programs' pipes are files: the hard limit, not the soft.
+    ProcessHardening.raiseOpenFileLimit()
     do {
       // What a command changes is audited as the local user.
       try await AuditContext.$actor.withValue("cli:\(NSUserName())") {

@@ -74,9 +74,10 @@ struct JobKindsFileTests {
         train.step:
           type: external
           description: one optimiser step, run by the GPU hosts' Python workers
-        ping: {type: external}
+        ping: {type: external, timeout: 90s}
       """, file: "nova-jobs.yaml")
     #expect(file.kinds.map(\.type) == ["external", "external"])
+    #expect(file.kinds.map(\.timeout) == [.zero, .seconds(90)])
     #expect(file.kinds[0].action == .external(description: "one optimiser step, run by the GPU hosts' Python workers"))
     var registry = BuiltinJobs.registry
     file.register(into: &registry)
@@ -85,6 +86,7 @@ struct JobKindsFileTests {
     #expect(registry.kinds.contains("train.step") && registry.kinds.contains("ping"))
     #expect(!registry.handledKinds.contains("train.step"))
     #expect(registry.isExternal("ping") && !registry.isExternal("echo"))
+    #expect(registry.externalTimeout("ping") == .seconds(90) && registry.externalTimeout("train.step") == nil)
     #expect(LiveJobRegistry(registry).kinds.patterns == BuiltinJobs.registry.kinds)
     #expect(throws: NovaError.unknownJobKind("train.nope")) { try registry.validate(kind: "train.nope", payload: Data("{}".utf8)) }
     // A kind declared in-process again later runs here.

@@ -80,4 +80,29 @@ struct ConnectionDeadlineTests {
       #expect(normal.seconds > 1.5 && normal.seconds < 12, "an idle keep-alive connection closed after \(normal.seconds) s")
     }
   }
+
+  /// Issue #21 point 5: past its connection limit the server answers 503 at once and closes,
+  /// instead of spinning at the open-file limit, and serves again when connections close.
+  @Test func connectionsPastTheLimitAreAnswered503() async throws {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path))
+    var configuration = NovaServer.Configuration(port: 0, workers: 0)
+    configuration.maxConnections = 2
+    configuration.requestHeadTimeout = .seconds(3)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: configuration, queue: queue, security: nil, logger: Logger(label: "test"))
+    try await server.makeApplication().test(.live) { client in
+      let port = try #require(client.port)
+      // Two silent connections hold both places (until their 3 s head deadline).
+      async let first = Self.session(port: port, chunks: [])
+      async let second = Self.session(port: port, chunks: [])
+      try await Task.sleep(for: .milliseconds(500))
+      let refused = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
+      #expect(refused.received.hasPrefix("HTTP/1.1 503") && refused.received.contains("overloaded"), "\(refused.received)")
+      #expect(refused.seconds < 2, "the refusal took \(refused.seconds) s")
+      _ = await (first, second)
+      let served = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")])
+      #expect(served.received.hasPrefix("HTTP/1.1 200"), "\(served.received)")
+    }
+  }
 }

@@ -64,4 +64,24 @@ struct LargeBodyProcessTests {
     server.signal(SIGTERM)
     #expect(await server.waitForExit() == 0)
   }
+
+  /// Connections are files: `nova serve` started with a low soft limit on open files raises it
+  /// to the hard limit.
+  @Test func serveRaisesItsOpenFileLimit() async throws {
+    let dir = try TemporaryDirectory.make()
+    let server = try ChildProcess(
+      "/bin/sh", ["-c", "ulimit -Sn 256 && exec '\(novaExecutablePath)' serve --port 0 --workers 0 --data-dir '\(dir.path)'"],
+      standardOutput: "/dev/null", standardError: "/dev/null")
+    defer { server.signal(SIGKILL) }
+    var files: [Substring] = []
+    try await eventually("nova serve to raise its limit", timeout: .seconds(20)) {
+      let limits = (try? String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)) ?? ""
+      files = Array(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }?.split(separator: " ").dropFirst(3).prefix(2) ?? [])
+      let command = FileManager.default.contents(atPath: "/proc/\(server.pid)/cmdline") ?? Data()
+      // Past the shell's exec (the shell itself still has the limit it was started with).
+      let program = command.split(separator: 0).first.map { String(decoding: $0, as: UTF8.self) } ?? ""
+      return program.hasSuffix("/nova") && files.count == 2 && files[0] != "256"
+    }
+    #expect(files.count == 2 && files[0] == files[1], "open files: \(files)")
+  }
 }

@@ -26,7 +26,7 @@ struct WorkerHTTPTests {
     let tokens: [String: String]
   }
 
-  func makeServer() async throws -> Setup {
+  func makeServer(limits: WorkerActions.Limits = WorkerActions.Limits()) async throws -> Setup {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(
       configuration: .init(
@@ -41,11 +41,14 @@ struct WorkerHTTPTests {
     var registry = BuiltinJobs.registry
     registry.registerExternal("train.step")
     registry.registerExternal("train.eval")
+    registry.registerExternal("train.slow", timeout: .seconds(1))
     var logger = Logger(label: "test")
     logger.logLevel = .warning
     TestMetrics.bootstrap()
+    var configuration = NovaServer.Configuration(workers: 0)
+    configuration.workerLimits = limits
     let server = try NovaServer(
-      configuration: .init(workers: 0), queue: queue, registry: registry, security: security, policy: engine, logger: logger)
+      configuration: configuration, queue: queue, registry: registry, security: security, policy: engine, logger: logger)
     return Setup(server: server, queue: queue, security: security, tokens: tokens)
   }
 
@@ -394,6 +397,57 @@ struct WorkerHTTPTests {
       }
     }
     #expect(server.workerActions.waitingClaims == 0)
+  }
+
+  /// Issue #21 point 5: an external kind's `timeout` bounds an attempt however long its worker
+  /// heartbeats: the heartbeat past it fails the attempt (retried while attempts remain) and
+  /// tells the worker to stop.
+  @Test func anExternalAttemptHeartbeatedPastItsTimeoutIsFailed() async throws {
+    let setup = try await makeServer()
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let id = try await submit(client, setup.tokens["ops"]!, kind: "train.slow")
+      let worker = setup.tokens["gpu-1"]!
+      let lease = try #require(claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","lease_seconds":600}"#).body).first)
+      let early = try await post(client, "/v1/jobs/\(id)/heartbeat", worker, #"{"lease":"\#(lease.lease)"}"#)
+      #expect(early.body["cancel_requested"] as? Bool == false)
+      try await Task.sleep(for: .milliseconds(1300))
+      let late = try await post(client, "/v1/jobs/\(id)/heartbeat", worker, #"{"lease":"\#(lease.lease)"}"#)
+      #expect(late.status == .ok && late.body["cancel_requested"] as? Bool == true, "\(late)")
+      let job = try #require(try await setup.queue.get(JobID(id)))
+      #expect(job.state == .failed && job.attempts == 1, "\(job)")
+      #expect(job.lastError == "timed out after 1 s (the train.slow timeout)")
+      let report = try await post(client, "/v1/jobs/\(id)/complete", worker, #"{"lease":"\#(lease.lease)"}"#)
+      #expect(report.status == .conflict)
+    }
+  }
+
+  /// Issue #21 point 5: one token may hold only so many waiting claims and announce only so many
+  /// workers (429, with Retry-After); another token is not affected.
+  @Test func waitingClaimsAndWorkersAreCappedPerToken() async throws {
+    let setup = try await makeServer(limits: WorkerActions.Limits(waitingClaimsPerToken: 2, presencesPerToken: 3))
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let gpu1 = setup.tokens["gpu-1"]!
+      try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+        for index in 0..<2 {
+          group.addTask { try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w\#(index)","wait_seconds":3}"#).status }
+        }
+        try await eventually("two claims to wait") { setup.server.workerActions.waitingClaims == 2 }
+        let third = try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w2","wait_seconds":3}"#)
+        #expect(third.status == .tooManyRequests)
+        #expect((third.body["error"] as? [String: Any])?["code"] as? String == "too_many_claims")
+        // A claim that does not wait is not held against the cap, nor is another token's.
+        #expect(try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w0"}"#).status == .ok)
+        #expect(try await post(client, "/v1/workers/claim", setup.tokens["gpu-2"]!, #"{"worker":"x","wait_seconds":0.2}"#).status == .ok)
+        for try await status in group { #expect(status == .ok) }
+      }
+      // Three worker names a minute for gpu-1: w0, w1 and w2 (announced before its claim was refused).
+      #expect(try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w2"}"#).status == .ok)
+      let fourth = try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w3"}"#)
+      #expect(fourth.status == .tooManyRequests, "\(fourth)")
+      #expect(try await post(client, "/v1/workers/claim", gpu1, #"{"worker":"w1"}"#).status == .ok)
+    }
   }
 
   @Test func heartbeatsShowCancellationAndFailuresRetryWhenAsked() async throws {
