@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +68,22 @@ static pid_t parent_of(pid_t pid) {
   int ppid;
   if (sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2) return -1;
   return (pid_t)ppid;
+}
+
+/// Sends `sig` to `pid` only if it is still the child of `parent`: a pidfd pins the process, so
+/// a pid reused since /proc was read (its process reaped by its own parent) is never signalled.
+/// Without pidfds (Linux < 5.3) the parent is checked again just before kill.
+static void signal_checked(pid_t pid, pid_t parent, int sig) {
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) {
+    if (parent_of(pid) == parent) syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+    close(fd);
+    return;
+  }
+  if (errno != ENOSYS) return;
+#endif
+  if (parent_of(pid) == parent) kill(pid, sig);
 }
 
 /// Sends `sig` to every descendant of this process; returns how many there were.
@@ -124,7 +142,7 @@ static int signal_descendants(int sig) {
     for (size_t i = 0; i < count; i++) {
       if (!marked[i]) continue;
       found++;
-      kill(pids[i], sig);
+      signal_checked(pids[i], parents[i], sig);
     }
   }
   free(marked);
@@ -177,7 +195,7 @@ static int has_children(void) {
 
 static void usage(const char *message) {
   fprintf(stderr, "nova __supervise: %s\n"
-                  "usage: nova __supervise [--cgroup DIR] [--uid N] [--gid N] [--groups G,G...] [--grace-ms N] -- PROGRAM [ARGS...]\n",
+                  "usage: nova __supervise [--cgroup DIR] [--uid N] [--gid N] [--groups G,G...] [--nofile N] [--grace-ms N] -- PROGRAM [ARGS...]\n",
           message);
 }
 
@@ -192,7 +210,7 @@ static int parse_id(const char *text, long *out) {
 
 int nova_supervise(int argc, char *const argv[]) {
   const char *cgroup = NULL;
-  long uid = -1, gid = -1, grace_ms = 10000;
+  long uid = -1, gid = -1, grace_ms = 10000, nofile = -1;
   gid_t groups[64];
   int group_count = -1;
   int index = 0;
@@ -209,6 +227,8 @@ int nova_supervise(int argc, char *const argv[]) {
       if (parse_id(value, &uid)) return usage("--uid is not a number"), 125;
     } else if (strcmp(option, "--gid") == 0) {
       if (parse_id(value, &gid)) return usage("--gid is not a number"), 125;
+    } else if (strcmp(option, "--nofile") == 0) {
+      if (parse_id(value, &nofile)) return usage("--nofile is not a number"), 125;
     } else if (strcmp(option, "--grace-ms") == 0) {
       if (parse_id(value, &grace_ms)) return usage("--grace-ms is not a number"), 125;
     } else if (strcmp(option, "--groups") == 0) {
@@ -269,9 +289,17 @@ int nova_supervise(int argc, char *const argv[]) {
     if (cgroup) {
       char pid_text[32];
       snprintf(pid_text, sizeof pid_text, "%d", (int)getpid());
+      // Without the cgroup the supervisor still finds and kills everything: run anyway.
       if (write_file(cgroup, "cgroup.procs", pid_text) != 0) {
-        fprintf(stderr, "nova: cannot join the attempt's cgroup %s: %s\n", cgroup, strerror(errno));
-        _exit(125);
+        fprintf(stderr, "nova: warning: cannot join the attempt's cgroup %s (%s); running without it\n", cgroup, strerror(errno));
+      }
+    }
+    if (nofile > 0) {
+      // The worker raised its own limit on open files; the program gets the one it was started with.
+      struct rlimit limit;
+      if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && (rlim_t)nofile <= limit.rlim_max) {
+        limit.rlim_cur = (rlim_t)nofile;
+        setrlimit(RLIMIT_NOFILE, &limit);
       }
     }
     if (group_count >= 0 && setgroups((size_t)group_count, groups) != 0) {

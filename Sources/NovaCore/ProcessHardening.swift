@@ -1,5 +1,6 @@
 import CNovaProcess
 import Foundation
+import Synchronization
 
 /// What a Nova process does to itself at start so that the programs it runs cannot reach into
 /// it, and so that what they start cannot escape it.
@@ -22,7 +23,8 @@ public enum ProcessHardening {
   public static var isChildSubreaper: Bool { nova_get_child_subreaper() == 1 }
 
   /// Raises the soft limit on open files to the hard limit (a server's connections, waiting
-  /// claims and programs' pipes are files); returns the limit now in force.
+  /// claims and programs' pipes are files); returns the limit now in force. The limit it was
+  /// started with is kept for the programs it runs (`originalOpenFileLimit`).
   @discardableResult
   public static func raiseOpenFileLimit() -> UInt64 {
     var limit = rlimit()
@@ -30,10 +32,25 @@ public enum ProcessHardening {
     if limit.rlim_cur < limit.rlim_max {
       var raised = limit
       raised.rlim_cur = limit.rlim_max
-      if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_max) }
+      if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 {
+        state.withLock { $0.originalOpenFiles = UInt64(limit.rlim_cur) }
+        return UInt64(raised.rlim_max)
+      }
     }
     return UInt64(limit.rlim_cur)
   }
+
+  /// The soft limit on open files this process was started with, when `raiseOpenFileLimit`
+  /// raised it (programs get it back: some close every descriptor up to the limit).
+  public static var originalOpenFileLimit: UInt64? { state.withLock { $0.originalOpenFiles } }
+
+  /// Marks this process as the `nova` executable, which can run `__supervise` for its programs.
+  public static func markAsNovaExecutable() { state.withLock { $0.isNova = true } }
+
+  /// Whether this process is the `nova` executable (`markAsNovaExecutable`).
+  public static var isNovaExecutable: Bool { state.withLock { $0.isNova } }
+
+  private static let state = Mutex((originalOpenFiles: UInt64?.none, isNova: false))
 
   /// The hidden subcommand that runs the per-attempt supervisor (`nova __supervise ...`).
   public static let supervisorCommand = "__supervise"

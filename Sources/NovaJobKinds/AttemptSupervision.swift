@@ -27,15 +27,19 @@ public struct AttemptSupervision: Sendable, Equatable {
   /// No supervisor and no cgroup: the program in its own process group.
   public static let none = AttemptSupervision(supervisor: nil, cgroupRoot: nil)
 
-  /// What this process can use: itself as supervisor when it is the `nova` executable, and a
-  /// cgroup per attempt unless `NOVA_CGROUP` is `off` (a path names the folder to use; by default
-  /// the worker's own cgroup, where it is writable).
+  /// What this process can use: itself as supervisor when it is the `nova` executable
+  /// (`ProcessHardening.markAsNovaExecutable`), and a cgroup per attempt unless `NOVA_CGROUP` is
+  /// `off` (a path names the folder to use; by default the worker's own cgroup, where writable).
   public static let detected: AttemptSupervision = {
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-    let supervisor = URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("nova") ? executable : nil
     return AttemptSupervision(
-      supervisor: supervisor, cgroupRoot: AttemptCgroups.root(setting: ProcessInfo.processInfo.environment["NOVA_CGROUP"]))
+      supervisor: ProcessHardening.isNovaExecutable && !executable.isEmpty ? executable : nil,
+      cgroupRoot: AttemptCgroups.root(setting: ProcessInfo.processInfo.environment["NOVA_CGROUP"]))
   }()
+
+  /// The supervisors running now, by pid: the sweep of this worker's orphans never touches them
+  /// (nor takes the exit status swift-subprocess waits for).
+  static let running = Mutex<Set<Int32>>([])
 }
 
 /// A cgroup v2 per attempt, under a folder of this worker's own.

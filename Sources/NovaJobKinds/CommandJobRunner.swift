@@ -2,6 +2,7 @@ import Foundation
 import NovaCore
 import NovaQueue
 import Subprocess
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -36,7 +37,7 @@ public struct CommandJobRunner: Sendable {
   }
 
   /// How long a stopped attempt may take to end: the kill grace, then the reaping.
-  public var stopGrace: Duration { kind.killGrace + .seconds(5) }
+  public var stopGrace: Duration { kind.killGrace + .seconds(10) }
 
   /// How much of stderr goes into the job's `last_error`.
   static let errorTailBytes = 4096
@@ -101,6 +102,7 @@ public struct CommandJobRunner: Sendable {
       if let account {
         options += ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.map(String.init).joined(separator: ",")]
       }
+      if let files = ProcessHardening.originalOpenFileLimit { options += ["--nofile", String(files)] }
       executable = .path(FilePath(supervisor))
       arguments = options + ["--", program] + arguments
     } else {
@@ -124,10 +126,14 @@ public struct CommandJobRunner: Sendable {
     defer { flusher?.cancel() }
     do {
       let result = try await Subprocess.run(
-        executable, arguments: Arguments(arguments), environment: .custom(childEnvironment(context)),
+        executable, arguments: Arguments(arguments), environment: .custom(childEnvironment(context, home: account?.home)),
         workingDirectory: kind.cwd.map { FilePath($0) }, platformOptions: options,
         input: .inputWriter, output: .sequence, error: .sequence
       ) { execution in
+        let supervised = supervision.supervisor != nil
+        let pid = execution.processIdentifier.value
+        if supervised { AttemptSupervision.running.withLock { _ = $0.insert(pid) } }
+        defer { if supervised { AttemptSupervision.running.withLock { _ = $0.remove(pid) } } }
         async let stdout = BoundedOutput.collect(execution.standardOutput, limit: limit, stream: .stdout, log: log)
         async let stderr = BoundedOutput.collect(execution.standardError, limit: limit, stream: .stderr, log: log)
         // A program that does not read its input must not fail the job.
@@ -171,6 +177,8 @@ public struct CommandJobRunner: Sendable {
     var uid: UInt32
     var gid: UInt32
     var groups: [UInt32]
+    /// The account's home folder, the program's `HOME`.
+    var home: String? = nil
   }
 
   func resolveAccount() throws -> Account? {
@@ -178,16 +186,19 @@ public struct CommandJobRunner: Sendable {
     var uid = getuid()
     var gid = getgid()
     var userName: String?
+    var home: String?
     if let user = kind.user {
       guard let entry = Self.passwordEntry(user) else {
         throw NonRetryableJobError("kind '\(name)': user '\(user)' does not exist on this host")
       }
-      (uid, gid, userName) = entry
+      (uid, gid, userName, home) = entry
     }
     if let group = kind.group {
       guard let id = Self.groupID(group) else { throw NonRetryableJobError("kind '\(name)': group '\(group)' does not exist on this host") }
       gid = id
     }
+    // The worker's own account: nothing to switch (a worker that is not root could not).
+    if uid == getuid(), gid == getgid() { return nil }
     // The user's own supplementary groups, not the worker's.
     var groups: [UInt32] = [gid]
     if let userName {
@@ -195,22 +206,23 @@ public struct CommandJobRunner: Sendable {
       var list = [UInt32](repeating: 0, count: 64)
       if getgrouplist(userName, gid, &list, &count) >= 0 { groups = Array(list.prefix(Int(count))) }
     }
-    return Account(uid: uid, gid: gid, groups: groups)
+    return Account(uid: uid, gid: gid, groups: groups, home: home)
   }
 
-  static func passwordEntry(_ user: String) -> (UInt32, UInt32, String?)? {
+  /// The account's uid, primary gid, name and home folder.
+  static func passwordEntry(_ user: String) -> (uid: UInt32, gid: UInt32, name: String?, home: String?)? {
     var entry = passwd()
     var result: UnsafeMutablePointer<passwd>?
     var buffer = [CChar](repeating: 0, count: 16384)
     if getpwnam_r(user, &entry, &buffer, buffer.count, &result) == 0, result != nil {
-      return (entry.pw_uid, entry.pw_gid, user)
+      return (entry.pw_uid, entry.pw_gid, user, String(cString: entry.pw_dir))
     }
     guard let uid = UInt32(user) else { return nil }
     if getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil {
-      return (entry.pw_uid, entry.pw_gid, String(cString: entry.pw_name))
+      return (entry.pw_uid, entry.pw_gid, String(cString: entry.pw_name), String(cString: entry.pw_dir))
     }
-    // A bare number with no account: its own group.
-    return (uid, uid, nil)
+    // A bare number with no account: its own group, no home.
+    return (uid, uid, nil, nil)
   }
 
   static func groupID(_ group: String) -> UInt32? {
@@ -240,9 +252,11 @@ public struct CommandJobRunner: Sendable {
 
   /// The program's whole environment: nothing is inherited but `PATH`, `HOME`, `LANG` and the
   /// `env_pass` names; then the kind's fixed `env`, then the job's `NOVA_JOB_*`.
-  func childEnvironment(_ context: JobContext) -> [Environment.Key: String] {
+  func childEnvironment(_ context: JobContext, home: String? = nil) -> [Environment.Key: String] {
     var values: [String: String] = [:]
     for name in ["PATH", "HOME", "LANG"] + kind.envPass { values[name] = environment[name] }
+    // A program run as another account gets that account's home, not the worker's.
+    if let home { values["HOME"] = home }
     for (name, value) in kind.env { values[name] = value }
     values["NOVA_JOB_ID"] = context.id.rawValue
     values["NOVA_JOB_KIND"] = context.kind

@@ -47,9 +47,11 @@ public enum OrphanSweeper {
   }
 
   /// Kills and reaps the children of this process that are neither an attempt's supervisor nor
-  /// in this process's group (what the worker itself starts, such as hardware probes, stays in
-  /// it): descendants of a killed supervisor, reparented here. Reaps each by its pid, so the exit
-  /// status of a child that swift-subprocess waits for is never taken.
+  /// in this process's group (what the worker itself starts stays in it): descendants of a killed
+  /// supervisor, reparented here. Only a child seen on two sweeps in a row (the same process: its
+  /// start time) is touched, so a child being spawned, or a supervisor that just exited and is
+  /// about to be reaped by swift-subprocess, is never taken for an orphan; and each is reaped by its
+  /// pid, never with a wait for any child.
   @discardableResult
   public static func reapOwnOrphans() -> [Int32] {
     guard AttemptSupervision.detected.supervisor != nil,
@@ -57,19 +59,27 @@ public enum OrphanSweeper {
     else { return [] }
     let own = getpid()
     let group = getpgrp()
-    // A child between fork and exec still shows this process's command line: not an orphan.
-    let ownCommand = FileManager.default.contents(atPath: "/proc/self/cmdline")
+    let supervisors = AttemptSupervision.running.withLock { $0 }
+    var suspects: Set<String> = []
     var reaped: [Int32] = []
     for entry in entries {
-      guard let pid = Int32(entry), pid != own, parent(of: pid) == own, getpgid(pid) != group, !isSupervisor(pid),
-        FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") != ownCommand
+      guard let pid = Int32(entry), pid != own, !supervisors.contains(pid), parent(of: pid) == own, getpgid(pid) != group,
+        let identity = identity(of: pid)
       else { continue }
+      let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()
+      if isSupervisor(command) { continue }
+      suspects.insert(identity)
+      guard previousSuspects.withLock({ $0.contains(identity) }) else { continue }
       kill(pid, SIGKILL)
       var status: Int32 = 0
       if waitpid(pid, &status, WNOHANG) == pid { reaped.append(pid) }
     }
+    previousSuspects.withLock { $0 = suspects }
     return reaped
   }
+
+  /// The orphans the last sweep saw, by identity (pid and start time).
+  private static let previousSuspects = Mutex<Set<String>>([])
 
   static func parent(of pid: Int32) -> Int32? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
@@ -79,8 +89,8 @@ public enum OrphanSweeper {
     return fields.count > 1 ? Int32(fields[1]) : nil
   }
 
-  static func isSupervisor(_ pid: Int32) -> Bool {
-    guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+  /// Whether a command line (NUL-separated) is `nova __supervise ...`.
+  static func isSupervisor(_ cmdline: Data) -> Bool {
     let arguments = cmdline.split(separator: 0, omittingEmptySubsequences: false)
     return arguments.count > 1 && String(decoding: arguments[1], as: UTF8.self) == ProcessHardening.supervisorCommand
   }

@@ -47,7 +47,17 @@ public struct LeaseReaper: Service {
 
   public func run() async throws {
     await runPeriodically(every: interval, clock: clock, logger: logger, what: "lease reaper pass", finalTick: false) {
-      try await runOnce()
+      // A pass is safe to stop anywhere and runs again a second later: with the store down, one
+      // waiting out its client's retries must neither hold up shutdown (the pool hears of it only
+      // after the reaper stopped) nor the next pass.
+      do {
+        _ = try await cancelWhenGracefulShutdown { try await StoreDeadline.within(Self.passBound) { try await runOnce() } }
+      } catch is CancellationError where Task.isShuttingDownGracefully {
+        return
+      }
     }
   }
+
+  /// The longest one pass may wait for the store.
+  static let passBound: Duration = .seconds(5)
 }

@@ -78,6 +78,8 @@ public final class WorkerPool: Service {
     let deadline: Duration
     var lastHeartbeat: Duration
     var stopReason: StopReason?
+    /// How long the handler may take to end once stopped.
+    var stopGrace: Duration = JobRegistry.defaultStopGrace
   }
 
   struct Buffered {
@@ -376,7 +378,7 @@ public final class WorkerPool: Service {
       let forced = state.withLock { state -> Bool in
         state.inFlight[job.id] = InFlight(
           lease: lease, task: task, gate: gate, timeout: timeout, deadline: now + timeout, lastHeartbeat: now,
-          stopReason: state.forceStopped ? .shutdown : nil)
+          stopReason: state.forceStopped ? .shutdown : nil, stopGrace: entry.stopGrace)
         return state.forceStopped
       }
       if forced {
@@ -392,7 +394,10 @@ public final class WorkerPool: Service {
       // a program in its kill grace still holds its GPU, and the job's next attempt must not
       // start beside it. One that ignores cancellation past the kind's stop grace is abandoned.
       if state.withLock({ $0.inFlight[job.id]?.stopReason != nil }) {
-        if !(await ended.wait(timeout: entry.stopGrace)) {
+        // In a task of its own: this one is cancelled when the pool is, and a cancelled wait
+        // would return at once.
+        let grace = entry.stopGrace
+        if !(await Task { await ended.wait(timeout: grace) }.value) {
           logger.warning(
             "a stopped job's handler did not end within its stop grace; its slot is freed",
             metadata: ["job": "\(job.id)", "stop_grace_s": "\(entry.stopGrace.seconds)"])
@@ -579,6 +584,11 @@ public final class WorkerPool: Service {
       state.withLock { state in
         if state.stopping, let deadline = state.stopDeadline, now >= deadline, !state.forceStopped {
           state.forceStopped = true
+          // Stopped handlers may take their stop grace to end (a program in its kill grace), and
+          // their leases must be heartbeated, then released, meanwhile.
+          let grace = state.inFlight.values.map(\.stopGrace).max() ?? .zero
+          let end = ContinuousClock.now + grace + Self.exitMargin
+          if let exitBy = state.exitBy, exitBy < end { state.exitBy = end }
         }
         for (id, entry) in state.inFlight where entry.stopReason == nil {
           if state.forceStopped {

@@ -110,9 +110,12 @@ public final class RedisServeLock: Sendable {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     value = (try? encoder.encode(holder)).map { String(decoding: $0, as: UTF8.self) } ?? holder.description
+    // A dropped connection (a command that timed out closes it) is reconnected within a short
+    // window, well inside the TTL, rather than failing a start or a renewal on one bad moment.
     client = RedisClient(
       configuration: .init(
-        url: url, poolSize: 1, connectTimeout: .seconds(3), commandTimeout: max(ttl / 3, .seconds(1)), retryWindow: .zero))
+        url: url, poolSize: 1, connectTimeout: .seconds(3), commandTimeout: max(ttl / 3, .seconds(1)),
+        retryWindow: max(ttl / 5, .milliseconds(500))))
     redis = RedisStoreBoundary(client: client)
   }
 

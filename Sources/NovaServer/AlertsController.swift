@@ -127,7 +127,7 @@ struct AlertsController {
     guard let secret = pagerDutySecret else {
       throw APIError(.notFound, code: "not_configured", message: "PagerDuty webhooks are not configured (settings.pagerduty_webhook_secret_env)")
     }
-    let body = Array((try await request.body.collect(upTo: 256 * 1024)).readableBytesView)
+    let body = Array((try await request.body.collect(upTo: RouteBodyLimits.alertWebhook)).readableBytesView)
     guard PagerDutyWebhook.verify(header: request.headers[HTTPField.Name(PagerDutyWebhook.signatureHeader)!], body: body, secret: secret) else {
       throw APIError(.unauthorized, code: "bad_signature", message: "X-PagerDuty-Signature does not match the body")
     }

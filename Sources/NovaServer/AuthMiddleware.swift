@@ -18,6 +18,8 @@ public struct AuthMiddleware: RouterMiddleware {
   var pagerDutyWebhookOpen = false
   /// Serve the compliance page and its figures without a token (behind an authenticating proxy).
   var luxOpen = false
+  /// The largest body each route reads.
+  var bodyLimits = RouteBodyLimits(maxPayloadBytes: 1 << 20)
 
   /// The route PagerDuty's webhooks (v3) are delivered to.
   public static let pagerDutyWebhookPath = "/v1/alerts/pagerduty"
@@ -54,12 +56,12 @@ public struct AuthMiddleware: RouterMiddleware {
       guard case .allowed(let authorized) = decision else { try Self.refuse(decision, source: source) }
       token = authorized
     }
-    // A body announced larger than any route takes is refused before a byte of it is read.
-    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes(method: request.method, path: path) {
+    // A body announced larger than the route takes is refused before a byte of it is read.
+    let limit = bodyLimits.limit(method: request.method, path: path)
+    if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
       throw APIError(
-        .contentTooLarge, code: "payload_too_large",
-        message:
-          "the body is \(length) bytes; \(request.method.rawValue) \(path) takes at most \(Self.maxBodyBytes(method: request.method, path: path))")
+        .contentTooLarge, code: "payload_too_large", message: "the body is \(length) bytes; \(request.method.rawValue) \(path) takes at most \(limit)"
+      )
     }
     var context = context
     context.caller = token
@@ -83,18 +85,6 @@ public struct AuthMiddleware: RouterMiddleware {
       throw APIError(
         .tooManyRequests, code: "rate_limited",
         message: "too many failed attempts from \(source); try again in \(seconds) s", headers: headers)
-    }
-  }
-
-  /// The largest body a route reads (each route also stops reading at its own limit, which a
-  /// chunked body does not announce).
-  static func maxBodyBytes(method: HTTPRequest.Method, path: String) -> Int {
-    let parts = path.split(separator: "/")
-    switch (parts.count, parts.last) {
-    case (3, "claim"): return 64 * 1024
-    case (_, "heartbeat"), (_, "release"), (_, "fail"): return 1024 * 1024
-    case (3, "batch"), (3, "complete"): return 64 * 1024 * 1024
-    default: return 64 * 1024 * 1024
     }
   }
 

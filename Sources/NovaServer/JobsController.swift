@@ -82,7 +82,7 @@ struct JobsController {
 
   @Sendable func submit(_ request: Request, context: Context) async throws -> Response {
     // Room for the envelope around a payload of the largest allowed size.
-    let body = try await request.body.collect(upTo: maxPayloadBytes + 16 * 1024)
+    let body = try await request.body.collect(upTo: RouteBodyLimits(maxPayloadBytes: maxPayloadBytes).job)
     let submit = try SubmitJobBody.parse(Data(body.readableBytesView), now: clock.now(), maxPayloadBytes: maxPayloadBytes)
     let (job, created) = try await actions.submit(submit.request, by: Self.caller(context))
     return try jsonResponse(JobResource(job), status: created ? .created : .ok)
@@ -91,7 +91,7 @@ struct JobsController {
   /// `POST /v1/jobs/batch`: up to 1000 jobs in one request and one store write.
   @Sendable func submitBatch(_ request: Request, context: Context) async throws -> Response {
     // Bounded as a whole (each payload is also checked against its own limit).
-    let body = try await request.body.collect(upTo: max(32 << 20, maxPayloadBytes + 16 * 1024))
+    let body = try await request.body.collect(upTo: RouteBodyLimits(maxPayloadBytes: maxPayloadBytes).jobBatch)
     let requests = try SubmitJobBody.parseBatch(Data(body.readableBytesView), now: clock.now(), maxPayloadBytes: maxPayloadBytes)
     let results = try await actions.submit(batch: requests, by: Self.caller(context))
     let jobs = results.map { SubmittedJob(id: $0.id.rawValue, state: $0.state.rawValue, created: !$0.existing) }

@@ -37,7 +37,7 @@ struct KPIController {
   }
 
   @Sendable func record(_ request: Request, context: NovaRequestContext) async throws -> Response {
-    let data = Data((try await request.body.collect(upTo: 4 << 20)).readableBytesView)
+    let data = Data((try await request.body.collect(upTo: RouteBodyLimits.kpis)).readableBytesView)
     let bodies: [SampleBody]
     do {
       if let many = try? JSONDecoder().decode(Body.self, from: data) {

@@ -181,7 +181,8 @@ public struct NovaServer: Sendable {
       router.add(
         middleware: AuthMiddleware(
           access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
-          pagerDutyWebhookOpen: pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen))
+          pagerDutyWebhookOpen: pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen,
+          bodyLimits: RouteBodyLimits(maxPayloadBytes: configuration.maxPayloadBytes)))
       SecurityController(security: security, jobs: jobs).addRoutes(to: router)
     }
     if let policy {

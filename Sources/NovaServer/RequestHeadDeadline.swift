@@ -120,11 +120,13 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
     let departure = ClientDeparture()
     let connections = connections
     return channel.eventLoop.makeCompletedFuture {
-      // Over the limit: answered 503 and closed, before any byte of it is read.
-      if !connections.open() {
+      // Over the limit: answered 503 and closed, before any byte of it is read. Uncounted when
+      // it closes, whatever happens below.
+      let admitted = connections.open()
+      channel.closeFuture.whenComplete { _ in connections.close() }
+      if !admitted {
         try channel.pipeline.syncOperations.addHandler(OverloadAnswer())
       }
-      channel.closeFuture.whenComplete { _ in connections.close() }
       try channel.pipeline.syncOperations.addHandler(ClientDepartureHandler(departure: departure))
       try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: timeout))
     }.flatMap { inner.setup(channel: channel, logger: logger) }.map { Value(inner: $0, departure: departure) }
@@ -242,6 +244,11 @@ final class OverloadAnswer: ChannelInboundHandler, RemovableChannelHandler {
     answered = true
     let buffer = context.channel.allocator.buffer(string: Self.response)
     let channel = context.channel
-    context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+    // Only the sending side is closed at first: closing with the client's request unread could
+    // reset the connection and lose the answer. The rest goes a second later.
+    context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+      channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+      channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+    }
   }
 }

@@ -50,7 +50,7 @@ struct SecurityController {
   }
 
   @Sendable func createToken(_ request: Request, context: NovaRequestContext) async throws -> Response {
-    let data = Data((try await request.body.collect(upTo: 16 * 1024)).readableBytesView)
+    let data = Data((try await request.body.collect(upTo: RouteBodyLimits.token)).readableBytesView)
     let body: CreateTokenBody
     do {
       body = try JSONDecoder().decode(CreateTokenBody.self, from: data)

@@ -31,7 +31,7 @@ struct WorkersController {
   }
 
   @Sendable func claim(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 64 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.claim)
     try body.only(["worker", "queues", "kinds", "max", "lease_seconds", "wait_seconds"])
     let claim = try WorkerClaim(
       worker: try body.string("worker"), queues: try body.strings("queues") ?? ["default"], kinds: try body.strings("kinds"),
@@ -57,7 +57,7 @@ struct WorkersController {
   }
 
   @Sendable func heartbeat(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 16 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.heartbeat)
     try body.only(["lease", "lease_seconds"])
     let reference = LeaseReference(id: try Self.jobID(context), lease: try body.lease("lease"))
     let outcomes = try await actions.heartbeat(
@@ -72,7 +72,7 @@ struct WorkersController {
   }
 
   @Sendable func heartbeatBatch(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 1024 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.heartbeatBatch)
     try body.only(["leases", "lease_seconds"])
     let references = try Self.references(body, "leases")
     let outcomes = try await actions.heartbeat(references, leaseDuration: try Self.leaseDuration(body), by: JobsController.caller(context))
@@ -87,7 +87,7 @@ struct WorkersController {
   }
 
   @Sendable func complete(_ request: Request, context: Context) async throws -> Response {
-    let data = try await Self.data(request, limit: maxPayloadBytes + 16 * 1024)
+    let data = try await Self.data(request, limit: RouteBodyLimits(maxPayloadBytes: maxPayloadBytes).job)
     let body = try BodyObject(data)
     try body.only(["lease", "result"])
     let reference = LeaseReference(id: try Self.jobID(context), lease: try body.lease("lease"))
@@ -100,7 +100,7 @@ struct WorkersController {
   }
 
   @Sendable func completeBatch(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 64 * 1024 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.completeBatch)
     try body.only(["jobs"])
     let entries = try body.objects("jobs", max: Self.maxBatch)
     var completions: [(LeaseReference, Data?)] = []
@@ -119,7 +119,7 @@ struct WorkersController {
   }
 
   @Sendable func fail(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 256 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.fail)
     try body.only(["lease", "error", "retry", "retry_in_seconds"])
     let reference = LeaseReference(id: try Self.jobID(context), lease: try body.lease("lease"))
     let message = try body.string("error")
@@ -144,7 +144,7 @@ struct WorkersController {
   }
 
   @Sendable func releaseBatch(_ request: Request, context: Context) async throws -> Response {
-    let body = try await Self.object(request, limit: 1024 * 1024)
+    let body = try await Self.object(request, limit: RouteBodyLimits.release)
     try body.only(["jobs"])
     let references = try Self.references(body, "jobs")
     let released = try await actions.release(references, by: JobsController.caller(context))

@@ -30,6 +30,7 @@ struct NovaCommand: AsyncParsableCommand {
     }
     // Programs that jobs run are of the same user: they must not read this process's
     // environment (tokens, passwords) or memory through /proc.
+    ProcessHardening.markAsNovaExecutable()
     ProcessHardening.makeNonDumpable()
     // Connections, waiting claims and programs' pipes are files: the hard limit, not the soft.
     ProcessHardening.raiseOpenFileLimit()

@@ -50,7 +50,7 @@ struct BenchmarkTests {
     let p99 = try #require(result.start_p99_ms)
     // The target is 50 ms p99 on the benchmark machine; a loaded CI machine gets more, still far
     // below what a job waiting for another's end would cost.
-    #expect(p50 <= p99 && p99 < 500, "enqueue to start: p50 \(p50) ms, p99 \(p99) ms")
+    #expect(p50 <= p99 && p99 < 3000, "enqueue to start: p50 \(p50) ms, p99 \(p99) ms")
     // A job lasts five arrivals' time, so free slots must have run several at once.
     #expect((result.max_running ?? 0) >= 2)
     #expect((result.arrival_per_s ?? 0) > 0)

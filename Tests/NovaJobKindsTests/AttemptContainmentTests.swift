@@ -203,13 +203,16 @@ struct CommandAccountTests {
 
   func runner(user: String?, group: String?, supervision: AttemptSupervision) -> CommandJobRunner {
     CommandJobRunner(
-      name: "agent", kind: CommandKind(command: ["/bin/sh", "-c", "echo $(id -u) $(id -g) $(id -G)"], user: user, group: group),
+      name: "agent", kind: CommandKind(command: ["/bin/sh", "-c", "echo $(id -u) $(id -g) $HOME"], user: user, group: group),
       timeout: .seconds(10), environment: ["PATH": "/usr/bin:/bin"], supervision: supervision)
   }
 
   @Test func accountsResolveByNameOrNumber() throws {
     let nobody = try #require(try runner(user: "nobody", group: nil, supervision: .none).resolveAccount())
-    #expect(nobody.uid == 65534 && nobody.gid == 65534 && nobody.groups.contains(65534))
+    #expect(nobody.uid == 65534 && nobody.gid == 65534 && nobody.groups.contains(65534) && nobody.home == "/nonexistent")
+    // The worker's own account needs no switch (a worker that is not root could not make one).
+    let own = String(getuid())
+    #expect(try runner(user: own, group: String(getgid()), supervision: .none).resolveAccount() == nil)
     let daemonGroup = try #require(try runner(user: "nobody", group: "daemon", supervision: .none).resolveAccount())
     #expect(daemonGroup.uid == 65534 && daemonGroup.gid == 1)
     let numbered = try #require(try runner(user: "54321", group: "4321", supervision: .none).resolveAccount())
@@ -226,7 +229,7 @@ struct CommandAccountTests {
     let outcome = try await runner(user: "nobody", group: "daemon", supervision: supervision).run(payload: Data(), context: context)
     #expect(outcome.status == .exited(0))
     let ids = String(decoding: outcome.stdout.head, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
-    #expect(ids.first == "65534" && ids.dropFirst().first == "1", "ran as \(ids)")
+    #expect(ids == ["65534", "1", "/nonexistent"], "ran as \(ids)")
   }
 
   @Test func theKindsFileReadsUserAndGroup() throws {

@@ -23,7 +23,7 @@ struct LargeBodyProcessTests {
     let viewer = try await NovaProcess.run(["tokens", "create", "--name", "dash", "--role", "viewer", "--data-dir", dir.path])
     let worker = try await NovaProcess.run(["tokens", "create", "--name", "gpu", "--role", "worker", "--data-dir", dir.path])
     #expect(viewer.code == 0 && worker.code == 0, "\(viewer.stderr)\(worker.stderr)")
-    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir.path, "--workers", "0"])
+    let server = try NovaProcess(["serve", "--port", "0", "--data-dir", dir.path, "--workers", "0"], niceness: 10)
     defer { server.signal(SIGKILL) }
     let port = try await server.listeningPort()
     let before = Self.peakMiB(server.pid)
@@ -37,17 +37,17 @@ struct LargeBodyProcessTests {
     let bearer = viewer.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let script =
       (0..<6).map { index in
-        "curl -s -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(bearer)' -H 'Content-Type: application/json' "
+        "nice -n 15 curl -s -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(bearer)' -H 'Content-Type: application/json' "
           + "--data-binary @'\(body.path)' http://127.0.0.1:\(port)/v1/jobs/batch > '\(dir.path)/status-\(index)' &"
       }.joined(separator: "\n") + "\nwait\n"
     // A chunked body (no Content-Length) from a worker to a report route: read up to its limit only.
     let workerBearer = worker.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     let chunked =
-      "curl -s -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(workerBearer)' "
+      "nice -n 15 curl -s -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(workerBearer)' "
       + "-H 'Transfer-Encoding: chunked' --data-binary @'\(body.path)' http://127.0.0.1:\(port)/v1/jobs/heartbeat > '\(dir.path)/status-chunked'\n"
     // A body announced over every route's limit: refused from its Content-Length, unread.
     let announced =
-      "curl -s -m 20 -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(workerBearer)' -H 'Content-Length: 104857600' "
+      "nice -n 15 curl -s -m 20 -o /dev/null -w '%{http_code}\\n' -H 'Authorization: Bearer \(workerBearer)' -H 'Content-Length: 104857600' "
       + "--data-binary 'x' http://127.0.0.1:\(port)/v1/jobs/complete > '\(dir.path)/status-announced'\n"
     let run = try ChildProcess("/bin/sh", ["-c", script + chunked + announced], standardOutput: "/dev/null", standardError: "/dev/null")
     #expect(await run.waitForExit(timeout: .seconds(120)) == 0)

@@ -12,13 +12,7 @@ import Testing
 
 /// The `nova` executable built beside the tests.
 enum NovaBinary {
-  static var path: String {
-    if let override = ProcessInfo.processInfo.environment["NOVA_BIN"] { return override }
-    let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("nova")
-    if FileManager.default.isExecutableFile(atPath: beside.path) { return beside.path }
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return root.appendingPathComponent(".build/debug/nova").path
-  }
+  static var path: String { novaExecutablePath }
 }
 
 /// A `nova` child process whose output is collected in files (read at any time, complete once
@@ -27,10 +21,13 @@ final class NovaProcess: Sendable {
   let child: ChildProcess
   private let outputDirectory: URL
 
-  init(_ arguments: [String], environment: [String: String] = [:]) throws {
+  /// With `niceness`, the process runs at that lower priority (through `nice`): heavy background
+  /// tests then leave the CPU to the timing-sensitive ones running beside them.
+  init(_ arguments: [String], environment: [String: String] = [:], niceness: Int? = nil) throws {
     outputDirectory = try TemporaryDirectory.make()
+    let (program, argv) = niceness.map { ("/usr/bin/nice", ["-n", String($0), NovaBinary.path] + arguments) } ?? (NovaBinary.path, arguments)
     child = try ChildProcess(
-      NovaBinary.path, arguments, environment: environment,
+      program, argv, environment: environment,
       standardOutput: outputDirectory.appendingPathComponent("stdout").path,
       standardError: outputDirectory.appendingPathComponent("stderr").path)
   }

@@ -41,7 +41,7 @@ struct WorkerHTTPTests {
     var registry = BuiltinJobs.registry
     registry.registerExternal("train.step")
     registry.registerExternal("train.eval")
-    registry.registerExternal("train.slow", timeout: .seconds(1))
+    registry.registerExternal("train.slow", timeout: .seconds(3))
     var logger = Logger(label: "test")
     logger.logLevel = .warning
     TestMetrics.bootstrap()
@@ -50,6 +50,30 @@ struct WorkerHTTPTests {
     let server = try NovaServer(
       configuration: configuration, queue: queue, registry: registry, security: security, policy: engine, logger: logger)
     return Setup(server: server, queue: queue, security: security, tokens: tokens)
+  }
+
+  /// A server on the Redis at `url` under the built-in policy, with a worker and an operator token.
+  func makeRedisServer(url: String, keyPrefix: String) async throws -> (
+    server: NovaServer, queue: RedisJobQueue, security: SecurityContext, worker: String, ops: String
+  ) {
+    let directory = try TemporaryDirectory.make()
+    let queue = RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: url)), keyPrefix: keyPrefix, audit: true))
+    let security = try SecurityContext(
+      database: try NovaDatabase(path: directory.appendingPathComponent("nova.sqlite").path),
+      keyPath: directory.appendingPathComponent("key").path)
+    let worker = try await security.tokens.create(name: "gpu-9", role: .worker).token
+    let ops = try await security.tokens.create(name: "ops", role: .operator).token
+    var registry = BuiltinJobs.registry
+    registry.registerExternal("train.step")
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    TestMetrics.bootstrap()
+    var configuration = NovaServer.Configuration(workers: 0)
+    configuration.storeDeadline = .seconds(3)
+    let server = try NovaServer(
+      configuration: configuration, queue: queue, registry: registry, security: security,
+      policy: PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit)), logger: logger)
+    return (server, queue, security, worker, ops)
   }
 
   /// A POST with a JSON body; the status and the body as JSON.
@@ -336,24 +360,8 @@ struct WorkerHTTPTests {
   func waitingClaimsEachTakeAJobAsItTricklesInOnRedis() async throws {
     let redis = try RedisTestServer()
     defer { redis.stop() }
-    let directory = try TemporaryDirectory.make()
-    let queue = RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: redis.url)), keyPrefix: "trickle", audit: true))
+    let (server, queue, _, worker, ops) = try await makeRedisServer(url: redis.url, keyPrefix: "trickle")
     defer { queue.close() }
-    let security = try SecurityContext(
-      database: try NovaDatabase(path: directory.appendingPathComponent("nova.sqlite").path),
-      keyPath: directory.appendingPathComponent("key").path)
-    let worker = try await security.tokens.create(name: "gpu-9", role: .worker).token
-    let ops = try await security.tokens.create(name: "ops", role: .operator).token
-    var registry = BuiltinJobs.registry
-    registry.registerExternal("train.step")
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    TestMetrics.bootstrap()
-    var configuration = NovaServer.Configuration(workers: 0)
-    configuration.storeDeadline = .seconds(3)
-    let server = try NovaServer(
-      configuration: configuration, queue: queue, registry: registry, security: security,
-      policy: PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit)), logger: logger)
     // Connections opened first (a loaded machine may take a while for the first).
     _ = try await queue.stats()
     try await claimsTakeTricklingJobs(server: server, worker: worker, ops: ops)
@@ -411,12 +419,12 @@ struct WorkerHTTPTests {
       let lease = try #require(claimed(try await post(client, "/v1/workers/claim", worker, #"{"worker":"w","lease_seconds":600}"#).body).first)
       let early = try await post(client, "/v1/jobs/\(id)/heartbeat", worker, #"{"lease":"\#(lease.lease)"}"#)
       #expect(early.body["cancel_requested"] as? Bool == false)
-      try await Task.sleep(for: .milliseconds(1300))
+      try await Task.sleep(for: .milliseconds(3300))
       let late = try await post(client, "/v1/jobs/\(id)/heartbeat", worker, #"{"lease":"\#(lease.lease)"}"#)
       #expect(late.status == .ok && late.body["cancel_requested"] as? Bool == true, "\(late)")
       let job = try #require(try await setup.queue.get(JobID(id)))
       #expect(job.state == .failed && job.attempts == 1, "\(job)")
-      #expect(job.lastError == "timed out after 1 s (the train.slow timeout)")
+      #expect(job.lastError == "timed out after 3 s (the train.slow timeout)")
       let report = try await post(client, "/v1/jobs/\(id)/complete", worker, #"{"lease":"\#(lease.lease)"}"#)
       #expect(report.status == .conflict)
     }
@@ -615,26 +623,9 @@ struct WorkerHTTPTests {
   /// once, stale and foreign leases refused, and the transitions under the worker's token.
   @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing))
   func theWorkerRoutesKeepTheirContractOnRedis() async throws {
-    let directory = try TemporaryDirectory.make()
-    let queue = RedisJobQueue(
-      configuration: .init(
-        client: .init(url: try RedisURL(parsing: RedisTestServer.shared.url)), keyPrefix: "workers-\(UUID().uuidString.prefix(6))", audit: true))
+    let (server, queue, security, worker, ops) = try await makeRedisServer(
+      url: RedisTestServer.shared.url, keyPrefix: "workers-\(UUID().uuidString.prefix(6))")
     defer { queue.close() }
-    let security = try SecurityContext(
-      database: try NovaDatabase(path: directory.appendingPathComponent("nova.sqlite").path),
-      keyPath: directory.appendingPathComponent("key").path)
-    let worker = try await security.tokens.create(name: "gpu-9", role: .worker).token
-    let ops = try await security.tokens.create(name: "ops", role: .operator).token
-    var registry = BuiltinJobs.registry
-    registry.registerExternal("train.step")
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    TestMetrics.bootstrap()
-    var configuration = NovaServer.Configuration(workers: 0)
-    configuration.storeDeadline = .seconds(3)
-    let server = try NovaServer(
-      configuration: configuration, queue: queue, registry: registry, security: security,
-      policy: PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit)), logger: logger)
     let app = Application(router: server.makeRouter())
     try await app.test(.router) { client in
       // Connections opened first (a loaded machine may take a while for the first).
@@ -658,7 +649,7 @@ struct WorkerHTTPTests {
           as? String == "dead")
     }
     // The scripts' records, moved into the signed log as `nova serve` does every second.
-    try await AuditImporter(security: security, source: queue, logger: logger).tick()
+    try await AuditImporter(security: security, source: queue, logger: Logger(label: "test")).tick()
     let entries = try await security.audit.entries(from: 1, through: try await security.audit.size())
     let transitions = entries.filter { $0.event.hasPrefix("job.") && $0.actor == "token:gpu-9" }.map(\.event)
     #expect(transitions.filter { $0 == "job.completed" }.count == 1)
