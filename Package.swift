@@ -18,6 +18,7 @@ let package = Package(
   platforms: [.macOS(.v15)],
   products: [
     .executable(name: "nova", targets: ["nova"]),
+    .executable(name: "nova-supervise", targets: ["nova-supervise"]),
     .library(name: "NovaCore", targets: ["NovaCore"]),
     .library(name: "NovaDatabase", targets: ["NovaDatabase"]),
     .library(name: "NovaQueue", targets: ["NovaQueue"]),
@@ -54,6 +55,7 @@ let package = Package(
   targets: [
     // The per-attempt process supervisor and the prctl calls Swift cannot make (prctl is variadic).
     .target(name: "CNovaProcess"),
+    .executableTarget(name: "nova-supervise", dependencies: ["CNovaProcess"]),
     .target(
       name: "NovaCore",
       dependencies: [

@@ -363,6 +363,9 @@ int nova_supervise(int argc, char *const argv[]) {
       } while (has_children());
       return 137;
     }
+    // The program ended and left nothing (the common case): no /proc walk. Whatever it left is
+    // a child here (reparented to this subreaper), so no child means no descendant.
+    if (program_done && !stopping && !has_children()) break;
     if ((stop || program_done) && !stopping) {
       // Stopped (timeout, cancellation, shutdown), or the program ended and left processes
       // behind: SIGTERM to all of them, SIGKILL after the grace.

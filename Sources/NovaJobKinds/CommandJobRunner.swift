@@ -94,7 +94,7 @@ public struct CommandJobRunner: Sendable {
       // it to every process of the attempt and SIGKILLs them after the grace; it is killed
       // itself only if it has not exited 5 s later.
       options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace + .seconds(5))]
-      var options = [ProcessHardening.supervisorCommand, "--grace-ms", String(Int(kind.killGrace.seconds * 1000))]
+      var options = supervision.prefix + ["--grace-ms", String(Int(kind.killGrace.seconds * 1000))]
       if let root = supervision.cgroupRoot, let folder = AttemptCgroups.make(in: root, job: context.id, attempt: context.attempt) {
         cgroup = folder
         options += ["--cgroup", folder]

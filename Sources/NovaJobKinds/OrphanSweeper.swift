@@ -89,9 +89,12 @@ public enum OrphanSweeper {
     return fields.count > 1 ? Int32(fields[1]) : nil
   }
 
-  /// Whether a command line (NUL-separated) is `nova __supervise ...`.
+  /// Whether a command line (NUL-separated) is `nova-supervise ...` or `nova __supervise ...`.
   static func isSupervisor(_ cmdline: Data) -> Bool {
     let arguments = cmdline.split(separator: 0, omittingEmptySubsequences: false)
+    if let program = arguments.first, String(decoding: program, as: UTF8.self).hasSuffix("/" + AttemptSupervision.programName) {
+      return true
+    }
     return arguments.count > 1 && String(decoding: arguments[1], as: UTF8.self) == ProcessHardening.supervisorCommand
   }
 

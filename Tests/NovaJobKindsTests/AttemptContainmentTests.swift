@@ -22,7 +22,12 @@ struct AttemptContainmentTests {
 
   /// The worker's own supervisor (this test process is not `nova`, so it is named), with a cgroup
   /// per attempt where this machine delegates one.
-  static let supervision = AttemptSupervision(supervisor: novaExecutablePath, cgroupRoot: AttemptCgroups.root(setting: nil))
+  static let supervision = AttemptSupervision(
+    supervisor: URL(fileURLWithPath: novaExecutablePath).deletingLastPathComponent().appendingPathComponent("nova-supervise").path,
+    cgroupRoot: AttemptCgroups.root(setting: nil))
+
+  /// The same supervisor run as `nova __supervise` (where `nova-supervise` was not built).
+  static let subcommandSupervision = AttemptSupervision(supervisor: novaExecutablePath, cgroupRoot: AttemptCgroups.root(setting: nil))
 
   /// A program that starts an escaping child, writes both pids, then acts as `mode` says:
   /// `succeed`, `fail`, or `hang` (ignoring SIGTERM, so only SIGKILL after the grace ends it).
@@ -179,10 +184,12 @@ struct AttemptContainmentTests {
     try await expectGone(folder, within: .seconds(2), after: killed)
   }
 
-  @Test func theSupervisorMirrorsTheProgramsExit() async throws {
+  @Test(arguments: [AttemptContainmentTests.supervision, AttemptContainmentTests.subcommandSupervision])
+  func theSupervisorMirrorsTheProgramsExit(supervision: AttemptSupervision) async throws {
+    #expect(FileManager.default.isExecutableFile(atPath: supervision.supervisor ?? ""))
     let runner = CommandJobRunner(
       name: "agent", kind: CommandKind(command: ["/bin/sh", "-c", "echo out; echo err >&2; exit 7"]), timeout: .seconds(10),
-      environment: ["PATH": "/usr/bin:/bin"], supervision: Self.supervision)
+      environment: ["PATH": "/usr/bin:/bin"], supervision: supervision)
     let context = JobContext(id: JobID("01a2b3c4-0000-7000-8000-0000000000c1"), queue: "q", kind: "agent", attempt: 1, maxAttempts: 1, logger: logger)
     let outcome = try await runner.run(payload: Data("{}".utf8), context: context)
     #expect(outcome.status == .exited(7))
@@ -190,7 +197,7 @@ struct AttemptContainmentTests {
     #expect(String(decoding: outcome.stderr.head, as: UTF8.self) == "err\n")
     let killed = CommandJobRunner(
       name: "agent", kind: CommandKind(command: ["/bin/sh", "-c", "kill -9 $$"]), timeout: .seconds(10),
-      environment: ["PATH": "/usr/bin:/bin"], supervision: Self.supervision)
+      environment: ["PATH": "/usr/bin:/bin"], supervision: supervision)
     #expect(try await killed.run(payload: Data(), context: context).status == .signaled(SIGKILL))
   }
 }
