@@ -4,6 +4,7 @@ import Logging
 import NovaApplication
 import NovaCore
 import NovaJobKinds
+import NovaMonitoring
 import NovaQueue
 import NovaServer
 import ServiceLifecycle
@@ -17,14 +18,44 @@ struct WorkerCommand: AsyncParsableCommand {
   @OptionGroup var store: StoreOptions
   @OptionGroup var pool: PoolOptions
 
+  @Option(help: ArgumentHelp("GPU indices this worker offers, as nvidia-smi numbers them (default: every GPU it lists), or none.", valueName: "0,1"))
+  var gpus: String?
+
+  @Option(help: ArgumentHelp("CPUs this worker offers (default: all this process may use).", valueName: "n"))
+  var cpus: Int?
+
+  @Option(help: ArgumentHelp("Memory this worker offers: 16G, 512M (default: the host's, or its cgroup's limit).", valueName: "size"))
+  var memory: String?
+
+  @Option(name: .customLong("labels"), help: ArgumentHelp("A label this worker advertises; repeatable.", valueName: "key=value"))
+  var labels: [String] = []
+
+  @Flag(help: "Print the capacity this worker detects and advertises (JSON), then exit.")
+  var printCapacity = false
+
   func validate() throws {
     try pool.check()
     guard pool.workers > 0 else { throw ValidationError("--workers must be at least 1 for nova worker") }
   }
 
   func run() async throws {
+    let overrides = try HostCapacity.Overrides(gpus: gpus, cpus: cpus, memory: memory, labels: labels)
+    let detected = await HostCapacity.detect()
+    let capacity = try detected.capacity.applying(overrides)
+    if printCapacity {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      print(String(decoding: try encoder.encode(capacity), as: UTF8.self))
+      return
+    }
     let queue = InstrumentedJobQueue(try await store.openQueue())
     let logger = NovaLogging.logger("nova.worker")
+    logger.notice(
+      "host capacity",
+      metadata: [
+        "gpus": "\(capacity.gpus.map { "\($0.index):\($0.model)" })", "cpus": "\(capacity.cpus)", "memory_mib": "\(capacity.memory_mib)",
+        "labels": "\(capacity.labels)", "gpu_detection": "\(detected.gpuProblem ?? "ok")",
+      ])
     let configuration = try pool.configuration()
     let settings = try store.settings()
     let registry = LiveJobRegistry(try NovaApplication.jobRegistry(settings))
