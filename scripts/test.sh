@@ -29,6 +29,8 @@ python3 -c 'import jsonschema' 2>/dev/null || need python3-jsonschema-module pyt
 need sqlite3 sqlite3
 need jq jq
 need openssl openssl
+# The deploy units are checked as systemd reads them.
+need systemd-analyze systemd
 python3 -c 'import ensurepip, venv' 2>/dev/null || need python3-venv-module python3-venv
 # The real OPA engine (Go, from PyPI) behind Tests/Fixtures/opa/opa_fixture.py, for the policy tests.
 bash scripts/install-opa-engine.sh .build/opa-venv
