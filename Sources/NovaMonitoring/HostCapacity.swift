@@ -197,3 +197,41 @@ public struct HostCapacity: Codable, Sendable, Equatable {
       && key.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || [45, 46, 47, 95].contains($0) }
   }
 }
+
+extension HostCapacity {
+  /// Where a job would run on this host, or why it cannot.
+  public enum Placement: Sendable, Equatable {
+    /// It fits, on these GPUs (the lowest indices that qualify; none when it asks for none).
+    case fits(gpus: [GPU])
+    /// It does not fit: what is missing, for `waiting_for`.
+    case unfit(String)
+  }
+
+  /// Places a job asking `resources` under `constraints` on this host's free part (this capacity
+  /// less what running jobs hold). All its GPUs are on this host or it does not fit.
+  public func place(_ resources: JobResources, _ constraints: JobConstraints) -> Placement {
+    guard constraints.admitsHost(host, labels: labels) else {
+      var wanted: [String] = []
+      if let pattern = constraints.host { wanted.append("host \(pattern)") }
+      wanted += constraints.labels.sorted { $0.key < $1.key }.map { "label \($0.key)=\($0.value)" }
+      return .unfit("host \(host) does not match \(wanted.joined(separator: ", "))")
+    }
+    var assigned: [GPU] = []
+    if resources.gpus > 0 {
+      let qualified = gpus.filter { constraints.admitsGPU(model: $0.model) && $0.memory_mib >= resources.gpu_memory_mib }
+        .sorted { $0.index < $1.index }
+      guard qualified.count >= resources.gpus else {
+        var kind = "GPU"
+        if let model = constraints.gpu_model { kind += " \(model)" }
+        if resources.gpu_memory_mib > 0 { kind += " with \(resources.gpu_memory_mib) MiB" }
+        return .unfit("needs \(resources.gpus) \(kind); \(qualified.count) free on \(host)")
+      }
+      assigned = Array(qualified.prefix(resources.gpus))
+    }
+    guard cpus >= resources.cpus else { return .unfit("needs \(resources.cpus) CPUs; \(cpus) free on \(host)") }
+    guard memory_mib >= resources.memory_mib else {
+      return .unfit("needs \(resources.memory_mib) MiB of memory; \(memory_mib) free on \(host)")
+    }
+    return .fits(gpus: assigned)
+  }
+}

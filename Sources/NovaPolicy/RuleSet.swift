@@ -1,3 +1,5 @@
+import NovaCore
+
 /// Local rules compiled for evaluation: patterns parsed once, and rules indexed by the literal
 /// actions they name, so a request looks only at rules that can match its action.
 public struct RuleSet: Sendable {

@@ -26,7 +26,7 @@ public struct GlobPattern: Sendable, Hashable, CustomStringConvertible {
   }
 
   /// The literal value, when the pattern has no wildcard (for indexing).
-  var literal: String? {
+  package var literal: String? {
     if case .exact(let value) = form { return value }
     return nil
   }
