@@ -302,7 +302,9 @@ public final class WorkerActions: Sendable {
   /// of the claim (the resource carries `job_kind`): a worker never receives the payload of a
   /// job it may not report on. Throws 403 when no kind is left.
   private func permittedKinds(_ claim: WorkerClaim, by caller: Caller?) async throws -> JobKindFilter {
-    guard let policy, let caller, let registry else { return claim.kinds }
+    // Only a policy that looks at `job_kind` can decide kinds apart; otherwise every kind's
+    // decision is the queue's, already made (and each decision is an audit entry, every claim).
+    guard let policy, let caller, let registry, policy.consults(attribute: "job_kind", action: "claim") else { return claim.kinds }
     var permitted: [String] = []
     var refused: [String] = []
     for kind in registry.current.kinds where claim.kinds.matches(kind) {

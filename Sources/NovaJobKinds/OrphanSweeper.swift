@@ -82,11 +82,7 @@ public enum OrphanSweeper {
   private static let previousSuspects = Mutex<Set<String>>([])
 
   static func parent(of pid: Int32) -> Int32? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
-      return nil
-    }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    return fields.count > 1 ? Int32(fields[1]) : nil
+    statFields(pid).flatMap { $0.count > 1 ? Int32($0[1]) : nil }
   }
 
   /// Whether a command line (NUL-separated) is `nova-supervise ...` or `nova __supervise ...`.
@@ -117,13 +113,17 @@ public enum OrphanSweeper {
 
   /// `<pid namespace>/<pid>:<start time in clock ticks since boot>` of a running process of this namespace.
   static func identity(of pid: Int32) -> String? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-      let close = stat.lastIndex(of: ")")
-    else { return nil }
-    // Fields after the command name (which may hold spaces): state is field 3, start time 22.
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    guard fields.count > 19 else { return nil }
+    guard let fields = statFields(pid), fields.count > 19 else { return nil }
     return "\(namespace)/\(pid):\(fields[19])"
+  }
+
+  /// The fields of /proc/<pid>/stat after the command name (which may hold spaces): the state
+  /// first (field 3), then the parent pid (field 4), ..., the start time at index 19 (field 22).
+  static func statFields(_ pid: Int32) -> [Substring]? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+      return nil
+    }
+    return stat[stat.index(after: close)...].split(separator: " ")
   }
 
   static func isRunning(_ worker: String) -> Bool {

@@ -90,10 +90,7 @@ public struct HostCapacity: Codable, Sendable, Equatable {
 
   /// The memory this process may use, in MiB: the host's, or its cgroup's limit when lower.
   static func hostMemoryMiB() -> Int {
-    let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
-    let total =
-      meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
-      .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }.map { $0 / 1024 } ?? 0
+    let total = HostFacts.memoryKiB() / 1024
     let limit = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"].lazy
       .compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }
       .compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.first.map { $0 / (1 << 20) }

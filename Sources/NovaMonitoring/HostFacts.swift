@@ -16,15 +16,19 @@ public struct HostFacts: Codable, Sendable, Equatable {
     let model =
       cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
       .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
-    let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
-    let kilobytes =
-      meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
-      .flatMap { Int64($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+    let kilobytes = Int64(memoryKiB())
     var names = utsname()
     uname(&names)
     let kernel = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     return HostFacts(
       hostname: ProcessInfo.processInfo.hostName, cpu_model: model, cpu_count: ProcessInfo.processInfo.activeProcessorCount,
       memory_bytes: kilobytes * 1024, kernel: kernel, nova_version: version, nova_revision: revision)
+  }
+
+  /// The host's memory in KiB (`MemTotal` of /proc/meminfo; 0 when it cannot be read).
+  static func memoryKiB() -> Int {
+    let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+    return meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+      .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
   }
 }

@@ -162,6 +162,14 @@ public final class PolicyEngine: Sendable {
     return state.opa != nil || state.rules.mayAllow(action: action, subject: subject)
   }
 
+  /// Whether a decision on `action` can depend on the resource attribute `name` (always with OPA,
+  /// which sees the whole request): callers skip deciding per value when it cannot.
+  public func consults(attribute name: String, action: String) -> Bool {
+    let state = active.load(ordering: .acquiring)
+    return state.opa != nil || state.rules.consults(attribute: name, action: action)
+      || (!state.document.enforce && Self.roleFloor.consults(attribute: name, action: action))
+  }
+
   /// Decides without recording (for `nova policy check` and tests of the rules alone).
   public func evaluate(_ request: PolicyRequest) async -> PolicyDecision {
     let start = clock.nanoseconds()

@@ -87,6 +87,14 @@ public struct RuleSet: Sendable {
     return nil
   }
 
+  /// Whether some rule that can decide `action` looks at the resource attribute `name`: when none
+  /// does, requests that differ only in that attribute are decided alike.
+  public func consults(attribute name: String, action: String) -> Bool {
+    ((byAction[action] ?? []) + anyAction).contains { rule in
+      (rule.actions?.matches(action) ?? true) && rule.attributes.contains { $0.0 == name }
+    }
+  }
+
   /// Whether some rule could allow `subject` to take `action` on some resource (resource
   /// conditions are not looked at): when none can, a request is refused before its body is read.
   public func mayAllow(action: String, subject: PolicySubject) -> Bool {
