@@ -34,13 +34,28 @@ struct ProgramIsolationTests {
     return (folder, jobs)
   }
 
+  /// `nova` and `nova-supervise` copied into a folder every account may enter: the checkout may
+  /// sit below one only its owner can (a `mktemp -d` clone is 0700), and `nobody` must run them.
+  static let novaForAnyone: String? = try? executablesForAnyone()
+
+  static func executablesForAnyone() throws -> String {
+    let folder = try TemporaryDirectory.make("nova-bin")
+    chmod(folder.path, 0o755)
+    let source = URL(fileURLWithPath: novaExecutablePath).deletingLastPathComponent()
+    for name in ["nova", "nova-supervise"] {
+      try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: folder.appendingPathComponent(name))
+      chmod(folder.appendingPathComponent(name).path, 0o755)
+    }
+    return folder.appendingPathComponent("nova").path
+  }
+
   /// Runs `nova ARGS` as `account` (through setpriv) or as this user; waits for it when `wait`.
   @discardableResult
   func nova(_ arguments: [String], as account: Int? = nil, output: URL, wait: Bool = true) async throws -> ChildProcess {
     var path = novaExecutablePath
     var argv = arguments
     if let account {
-      argv = ["--reuid=\(account)", "--regid=\(account)", "--clear-groups", "--", path] + arguments
+      argv = ["--reuid=\(account)", "--regid=\(account)", "--clear-groups", "--", try #require(Self.novaForAnyone)] + arguments
       path = "/usr/bin/setpriv"
     }
     let child = try ChildProcess(
