@@ -43,10 +43,22 @@ struct ProgramIsolationTests {
     chmod(folder.path, 0o755)
     let source = URL(fileURLWithPath: novaExecutablePath).deletingLastPathComponent()
     for name in ["nova", "nova-supervise"] {
-      try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: folder.appendingPathComponent(name))
-      chmod(folder.appendingPathComponent(name).path, 0o755)
+      let from = source.appendingPathComponent(name).path
+      let to = folder.appendingPathComponent(name).path
+      // A hard link writes nothing (no descriptor a forked child could hold open for writing);
+      // a copy only across file systems.
+      if link(from, to) != 0 { try FileManager.default.copyItem(atPath: from, toPath: to) }
+      chmod(to, 0o755)
     }
-    return folder.appendingPathComponent("nova").path
+    // Until a run succeeds: a child another test forks meanwhile may still hold the copy's
+    // write descriptor (exec then fails with ETXTBSY, exit 126) until it execs itself.
+    let nova = folder.appendingPathComponent("nova").path
+    for _ in 0..<100 {
+      let trial = try ChildProcess("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", nova, "--version"])
+      if trial.waitForExitBlocking(timeout: .seconds(30)) == 0 { break }
+      usleep(50_000)
+    }
+    return nova
   }
 
   /// Runs `nova ARGS` as `account` (through setpriv) or as this user; waits for it when `wait`.
