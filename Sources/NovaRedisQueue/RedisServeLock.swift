@@ -88,6 +88,8 @@ public final class RedisServeLock: Sendable {
 
   /// The key, `<prefix>:serve-lock`.
   public let key: String
+  /// `<prefix>:serve-lock:taken`: the nonce of the call that last took the lock.
+  private let takenKey: String
   public let holder: Holder
   public let ttl: Duration
   /// A third of the TTL: two renewals in a row may fail before the lock lapses.
@@ -104,6 +106,7 @@ public final class RedisServeLock: Sendable {
   public init(url: RedisURL, keyPrefix: String = "nova", ttl: Duration = .seconds(15), holder: Holder = .current()) {
     let ttl = max(ttl, .milliseconds(30))
     key = "\(keyPrefix):serve-lock"
+    takenKey = "\(keyPrefix):serve-lock:taken"
     self.keyPrefix = keyPrefix
     self.ttl = ttl
     self.holder = holder
@@ -183,7 +186,8 @@ public final class RedisServeLock: Sendable {
     defer { client.close() }
     // In a task of its own: a cancelled caller (a server shutting down) still gives the lock back.
     try await Task {
-      _ = try await self.redis.evaluate(Self.releaseScript, keys: [.string(self.key)], arguments: [.string(self.value)])
+      _ = try await self.redis.evaluate(
+        Self.releaseScript, keys: [.string(self.key), .string(self.takenKey)], arguments: [.string(self.value)])
     }.value
   }
 
@@ -195,33 +199,42 @@ public final class RedisServeLock: Sendable {
     case held(value: String, remaining: Int64)
   }
 
-  /// ARGV: this holder's value, the TTL in ms. Renews the lock when it is ours ({1}), takes it
-  /// when it is free ({2}), else returns {0, the holder's value, its remaining ms}.
+  /// KEYS: the lock, the mark of the last take. ARGV: this holder's value, the TTL in ms, this
+  /// call's nonce. Renews the lock when it is ours ({1}), takes it when it is free ({2}), else
+  /// returns {0, the holder's value, its remaining ms}. A take marks the nonce, so a call the
+  /// client repeats after its reply was lost (a timeout, a dropped connection) still answers
+  /// {2}: otherwise the repeat would find the lock its first try took and say "kept", and a
+  /// retaken lock would go unreported.
   private static let holdScript = RedisScript(
     """
     local held = redis.call('GET', KEYS[1])
     if held == ARGV[1] then
       redis.call('PEXPIRE', KEYS[1], ARGV[2])
+      if redis.call('GET', KEYS[2]) == ARGV[3] then return {2} end
       return {1}
     end
     if not held then
       redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+      redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
       return {2}
     end
     return {0, held, redis.call('PTTL', KEYS[1])}
     """)
 
-  /// ARGV: this holder's value. Deletes the lock only when it is ours: a server that lost it
-  /// must not delete the lock of the one that took it over.
+  /// KEYS: the lock, the mark of the last take. ARGV: this holder's value. Deletes the lock
+  /// only when it is ours: a server that lost it must not delete the lock of the one that took
+  /// it over.
   private static let releaseScript = RedisScript(
     """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
     return 0
     """)
 
   private func hold() async throws -> Answer {
     let milliseconds = max(1, Int64((ttl.seconds * 1000).rounded()))
-    let reply = try await redis.evaluate(Self.holdScript, keys: [.string(key)], arguments: [.string(value), .int(milliseconds)])
+    let nonce = UUID().uuidString
+    let reply = try await redis.evaluate(
+      Self.holdScript, keys: [.string(key), .string(takenKey)], arguments: [.string(value), .int(milliseconds), .string(nonce)])
     let parts = reply.elements ?? []
     switch parts.first?.int {
     case 1?: return .kept

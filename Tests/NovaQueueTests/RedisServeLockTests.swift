@@ -3,6 +3,7 @@ import NovaCore
 import NovaRedis
 import NovaRedisQueue
 import NovaTestSupport
+import Synchronization
 import Testing
 
 /// Issue #21: one `nova serve` per Redis, held by a lock that is renewed while it serves.
@@ -121,16 +122,20 @@ struct RedisServeLockTests {
     let first = try makeLock(prefix, "first", ttl: .seconds(1))
     try await first.acquire()
     let retaken = TestFlag()
+    let failures = Mutex<[String]>([])
     let renewing = Task {
       try await first.keepRenewing { event in
-        if case .retaken = event { retaken.set() }
+        switch event {
+        case .retaken: retaken.set()
+        case .renewalFailed(let error): failures.withLock { $0.append("\(error)") }
+        }
       }
     }
     let raw = try RedisClient(url: RedisTestServer.shared.url)
     defer { raw.close() }
     // Redis lost the key (a restart without persistence): the next renewal takes it again.
     try await raw.send("DEL", .string(first.key))
-    try await eventually("the lock to be taken again") { retaken.isSet }
+    try await eventually("the lock to be taken again (failed renewals: \(failures.withLock { $0 }))") { retaken.isSet }
     #expect(try await currentHolder(prefix) == first.holder)
 
     // Another server took it over (this one's renewals failed for a whole TTL meanwhile).
@@ -149,6 +154,32 @@ struct RedisServeLockTests {
     try await first.release()
     #expect(try await currentHolder(prefix) == usurper)
     try await raw.send("DEL", .string(first.key))
+  }
+
+  /// The CI failure of 2026-12-06: a renewal that took the lapsed lock lost its reply, the
+  /// client repeated it, and the repeat found the lock held by this server and said "kept", so
+  /// the lapse went unreported.
+  @Test func aTakeWhoseReplyWasLostIsStillReportedAsRetaken() async throws {
+    let server = RedisTestServer.shared
+    let proxy = try await LatencyProxy(targetPort: server.port, delay: .zero)
+    let prefix = uniquePrefix()
+    let lock = try makeLock(prefix, "lossy", ttl: .seconds(3), url: "redis://127.0.0.1:\(proxy.port)")
+    try await lock.acquire()
+    let raw = try RedisClient(url: server.url)
+    defer { raw.close() }
+    try await raw.send("DEL", .string(lock.key))
+    proxy.loseNextReplies(1)
+    let event = try await lock.renew()
+    guard case .retaken? = event else {
+      Issue.record("the renewal that took the lock again reported \(String(describing: event))")
+      return
+    }
+    #expect(try await currentHolder(prefix) == lock.holder)
+    // The next renewal keeps it, and says so.
+    #expect(try await lock.renew() == nil)
+    try await lock.release()
+    #expect(try await raw.send("EXISTS", .string(lock.key), .string("\(lock.key):taken")).int == 0)
+    await proxy.close()
   }
 
   @Test func aKeyWithoutExpiryIsRefusedAtOnceAndNamed() async throws {
