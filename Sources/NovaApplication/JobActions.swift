@@ -73,6 +73,8 @@ public struct JobActions: Sendable {
   /// Submits a job (validated against its kind's handler); the stored job, and whether it is new
   /// (false when an earlier job with the same idempotency key was returned).
   public func submit(_ request: JobRequest, by caller: Caller?) async throws -> (job: Job, created: Bool) {
+    let registry = registry
+    let request = registry.withDefaults(request)
     try registry.validate(kind: request.kind, payload: request.payload)
     try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
     let result: EnqueueResult = try await queue.enqueue(request)
@@ -84,6 +86,7 @@ public struct JobActions: Sendable {
   /// decision per queue and kind); per job, in order, its id and whether it is new.
   public func submit(batch requests: [JobRequest], by caller: Caller?) async throws -> [EnqueueResult] {
     let registry = registry
+    let requests = requests.map(registry.withDefaults)
     for (index, request) in requests.enumerated() {
       do {
         try registry.validate(kind: request.kind, payload: request.payload)

@@ -16,6 +16,8 @@ public struct WorkerClaim: Sendable, Equatable {
   public var leaseDuration: Duration
   /// How long to wait for work when none is there (0...`maxWait`).
   public var wait: Duration
+  /// What the worker has free now; without it, it gets only jobs that ask for nothing.
+  public var capacity: HostCapacity?
 
   /// The largest `max` a claim may ask for.
   public static let maxLimit = 1000
@@ -27,7 +29,7 @@ public struct WorkerClaim: Sendable, Equatable {
   /// Checks every field; errors name it.
   public init(
     worker: String, queues: [String] = ["default"], kinds: [String]? = nil, limit: Int = 1, leaseSeconds: Double = 60,
-    waitSeconds: Double = 0
+    waitSeconds: Double = 0, capacity: HostCapacity? = nil
   ) throws(NovaError) {
     guard !worker.isEmpty, worker.utf8.count <= 200, !worker.contains(where: \.isNewline) else {
       throw .invalidInput(field: "worker", message: "must be 1 to 200 characters on one line")
@@ -54,6 +56,7 @@ public struct WorkerClaim: Sendable, Equatable {
     self.limit = limit
     self.leaseDuration = .seconds(leaseSeconds)
     self.wait = .seconds(waitSeconds)
+    self.capacity = capacity
   }
 }
 
@@ -161,7 +164,8 @@ public final class WorkerActions: Sendable {
     let holder = Self.holder(caller)
     try await announce(claim, holder: holder)
     let request = ClaimRequest(
-      queues: claim.queues, kinds: kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit)
+      queues: claim.queues, kinds: kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit,
+      capacity: claim.capacity)
     // Each waiting claim holds a connection and a waiter: one token may not hold them all.
     if claim.wait > .zero {
       let admitted = waiting.withLock { waiting -> Bool in

@@ -27,13 +27,17 @@ public struct Job: Sendable, Equatable {
   public var leaseExpiresAt: Date?
   /// Increases with every claim; a lease is valid only while its token matches.
   public var fencingToken: Int64
+  /// What it asks of its host and where it may run; nil when it asks for nothing.
+  public var requirements: JobRequirements?
+  /// Where its current (or last) attempt was placed; nil when it asked for nothing.
+  public var placement: JobPlacement?
 
   public init(
     id: JobID, queue: String, kind: String, payload: Data, priority: Int, state: JobState,
     runAt: Date, attempts: Int, maxAttempts: Int, idempotencyKey: String?, createdAt: Date,
     updatedAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil, result: Data? = nil,
     lastError: String? = nil, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
-    fencingToken: Int64 = 0
+    fencingToken: Int64 = 0, requirements: JobRequirements? = nil, placement: JobPlacement? = nil
   ) {
     self.id = id
     self.queue = queue
@@ -54,5 +58,7 @@ public struct Job: Sendable, Equatable {
     self.leaseOwner = leaseOwner
     self.leaseExpiresAt = leaseExpiresAt
     self.fencingToken = fencingToken
+    self.requirements = requirements
+    self.placement = placement
   }
 }

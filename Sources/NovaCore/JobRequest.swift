@@ -19,11 +19,24 @@ public struct JobRequest: Sendable, Equatable {
   public var maxAttempts: Int
   /// A second enqueue with the same key returns the first job instead of a new one.
   public var idempotencyKey: String?
+  /// What the job asks of its host, as given (nil: its kind's default, if any).
+  public var resources: JobResources?
+  /// Where the job may run, as given (nil: its kind's default, if any).
+  public var constraints: JobConstraints?
+
+  /// What the job asks of its host and where it may run, as stored; nil asks for nothing.
+  public var requirements: JobRequirements? {
+    get { JobRequirements.make(resources: resources, constraints: constraints) }
+    set {
+      resources = newValue?.resources
+      constraints = newValue?.constraints
+    }
+  }
 
   public init(
     kind: String, payload: Data = Data("{}".utf8), queue: String = "default", priority: Int = 0,
     runAt: Date? = nil, maxAttempts: Int = JobRequest.defaultMaxAttempts,
-    idempotencyKey: String? = nil
+    idempotencyKey: String? = nil, requirements: JobRequirements? = nil
   ) {
     self.kind = kind
     self.payload = payload
@@ -32,6 +45,17 @@ public struct JobRequest: Sendable, Equatable {
     self.runAt = runAt
     self.maxAttempts = maxAttempts
     self.idempotencyKey = idempotencyKey
+    self.resources = requirements?.resources
+    self.constraints = requirements?.constraints
+  }
+
+  /// This request with its kind's defaults where it gives none: a job's `resources` replace
+  /// its kind's, and so do its `constraints`.
+  public func withDefaults(resources kindResources: JobResources?, constraints kindConstraints: JobConstraints?) -> JobRequest {
+    var request = self
+    if request.resources == nil { request.resources = kindResources }
+    if request.constraints == nil { request.constraints = kindConstraints }
+    return request
   }
 
   /// Checks every field; the error names the first field that is wrong.

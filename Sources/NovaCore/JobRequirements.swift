@@ -106,3 +106,101 @@ public struct JobConstraints: Codable, Sendable, Equatable {
     gpu_model.map { GlobPattern($0).matches(model) } ?? true
   }
 }
+
+extension JobResources {
+  /// True when it asks for nothing.
+  public var isZero: Bool { gpus == 0 && gpu_memory_mib == 0 && cpus == 0 && memory_mib == 0 }
+}
+
+extension JobConstraints {
+  /// True when it admits every host.
+  public var isEmpty: Bool { gpu_model == nil && host == nil && labels.isEmpty }
+}
+
+/// What a job asks of its host and where it may run, stored with the job; a job that asks for
+/// nothing has none (nil), and any worker may take it.
+public struct JobRequirements: Codable, Sendable, Equatable {
+  public var resources: JobResources
+  public var constraints: JobConstraints
+
+  /// Requirements, or nil when `resources` asks for nothing and `constraints` admit every host.
+  public static func make(resources: JobResources?, constraints: JobConstraints?) -> JobRequirements? {
+    let requirements = JobRequirements(resources: resources ?? JobResources(), constraints: constraints ?? JobConstraints())
+    return requirements.resources.isZero && requirements.constraints.isEmpty ? nil : requirements
+  }
+
+  public init(resources: JobResources = JobResources(), constraints: JobConstraints = JobConstraints()) {
+    self.resources = resources
+    self.constraints = constraints
+  }
+
+  /// The stored form: compact JSON with sorted keys.
+  public func encoded() -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+  }
+
+  /// The stored form read back (strictly, as on submit); an error names the job's field.
+  public static func decoded(_ text: String) throws(NovaError) -> JobRequirements {
+    let value: JSONValue
+    do {
+      value = try JSONValue.parse(Data(text.utf8))
+    } catch {
+      throw .storage("a job's stored requirements are not JSON: \(text.prefix(200))")
+    }
+    guard case .object(let fields) = value else { throw .storage("a job's stored requirements are not an object") }
+    return JobRequirements(
+      resources: try fields["resources"].map { value throws(NovaError) in try JobResources(json: value) } ?? JobResources(),
+      constraints: try fields["constraints"].map { value throws(NovaError) in try JobConstraints(json: value) } ?? JobConstraints())
+  }
+}
+
+/// Where an attempt runs: its host and the devices, CPUs and memory it holds there. The GPUs are
+/// its own until the attempt ends: no other job is placed on them meanwhile.
+public struct JobPlacement: Codable, Sendable, Equatable {
+  /// One GPU, by index (what `CUDA_VISIBLE_DEVICES` names) and UUID.
+  public struct Device: Codable, Sendable, Equatable {
+    public var index: Int
+    public var uuid: String
+
+    public init(index: Int, uuid: String) {
+      self.index = index
+      self.uuid = uuid
+    }
+  }
+
+  public var host: String
+  public var gpus: [Device]
+  public var cpus: Int
+  public var memory_mib: Int
+
+  public init(host: String, gpus: [Device], cpus: Int, memory_mib: Int) {
+    self.host = host
+    self.gpus = gpus
+    self.cpus = cpus
+    self.memory_mib = memory_mib
+  }
+
+  /// The GPU indices as `CUDA_VISIBLE_DEVICES` takes them (`0,1`; empty for none).
+  public var visibleDevices: String { gpus.map { String($0.index) }.joined(separator: ",") }
+
+  /// The GPU UUIDs as `NVIDIA_VISIBLE_DEVICES` takes them (empty for none).
+  public var visibleUUIDs: String { gpus.map(\.uuid).joined(separator: ",") }
+
+  /// The stored form: compact JSON with sorted keys.
+  public func encoded() -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+  }
+
+  /// The stored form read back.
+  public static func decoded(_ text: String) throws(NovaError) -> JobPlacement {
+    do {
+      return try JSONDecoder().decode(JobPlacement.self, from: Data(text.utf8))
+    } catch {
+      throw .storage("a job's stored placement is not one: \(text.prefix(200))")
+    }
+  }
+}

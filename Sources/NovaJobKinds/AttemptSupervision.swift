@@ -115,6 +115,22 @@ public enum AttemptCgroups {
     return folder
   }
 
+  /// Limits the attempt's cgroup to the CPUs and memory its job asked for (0: no limit), where
+  /// the controllers are delegated to the root; where they are not, the request still placed
+  /// the job and the limit is left out. Returns the files written.
+  @discardableResult
+  static func limit(_ folder: String, cpus: Int, memoryMiB: Int) -> [String] {
+    var written: [String] = []
+    // cpu.max: quota and period in µs; N CPUs is N periods of quota per period.
+    if cpus > 0, (try? "\(cpus * 100_000) 100000".write(toFile: folder + "/cpu.max", atomically: false, encoding: .utf8)) != nil {
+      written.append("cpu.max")
+    }
+    if memoryMiB > 0, (try? "\(memoryMiB << 20)".write(toFile: folder + "/memory.max", atomically: false, encoding: .utf8)) != nil {
+      written.append("memory.max")
+    }
+    return written
+  }
+
   /// Whether processes are left in the cgroup.
   static func isPopulated(_ folder: String) -> Bool {
     guard let events = try? String(contentsOfFile: folder + "/cgroup.events", encoding: .utf8) else { return false }

@@ -98,6 +98,7 @@ public struct CommandJobRunner: Sendable {
       if let root = supervision.cgroupRoot, let folder = AttemptCgroups.make(in: root, job: context.id, attempt: context.attempt) {
         cgroup = folder
         options += ["--cgroup", folder]
+        if let placement = context.placement { AttemptCgroups.limit(folder, cpus: placement.cpus, memoryMiB: placement.memory_mib) }
       }
       if let account {
         options += ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.map(String.init).joined(separator: ",")]
@@ -264,6 +265,15 @@ public struct CommandJobRunner: Sendable {
     values["NOVA_JOB_ATTEMPT"] = String(context.attempt)
     values["NOVA_JOB_MAX_ATTEMPTS"] = String(context.maxAttempts)
     values["NOVA_JOB_DEADLINE"] = Date().addingTimeInterval(timeout.seconds).formatted(.iso8601)
+    if let placement = context.placement {
+      // Exactly its own GPUs (none when it asked for none): CUDA by index, the NVIDIA container
+      // runtime by UUID ("void" hides every GPU from it).
+      values["CUDA_VISIBLE_DEVICES"] = placement.visibleDevices
+      values["NVIDIA_VISIBLE_DEVICES"] = placement.gpus.isEmpty ? "void" : placement.visibleUUIDs
+      values["NOVA_JOB_HOST"] = placement.host
+      if placement.cpus > 0 { values["NOVA_JOB_CPUS"] = String(placement.cpus) }
+      if placement.memory_mib > 0 { values["NOVA_JOB_MEMORY_MIB"] = String(placement.memory_mib) }
+    }
     // Inherited by whatever the program forks: how a sweep finds them once this worker is gone.
     values[OrphanSweeper.variable] = OrphanSweeper.identity
     var keyed: [Environment.Key: String] = [:]

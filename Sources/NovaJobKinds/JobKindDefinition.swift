@@ -8,6 +8,10 @@ public struct JobKindDefinition: Sendable, Equatable {
   /// How long one attempt may run before it is stopped and failed.
   public var timeout: Duration
   public var action: Action
+  /// What each job of the kind asks of its host unless it gives its own `resources`.
+  public var resources: JobResources?
+  /// Where each job of the kind may run unless it gives its own `constraints`.
+  public var constraints: JobConstraints?
 
   /// What running a job of the kind does.
   public enum Action: Sendable, Equatable {
@@ -18,10 +22,12 @@ public struct JobKindDefinition: Sendable, Equatable {
     case external(description: String?)
   }
 
-  public init(name: String, timeout: Duration, action: Action) {
+  public init(name: String, timeout: Duration, action: Action, resources: JobResources? = nil, constraints: JobConstraints? = nil) {
     self.name = name
     self.timeout = timeout
     self.action = action
+    self.resources = resources
+    self.constraints = constraints
   }
 
   /// `command`, `http` or `external`.

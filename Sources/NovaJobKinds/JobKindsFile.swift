@@ -56,23 +56,65 @@ public struct JobKindsFile: Sendable, Equatable {
 
   private static let commandKeys: Set<String> = [
     "type", "command", "cwd", "env", "env_pass", "timeout", "max_output_bytes", "retry_exit_codes", "dead_exit_codes", "kill_grace",
-    "user", "group",
+    "user", "group", "resources", "constraints",
   ]
-  private static let httpKeys: Set<String> = ["type", "url", "method", "headers", "headers_env", "timeout", "secret_env", "max_concurrency"]
+  private static let httpKeys: Set<String> = [
+    "type", "url", "method", "headers", "headers_env", "timeout", "secret_env", "max_concurrency", "resources", "constraints",
+  ]
   /// What `max_concurrency` may be: beyond 1024 calls at once to one kind, a limit no longer limits.
   public static let maxConcurrencyRange = 1...1024
-  private static let externalKeys: Set<String> = ["type", "description", "timeout"]
+  private static let externalKeys: Set<String> = ["type", "description", "timeout", "resources", "constraints"]
 
   private static func kind(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
     let field = "kinds.\(name)"
     guard case .mapping(let mapping) = node else { throw reader.fail(node, "\(field): expected a mapping") }
     guard let typeNode = mapping["type"] else { throw reader.fail(node, "\(field): 'type' is required (command, http or external)") }
     let type = try reader.string(typeNode, "\(field).type")
+    var definition: JobKindDefinition
     switch type {
-    case "command": return try command(name, node, reader)
-    case "http": return try http(name, node, reader)
-    case "external": return try external(name, node, reader)
+    case "command": definition = try command(name, node, reader)
+    case "http": definition = try http(name, node, reader)
+    case "external": definition = try external(name, node, reader)
     default: throw reader.fail(typeNode, "\(field).type: '\(type)' is not command, http or external")
+    }
+    if let resources = mapping["resources"] {
+      definition.resources = try requirement(resources, "\(field).resources", reader) { value throws(NovaError) in
+        try JobResources(json: value, field: "\(field).resources")
+      }
+    }
+    if let constraints = mapping["constraints"] {
+      definition.constraints = try requirement(constraints, "\(field).constraints", reader) { value throws(NovaError) in
+        try JobConstraints(json: value, field: "\(field).constraints")
+      }
+    }
+    return definition
+  }
+
+  /// A kind's `resources` or `constraints`, checked as strictly as a job's own on submit.
+  private static func requirement<T>(
+    _ node: Node, _ field: String, _ reader: YAMLReader, _ parse: (JSONValue) throws(NovaError) -> T
+  ) throws(ConfigFileError) -> T {
+    do {
+      return try parse(json(node))
+    } catch {
+      throw reader.fail(node, "\(error)")
+    }
+  }
+
+  /// A YAML node as JSON: mappings as objects, sequences as arrays, scalars as numbers when
+  /// they read as one and strings otherwise.
+  private static func json(_ node: Node) -> JSONValue {
+    switch node {
+    case .mapping(let mapping):
+      var object: [String: JSONValue] = [:]
+      for (key, value) in mapping { object[key.string ?? ""] = json(value) }
+      return .object(object)
+    case .sequence(let sequence): return .array(sequence.map(json))
+    case .scalar(let scalar):
+      if let whole = Int64(scalar.string) { return .int(whole) }
+      if let real = Double(scalar.string), real.isFinite { return .double(real) }
+      return .string(scalar.string)
+    case .alias: return .null
     }
   }
 

@@ -18,6 +18,7 @@ extension JobKindsFile {
     supervision: AttemptSupervision = .detected
   ) {
     for definition in kinds {
+      registry.setDefaults(definition.name, resources: definition.resources, constraints: definition.constraints)
       switch definition.action {
       case .command(let command):
         let runner = CommandJobRunner(

@@ -15,10 +15,14 @@ public struct ClaimRequest: Sendable, Equatable {
   /// The first `starting` are marked started at once (their handlers run now); the rest wait in
   /// the worker's buffer until `JobQueue.start`.
   public var starting: Int
+  /// What the worker has free now. Jobs that ask for something (resources or constraints) are
+  /// claimed only when they fit it, each placed on its own devices; without it, only jobs that
+  /// ask for nothing are claimed.
+  public var capacity: HostCapacity?
 
   public init(
     queues: [String] = [], kinds: JobKindFilter = .all, worker: String, leaseDuration: Duration, limit: Int,
-    starting: Int? = nil
+    starting: Int? = nil, capacity: HostCapacity? = nil
   ) {
     self.queues = queues
     self.kinds = kinds
@@ -26,6 +30,7 @@ public struct ClaimRequest: Sendable, Equatable {
     self.leaseDuration = leaseDuration
     self.limit = limit
     self.starting = starting ?? limit
+    self.capacity = capacity
   }
 }
 
@@ -76,5 +81,25 @@ public struct JobKindFilter: Sendable, Equatable, CustomStringConvertible {
       if remaining.isEmpty { return false }
       remaining = remaining.dropFirst()
     }
+  }
+}
+
+/// The walk of a claim over jobs in priority order: which of them fit what the worker has free,
+/// and where each goes. Both backends place with it, so a rule means the same on either.
+public struct PlacementWalk: Sendable {
+  /// What is still free; nil when the worker declared nothing.
+  public private(set) var free: HostCapacity?
+
+  public init(free: HostCapacity?) {
+    self.free = free
+  }
+
+  /// Whether a job with `requirements` is taken, and where: `.some(nil)` takes a job that asks
+  /// for nothing; `nil` passes the job over (it does not fit, or the worker declared nothing).
+  public mutating func admit(_ requirements: JobRequirements?) -> JobPlacement?? {
+    guard let requirements else { return .some(nil) }
+    guard let capacity = free, let placement = capacity.placement(for: requirements) else { return nil }
+    free = capacity.subtracting(placement)
+    return .some(placement)
   }
 }

@@ -12,10 +12,15 @@ public struct JobContext: Sendable {
   public var maxAttempts: Int
   /// Where the attempt's output is kept (`nova jobs logs`); nil keeps none.
   public var logStore: (any JobLogStore)?
+  /// The devices, CPUs and memory the attempt holds on its host. On a worker with GPUs every
+  /// job has one (with no GPUs when it asked for none): a program sees exactly its own GPUs.
+  /// Nil on a worker that declared no capacity.
+  public var placement: JobPlacement?
   private let baseLogger: Logger
 
   public init(
-    id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger, logStore: (any JobLogStore)? = nil
+    id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger, logStore: (any JobLogStore)? = nil,
+    placement: JobPlacement? = nil
   ) {
     self.id = id
     self.queue = queue
@@ -23,6 +28,7 @@ public struct JobContext: Sendable {
     self.attempt = attempt
     self.maxAttempts = maxAttempts
     self.logStore = logStore
+    self.placement = placement
     self.baseLogger = logger
   }
 
@@ -63,6 +69,23 @@ public struct JobRegistry: Sendable {
   /// Kinds accepted for submission whose jobs workers elsewhere claim over HTTP.
   private(set) var external: Set<String> = []
   private var externalTimeouts: [String: Duration] = [:]
+  /// What jobs of a kind ask for when they give nothing themselves (`nova-jobs.yaml`).
+  private var requirementDefaults: [String: (resources: JobResources?, constraints: JobConstraints?)] = [:]
+
+  /// Sets what jobs of `kind` ask of their host and where they may run, unless they say otherwise.
+  public mutating func setDefaults(_ kind: String, resources: JobResources?, constraints: JobConstraints?) {
+    if resources == nil && constraints == nil {
+      requirementDefaults[kind] = nil
+    } else {
+      requirementDefaults[kind] = (resources, constraints)
+    }
+  }
+
+  /// `request` with its kind's default resources and constraints where it gives none.
+  public func withDefaults(_ request: JobRequest) -> JobRequest {
+    guard let defaults = requirementDefaults[request.kind] else { return request }
+    return request.withDefaults(resources: defaults.resources, constraints: defaults.constraints)
+  }
 
   public init() {}
 

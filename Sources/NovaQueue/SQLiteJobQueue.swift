@@ -153,12 +153,23 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           BEGIN DELETE FROM nova_job_logs WHERE job_id = OLD.id; END;
           """)
     }
+    migrator.registerMigration("v14-job-placement") { db in
+      // What a job asks of its host (JSON; NULL asks for nothing) and where its attempt was
+      // placed. Claims walk the jobs that ask for something only while some wait: the partial
+      // index finds them without touching the rest.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_jobs ADD COLUMN requirements TEXT;
+          ALTER TABLE nova_jobs ADD COLUMN placement TEXT;
+          CREATE INDEX nova_jobs_placed ON nova_jobs(queue) WHERE state = 'available' AND requirements IS NOT NULL;
+          """)
+    }
   }
 
   // MARK: - Columns
 
   private static let columns =
-    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token"
+    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token, requirements, placement"
 
   private static func job(from row: Row) throws -> Job {
     let stateText: String = row[5]
@@ -171,7 +182,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       idempotencyKey: row[9], createdAt: date(row[10]), updatedAt: date(row[11]),
       startedAt: (row[12] as Int64?).map(date), finishedAt: (row[13] as Int64?).map(date),
       result: row[14], lastError: row[15], leaseOwner: row[16],
-      leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18])
+      leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18],
+      requirements: try (row[19] as String?).map { text throws(NovaError) in try JobRequirements.decoded(text) },
+      placement: try (row[20] as String?).map { text throws(NovaError) in try JobPlacement.decoded(text) })
   }
 
   private static func job(from raw: RawStatement) throws -> Job {
@@ -186,7 +199,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       updatedAt: date(raw.int64(11)), startedAt: raw.optionalInt64(12).map(date),
       finishedAt: raw.optionalInt64(13).map(date), result: raw.optionalData(14),
       lastError: raw.optionalString(15), leaseOwner: raw.optionalString(16),
-      leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18))
+      leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18),
+      requirements: try raw.optionalString(19).map { text throws(NovaError) in try JobRequirements.decoded(text) },
+      placement: try raw.optionalString(20).map { text throws(NovaError) in try JobPlacement.decoded(text) })
   }
 
   private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
@@ -257,7 +272,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try db.cachedStatement(
         sql: """
           INSERT INTO nova_jobs (id, queue, kind, payload, priority, state, run_at, max_attempts,
-            idempotency_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            idempotency_key, created_at, updated_at, requirements) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """), in: db)
     insert.bind(1, id.rawValue)
     insert.bind(2, request.queue)
@@ -270,6 +285,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     insert.bind(9, request.idempotencyKey)
     insert.bind(10, nowMillis)
     insert.bind(11, nowMillis)
+    insert.bind(12, request.requirements?.encoded())
     _ = try insert.run()
     return EnqueueResult(id: id, state: state, existing: false)
   }
@@ -318,53 +334,62 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
       }
       let names = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
-      // How many to take from each queue: one queue takes all; several are merged by priority
-      // first, since `queue IN (...)` would sort every available job of those queues.
-      var counts: [(queue: String, count: Int)] = []
-      if names.count == 1 {
-        counts = [(names[0], limit)]
-      } else {
-        var candidates: [(queue: String, id: String, priority: Int)] = []
-        let select = try db.cachedStatement(
-          sql: """
-            SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause)
-            ORDER BY priority DESC, id LIMIT ?
-            """)
-        for name in names {
-          let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
-          let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
-          while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
-        }
-        candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
-        var perQueue: [String: Int] = [:]
-        for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
-        counts = perQueue.map { ($0.key, $0.value) }
-      }
-      let update = try db.cachedStatement(
-        sql: """
-          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
-            fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
-            started_at = ?3, updated_at = ?3
-          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
-            ORDER BY priority DESC, id LIMIT ?5)
-          RETURNING \(Self.columns)
-          """)
+      // While jobs that ask for something wait in these queues, the claim walks the queues'
+      // first jobs in order and places each that fits; otherwise every job fits any worker.
+      let placedWaiting = try db.cachedStatement(
+        sql: "SELECT 1 FROM nova_jobs WHERE state = 'available' AND requirements IS NOT NULL AND queue = ? LIMIT 1")
       var leases: [JobLease] = []
-      let expiresAt = Self.date(expires)
-      for (name, count) in counts {
-        let raw = RawStatement(update, in: db)
-        raw.bind(1, worker)
-        raw.bind(2, expires)
-        raw.bind(3, now)
-        raw.bind(4, name)
-        raw.bind(5, count)
-        raw.bind(6, starting >= limit ? 1 : 0)
-        for (index, pattern) in patterns.enumerated() { raw.bind(Int32(index + 7), pattern) }
-        while try raw.step() {
-          let job = try Self.job(from: raw)
-          leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
+      if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
+        leases = try Self.claimPlacing(
+          request, queues: names, kinds: patterns, kindClause: candidateKindClause, now: now, expires: expires, db: db)
+      } else {
+        // How many to take from each queue: one queue takes all; several are merged by priority
+        // first, since `queue IN (...)` would sort every available job of those queues.
+        var counts: [(queue: String, count: Int)] = []
+        if names.count == 1 {
+          counts = [(names[0], limit)]
+        } else {
+          var candidates: [(queue: String, id: String, priority: Int)] = []
+          let select = try db.cachedStatement(
+            sql: """
+              SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause)
+              ORDER BY priority DESC, id LIMIT ?
+              """)
+          for name in names {
+            let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
+            let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
+            while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
+          }
+          candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
+          var perQueue: [String: Int] = [:]
+          for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+          counts = perQueue.map { ($0.key, $0.value) }
         }
-        raw.finish()
+        let update = try db.cachedStatement(
+          sql: """
+            UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
+              fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+              started_at = ?3, updated_at = ?3
+            WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
+              ORDER BY priority DESC, id LIMIT ?5)
+            RETURNING \(Self.columns)
+            """)
+        let expiresAt = Self.date(expires)
+        for (name, count) in counts {
+          let raw = RawStatement(update, in: db)
+          raw.bind(1, worker)
+          raw.bind(2, expires)
+          raw.bind(3, now)
+          raw.bind(4, name)
+          raw.bind(5, count)
+          raw.bind(6, starting >= limit ? 1 : 0)
+          for (index, pattern) in patterns.enumerated() { raw.bind(Int32(index + 7), pattern) }
+          while try raw.step() {
+            let job = try Self.job(from: raw)
+            leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
+          }
+          raw.finish()
+        }
       }
       if let journal {
         for lease in leases {
@@ -388,6 +413,60 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       }
       return leases
     }
+  }
+
+  /// How many of each queue's first available jobs a placing claim looks at beyond its limit:
+  /// jobs that fit nowhere near the front do not hide those behind them that fit.
+  public static let placementScan = 500
+
+  /// A claim that places: the queues' first available jobs merged by priority then age, each
+  /// taken when it fits what is still free (jobs that ask for nothing always fit).
+  private static func claimPlacing(
+    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, now: Int64, expires: Int64, db: Database
+  ) throws -> [JobLease] {
+    let select = try db.cachedStatement(
+      sql: """
+        SELECT id, priority, requirements FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
+        ORDER BY priority DESC, id LIMIT ?
+        """)
+    var candidates: [(id: String, priority: Int, requirements: String?)] = []
+    for name in queues {
+      let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [request.limit + placementScan]
+      let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
+      while let row = try rows.next() { candidates.append((row[0], row[1], row[2])) }
+    }
+    candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
+    var walk = PlacementWalk(free: request.capacity)
+    var picked: [(id: String, placement: JobPlacement?)] = []
+    for candidate in candidates {
+      if picked.count >= request.limit { break }
+      let requirements = try candidate.requirements.map { text throws(NovaError) in try JobRequirements.decoded(text) }
+      if let admitted = walk.admit(requirements) { picked.append((candidate.id, admitted)) }
+    }
+    let update = try db.cachedStatement(
+      sql: """
+        UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
+          fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+          started_at = ?3, updated_at = ?3, placement = ?5
+        WHERE id = ?4 AND state = 'available'
+        RETURNING \(columns)
+        """)
+    var leases: [JobLease] = []
+    for (id, placement) in picked {
+      let raw = RawStatement(update, in: db)
+      raw.bind(1, request.worker)
+      raw.bind(2, expires)
+      raw.bind(3, now)
+      raw.bind(4, id)
+      raw.bind(5, placement?.encoded())
+      raw.bind(6, request.starting >= request.limit ? 1 : 0)
+      while try raw.step() {
+        let job = try job(from: raw)
+        leases.append(JobLease(job: job, token: job.fencingToken, worker: request.worker, expiresAt: date(expires)))
+      }
+      raw.finish()
+    }
+    return leases
   }
 
   // MARK: - Leases

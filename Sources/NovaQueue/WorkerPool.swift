@@ -38,12 +38,16 @@ public final class WorkerPool: Service {
     /// (at one job a second, nothing is claimed ahead). A number fixes it; 0 claims only for
     /// free workers.
     public var prefetch: Int?
+    /// What this worker's host offers jobs (its GPUs, CPUs, memory, labels): jobs that ask for
+    /// something are claimed only while they fit what is free of it, each on devices of its
+    /// own. Nil takes only jobs that ask for nothing.
+    public var capacity: HostCapacity?
 
     public init(
       concurrency: Int = 4, queues: [String] = [], workerID: String = WorkerPool.defaultWorkerID(),
       leaseDuration: Duration = .seconds(30), heartbeatInterval: Duration? = nil,
       jobTimeout: Duration = .seconds(300), pollInterval: Duration = .milliseconds(250),
-      shutdownGracePeriod: Duration = .seconds(10), prefetch: Int? = nil
+      shutdownGracePeriod: Duration = .seconds(10), prefetch: Int? = nil, capacity: HostCapacity? = nil
     ) {
       self.concurrency = max(1, concurrency)
       self.queues = queues
@@ -54,6 +58,7 @@ public final class WorkerPool: Service {
       self.pollInterval = pollInterval
       self.shutdownGracePeriod = shutdownGracePeriod
       self.prefetch = prefetch.map { max(0, $0) }
+      self.capacity = capacity
     }
   }
 
@@ -116,6 +121,9 @@ public final class WorkerPool: Service {
     var pausedUntil: Duration?
     /// The next pause, doubled on every unavailable outcome and reset by a recorded one.
     var storeBackoff: Duration = .milliseconds(100)
+    /// What claimed jobs hold of the host, from their claim until their handler has ended (a
+    /// program in its kill grace still holds its GPU).
+    var held: [JobID: JobPlacement] = [:]
 
     var buffered: Int { buffer.count - bufferHead }
 
@@ -262,7 +270,7 @@ public final class WorkerPool: Service {
         // runs it instead of failing here.
         let request = ClaimRequest(
           queues: configuration.queues, kinds: registry.kinds, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots)
+          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots, capacity: freeCapacity())
         leases = try await bounded { try await queue.claim(request) }
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
@@ -276,12 +284,19 @@ public final class WorkerPool: Service {
       let now = clock.uptime()
       let stopping = state.withLock { state -> Bool in
         state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
+        for lease in leases { if let placement = lease.job.placement { state.held[lease.id] = placement } }
         return state.stopping
       }
       dispatchWake.signal()
       if stopping { break }
     }
     await releaseBuffered()
+  }
+
+  /// What the host has that no claimed job holds.
+  private func freeCapacity() -> HostCapacity? {
+    guard let capacity = configuration.capacity else { return nil }
+    return state.withLock { state in state.held.values.reduce(capacity) { $0.subtracting($1) } }
   }
 
   /// Gives the jobs claimed ahead back in one call, bounded: with the store down, a stopping
@@ -355,9 +370,13 @@ public final class WorkerPool: Service {
     var currentLease = lease
     var ranFor = configuration.jobTimeout
     if let entry = registry.current.entry(for: job.kind) {
+      // On a host with GPUs, a job that asked for none gets none: it must not use another's.
+      let placement =
+        job.placement
+        ?? configuration.capacity.flatMap { $0.gpus.isEmpty ? nil : JobPlacement(host: $0.host, gpus: [], cpus: 0, memory_mib: 0) }
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
-        logger: logger, logStore: queue.logStore)
+        logger: logger, logStore: queue.logStore, placement: placement)
       let payload = job.payload
       let run = entry.run
       // The handler runs in its own task; the pool waits on the gate, which a stop (timeout,
@@ -406,6 +425,7 @@ public final class WorkerPool: Service {
       (reason, currentLease, ranFor) = state.withLock { state -> (StopReason?, JobLease, Duration) in
         state.running -= 1
         state.finishedSinceTick += 1
+        state.held[job.id] = nil
         let entry = state.inFlight.removeValue(forKey: job.id)
         return (entry?.stopReason, entry?.lease ?? lease, entry?.timeout ?? timeout)
       }
@@ -413,7 +433,10 @@ public final class WorkerPool: Service {
       outcome = .failure(NonRetryableJobError("no handler for job kind '\(job.kind)'"))
       reason = .noHandler
       ranFor = configuration.jobTimeout
-      state.withLock { $0.running -= 1 }
+      state.withLock { state in
+        state.running -= 1
+        state.held[job.id] = nil
+      }
     }
     if reason == nil, case .success(let result) = outcome {
       state.withLock { $0.completions.append(JobCompletion(lease: currentLease, result: result)) }

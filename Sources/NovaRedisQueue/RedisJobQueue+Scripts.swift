@@ -48,10 +48,16 @@ enum RedisQueueScripts {
     local function counted(tally)
       for kind, n in pairs(tally) do count(kind, n) end
     end
+    -- `needs`: available jobs that ask for something (resources or constraints); while there
+    -- are none, a claim takes the first jobs without looking at them. Never below zero.
+    local function needs(n)
+      if redis.call('INCRBY', p .. 'needs', n) < 0 then redis.call('SET', p .. 'needs', '0') end
+    end
     local function move(id, from, to, now, event, detail)
       if from == 'available' or to == 'available' then
-        local kind = redis.call('HGET', p .. 'job:' .. id, 'kind')
-        if kind then count(kind, to == 'available' and 1 or -1) end
+        local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'req')
+        if f[1] then count(f[1], to == 'available' and 1 or -1) end
+        if f[2] and f[2] ~= '' then needs(to == 'available' and 1 or -1) end
       end
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
       if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
@@ -74,7 +80,8 @@ enum RedisQueueScripts {
     """
 
   /// KEYS[2]: the queue registry; KEYS[3]: the counter of enqueues that made jobs available. ARGV: now ('' for Redis's clock), count, then per job: id, kind, payload, priority,
-  /// score (−priority), delay in ms (0 runs at once), max_attempts, idempotency key ('' for none).
+  /// score (−priority), delay in ms (0 runs at once), max_attempts, idempotency key ('' for none),
+  /// requirements (JSON, '' for none).
   /// Returns per job: id, state, existing (1/0). A job id seen before is this same call retried
   /// after a lost reply: it reports the job as new, as the first answer would have. When an
   /// idempotency key was used for a job of another kind or payload, writes nothing and returns
@@ -90,12 +97,12 @@ enum RedisQueueScripts {
       -- An idempotency key used before for a job of another kind or payload: nothing is
       -- written and the caller is told which job holds the key (409).
       for j = 0, n - 1 do
-        local idem = ARGV[3 + j * 8 + 7]
+        local idem = ARGV[3 + j * 9 + 7]
         if idem ~= '' then
           local held = redis.call('HGET', p .. 'idem', idem)
           if held then
             local was = redis.call('HMGET', p .. 'job:' .. held, 'kind', 'payload')
-            if was[1] and (was[1] ~= ARGV[3 + j * 8 + 1] or was[2] ~= ARGV[3 + j * 8 + 2]) then
+            if was[1] and (was[1] ~= ARGV[3 + j * 9 + 1] or was[2] ~= ARGV[3 + j * 9 + 2]) then
               return {held, 'conflict', 2, idem}
             end
           end
@@ -105,10 +112,10 @@ enum RedisQueueScripts {
       local tally = {}
       for _ = 1, n do
         local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-        local delay, maxa, idem = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+        local delay, maxa, idem, req = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
         local runat = plus(now, delay)
         local state = tonumber(delay) > 0 and 'scheduled' or 'available'
-        i = i + 8
+        i = i + 9
         local existing = false
         if idem ~= '' then existing = redis.call('HGET', p .. 'idem', idem) end
         if not existing and redis.call('EXISTS', p .. 'job:' .. id) == 1 then existing = id end
@@ -125,9 +132,11 @@ enum RedisQueueScripts {
             redis.call('HSET', k, 'idem', idem)
             redis.call('HSET', p .. 'idem', idem, id)
           end
+          if req ~= '' then redis.call('HSET', k, 'req', req) end
           if state == 'available' then
             redis.call('ZADD', p .. 'available', score, id)
             tally[kind] = (tally[kind] or 0) + 1
+            if req ~= '' then needs(1) end
           else
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
@@ -144,17 +153,12 @@ enum RedisQueueScripts {
       return out
       """)
 
-  /// ARGV: now ('' for Redis's clock), limit, worker, lease in ms, how many of the claimed start at once, the claim's id
-  /// (chosen by the client), the number of kind patterns, then the patterns (anchored Lua
-  /// patterns; none takes every kind). Promotes due delayed jobs, then leases up to `limit`
-  /// available ones of those kinds. Jobs of other kinds are passed over: the scan looks at up to
-  /// `kindScanLimit` of the queue's first available jobs per claim.
-  /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
-  /// position: cheaper to make and to parse than HGETALL's names and values).
-  ///
-  /// The same claim id again (the client retrying after a lost reply) returns the batch that id
-  /// leased, minus jobs no longer held by it, instead of leasing another batch nobody holds.
-  static let claim = RedisScript(
+  /// What both claim scripts share. ARGV: now ('' for Redis's clock), limit, worker, lease in
+  /// ms, how many of the claimed start at once, the claim's id (chosen by the client). The same
+  /// claim id again (the client retrying after a lost reply) returns the batch that id leased,
+  /// minus jobs no longer held by it, instead of leasing another batch nobody holds. `take`
+  /// leases one job (already out of the `available` set) and adds its `claimFields` to `out`.
+  private static let claimHead =
     helpers + """
       local now, limit, worker = clock(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
       local expires = plus(now, ARGV[4])
@@ -171,71 +175,145 @@ enum RedisQueueScripts {
             local k = p .. 'job:' .. id
             local f = redis.call('HMGET', k, 'state', 'token')
             if f[1] == 'running' and f[2] == token then
-              out[#out + 1] = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
-                'max_attempts', 'idem', 'created_at', 'token', 'started')
+              out[#out + 1] = redis.call('HMGET', k, \(claimFieldList))
             end
           end
         end
         return out
       end
-      promote(now)
       local out = {now, expires}
-      if limit <= 0 then return out end
       local record = {now, expires}
       local tally = {}
-      local nk = tonumber(ARGV[7])
-      local popped
-      if nk == 0 then
-        popped = redis.call('ZPOPMIN', p .. 'available', limit)
-      else
-        popped = {}
-        local offset = 0
-        while #popped < limit * 2 and offset < \(kindScanLimit) do
-          local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499, 'WITHSCORES')
-          if #window == 0 then break end
-          for j = 1, #window, 2 do
-            local kind = redis.call('HGET', p .. 'job:' .. window[j], 'kind')
-            local wanted = false
-            for q = 1, nk do
-              if kind and string.find(kind, ARGV[7 + q]) then wanted = true break end
-            end
-            if wanted then
-              popped[#popped + 1] = window[j]
-              popped[#popped + 1] = window[j + 1]
-              if #popped >= limit * 2 then break end
-            end
-          end
-          offset = offset + 500
-        end
-        for j = 1, #popped, 2 do redis.call('ZREM', p .. 'available', popped[j]) end
-      end
-      for j = 1, #popped, 2 do
-        local id = popped[j]
+      local function take(id, placement)
         local k = p .. 'job:' .. id
         redis.call('HINCRBY', k, 'token', 1)
         redis.call('HINCRBY', k, 'attempts', 1)
         redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
-          'started_at', now, 'updated_at', now, 'started', ((j + 1) / 2 <= starting) and '1' or '0')
+          'started_at', now, 'updated_at', now, 'started', (#out - 1 <= starting) and '1' or '0')
+        if placement ~= '' then redis.call('HSET', k, 'placement', placement) end
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
         audit('claimed', id, 'available', 'running', now, worker)
-        local fields = redis.call('HMGET', k, 'id', 'kind', 'payload', 'priority', 'run_at', 'attempts',
-          'max_attempts', 'idem', 'created_at', 'token', 'started')
+        local fields = redis.call('HMGET', k, \(claimFieldList))
         record[#record + 1] = id .. ':' .. fields[10]
         tally[fields[2]] = (tally[fields[2]] or 0) - 1
+        if fields[12] and fields[12] ~= '' then needs(-1) end
         out[#out + 1] = fields
       end
-      counted(tally)
-      -- Kept for as long as the leases: a retry after that finds nothing to return.
-      if #record > 2 then redis.call('SET', ck, table.concat(record, ' '), 'PX', math.max(tonumber(ARGV[4]), 1000)) end
-      return out
+      local function finish()
+        counted(tally)
+        -- Kept for as long as the leases: a retry after that finds nothing to return.
+        if #record > 2 then redis.call('SET', ck, table.concat(record, ' '), 'PX', math.max(tonumber(ARGV[4]), 1000)) end
+        return out
+      end
+
+      """
+
+  /// ARGV: those of `claimHead`, then the number of kind patterns, the patterns (anchored Lua
+  /// patterns; none takes every kind), and '1' when the worker sent its free capacity (it can
+  /// place jobs that ask for something). Promotes due delayed jobs, then leases up to `limit`
+  /// available jobs of those kinds that ask for nothing. Jobs of other kinds, and jobs that ask
+  /// for something, are passed over: the scan looks at up to `kindScanLimit` of the queue's
+  /// first available jobs per claim.
+  /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
+  /// position: cheaper to make and to parse than HGETALL's names and values). When jobs that ask
+  /// for something wait and the worker can place, leases nothing and returns 'place', then the
+  /// first available jobs of its kinds as id and requirements ('' for none), in order, for
+  /// `claimPlaced`.
+  static let claim = RedisScript(
+    claimHead + """
+      promote(now)
+      if limit <= 0 then return out end
+      local nk = tonumber(ARGV[7])
+      local placing = ARGV[8 + nk] == '1'
+      local waiting = tonumber(redis.call('GET', p .. 'needs') or '0') > 0
+      local function wanted(id)
+        if nk == 0 then return true end
+        local kind = redis.call('HGET', p .. 'job:' .. id, 'kind')
+        for q = 1, nk do
+          if kind and string.find(kind, ARGV[7 + q]) then return true end
+        end
+        return false
+      end
+      if waiting and placing then
+        local list = {'place'}
+        local offset = 0
+        while #list - 1 < (limit + \(placementScan)) * 2 and offset < \(kindScanLimit) do
+          local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499)
+          if #window == 0 then break end
+          for j = 1, #window do
+            if wanted(window[j]) then
+              list[#list + 1] = window[j]
+              list[#list + 1] = redis.call('HGET', p .. 'job:' .. window[j], 'req') or ''
+            end
+          end
+          offset = offset + 500
+        end
+        return list
+      end
+      local picked = {}
+      if nk == 0 and not waiting then
+        local popped = redis.call('ZPOPMIN', p .. 'available', limit)
+        for j = 1, #popped, 2 do
+          local req = redis.call('HGET', p .. 'job:' .. popped[j], 'req')
+          if req and req ~= '' then
+            -- The count was off (a key changed by hand): the job goes back and is counted.
+            redis.call('ZADD', p .. 'available', popped[j + 1], popped[j])
+            needs(1)
+          else
+            picked[#picked + 1] = popped[j]
+          end
+        end
+      else
+        local offset = 0
+        while #picked < limit and offset < \(kindScanLimit) do
+          local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499)
+          if #window == 0 then break end
+          for j = 1, #window do
+            local id = window[j]
+            if wanted(id) then
+              local req = waiting and redis.call('HGET', p .. 'job:' .. id, 'req') or ''
+              if not req or req == '' then
+                picked[#picked + 1] = id
+                if #picked >= limit then break end
+              end
+            end
+          end
+          offset = offset + 500
+        end
+        for j = 1, #picked do redis.call('ZREM', p .. 'available', picked[j]) end
+      end
+      for j = 1, #picked do take(picked[j], '') end
+      return finish()
       """)
+
+  /// ARGV: those of `claimHead`, then the number of jobs, then per job its id and placement
+  /// (JSON, '' for a job that asks for nothing), as the worker's side placed them from what
+  /// `claim` listed. Leases each that is still available; returns as `claim` does.
+  static let claimPlaced = RedisScript(
+    claimHead + """
+      local n = tonumber(ARGV[7])
+      for j = 0, n - 1 do
+        local id = ARGV[8 + j * 2]
+        if redis.call('ZREM', p .. 'available', id) == 1 then take(id, ARGV[9 + j * 2]) end
+      end
+      return finish()
+      """)
+
+  /// How many jobs beyond its limit a placing claim looks at: jobs that fit nowhere near the
+  /// front do not hide those behind them that fit.
+  static let placementScan = 500
 
   /// How many of a queue's first available jobs a claim with a kind filter looks at.
   static let kindScanLimit = 10_000
 
   /// The fields a claim returns, in order.
-  static let claimFields = ["id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started"]
+  static let claimFields = [
+    "id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started", "req", "placement",
+  ]
+
+  /// `claimFields` as HMGET's arguments in Lua.
+  static let claimFieldList = claimFields.map { "'\($0)'" }.joined(separator: ", ")
 
   /// ARGV: now ('' for Redis's clock), count, then per job: id, token, result ('' for none, else '=' .. json).
   /// Returns 1 per job recorded (or already recorded with the same token), 0 when the lease was lost.

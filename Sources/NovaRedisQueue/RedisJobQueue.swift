@@ -128,7 +128,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       createdAt: date(int("created_at") ?? 0), updatedAt: date(int("updated_at") ?? 0),
       startedAt: int("started_at").map(date), finishedAt: int("finished_at").map(date), result: bytes("result"),
       lastError: text("last_error"), leaseOwner: text("lease_owner"),
-      leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0)
+      leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0,
+      requirements: try text("req").flatMap { $0.isEmpty ? nil : try JobRequirements.decoded($0) },
+      placement: try text("placement").flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) })
   }
 
   /// A lease from a claim's reply (the fields of `RedisQueueScripts.claimFields`, by position).
@@ -142,7 +144,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       id: JobID(id), queue: queue, kind: kind, payload: payload, priority: Int(f[3].int ?? 0), state: .running,
       runAt: date(f[4].int ?? now), attempts: Int(f[5].int ?? 1), maxAttempts: Int(f[6].int ?? 1),
       idempotencyKey: f[7].string, createdAt: date(f[8].int ?? now), updatedAt: date(now), startedAt: date(now),
-      leaseOwner: worker, leaseExpiresAt: date(expires), fencingToken: token)
+      leaseOwner: worker, leaseExpiresAt: date(expires), fencingToken: token,
+      requirements: try f[11].string.flatMap { $0.isEmpty ? nil : try JobRequirements.decoded($0) },
+      placement: try f[12].string.flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) })
     return JobLease(job: job, token: token, worker: worker, expiresAt: date(expires), started: f[10].string != "0")
   }
 
@@ -179,7 +183,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     let byQueue = Dictionary(grouping: requests.indices, by: { requests[$0].queue })
     for (queue, indices) in byQueue.sorted(by: { $0.key < $1.key }) {
       var arguments: [RESPArgument] = [scriptNow, .int(indices.count)]
-      arguments.reserveCapacity(2 + indices.count * 8)
+      arguments.reserveCapacity(2 + indices.count * 9)
       for index in indices {
         let request = requests[index]
         // A delay rather than an instant: the script adds it to its own clock.
@@ -187,7 +191,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
         arguments += [
           .string(ids.next(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
           .int(request.priority), .int(-request.priority), .int(delay), .int(request.maxAttempts),
-          .string(request.idempotencyKey ?? ""),
+          .string(request.idempotencyKey ?? ""), .string(request.requirements?.encoded() ?? ""),
         ]
       }
       let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey, enqueuedKey])
@@ -247,11 +251,27 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     let claimID = UUID().uuidString
     var leases: [JobLease] = []
     var toStart = starting
+    // What is still free as jobs are placed, over every queue of this claim.
+    var walk = PlacementWalk(free: request.capacity)
+    let placing: RESPArgument = request.capacity == nil ? "0" : "1"
     func claim(_ queue: String, count: Int, starting: Int, round: Int) async throws {
-      let reply = try await run(
-        RedisQueueScripts.claim, queue: queue,
-        [scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)")]
-          + kindArguments)
+      let head: [RESPArgument] = [
+        scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)"),
+      ]
+      var reply = try await run(RedisQueueScripts.claim, queue: queue, head + kindArguments + [placing])
+      if let items = reply.elements, items.first?.string == "place" {
+        // Jobs that ask for something wait: the script listed the queue's first jobs, placed
+        // here in order on what is free, and the picked ones are leased if still available.
+        var picked: [RESPArgument] = []
+        for index in stride(from: 1, to: items.count - 1, by: 2) where picked.count < count * 2 {
+          guard let id = items[index].string else { continue }
+          let text = items[index + 1].string ?? ""
+          let requirements = text.isEmpty ? nil : try JobRequirements.decoded(text)
+          guard let admitted = walk.admit(requirements) else { continue }
+          picked += [.string(id), .string(admitted?.encoded() ?? "")]
+        }
+        reply = try await run(RedisQueueScripts.claimPlaced, queue: queue, head + [.int(picked.count / 2)] + picked)
+      }
       guard let items = reply.elements, items.count >= 2, let now = items[0].int, let expires = items[1].int else {
         throw RedisStoreBoundary.badReply("claim returned \(reply)")
       }

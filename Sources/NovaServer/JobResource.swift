@@ -22,6 +22,12 @@ public struct JobResource: Codable, Sendable, Equatable {
   public var last_error: String?
   public var lease_owner: String?
   public var lease_expires_at: String?
+  /// What the job asks of its host (absent when nothing).
+  public var resources: JobResources?
+  /// Where the job may run (absent when anywhere).
+  public var constraints: JobConstraints?
+  /// Where its current or last attempt was placed: host, GPUs, CPUs, memory.
+  public var placement: JobPlacement?
 
   public init(_ job: Job) {
     id = job.id.rawValue
@@ -42,6 +48,9 @@ public struct JobResource: Codable, Sendable, Equatable {
     last_error = job.lastError
     lease_owner = job.leaseOwner
     lease_expires_at = job.leaseExpiresAt.map(Self.timestamp)
+    resources = job.requirements.map(\.resources)
+    constraints = job.requirements.map(\.constraints)
+    placement = job.placement
   }
 
   /// RFC 3339 with milliseconds, UTC.

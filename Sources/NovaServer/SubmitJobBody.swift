@@ -4,7 +4,7 @@ import NovaCore
 /// The body of `POST /v1/jobs`: only `kind` is required.
 public struct SubmitJobBody: Sendable {
   public static let fields: Set<String> = [
-    "kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key",
+    "kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key", "resources", "constraints",
   ]
 
   public var request: JobRequest
@@ -103,6 +103,8 @@ public struct SubmitJobBody: Sendable {
       default: throw .malformedInput(field: "idempotency_key", message: "must be a string")
       }
     }
+    if let resources = object["resources"] { request.resources = try JobResources(json: resources) }
+    if let constraints = object["constraints"] { request.constraints = try JobConstraints(json: constraints) }
     try request.validate(maxPayloadBytes: maxPayloadBytes)
     return SubmitJobBody(request: request)
   }

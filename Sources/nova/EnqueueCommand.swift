@@ -39,6 +39,23 @@ struct EnqueueCommand: AsyncParsableCommand {
   @Option(help: ArgumentHelp("Enqueue this many copies (for load tests); prints a summary instead of ids.", valueName: "n"))
   var count: Int = 1
 
+  @Option(help: ArgumentHelp("GPUs the job needs, all on one host.", valueName: "n"))
+  var gpus: Int?
+
+  @Option(name: .long, help: ArgumentHelp("Memory each of its GPUs must have (40G, 512M, or MiB).", valueName: "size"))
+  var gpuMemory: String?
+
+  @Option(help: ArgumentHelp("CPUs the job needs.", valueName: "n"))
+  var cpus: Int?
+
+  @Option(help: ArgumentHelp("Memory the job needs (16G, 512M, or MiB).", valueName: "size"))
+  var memory: String?
+
+  @Option(
+    name: .customLong("constraint"),
+    help: ArgumentHelp("Where the job may run: gpu_model=GLOB, host=GLOB or label.KEY=VALUE (repeatable).", valueName: "key=value"))
+  var constraints: [String] = []
+
   func run() async throws {
     guard delay >= 0, delay <= 366 * 86400 else {
       throw NovaError.invalidInput(field: "--delay", message: "\(delay) is out of range 0...31622400")
@@ -53,10 +70,13 @@ struct EnqueueCommand: AsyncParsableCommand {
     guard case .object = parsed else {
       throw NovaError.invalidInput(field: "--payload", message: "must be a JSON object")
     }
-    let request = JobRequest(
+    var request = JobRequest(
       kind: kind, payload: payloadData, queue: queue, priority: priority,
       runAt: delay > 0 ? Date().addingTimeInterval(delay) : nil, maxAttempts: maxAttempts,
       idempotencyKey: idempotencyKey)
+    let requested = try JobRequirementFlags(gpus: gpus, gpuMemory: gpuMemory, cpus: cpus, memory: memory, constraints: constraints)
+    request.resources = requested.resources
+    request.constraints = requested.constraints
     try request.validate(maxPayloadBytes: 1 << 20)
     guard (1...100_000_000).contains(count) else {
       throw NovaError.invalidInput(field: "--count", message: "\(count) is out of range 1...100000000")
@@ -69,6 +89,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     let jobs = try application.jobs()
     if count > 1 {
       // One decision for all copies, then batches straight to the queue.
+      let request = jobs.registry.withDefaults(request)
       try jobs.registry.validate(kind: request.kind, payload: request.payload)
       try await jobs.authorize(.localUser, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": kind]))
       try await enqueueCopies(of: request, into: jobs.queue)

@@ -5,6 +5,7 @@ import Metrics
 import NovaAlerting
 import NovaApplication
 import NovaCore
+import NovaMonitoring
 import NovaPolicy
 import NovaQueue
 import NovaRedisQueue
@@ -110,9 +111,17 @@ struct ServeCommand: AsyncParsableCommand {
 
   private func serve(_ application: NovaApplication, lock: RedisServeLock?, logger: Logger) async throws {
     let security = application.security
+    var poolConfiguration = try pool.configuration()
+    if pool.workers > 0 {
+      // The built-in pool places jobs on this host's GPUs, CPUs and memory as `nova worker` does.
+      let detected = await HostCapacity.detect()
+      poolConfiguration.capacity = detected.capacity
+      logger.info(
+        "host capacity", metadata: ["gpus": "\(detected.capacity.gpus.count)", "gpu_detection": "\(detected.gpuProblem ?? "ok")"])
+    }
     let configuration = NovaServer.Configuration(
       host: host, port: port, workers: pool.workers, maxPayloadBytes: maxPayloadBytes,
-      pool: try pool.configuration(), metricsInterval: .seconds(fractional: collectSeconds),
+      pool: poolConfiguration, metricsInterval: .seconds(fractional: collectSeconds),
       retention: retentionHours > 0 ? .seconds(fractional: retentionHours * 3600) : nil, metricsOpen: metricsOpen,
       checkpointInterval: .seconds(fractional: checkpointSeconds))
     // The configuration a server ran with is part of the record.

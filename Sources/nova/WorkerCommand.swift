@@ -56,7 +56,8 @@ struct WorkerCommand: AsyncParsableCommand {
         "gpus": "\(capacity.gpus.map { "\($0.index):\($0.model)" })", "cpus": "\(capacity.cpus)", "memory_mib": "\(capacity.memory_mib)",
         "labels": "\(capacity.labels)", "gpu_detection": "\(detected.gpuProblem ?? "ok")",
       ])
-    let configuration = try pool.configuration()
+    var configuration = try pool.configuration()
+    configuration.capacity = capacity
     let settings = try store.settings()
     let registry = LiveJobRegistry(try NovaApplication.jobRegistry(settings))
     let workers = WorkerPool(queue: queue, registry: registry, configuration: configuration, logger: logger)

@@ -1,5 +1,4 @@
 import Foundation
-import NovaCore
 
 /// What a worker's host offers jobs: its GPUs (each by index, UUID, model and memory), CPUs,
 /// memory and labels. Detected at start (`detect`), then narrowed by the operator
@@ -37,65 +36,6 @@ public struct HostCapacity: Codable, Sendable, Equatable {
     self.cpus = cpus
     self.memory_mib = memory_mib
     self.labels = labels
-  }
-
-  /// The fields `nvidia-smi --query-gpu` is asked for, in order.
-  public static let query = "index,uuid,name,memory.total"
-
-  /// Detects this host: GPUs from `nvidia-smi` when it is on `PATH` (none otherwise, or when it
-  /// fails: the reason comes back), the CPUs this process may run on, and the memory it may use.
-  public static func detect(environment: [String: String] = ProcessInfo.processInfo.environment) async -> (
-    capacity: HostCapacity, gpuProblem: String?
-  ) {
-    let memory = hostMemoryMiB()
-    var gpus: [GPU] = []
-    var problem: String?
-    if let binary = GPUProbe.locate("nvidia-smi", path: environment["PATH"] ?? "/usr/bin:/bin") {
-      switch await ProbeProgram.run(binary, ["--query-gpu=\(query)", "--format=csv,noheader,nounits"], timeout: .seconds(20)) {
-      case .finished(0, let output):
-        do {
-          gpus = try parse(output, hostMemoryMiB: memory)
-        } catch {
-          problem = "\(error)"
-        }
-      case .finished(let status, _): problem = "nvidia-smi exited with \(status)"
-      case .timedOut: problem = "nvidia-smi did not answer within 20 s"
-      case .missing: problem = "nvidia-smi is not on PATH"
-      case .failed(let reason): problem = "cannot run nvidia-smi: \(reason)"
-      }
-    } else {
-      problem = "nvidia-smi is not on PATH"
-    }
-    let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
-    return (HostCapacity(host: host, gpus: gpus, cpus: ProcessInfo.processInfo.activeProcessorCount, memory_mib: memory), problem)
-  }
-
-  /// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits`.
-  /// A memory that reads `[N/A]` (a unified-memory GPU) counts `hostMemoryMiB`.
-  public static func parse(_ output: String, hostMemoryMiB: Int) throws(NovaError) -> [GPU] {
-    var gpus: [GPU] = []
-    for (number, line) in output.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-      let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-      guard fields.count == 4, let index = Int(fields[0]), index >= 0, !fields[1].isEmpty else {
-        throw .malformedInput(field: "nvidia-smi line \(number + 1)", message: "expected index, uuid, name, memory: '\(line)'")
-      }
-      let unified = fields[3] == "[N/A]" || fields[3] == "[Not Supported]"
-      guard let memory = unified ? hostMemoryMiB : Int(fields[3]), memory >= 0 else {
-        throw .malformedInput(field: "nvidia-smi line \(number + 1)", message: "memory '\(fields[3])' is not a number of MiB")
-      }
-      gpus.append(GPU(index: index, uuid: fields[1], model: fields[2], memory_mib: memory, unified_memory: unified))
-    }
-    return gpus
-  }
-
-  /// The memory this process may use, in MiB: the host's, or its cgroup's limit when lower.
-  static func hostMemoryMiB() -> Int {
-    let total = HostFacts.memoryKiB() / 1024
-    let limit = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"].lazy
-      .compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }
-      .compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.first.map { $0 / (1 << 20) }
-    guard let limit, limit > 0 else { return total }
-    return min(total, limit)
   }
 
   /// What the operator says of a host, over what was detected.
@@ -189,7 +129,7 @@ public struct HostCapacity: Codable, Sendable, Equatable {
     return Int(mebibytes.rounded())
   }
 
-  static func isLabelKey(_ key: Substring) -> Bool {
+  package static func isLabelKey(_ key: Substring) -> Bool {
     !key.isEmpty && key.count <= 63
       && key.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || [45, 46, 47, 95].contains($0) }
   }
@@ -230,5 +170,105 @@ extension HostCapacity {
       return .unfit("needs \(resources.memory_mib) MiB of memory; \(memory_mib) free on \(host)")
     }
     return .fits(gpus: assigned)
+  }
+}
+
+extension HostCapacity {
+  /// What is left of this capacity once `placement` holds its part (its GPUs, CPUs and memory).
+  public func subtracting(_ placement: JobPlacement) -> HostCapacity {
+    var left = self
+    let taken = Set(placement.gpus.map(\.index))
+    left.gpus.removeAll { taken.contains($0.index) }
+    left.cpus = max(0, cpus - placement.cpus)
+    left.memory_mib = max(0, memory_mib - placement.memory_mib)
+    return left
+  }
+
+  /// Where a job with `requirements` goes on this (free) capacity: `nil` when it does not fit.
+  public func placement(for requirements: JobRequirements) -> JobPlacement? {
+    guard case .fits(let gpus) = place(requirements.resources, requirements.constraints) else { return nil }
+    return JobPlacement(
+      host: host, gpus: gpus.map { JobPlacement.Device(index: $0.index, uuid: $0.uuid) }, cpus: requirements.resources.cpus,
+      memory_mib: requirements.resources.memory_mib)
+  }
+}
+
+extension HostCapacity {
+  /// Reads a capacity a worker sends with its claim (`{"host", "gpus": [{"index", "uuid",
+  /// "model", "memory_mib", "unified_memory"}], "cpus", "memory_mib", "labels"}`) strictly: an
+  /// unknown field, a wrong type or an absurd value is an error naming it (`capacity.gpus[1].uuid`).
+  public init(json value: JSONValue, field: String = "capacity") throws(NovaError) {
+    guard case .object(let fields) = value else { throw .invalidInput(field: field, message: "must be an object") }
+    let known = ["host", "gpus", "cpus", "memory_mib", "labels"]
+    for key in fields.keys.sorted() where !known.contains(key) {
+      throw .invalidInput(field: "\(field).\(key)", message: "unknown; expected one of \(known.sorted().joined(separator: ", "))")
+    }
+    func text(_ value: JSONValue?, _ name: String, required: Bool = true) throws(NovaError) -> String? {
+      guard let value else {
+        if required { throw .invalidInput(field: name, message: "is required") }
+        return nil
+      }
+      guard case .string(let text) = value, !text.isEmpty, text.utf8.count <= 200, !text.contains(where: \.isNewline) else {
+        throw .invalidInput(field: name, message: "must be a string of 1 to 200 characters on one line")
+      }
+      return text
+    }
+    func whole(_ value: JSONValue?, _ name: String, _ range: ClosedRange<Int>) throws(NovaError) -> Int {
+      guard let value else { return 0 }
+      let number: Int
+      switch value {
+      case .int(let raw) where raw >= Int64(Int.min) && raw <= Int64(Int.max): number = Int(raw)
+      case .double(let raw) where raw == raw.rounded() && abs(raw) < 1e15: number = Int(raw)
+      default: throw .invalidInput(field: name, message: "must be a whole number")
+      }
+      guard range.contains(number) else {
+        throw .invalidInput(field: name, message: "\(number) is out of range \(range.lowerBound)...\(range.upperBound)")
+      }
+      return number
+    }
+    let host = try text(fields["host"], "\(field).host") ?? ""
+    var gpus: [GPU] = []
+    if let raw = fields["gpus"] {
+      guard case .array(let entries) = raw, entries.count <= 256 else {
+        throw .invalidInput(field: "\(field).gpus", message: "must be a list of at most 256 GPUs")
+      }
+      for (position, entry) in entries.enumerated() {
+        let path = "\(field).gpus[\(position)]"
+        guard case .object(let gpu) = entry else { throw .invalidInput(field: path, message: "must be an object") }
+        let gpuKeys = ["index", "uuid", "model", "memory_mib", "unified_memory"]
+        for key in gpu.keys.sorted() where !gpuKeys.contains(key) {
+          throw .invalidInput(field: "\(path).\(key)", message: "unknown; expected one of \(gpuKeys.sorted().joined(separator: ", "))")
+        }
+        guard gpu["index"] != nil else { throw .invalidInput(field: "\(path).index", message: "is required") }
+        let index = try whole(gpu["index"], "\(path).index", 0...1023)
+        guard !gpus.contains(where: { $0.index == index }) else {
+          throw .invalidInput(field: "\(path).index", message: "GPU \(index) is listed twice")
+        }
+        var unified = false
+        if let flag = gpu["unified_memory"] {
+          guard case .bool(let value) = flag else { throw .invalidInput(field: "\(path).unified_memory", message: "must be true or false") }
+          unified = value
+        }
+        gpus.append(
+          GPU(
+            index: index, uuid: try text(gpu["uuid"], "\(path).uuid") ?? "", model: try text(gpu["model"], "\(path).model") ?? "",
+            memory_mib: try whole(gpu["memory_mib"], "\(path).memory_mib", 0...(16 << 20)), unified_memory: unified))
+      }
+    }
+    var labels: [String: String] = [:]
+    if let raw = fields["labels"] {
+      guard case .object(let entries) = raw, entries.count <= 64 else {
+        throw .invalidInput(field: "\(field).labels", message: "must be an object of at most 64 labels")
+      }
+      for (key, entry) in entries.sorted(by: { $0.key < $1.key }) {
+        guard Self.isLabelKey(key[...]) else {
+          throw .invalidInput(field: "\(field).labels", message: "'\(key.prefix(80))' is not a label key (letters, digits, '.', '-', '_', '/')")
+        }
+        labels[key] = try text(entry, "\(field).labels.\(key)")
+      }
+    }
+    self.init(
+      host: host, gpus: gpus, cpus: try whole(fields["cpus"], "\(field).cpus", 0...4096),
+      memory_mib: try whole(fields["memory_mib"], "\(field).memory_mib", 0...(64 << 20)), labels: labels)
   }
 }
