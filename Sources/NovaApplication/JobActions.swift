@@ -149,6 +149,12 @@ public struct JobActions: Sendable {
     return try await queue.stats()
   }
 
+  /// The worker registry: every worker live or lapsed within `WorkerPresence.retention`.
+  public func workers(by caller: Caller?) async throws -> [WorkerPresence] {
+    try await authorize(caller, "read", PolicyResource(kind: "queue"))
+    return try await queue.workers()
+  }
+
   private func act(_ action: String, _ id: JobID, by caller: Caller?, _ body: () async throws -> Job) async throws -> Job {
     if policy != nil, caller != nil {
       guard let job = try await queue.get(id) else { throw NovaError.jobNotFound(id) }

@@ -85,7 +85,7 @@ public final class WorkerActions: Sendable {
   let clock: any NovaClock
   let seal: LeaseSeal
   /// Workers announced, by name: the token that announced them and when.
-  private let announced = Mutex<[String: (holder: String, time: Date)]>([:])
+  private let announced = Mutex<[String: (holder: String, time: Date, first: Date)]>([:])
   /// Claims waiting now, by token.
   private let waiting = Mutex<[String: Int]>([:])
   public let limits: Limits
@@ -336,21 +336,25 @@ public final class WorkerActions: Sendable {
   private func announce(_ claim: WorkerClaim, holder: String) async throws {
     let now = clock.now()
     let limit = limits.presencesPerToken
-    let due = try announced.withLock { announced throws(Refusal) -> Bool in
-      if let last = announced[claim.worker], now.timeIntervalSince(last.time) < 10 { return false }
+    let first = try announced.withLock { announced throws(Refusal) -> Date? in
+      // A worker whose free capacity changed is announced again at once: the registry shows
+      // what it has free.
+      if let last = announced[claim.worker], now.timeIntervalSince(last.time) < 10, claim.capacity == nil { return nil }
       if announced[claim.worker] == nil {
         let recent = announced.values.lazy.filter { $0.holder == holder && now.timeIntervalSince($0.time) < 60 }.count
         guard recent < limit else { throw Refusal.tooManyWorkers(holder: holder, limit: limit) }
       }
-      announced[claim.worker] = (holder, now)
+      let first = announced[claim.worker]?.first ?? now
+      announced[claim.worker] = (holder, now, first)
       if announced.count > 10_000 { announced = announced.filter { now.timeIntervalSince($0.value.time) < 60 } }
-      return true
+      return first
     }
-    guard due else { return }
+    guard let first else { return }
     let lapses = now.addingTimeInterval(max(30, claim.wait.seconds + 30))
     try await queue.announce(
       WorkerPresence(
-        worker: claim.worker, queues: claim.queues, kinds: claim.kinds.patterns, expiresAt: lapses))
+        worker: claim.worker, queues: claim.queues, kinds: claim.kinds.patterns, expiresAt: lapses, host: claim.capacity?.host,
+        startedAt: first, lastSeen: now, free: claim.capacity))
   }
 
 }

@@ -45,17 +45,26 @@ public struct HostCapacity: Codable, Sendable, Equatable {
     public var cpus: Int?
     public var memoryMiB: Int?
     public var labels: [String: String]
+    /// The name placement and the registry know the host by (its host name by default).
+    public var hostName: String?
 
-    public init(gpus: [Int]? = nil, cpus: Int? = nil, memoryMiB: Int? = nil, labels: [String: String] = [:]) {
+    public init(gpus: [Int]? = nil, cpus: Int? = nil, memoryMiB: Int? = nil, labels: [String: String] = [:], hostName: String? = nil) {
       self.gpus = gpus
       self.cpus = cpus
       self.memoryMiB = memoryMiB
       self.labels = labels
+      self.hostName = hostName
     }
 
     /// Parses `--gpus 0,1` (or `none`), `--cpus 8`, `--memory 16G` and `--labels k=v` as given on
     /// the command line; errors name the flag and the value.
-    public init(gpus: String?, cpus: Int?, memory: String?, labels: [String]) throws(NovaError) {
+    public init(gpus: String?, cpus: Int?, memory: String?, labels: [String], hostName: String? = nil) throws(NovaError) {
+      if let hostName {
+        guard !hostName.isEmpty, hostName.utf8.count <= 200, !hostName.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+          throw .invalidInput(field: "--host-name", message: "must be 1 to 200 characters without spaces")
+        }
+      }
+      self.hostName = hostName
       if let gpus {
         if gpus == "none" {
           self.gpus = []
@@ -111,6 +120,7 @@ public struct HostCapacity: Codable, Sendable, Equatable {
       result.memory_mib = memory
     }
     result.labels.merge(overrides.labels) { $1 }
+    if let name = overrides.hostName { result.host = name }
     return result
   }
 

@@ -47,6 +47,9 @@ public protocol JobQueue: Sendable {
   func announce(_ presence: WorkerPresence) async throws
   /// Removes a stopping worker's announcement.
   func withdraw(worker: String) async throws
+  /// The registry: every worker announced, live or lapsed within `WorkerPresence.retention`,
+  /// by name.
+  func workers() async throws -> [WorkerPresence]
   /// One job, or nil.
   func get(_ id: JobID) async throws -> Job?
   /// Jobs, newest first, with filters and a cursor.

@@ -799,8 +799,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     let data = try presence.encoded()
     try await database.write { db in
-      // Lapsed announcements go here, so the table holds only about as many rows as workers.
-      try db.execute(sql: "DELETE FROM nova_workers WHERE expires_at <= ?", arguments: [now])
+      // Announcements lapsed longer than the registry keeps them go here, so the table holds
+      // only about as many rows as workers.
+      try db.execute(
+        sql: "DELETE FROM nova_workers WHERE expires_at <= ?", arguments: [now - Int64(WorkerPresence.retention * 1000)])
       try db.execute(
         sql: "INSERT OR REPLACE INTO nova_workers (worker, presence, expires_at) VALUES (?, ?, ?)",
         arguments: [presence.worker, data, Self.millis(presence.expiresAt)])
@@ -810,6 +812,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   public func withdraw(worker: String) async throws {
     try await database.write { db in
       try db.execute(sql: "DELETE FROM nova_workers WHERE worker = ?", arguments: [worker])
+    }
+  }
+
+  public func workers() async throws -> [WorkerPresence] {
+    let since = nowMillis - Int64(WorkerPresence.retention * 1000)
+    return try await database.read { db in
+      try Data.fetchAll(db, sql: "SELECT presence FROM nova_workers WHERE expires_at > ? ORDER BY worker", arguments: [since])
+        .compactMap(WorkerPresence.decoded)
     }
   }
 

@@ -124,6 +124,8 @@ public final class WorkerPool: Service {
     /// What claimed jobs hold of the host, from their claim until their handler has ended (a
     /// program in its kill grace still holds its GPU).
     var held: [JobID: JobPlacement] = [:]
+    /// Changes with `held` and the running jobs: the registry entry is renewed sooner then.
+    var occupancy = 0
 
     var buffered: Int { buffer.count - bufferHead }
 
@@ -153,6 +155,8 @@ public final class WorkerPool: Service {
   }
 
   public let configuration: Configuration
+  /// When the pool was made: its registry entry's start.
+  private let startedAt: Date
   private let queue: any JobQueue
   /// The handlers; the pool claims only their kinds.
   private let registry: LiveJobRegistry
@@ -188,6 +192,7 @@ public final class WorkerPool: Service {
     queue: any JobQueue, registry: LiveJobRegistry, configuration: Configuration, logger: Logger, clock: any NovaClock = SystemClock()
   ) {
     self.clock = clock
+    self.startedAt = clock.now()
     self.queue = queue
     self.registry = registry
     self.configuration = configuration
@@ -285,6 +290,7 @@ public final class WorkerPool: Service {
       let stopping = state.withLock { state -> Bool in
         state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
         for lease in leases { if let placement = lease.job.placement { state.held[lease.id] = placement } }
+        state.occupancy += 1
         return state.stopping
       }
       dispatchWake.signal()
@@ -426,6 +432,7 @@ public final class WorkerPool: Service {
         state.running -= 1
         state.finishedSinceTick += 1
         state.held[job.id] = nil
+        state.occupancy += 1
         let entry = state.inFlight.removeValue(forKey: job.id)
         return (entry?.stopReason, entry?.lease ?? lease, entry?.timeout ?? timeout)
       }
@@ -668,11 +675,17 @@ public final class WorkerPool: Service {
   private func renewLeases() async {
     let tick = supervisorTick
     var lastAnnounced: Duration?
+    var announcedOccupancy = -1
     // A cancelled pool gives its leases back at once: nothing left to renew.
     while !isFinished && !Task.isCancelled {
       let now = clock.uptime()
-      if !isStopping, lastAnnounced.map({ now - $0 >= Self.presenceInterval }) ?? true {
+      let occupancy = state.withLock { $0.occupancy }
+      // Every `presenceInterval`, and within a second of its jobs changing (what the registry
+      // shows as running and in use follows them).
+      let announceDue = lastAnnounced.map { now - $0 >= Self.presenceInterval || (occupancy != announcedOccupancy && now - $0 >= .seconds(1)) }
+      if !isStopping, announceDue ?? true {
         lastAnnounced = now
+        announcedOccupancy = occupancy
         await announce()
       }
       let due = state.withLock { state -> [JobLease] in
@@ -703,9 +716,14 @@ public final class WorkerPool: Service {
   }
 
   private func announce() async {
-    let lapses = clock.now().addingTimeInterval((Self.presenceInterval * 3).seconds)
+    let now = clock.now()
+    let lapses = now.addingTimeInterval((Self.presenceInterval * 3).seconds)
+    let running = state.withLock { state in state.inFlight.keys.map(\.rawValue).sorted() }
     let presence = WorkerPresence(
-      worker: configuration.workerID, queues: configuration.queues, kinds: registry.kinds.patterns, expiresAt: lapses)
+      worker: configuration.workerID, queues: configuration.queues, kinds: registry.kinds.patterns, expiresAt: lapses,
+      host: configuration.capacity?.host ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init),
+      version: NovaVersion.string, startedAt: startedAt, lastSeen: now, capacity: configuration.capacity, free: freeCapacity(),
+      running: running)
     do {
       try await bounded { try await queue.announce(presence) }
     } catch {

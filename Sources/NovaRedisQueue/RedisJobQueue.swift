@@ -566,23 +566,30 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
 
   private var workersKey: RESPArgument { .string("\(configuration.keyPrefix):workers") }
 
-  /// The announcements that have not lapsed; lapsed ones are deleted on the way.
+  /// The announcements that have not lapsed.
   private func liveWorkers() async throws -> [WorkerPresence] {
+    let now = configuration.clock.now()
+    return try await workers().filter { !$0.lapsed(at: now) }
+  }
+
+  /// Every announcement kept; those lapsed longer than the registry keeps them are deleted on
+  /// the way.
+  public func workers() async throws -> [WorkerPresence] {
     let reply = try await redis.send("HGETALL", workersKey)
     let pairs = reply.elements ?? []
-    let now = configuration.clock.now()
-    var live: [WorkerPresence] = []
-    var lapsed: [RESPArgument] = []
+    let forgetBefore = configuration.clock.now().addingTimeInterval(-WorkerPresence.retention)
+    var kept: [WorkerPresence] = []
+    var forgotten: [RESPArgument] = []
     for at in stride(from: 0, to: pairs.count - 1, by: 2) {
       guard let name = pairs[at].string else { continue }
-      if case .bulkString(let bytes?) = pairs[at + 1], let presence = WorkerPresence.decoded(Data(bytes)), presence.expiresAt > now {
-        live.append(presence)
+      if case .bulkString(let bytes?) = pairs[at + 1], let presence = WorkerPresence.decoded(Data(bytes)), presence.expiresAt > forgetBefore {
+        kept.append(presence)
       } else {
-        lapsed.append(.string(name))
+        forgotten.append(.string(name))
       }
     }
-    if !lapsed.isEmpty { _ = try await redis.send(["HDEL", workersKey] + lapsed) }
-    return live.sorted { $0.worker < $1.worker }
+    if !forgotten.isEmpty { _ = try await redis.send(["HDEL", workersKey] + forgotten) }
+    return kept.sorted { $0.worker < $1.worker }
   }
 
   public func announce(_ presence: WorkerPresence) async throws {

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import Metrics
+import NovaCore
 import NovaQueue
 import NovaSecurity
 import Prometheus
@@ -22,6 +23,8 @@ public enum NovaMetrics {
     InstrumentedJobQueue.Names.runSeconds: "Time a job ran, from claim to its recorded outcome.",
     QueueMetricsCollector.depthMetric: "Jobs per queue and state, as last read from the store.",
     QueueMetricsCollector.runningMetric: "Jobs running in this process's worker pool.",
+    QueueMetricsCollector.capacityMetric: "What live workers' hosts offer jobs, per host and resource (gpus, cpus, memory_mib).",
+    QueueMetricsCollector.inUseMetric: "What running jobs hold of their workers' hosts, per host and resource (gpus, cpus, memory_mib).",
     "nova_build_info": "Nova's version; always 1.",
     AuditCheckpointer.entriesMetric: "Entries in the audit log.",
     AuditImporter.pendingMetric: "Audit records waiting in the Redis queues' streams to be moved into the audit log.",
@@ -57,13 +60,6 @@ public enum NovaMetrics {
 
   /// The Prometheus text exposition of every metric.
   public static func render() -> [UInt8] { registry.emitToBuffer() }
-}
-
-/// Nova's version string.
-public enum NovaVersion {
-  public static let string = "0.1.0"
-  /// The source revision, when the build was given one (`NOVA_GIT_REVISION` at run time wins).
-  public static let revision = "unknown"
 }
 
 /// swift-prometheus' swift-metrics factory, with help text per metric name.

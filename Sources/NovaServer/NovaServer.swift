@@ -247,6 +247,18 @@ public struct NovaServer: Sendable {
     JobsController(actions: actions, maxPayloadBytes: configuration.maxPayloadBytes, clock: clock)
       .addRoutes(to: router.group("v1/jobs"))
     WorkersController(actions: workerActions, maxPayloadBytes: configuration.maxPayloadBytes).addRoutes(to: router)
+    router.get("v1/workers") { _, context in
+      let now = Date()
+      let workers = try await actions.workers(by: JobsController.caller(context))
+      return try jsonResponse(WorkerRegistryList(workers: workers.map { WorkerRegistryResource($0, now: now) }))
+    }
+    router.get("v1/workers/:id") { _, context in
+      let id = try context.parameters.require("id")
+      guard let worker = try await actions.workers(by: JobsController.caller(context)).first(where: { $0.worker == id }) else {
+        throw NovaError.notFound("worker '\(id)' is not in the registry (it never announced itself, or lapsed over an hour ago)")
+      }
+      return try jsonResponse(WorkerRegistryResource(worker, now: Date()))
+    }
     router.get("v1/queues/stats") { _, context in
       try jsonResponse(StatsResource(try await actions.stats(by: JobsController.caller(context))))
     }

@@ -17,6 +17,12 @@ public struct QueueMetricsCollector: Service {
   public static let unclaimableMetric = "nova_queue_unclaimable_jobs"
   /// The unclaimable series set last pass, zeroed when they clear.
   private let reportedUnclaimable = ReportedSeries()
+  /// Gauges of what live workers' hosts offer, and what of it their jobs hold, per host and
+  /// resource (`gpus`, `cpus`, `memory_mib`).
+  public static let capacityMetric = "nova_worker_capacity"
+  public static let inUseMetric = "nova_worker_in_use"
+  /// The host series set last pass, zeroed when their workers lapse.
+  private let reportedHosts = ReportedSeries()
 
   public var queue: any JobQueue
   public var pool: WorkerPool?
@@ -77,9 +83,39 @@ public struct QueueMetricsCollector: Service {
     for stale in reportedUnclaimable.replace(with: seen).subtracting(seen) {
       Gauge(label: Self.unclaimableMetric, dimensions: [("queue", stale[0]), ("kind", stale[1])]).record(0)
     }
+    recordHosts(stats.workers)
     try await kpis?.record(samples)
     if let pool {
       Gauge(label: Self.runningMetric).record(pool.runningCount)
+    }
+  }
+
+  /// Capacity and use per host over its live workers that say what they offer.
+  func recordHosts(_ workers: [WorkerPresence]) {
+    var totals: [String: (capacity: [String: Int], inUse: [String: Int])] = [:]
+    for worker in workers {
+      guard let capacity = worker.capacity, let host = worker.host ?? Optional(capacity.host) else { continue }
+      let free = worker.free ?? capacity
+      var entry = totals[host] ?? ([:], [:])
+      entry.capacity["gpus", default: 0] += capacity.gpus.count
+      entry.capacity["cpus", default: 0] += capacity.cpus
+      entry.capacity["memory_mib", default: 0] += capacity.memory_mib
+      entry.inUse["gpus", default: 0] += max(0, capacity.gpus.count - free.gpus.count)
+      entry.inUse["cpus", default: 0] += max(0, capacity.cpus - free.cpus)
+      entry.inUse["memory_mib", default: 0] += max(0, capacity.memory_mib - free.memory_mib)
+      totals[host] = entry
+    }
+    var seen: Set<[String]> = []
+    for (host, entry) in totals {
+      for resource in ["gpus", "cpus", "memory_mib"] {
+        seen.insert([host, resource])
+        Gauge(label: Self.capacityMetric, dimensions: [("host", host), ("resource", resource)]).record(entry.capacity[resource] ?? 0)
+        Gauge(label: Self.inUseMetric, dimensions: [("host", host), ("resource", resource)]).record(entry.inUse[resource] ?? 0)
+      }
+    }
+    for stale in reportedHosts.replace(with: seen).subtracting(seen) {
+      Gauge(label: Self.capacityMetric, dimensions: [("host", stale[0]), ("resource", stale[1])]).record(0)
+      Gauge(label: Self.inUseMetric, dimensions: [("host", stale[0]), ("resource", stale[1])]).record(0)
     }
   }
 

@@ -30,6 +30,9 @@ struct WorkerCommand: AsyncParsableCommand {
   @Option(name: .customLong("labels"), help: ArgumentHelp("A label this worker advertises; repeatable.", valueName: "key=value"))
   var labels: [String] = []
 
+  @Option(help: ArgumentHelp("The name jobs' host constraints and the registry know this host by (default: its host name).", valueName: "name"))
+  var hostName: String?
+
   @Flag(help: "Print the capacity this worker detects and advertises (JSON), then exit.")
   var printCapacity = false
 
@@ -39,7 +42,7 @@ struct WorkerCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let overrides = try HostCapacity.Overrides(gpus: gpus, cpus: cpus, memory: memory, labels: labels)
+    let overrides = try HostCapacity.Overrides(gpus: gpus, cpus: cpus, memory: memory, labels: labels, hostName: hostName)
     let detected = await HostCapacity.detect()
     let capacity = try detected.capacity.applying(overrides)
     if printCapacity {

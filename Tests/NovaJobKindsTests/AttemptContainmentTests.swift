@@ -249,6 +249,27 @@ struct CommandAccountTests {
     }
   }
 
+  /// Issue #22 point 4: an attempt's cgroup is limited to the CPUs and memory its job holds (on a
+  /// plain folder here, where the files are only written).
+  @Test func theCgroupIsLimitedToWhatThePlacementHolds() throws {
+    let folder = try TemporaryDirectory.make().path
+    #expect(AttemptCgroups.limit(folder, cpus: 2, memoryMiB: 1024) == ["cpu.max", "memory.max"])
+    #expect(try String(contentsOfFile: folder + "/cpu.max", encoding: .utf8) == "200000 100000")
+    #expect(try String(contentsOfFile: folder + "/memory.max", encoding: .utf8) == "1073741824")
+
+    let untouched = try TemporaryDirectory.make().path
+    #expect(AttemptCgroups.limit(untouched, cpus: 0, memoryMiB: 0).isEmpty)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: untouched).isEmpty, "asking for nothing limits nothing")
+
+    let cpusOnly = try TemporaryDirectory.make().path
+    #expect(AttemptCgroups.limit(cpusOnly, cpus: 1, memoryMiB: 0) == ["cpu.max"])
+    #expect(try String(contentsOfFile: cpusOnly + "/cpu.max", encoding: .utf8) == "100000 100000")
+    #expect(!FileManager.default.fileExists(atPath: cpusOnly + "/memory.max"))
+
+    // Where the files cannot be written, none is reported written.
+    #expect(AttemptCgroups.limit(folder + "/missing", cpus: 2, memoryMiB: 1024).isEmpty)
+  }
+
   @Test func cgroupSettings() throws {
     #expect(AttemptCgroups.root(setting: "off") == nil)
     #expect(AttemptCgroups.root(setting: "/nonexistent/cgroup") == nil)

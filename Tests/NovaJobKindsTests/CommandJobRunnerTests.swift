@@ -57,6 +57,77 @@ struct CommandJobRunnerTests {
     #expect(String(decoding: passed, as: UTF8.self).contains("s3cret"))
   }
 
+  /// The program's environment, by name, for a job placed as `placement`.
+  func environment(of runner: CommandJobRunner, _ placement: JobPlacement?) -> [String: String] {
+    var job = context()
+    job.placement = placement
+    return Dictionary(uniqueKeysWithValues: runner.childEnvironment(job).map { (String(describing: $0.key), $0.value) })
+  }
+
+  static let worker = [
+    "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "CUDA_VISIBLE_DEVICES": "0,1,2,3", "NVIDIA_VISIBLE_DEVICES": "all",
+    "NOVA_JOB_HOST": "stale",
+  ]
+  static let twoGPUs = JobPlacement(host: "gpu-a", gpus: [.init(index: 1, uuid: "GPU-1"), .init(index: 3, uuid: "GPU-3")], cpus: 2, memory_mib: 1024)
+
+  /// Issue #22 points 1 and 4: a program sees exactly the GPUs its job was placed on (by index
+  /// for CUDA, by UUID for the NVIDIA container runtime) and what it holds; on a worker that
+  /// declared no capacity neither variable is set, not even to the worker's own.
+  @Test func theProgramSeesExactlyTheGPUsItWasPlacedOn() {
+    let plain = runner(["/bin/true"], environment: Self.worker)
+    let placed = environment(of: plain, Self.twoGPUs)
+    #expect(placed["CUDA_VISIBLE_DEVICES"] == "1,3")
+    #expect(placed["NVIDIA_VISIBLE_DEVICES"] == "GPU-1,GPU-3")
+    #expect(placed["NOVA_JOB_HOST"] == "gpu-a")
+    #expect(placed["NOVA_JOB_CPUS"] == "2" && placed["NOVA_JOB_MEMORY_MIB"] == "1024")
+    #expect(placed["NOVA_JOB_ID"] == "01a2b3c4-0000-7000-8000-000000000001" && placed["PATH"] == "/usr/local/bin:/usr/bin:/bin")
+
+    let noGPU = environment(of: plain, JobPlacement(host: "gpu-a", gpus: [], cpus: 0, memory_mib: 0))
+    #expect(noGPU["CUDA_VISIBLE_DEVICES"] == "", "a job that asked for no GPU sees none")
+    #expect(noGPU["NVIDIA_VISIBLE_DEVICES"] == "void")
+    #expect(noGPU["NOVA_JOB_HOST"] == "gpu-a")
+    #expect(noGPU["NOVA_JOB_CPUS"] == nil && noGPU["NOVA_JOB_MEMORY_MIB"] == nil)
+
+    let unplaced = environment(of: plain, nil)
+    #expect(unplaced["CUDA_VISIBLE_DEVICES"] == nil && unplaced["NVIDIA_VISIBLE_DEVICES"] == nil, "the worker's own are not inherited")
+    #expect(unplaced["NOVA_JOB_HOST"] == nil && unplaced["NOVA_JOB_CPUS"] == nil && unplaced["NOVA_JOB_MEMORY_MIB"] == nil)
+    #expect(unplaced["NOVA_JOB_ID"] == "01a2b3c4-0000-7000-8000-000000000001" && unplaced["HOME"] == "/root")
+
+    // Neither the kind's env nor its env_pass widens what the job was given.
+    let kind = CommandKind(command: [], env: ["CUDA_VISIBLE_DEVICES": "0,1,2,3"], envPass: ["NVIDIA_VISIBLE_DEVICES"])
+    let widening = runner(["/bin/true"], kind: kind, environment: Self.worker)
+    let narrowed = environment(of: widening, JobPlacement(host: "gpu-a", gpus: [.init(index: 2, uuid: "GPU-2")], cpus: 0, memory_mib: 0))
+    #expect(narrowed["CUDA_VISIBLE_DEVICES"] == "2" && narrowed["NVIDIA_VISIBLE_DEVICES"] == "GPU-2")
+    // Unplaced, what the kind declares applies as before.
+    let declared = environment(of: widening, nil)
+    #expect(declared["CUDA_VISIBLE_DEVICES"] == "0,1,2,3" && declared["NVIDIA_VISIBLE_DEVICES"] == "all")
+  }
+
+  @Test func aPlacedProgramRunsWithItsDevicesInItsEnvironment() async throws {
+    let path = try script(
+      """
+      import json, os
+      names = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NOVA_JOB_HOST", "NOVA_JOB_CPUS", "NOVA_JOB_MEMORY_MIB")
+      print(json.dumps({name: os.environ.get(name) for name in names}))
+      """)
+    var job = context()
+    job.placement = Self.twoGPUs
+    let placed = try #require(try await runner(["python3", path], environment: Self.worker).handle(payload: Data("{}".utf8), context: job))
+    #expect(
+      try JSONValue.parse(placed)
+        == .object([
+          "CUDA_VISIBLE_DEVICES": "1,3", "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-3", "NOVA_JOB_HOST": "gpu-a", "NOVA_JOB_CPUS": "2",
+          "NOVA_JOB_MEMORY_MIB": "1024",
+        ]))
+    let unplaced = try #require(try await runner(["python3", path], environment: Self.worker).handle(payload: Data("{}".utf8), context: context()))
+    #expect(
+      try JSONValue.parse(unplaced)
+        == .object([
+          "CUDA_VISIBLE_DEVICES": .null, "NVIDIA_VISIBLE_DEVICES": .null, "NOVA_JOB_HOST": .null, "NOVA_JOB_CPUS": .null,
+          "NOVA_JOB_MEMORY_MIB": .null,
+        ]))
+  }
+
   @Test func outputThatIsNotJSONComesBackAsItsTail() async throws {
     let result = try #require(try await runner(["/bin/echo", "hello", "world"]).handle(payload: Data("{}".utf8), context: context()))
     #expect(try JSONValue.parse(result) == .object(["stdout_tail": .string("hello world\n")]))

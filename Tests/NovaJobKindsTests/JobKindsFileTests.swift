@@ -120,6 +120,10 @@ struct JobKindsFileTests {
     ("kinds:\n  a: {type: http, url: \"http://x/\", max_concurrency: 2.5}\n", "2:54", "max_concurrency: expected a whole number"),
     ("kinds:\n  a: {type: http, url: \"http://x/\", max_concurrency: [8]}\n", "2:54", "max_concurrency: expected a whole number"),
     ("kinds:\n  a: {type: command, command: [x], max_concurrency: 8}\n", "2:36", "kinds.a: unknown key 'max_concurrency'"),
+    ("kinds:\n  a: {type: external, resources: {gpus: -1}}\n", "2:34", "invalid kinds.a.resources.gpus: -1 is out of range 0...64"),
+    ("kinds:\n  a:\n    type: external\n    resources: [1]\n", "4:16", "invalid kinds.a.resources: must be an object"),
+    ("kinds:\n  a:\n    type: command\n    command: [x]\n    constraints: {model: x}\n", "5:18", "invalid kinds.a.constraints.model: unknown"),
+    ("kinds:\n  a: {type: http, url: \"http://x/\", resources: {gpu_memory_mib: 100}}\n", "2:48", "kinds.a.resources.gpu_memory_mib: asks for"),
     ("kinds:\n  a: [x\n", "3:1", "YAML syntax"),
     ("jobs: {}\n", "1:1", "file: unknown key 'jobs'"),
   ])
@@ -130,6 +134,63 @@ struct JobKindsFileTests {
     } catch {
       #expect(error.description.hasPrefix("nova-jobs.yaml:\(position): "), "\(error)")
       #expect(error.description.contains(message), "\(error)")
+    }
+  }
+
+  /// Issue #22 points 1 and 4: a kind's `resources` and `constraints` are what its jobs ask for
+  /// unless they give their own, read as strictly as a job's.
+  @Test func readsResourcesAndConstraintsAsTheDefaultsOfTheKindsJobs() throws {
+    let file = try JobKindsFile.parse(
+      """
+      kinds:
+        train.step:
+          type: external
+          resources: {gpus: 1, memory_mib: 2048}
+          constraints: {gpu_model: "*H100*", labels: {zone: b}}
+        render:
+          type: command
+          command: [/bin/true]
+          resources:
+            cpus: 4
+        notify: {type: http, url: "http://127.0.0.1:8080/run", constraints: {host: "spark-*"}}
+        plain: {type: external}
+      """, file: "nova-jobs.yaml")
+    let resources = JobResources(gpus: 1, memory_mib: 2048)
+    let constraints = JobConstraints(gpu_model: "*H100*", labels: ["zone": "b"])
+    #expect(file.kinds.map(\.name) == ["train.step", "render", "notify", "plain"])
+    #expect(file.kinds.map(\.resources) == [resources, JobResources(cpus: 4), nil, nil])
+    #expect(file.kinds.map(\.constraints) == [constraints, nil, JobConstraints(host: "spark-*"), nil])
+    #expect(file.kinds[0].action == .external(description: nil))
+
+    var registry = BuiltinJobs.registry
+    file.register(into: &registry)
+    let defaulted = registry.withDefaults(JobRequest(kind: "train.step"))
+    #expect(defaulted.resources == resources && defaulted.constraints == constraints)
+    #expect(defaulted.requirements == JobRequirements(resources: resources, constraints: constraints))
+    // A job's own resources replace the kind's; the kind's constraints still apply.
+    var own = JobRequest(kind: "train.step")
+    own.resources = JobResources(gpus: 2)
+    let kept = registry.withDefaults(own)
+    #expect(kept.resources == JobResources(gpus: 2) && kept.constraints == constraints)
+    var ownConstraints = JobRequest(kind: "train.step")
+    ownConstraints.constraints = JobConstraints(host: "spark-*")
+    #expect(registry.withDefaults(ownConstraints).constraints == JobConstraints(host: "spark-*"))
+    #expect(registry.withDefaults(ownConstraints).resources == resources)
+    #expect(registry.withDefaults(JobRequest(kind: "render")).requirements == JobRequirements(resources: JobResources(cpus: 4)))
+    #expect(registry.withDefaults(JobRequest(kind: "notify")).requirements == JobRequirements(constraints: JobConstraints(host: "spark-*")))
+    // Kinds without defaults, and built-in kinds, are left as they are.
+    #expect(registry.withDefaults(JobRequest(kind: "plain")) == JobRequest(kind: "plain"))
+    #expect(registry.withDefaults(JobRequest(kind: "echo")) == JobRequest(kind: "echo"))
+  }
+
+  @Test func aKindsBadResourcesAreAnErrorAtTheLineOfTheirMapping() {
+    do {
+      _ = try JobKindsFile.parse("kinds:\n  train.step:\n    type: external\n    resources: {gpus: -1}\n", file: "nova-jobs.yaml")
+      Issue.record("a kind asking for -1 GPUs was accepted")
+    } catch {
+      #expect(error.file == "nova-jobs.yaml")
+      #expect(error.line == 4 && error.column == 16, "\(error)")
+      #expect(error.message == "invalid kinds.train.step.resources.gpus: -1 is out of range 0...64", "\(error)")
     }
   }
 

@@ -135,7 +135,19 @@ struct RedisServeLockTests {
     defer { raw.close() }
     // Redis lost the key (a restart without persistence): the next renewal takes it again.
     try await raw.send("DEL", .string(first.key))
-    try await eventually("the lock to be taken again (failed renewals: \(failures.withLock { $0 }))") { retaken.isSet }
+    let watched = ContinuousClock.now
+    do {
+      try await eventually("the lock to be taken again (failed renewals: \(failures.withLock { $0 }))") { retaken.isSet }
+    } catch {
+      // What the lock looked like meanwhile, for the report.
+      let holder = try? await currentHolder(prefix)
+      let ended = renewing.isCancelled
+      Issue.record(
+        "after \(ContinuousClock.now - watched): holder \(String(describing: holder)), failures \(failures.withLock { $0 }), cancelled \(ended)")
+      renewing.cancel()
+      Issue.record("renewing ended with \(await renewing.result)")
+      throw error
+    }
     #expect(try await currentHolder(prefix) == first.holder)
 
     // Another server took it over (this one's renewals failed for a whole TTL meanwhile).

@@ -2,6 +2,7 @@
 Python handlers for ``type: external`` job kinds (:class:`Worker`). Standard library only."""
 
 from ._version import __version__
+from .capacity import CapacityLedger, checked_capacity, detect_capacity, parse_mebibytes, parse_nvidia_smi
 from .client import MAX_BATCH, Client
 from .errors import (
     BadRequest,
@@ -25,12 +26,16 @@ from .models import (
     TERMINAL_STATES,
     ClaimedJob,
     CompleteResult,
+    Constraints,
     FailResult,
     HeartbeatReply,
     HeartbeatResult,
     Job,
     JobSpec,
     Page,
+    PlacedGPU,
+    Placement,
+    Resources,
     Submitted,
     parse_time,
 )
@@ -47,6 +52,15 @@ __all__ = [
     "Page",
     "JobSpec",
     "Submitted",
+    "Resources",
+    "Constraints",
+    "Placement",
+    "PlacedGPU",
+    "detect_capacity",
+    "checked_capacity",
+    "parse_nvidia_smi",
+    "parse_mebibytes",
+    "CapacityLedger",
     "MAX_BATCH",
     "HeartbeatResult",
     "HeartbeatReply",

@@ -5,6 +5,11 @@
     nova-client get ID
     nova-client wait ID [--timeout S]
 
+``run`` and ``enqueue`` also take what the job needs of its host, ``--gpus N``, ``--gpu-memory
+SIZE`` (each GPU's), ``--cpus N``, ``--memory SIZE`` (sizes: ``40G``, ``512M``, ``1T`` or a number
+of MiB), and where it may run, ``--constraint gpu_model=PATTERN``, ``host=PATTERN`` or
+``label.NAME=VALUE`` (repeatable; patterns are globs such as ``*H100*``).
+
 The server is ``--url`` (else ``$NOVA_URL``, else ``http://127.0.0.1:8080``) and the token
 ``--token`` (else ``$NOVA_TOKEN``). A job is printed as one line of JSON (the fields of
 :class:`nova_client.Job`). Exit status: 0 done (``run``/``wait``: the job succeeded); 1 the job
@@ -19,10 +24,12 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ._version import __version__
+from .capacity import parse_mebibytes
 from .client import Client
 from .errors import NovaError, NovaTimeout
 from .models import Job
@@ -66,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--delay", type=float, metavar="SECONDS", help="run no earlier than this many seconds from now")
         sub.add_argument("--max-attempts", type=int, metavar="N", help="attempts before the job is dead")
         sub.add_argument("--key", metavar="KEY", help="idempotency key: an earlier job with it is returned instead")
+        needs = sub.add_argument_group("resources and constraints (taken only by workers that declare capacity)")
+        needs.add_argument("--gpus", metavar="N", help="GPUs, all on one host")
+        needs.add_argument("--gpu-memory", metavar="SIZE", help="memory each GPU must have: 40G, 512M, or MiB")
+        needs.add_argument("--cpus", metavar="N", help="CPUs")
+        needs.add_argument("--memory", metavar="SIZE", help="memory: 16G, 512M, or MiB")
+        needs.add_argument("--constraint", metavar="KEY=VALUE", action="append",
+                           help="where it may run: gpu_model=PATTERN, host=PATTERN or label.NAME=VALUE "
+                                "(globs: * and ?); repeatable")
 
     def waiting(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
@@ -106,6 +121,64 @@ def _payload(text: Optional[str]) -> Optional[dict[str, Any]]:
     return value
 
 
+_WHOLE = re.compile(r"[0-9]+")
+_CONSTRAINT_KEYS = "gpu_model=PATTERN, host=PATTERN or label.NAME=VALUE"
+
+
+def _count(text: str, flag: str) -> int:
+    if not _WHOLE.fullmatch(text.strip()):
+        raise _InputError(f"{flag} must be a whole number (0 or more), not {text!r}")
+    return int(text)
+
+
+def _size(text: str, flag: str) -> int:
+    try:
+        return parse_mebibytes(text, flag)
+    except ValueError as error:
+        raise _InputError(str(error)) from None
+
+
+def _resources(args: argparse.Namespace) -> Optional[Dict[str, int]]:
+    """The ``resources`` of ``--gpus``, ``--gpu-memory``, ``--cpus`` and ``--memory`` (None without them)."""
+    resources: Dict[str, int] = {}
+    if args.gpus is not None:
+        resources["gpus"] = _count(args.gpus, "--gpus")
+    if args.gpu_memory is not None:
+        resources["gpu_memory_mib"] = _size(args.gpu_memory, "--gpu-memory")
+        if not resources.get("gpus"):
+            raise _InputError("--gpu-memory is the memory of each GPU: it needs --gpus 1 or more")
+    if args.cpus is not None:
+        resources["cpus"] = _count(args.cpus, "--cpus")
+    if args.memory is not None:
+        resources["memory_mib"] = _size(args.memory, "--memory")
+    return resources or None
+
+
+def _constraints(items: Optional[List[str]]) -> Optional[Dict[str, Any]]:
+    """The ``constraints`` of the ``--constraint KEY=VALUE`` flags (None without them)."""
+    constraints: Dict[str, Any] = {}
+    labels: Dict[str, str] = {}
+    for item in items or []:
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key or not value:
+            raise _InputError(f"--constraint {item!r} is not KEY=VALUE ({_CONSTRAINT_KEYS})")
+        if key in ("gpu_model", "host"):
+            if key in constraints:
+                raise _InputError(f"--constraint {key} is given twice")
+            constraints[key] = value
+        elif key.startswith("label.") and len(key) > len("label."):
+            name = key[len("label."):]
+            if name in labels:
+                raise _InputError(f"--constraint label.{name} is given twice")
+            labels[name] = value
+        else:
+            raise _InputError(f"--constraint {item!r}: unknown key {key!r}; expected {_CONSTRAINT_KEYS}")
+    if labels:
+        constraints["labels"] = labels
+    return constraints or None
+
+
 def _print_job(job: Job) -> None:
     print(json.dumps(dataclasses.asdict(job), separators=(",", ":")), flush=True)
 
@@ -125,9 +198,12 @@ def _wait(client: Client, id: str, timeout: float) -> int:
 
 
 def _submit(client: Client, args: argparse.Namespace) -> Job:
+    payload = _payload(args.payload)
+    resources = _resources(args)
+    constraints = _constraints(args.constraint)
     return client.enqueue(
-        args.kind, _payload(args.payload), queue=args.queue, priority=args.priority,
-        delay_seconds=args.delay, max_attempts=args.max_attempts, idempotency_key=args.key,
+        args.kind, payload, queue=args.queue, priority=args.priority, delay_seconds=args.delay,
+        max_attempts=args.max_attempts, idempotency_key=args.key, resources=resources, constraints=constraints,
     )
 
 

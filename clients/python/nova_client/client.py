@@ -22,9 +22,11 @@ from .models import (
     FailResult,
     HeartbeatReply,
     HeartbeatResult,
+    Constraints,
     Job,
     JobSpec,
     Page,
+    Resources,
     Submitted,
 )
 
@@ -40,7 +42,11 @@ Completion = Union[Tuple[str, str], Tuple[str, str, Any]]
 _JSON_SEPARATORS = (",", ":")
 
 #: The fields of a job body (``POST /v1/jobs``, and each entry of ``POST /v1/jobs/batch``).
-_JOB_FIELDS = ("kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key")
+_JOB_FIELDS = (
+    "kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key", "resources", "constraints",
+)
+#: Those sent as given.
+_PLAIN_FIELDS = ("queue", "priority", "delay_seconds", "max_attempts", "idempotency_key")
 #: The most jobs one ``POST /v1/jobs/batch`` takes.
 MAX_BATCH = 1000
 #: A batch body is split before it grows past this (the server takes bodies of 32 MiB at least).
@@ -50,6 +56,22 @@ _ENTRY_INDEX = re.compile(r"jobs\[(\d+)\]")
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=_JSON_SEPARATORS, ensure_ascii=False).encode("utf-8")
+
+
+def _requirements(
+    value: Union[Mapping[str, Any], Resources, Constraints, None], kind: type, field: str
+) -> dict[str, Any] | None:
+    """``resources`` or ``constraints`` as sent: a mapping as given (the server checks it
+    strictly), a :class:`Resources` or :class:`Constraints` as its JSON; None for none."""
+    if value is None:
+        return None
+    if isinstance(value, (Resources, Constraints)) and isinstance(value, kind):
+        return value.to_json()
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{field} must be a mapping (a JSON object) or a {kind.__name__}, not {type(value).__name__}"
+        )
+    return {key: dict(item) if isinstance(item, Mapping) else item for key, item in value.items()}
 
 
 def _job_entry(job: Union[Mapping[str, Any], JobSpec], index: int, queue: str | None) -> dict[str, Any]:
@@ -75,10 +97,16 @@ def _job_entry(job: Union[Mapping[str, Any], JobSpec], index: int, queue: str | 
                 f"jobs[{index}].payload must be a mapping (a JSON object), not {type(payload).__name__}"
             )
         body["payload"] = payload if isinstance(payload, dict) else dict(payload)
-    for name in _JOB_FIELDS[2:]:
+    for name in _PLAIN_FIELDS:
         value = fields.get(name)
         if value is not None:
             body[name] = value
+    resources = _requirements(fields.get("resources"), Resources, f"jobs[{index}].resources")
+    if resources is not None:
+        body["resources"] = resources
+    constraints = _requirements(fields.get("constraints"), Constraints, f"jobs[{index}].constraints")
+    if constraints is not None:
+        body["constraints"] = constraints
     if queue is not None and "queue" not in body:
         body["queue"] = queue
     return body
@@ -173,9 +201,18 @@ class Client:
         delay_seconds: float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        resources: Union[Mapping[str, int], Resources, None] = None,
+        constraints: Union[Mapping[str, Any], Constraints, None] = None,
     ) -> Job:
         """Submits a job (``POST /v1/jobs``). With an ``idempotency_key`` already used, the
-        existing job is returned (200) instead of a new one (201)."""
+        existing job is returned (200) instead of a new one (201).
+
+        ``resources`` is what the job needs of its host (``{"gpus": 2, "gpu_memory_mib": 40000,
+        "cpus": 4, "memory_mib": 16000}``, each optional) and ``constraints`` where it may run
+        (``{"gpu_model": "*H100*", "host": "spark-*", "labels": {"zone": "b"}}``, glob patterns,
+        each optional); either may be a mapping or a :class:`Resources` / :class:`Constraints`.
+        Only workers that declare capacity take such a job, and only when it fits what they have
+        free. The server checks both strictly (``Unprocessable`` naming ``resources.gpus``...)."""
         body: dict[str, Any] = {"kind": kind}
         if payload is not None:
             if not isinstance(payload, Mapping):
@@ -191,6 +228,12 @@ class Client:
             body["max_attempts"] = max_attempts
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        requested = _requirements(resources, Resources, "resources")
+        if requested is not None:
+            body["resources"] = requested
+        where = _requirements(constraints, Constraints, "constraints")
+        if where is not None:
+            body["constraints"] = where
         # Resending a submission is safe only when the key makes it idempotent.
         data = self._call("POST", "/v1/jobs", body, retry_safe=idempotency_key is not None)
         return Job.from_json(data)
@@ -208,10 +251,12 @@ class Client:
 
         Each job is a mapping with the keys of :meth:`enqueue` plus ``kind`` (``{"kind": "py.x",
         "payload": {...}, "queue": "q", "priority": 5, "delay_seconds": 60, "max_attempts": 3,
-        "idempotency_key": "k"}``, only ``kind`` required) or a :class:`JobSpec`. ``queue`` is the
-        queue of the jobs that name none. Every job is checked before anything is sent: an entry
-        that is not a mapping, an unknown key, a ``kind`` that is not a string or a ``payload``
-        that is not a mapping raise ``TypeError`` naming the entry (``jobs[3].payload``).
+        "idempotency_key": "k", "resources": {"gpus": 1}, "constraints": {"host": "gpu-*"}}``,
+        only ``kind`` required) or a :class:`JobSpec`. ``queue`` is the queue of the jobs that name
+        none. Every job is checked before anything is sent: an entry that is not a mapping, an
+        unknown key, a ``kind`` that is not a string or a ``payload``, ``resources`` or
+        ``constraints`` that is not a mapping raise ``TypeError`` naming the entry
+        (``jobs[3].payload``).
 
         Each request is all or nothing on the server: an invalid entry refuses its whole request
         (``Unprocessable``/``BadRequest``; the message names the entry, ``invalid jobs[1].kind:
@@ -346,10 +391,19 @@ class Client:
         max: int = 1,
         lease_seconds: float = 60,
         wait_seconds: float = 0,
+        capacity: Mapping[str, Any] | None = None,
     ) -> List[ClaimedJob]:
         """Leases up to ``max`` jobs (``POST /v1/workers/claim``), long-polling up to
         ``wait_seconds`` when none is available. ``kinds`` are names or ``*`` patterns; None
-        takes any kind. Each job's attempt already counts; report it with its ``lease``."""
+        takes any kind. Each job's attempt already counts; report it with its ``lease``.
+
+        ``capacity`` is what this worker has **free** now (``{"host": "gpu-a", "gpus": [{"index":
+        0, "uuid": "GPU-…", "model": "NVIDIA H100 80GB HBM3", "memory_mib": 81559,
+        "unified_memory": False}], "cpus": 16, "memory_mib": 64000, "labels": {"zone": "b"}}``, as
+        :func:`nova_client.detect_capacity` gives it). Without it only jobs that ask for no
+        resources and have no constraints are handed out; with it, also those that fit, each with
+        a ``placement`` naming the GPUs it gets: they are that job's alone until its attempt ends,
+        so leave them out of the capacity of later claims until then."""
         body: dict[str, Any] = {
             "worker": worker,
             "queues": [queues] if isinstance(queues, str) else list(queues),
@@ -359,6 +413,8 @@ class Client:
         }
         if kinds is not None:
             body["kinds"] = list(kinds)
+        if capacity is not None:
+            body["capacity"] = capacity if isinstance(capacity, dict) else dict(capacity)
         # Not resent after it was sent: a lost answer's jobs come back when their leases expire.
         data = self._call(
             "POST", "/v1/workers/claim", body, retry_safe=False, timeout=self.timeout + float(wait_seconds)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 __all__ = [
     "TERMINAL_STATES",
+    "Resources",
+    "Constraints",
+    "PlacedGPU",
+    "Placement",
     "Job",
     "ClaimedJob",
     "Page",
@@ -42,12 +46,121 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+@dataclass
+class Resources:
+    """What a job asks of the host it runs on (``resources`` of a job): GPUs, the memory each of
+    them must have (MiB), CPUs and memory (MiB). Zero asks for none of that resource."""
+
+    gpus: int = 0
+    gpu_memory_mib: int = 0
+    cpus: int = 0
+    memory_mib: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Resources":
+        return cls(
+            gpus=_int(data.get("gpus")),
+            gpu_memory_mib=_int(data.get("gpu_memory_mib")),
+            cpus=_int(data.get("cpus")),
+            memory_mib=_int(data.get("memory_mib")),
+        )
+
+    def to_json(self) -> dict[str, int]:
+        """The ``resources`` object of a submission (all four keys)."""
+        return {"gpus": self.gpus, "gpu_memory_mib": self.gpu_memory_mib, "cpus": self.cpus,
+                "memory_mib": self.memory_mib}
+
+
+@dataclass
+class Constraints:
+    """Where a job may run (``constraints`` of a job): the GPU model and the host name as glob
+    patterns (``*H100*``, ``spark-*``; ``*`` and ``?`` match), and labels the host must carry with
+    these values."""
+
+    gpu_model: str | None = None
+    host: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Constraints":
+        labels = data.get("labels")
+        return cls(
+            gpu_model=_str_or_none(data.get("gpu_model")),
+            host=_str_or_none(data.get("host")),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``constraints`` object of a submission (only what is set)."""
+        body: dict[str, Any] = {}
+        if self.gpu_model is not None:
+            body["gpu_model"] = self.gpu_model
+        if self.host is not None:
+            body["host"] = self.host
+        if self.labels:
+            body["labels"] = dict(self.labels)
+        return body
+
+
+@dataclass
+class PlacedGPU:
+    """One GPU of a :class:`Placement`: its ``nvidia-smi`` index (what ``CUDA_VISIBLE_DEVICES``
+    names) and UUID."""
+
+    index: int
+    uuid: str = ""
+
+
+@dataclass
+class Placement:
+    """Where a job's current (or last) attempt was placed: the worker's ``host``, the GPUs it holds
+    there (its own until the attempt ends), and the CPUs and memory (MiB) it asked for."""
+
+    host: str = ""
+    gpus: list[PlacedGPU] = field(default_factory=list)
+    cpus: int = 0
+    memory_mib: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Placement":
+        gpus = data.get("gpus")
+        return cls(
+            host=str(data.get("host", "")),
+            gpus=[PlacedGPU(index=int(gpu["index"]), uuid=str(gpu.get("uuid", "")))
+                  for gpu in (gpus if isinstance(gpus, list) else [])
+                  if isinstance(gpu, Mapping) and gpu.get("index") is not None],
+            cpus=_int(data.get("cpus")),
+            memory_mib=_int(data.get("memory_mib")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "gpus": [{"index": gpu.index, "uuid": gpu.uuid} for gpu in self.gpus],
+                "cpus": self.cpus, "memory_mib": self.memory_mib}
+
+    @property
+    def visible_devices(self) -> str:
+        """The GPU indices as ``CUDA_VISIBLE_DEVICES`` takes them: ``"0,1"`` (``""`` for none)."""
+        return ",".join(str(gpu.index) for gpu in self.gpus)
+
+    @property
+    def visible_uuids(self) -> str:
+        """The GPU UUIDs as ``NVIDIA_VISIBLE_DEVICES`` takes them (``""`` for none)."""
+        return ",".join(gpu.uuid for gpu in self.gpus)
+
+
 @dataclass
 class Job:
     """A job as ``GET /v1/jobs/{id}`` shows it.
 
     Timestamps are kept as the RFC 3339 strings the server sent (UTC, milliseconds); use
-    :func:`parse_time` (or the ``*_dt`` helpers) for ``datetime`` values.
+    :func:`parse_time` (or the ``*_dt`` helpers) for ``datetime`` values. ``resources`` and
+    ``constraints`` are what the job asks for (None when it asks for nothing), ``placement`` where
+    its current or last attempt was placed (None when it was not placed: it asks for nothing, or
+    its worker declared no capacity).
     """
 
     id: str
@@ -68,6 +181,9 @@ class Job:
     last_error: str | None = None
     lease_owner: str | None = None
     lease_expires_at: str | None = None
+    resources: Resources | None = None
+    constraints: Constraints | None = None
+    placement: Placement | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Job":
@@ -78,6 +194,12 @@ class Job:
     def terminal(self) -> bool:
         """True when the job is ``succeeded``, ``dead`` or ``cancelled``."""
         return self.state in TERMINAL_STATES
+
+    @property
+    def visible_devices(self) -> str:
+        """The indices of the GPUs placed for this attempt as ``CUDA_VISIBLE_DEVICES`` takes them
+        (``"0,1"``); ``""`` when the job holds none (or has no placement)."""
+        return self.placement.visible_devices if self.placement is not None else ""
 
     @property
     def run_at_dt(self) -> datetime | None:
@@ -125,7 +247,19 @@ def _job_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "last_error": _str_or_none(data.get("last_error")),
         "lease_owner": _str_or_none(data.get("lease_owner")),
         "lease_expires_at": _str_or_none(data.get("lease_expires_at")),
+        "resources": _parsed(Resources, data, "resources"),
+        "constraints": _parsed(Constraints, data, "constraints"),
+        "placement": _parsed(Placement, data, "placement"),
     }
+
+
+_Parsed = TypeVar("_Parsed", Resources, Constraints, Placement)
+
+
+def _parsed(kind: type[_Parsed], data: Mapping[str, Any], key: str) -> _Parsed | None:
+    """``data[key]`` read as ``kind``; None when absent, null or not an object."""
+    value = data.get(key)
+    return kind.from_json(value) if isinstance(value, Mapping) else None
 
 
 @dataclass
@@ -245,6 +379,8 @@ class JobSpec:
     delay_seconds: float | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    resources: Mapping[str, int] | Resources | None = None
+    constraints: Mapping[str, Any] | Constraints | None = None
 
 
 @dataclass

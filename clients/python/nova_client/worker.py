@@ -3,8 +3,9 @@
 Concurrency model (all standard-library threads; handlers are plain blocking functions):
 
 * one **fetcher** thread claims jobs in batches (``max`` = free slots, at most ``batch``) with a
-  long poll (``wait_seconds``), asking only for the kinds that have handlers; it uses a Client of
-  its own so that ``stop()`` can break its long poll at once;
+  long poll (``wait_seconds``), asking only for the kinds that have handlers and sending the
+  capacity still free (the worker's capacity less the GPUs, CPUs and memory placed jobs hold); it
+  uses a Client of its own so that ``stop()`` can break its long poll at once;
 * ``concurrency`` **handler** threads (daemon threads fed by a queue) run one job each at a time;
 * one **reporter** thread batches completions (flushed when ``batch`` results are waiting, or
   ~5 ms after the first one) into one ``POST /v1/jobs/complete``, and reports failures with
@@ -22,6 +23,7 @@ then released (best effort; their late results are dropped), completions are flu
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import itertools
 import json
@@ -34,8 +36,9 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
+from .capacity import CapacityLedger, GPUSelection, _apply_overrides, _describe_capacity, detect_capacity
 from .client import Client
 from .errors import (
     BadRequest,
@@ -49,7 +52,7 @@ from .errors import (
     Unavailable,
     Unprocessable,
 )
-from .models import ClaimedJob
+from .models import ClaimedJob, Placement
 
 __all__ = ["Worker", "ActiveJob", "Handler"]
 
@@ -60,6 +63,7 @@ Handler = Callable[["ActiveJob"], Any]
 _H = TypeVar("_H", bound=Handler)
 
 _worker_numbers = itertools.count(1)
+_holder_numbers = itertools.count(1)
 
 # Entry states.
 _QUEUED = "queued"  # claimed, waiting for a handler thread
@@ -69,18 +73,24 @@ _RELEASED = "released"  # given back (stop, or no handler)
 _ABANDONED = "abandoned"  # still running when the grace period ended; lease released
 
 _FLUSH_SECONDS = 0.005
+#: The longest claim long poll while placed jobs hold part of the capacity: a claim carries the
+#: capacity free when it was sent, so what a finishing job gives back counts from the next claim.
+_HELD_WAIT_SECONDS = 2.0
 
 
 class ActiveJob:
     """The job a handler runs: its fields, and signals that it should stop.
 
-    ``attempt`` is this attempt's number (1 for the first run). ``cancel_requested`` turns True
-    when a heartbeat reports the job cancelled; ``lease_lost`` when the lease is gone (another
+    ``attempt`` is this attempt's number (1 for the first run). ``placement`` is where the server
+    placed this attempt (the GPUs it holds on this worker, by index and UUID, its CPUs and
+    memory), None when the job asks for nothing; ``visible_devices`` gives its GPU indices as
+    ``CUDA_VISIBLE_DEVICES`` takes them (``"0,1"``; ``""`` for none). ``cancel_requested`` turns
+    True when a heartbeat reports the job cancelled; ``lease_lost`` when the lease is gone (another
     worker may run it); ``stopping`` when the worker shuts down. ``should_stop`` is any of them,
     and :meth:`sleep` waits but returns early on any of them.
     """
 
-    __slots__ = ("job", "id", "kind", "queue", "payload", "attempt", "max_attempts", "lease",
+    __slots__ = ("job", "id", "kind", "queue", "payload", "attempt", "max_attempts", "lease", "placement",
                  "_cancel_requested", "_lease_lost", "_worker", "_signal", "_logger")
 
     def __init__(self, job: ClaimedJob, worker: "Worker") -> None:
@@ -92,6 +102,7 @@ class ActiveJob:
         self.attempt = job.attempts
         self.max_attempts = job.max_attempts
         self.lease = job.lease
+        self.placement: Optional[Placement] = job.placement
         self._cancel_requested = False
         self._lease_lost = False
         self._worker = worker
@@ -100,6 +111,16 @@ class ActiveJob:
 
     def __repr__(self) -> str:
         return f"ActiveJob(id={self.id!r}, kind={self.kind!r}, attempt={self.attempt})"
+
+    @property
+    def visible_devices(self) -> str:
+        """The placed GPUs' indices for ``CUDA_VISIBLE_DEVICES``: ``"0,1"``, ``""`` for none."""
+        return self.placement.visible_devices if self.placement is not None else ""
+
+    @property
+    def visible_uuids(self) -> str:
+        """The placed GPUs' UUIDs for ``NVIDIA_VISIBLE_DEVICES`` (``""`` for none)."""
+        return self.placement.visible_uuids if self.placement is not None else ""
 
     @property
     def cancel_requested(self) -> bool:
@@ -152,6 +173,9 @@ class _Entry:
     state: str = _QUEUED
     cancelled: bool = False
     lost: bool = False
+    #: Its key in the capacity ledger: one per claim (a job claimed again after its lease was lost
+    #: is another holder, even while the first attempt's handler still runs).
+    holder: str = ""
 
 
 @dataclass
@@ -185,11 +209,21 @@ class Worker:
     ``lease_seconds``: lease length asked for. ``wait_seconds``: long-poll wait of an idle claim.
     ``grace_seconds``: how long running handlers may finish on stop. ``heartbeat_every``: seconds
     between heartbeats (default ``lease_seconds / 3``).
+
+    ``capacity``: what this worker offers jobs that ask for resources (the ``capacity`` object of a
+    claim, see :mod:`nova_client.capacity`); by default it is detected when ``run()`` starts
+    (:func:`~nova_client.detect_capacity`: ``nvidia-smi``'s GPUs, this process's CPUs and memory).
+    ``gpus`` (indices, ``[]`` for none), ``cpus``, ``memory_mib``, ``labels`` and ``host`` narrow
+    that capacity (or the one given), as :func:`~nova_client.detect_capacity` does. Each claim
+    sends what is free: the capacity less what the placed jobs claimed and not yet ended here hold
+    (a job's GPUs, CPUs and memory are given back when its handler returns, or when it is released
+    or dropped before it started).
     """
 
     _max_jobs: Optional[int]
     _grace_override: Optional[float]
     _fatal: Optional[BaseException]
+    _ledger: Optional[CapacityLedger]
 
     def __init__(
         self,
@@ -204,6 +238,12 @@ class Worker:
         wait_seconds: float = 20,
         grace_seconds: float = 10,
         heartbeat_every: Optional[float] = None,
+        capacity: Optional[Mapping[str, Any]] = None,
+        gpus: Optional[GPUSelection] = None,
+        cpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        host: Optional[str] = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -223,6 +263,11 @@ class Worker:
         self.wait_seconds = wait_seconds
         self.grace_seconds = grace_seconds
         self.heartbeat_every = heartbeat_every if heartbeat_every is not None else lease_seconds / 3.0
+        self._overrides: Dict[str, Any] = {"gpus": gpus, "cpus": cpus, "memory_mib": memory_mib, "labels": labels,
+                                           "host": host}
+        # A capacity given is checked now; a detected one when run() starts.
+        self._fixed_capacity = None if capacity is None else _apply_overrides(capacity, **self._overrides)
+        self._capacity: Optional[Dict[str, Any]] = self._fixed_capacity
         self._handlers: Dict[str, Handler] = {}
         self._patterns: List[Tuple[str, Handler]] = []
         self._run_lock = threading.Lock()
@@ -266,7 +311,9 @@ class Worker:
     def run(self, max_jobs: Optional[int] = None) -> None:
         """Runs until stopped (``stop()``, SIGTERM or SIGINT) or, with ``max_jobs``, until that many
         jobs were handled. Signal handlers are installed only when called in the main thread.
-        Raises the error that made the worker give up (a token without the worker role...)."""
+        Raises the error that made the worker give up (a token without the worker role...), and
+        ``ValueError`` before anything starts when the capacity cannot be detected as asked
+        (``nvidia-smi`` output it cannot read, a ``gpus`` override naming a GPU not there)."""
         if not self._handlers and not self._patterns:
             raise ValueError("no handlers registered: use @worker.job(kind)")
         if not self._run_lock.acquire(blocking=False):
@@ -274,6 +321,15 @@ class Worker:
         try:
             self._reset()
             self._max_jobs = max_jobs
+            try:
+                if self._fixed_capacity is None:
+                    self._capacity = detect_capacity(**self._overrides)
+                assert self._capacity is not None
+                self._ledger = CapacityLedger(self._capacity)
+            except BaseException:
+                self._finished.set()
+                raise
+            logger.info("worker %s capacity: %s", self.name, _describe_capacity(self._capacity))
             previous = self._install_signals()
             try:
                 self._start_threads()
@@ -315,6 +371,18 @@ class Worker:
     def running(self) -> bool:
         return self._run_lock.locked() and not self._finished.is_set()
 
+    @property
+    def capacity(self) -> Optional[Dict[str, Any]]:
+        """The capacity this worker offers (a copy): the one given, else the one detected when
+        ``run()`` started (None before)."""
+        return copy.deepcopy(self._capacity)
+
+    def free_capacity(self) -> Optional[Dict[str, Any]]:
+        """What the next claim would send as ``capacity``: the capacity less what placed jobs hold
+        (None before ``run()``)."""
+        with self._lock:
+            return self._ledger.free() if self._ledger is not None else None
+
     # -- Internals -----------------------------------------------------------------------------------
 
     def _reset(self) -> None:
@@ -342,6 +410,7 @@ class Worker:
         self._reporter: Optional[threading.Thread] = None
         self._heartbeater: Optional[threading.Thread] = None
         self._fetch_client = self.client.clone()
+        self._ledger = None
         self.stats = WorkerStats()
 
     def _install_signals(self) -> Dict[int, Any]:
@@ -402,10 +471,13 @@ class Worker:
                 want = min(self.batch, capacity - self._slots_used)
                 if self._max_jobs is not None:
                     want = min(want, self._max_jobs - self._claimed_total)
+                assert self._ledger is not None
+                free = self._ledger.free()
+                wait = min(self.wait_seconds, _HELD_WAIT_SECONDS) if len(self._ledger) else self.wait_seconds
             try:
                 jobs = self._fetch_client.claim(
                     self.name, self.queues, kinds, max=want, lease_seconds=self.lease_seconds,
-                    wait_seconds=self.wait_seconds,
+                    wait_seconds=wait, capacity=free,
                 )
                 failures = 0
             except (NovaConnectionError, ServerError, RateLimited) as error:
@@ -447,8 +519,10 @@ class Worker:
                     if handler is None:
                         unhandled.append(job)
                         continue
-                    entry = _Entry(job=job, active=ActiveJob(job, self), handler=handler)
+                    entry = _Entry(job=job, active=ActiveJob(job, self), handler=handler,
+                                   holder=f"{job.id}#{next(_holder_numbers)}")
                     self._held[job.id] = entry
+                    self._ledger.take(entry.holder, job.placement)
                     entries.append(entry)
                 self._slots_used += len(entries)
             for entry in entries:
@@ -497,6 +571,7 @@ class Worker:
             with self._cond:
                 self._running -= 1
                 self._slots_used -= 1
+                self._give_back_locked(entry)
                 report = entry.state == _RUNNING
                 if report:
                     entry.state = _DONE
@@ -647,6 +722,12 @@ class Worker:
         if stop:
             self.stop()
 
+    def _give_back_locked(self, entry: _Entry) -> None:
+        """Frees what the job's placement holds (lock held): its handler returned, or it was let go
+        before it started."""
+        if self._ledger is not None and self._ledger.give_back(entry.holder):
+            logger.debug("job %s (%s) gave back %s", entry.job.id, entry.job.kind, entry.job.placement)
+
     def _count_handled_locked(self) -> bool:
         """Counts one handled job (lock held); True when ``max_jobs`` is reached."""
         self._handled += 1
@@ -697,6 +778,7 @@ class Worker:
                 if (entry.cancelled or entry.lost) and entry.state == _QUEUED:
                     # Not started yet: it will never run here.
                     entry.state = _RELEASED
+                    self._give_back_locked(entry)
                     self._slots_used -= 1
                     del self._held[entry.job.id]
                     self.stats.cancelled += 1 if entry.cancelled else 0
@@ -725,6 +807,7 @@ class Worker:
             waiting = [e for e in self._held.values() if e.state == _QUEUED]
             for entry in waiting:
                 entry.state = _RELEASED
+                self._give_back_locked(entry)
                 del self._held[entry.job.id]
             self._slots_used -= len(waiting)
         for _ in self._threads:

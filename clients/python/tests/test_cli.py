@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from nova_client import ActiveJob, Client, PermanentError, Worker
+from nova_client import ActiveJob, Client, Constraints, PermanentError, Resources, Worker
 
 from conftest import PACKAGE_ROOT, NovaServer
 from helpers import jobs_in, running
@@ -117,6 +117,28 @@ def test_enqueue_get_and_wait(nova: NovaServer, admin: Client, queue_name: str) 
     # Delayed: scheduled.
     delayed = cli(nova, "enqueue", "py.echo", "--queue", queue_name, "--delay", "3600")
     assert admin.get(delayed.stdout.strip()).state == "scheduled"
+
+
+def test_enqueue_with_resources_and_constraints(nova: NovaServer, admin: Client, queue_name: str) -> None:
+    done = cli(nova, "enqueue", "py.echo", "--queue", queue_name, "--gpus", "1", "--gpu-memory", "40G", "--cpus", "2",
+               "--memory", "16G", "--constraint", "gpu_model=*H100*", "--constraint", "label.zone=b")
+    assert done.returncode == 0, done.stderr
+    id = done.stdout.strip()
+    job = admin.get(id)
+    assert job.resources == Resources(gpus=1, gpu_memory_mib=40960, cpus=2, memory_mib=16384)
+    assert job.constraints == Constraints(gpu_model="*H100*", labels={"zone": "b"})
+    shown = one_json_line(cli(nova, "get", id).stdout)
+    assert shown["resources"] == {"gpus": 1, "gpu_memory_mib": 40960, "cpus": 2, "memory_mib": 16384}
+    assert shown["constraints"] == {"gpu_model": "*H100*", "host": None, "labels": {"zone": "b"}}
+    assert shown["placement"] is None
+    # Out of the server's range: its 422 names the field.
+    refused = cli(nova, "enqueue", "py.echo", "--queue", queue_name, "--gpus", "100000")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: 422 ") and "resources.gpus" in refused.stderr
+    # Refused before sending: nothing else was submitted.
+    bad = cli(nova, "enqueue", "py.echo", "--queue", queue_name, "--gpus", "1", "--constraint", "zone=b")
+    assert bad.returncode == 2 and "unknown key 'zone'" in bad.stderr
+    assert [j.id for j in jobs_in(admin, queue_name)] == [id]
 
 
 def test_server_errors_are_reported_with_their_status(nova: NovaServer, queue_name: str) -> None:
