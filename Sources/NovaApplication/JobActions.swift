@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaMonitoring
 import NovaPolicy
 import NovaQueue
 
@@ -29,6 +30,8 @@ public struct JobActions: Sendable {
   public let liveRegistry: LiveJobRegistry
   /// Decides every action of a caller; nil (tests of the routes alone) decides nothing.
   public let policy: PolicyEngine?
+  /// Where changes of queues' flow control are recorded (who, what, when), if anywhere.
+  public var journal: OrchestrationJournal?
 
   /// The handlers in force.
   public var registry: JobRegistry { liveRegistry.current }
@@ -147,6 +150,35 @@ public struct JobActions: Sendable {
   public func stats(by caller: Caller?) async throws -> QueueStats {
     try await authorize(caller, "read", PolicyResource(kind: "queue"))
     return try await queue.stats()
+  }
+
+  /// Every known queue: its flow control and its jobs by state.
+  public func queues(by caller: Caller?) async throws -> [QueueSummary] {
+    try await authorize(caller, "read", PolicyResource(kind: "queue"))
+    let stats = try await queue.stats()
+    let controls = try await queue.controls()
+    return Set(stats.counts.keys).union(controls.keys).sorted().map { name in
+      QueueSummary(name: name, controls: controls[name] ?? QueueControls(), counts: stats.counts[name] ?? [:])
+    }
+  }
+
+  /// Changes a queue's flow control (`change` is given the current one): decided as `control`
+  /// on the queue, recorded in the journal.
+  public func changeControls(of name: String, by caller: Caller?, _ change: (inout QueueControls) throws -> Void) async throws
+    -> QueueControls
+  {
+    try JobRequest.validateName(name, field: "queue")
+    try await authorize(caller, "control", PolicyResource(kind: "queue", id: name, attributes: ["queue": name]))
+    var controls = try await queue.controls()[name] ?? QueueControls()
+    try change(&controls)
+    try controls.validate()
+    try await queue.setControls(controls, queue: name)
+    var payload: [String: JSONValue] = ["paused": .bool(controls.paused), "weight": .int(Int64(controls.weight))]
+    payload["max_running"] = controls.maxRunning.map { .int(Int64($0)) } ?? .null
+    payload["rate_per_second"] = controls.ratePerSecond.map { .double($0) } ?? .null
+    try await journal?.append(
+      kind: "queue.controls", subject: name, payload: .object(payload), actor: caller?.subject.id ?? AuditContext.actor)
+    return controls
   }
 
   /// The worker registry: every worker live or lapsed within `WorkerPresence.retention`.

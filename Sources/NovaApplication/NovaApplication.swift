@@ -106,7 +106,9 @@ public final class NovaApplication: Sendable {
 
   /// The job actions, decided by the policy for each caller.
   public func jobs() throws -> JobActions {
-    JobActions(queue: queue, registry: registry, policy: try policy())
+    var actions = JobActions(queue: queue, registry: registry, policy: try policy())
+    actions.journal = journal
+    return actions
   }
 
   /// Throws `forbidden` unless the policy permits `caller` (the local user by default) to take

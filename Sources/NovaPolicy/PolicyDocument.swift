@@ -92,7 +92,7 @@ public struct PolicyDocument: Sendable, Equatable {
     Rule(name: "viewer-reads", effect: .allow, roles: ["viewer", "operator", "admin"], actions: ["read"]),
     Rule(
       name: "operator-runs-jobs", effect: .allow, roles: ["operator", "admin"],
-      actions: ["submit", "cancel", "retry", "acknowledge", "resolve", "run", "kpi.record"]),
+      actions: ["submit", "cancel", "retry", "acknowledge", "resolve", "run", "kpi.record", "control"]),
     Rule(name: "worker-works", effect: .allow, roles: ["worker"], actions: ["claim", "report"]),
     Rule(name: "admin-manages", effect: .allow, roles: ["admin"]),
   ])

@@ -163,6 +163,8 @@ public final class InstrumentedJobQueue: JobQueue {
   public func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
   public func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }
   public func workers() async throws -> [WorkerPresence] { try await base.workers() }
+  public func controls() async throws -> [String: QueueControls] { try await base.controls() }
+  public func setControls(_ controls: QueueControls, queue: String) async throws { try await base.setControls(controls, queue: queue) }
   public func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   public func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   public func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }

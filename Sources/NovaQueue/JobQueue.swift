@@ -47,6 +47,10 @@ public protocol JobQueue: Sendable {
   func announce(_ presence: WorkerPresence) async throws
   /// Removes a stopping worker's announcement.
   func withdraw(worker: String) async throws
+  /// The flow control of every known queue (the defaults for those never set).
+  func controls() async throws -> [String: QueueControls]
+  /// Sets a queue's flow control; it holds for every worker on the store from the next claim.
+  func setControls(_ controls: QueueControls, queue: String) async throws
   /// The registry: every worker announced, live or lapsed within `WorkerPresence.retention`,
   /// by name.
   func workers() async throws -> [WorkerPresence]

@@ -164,6 +164,20 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           CREATE INDEX nova_jobs_placed ON nova_jobs(queue) WHERE state = 'available' AND requirements IS NOT NULL;
           """)
     }
+    migrator.registerMigration("v15-queue-controls") { db in
+      // Each queue's flow control (`QueueControls`) and the state its claims keep: the rate's
+      // token bucket and the jobs handed out, which weights share by.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_queues ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE nova_queues ADD COLUMN max_running INTEGER;
+          ALTER TABLE nova_queues ADD COLUMN rate REAL;
+          ALTER TABLE nova_queues ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+          ALTER TABLE nova_queues ADD COLUMN tokens REAL NOT NULL DEFAULT 0;
+          ALTER TABLE nova_queues ADD COLUMN refilled_at INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE nova_queues ADD COLUMN served INTEGER NOT NULL DEFAULT 0;
+          """)
+    }
   }
 
   // MARK: - Columns
@@ -333,7 +347,22 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
               from: attempts > 0 ? .failed : .scheduled, to: .available, attempt: attempts, time: now))
         }
       }
-      let names = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
+      let requested = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
+      // Queues under flow control take at most their allowance (none while paused).
+      let states = try Self.controlStates(requested, db: db)
+      let controlled = states.filter { !$0.value.controls.isDefault }
+      var caps: [String: Int] = [:]
+      for (name, control) in controlled {
+        var running = 0
+        if control.controls.maxRunning != nil {
+          running =
+            try Int.fetchOne(
+              db.cachedStatement(sql: "SELECT COUNT(*) FROM nova_jobs WHERE state = 'running' AND queue = ?"), arguments: [name]) ?? 0
+        }
+        caps[name] = control.allowance(running: running, at: now)
+      }
+      let names = requested.filter { caps[$0] != 0 }
+      let weighted = names.count > 1 && names.contains { (controlled[$0]?.controls.weight ?? 1) != 1 }
       // While jobs that ask for something wait in these queues, the claim walks the queues'
       // first jobs in order and places each that fits; otherwise every job fits any worker.
       let placedWaiting = try db.cachedStatement(
@@ -341,13 +370,25 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       var leases: [JobLease] = []
       if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
         leases = try Self.claimPlacing(
-          request, queues: names, kinds: patterns, kindClause: candidateKindClause, now: now, expires: expires, db: db)
+          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: caps, now: now, expires: expires, db: db)
       } else {
         // How many to take from each queue: one queue takes all; several are merged by priority
         // first, since `queue IN (...)` would sort every available job of those queues.
         var counts: [(queue: String, count: Int)] = []
         if names.count == 1 {
-          counts = [(names[0], limit)]
+          counts = [(names[0], min(limit, caps[names[0]] ?? limit))]
+        } else if weighted {
+          // Shared by weight: how many each has (up to the limit) decides nothing but the bound.
+          var shares: [(name: String, weight: Int, served: Int64, available: Int)] = []
+          let count = try db.cachedStatement(
+            sql: "SELECT COUNT(*) FROM (SELECT 1 FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause) LIMIT ?)")
+          for name in names {
+            let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
+            let available = try Int.fetchOne(count, arguments: StatementArguments(values)) ?? 0
+            let state = states[name]
+            shares.append((name, state?.controls.weight ?? 1, state?.served ?? 0, min(available, caps[name] ?? available)))
+          }
+          counts = WeightedShare.split(limit: limit, queues: shares).map { ($0.key, $0.value) }
         } else {
           var candidates: [(queue: String, id: String, priority: Int)] = []
           let select = try db.cachedStatement(
@@ -362,7 +403,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           }
           candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
           var perQueue: [String: Int] = [:]
-          for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+          var taken = 0
+          for candidate in candidates where taken < limit && perQueue[candidate.queue, default: 0] < caps[candidate.queue] ?? limit {
+            perQueue[candidate.queue, default: 0] += 1
+            taken += 1
+          }
           counts = perQueue.map { ($0.key, $0.value) }
         }
         let update = try db.cachedStatement(
@@ -389,6 +434,17 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
             leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
           }
           raw.finish()
+        }
+      }
+      if !controlled.isEmpty {
+        // The rate's bucket loses what was taken; weights count what each queue handed out
+        // (every queue of a claim that shares by weight, the default weight's included).
+        let update = try db.cachedStatement(
+          sql: "UPDATE nova_queues SET tokens = coalesce(?, tokens), refilled_at = coalesce(?, refilled_at), served = served + ? WHERE name = ?")
+        for name in weighted ? names : Array(controlled.keys) {
+          let taken = leases.lazy.filter { $0.job.queue == name }.count
+          let tokens = controlled[name]?.tokens(at: now) ?? .infinity
+          try update.execute(arguments: [tokens.isFinite ? tokens - Double(taken) : nil, tokens.isFinite ? now : nil, taken, name])
         }
       }
       if let journal {
@@ -422,26 +478,32 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// A claim that places: the queues' first available jobs merged by priority then age, each
   /// taken when it fits what is still free (jobs that ask for nothing always fit).
   private static func claimPlacing(
-    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, now: Int64, expires: Int64, db: Database
+    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, caps: [String: Int], now: Int64, expires: Int64,
+    db: Database
   ) throws -> [JobLease] {
     let select = try db.cachedStatement(
       sql: """
         SELECT id, priority, requirements FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
         ORDER BY priority DESC, id LIMIT ?
         """)
-    var candidates: [(id: String, priority: Int, requirements: String?)] = []
+    var candidates: [(id: String, queue: String, priority: Int, requirements: String?)] = []
     for name in queues {
       let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [request.limit + placementScan]
       let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
-      while let row = try rows.next() { candidates.append((row[0], row[1], row[2])) }
+      while let row = try rows.next() { candidates.append((row[0], name, row[1], row[2])) }
     }
     candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
     var walk = PlacementWalk(free: request.capacity)
     var picked: [(id: String, placement: JobPlacement?)] = []
+    var perQueue: [String: Int] = [:]
     for candidate in candidates {
       if picked.count >= request.limit { break }
+      if let cap = caps[candidate.queue], perQueue[candidate.queue, default: 0] >= cap { continue }
       let requirements = try candidate.requirements.map { text throws(NovaError) in try JobRequirements.decoded(text) }
-      if let admitted = walk.admit(requirements) { picked.append((candidate.id, admitted)) }
+      if let admitted = walk.admit(requirements) {
+        picked.append((candidate.id, admitted))
+        perQueue[candidate.queue, default: 0] += 1
+      }
     }
     let update = try db.cachedStatement(
       sql: """
@@ -467,6 +529,53 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       raw.finish()
     }
     return leases
+  }
+
+  /// The flow control of each of `queues` (one lookup each by name).
+  private static func controlStates(_ queues: [String], db: Database) throws -> [String: QueueControlState] {
+    var states: [String: QueueControlState] = [:]
+    let select = try db.cachedStatement(
+      sql: "SELECT paused, max_running, rate, weight, tokens, refilled_at, served FROM nova_queues WHERE name = ?")
+    for name in queues {
+      guard let row = try Row.fetchOne(select, arguments: [name]) else { continue }
+      states[name] = QueueControlState(
+        controls: QueueControls(paused: row[0] as Int == 1, maxRunning: row[1], ratePerSecond: row[2], weight: row[3]), tokens: row[4],
+        refilledAt: row[5], served: row[6])
+    }
+    return states
+  }
+
+  public func controls() async throws -> [String: QueueControls] {
+    try await database.read { db in
+      var all: [String: QueueControls] = [:]
+      let rows = try Row.fetchCursor(db, sql: "SELECT name, paused, max_running, rate, weight FROM nova_queues")
+      while let row = try rows.next() {
+        all[row[0]] = QueueControls(paused: row[1] as Int == 1, maxRunning: row[2], ratePerSecond: row[3], weight: row[4])
+      }
+      return all
+    }
+  }
+
+  public func setControls(_ controls: QueueControls, queue: String) async throws {
+    try controls.validate()
+    try JobRequest.validateName(queue, field: "queue")
+    try await database.write { db in
+      try db.execute(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)", arguments: [queue])
+      // A new rate starts with a full bucket.
+      try db.execute(
+        sql: """
+          UPDATE nova_queues SET paused = ?, max_running = ?, weight = ?,
+            tokens = CASE WHEN rate IS ? THEN tokens ELSE 0 END, refilled_at = CASE WHEN rate IS ? THEN refilled_at ELSE 0 END,
+            rate = ?
+          WHERE name = ?
+          """,
+        arguments: [
+          controls.paused ? 1 : 0, controls.maxRunning, controls.weight, controls.ratePerSecond, controls.ratePerSecond,
+          controls.ratePerSecond, queue,
+        ])
+    }
+    knownQueues.withLock { _ = $0.insert(queue) }
+    wake.signal()
   }
 
   // MARK: - Leases

@@ -12,6 +12,8 @@ import NovaRedis
 /// - `state:<state>` sorted sets (score 0, so members sort by id, which is creation order) for
 ///   listing and counting, for every state but `running` (the `running` set serves);
 /// - `idem` hash: idempotency key → job id;
+/// - `settings` hash: the queue's flow control (`paused`, `max_running`, `rate`, `weight`) and
+///   the state claims keep for it (`tokens`, `refilled_at`, `served`);
 /// - `audit` stream: one record per state change, written by the script that makes the change
 ///   (so none is lost or made up), until `nova serve` moves it into the signed audit log.
 ///
@@ -184,6 +186,21 @@ enum RedisQueueScripts {
       local out = {now, expires}
       local record = {now, expires}
       local tally = {}
+      -- Flow control (`settings` hash): paused hands out nothing; max_running bounds the leases;
+      -- rate is a token bucket of one second's worth, refilled on Redis's clock or the caller's.
+      local settings = redis.call('HMGET', p .. 'settings', 'paused', 'max_running', 'rate', 'tokens', 'refilled_at', 'weight')
+      local controlled = settings[1] or settings[2] or settings[3] or settings[6]
+      local bucket
+      if settings[1] == '1' then limit = 0 end
+      if settings[2] then limit = math.min(limit, math.max(0, tonumber(settings[2]) - redis.call('ZCARD', p .. 'running'))) end
+      if settings[3] then
+        local rate = tonumber(settings[3])
+        local burst = math.max(1, rate)
+        bucket = burst
+        local at = tonumber(settings[5] or '0')
+        if at > 0 then bucket = math.min(burst, tonumber(settings[4] or '0') + (tonumber(now) - at) / 1000 * rate) end
+        limit = math.min(limit, math.floor(bucket))
+      end
       local function take(id, placement)
         local k = p .. 'job:' .. id
         redis.call('HINCRBY', k, 'token', 1)
@@ -202,6 +219,13 @@ enum RedisQueueScripts {
       end
       local function finish()
         counted(tally)
+        if controlled then
+          local taken = #out - 2
+          if bucket then
+            redis.call('HSET', p .. 'settings', 'tokens', string.format('%.4f', bucket - taken), 'refilled_at', now)
+          end
+          if taken > 0 then redis.call('HINCRBY', p .. 'settings', 'served', taken) end
+        end
         -- Kept for as long as the leases: a retry after that finds nothing to return.
         if #record > 2 then redis.call('SET', ck, table.concat(record, ' '), 'PX', math.max(tonumber(ARGV[4]), 1000)) end
         return out
@@ -294,6 +318,7 @@ enum RedisQueueScripts {
     claimHead + """
       local n = tonumber(ARGV[7])
       for j = 0, n - 1 do
+        if #out - 2 >= limit then break end
         local id = ARGV[8 + j * 2]
         if redis.call('ZREM', p .. 'available', id) == 1 then take(id, ARGV[9 + j * 2]) end
       end

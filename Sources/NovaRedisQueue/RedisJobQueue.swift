@@ -226,9 +226,20 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       // still missing.
       counts = names.map { ($0, limit) }
     } else if names.count > 1 {
-      // Peek at each queue's best jobs, then take the best `limit` over all of them.
-      let peeks = try await redis.pipeline(
-        names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] })
+      // Peek at each queue's best jobs, then take the best `limit` over all of them (shared by
+      // weight when any queue has one).
+      let replies = try await redis.pipeline(
+        names.map { ["ZRANGE", .string("\(configuration.keyPrefix):{\($0)}:available"), 0, .int(limit - 1), "WITHSCORES"] }
+          + names.map { ["HMGET", .string("\(configuration.keyPrefix):{\($0)}:settings"), "weight", "served", "paused"] })
+      let weights = replies.dropFirst(names.count).map { reply -> (weight: Int, served: Int64, paused: Bool) in
+        let fields = ((try? reply.checked().elements) ?? []).map(\.string)
+        return (
+          Int(fields.first.flatMap { $0 } ?? "") ?? 1, Int64(fields.dropFirst().first.flatMap { $0 } ?? "") ?? 0,
+          fields.dropFirst(2).first.flatMap { $0 } == "1"
+        )
+      }
+      // A paused queue's jobs are not counted: the others take its share.
+      let peeks = zip(replies.prefix(names.count), weights).map { $1.paused ? RESPValue.array([]) : $0 }
       var candidates: [(queue: String, id: String, score: Double)] = []
       for (name, reply) in zip(names, peeks) {
         let values = try reply.checked().elements ?? []
@@ -239,7 +250,13 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       }
       candidates.sort { $0.score != $1.score ? $0.score < $1.score : $0.id < $1.id }
       var perQueue: [String: Int] = [:]
-      for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+      if weights.contains(where: { $0.weight != 1 }) {
+        let available = Dictionary(grouping: candidates, by: \.queue).mapValues(\.count)
+        perQueue = WeightedShare.split(
+          limit: limit, queues: zip(names, weights).map { ($0, $1.weight, $1.served, available[$0] ?? 0) })
+      } else {
+        for candidate in candidates.prefix(limit) { perQueue[candidate.queue, default: 0] += 1 }
+      }
       // Queues with nothing available still get a call of their own when others are short,
       // so that their due delayed jobs are promoted.
       counts = names.map { ($0, perQueue[$0] ?? 0) }
@@ -590,6 +607,41 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     }
     if !forgotten.isEmpty { _ = try await redis.send(["HDEL", workersKey] + forgotten) }
     return kept.sorted { $0.worker < $1.worker }
+  }
+
+  public func controls() async throws -> [String: QueueControls] {
+    let names = try await allQueues()
+    if names.isEmpty { return [:] }
+    let replies = try await redis.pipeline(
+      names.map { ["HMGET", .string("\(configuration.keyPrefix):{\($0)}:settings"), "paused", "max_running", "rate", "weight"] })
+    var all: [String: QueueControls] = [:]
+    for (name, reply) in zip(names, replies) {
+      let fields = (try reply.checked().elements ?? []).map(\.string)
+      func field(_ index: Int) -> String? { index < fields.count ? fields[index] : nil }
+      all[name] = QueueControls(
+        paused: field(0) == "1", maxRunning: field(1).flatMap { Int($0) }, ratePerSecond: field(2).flatMap { Double($0) },
+        weight: field(3).flatMap { Int($0) } ?? 1)
+    }
+    return all
+  }
+
+  public func setControls(_ controls: QueueControls, queue: String) async throws {
+    try controls.validate()
+    try JobRequest.validateName(queue, field: "queue")
+    knownQueues.withLock { _ = $0.insert(queue) }
+    let key = RESPArgument.string("\(configuration.keyPrefix):{\(queue)}:settings")
+    let before = try await redis.send("HGET", key, "rate").string
+    var commands: [[RESPArgument]] = [
+      ["SADD", queuesKey, .string(queue)],
+      ["HSET", key, "paused", controls.paused ? "1" : "0", "weight", .int(controls.weight)],
+    ]
+    commands.append(controls.maxRunning.map { ["HSET", key, "max_running", .int($0)] } ?? ["HDEL", key, "max_running"])
+    let rate = controls.ratePerSecond.map { String($0) }
+    commands.append(rate.map { ["HSET", key, "rate", .string($0)] } ?? ["HDEL", key, "rate"])
+    // A new rate starts with a full bucket.
+    if before != rate { commands.append(["HDEL", key, "tokens", "refilled_at"]) }
+    for reply in try await redis.pipeline(commands) { _ = try reply.checked() }
+    wake.signal()
   }
 
   public func announce(_ presence: WorkerPresence) async throws {

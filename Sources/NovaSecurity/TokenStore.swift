@@ -36,12 +36,14 @@ public enum APIAction: String, Sendable, CaseIterable {
   case claim
   /// Heartbeat, complete, fail or release a claimed job.
   case report
+  /// Pause, resume or limit a queue (`POST /v1/queues/{queue}/pause|resume|controls`).
+  case control
 
   /// The roles allowed to take the action.
   public var roles: Set<Role> {
     switch self {
     case .read: [.viewer, .operator, .admin]
-    case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI: [.operator, .admin]
+    case .submit, .cancel, .retry, .acknowledge, .resolve, .recordKPI, .control: [.operator, .admin]
     case .manageTokens, .reloadPolicy, .exportEvidence: [.admin]
     case .claim, .report: [.worker, .admin]
     }

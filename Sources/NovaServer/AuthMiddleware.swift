@@ -124,6 +124,7 @@ public struct AuthMiddleware: RouterMiddleware {
     case (.post, 4, "v1", "jobs", "cancel"): return .cancel
     case (.post, 4, "v1", "jobs", "retry"): return .retry
     case (.post, 3, "v1", "workers", "claim"): return .claim
+    case (.post, 4, "v1", "queues", "pause"), (.post, 4, "v1", "queues", "resume"), (.post, 4, "v1", "queues", "controls"): return .control
     case (.post, 4, "v1", "jobs", "heartbeat"), (.post, 4, "v1", "jobs", "complete"), (.post, 4, "v1", "jobs", "fail"): return .report
     case (.post, 3, "v1", "jobs", "heartbeat"), (.post, 3, "v1", "jobs", "complete"), (.post, 3, "v1", "jobs", "release"): return .report
     default: return .manageTokens

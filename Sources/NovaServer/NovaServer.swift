@@ -161,7 +161,9 @@ public struct NovaServer: Sendable {
 
   /// The job actions of the API: decided by the policy only when callers are authenticated.
   public var jobActions: JobActions {
-    JobActions(queue: queue, liveRegistry: liveRegistry, policy: security == nil ? nil : policy)
+    var actions = JobActions(queue: queue, liveRegistry: liveRegistry, policy: security == nil ? nil : policy)
+    actions.journal = journal
+    return actions
   }
 
   /// The backend under the metrics instrumentation, which lists its jobs for audit coverage.
@@ -259,6 +261,7 @@ public struct NovaServer: Sendable {
       }
       return try jsonResponse(WorkerRegistryResource(worker, now: Date()))
     }
+    QueuesController(actions: actions).addRoutes(to: router)
     router.get("v1/queues/stats") { _, context in
       try jsonResponse(StatsResource(try await actions.stats(by: JobsController.caller(context))))
     }

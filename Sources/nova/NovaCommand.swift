@@ -17,7 +17,7 @@ struct NovaCommand: AsyncParsableCommand {
     subcommands: [
       ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, JobsCommand.self, PolicyCommand.self,
       AuditCommand.self, TokensCommand.self, EvidenceCommand.self, KPICommand.self, AlertsCommand.self, JournalCommand.self, DashboardsCommand.self,
-      KindsCommand.self, WorkersCommand.self, BenchCommand.self,
+      KindsCommand.self, QueuesCommand.self, WorkersCommand.self, BenchCommand.self,
     ])
 
   /// Parses, runs, and maps every error to a message on stderr and a meaningful exit code.

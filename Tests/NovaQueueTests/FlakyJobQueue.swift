@@ -71,6 +71,8 @@ final class FlakyJobQueue: JobQueue {
   func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
   func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }
   func workers() async throws -> [WorkerPresence] { try await base.workers() }
+  func controls() async throws -> [String: QueueControls] { try await base.controls() }
+  func setControls(_ controls: QueueControls, queue: String) async throws { try await base.setControls(controls, queue: queue) }
   func get(_ id: JobID) async throws -> Job? { try await base.get(id) }
   func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
   func waitForJobs(timeout: Duration) async { await base.waitForJobs(timeout: timeout) }

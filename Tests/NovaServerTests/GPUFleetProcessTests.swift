@@ -39,7 +39,7 @@ struct GPUFleetProcessTests {
 
   /// The kinds: each asks what its name says (as the kind's default), and its program logs its
   /// placement around a short sleep.
-  func kindsFile(in folder: URL, log: String, seconds: Double) throws -> String {
+  func kindsFile(in folder: URL, log: String, seconds: Double, filename: String = "nova-jobs.yaml") throws -> String {
     let program =
       "echo \"start $NOVA_JOB_ID $NOVA_JOB_KIND $NOVA_JOB_HOST [$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES] $(date +%s%N)\" >> \(log); "
       + "sleep \(seconds); echo \"end $NOVA_JOB_ID $NOVA_JOB_KIND $NOVA_JOB_HOST [$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES] $(date +%s%N)\" >> \(log)"
@@ -56,7 +56,7 @@ struct GPUFleetProcessTests {
       + kind("huge", "    resources: {gpus: 16}\n")
       + kind("flex", "")
       + kind("plain", "")
-    let path = folder.appendingPathComponent("nova-jobs.yaml").path
+    let path = folder.appendingPathComponent(filename).path
     try yaml.write(toFile: path, atomically: true, encoding: .utf8)
     return path
   }
@@ -207,5 +207,44 @@ struct GPUFleetProcessTests {
     }
     let starts = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.hasPrefix("start") }
     #expect(starts.allSatisfy { $0.contains(" spark-1 [0] ") }, "\(starts)")
+  }
+
+  /// Issue #22 point 5: a queue's max-running holds across three worker processes; a paused
+  /// queue accepts jobs and none of them runs until it is resumed.
+  @Test(arguments: stores)
+  func queueLimitsHoldAcrossThreeWorkerProcesses(store: Store) async throws {
+    let folder = try TemporaryDirectory.make("nova-fleet-limits")
+    let redis = store == .redis ? try RedisTestServer() : nil
+    defer { redis?.stop() }
+    let log = folder.appendingPathComponent("runs.log").path
+    let jobs = try kindsFile(in: folder, log: log, seconds: 0.3)
+    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
+    let set = try await NovaProcess.run(["queues", "set", "llm", "--max-running", "2"] + common)
+    #expect(set.code == 0, "\(set.stderr)")
+    let paused = try await NovaProcess.run(["queues", "pause", "llm"] + common)
+    #expect(paused.code == 0, "\(paused.stderr)")
+    try await enqueue(["plain", "--queue", "llm", "--count", "10"], store: common)
+    let workers = try [Host.spark, Host.gpu2, Host.gpu8].map {
+      try worker($0, store: common, folder: folder, extra: ["--queues", "llm"])
+    }
+    defer { for worker in workers { worker.signal(SIGKILL) } }
+    // Paused: the workers are up and take nothing.
+    try await eventually("three workers in the registry") {
+      let listed = try await NovaProcess.run(["workers", "list", "--json"] + common)
+      return listed.stdout.components(separatedBy: "\"live\"").count - 1 == 3
+    }
+    try await Task.sleep(for: .seconds(1))
+    #expect(try runs(log).isEmpty && !FileManager.default.fileExists(atPath: log))
+    let resumed = try await NovaProcess.run(["queues", "resume", "llm"] + common)
+    #expect(resumed.code == 0, "\(resumed.stderr)")
+    try await eventually("every job to finish", timeout: .seconds(60)) { try runs(log).count >= 10 }
+    let done = try runs(log)
+    // At no instant did more than two run, and two did run together.
+    var most = 0
+    for run in done {
+      most = max(most, done.filter { $0.start <= run.start && run.start < $0.end }.count)
+    }
+    #expect(most == 2, "at most \(most) ran at once; the limit is 2")
+    #expect(Set(done.map(\.host)).count >= 2, "the jobs went to several workers: \(done.map(\.host))")
   }
 }
