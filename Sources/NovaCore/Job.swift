@@ -31,13 +31,16 @@ public struct Job: Sendable, Equatable {
   public var requirements: JobRequirements?
   /// Where its current (or last) attempt was placed; nil when it asked for nothing.
   public var placement: JobPlacement?
+  /// The key whose per-key limits it shares, if any.
+  public var concurrencyKey: String?
 
   public init(
     id: JobID, queue: String, kind: String, payload: Data, priority: Int, state: JobState,
     runAt: Date, attempts: Int, maxAttempts: Int, idempotencyKey: String?, createdAt: Date,
     updatedAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil, result: Data? = nil,
     lastError: String? = nil, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
-    fencingToken: Int64 = 0, requirements: JobRequirements? = nil, placement: JobPlacement? = nil
+    fencingToken: Int64 = 0, requirements: JobRequirements? = nil, placement: JobPlacement? = nil,
+    concurrencyKey: String? = nil
   ) {
     self.id = id
     self.queue = queue
@@ -60,5 +63,6 @@ public struct Job: Sendable, Equatable {
     self.fencingToken = fencingToken
     self.requirements = requirements
     self.placement = placement
+    self.concurrencyKey = concurrencyKey
   }
 }

@@ -24,6 +24,12 @@ public struct JobRequest: Sendable, Equatable {
   /// Where the job may run, as given (nil: its kind's default, if any).
   public var constraints: JobConstraints?
 
+  /// Jobs with the same key (a tenant, a model, an API account) share the per-key limits of
+  /// their kind and queue (`max_running_per_key`, `rate_per_key`).
+  public var concurrencyKey: String?
+  /// The per-key limits of the job's kind, set from `nova-jobs.yaml` on submit.
+  public var keyLimits: KeyLimits?
+
   /// What the job asks of its host and where it may run, as stored; nil asks for nothing.
   public var requirements: JobRequirements? {
     get { JobRequirements.make(resources: resources, constraints: constraints) }
@@ -73,6 +79,11 @@ public struct JobRequest: Sendable, Equatable {
     if let key = idempotencyKey {
       guard !key.isEmpty, key.utf8.count <= 255 else {
         throw .invalidInput(field: "idempotency_key", message: "must be 1 to 255 bytes")
+      }
+    }
+    if let key = concurrencyKey {
+      guard !key.isEmpty, key.utf8.count <= 255, !key.contains(where: { $0.isNewline }) else {
+        throw .invalidInput(field: "concurrency_key", message: "must be 1 to 255 bytes on one line")
       }
     }
     guard payload.count <= maxPayloadBytes else {

@@ -204,3 +204,25 @@ public struct JobPlacement: Codable, Sendable, Equatable {
     }
   }
 }
+
+/// Limits shared by all running jobs of one concurrency key (per queue): at most `maxRunning`
+/// at once, and at most `ratePerSecond` starts per second (bursts of one second's worth).
+public struct KeyLimits: Sendable, Equatable, Codable {
+  public var maxRunning: Int?
+  public var ratePerSecond: Double?
+
+  public init(maxRunning: Int? = nil, ratePerSecond: Double? = nil) {
+    self.maxRunning = maxRunning
+    self.ratePerSecond = ratePerSecond
+  }
+
+  /// True when it limits nothing.
+  public var isEmpty: Bool { maxRunning == nil && ratePerSecond == nil }
+
+  /// The tighter of each limit.
+  public func tightened(by other: KeyLimits?) -> KeyLimits {
+    guard let other else { return self }
+    func least<T: Comparable>(_ a: T?, _ b: T?) -> T? { [a, b].compactMap { $0 }.min() }
+    return KeyLimits(maxRunning: least(maxRunning, other.maxRunning), ratePerSecond: least(ratePerSecond, other.ratePerSecond))
+  }
+}

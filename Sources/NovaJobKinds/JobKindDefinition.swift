@@ -12,6 +12,8 @@ public struct JobKindDefinition: Sendable, Equatable {
   public var resources: JobResources?
   /// Where each job of the kind may run unless it gives its own `constraints`.
   public var constraints: JobConstraints?
+  /// What the kind's jobs with one concurrency key share (`max_running_per_key`, `rate_per_key`).
+  public var keyLimits: KeyLimits?
 
   /// What running a job of the kind does.
   public enum Action: Sendable, Equatable {

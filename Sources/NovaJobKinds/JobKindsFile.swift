@@ -1,5 +1,6 @@
 import Foundation
 import NovaCore
+import NovaQueue
 import Yams
 
 /// `nova-jobs.yaml`: the job kinds a deployment defines besides the built-in ones, read
@@ -56,14 +57,17 @@ public struct JobKindsFile: Sendable, Equatable {
 
   private static let commandKeys: Set<String> = [
     "type", "command", "cwd", "env", "env_pass", "timeout", "max_output_bytes", "retry_exit_codes", "dead_exit_codes", "kill_grace",
-    "user", "group", "resources", "constraints",
+    "user", "group", "resources", "constraints", "max_running_per_key", "rate_per_key",
   ]
   private static let httpKeys: Set<String> = [
     "type", "url", "method", "headers", "headers_env", "timeout", "secret_env", "max_concurrency", "resources", "constraints",
+    "max_running_per_key", "rate_per_key",
   ]
   /// What `max_concurrency` may be: beyond 1024 calls at once to one kind, a limit no longer limits.
   public static let maxConcurrencyRange = 1...1024
-  private static let externalKeys: Set<String> = ["type", "description", "timeout", "resources", "constraints"]
+  private static let externalKeys: Set<String> = [
+    "type", "description", "timeout", "resources", "constraints", "max_running_per_key", "rate_per_key",
+  ]
 
   private static func kind(_ name: String, _ node: Node, _ reader: YAMLReader) throws(ConfigFileError) -> JobKindDefinition {
     let field = "kinds.\(name)"
@@ -87,6 +91,23 @@ public struct JobKindsFile: Sendable, Equatable {
         try JobConstraints(json: value, field: "\(field).constraints")
       }
     }
+    var limits = KeyLimits()
+    if let node = mapping["max_running_per_key"] {
+      let text = try reader.string(node, "\(field).max_running_per_key")
+      guard let number = Int(text), (1...1_000_000).contains(number) else {
+        throw reader.fail(node, "\(field).max_running_per_key: expected a whole number in 1...1000000")
+      }
+      limits.maxRunning = number
+    }
+    if let node = mapping["rate_per_key"] {
+      let text = try reader.string(node, "\(field).rate_per_key")
+      do {
+        limits.ratePerSecond = try QueueControls.parseRate(text, field: "\(field).rate_per_key")
+      } catch {
+        throw reader.fail(node, "\(error)")
+      }
+    }
+    definition.keyLimits = limits.isEmpty ? nil : limits
     return definition
   }
 

@@ -19,6 +19,7 @@ extension JobKindsFile {
   ) {
     for definition in kinds {
       registry.setDefaults(definition.name, resources: definition.resources, constraints: definition.constraints)
+      registry.setKeyLimits(definition.name, definition.keyLimits)
       switch definition.action {
       case .command(let command):
         let runner = CommandJobRunner(

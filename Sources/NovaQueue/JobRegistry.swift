@@ -71,6 +71,13 @@ public struct JobRegistry: Sendable {
   private var externalTimeouts: [String: Duration] = [:]
   /// What jobs of a kind ask for when they give nothing themselves (`nova-jobs.yaml`).
   private var requirementDefaults: [String: (resources: JobResources?, constraints: JobConstraints?)] = [:]
+  /// The per-key limits of a kind's jobs (`max_running_per_key`, `rate_per_key`).
+  private var keyLimits: [String: KeyLimits] = [:]
+
+  /// Sets the per-key limits that jobs of `kind` carrying a concurrency key share.
+  public mutating func setKeyLimits(_ kind: String, _ limits: KeyLimits?) {
+    keyLimits[kind] = limits?.isEmpty == false ? limits : nil
+  }
 
   /// Sets what jobs of `kind` ask of their host and where they may run, unless they say otherwise.
   public mutating func setDefaults(_ kind: String, resources: JobResources?, constraints: JobConstraints?) {
@@ -83,6 +90,8 @@ public struct JobRegistry: Sendable {
 
   /// `request` with its kind's default resources and constraints where it gives none.
   public func withDefaults(_ request: JobRequest) -> JobRequest {
+    var request = request
+    if request.concurrencyKey != nil, let limits = keyLimits[request.kind] { request.keyLimits = limits }
     guard let defaults = requirementDefaults[request.kind] else { return request }
     return request.withDefaults(resources: defaults.resources, constraints: defaults.constraints)
   }

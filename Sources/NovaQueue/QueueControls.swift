@@ -14,20 +14,35 @@ public struct QueueControls: Sendable, Equatable, Codable {
   /// Its share of workers that take from several busy queues (1...1000; 3 against 1 gets three
   /// jobs for every one).
   public var weight: Int
+  /// At most this many of its jobs with one concurrency key run at once (nil: the kind's).
+  public var maxRunningPerKey: Int?
+  /// At most this many of its jobs with one concurrency key start per second (nil: the kind's).
+  public var ratePerKey: Double?
+
+  /// Its per-key limits.
+  public var keyLimits: KeyLimits { KeyLimits(maxRunning: maxRunningPerKey, ratePerSecond: ratePerKey) }
 
   public static let weights = 1...1000
   public static let maxRunningRange = 0...1_000_000
-  public static let rateRange = 0.001...1_000_000.0
+  /// From one a day to a million a second.
+  public static let rateRange = (1.0 / 86_400)...1_000_000.0
 
-  public init(paused: Bool = false, maxRunning: Int? = nil, ratePerSecond: Double? = nil, weight: Int = 1) {
+  public init(
+    paused: Bool = false, maxRunning: Int? = nil, ratePerSecond: Double? = nil, weight: Int = 1, maxRunningPerKey: Int? = nil,
+    ratePerKey: Double? = nil
+  ) {
     self.paused = paused
     self.maxRunning = maxRunning
     self.ratePerSecond = ratePerSecond
     self.weight = weight
+    self.maxRunningPerKey = maxRunningPerKey
+    self.ratePerKey = ratePerKey
   }
 
   /// True when it changes nothing: the claim takes its fast path.
-  public var isDefault: Bool { !paused && maxRunning == nil && ratePerSecond == nil && weight == 1 }
+  public var isDefault: Bool {
+    !paused && maxRunning == nil && ratePerSecond == nil && weight == 1 && maxRunningPerKey == nil && ratePerKey == nil
+  }
 
   /// Checks each setting; errors name it as the CLI and the API do (`max_running`).
   public func validate() throws(NovaError) {
@@ -35,9 +50,15 @@ public struct QueueControls: Sendable, Equatable, Codable {
       throw .invalidInput(field: "max_running", message: "\(maxRunning) is out of range 0...1000000")
     }
     if let ratePerSecond, !(ratePerSecond.isFinite && Self.rateRange.contains(ratePerSecond)) {
-      throw .invalidInput(field: "rate", message: "\(ratePerSecond) is out of range 0.001...1000000 per second")
+      throw .invalidInput(field: "rate", message: "\(ratePerSecond) per second is out of range (1/d to 1000000/s)")
     }
     guard Self.weights.contains(weight) else { throw .invalidInput(field: "weight", message: "\(weight) is out of range 1...1000") }
+    if let maxRunningPerKey, !Self.maxRunningRange.contains(maxRunningPerKey) {
+      throw .invalidInput(field: "max_running_per_key", message: "\(maxRunningPerKey) is out of range 0...1000000")
+    }
+    if let ratePerKey, !(ratePerKey.isFinite && Self.rateRange.contains(ratePerKey)) {
+      throw .invalidInput(field: "rate_per_key", message: "\(ratePerKey) per second is out of range (1/d to 1000000/s)")
+    }
   }
 
   /// `10/s`, `600/m`, `2/h` or a plain number per second, as a rate per second.
@@ -48,10 +69,11 @@ public struct QueueControls: Sendable, Equatable, Codable {
     case "s", "sec", "second": per = 1
     case "m", "min", "minute": per = 60
     case "h", "hour": per = 3600
-    default: throw .invalidInput(field: field, message: "'\(text)' is not a rate such as 10/s, 600/m or 2/h")
+    case "d", "day": per = 86_400
+    default: throw .invalidInput(field: field, message: "'\(text)' is not a rate such as 10/s, 600/m, 2/h or 1/d")
     }
     guard let count = Double(parts.first ?? ""), count.isFinite, count > 0 else {
-      throw .invalidInput(field: field, message: "'\(text)' is not a rate such as 10/s, 600/m or 2/h")
+      throw .invalidInput(field: field, message: "'\(text)' is not a rate such as 10/s, 600/m, 2/h or 1/d")
     }
     return count / per
   }
@@ -60,6 +82,8 @@ public struct QueueControls: Sendable, Equatable, Codable {
     case paused, weight
     case maxRunning = "max_running"
     case ratePerSecond = "rate_per_second"
+    case maxRunningPerKey = "max_running_per_key"
+    case ratePerKey = "rate_per_key"
   }
 }
 

@@ -178,12 +178,33 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           ALTER TABLE nova_queues ADD COLUMN served INTEGER NOT NULL DEFAULT 0;
           """)
     }
+    migrator.registerMigration("v16-concurrency-keys") { db in
+      // A job's concurrency key and its kind's per-key limits; the queue's own per-key limits;
+      // the per-key rate buckets. Claims walk the jobs that carry a key as they do those that
+      // ask for something, and count a key's running jobs by the second index.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_jobs ADD COLUMN concurrency_key TEXT;
+          ALTER TABLE nova_jobs ADD COLUMN key_max_running INTEGER;
+          ALTER TABLE nova_jobs ADD COLUMN key_rate REAL;
+          ALTER TABLE nova_queues ADD COLUMN max_running_per_key INTEGER;
+          ALTER TABLE nova_queues ADD COLUMN rate_per_key REAL;
+          DROP INDEX nova_jobs_placed;
+          CREATE INDEX nova_jobs_placed ON nova_jobs(queue)
+            WHERE state = 'available' AND (requirements IS NOT NULL OR concurrency_key IS NOT NULL);
+          CREATE INDEX nova_jobs_running_keys ON nova_jobs(queue, concurrency_key)
+            WHERE state = 'running' AND concurrency_key IS NOT NULL;
+          CREATE TABLE nova_key_buckets (
+            queue TEXT NOT NULL, key TEXT NOT NULL, tokens REAL NOT NULL, refilled_at INTEGER NOT NULL,
+            PRIMARY KEY (queue, key)) WITHOUT ROWID;
+          """)
+    }
   }
 
   // MARK: - Columns
 
   private static let columns =
-    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token, requirements, placement"
+    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token, requirements, placement, concurrency_key"
 
   private static func job(from row: Row) throws -> Job {
     let stateText: String = row[5]
@@ -198,7 +219,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       result: row[14], lastError: row[15], leaseOwner: row[16],
       leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18],
       requirements: try (row[19] as String?).map { text throws(NovaError) in try JobRequirements.decoded(text) },
-      placement: try (row[20] as String?).map { text throws(NovaError) in try JobPlacement.decoded(text) })
+      placement: try (row[20] as String?).map { text throws(NovaError) in try JobPlacement.decoded(text) }, concurrencyKey: row[21])
   }
 
   private static func job(from raw: RawStatement) throws -> Job {
@@ -215,7 +236,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       lastError: raw.optionalString(15), leaseOwner: raw.optionalString(16),
       leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18),
       requirements: try raw.optionalString(19).map { text throws(NovaError) in try JobRequirements.decoded(text) },
-      placement: try raw.optionalString(20).map { text throws(NovaError) in try JobPlacement.decoded(text) })
+      placement: try raw.optionalString(20).map { text throws(NovaError) in try JobPlacement.decoded(text) },
+      concurrencyKey: raw.optionalString(21))
   }
 
   private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }
@@ -286,7 +308,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try db.cachedStatement(
         sql: """
           INSERT INTO nova_jobs (id, queue, kind, payload, priority, state, run_at, max_attempts,
-            idempotency_key, created_at, updated_at, requirements) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            idempotency_key, created_at, updated_at, requirements, concurrency_key, key_max_running, key_rate)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """), in: db)
     insert.bind(1, id.rawValue)
     insert.bind(2, request.queue)
@@ -300,6 +323,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     insert.bind(10, nowMillis)
     insert.bind(11, nowMillis)
     insert.bind(12, request.requirements?.encoded())
+    insert.bind(13, request.concurrencyKey)
+    let limits = request.concurrencyKey == nil ? nil : request.keyLimits
+    if let maxRunning = limits?.maxRunning { insert.bind(14, maxRunning) } else { insert.bind(14, nil as String?) }
+    if let rate = limits?.ratePerSecond { insert.bind(15, rate) } else { insert.bind(15, nil as String?) }
     _ = try insert.run()
     return EnqueueResult(id: id, state: state, existing: false)
   }
@@ -366,11 +393,15 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       // While jobs that ask for something wait in these queues, the claim walks the queues'
       // first jobs in order and places each that fits; otherwise every job fits any worker.
       let placedWaiting = try db.cachedStatement(
-        sql: "SELECT 1 FROM nova_jobs WHERE state = 'available' AND requirements IS NOT NULL AND queue = ? LIMIT 1")
+        sql: """
+          SELECT 1 FROM nova_jobs WHERE state = 'available' AND (requirements IS NOT NULL OR concurrency_key IS NOT NULL)
+            AND queue = ? LIMIT 1
+          """)
       var leases: [JobLease] = []
       if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
         leases = try Self.claimPlacing(
-          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: caps, now: now, expires: expires, db: db)
+          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: caps,
+          keyLimits: names.reduce(into: [String: KeyLimits]()) { $0[$1] = states[$1]?.controls.keyLimits }, now: now, expires: expires, db: db)
       } else {
         // How many to take from each queue: one queue takes all; several are merged by priority
         // first, since `queue IN (...)` would sort every available job of those queues.
@@ -478,20 +509,24 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// A claim that places: the queues' first available jobs merged by priority then age, each
   /// taken when it fits what is still free (jobs that ask for nothing always fit).
   private static func claimPlacing(
-    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, caps: [String: Int], now: Int64, expires: Int64,
-    db: Database
+    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, caps: [String: Int], keyLimits: [String: KeyLimits],
+    now: Int64, expires: Int64, db: Database
   ) throws -> [JobLease] {
     let select = try db.cachedStatement(
       sql: """
-        SELECT id, priority, requirements FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
+        SELECT id, priority, requirements, concurrency_key, key_max_running, key_rate FROM nova_jobs
+        WHERE state = 'available' AND queue = ?\(kindClause)
         ORDER BY priority DESC, id LIMIT ?
         """)
-    var candidates: [(id: String, queue: String, priority: Int, requirements: String?)] = []
+    var candidates: [(id: String, queue: String, priority: Int, requirements: String?, key: String?, limits: KeyLimits)] = []
     for name in queues {
       let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [request.limit + placementScan]
       let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
-      while let row = try rows.next() { candidates.append((row[0], name, row[1], row[2])) }
+      while let row = try rows.next() {
+        candidates.append((row[0], name, row[1], row[2], row[3], KeyLimits(maxRunning: row[4], ratePerSecond: row[5])))
+      }
     }
+    var keys = KeyGate(now: now, db: db)
     candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
     var walk = PlacementWalk(free: request.capacity)
     var picked: [(id: String, placement: JobPlacement?)] = []
@@ -499,12 +534,16 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     for candidate in candidates {
       if picked.count >= request.limit { break }
       if let cap = caps[candidate.queue], perQueue[candidate.queue, default: 0] >= cap { continue }
+      let limits = candidate.limits.tightened(by: keyLimits[candidate.queue])
+      if let key = candidate.key, !limits.isEmpty, try !keys.admits(queue: candidate.queue, key: key, limits: limits) { continue }
       let requirements = try candidate.requirements.map { text throws(NovaError) in try JobRequirements.decoded(text) }
       if let admitted = walk.admit(requirements) {
         picked.append((candidate.id, admitted))
         perQueue[candidate.queue, default: 0] += 1
+        if let key = candidate.key, !limits.isEmpty { keys.take(queue: candidate.queue, key: key, limits: limits) }
       }
     }
+    try keys.save()
     let update = try db.cachedStatement(
       sql: """
         UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
@@ -531,16 +570,72 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     return leases
   }
 
+  /// The per-key limits of one claim: running jobs per key counted once, rate buckets read once
+  /// and written back with what the claim took.
+  struct KeyGate {
+    let now: Int64
+    let db: Database
+    var running: [[String]: Int] = [:]
+    var buckets: [[String]: (tokens: Double, rate: Double)] = [:]
+
+    init(now: Int64, db: Database) {
+      self.now = now
+      self.db = db
+    }
+
+    /// Whether one more job of `key` may start now.
+    mutating func admits(queue: String, key: String, limits: KeyLimits) throws -> Bool {
+      let id = [queue, key]
+      if let maxRunning = limits.maxRunning {
+        if running[id] == nil {
+          running[id] =
+            try Int.fetchOne(
+              db.cachedStatement(sql: "SELECT COUNT(*) FROM nova_jobs WHERE state = 'running' AND queue = ? AND concurrency_key = ?"),
+              arguments: [queue, key]) ?? 0
+        }
+        if running[id, default: 0] >= maxRunning { return false }
+      }
+      if let rate = limits.ratePerSecond {
+        if buckets[id] == nil {
+          let burst = max(1, rate)
+          let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT tokens, refilled_at FROM nova_key_buckets WHERE queue = ? AND key = ?"), arguments: [queue, key])
+          let tokens = row.map { min(burst, ($0[0] as Double) + Double(max(0, now - ($0[1] as Int64))) / 1000 * rate) } ?? burst
+          buckets[id] = (tokens, rate)
+        }
+        if (buckets[id]?.tokens ?? 0) < 1 { return false }
+      }
+      return true
+    }
+
+    /// Counts one job of `key` taken.
+    mutating func take(queue: String, key: String, limits: KeyLimits) {
+      let id = [queue, key]
+      if limits.maxRunning != nil { running[id, default: 0] += 1 }
+      if limits.ratePerSecond != nil { buckets[id]?.tokens -= 1 }
+    }
+
+    /// Writes the buckets back.
+    func save() throws {
+      let upsert = try db.cachedStatement(sql: "INSERT OR REPLACE INTO nova_key_buckets (queue, key, tokens, refilled_at) VALUES (?, ?, ?, ?)")
+      for (id, bucket) in buckets { try upsert.execute(arguments: [id[0], id[1], bucket.tokens, now]) }
+    }
+  }
+
   /// The flow control of each of `queues` (one lookup each by name).
   private static func controlStates(_ queues: [String], db: Database) throws -> [String: QueueControlState] {
     var states: [String: QueueControlState] = [:]
     let select = try db.cachedStatement(
-      sql: "SELECT paused, max_running, rate, weight, tokens, refilled_at, served FROM nova_queues WHERE name = ?")
+      sql: """
+        SELECT paused, max_running, rate, weight, tokens, refilled_at, served, max_running_per_key, rate_per_key
+        FROM nova_queues WHERE name = ?
+        """)
     for name in queues {
       guard let row = try Row.fetchOne(select, arguments: [name]) else { continue }
       states[name] = QueueControlState(
-        controls: QueueControls(paused: row[0] as Int == 1, maxRunning: row[1], ratePerSecond: row[2], weight: row[3]), tokens: row[4],
-        refilledAt: row[5], served: row[6])
+        controls: QueueControls(
+          paused: row[0] as Int == 1, maxRunning: row[1], ratePerSecond: row[2], weight: row[3], maxRunningPerKey: row[7],
+          ratePerKey: row[8]), tokens: row[4], refilledAt: row[5], served: row[6])
     }
     return states
   }
@@ -548,9 +643,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   public func controls() async throws -> [String: QueueControls] {
     try await database.read { db in
       var all: [String: QueueControls] = [:]
-      let rows = try Row.fetchCursor(db, sql: "SELECT name, paused, max_running, rate, weight FROM nova_queues")
+      let rows = try Row.fetchCursor(
+        db, sql: "SELECT name, paused, max_running, rate, weight, max_running_per_key, rate_per_key FROM nova_queues")
       while let row = try rows.next() {
-        all[row[0]] = QueueControls(paused: row[1] as Int == 1, maxRunning: row[2], ratePerSecond: row[3], weight: row[4])
+        all[row[0]] = QueueControls(
+          paused: row[1] as Int == 1, maxRunning: row[2], ratePerSecond: row[3], weight: row[4], maxRunningPerKey: row[5], ratePerKey: row[6])
       }
       return all
     }
@@ -566,12 +663,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         sql: """
           UPDATE nova_queues SET paused = ?, max_running = ?, weight = ?,
             tokens = CASE WHEN rate IS ? THEN tokens ELSE 0 END, refilled_at = CASE WHEN rate IS ? THEN refilled_at ELSE 0 END,
-            rate = ?
+            rate = ?, max_running_per_key = ?, rate_per_key = ?
           WHERE name = ?
           """,
         arguments: [
           controls.paused ? 1 : 0, controls.maxRunning, controls.weight, controls.ratePerSecond, controls.ratePerSecond,
-          controls.ratePerSecond, queue,
+          controls.ratePerSecond, controls.maxRunningPerKey, controls.ratePerKey, queue,
         ])
     }
     knownQueues.withLock { _ = $0.insert(queue) }

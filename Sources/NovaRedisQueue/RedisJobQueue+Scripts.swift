@@ -55,11 +55,19 @@ enum RedisQueueScripts {
     local function needs(n)
       if redis.call('INCRBY', p .. 'needs', n) < 0 then redis.call('SET', p .. 'needs', '0') end
     end
+    -- Out of the running set; a job with a concurrency key gives its key's slot back (`keyrun`
+    -- hash: running jobs per key).
+    local function unrun(id)
+      if redis.call('ZREM', p .. 'running', id) == 1 then
+        local key = redis.call('HGET', p .. 'job:' .. id, 'ckey')
+        if key and redis.call('HINCRBY', p .. 'keyrun', key, -1) <= 0 then redis.call('HDEL', p .. 'keyrun', key) end
+      end
+    end
     local function move(id, from, to, now, event, detail)
       if from == 'available' or to == 'available' then
-        local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'req')
+        local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'req', 'ckey')
         if f[1] then count(f[1], to == 'available' and 1 or -1) end
-        if f[2] and f[2] ~= '' then needs(to == 'available' and 1 or -1) end
+        if (f[2] and f[2] ~= '') or f[3] then needs(to == 'available' and 1 or -1) end
       end
       if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
       if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
@@ -83,7 +91,8 @@ enum RedisQueueScripts {
 
   /// KEYS[2]: the queue registry; KEYS[3]: the counter of enqueues that made jobs available. ARGV: now ('' for Redis's clock), count, then per job: id, kind, payload, priority,
   /// score (−priority), delay in ms (0 runs at once), max_attempts, idempotency key ('' for none),
-  /// requirements (JSON, '' for none).
+  /// requirements (JSON, '' for none), concurrency key, its kind's max running and rate per key
+  /// ('' for none).
   /// Returns per job: id, state, existing (1/0). A job id seen before is this same call retried
   /// after a lost reply: it reports the job as new, as the first answer would have. When an
   /// idempotency key was used for a job of another kind or payload, writes nothing and returns
@@ -99,12 +108,12 @@ enum RedisQueueScripts {
       -- An idempotency key used before for a job of another kind or payload: nothing is
       -- written and the caller is told which job holds the key (409).
       for j = 0, n - 1 do
-        local idem = ARGV[3 + j * 9 + 7]
+        local idem = ARGV[3 + j * 12 + 7]
         if idem ~= '' then
           local held = redis.call('HGET', p .. 'idem', idem)
           if held then
             local was = redis.call('HMGET', p .. 'job:' .. held, 'kind', 'payload')
-            if was[1] and (was[1] ~= ARGV[3 + j * 9 + 1] or was[2] ~= ARGV[3 + j * 9 + 2]) then
+            if was[1] and (was[1] ~= ARGV[3 + j * 12 + 1] or was[2] ~= ARGV[3 + j * 12 + 2]) then
               return {held, 'conflict', 2, idem}
             end
           end
@@ -115,9 +124,10 @@ enum RedisQueueScripts {
       for _ = 1, n do
         local id, kind, payload, prio, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
         local delay, maxa, idem, req = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+        local ckey, kmax, krate = ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
         local runat = plus(now, delay)
         local state = tonumber(delay) > 0 and 'scheduled' or 'available'
-        i = i + 9
+        i = i + 12
         local existing = false
         if idem ~= '' then existing = redis.call('HGET', p .. 'idem', idem) end
         if not existing and redis.call('EXISTS', p .. 'job:' .. id) == 1 then existing = id end
@@ -135,10 +145,13 @@ enum RedisQueueScripts {
             redis.call('HSET', p .. 'idem', idem, id)
           end
           if req ~= '' then redis.call('HSET', k, 'req', req) end
+          if ckey ~= '' then redis.call('HSET', k, 'ckey', ckey) end
+          if kmax ~= '' then redis.call('HSET', k, 'kmax', kmax) end
+          if krate ~= '' then redis.call('HSET', k, 'krate', krate) end
           if state == 'available' then
             redis.call('ZADD', p .. 'available', score, id)
             tally[kind] = (tally[kind] or 0) + 1
-            if req ~= '' then needs(1) end
+            if req ~= '' or ckey ~= '' then needs(1) end
           else
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
@@ -188,7 +201,8 @@ enum RedisQueueScripts {
       local tally = {}
       -- Flow control (`settings` hash): paused hands out nothing; max_running bounds the leases;
       -- rate is a token bucket of one second's worth, refilled on Redis's clock or the caller's.
-      local settings = redis.call('HMGET', p .. 'settings', 'paused', 'max_running', 'rate', 'tokens', 'refilled_at', 'weight')
+      local settings = redis.call('HMGET', p .. 'settings', 'paused', 'max_running', 'rate', 'tokens', 'refilled_at', 'weight',
+        'max_running_per_key', 'rate_per_key')
       local controlled = settings[1] or settings[2] or settings[3] or settings[6]
       local bucket
       if settings[1] == '1' then limit = 0 end
@@ -200,6 +214,34 @@ enum RedisQueueScripts {
         local at = tonumber(settings[5] or '0')
         if at > 0 then bucket = math.min(burst, tonumber(settings[4] or '0') + (tonumber(now) - at) / 1000 * rate) end
         limit = math.min(limit, math.floor(bucket))
+      end
+      -- Whether one more job of `id`'s concurrency key may start (a job without one always may);
+      -- when it may, its key's running count and rate bucket take it at once, so the next
+      -- candidate of the same key sees it.
+      local keytokens = {}
+      local function keyok(id)
+        local f = redis.call('HMGET', p .. 'job:' .. id, 'ckey', 'kmax', 'krate')
+        local key = f[1]
+        if not key then return true end
+        local kmax, krate = tonumber(f[2] or ''), tonumber(f[3] or '')
+        if settings[7] and (not kmax or tonumber(settings[7]) < kmax) then kmax = tonumber(settings[7]) end
+        if settings[8] and (not krate or tonumber(settings[8]) < krate) then krate = tonumber(settings[8]) end
+        if kmax and tonumber(redis.call('HGET', p .. 'keyrun', key) or '0') >= kmax then return false end
+        if krate then
+          local tokens = keytokens[key]
+          if not tokens then
+            local burst = math.max(1, krate)
+            tokens = burst
+            local b = redis.call('HMGET', p .. 'keybuckets', key .. '|t', key .. '|at')
+            if b[1] and b[2] then tokens = math.min(burst, tonumber(b[1]) + (tonumber(now) - tonumber(b[2])) / 1000 * krate) end
+          end
+          keytokens[key] = tokens
+          if tokens < 1 then return false end
+          keytokens[key] = tokens - 1
+          redis.call('HSET', p .. 'keybuckets', key .. '|t', string.format('%.4f', tokens - 1), key .. '|at', now)
+        end
+        redis.call('HINCRBY', p .. 'keyrun', key, 1)
+        return true
       end
       local function take(id, placement)
         local k = p .. 'job:' .. id
@@ -214,7 +256,7 @@ enum RedisQueueScripts {
         local fields = redis.call('HMGET', k, \(claimFieldList))
         record[#record + 1] = id .. ':' .. fields[10]
         tally[fields[2]] = (tally[fields[2]] or 0) - 1
-        if fields[12] and fields[12] ~= '' then needs(-1) end
+        if (fields[12] and fields[12] ~= '') or fields[14] then needs(-1) end
         out[#out + 1] = fields
       end
       local function finish()
@@ -279,8 +321,8 @@ enum RedisQueueScripts {
       if nk == 0 and not waiting then
         local popped = redis.call('ZPOPMIN', p .. 'available', limit)
         for j = 1, #popped, 2 do
-          local req = redis.call('HGET', p .. 'job:' .. popped[j], 'req')
-          if req and req ~= '' then
+          local f = redis.call('HMGET', p .. 'job:' .. popped[j], 'req', 'ckey')
+          if (f[1] and f[1] ~= '') or f[2] then
             -- The count was off (a key changed by hand): the job goes back and is counted.
             redis.call('ZADD', p .. 'available', popped[j + 1], popped[j])
             needs(1)
@@ -297,7 +339,7 @@ enum RedisQueueScripts {
             local id = window[j]
             if wanted(id) then
               local req = waiting and redis.call('HGET', p .. 'job:' .. id, 'req') or ''
-              if not req or req == '' then
+              if (not req or req == '') and keyok(id) then
                 picked[#picked + 1] = id
                 if #picked >= limit then break end
               end
@@ -320,7 +362,10 @@ enum RedisQueueScripts {
       for j = 0, n - 1 do
         if #out - 2 >= limit then break end
         local id = ARGV[8 + j * 2]
-        if redis.call('ZREM', p .. 'available', id) == 1 then take(id, ARGV[9 + j * 2]) end
+        if redis.call('ZSCORE', p .. 'available', id) and keyok(id) then
+          redis.call('ZREM', p .. 'available', id)
+          take(id, ARGV[9 + j * 2])
+        end
       end
       return finish()
       """)
@@ -335,6 +380,7 @@ enum RedisQueueScripts {
   /// The fields a claim returns, in order.
   static let claimFields = [
     "id", "kind", "payload", "priority", "run_at", "attempts", "max_attempts", "idem", "created_at", "token", "started", "req", "placement",
+    "ckey",
   ]
 
   /// `claimFields` as HMGET's arguments in Lua.
@@ -360,7 +406,7 @@ enum RedisQueueScripts {
           else
             redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now, 'lease_expires_at', '')
           end
-          redis.call('ZREM', p .. 'running', id)
+          unrun(id)
           redis.call('ZADD', p .. 'state:succeeded', '0', id)
           audit('completed', id, 'running', 'succeeded', now)
           out[#out + 1] = 1
@@ -389,7 +435,7 @@ enum RedisQueueScripts {
       end
       if f[1] ~= 'running' or f[2] ~= token then return {'lost'} end
       local attempts, maxa = tonumber(f[3]), tonumber(f[4])
-      redis.call('ZREM', p .. 'running', id)
+      unrun(id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
       redis.call('HSET', k, 'last_error', err, 'failed_by', token)
       if retryable and attempts < maxa then
@@ -458,7 +504,7 @@ enum RedisQueueScripts {
         local k = p .. 'job:' .. id
         local f = redis.call('HMGET', k, 'state', 'token', 'score', 'attempts', 'started', 'returns', 'max_attempts')
         if f[1] == 'running' and f[2] == token then
-          redis.call('ZREM', p .. 'running', id)
+          unrun(id)
           redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
           local returns = tonumber(f[6] or '0')
           if f[5] == '1' then redis.call('HSET', k, 'returns', string.format('%d', returns + 1)) end
@@ -497,7 +543,7 @@ enum RedisQueueScripts {
       if st == 'succeeded' or st == 'dead' then return redis.error_reply('NOVA state ' .. st) end
       redis.call('ZREM', p .. 'available', id)
       redis.call('ZREM', p .. 'delayed', id)
-      redis.call('ZREM', p .. 'running', id)
+      unrun(id)
       redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
       redis.call('HSET', k, 'finished_at', now)
       move(id, st, 'cancelled', now, 'cancelled')
@@ -532,7 +578,7 @@ enum RedisQueueScripts {
       local requeued, dead = {}, {}
       for _, id in ipairs(expired) do
         local k = p .. 'job:' .. id
-        redis.call('ZREM', p .. 'running', id)
+        unrun(id)
         local f = redis.call('HMGET', k, 'state', 'attempts', 'max_attempts', 'score', 'started', 'returns')
         if f[1] == 'running' and f[5] == '0' and tonumber(f[6] or '0') < \(RedisJobQueue.freeReturns) then
           -- Claimed ahead but never started (its worker died with it buffered): not an attempt,

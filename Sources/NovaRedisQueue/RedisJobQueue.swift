@@ -130,7 +130,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       lastError: text("last_error"), leaseOwner: text("lease_owner"),
       leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0,
       requirements: try text("req").flatMap { $0.isEmpty ? nil : try JobRequirements.decoded($0) },
-      placement: try text("placement").flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) })
+      placement: try text("placement").flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) }, concurrencyKey: text("ckey"))
   }
 
   /// A lease from a claim's reply (the fields of `RedisQueueScripts.claimFields`, by position).
@@ -146,7 +146,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       idempotencyKey: f[7].string, createdAt: date(f[8].int ?? now), updatedAt: date(now), startedAt: date(now),
       leaseOwner: worker, leaseExpiresAt: date(expires), fencingToken: token,
       requirements: try f[11].string.flatMap { $0.isEmpty ? nil : try JobRequirements.decoded($0) },
-      placement: try f[12].string.flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) })
+      placement: try f[12].string.flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) }, concurrencyKey: f[13].string)
     return JobLease(job: job, token: token, worker: worker, expiresAt: date(expires), started: f[10].string != "0")
   }
 
@@ -183,7 +183,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     let byQueue = Dictionary(grouping: requests.indices, by: { requests[$0].queue })
     for (queue, indices) in byQueue.sorted(by: { $0.key < $1.key }) {
       var arguments: [RESPArgument] = [scriptNow, .int(indices.count)]
-      arguments.reserveCapacity(2 + indices.count * 9)
+      arguments.reserveCapacity(2 + indices.count * 12)
       for index in indices {
         let request = requests[index]
         // A delay rather than an instant: the script adds it to its own clock.
@@ -192,6 +192,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
           .string(ids.next(now: nowDate).rawValue), .string(request.kind), .bytes(Array(request.payload)),
           .int(request.priority), .int(-request.priority), .int(delay), .int(request.maxAttempts),
           .string(request.idempotencyKey ?? ""), .string(request.requirements?.encoded() ?? ""),
+          .string(request.concurrencyKey ?? ""),
+          .string(request.concurrencyKey == nil ? "" : request.keyLimits?.maxRunning.map(String.init) ?? ""),
+          .string(request.concurrencyKey == nil ? "" : request.keyLimits?.ratePerSecond.map { String($0) } ?? ""),
         ]
       }
       let reply = try await run(RedisQueueScripts.enqueue, queue: queue, arguments, extraKeys: [queuesKey, enqueuedKey])
@@ -613,14 +616,20 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     let names = try await allQueues()
     if names.isEmpty { return [:] }
     let replies = try await redis.pipeline(
-      names.map { ["HMGET", .string("\(configuration.keyPrefix):{\($0)}:settings"), "paused", "max_running", "rate", "weight"] })
+      names.map {
+        [
+          "HMGET", .string("\(configuration.keyPrefix):{\($0)}:settings"), "paused", "max_running", "rate", "weight", "max_running_per_key",
+          "rate_per_key",
+        ]
+      })
     var all: [String: QueueControls] = [:]
     for (name, reply) in zip(names, replies) {
       let fields = (try reply.checked().elements ?? []).map(\.string)
       func field(_ index: Int) -> String? { index < fields.count ? fields[index] : nil }
       all[name] = QueueControls(
         paused: field(0) == "1", maxRunning: field(1).flatMap { Int($0) }, ratePerSecond: field(2).flatMap { Double($0) },
-        weight: field(3).flatMap { Int($0) } ?? 1)
+        weight: field(3).flatMap { Int($0) } ?? 1, maxRunningPerKey: field(4).flatMap { Int($0) },
+        ratePerKey: field(5).flatMap { Double($0) })
     }
     return all
   }
@@ -638,6 +647,8 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     commands.append(controls.maxRunning.map { ["HSET", key, "max_running", .int($0)] } ?? ["HDEL", key, "max_running"])
     let rate = controls.ratePerSecond.map { String($0) }
     commands.append(rate.map { ["HSET", key, "rate", .string($0)] } ?? ["HDEL", key, "rate"])
+    commands.append(controls.maxRunningPerKey.map { ["HSET", key, "max_running_per_key", .int($0)] } ?? ["HDEL", key, "max_running_per_key"])
+    commands.append(controls.ratePerKey.map { ["HSET", key, "rate_per_key", .string(String($0))] } ?? ["HDEL", key, "rate_per_key"])
     // A new rate starts with a full bucket.
     if before != rate { commands.append(["HDEL", key, "tokens", "refilled_at"]) }
     for reply in try await redis.pipeline(commands) { _ = try reply.checked() }

@@ -28,6 +28,8 @@ public struct JobResource: Codable, Sendable, Equatable {
   public var constraints: JobConstraints?
   /// Where its current or last attempt was placed: host, GPUs, CPUs, memory.
   public var placement: JobPlacement?
+  /// The key whose per-key limits the job shares.
+  public var concurrency_key: String?
 
   public init(_ job: Job) {
     id = job.id.rawValue
@@ -51,6 +53,7 @@ public struct JobResource: Codable, Sendable, Equatable {
     resources = job.requirements.map(\.resources)
     constraints = job.requirements.map(\.constraints)
     placement = job.placement
+    concurrency_key = job.concurrencyKey
   }
 
   /// RFC 3339 with milliseconds, UTC.

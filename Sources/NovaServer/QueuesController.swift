@@ -25,7 +25,7 @@ struct QueuesController {
 
   @Sendable func controls(_ request: Request, context: Context) async throws -> Response {
     let body = try BodyObject(Data(try await request.body.collect(upTo: 16 * 1024).readableBytesView))
-    try body.only(["max_running", "rate", "weight", "paused"])
+    try body.only(["max_running", "rate", "weight", "paused", "max_running_per_key", "rate_per_key"])
     let fields = body.fields
     var maxRunning: Int??
     if let value = fields["max_running"] {
@@ -42,6 +42,11 @@ struct QueuesController {
       }
     }
     let weight = try fields["weight"].map { value throws(NovaError) in try Self.whole(value, "weight") }
+    var perKey: Int??
+    if let value = fields["max_running_per_key"] {
+      if case .null = value { perKey = .some(nil) } else { perKey = .some(try Self.whole(value, "max_running_per_key")) }
+    }
+    let ratePerKey = try fields["rate_per_key"].map { value throws(NovaError) in try Self.rate(value, "rate_per_key") }
     var paused: Bool?
     if let value = fields["paused"] {
       guard case .bool(let flag) = value else { throw NovaError.invalidInput(field: "paused", message: "must be true or false") }
@@ -52,6 +57,8 @@ struct QueuesController {
       if let rate { controls.ratePerSecond = rate }
       if let weight { controls.weight = weight }
       if let paused { controls.paused = paused }
+      if let perKey { controls.maxRunningPerKey = perKey }
+      if let ratePerKey { controls.ratePerKey = ratePerKey }
     }
   }
 
@@ -61,6 +68,17 @@ struct QueuesController {
     _ = try await actions.changeControls(of: name, by: caller, body)
     let queue = try await actions.queues(by: caller).first { $0.name == name } ?? QueueSummary(name: name, controls: QueueControls(), counts: [:])
     return try jsonResponse(QueueResource(queue))
+  }
+
+  /// A rate: `"10/s"`, a number per second, or null (no limit).
+  private static func rate(_ value: JSONValue, _ field: String) throws(NovaError) -> Double? {
+    switch value {
+    case .null: return nil
+    case .string(let text): return try QueueControls.parseRate(text, field: field)
+    case .int(let number): return Double(number)
+    case .double(let number): return number
+    default: throw .invalidInput(field: field, message: "must be a rate such as \"10/s\", a number per second, or null")
+    }
   }
 
   private static func whole(_ value: JSONValue, _ field: String) throws(NovaError) -> Int {
@@ -79,6 +97,8 @@ public struct QueueResource: Codable, Sendable, Equatable {
   public var max_running: Int?
   public var rate_per_second: Double?
   public var weight: Int
+  public var max_running_per_key: Int?
+  public var rate_per_key: Double?
   /// Its jobs by state, every state present.
   public var jobs: [String: Int]
 
@@ -88,6 +108,8 @@ public struct QueueResource: Codable, Sendable, Equatable {
     max_running = queue.controls.maxRunning
     rate_per_second = queue.controls.ratePerSecond
     weight = queue.controls.weight
+    max_running_per_key = queue.controls.maxRunningPerKey
+    rate_per_key = queue.controls.ratePerKey
     jobs = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, queue.counts[$0] ?? 0) })
   }
 }

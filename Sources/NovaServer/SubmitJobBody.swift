@@ -5,6 +5,7 @@ import NovaCore
 public struct SubmitJobBody: Sendable {
   public static let fields: Set<String> = [
     "kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key", "resources", "constraints",
+    "concurrency_key",
   ]
 
   public var request: JobRequest
@@ -101,6 +102,13 @@ public struct SubmitJobBody: Sendable {
       case .null: break
       case .string(let text): request.idempotencyKey = text
       default: throw .malformedInput(field: "idempotency_key", message: "must be a string")
+      }
+    }
+    if let key = object["concurrency_key"] {
+      switch key {
+      case .null: break
+      case .string(let text): request.concurrencyKey = text
+      default: throw .malformedInput(field: "concurrency_key", message: "must be a string")
       }
     }
     if let resources = object["resources"] { request.resources = try JobResources(json: resources) }

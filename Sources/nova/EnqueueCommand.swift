@@ -39,6 +39,11 @@ struct EnqueueCommand: AsyncParsableCommand {
   @Option(help: ArgumentHelp("Enqueue this many copies (for load tests); prints a summary instead of ids.", valueName: "n"))
   var count: Int = 1
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp("A key (tenant, model, account) whose per-key limits the job shares.", valueName: "key"))
+  var concurrencyKey: String?
+
   @Option(help: ArgumentHelp("GPUs the job needs, all on one host.", valueName: "n"))
   var gpus: Int?
 
@@ -77,6 +82,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     let requested = try JobRequirementFlags(gpus: gpus, gpuMemory: gpuMemory, cpus: cpus, memory: memory, constraints: constraints)
     request.resources = requested.resources
     request.constraints = requested.constraints
+    request.concurrencyKey = concurrencyKey
     try request.validate(maxPayloadBytes: 1 << 20)
     guard (1...100_000_000).contains(count) else {
       throw NovaError.invalidInput(field: "--count", message: "\(count) is out of range 1...100000000")

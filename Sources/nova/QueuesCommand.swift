@@ -77,9 +77,27 @@ struct QueuesCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Its share of workers that take from several busy queues (1...1000).", valueName: "w"))
     var weight: Int?
 
+    @Option(name: .long, help: ArgumentHelp("At most this many of its jobs with one concurrency key run at once, or none.", valueName: "n|none"))
+    var maxRunningPerKey: String?
+
+    @Option(
+      name: .long, help: ArgumentHelp("At most this many of its jobs with one concurrency key start per second, or none.", valueName: "n/s|none"))
+    var ratePerKey: String?
+
     func run() async throws {
-      guard maxRunning != nil || rate != nil || weight != nil else {
-        throw NovaError.invalidInput(field: "nova queues set", message: "give --max-running, --rate or --weight")
+      guard maxRunning != nil || rate != nil || weight != nil || maxRunningPerKey != nil || ratePerKey != nil else {
+        throw NovaError.invalidInput(
+          field: "nova queues set", message: "give --max-running, --rate, --weight, --max-running-per-key or --rate-per-key")
+      }
+      var perKey: Int??
+      if let maxRunningPerKey {
+        guard maxRunningPerKey == "none" || Int(maxRunningPerKey) != nil else {
+          throw NovaError.invalidInput(field: "--max-running-per-key", message: "'\(maxRunningPerKey)' is not a number or none")
+        }
+        perKey = .some(Int(maxRunningPerKey))
+      }
+      let keyPace: Double?? = try ratePerKey.map { text throws(NovaError) in
+        text == "none" ? nil : try QueueControls.parseRate(text, field: "--rate-per-key")
       }
       var limit: Int??
       if let maxRunning {
@@ -93,6 +111,8 @@ struct QueuesCommand: AsyncParsableCommand {
         if let limit { controls.maxRunning = limit }
         if let pace { controls.ratePerSecond = pace }
         if let weight { controls.weight = weight }
+        if let perKey { controls.maxRunningPerKey = perKey }
+        if let keyPace { controls.ratePerKey = keyPace }
       }
       if output.json {
         try printJSON(QueueResource(QueueSummary(name: queue, controls: controls, counts: [:])))

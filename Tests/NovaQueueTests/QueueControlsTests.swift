@@ -116,10 +116,10 @@ struct QueueControlsTests {
     #expect(try QueueControls.parseRate("600/m") == 10)
     #expect(try QueueControls.parseRate("2/h") == 2.0 / 3600)
     #expect(try QueueControls.parseRate("5") == 5)
-    #expect(throws: NovaError.invalidInput(field: "--rate", message: "'fast' is not a rate such as 10/s, 600/m or 2/h")) {
+    #expect(throws: NovaError.invalidInput(field: "--rate", message: "'fast' is not a rate such as 10/s, 600/m, 2/h or 1/d")) {
       try QueueControls.parseRate("fast")
     }
-    #expect(throws: NovaError.self) { try QueueControls.parseRate("10/d") }
+    #expect(throws: NovaError.self) { try QueueControls.parseRate("10/w") }
     #expect(throws: NovaError.self) { try QueueControls.parseRate("-1/s") }
   }
 
