@@ -181,6 +181,28 @@ public struct JobActions: Sendable {
     return controls
   }
 
+  /// What the store says that explains waits: controls, running jobs per queue, live workers,
+  /// and running jobs per key in `keyQueues` (the first 1,000 running jobs of each).
+  public func waitFacts(keyQueues: Set<String> = []) async throws -> WaitFacts {
+    let stats = try await queue.stats()
+    var perKey: [[String]: Int] = [:]
+    for name in keyQueues {
+      for job in try await queue.list(JobFilter(state: .running, queue: name, limit: 1000)).jobs {
+        if let key = job.concurrencyKey { perKey[[name, key], default: 0] += 1 }
+      }
+    }
+    return WaitFacts(
+      controls: try await queue.controls(), running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers,
+      runningPerKey: perKey)
+  }
+
+  /// Why `job` waits (nil when it does not).
+  public func waitingFor(_ job: Job) async throws -> WaitingFor? {
+    guard job.state == .available || job.state == .scheduled || job.state == .failed else { return nil }
+    let facts = try await waitFacts(keyQueues: job.concurrencyKey == nil ? [] : [job.queue])
+    return facts.explain(job)
+  }
+
   /// The worker registry: every worker live or lapsed within `WorkerPresence.retention`.
   public func workers(by caller: Caller?) async throws -> [WorkerPresence] {
     try await authorize(caller, "read", PolicyResource(kind: "queue"))

@@ -33,6 +33,8 @@ public struct Job: Sendable, Equatable {
   public var placement: JobPlacement?
   /// The key whose per-key limits it shares, if any.
   public var concurrencyKey: String?
+  /// Its kind's per-key limits, as stored with it.
+  public var keyLimits: KeyLimits?
 
   public init(
     id: JobID, queue: String, kind: String, payload: Data, priority: Int, state: JobState,
@@ -40,7 +42,7 @@ public struct Job: Sendable, Equatable {
     updatedAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil, result: Data? = nil,
     lastError: String? = nil, leaseOwner: String? = nil, leaseExpiresAt: Date? = nil,
     fencingToken: Int64 = 0, requirements: JobRequirements? = nil, placement: JobPlacement? = nil,
-    concurrencyKey: String? = nil
+    concurrencyKey: String? = nil, keyLimits: KeyLimits? = nil
   ) {
     self.id = id
     self.queue = queue
@@ -64,5 +66,6 @@ public struct Job: Sendable, Equatable {
     self.requirements = requirements
     self.placement = placement
     self.concurrencyKey = concurrencyKey
+    self.keyLimits = keyLimits
   }
 }

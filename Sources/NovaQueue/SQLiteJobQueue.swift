@@ -204,7 +204,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   // MARK: - Columns
 
   private static let columns =
-    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token, requirements, placement, concurrency_key"
+    "id, queue, kind, payload, priority, state, run_at, attempts, max_attempts, idempotency_key, created_at, updated_at, started_at, finished_at, result, last_error, lease_owner, lease_expires_at, fencing_token, requirements, placement, concurrency_key, key_max_running, key_rate"
 
   private static func job(from row: Row) throws -> Job {
     let stateText: String = row[5]
@@ -219,7 +219,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       result: row[14], lastError: row[15], leaseOwner: row[16],
       leaseExpiresAt: (row[17] as Int64?).map(date), fencingToken: row[18],
       requirements: try (row[19] as String?).map { text throws(NovaError) in try JobRequirements.decoded(text) },
-      placement: try (row[20] as String?).map { text throws(NovaError) in try JobPlacement.decoded(text) }, concurrencyKey: row[21])
+      placement: try (row[20] as String?).map { text throws(NovaError) in try JobPlacement.decoded(text) }, concurrencyKey: row[21],
+      keyLimits: Self.keyLimits(row[22], row[23]))
+  }
+
+  private static func keyLimits(_ maxRunning: Int?, _ rate: Double?) -> KeyLimits? {
+    maxRunning == nil && rate == nil ? nil : KeyLimits(maxRunning: maxRunning, ratePerSecond: rate)
   }
 
   private static func job(from raw: RawStatement) throws -> Job {
@@ -237,7 +242,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       leaseExpiresAt: raw.optionalInt64(17).map(date), fencingToken: raw.int64(18),
       requirements: try raw.optionalString(19).map { text throws(NovaError) in try JobRequirements.decoded(text) },
       placement: try raw.optionalString(20).map { text throws(NovaError) in try JobPlacement.decoded(text) },
-      concurrencyKey: raw.optionalString(21))
+      concurrencyKey: raw.optionalString(21),
+      keyLimits: keyLimits(raw.isNull(22) ? nil : raw.int(22), raw.isNull(23) ? nil : raw.double(23)))
   }
 
   private static func millis(_ date: Date) -> Int64 { date.millisecondsSince1970 }

@@ -130,7 +130,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       lastError: text("last_error"), leaseOwner: text("lease_owner"),
       leaseExpiresAt: int("lease_expires_at").map(date), fencingToken: int("token") ?? 0,
       requirements: try text("req").flatMap { $0.isEmpty ? nil : try JobRequirements.decoded($0) },
-      placement: try text("placement").flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) }, concurrencyKey: text("ckey"))
+      placement: try text("placement").flatMap { $0.isEmpty ? nil : try JobPlacement.decoded($0) }, concurrencyKey: text("ckey"),
+      keyLimits: text("kmax") == nil && text("krate") == nil
+        ? nil : KeyLimits(maxRunning: text("kmax").flatMap { Int($0) }, ratePerSecond: text("krate").flatMap { Double($0) }))
   }
 
   /// A lease from a claim's reply (the fields of `RedisQueueScripts.claimFields`, by position).

@@ -30,6 +30,8 @@ public struct JobResource: Codable, Sendable, Equatable {
   public var placement: JobPlacement?
   /// The key whose per-key limits the job shares.
   public var concurrency_key: String?
+  /// Why it waits, for a job that could run (`nova jobs show`, `GET /v1/jobs/{id}`).
+  public var waiting_for: WaitingFor?
 
   public init(_ job: Job) {
     id = job.id.rawValue

@@ -119,7 +119,10 @@ struct JobsController {
   }
 
   @Sendable func show(_ request: Request, context: Context) async throws -> Response {
-    try jsonResponse(JobResource(try await actions.get(try jobID(context), by: Self.caller(context))))
+    let job = try await actions.get(try jobID(context), by: Self.caller(context))
+    var resource = JobResource(job)
+    resource.waiting_for = try await actions.waitingFor(job)
+    return try jsonResponse(resource)
   }
 
   @Sendable func cancel(_ request: Request, context: Context) async throws -> Response {

@@ -23,6 +23,7 @@ public enum NovaMetrics {
     InstrumentedJobQueue.Names.runSeconds: "Time a job ran, from claim to its recorded outcome.",
     QueueMetricsCollector.depthMetric: "Jobs per queue and state, as last read from the store.",
     QueueMetricsCollector.runningMetric: "Jobs running in this process's worker pool.",
+    QueueMetricsCollector.waitingMetric: "Available jobs per queue by what they wait for (slot, resources, unschedulable, queue_paused, ...).",
     QueueMetricsCollector.capacityMetric: "What live workers' hosts offer jobs, per host and resource (gpus, cpus, memory_mib).",
     QueueMetricsCollector.inUseMetric: "What running jobs hold of their workers' hosts, per host and resource (gpus, cpus, memory_mib).",
     "nova_build_info": "Nova's version; always 1.",

@@ -23,6 +23,11 @@ public struct QueueMetricsCollector: Service {
   public static let inUseMetric = "nova_worker_in_use"
   /// The host series set last pass, zeroed when their workers lapse.
   private let reportedHosts = ReportedSeries()
+  /// Gauge of available jobs per queue and what they wait for (`WaitingFor.Reason`).
+  public static let waitingMetric = "nova_queue_waiting_jobs"
+  /// How many of a queue's available jobs each pass explains; beyond, the counts are scaled.
+  public static let waitingSample = 1000
+  private let reportedWaiting = ReportedSeries()
 
   public var queue: any JobQueue
   public var pool: WorkerPool?
@@ -84,10 +89,53 @@ public struct QueueMetricsCollector: Service {
       Gauge(label: Self.unclaimableMetric, dimensions: [("queue", stale[0]), ("kind", stale[1])]).record(0)
     }
     recordHosts(stats.workers)
+    samples += try await recordWaiting(stats, now: now)
     try await kpis?.record(samples)
     if let pool {
       Gauge(label: Self.runningMetric).record(pool.runningCount)
     }
+  }
+
+  /// Available jobs per queue by what they wait for: a paused or full queue explains all of
+  /// them; otherwise the newest `waitingSample` are explained one by one (and the counts scaled
+  /// to the queue's), so that jobs no worker could ever hold show as `unschedulable`.
+  func recordWaiting(_ stats: QueueStats, now: Int64) async throws -> [KPISample] {
+    let controls = try await queue.controls()
+    let facts = WaitFacts(controls: controls, running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers)
+    var waiting: [[String]: Int] = [:]
+    for (name, counts) in stats.counts {
+      let available = counts[.available] ?? 0
+      guard available > 0 else { continue }
+      let queueControls = controls[name] ?? QueueControls()
+      if queueControls.paused {
+        waiting[[name, WaitingFor.Reason.queuePaused.rawValue]] = available
+        continue
+      }
+      if let limit = queueControls.maxRunning, counts[.running] ?? 0 >= limit {
+        waiting[[name, WaitingFor.Reason.queueLimit.rawValue]] = available
+        continue
+      }
+      let sample = try await queue.list(JobFilter(state: .available, queue: name, limit: Self.waitingSample)).jobs
+      guard !sample.isEmpty else { continue }
+      var reasons: [String: Int] = [:]
+      for job in sample { if let why = facts.explain(job) { reasons[why.reason, default: 0] += 1 } }
+      let scale = Double(available) / Double(sample.count)
+      for (reason, count) in reasons { waiting[[name, reason]] = Int((Double(count) * scale).rounded()) }
+    }
+    var samples: [KPISample] = []
+    for (series, count) in waiting {
+      Gauge(label: Self.waitingMetric, dimensions: [("queue", series[0]), ("reason", series[1])]).record(count)
+      samples.append(
+        KPISample(
+          name: "queue.waiting", labels: ["queue": series[0], "reason": series[1]], value: Double(count), unit: "jobs", time: now,
+          source: "nova serve"))
+    }
+    for stale in reportedWaiting.replace(with: Set(waiting.keys)).subtracting(waiting.keys) {
+      Gauge(label: Self.waitingMetric, dimensions: [("queue", stale[0]), ("reason", stale[1])]).record(0)
+      samples.append(
+        KPISample(name: "queue.waiting", labels: ["queue": stale[0], "reason": stale[1]], value: 0, unit: "jobs", time: now, source: "nova serve"))
+    }
+    return samples
   }
 
   /// Capacity and use per host over its live workers that say what they offer.

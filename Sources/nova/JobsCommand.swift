@@ -63,7 +63,11 @@ struct JobsCommand: AsyncParsableCommand {
 
     func run() async throws {
       let jobID = try parseID(id)
-      try printJSON(JobResource(try await store.open().jobs().get(jobID, by: .localUser)))
+      let actions = try await store.open().jobs()
+      let job = try await actions.get(jobID, by: .localUser)
+      var resource = JobResource(job)
+      resource.waiting_for = try await actions.waitingFor(job)
+      try printJSON(resource)
     }
   }
 

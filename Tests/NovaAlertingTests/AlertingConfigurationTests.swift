@@ -13,8 +13,10 @@ struct AlertingConfigurationTests {
 
   @Test func theShippedExampleIsValidAndCoversThePlansRules() throws {
     let configuration = try AlertingConfiguration.load(path: Self.examplePath)
-    #expect(configuration.rules.count == 8)
+    #expect(configuration.rules.count == 9)
     let byKPI = Dictionary(grouping: configuration.rules, by: \.kpi)
+    // Issue #22: jobs no worker could ever hold page someone.
+    #expect(byKPI["queue.waiting"]?.first?.name == "JobsUnschedulable")
     #expect(byKPI["queue.wait.p99"]?.first?.critical == 30_000)
     #expect(byKPI["audit.coverage"]?.first?.comparison == .below)
     #expect(byKPI["baseline.delta"]?.map(\.warn) == [5, 10, 7])
