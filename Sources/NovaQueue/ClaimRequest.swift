@@ -19,10 +19,16 @@ public struct ClaimRequest: Sendable, Equatable {
   /// claimed only when they fit it, each placed on its own devices; without it, only jobs that
   /// ask for nothing are claimed.
   public var capacity: HostCapacity?
+  /// All the worker's host offers (free or not): a job that asks for something and has waited
+  /// `reserveAfter` while smaller ones were placed gets a reservation on this worker if it
+  /// would fit here once its jobs end. The worker then places no other job that asks for
+  /// something until it fits (jobs that ask for nothing still run), so it cannot starve.
+  public var totalCapacity: HostCapacity?
+  public var reserveAfter: Duration?
 
   public init(
     queues: [String] = [], kinds: JobKindFilter = .all, worker: String, leaseDuration: Duration, limit: Int,
-    starting: Int? = nil, capacity: HostCapacity? = nil
+    starting: Int? = nil, capacity: HostCapacity? = nil, totalCapacity: HostCapacity? = nil, reserveAfter: Duration? = nil
   ) {
     self.queues = queues
     self.kinds = kinds
@@ -31,6 +37,8 @@ public struct ClaimRequest: Sendable, Equatable {
     self.limit = limit
     self.starting = starting ?? limit
     self.capacity = capacity
+    self.totalCapacity = totalCapacity
+    self.reserveAfter = reserveAfter
   }
 }
 
@@ -89,17 +97,40 @@ public struct JobKindFilter: Sendable, Equatable, CustomStringConvertible {
 public struct PlacementWalk: Sendable {
   /// What is still free; nil when the worker declared nothing.
   public private(set) var free: HostCapacity?
+  /// All the host has, for reservations (nil: none are made).
+  public let total: HostCapacity?
+  /// True once this walk reserved the host for a starving job: it places nothing else that
+  /// asks for something.
+  public private(set) var draining = false
 
-  public init(free: HostCapacity?) {
+  public init(free: HostCapacity?, total: HostCapacity? = nil) {
     self.free = free
+    self.total = total
   }
 
-  /// Whether a job with `requirements` is taken, and where: `.some(nil)` takes a job that asks
-  /// for nothing; `nil` passes the job over (it does not fit, or the worker declared nothing).
-  public mutating func admit(_ requirements: JobRequirements?) -> JobPlacement?? {
-    guard let requirements else { return .some(nil) }
-    guard let capacity = free, let placement = capacity.placement(for: requirements) else { return nil }
-    free = capacity.subtracting(placement)
-    return .some(placement)
+  /// What becomes of one job.
+  public enum Admission: Sendable, Equatable {
+    /// Taken, placed here (nil: it asks for nothing).
+    case take(JobPlacement?)
+    /// Passed over.
+    case pass
+    /// Passed over now, and the host is reserved for it.
+    case reserve
+  }
+
+  /// Whether a job with `requirements` is taken, and where; `starving` when it has waited past
+  /// the reservation wait, `reservable` when no other live worker holds a reservation for it.
+  public mutating func admit(_ requirements: JobRequirements?, starving: Bool = false, reservable: Bool = true) -> Admission {
+    guard let requirements else { return .take(nil) }
+    guard let capacity = free, !draining else { return .pass }
+    if let placement = capacity.placement(for: requirements) {
+      free = capacity.subtracting(placement)
+      return .take(placement)
+    }
+    if starving, reservable, let total, total.placement(for: requirements) != nil {
+      draining = true
+      return .reserve
+    }
+    return .pass
   }
 }

@@ -199,6 +199,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
             PRIMARY KEY (queue, key)) WITHOUT ROWID;
           """)
     }
+    migrator.registerMigration("v17-reservations") { db in
+      // The worker that reserved its host for a starving job, until its lease-long hold lapses.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_jobs ADD COLUMN reserved_by TEXT;
+          ALTER TABLE nova_jobs ADD COLUMN reserved_until INTEGER;
+          """)
+    }
   }
 
   // MARK: - Columns
@@ -520,22 +528,32 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   ) throws -> [JobLease] {
     let select = try db.cachedStatement(
       sql: """
-        SELECT id, priority, requirements, concurrency_key, key_max_running, key_rate FROM nova_jobs
-        WHERE state = 'available' AND queue = ?\(kindClause)
+        SELECT id, priority, requirements, concurrency_key, key_max_running, key_rate, run_at, reserved_by, reserved_until
+        FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
         ORDER BY priority DESC, id LIMIT ?
         """)
-    var candidates: [(id: String, queue: String, priority: Int, requirements: String?, key: String?, limits: KeyLimits)] = []
+    var candidates:
+      [(id: String, queue: String, priority: Int, requirements: String?, key: String?, limits: KeyLimits, starving: Bool, reservable: Bool)] =
+        []
+    let starvingSince = request.reserveAfter.map { now - Int64($0.seconds * 1000) }
     for name in queues {
       let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [request.limit + placementScan]
       let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
       while let row = try rows.next() {
-        candidates.append((row[0], name, row[1], row[2], row[3], KeyLimits(maxRunning: row[4], ratePerSecond: row[5])))
+        let reservedBy: String? = row[7]
+        let reservable = reservedBy == nil || reservedBy == request.worker || (row[8] as Int64? ?? 0) <= now
+        candidates.append(
+          (
+            row[0], name, row[1], row[2], row[3], KeyLimits(maxRunning: row[4], ratePerSecond: row[5]),
+            starvingSince.map { (row[6] as Int64) <= $0 } ?? false, reservable
+          ))
       }
     }
     var keys = KeyGate(now: now, db: db)
     candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
-    var walk = PlacementWalk(free: request.capacity)
+    var walk = PlacementWalk(free: request.capacity, total: request.reserveAfter == nil ? nil : request.totalCapacity)
     var picked: [(id: String, placement: JobPlacement?)] = []
+    var reserved: [String] = []
     var perQueue: [String: Int] = [:]
     for candidate in candidates {
       if picked.count >= request.limit { break }
@@ -543,18 +561,24 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       let limits = candidate.limits.tightened(by: keyLimits[candidate.queue])
       if let key = candidate.key, !limits.isEmpty, try !keys.admits(queue: candidate.queue, key: key, limits: limits) { continue }
       let requirements = try candidate.requirements.map { text throws(NovaError) in try JobRequirements.decoded(text) }
-      if let admitted = walk.admit(requirements) {
-        picked.append((candidate.id, admitted))
+      switch walk.admit(requirements, starving: candidate.starving, reservable: candidate.reservable) {
+      case .take(let placement):
+        picked.append((candidate.id, placement))
         perQueue[candidate.queue, default: 0] += 1
         if let key = candidate.key, !limits.isEmpty { keys.take(queue: candidate.queue, key: key, limits: limits) }
+      case .reserve: reserved.append(candidate.id)
+      case .pass: break
       }
     }
     try keys.save()
+    // The reservation is held as long as a lease: a worker that stops claiming lets it lapse.
+    let reserve = try db.cachedStatement(sql: "UPDATE nova_jobs SET reserved_by = ?, reserved_until = ? WHERE id = ? AND state = 'available'")
+    for id in reserved { try reserve.execute(arguments: [request.worker, expires, id]) }
     let update = try db.cachedStatement(
       sql: """
         UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
           fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
-          started_at = ?3, updated_at = ?3, placement = ?5
+          started_at = ?3, updated_at = ?3, placement = ?5, reserved_by = NULL, reserved_until = NULL
         WHERE id = ?4 AND state = 'available'
         RETURNING \(columns)
         """)

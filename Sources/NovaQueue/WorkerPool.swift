@@ -42,6 +42,9 @@ public final class WorkerPool: Service {
     /// something are claimed only while they fit what is free of it, each on devices of its
     /// own. Nil takes only jobs that ask for nothing.
     public var capacity: HostCapacity?
+    /// How long a job that asks for something may be passed over by smaller ones before this
+    /// worker reserves its host for it (nil: never).
+    public var reserveAfter: Duration? = .seconds(300)
 
     public init(
       concurrency: Int = 4, queues: [String] = [], workerID: String = WorkerPool.defaultWorkerID(),
@@ -275,7 +278,8 @@ public final class WorkerPool: Service {
         // runs it instead of failing here.
         let request = ClaimRequest(
           queues: configuration.queues, kinds: registry.kinds, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots, capacity: freeCapacity())
+          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots, capacity: freeCapacity(),
+          totalCapacity: configuration.capacity, reserveAfter: configuration.reserveAfter)
         leases = try await bounded { try await queue.claim(request) }
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])

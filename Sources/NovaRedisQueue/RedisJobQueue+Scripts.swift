@@ -249,7 +249,10 @@ enum RedisQueueScripts {
         redis.call('HINCRBY', k, 'attempts', 1)
         redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
           'started_at', now, 'updated_at', now, 'started', (#out - 1 <= starting) and '1' or '0')
-        if placement ~= '' then redis.call('HSET', k, 'placement', placement) end
+        if placement ~= '' then
+          redis.call('HSET', k, 'placement', placement)
+          redis.call('HDEL', k, 'rsv_by', 'rsv_until')
+        end
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
         audit('claimed', id, 'available', 'running', now, worker)
@@ -283,9 +286,9 @@ enum RedisQueueScripts {
   /// first available jobs per claim.
   /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
   /// position: cheaper to make and to parse than HGETALL's names and values). When jobs that ask
-  /// for something wait and the worker can place, leases nothing and returns 'place', then the
-  /// first available jobs of its kinds as id and requirements ('' for none), in order, for
-  /// `claimPlaced`.
+  /// for something wait and the worker can place, leases nothing and returns 'place', now, then
+  /// the first available jobs of its kinds as id, requirements ('' for none), run_at, reserved
+  /// by and reserved until, in order, for `claimPlaced`.
   static let claim = RedisScript(
     claimHead + """
       promote(now)
@@ -302,15 +305,19 @@ enum RedisQueueScripts {
         return false
       end
       if waiting and placing then
-        local list = {'place'}
+        local list = {'place', now}
         local offset = 0
-        while #list - 1 < (limit + \(placementScan)) * 2 and offset < \(kindScanLimit) do
+        while #list - 2 < (limit + \(placementScan)) * 5 and offset < \(kindScanLimit) do
           local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499)
           if #window == 0 then break end
           for j = 1, #window do
             if wanted(window[j]) then
+              local f = redis.call('HMGET', p .. 'job:' .. window[j], 'req', 'run_at', 'rsv_by', 'rsv_until')
               list[#list + 1] = window[j]
-              list[#list + 1] = redis.call('HGET', p .. 'job:' .. window[j], 'req') or ''
+              list[#list + 1] = f[1] or ''
+              list[#list + 1] = f[2] or '0'
+              list[#list + 1] = f[3] or ''
+              list[#list + 1] = f[4] or '0'
             end
           end
           offset = offset + 500
@@ -355,7 +362,8 @@ enum RedisQueueScripts {
 
   /// ARGV: those of `claimHead`, then the number of jobs, then per job its id and placement
   /// (JSON, '' for a job that asks for nothing), as the worker's side placed them from what
-  /// `claim` listed. Leases each that is still available; returns as `claim` does.
+  /// `claim` listed, then the number of jobs to reserve the host for and their ids. Leases each
+  /// that is still available, reserves the others; returns as `claim` does.
   static let claimPlaced = RedisScript(
     claimHead + """
       local n = tonumber(ARGV[7])
@@ -365,6 +373,14 @@ enum RedisQueueScripts {
         if redis.call('ZSCORE', p .. 'available', id) and keyok(id) then
           redis.call('ZREM', p .. 'available', id)
           take(id, ARGV[9 + j * 2])
+        end
+      end
+      -- Then the jobs this worker reserves its host for, held as long as a lease.
+      local reserving = tonumber(ARGV[8 + n * 2] or '0')
+      for j = 1, reserving do
+        local id = ARGV[8 + n * 2 + j]
+        if redis.call('ZSCORE', p .. 'available', id) then
+          redis.call('HSET', p .. 'job:' .. id, 'rsv_by', worker, 'rsv_until', expires)
         end
       end
       return finish()

@@ -274,7 +274,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     var leases: [JobLease] = []
     var toStart = starting
     // What is still free as jobs are placed, over every queue of this claim.
-    var walk = PlacementWalk(free: request.capacity)
+    var walk = PlacementWalk(free: request.capacity, total: request.reserveAfter == nil ? nil : request.totalCapacity)
     let placing: RESPArgument = request.capacity == nil ? "0" : "1"
     func claim(_ queue: String, count: Int, starting: Int, round: Int) async throws {
       let head: [RESPArgument] = [
@@ -285,14 +285,25 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
         // Jobs that ask for something wait: the script listed the queue's first jobs, placed
         // here in order on what is free, and the picked ones are leased if still available.
         var picked: [RESPArgument] = []
-        for index in stride(from: 1, to: items.count - 1, by: 2) where picked.count < count * 2 {
+        var reserved: [RESPArgument] = []
+        let now = items.count > 1 ? items[1].int ?? 0 : 0
+        let starvingSince = request.reserveAfter.map { now - Int64($0.seconds * 1000) }
+        for index in stride(from: 2, to: items.count - 4, by: 5) where picked.count < count * 2 {
           guard let id = items[index].string else { continue }
           let text = items[index + 1].string ?? ""
           let requirements = text.isEmpty ? nil : try JobRequirements.decoded(text)
-          guard let admitted = walk.admit(requirements) else { continue }
-          picked += [.string(id), .string(admitted?.encoded() ?? "")]
+          let runAt = items[index + 2].int ?? 0
+          let reservedBy = items[index + 3].string ?? ""
+          let reservable = reservedBy.isEmpty || reservedBy == worker || (items[index + 4].int ?? 0) <= now
+          let starving = starvingSince.map { runAt <= $0 } ?? false
+          switch walk.admit(requirements, starving: starving, reservable: reservable) {
+          case .take(let placement): picked += [.string(id), .string(placement?.encoded() ?? "")]
+          case .reserve: reserved.append(.string(id))
+          case .pass: break
+          }
         }
-        reply = try await run(RedisQueueScripts.claimPlaced, queue: queue, head + [.int(picked.count / 2)] + picked)
+        reply = try await run(
+          RedisQueueScripts.claimPlaced, queue: queue, head + [.int(picked.count / 2)] + picked + [.int(reserved.count)] + reserved)
       }
       guard let items = reply.elements, items.count >= 2, let now = items[0].int, let expires = items[1].int else {
         throw RedisStoreBoundary.badReply("claim returned \(reply)")

@@ -180,4 +180,46 @@ struct PlacementConformanceTests {
     let plain: JobID = try await queue.enqueue(job("render", nil, queue: "a"))
     #expect(try await claim(queue, nil, queues: ["a"]).map(\.id) == [plain])
   }
+
+  /// Issue #22 point 4: a large job passed over by smaller ones gets a reservation after the
+  /// wait, and starts once the host has drained, while small jobs keep arriving.
+  @Test(arguments: QueueBackend.all)
+  func aStarvingLargeJobReservesAHostAndStartsWhenItDrains(backend: QueueBackend) async throws {
+    let queue = try backend.make(clock, RetryPolicy())
+    let host = Self.host(gpus: 8)
+    func claim(_ worker: String, _ running: [JobLease]) async throws -> [JobLease] {
+      let free = running.compactMap(\.job.placement).reduce(host) { $0.subtracting($1) }
+      return try await queue.claim(
+        ClaimRequest(
+          queues: ["default"], worker: worker, leaseDuration: lease, limit: 8, capacity: free, totalCapacity: host,
+          reserveAfter: .seconds(60)))
+    }
+    func small() -> JobRequest { job("infer", Self.asks(gpus: 1)) }
+    _ = try await queue.enqueue(batch: (0..<8).map { _ in small() })
+    var running = try await claim("w", [])
+    #expect(running.count == 8)
+    let big: JobID = try await queue.enqueue(job("train", Self.asks(gpus: 8)))
+    _ = try await queue.enqueue(batch: (0..<20).map { _ in small() })
+    // Before its wait is over, a GPU that frees goes to the next small job.
+    try await queue.complete(running.removeFirst(), result: nil)
+    running += try await claim("w", running)
+    #expect(running.count == 8 && !running.contains { $0.id == big })
+    clock.advance(by: 61)
+    // Past it: the host is reserved; freed GPUs stay free until all eight are.
+    for _ in 0..<7 {
+      try await queue.complete(running.removeFirst(), result: nil)
+      #expect(try await claim("w", running).isEmpty, "a reserved host takes no small job")
+    }
+    // A worker on a smaller host, which could never hold the big job, is not held back.
+    let smaller = Self.host("gpu-b", gpus: 4)
+    let elsewhere = try await queue.claim(
+      ClaimRequest(
+        queues: ["default"], worker: "other", leaseDuration: lease, limit: 8, capacity: smaller, totalCapacity: smaller,
+        reserveAfter: .seconds(60)))
+    #expect(elsewhere.map(\.job.kind) == Array(repeating: "infer", count: 4))
+    try await queue.complete(running.removeFirst(), result: nil)
+    let started = try await claim("w", running)
+    #expect(started.map(\.id) == [big])
+    #expect(started.first?.job.placement?.gpus.count == 8)
+  }
 }
