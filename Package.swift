@@ -314,7 +314,10 @@ let package = Package(
     ),
     .testTarget(
       name: "NovaMonitoringTests",
-      dependencies: ["NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport"],
+      dependencies: [
+        "NovaCore", "NovaDatabase", "NovaMonitoring", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

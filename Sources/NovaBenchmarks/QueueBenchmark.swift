@@ -28,6 +28,13 @@ public enum QueueBenchmark {
     public var rate: Double?
     /// How long each job's handler sleeps (before its program, for a command kind).
     public var jobDuration: Duration = .zero
+    /// GPUs each job asks for (0: none, no placement).
+    public var gpusPerJob = 0
+    /// The pool's host offers this many GPUs (0: it declares no capacity).
+    public var fakeGPUs = 0
+    /// Jobs carry one of this many concurrency keys, each limited to `workers` running at once
+    /// (a limit that never binds: the cost of checking it); 0: no keys.
+    public var concurrencyKeys = 0
 
     public init(
       jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil
@@ -72,6 +79,13 @@ public enum QueueBenchmark {
     public var start_p99_ms: Double? = nil
     /// The most handlers running at once.
     public var max_running: Int? = nil
+    // Set only with placement (--gpus-per-job, --fake-gpus) or keys.
+    public var gpus_per_job: Int? = nil
+    public var fake_gpus: Int? = nil
+    public var concurrency_keys: Int? = nil
+    /// From a GPU's job ending to the next job on that GPU starting, median and 99th percentile.
+    public var gpu_handoff_p50_ms: Double? = nil
+    public var gpu_handoff_p99_ms: Double? = nil
   }
 
   /// Runs the benchmark against `queue`, which should be empty and used by nobody else.
@@ -97,22 +111,32 @@ public enum QueueBenchmark {
     // Burst runs without a sleep keep the bare handler, so that their throughput stays comparable
     // with earlier runs'.
     let starts = options.rate == nil ? nil : StartRecorder()
+    let devices = options.fakeGPUs > 0 ? DeviceRecorder() : nil
     let jobDuration = options.jobDuration
-    if starts == nil && jobDuration == .zero {
+    if starts == nil && devices == nil && jobDuration == .zero {
       registry.registerRaw("bench", job)
     } else {
       registry.registerRaw("bench") { payload, context in
         starts?.begin(context.id)
-        defer { starts?.end() }
+        let began = ContinuousClock.now
+        defer {
+          starts?.end()
+          devices?.record(context.placement?.gpus.map(\.index) ?? [], from: began, to: .now)
+        }
         if jobDuration > .zero { try await Task.sleep(for: jobDuration) }
         return try await job(payload, context)
       }
     }
+    var configuration = WorkerPool.Configuration(
+      concurrency: options.workers, queues: ["bench"], pollInterval: .milliseconds(50), prefetch: options.prefetch)
+    if options.fakeGPUs > 0 {
+      configuration.capacity = HostCapacity(
+        host: "bench",
+        gpus: (0..<options.fakeGPUs).map { HostCapacity.GPU(index: $0, uuid: "GPU-bench-\($0)", model: "Bench GPU", memory_mib: 81_920) },
+        cpus: 1024, memory_mib: 1 << 22)
+    }
     let queueName = "bench"
-    let pool = WorkerPool(
-      queue: counting, registry: registry,
-      configuration: .init(concurrency: options.workers, queues: [queueName], pollInterval: .milliseconds(50), prefetch: options.prefetch),
-      logger: logger)
+    let pool = WorkerPool(queue: counting, registry: registry, configuration: configuration, logger: logger)
     let filler = String(repeating: "x", count: max(0, options.payloadBytes - 10))
     let payload = Data("{\"data\":\"\(filler)\"}".utf8)
     let clock = ContinuousClock()
@@ -124,7 +148,15 @@ public enum QueueBenchmark {
     var arrivals: [(id: JobID, at: ContinuousClock.Instant)] = []
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await pool.run() }
-      let request = JobRequest(kind: "bench", payload: payload, queue: queueName)
+      var request = JobRequest(kind: "bench", payload: payload, queue: queueName)
+      if options.gpusPerJob > 0 { request.resources = JobResources(gpus: options.gpusPerJob) }
+      if options.concurrencyKeys > 0 { request.keyLimits = KeyLimits(maxRunning: options.workers) }
+      let keys = options.concurrencyKeys
+      func keyed(_ index: Int) -> JobRequest {
+        var copy = request
+        if keys > 0 { copy.concurrencyKey = "key-\(index % keys)" }
+        return copy
+      }
       if let rate = options.rate {
         arrivals = try await arrive(jobs: options.jobs, rate: rate, request: request, queue: counting) {
           progress?(counting.completedCount, options.jobs)
@@ -134,7 +166,8 @@ public enum QueueBenchmark {
         var remaining = options.jobs
         while remaining > 0 {
           let count = min(options.enqueueBatch, remaining)
-          ids.append(contentsOf: try await counting.enqueue(batch: Array(repeating: request, count: count)).map(\.id))
+          let batch = keys > 0 ? (0..<count).map { keyed(remaining - $0) } : Array(repeating: request, count: count)
+          ids.append(contentsOf: try await counting.enqueue(batch: batch).map(\.id))
           remaining -= count
         }
       }
@@ -175,6 +208,16 @@ public enum QueueBenchmark {
       p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
       duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed, kind: options.command == nil ? "in-process" : "command",
       processes: options.command == nil ? 0 : counting.completedCount)
+    if options.gpusPerJob > 0 || options.fakeGPUs > 0 || options.concurrencyKeys > 0 {
+      result.gpus_per_job = options.gpusPerJob
+      result.fake_gpus = options.fakeGPUs
+      result.concurrency_keys = options.concurrencyKeys
+    }
+    if let devices {
+      let gaps = devices.handoffs().sorted()
+      result.gpu_handoff_p50_ms = Statistics.percentile(sorted: gaps, 0.50)
+      result.gpu_handoff_p99_ms = Statistics.percentile(sorted: gaps, 0.99)
+    }
     if let rate = options.rate, let starts {
       let started = starts.starts
       let waits = arrivals.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
@@ -234,7 +277,28 @@ public enum QueueBenchmark {
     out.start_p50_ms = medPresent(\.start_p50_ms)
     out.start_p99_ms = medPresent(\.start_p99_ms)
     out.max_running = Statistics.median(results.compactMap(\.max_running))
+    out.gpu_handoff_p50_ms = medPresent(\.gpu_handoff_p50_ms)
+    out.gpu_handoff_p99_ms = medPresent(\.gpu_handoff_p99_ms)
     return out
+  }
+}
+
+/// When each GPU was held, to measure how soon a freed GPU takes the next job.
+final class DeviceRecorder: Sendable {
+  private let spans = Mutex<[Int: [(from: ContinuousClock.Instant, to: ContinuousClock.Instant)]]>([:])
+
+  func record(_ gpus: [Int], from: ContinuousClock.Instant, to: ContinuousClock.Instant) {
+    spans.withLock { spans in for gpu in gpus { spans[gpu, default: []].append((from, to)) } }
+  }
+
+  /// Per GPU, from one job's end to the next job's start, in ms.
+  func handoffs() -> [Double] {
+    spans.withLock { spans in
+      spans.values.flatMap { list -> [Double] in
+        let sorted = list.sorted { $0.from < $1.from }
+        return zip(sorted, sorted.dropFirst()).map { max(0, ($1.from - $0.to).seconds * 1000) }
+      }
+    }
   }
 }
 

@@ -16,6 +16,14 @@ public struct GrafanaDashboard: Sendable {
   /// The schema version of the dashboard model this generator writes (the current one, as in Grafana's foundation SDK schema).
   public static let schemaVersion = 42
 
+  /// The GPU health gauges `nova serve` exports from the KPIs workers record (`RecordedKPIGauges`), per host and GPU.
+  static let gpuUtilizationMetric = "nova_gpu_utilization_percent"
+  static let gpuMemoryUsedMetric = "nova_gpu_memory_used_mib"
+  static let gpuTemperatureMetric = "nova_gpu_temperature_celsius"
+  static let gpuPowerMetric = "nova_gpu_power_watts"
+  /// The hosts with GPU readings, whose rows the dashboard repeats.
+  static let hostQuery = "label_values(nova_gpu_utilization_percent{instance=~\"$instance\"}, host)"
+
   public init() {}
 
   /// The error ratio of job attempts over `window`: failed over finished, across instances.
@@ -102,9 +110,14 @@ public struct GrafanaDashboard: Sendable {
     ])
   }
 
-  private func row(_ layout: inout Layout, _ title: String) -> JSONValue {
+  /// A row; with `repeat`, Grafana repeats it and the panels under it once per value of that variable.
+  private func row(_ layout: inout Layout, _ title: String, repeat variable: String? = nil) -> JSONValue {
     let (id, grid) = layout.row()
-    return .object(["type": "row", "id": .int(Int64(id)), "title": .string(title), "collapsed": false, "gridPos": grid, "panels": .array([])])
+    var row: [String: JSONValue] = [
+      "type": "row", "id": .int(Int64(id)), "title": .string(title), "collapsed": false, "gridPos": grid, "panels": .array([]),
+    ]
+    if let variable { row["repeat"] = .string(variable) }
+    return .object(row)
   }
 
   /// The dashboard model.
@@ -212,6 +225,28 @@ public struct GrafanaDashboard: Sendable {
           ("sum by (kind) (increase(nova_alert_sla_breaches_total{\(i)}[1d]))", "{{kind}} SLA breaches"),
         ],
         thresholds: [(nil, "green"), (300, "orange"), (1800, "red")], thresholdLines: true))
+    // Last, because Grafana repeats the row (and its panels) for every host of $host.
+    panels.append(row(&layout, "GPU health: $host", repeat: "host"))
+    let gpu = "\(i),host=~\"$host\""
+    panels.append(
+      panel(
+        &layout, type: "timeseries", title: "GPU utilisation",
+        description: "Per GPU of the host, from nvidia-smi every --gpu-sample-seconds (nova worker) or --collect-seconds (nova serve's pool).",
+        unit: "percent", targets: [("max by (host, gpu) (\(Self.gpuUtilizationMetric){\(gpu)})", "GPU {{gpu}}")], min: 0, max: 100))
+    panels.append(
+      panel(
+        &layout, type: "timeseries", title: "GPU memory used",
+        description: "Per GPU of the host. Unified-memory GPUs (GB10) report none of their own and are not shown.", unit: "mbytes",
+        targets: [("max by (host, gpu) (\(Self.gpuMemoryUsedMetric){\(gpu)})", "GPU {{gpu}}")], min: 0))
+    panels.append(
+      panel(
+        &layout, type: "timeseries", title: "GPU temperature", description: "Per GPU of the host.", unit: "celsius",
+        targets: [("max by (host, gpu) (\(Self.gpuTemperatureMetric){\(gpu)})", "GPU {{gpu}}")],
+        thresholds: [(nil, "green"), (80, "orange"), (90, "red")], thresholdLines: true))
+    panels.append(
+      panel(
+        &layout, type: "timeseries", title: "GPU power", description: "Power draw per GPU of the host, where the GPU reports it.",
+        unit: "watt", targets: [("max by (host, gpu) (\(Self.gpuPowerMetric){\(gpu)})", "GPU {{gpu}}")], min: 0))
     let links: JSONValue = .array([
       .object([
         "title": "Review schedule", "type": "link", "icon": "doc", "tooltip": "docs/INTEGRATION_SECURITY_REVIEWS.md",
@@ -247,6 +282,11 @@ public struct GrafanaDashboard: Sendable {
             "query": "label_values(nova_build_info, instance)",
             "definition": "label_values(nova_build_info, instance)", "refresh": 2, "multi": true, "includeAll": true, "allValue": ".*",
             "current": .object(["text": "All", "value": "$__all"]), "sort": 1,
+          ]),
+          .object([
+            "name": "host", "label": "GPU host", "type": "query", "datasource": Self.datasource,
+            "query": .string(Self.hostQuery), "definition": .string(Self.hostQuery), "refresh": 2, "multi": true, "includeAll": true,
+            "allValue": ".*", "current": .object(["text": "All", "value": "$__all"]), "sort": 1,
           ]),
         ])
       ]),

@@ -31,10 +31,16 @@ public struct BaselineRun: Codable, Sendable, Equatable {
     for measure in cpu?.measures ?? [] { figures[measure.name] = (measure.median, measure.spread, .cpu) }
     if let network { figures["network.throughput"] = (network.throughput_mbit_s.median, network.throughput_mbit_s.spread, .network) }
     for (index, utilization) in (gpu?.median_utilization_percent ?? []).enumerated() {
-      if let utilization { figures["gpu\(index).utilization"] = (utilization, 0, .gpu) }
+      if let utilization { figures[Self.gpuMeasure(host: host.shortName, index: index)] = (utilization, 0, .gpu) }
     }
     return figures
   }
+
+  /// The name of a GPU's utilisation measure, `gpu.HOST.INDEX.utilization`. A GPU is compared only
+  /// with the same host's GPU of that index, and each host's comparisons are series of their own
+  /// (`baseline.delta{measure}`). Names are derived from the run's `host`, which every saved run
+  /// has, so baselines saved before hosts were named give these names too.
+  public static func gpuMeasure(host: String, index: Int) -> String { "gpu.\(host).\(index).utilization" }
 }
 
 enum ThresholdKind { case cpu, gpu, network }

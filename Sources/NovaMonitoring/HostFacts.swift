@@ -25,6 +25,12 @@ public struct HostFacts: Codable, Sendable, Equatable {
       memory_bytes: kilobytes * 1024, kernel: kernel, nova_version: version, nova_revision: revision)
   }
 
+  /// The host name up to its first dot, as `nova worker` names its host (`HostCapacity.host`):
+  /// what the baseline's GPU measures and the `gpu.*` KPIs' `host` label call it.
+  public var shortName: String {
+    hostname.split(separator: ".").first.map(String.init) ?? hostname
+  }
+
   /// The host's memory in KiB (`MemTotal` of /proc/meminfo; 0 when it cannot be read).
   static func memoryKiB() -> Int {
     let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""

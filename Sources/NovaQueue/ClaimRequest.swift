@@ -102,6 +102,10 @@ public struct PlacementWalk: Sendable {
   /// True once this walk reserved the host for a starving job: it places nothing else that
   /// asks for something.
   public private(set) var draining = false
+  /// Stored requirements read once per walk: a queue's jobs mostly share a few shapes.
+  private var decoded: [String: JobRequirements] = [:]
+  /// Shapes that did not fit: what is free only shrinks during a walk, so they never will.
+  private var unfit: Set<String> = []
 
   public init(free: HostCapacity?, total: HostCapacity? = nil) {
     self.free = free
@@ -116,6 +120,23 @@ public struct PlacementWalk: Sendable {
     case pass
     /// Passed over now, and the host is reserved for it.
     case reserve
+  }
+
+  /// `admit(_:starving:reservable:)` for requirements as stored (JSON; nil for none), each
+  /// distinct text decoded once, and a shape that did not fit passed over at once.
+  public mutating func admit(stored text: String?, starving: Bool = false, reservable: Bool = true) throws(NovaError) -> Admission {
+    guard let text else { return admit(nil, starving: starving, reservable: reservable) }
+    if draining || (unfit.contains(text) && !(starving && reservable && total != nil)) { return .pass }
+    let requirements: JobRequirements
+    if let known = decoded[text] {
+      requirements = known
+    } else {
+      requirements = try JobRequirements.decoded(text)
+      decoded[text] = requirements
+    }
+    let admission = admit(requirements, starving: starving, reservable: reservable)
+    if admission == .pass { unfit.insert(text) }
+    return admission
   }
 
   /// Whether a job with `requirements` is taken, and where; `starving` when it has waited past

@@ -560,8 +560,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       if let cap = caps[candidate.queue], perQueue[candidate.queue, default: 0] >= cap { continue }
       let limits = candidate.limits.tightened(by: keyLimits[candidate.queue])
       if let key = candidate.key, !limits.isEmpty, try !keys.admits(queue: candidate.queue, key: key, limits: limits) { continue }
-      let requirements = try candidate.requirements.map { text throws(NovaError) in try JobRequirements.decoded(text) }
-      switch walk.admit(requirements, starving: candidate.starving, reservable: candidate.reservable) {
+      switch try walk.admit(stored: candidate.requirements, starving: candidate.starving, reservable: candidate.reservable) {
       case .take(let placement):
         picked.append((candidate.id, placement))
         perQueue[candidate.queue, default: 0] += 1

@@ -291,12 +291,11 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
         for index in stride(from: 2, to: items.count - 4, by: 5) where picked.count < count * 2 {
           guard let id = items[index].string else { continue }
           let text = items[index + 1].string ?? ""
-          let requirements = text.isEmpty ? nil : try JobRequirements.decoded(text)
           let runAt = items[index + 2].int ?? 0
           let reservedBy = items[index + 3].string ?? ""
           let reservable = reservedBy.isEmpty || reservedBy == worker || (items[index + 4].int ?? 0) <= now
           let starving = starvingSince.map { runAt <= $0 } ?? false
-          switch walk.admit(requirements, starving: starving, reservable: reservable) {
+          switch try walk.admit(stored: text.isEmpty ? nil : text, starving: starving, reservable: reservable) {
           case .take(let placement): picked += [.string(id), .string(placement?.encoded() ?? "")]
           case .reserve: reserved.append(.string(id))
           case .pass: break

@@ -67,6 +67,9 @@ public struct NovaServer: Sendable {
     public var maxConnections: Int?
     /// What one API token may hold of the worker routes at once (waiting claims, workers).
     public var workerLimits = WorkerActions.Limits()
+    /// How often the built-in pool's host records its GPUs' health as KPIs (`gpu.*`, from
+    /// `nvidia-smi`), when the pool runs and its capacity has GPUs; nil never does.
+    public var gpuHealthInterval: Duration?
 
     public init(
       host: String = "127.0.0.1", port: Int = 8080, workers: Int = 4, maxPayloadBytes: Int = 1 << 20,
@@ -287,6 +290,12 @@ public struct NovaServer: Sendable {
         logger: logger, clock: clock))
     services.append(
       QueueMetricsCollector(queue: queue, pool: pool, interval: configuration.metricsInterval, logger: logger, kpis: kpis, clock: clock))
+    if let kpis, let interval = configuration.gpuHealthInterval, pool != nil, let capacity = configuration.pool.capacity, !capacity.gpus.isEmpty {
+      services.append(
+        GPUHealthCollector(
+          host: capacity.host, kpis: kpis, interval: interval, devices: Set(capacity.gpus.map(\.index)), source: "nova serve", logger: logger,
+          clock: clock))
+    }
     if let kpis, let dataDirectory = configuration.dataDirectory {
       services.append(KPIMaintenance(store: kpis, dataDirectory: dataDirectory, retention: configuration.kpiRetention, logger: logger, clock: clock))
     }

@@ -55,9 +55,25 @@ extension BenchCommand {
     @Option(help: "Audit every job transition (on, as nova serve does, or off): in the SQLite transaction, or as records in the Redis scripts.")
     var audit: String = "on"
 
+    @Option(name: .long, help: "GPUs each job asks for (placement on; with --fake-gpus).")
+    var gpusPerJob: Int = 0
+
+    @Option(name: .customLong("fake-gpus"), help: "GPUs the benchmark's host offers (a declared capacity; no real GPU is used).")
+    var fakeGPUs: Int = 0
+
+    @Option(name: .long, help: "Jobs carry one of this many concurrency keys, each limited to --workers running (the cost of the check).")
+    var concurrencyKeys: Int = 0
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+      guard (0...64).contains(gpusPerJob), (0...1024).contains(fakeGPUs) else {
+        throw ValidationError("--gpus-per-job must be in 0...64 and --fake-gpus in 0...1024")
+      }
+      guard gpusPerJob == 0 || (fakeGPUs >= gpusPerJob) else {
+        throw ValidationError("--gpus-per-job \(gpusPerJob) needs --fake-gpus of at least as many, or no job would ever fit")
+      }
+      guard (0...1_000_000).contains(concurrencyKeys) else { throw ValidationError("--concurrency-keys must be in 0...1000000") }
       guard (1...10_000_000).contains(jobs) else { throw ValidationError("--jobs must be in 1...10000000") }
       guard (1...10_000).contains(workers) else { throw ValidationError("--workers must be in 1...10000") }
       guard (0...(1 << 20)).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be in 0...1048576") }
@@ -100,6 +116,9 @@ extension BenchCommand {
         if kind == "command" { options.command = ["/bin/true"] }
         options.rate = rate.map { Double($0) }
         options.jobDuration = .milliseconds(jobMs ?? (rate == nil ? 0 : 100))
+        options.gpusPerJob = gpusPerJob
+        options.fakeGPUs = fakeGPUs
+        options.concurrencyKeys = concurrencyKeys
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
           queue: queue, backend: backendName, options: options,
@@ -128,10 +147,24 @@ extension BenchCommand {
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
-          \(steadyLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
+          \(steadyLines(median))\(placementLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
           """)
       }
       if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
+    }
+
+    /// The summary's lines for placement and keys (none without), each ending in a newline.
+    func placementLines(_ median: QueueBenchmark.Result) -> String {
+      var lines = ""
+      if fakeGPUs > 0 {
+        lines += "  placement    \(gpusPerJob) GPU(s) per job on a host of \(fakeGPUs)"
+        if let p50 = median.gpu_handoff_p50_ms, let p99 = median.gpu_handoff_p99_ms {
+          lines += "; a freed GPU's next job starts after p50 \(String(format: "%.1f", p50)) ms, p99 \(String(format: "%.1f", p99)) ms"
+        }
+        lines += "\n"
+      }
+      if concurrencyKeys > 0 { lines += "  keys         \(concurrencyKeys) concurrency keys, each limited to \(workers) running\n" }
+      return lines
     }
 
     /// The summary's lines for steady arrivals (none for a burst), each ending in a newline.

@@ -62,7 +62,7 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Refuse KPI samples dated more than this far ahead of now (clock skew).", valueName: "seconds"))
   var kpiFutureSeconds: Double = 300
 
-  @Option(name: .long, help: ArgumentHelp("Collect queue, activity and policy KPIs this often.", valueName: "seconds"))
+  @Option(name: .long, help: ArgumentHelp("Collect queue, activity and policy KPIs (and the pool's GPU health) this often.", valueName: "seconds"))
   var collectSeconds: Double = 15
 
   @Flag(name: .long, help: "Serve /lux and /v1/compliance without a token (behind a proxy that authenticates).")
@@ -144,6 +144,8 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.kpiFutureTolerance = .seconds(fractional: kpiFutureSeconds)
     withBaseline.luxOpen = luxOpen
     withBaseline.dashboardURL = dashboardURL
+    // The built-in pool's host records its GPUs' health (when it has any) with the other KPIs.
+    withBaseline.gpuHealthInterval = .seconds(fractional: collectSeconds)
     withBaseline.checkpointMirror = try checkpointMirror.map { target -> any CheckpointMirror in
       target.hasPrefix("http://") || target.hasPrefix("https://") ? try HTTPCheckpointMirror(url: target) : CheckpointDirectory(path: target)
     }
@@ -253,6 +255,12 @@ struct PoolOptions: ParsableArguments {
       valueName: "n"))
   var prefetch: Int?
 
+  @Option(
+    help: ArgumentHelp(
+      "A job that asks for GPUs (or CPUs, memory) and is passed over by smaller ones this long gets this host reserved for it; 0: never.",
+      valueName: "seconds"))
+  var reserveAfterSeconds: Double = 300
+
   func check() throws {
     guard workers >= 0, workers <= 10_000 else { throw ValidationError("--workers \(workers) is out of range 0...10000") }
     try checkNumber(leaseSeconds, "--lease-seconds", 0.1...86_400, "seconds")
@@ -260,12 +268,15 @@ struct PoolOptions: ParsableArguments {
     try checkNumber(shutdownGraceSeconds, "--shutdown-grace-seconds", 0...3600, "seconds")
     guard (1...60_000).contains(pollMs) else { throw ValidationError("--poll-ms \(pollMs) is out of range 1...60000") }
     guard (prefetch ?? 0) >= 0 else { throw ValidationError("--prefetch must not be negative") }
+    try checkNumber(reserveAfterSeconds, "--reserve-after-seconds", 0...604_800, "seconds")
   }
 
   func configuration() throws -> WorkerPool.Configuration {
-    WorkerPool.Configuration(
+    var configuration = WorkerPool.Configuration(
       concurrency: workers, queues: try parseQueues(queues), leaseDuration: .seconds(fractional: leaseSeconds),
       jobTimeout: .seconds(fractional: jobTimeoutSeconds), pollInterval: .milliseconds(pollMs),
       shutdownGracePeriod: .seconds(fractional: shutdownGraceSeconds), prefetch: prefetch)
+    configuration.reserveAfter = reserveAfterSeconds > 0 ? .seconds(fractional: reserveAfterSeconds) : nil
+    return configuration
   }
 }

@@ -36,9 +36,17 @@ struct WorkerCommand: AsyncParsableCommand {
   @Flag(help: "Print the capacity this worker detects and advertises (JSON), then exit.")
   var printCapacity = false
 
+  @Option(
+    help: ArgumentHelp(
+      "Record the utilisation, memory, temperature and power of the GPUs this worker offers as KPIs this often (0: never).",
+      valueName: "seconds"))
+  var gpuSampleSeconds: Double = 15
+
   func validate() throws {
     try pool.check()
     guard pool.workers > 0 else { throw ValidationError("--workers must be at least 1 for nova worker") }
+    try checkNumber(gpuSampleSeconds, "--gpu-sample-seconds", 0...3600, "seconds")
+    guard gpuSampleSeconds == 0 || gpuSampleSeconds >= 0.1 else { throw ValidationError("--gpu-sample-seconds must be 0 (never) or at least 0.1") }
   }
 
   func run() async throws {
@@ -68,6 +76,7 @@ struct WorkerCommand: AsyncParsableCommand {
     OrphanSweeper.start()
     let reaper = LeaseReaper(queue: queue, interval: .seconds(1), logger: logger)
     var services: [any Service] = [workers, reaper]
+    if let collector = try await gpuHealthCollector(capacity, settings: settings, logger: logger) { services.append(collector) }
     if let path = settings.jobsPath {
       // SIGHUP reloads the job kinds; a bad file keeps the last good ones (and the journal says so).
       let reloader = JobKindsReloader(registry: registry, path: path, journal: try await store.open().journal, logger: logger)
@@ -79,5 +88,22 @@ struct WorkerCommand: AsyncParsableCommand {
       "nova worker started",
       metadata: ["worker": "\(configuration.workerID)", "workers": "\(configuration.concurrency)", "data": "\(store.location)"])
     try await group.run()
+  }
+
+  /// The collector of the offered GPUs' health, into the KPI store `nova serve` reads; nil when
+  /// there are no GPUs, `--gpu-sample-seconds` is 0, or there is no such store on this host.
+  private func gpuHealthCollector(_ capacity: HostCapacity, settings: NovaSettings, logger: Logger) async throws -> GPUHealthCollector? {
+    guard gpuSampleSeconds > 0, !capacity.gpus.isEmpty else { return nil }
+    // A Redis worker on another host has no data directory (and opening one would create a
+    // database nobody reads): it records GPU health only where the data directory is present.
+    let redis = settings.queueURL.map { $0.hasPrefix("redis://") || $0.hasPrefix("rediss://") } ?? false
+    if redis && !FileManager.default.fileExists(atPath: settings.dataDirectory) {
+      logger.notice(
+        "GPU health is not recorded: this Redis worker's host has no data directory (\(settings.dataDirectory)) with the KPI store nova serve reads")
+      return nil
+    }
+    return GPUHealthCollector(
+      host: capacity.host, kpis: try await store.open().kpis, interval: .seconds(fractional: gpuSampleSeconds),
+      devices: Set(capacity.gpus.map(\.index)), logger: logger)
   }
 }

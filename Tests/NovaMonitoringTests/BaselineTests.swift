@@ -52,10 +52,51 @@ struct BaselineTests {
     let network = BaselineComparison.compare(run(cpu: 1000, network: 900), with: baseline, name: "b", thresholds: BaselineThresholds())
     #expect(network.deltas.filter(\.breached).map(\.name) == ["network.throughput"])
     let gpu = BaselineComparison.compare(run(cpu: 1000, gpu: 70), with: baseline, name: "b", thresholds: BaselineThresholds())
-    #expect(gpu.deltas.filter(\.breached).map(\.name) == ["gpu0.utilization"])
+    let host = HostFacts.current(version: "test", revision: "test").shortName
+    #expect(gpu.deltas.filter(\.breached).map(\.name) == ["gpu.\(host).0.utilization"])
     var loose = BaselineThresholds()
     loose.cpu_percent = 25
     #expect(!BaselineComparison.compare(run(cpu: 800), with: baseline, name: "b", thresholds: loose).breached)
+  }
+
+  /// Issue #22 point 7: a GPU measure names its host, so a GPU is compared only with the same
+  /// host's, and a baseline saved before (the file format is unchanged) gives the same names.
+  @Test func gpuMeasuresArePerHostAndOldBaselinesStillCompare() throws {
+    var here = run(cpu: 1000)
+    here.host.hostname = "gpu-a.example.com"
+    #expect(here.host.shortName == "gpu-a" && here.figures.keys.contains("gpu.gpu-a.0.utilization"))
+    var elsewhere = run(cpu: 1000, gpu: 40)
+    elsewhere.host.hostname = "gpu-b"
+    let across = BaselineComparison.compare(elsewhere, with: here, name: "b", thresholds: BaselineThresholds())
+    #expect(across.deltas.map(\.name) == ["cpu.sha256.single", "network.throughput"] && !across.breached)
+    var later = run(cpu: 1000, gpu: 70)
+    later.host.hostname = "gpu-a"
+    let same = BaselineComparison.compare(later, with: here, name: "b", thresholds: BaselineThresholds())
+    #expect(same.deltas.filter(\.breached).map(\.name) == ["gpu.gpu-a.0.utilization"])
+    #expect(same.kpiSamples(time: 1).contains { $0.name == "baseline.breach" && $0.labels["measure"] == "gpu.gpu-a.0.utilization" })
+    // A baseline saved before GPU measures were named by host reads as it did, and compares per host.
+    let files = BaselineFiles(dataDirectory: try directory().path)
+    let saved = files.directory.appendingPathComponent("baselines")
+    try FileManager.default.createDirectory(at: saved, withIntermediateDirectories: true)
+    try #"""
+    {
+      "duration_s": 1.5, "runs": 3, "started_at": "2026-01-05T10:00:00Z",
+      "gpu": {
+        "available": true, "median_utilization_percent": [80],
+        "samples": [[{"memory_total_mib": 143771, "memory_used_mib": 30721, "name": "NVIDIA H200", "power_watts": 412.35,
+          "sm_clock_mhz": 1980, "temperature_c": 61, "utilization_percent": 80}]]
+      },
+      "host": {
+        "cpu_count": 64, "cpu_model": "Grace", "hostname": "gpu-a", "kernel": "6.8.0", "memory_bytes": 137438953472,
+        "nova_revision": "abc1234", "nova_version": "0.9.0"
+      }
+    }
+    """#.write(to: saved.appendingPathComponent("old.json"), atomically: true, encoding: .utf8)
+    let old = try files.load("old")
+    #expect(old.gpu?.median_utilization_percent == [80] && old.host.hostname == "gpu-a")
+    let compared = BaselineComparison.compare(later, with: old, name: "old", thresholds: BaselineThresholds())
+    #expect(compared.deltas.map(\.name) == ["gpu.gpu-a.0.utilization"] && compared.breached)
+    #expect(try files.savedMeasures().map(\.name) == ["gpu.gpu-a.0.utilization"])
   }
 
   @Test func thresholdsComeFromTheBaselineSection() throws {

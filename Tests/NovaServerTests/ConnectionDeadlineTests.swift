@@ -69,15 +69,15 @@ struct ConnectionDeadlineTests {
     try await server.makeApplication().test(.live) { client in
       let port = try #require(client.port)
       let silent = await Self.session(port: port, chunks: [])
-      #expect(silent.seconds > 0.8 && silent.seconds < 12, "a silent socket closed after \(silent.seconds) s")
+      #expect(silent.seconds > 0.8 && silent.seconds < 20, "a silent socket closed after \(silent.seconds) s")
 
       let drip = (0..<30).map { index in (delay: index == 0 ? 0 : 0.3, text: index == 0 ? "GET /healthz HTTP/1.1\r\n" : "X") }
       let slow = await Self.session(port: port, chunks: drip)
-      #expect(slow.seconds > 0.8 && slow.seconds < 12 && slow.received.isEmpty, "a dripped head closed after \(slow.seconds) s")
+      #expect(slow.seconds > 0.8 && slow.seconds < 20 && slow.received.isEmpty, "a dripped head closed after \(slow.seconds) s")
 
       let normal = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
       #expect(normal.received.hasPrefix("HTTP/1.1 200") && normal.received.contains(#""ok""#), "\(normal.received)")
-      #expect(normal.seconds > 1.5 && normal.seconds < 12, "an idle keep-alive connection closed after \(normal.seconds) s")
+      #expect(normal.seconds > 1.5 && normal.seconds < 20, "an idle keep-alive connection closed after \(normal.seconds) s")
     }
   }
 

@@ -33,7 +33,8 @@ struct DashboardTests {
       "regenerate: nova dashboards prometheus-rules --out docs/dashboards/nova_rules.yml")
     let model = try #require(try JSONSerialization.jsonObject(with: Data(GrafanaDashboard().json().utf8)) as? [String: Any])
     let variables = ((model["templating"] as? [String: Any])?["list"] as? [[String: Any]]) ?? []
-    #expect(variables.map { $0["type"] as? String } == ["datasource", "query"] && variables.first?["query"] as? String == "prometheus")
+    #expect(variables.map { $0["type"] as? String } == ["datasource", "query", "query"] && variables.first?["query"] as? String == "prometheus")
+    #expect(variables.map { $0["name"] as? String } == ["datasource", "instance", "host"])
     #expect(model["uid"] as? String == "nova-spark-migration" && (model["schemaVersion"] as? Int ?? 0) >= 39)
     let titles = ((model["panels"] as? [[String: Any]]) ?? []).compactMap { $0["title"] as? String }
     for wanted in [
@@ -44,9 +45,52 @@ struct DashboardTests {
     }
     #expect(titles.contains { $0.hasPrefix("Burn rate (multiwindow: 14.4x 1h/5m, 6x 6h/30m, 1x 3d/6h)") })
     #expect(titles.contains { $0.hasPrefix("Alert time to acknowledge and resolve") })
+    try Self.expectTheGPURowPerHost(model, variables: variables)
     var custom = GrafanaDashboard()
     custom.slo = 99.5
     #expect(custom.json().contains("/ 0.005"))
+  }
+
+  /// Issue #22 point 7: the last row shows GPU health, repeated for every host of `$host` (the
+  /// hosts with GPU readings), with utilisation, memory used, temperature and power per GPU.
+  static func expectTheGPURowPerHost(_ model: [String: Any], variables: [[String: Any]]) throws {
+    let host = try #require(variables.first { $0["name"] as? String == "host" })
+    let hostQuery = #"label_values(nova_gpu_utilization_percent{instance=~"$instance"}, host)"#
+    #expect(host["query"] as? String == hostQuery && host["definition"] as? String == hostQuery)
+    #expect(host["includeAll"] as? Bool == true && host["multi"] as? Bool == true)
+    let panels = (model["panels"] as? [[String: Any]]) ?? []
+    // Grafana repeats a row with the panels under it up to the next row: the GPU row comes last.
+    let gpuSection = Array(panels.suffix(5))
+    let row = try #require(gpuSection.first)
+    #expect(row["type"] as? String == "row" && row["title"] as? String == "GPU health: $host" && row["repeat"] as? String == "host")
+    var queries: [String: String] = [:]
+    var units: [String: String] = [:]
+    for panel in gpuSection.dropFirst() {
+      let title = panel["title"] as? String ?? "?"
+      queries[title] = ((panel["targets"] as? [[String: Any]])?.first?["expr"] as? String) ?? ""
+      units[title] = ((panel["fieldConfig"] as? [String: Any])?["defaults"] as? [String: Any])?["unit"] as? String
+      #expect((panel["targets"] as? [[String: Any]])?.first?["legendFormat"] as? String == "GPU {{gpu}}", "\(title)")
+    }
+    let selector = #"{instance=~"$instance",host=~"$host"}"#
+    #expect(
+      queries == [
+        "GPU utilisation": "max by (host, gpu) (nova_gpu_utilization_percent\(selector))",
+        "GPU memory used": "max by (host, gpu) (nova_gpu_memory_used_mib\(selector))",
+        "GPU temperature": "max by (host, gpu) (nova_gpu_temperature_celsius\(selector))",
+        "GPU power": "max by (host, gpu) (nova_gpu_power_watts\(selector))",
+      ])
+    #expect(units == ["GPU utilisation": "percent", "GPU memory used": "mbytes", "GPU temperature": "celsius", "GPU power": "watt"])
+    // The gauges the row queries are the ones nova serve exports from the workers' GPU KPIs.
+    #expect(
+      Set(RecordedKPIGauges.gpuMetrics.map(\.metric))
+        == ["nova_gpu_utilization_percent", "nova_gpu_memory_used_mib", "nova_gpu_temperature_celsius", "nova_gpu_power_watts"])
+  }
+
+  /// `nova kpi record` commands for one GPU's health on host `host`, as a worker records it.
+  static func gpuHealthCommands(host: String) -> [[String]] {
+    [("gpu.utilization", "87"), ("gpu.memory.used", "30721"), ("gpu.temperature", "61"), ("gpu.power", "412.5")].map {
+      ["kpi", "record", $0.0, $0.1, "--label", "host=\(host)", "--label", "gpu=0", "--label", "uuid=GPU-aaaa", "--label", "model=NVIDIA H200"]
+    }
   }
 
   @Test(.enabled(if: TestServers.jsonSchemaAvailable, TestServers.jsonSchemaMissing)) func theDashboardValidatesAgainstGrafanasSchemaWithJSONSchema()
@@ -135,7 +179,7 @@ struct DashboardTests {
     for command in [
       ["kpi", "deploy", "start", "--service", "api", "--version", "7"], ["kpi", "deploy", "finish", "--service", "api", "--version", "7"],
       ["kpi", "record", "baseline.delta", "12.5", "--label", "measure=cpu.sort.single", "--label", "threshold_percent=10", "--label", "baseline=b"],
-    ] {
+    ] + Self.gpuHealthCommands(host: "gpu-a") {
       let result = try await NovaProcess.run(command + ["--data-dir", dir])
       #expect(result.code == 0, "\(command): \(result.stderr)")
     }
@@ -209,7 +253,7 @@ struct DashboardTests {
     for command in [
       ["kpi", "deploy", "start", "--service", "api", "--version", "1"],
       ["bench", "baseline", "--network", "--runs", "1", "--work-scale", "0.05", "--save-baseline", "fresh"],
-    ] {
+    ] + Self.gpuHealthCommands(host: "gpu-a") {
       let result = try await NovaProcess.run(command + ["--data-dir", dir])
       #expect(result.code == 0, "\(command): \(result.stderr)")
     }
@@ -224,5 +268,10 @@ struct DashboardTests {
     #expect(exposition.contains(#"nova_deployment_duration_seconds{service="api"} 0"#))
     #expect(exposition.contains(#"nova_baseline_delta_percent{measure="network.throughput"} 0"#))
     #expect(exposition.contains(#"nova_baseline_threshold_percent{measure="network.throughput"} 7"#))
+    // GPU health a worker recorded is exported per host and GPU from the first scrape.
+    #expect(exposition.contains(#"nova_gpu_utilization_percent{host="gpu-a",gpu="0"} 87"#))
+    #expect(exposition.contains(#"nova_gpu_memory_used_mib{host="gpu-a",gpu="0"} 30721"#))
+    #expect(exposition.contains(#"nova_gpu_temperature_celsius{host="gpu-a",gpu="0"} 61"#))
+    #expect(exposition.contains(#"nova_gpu_power_watts{host="gpu-a",gpu="0"} 412.5"#))
   }
 }

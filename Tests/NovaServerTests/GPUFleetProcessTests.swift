@@ -245,7 +245,15 @@ struct GPUFleetProcessTests {
     #expect(try runs(log).isEmpty && !FileManager.default.fileExists(atPath: log))
     let resumed = try await NovaProcess.run(["queues", "resume", "llm"] + common)
     #expect(resumed.code == 0, "\(resumed.stderr)")
-    try await eventually("every job to finish", timeout: .seconds(60)) { try runs(log).count >= 10 }
+    do {
+      try await eventually("every job to finish", timeout: .seconds(120)) { try runs(log).count >= 10 }
+    } catch {
+      // What the store and the workers say, for the report.
+      let queues = try await NovaProcess.run(["queues", "list", "--json"] + common)
+      let stats = try await NovaProcess.run(["jobs", "stats", "--json"] + common)
+      Issue.record("queues: \(queues.stdout)\nstats: \(stats.stdout)\nworkers: \(workers.map { String($0.stderr.suffix(2000)) })")
+      throw error
+    }
     let done = try runs(log)
     // At no instant did more than two run, and two did run together.
     var most = 0

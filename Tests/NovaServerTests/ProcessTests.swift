@@ -133,6 +133,8 @@ struct ProcessTests {
       (["worker", "--job-timeout-seconds", "1e10", "--data-dir", dir], 2, "--job-timeout-seconds"),
       (["serve", "--retention-hours", "1e8", "--data-dir", dir], 2, "--retention-hours"),
       (["serve", "--collect-seconds", "nan", "--data-dir", dir], 2, "--collect-seconds"),
+      (["worker", "--gpu-sample-seconds=-1", "--data-dir", dir], 2, "--gpu-sample-seconds -1.0 is out of range"),
+      (["worker", "--gpu-sample-seconds", "0.01", "--data-dir", dir], 2, "--gpu-sample-seconds must be 0 (never) or at least 0.1"),
       (["bench", "queue", "--backend", "postgres"], 2, "--backend"),
       (["enqueue", "noop", "--data-dir", "\(dir)/nova.sqlite/sub"], 2, "data directory"),
       (["frobnicate"], 2, "frobnicate"),

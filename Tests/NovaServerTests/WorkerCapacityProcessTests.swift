@@ -28,6 +28,57 @@ struct WorkerCapacityProcessTests {
     #expect(badSize.code == 2 && badSize.stderr.contains("--memory"), "\(badSize.stderr)")
   }
 
+  /// Issue #22 point 7: a running worker records the health of the GPUs it offers (only those),
+  /// labelled by the host name it goes by, every `--gpu-sample-seconds`.
+  @Test func theWorkerRecordsTheHealthOfTheGPUsItOffers() async throws {
+    let folder = try TemporaryDirectory.make("nova-gpu-health")
+    let fake = folder.appendingPathComponent("nvidia-smi").path
+    // Capacity and health are different queries; the fake answers each as nvidia-smi would.
+    try """
+    #!/bin/sh
+    case "$1" in
+    --query-gpu=index,uuid,name,memory.total)
+      echo '0, GPU-aaaa, NVIDIA H200, 143771'
+      echo '1, GPU-bbbb, NVIDIA H200, 143771' ;;
+    --query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw)
+      echo '0, GPU-aaaa, NVIDIA H200, 87, 30721, 143771, 61, 412.35'
+      echo '1, GPU-bbbb, NVIDIA H200, 12, 2048, 143771, 35, [N/A]' ;;
+    *)
+      exit 3 ;;
+    esac
+
+    """.write(toFile: fake, atomically: true, encoding: .utf8)
+    chmod(fake, 0o755)
+    let data = folder.appendingPathComponent("data").path
+    let worker = try NovaProcess(
+      ["worker", "--data-dir", data, "--workers", "1", "--gpus", "1", "--host-name", "gpu-a", "--gpu-sample-seconds", "0.2"],
+      environment: ["PATH": "\(folder.path):/usr/bin:/bin"])
+    defer { worker.signal(SIGKILL) }
+    func samples(_ name: String) async throws -> [[String: Any]] {
+      let query = try await NovaProcess.run(["kpi", "query", name, "--json", "--data-dir", data])
+      let output = try? JSONSerialization.jsonObject(with: Data(query.stdout.utf8)) as? [String: Any]
+      return output?["samples"] as? [[String: Any]] ?? []
+    }
+    var temperatures: [[String: Any]] = []
+    try await eventually("two GPU health passes") {
+      temperatures = try await samples("gpu.temperature")
+      return temperatures.count >= 2
+    }
+    for sample in temperatures {
+      #expect(sample["labels"] as? [String: String] == ["host": "gpu-a", "gpu": "1", "uuid": "GPU-bbbb", "model": "NVIDIA H200"])
+      #expect((sample["value"] as? NSNumber)?.doubleValue == 35 && sample["unit"] as? String == "celsius")
+      #expect(sample["source"] as? String == "nova worker")
+    }
+    let utilization = try await samples("gpu.utilization")
+    #expect(!utilization.isEmpty && utilization.allSatisfy { ($0["labels"] as? [String: String])?["gpu"] == "1" })
+    #expect(utilization.allSatisfy { ($0["value"] as? NSNumber)?.doubleValue == 12 })
+    // GPU 1 reads [N/A] for power (GPU 0, which does report it, is not this worker's).
+    #expect(try await samples("gpu.power").isEmpty)
+    worker.signal(SIGTERM)
+    #expect(await worker.waitForExit() == 0, "\(worker.stderr)")
+    #expect(!worker.stderr.contains("GPU health collection failed"), "\(worker.stderr)")
+  }
+
   func run(_ arguments: [String], environment: [String: String]) async throws -> (code: Int32?, stdout: String, stderr: String) {
     let process = try NovaProcess(arguments, environment: environment)
     let code = await process.waitForExit(timeout: .seconds(60))
