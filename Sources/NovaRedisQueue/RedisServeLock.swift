@@ -97,8 +97,7 @@ public final class RedisServeLock: Sendable {
   private let value: String
   private let keyPrefix: String
   /// A client of its own with one connection: a renewal never waits behind the queue's large
-  /// calls, and never retries past its next turn (a retry window longer than the TTL could
-  /// renew a lock that another server already took over in the meantime).
+  /// calls.
   private let client: RedisClient
   private let redis: RedisStoreBoundary
 
@@ -114,11 +113,14 @@ public final class RedisServeLock: Sendable {
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     value = (try? encoder.encode(holder)).map { String(decoding: $0, as: UTF8.self) } ?? holder.description
     // A dropped connection (a command that timed out closes it) is reconnected within a short
-    // window, well inside the TTL, rather than failing a start or a renewal on one bad moment.
+    // window rather than failing a start or a renewal on one bad moment. The floors (3 s to
+    // answer, 2 s to retry) hold for short TTLs too: a late renewal cannot take a lock another
+    // server holds (the script checks the holder), and a loaded host's slow reply is not a
+    // failure.
     client = RedisClient(
       configuration: .init(
-        url: url, poolSize: 1, connectTimeout: .seconds(3), commandTimeout: max(ttl / 3, .seconds(1)),
-        retryWindow: max(ttl / 5, .milliseconds(500))))
+        url: url, poolSize: 1, connectTimeout: .seconds(3), commandTimeout: max(ttl / 3, .seconds(3)),
+        retryWindow: max(ttl / 5, .seconds(2))))
     redis = RedisStoreBoundary(client: client)
   }
 

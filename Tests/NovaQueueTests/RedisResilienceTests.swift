@@ -187,7 +187,13 @@ struct RedisResilienceTests {
   /// may hold) page through it instead of failing.
   @Test func listingsPageThroughSetsPastAMillionIds() async throws {
     let prefix = "big-\(UUID().uuidString.prefix(8))"
-    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    // A server of its own: filling a million ids holds Redis for seconds, which would stall every
+    // other test on the shared one; and a client that waits for it.
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let queue = RedisJobQueue(
+      configuration: .init(
+        client: .init(url: RedisURL(port: server.port), commandTimeout: .seconds(60), retryWindow: .seconds(30)), keyPrefix: prefix))
     defer { queue.close() }
     _ = try await queue.enqueue(batch: [JobRequest(kind: "noop"), JobRequest(kind: "noop")])
     let leases = try await queue.claim(queues: ["default"], worker: "w", leaseDuration: .seconds(600), limit: 2)

@@ -138,8 +138,13 @@ struct GPUFleetProcessTests {
     try await enqueue(["plain", "--count", "2"], store: common)
     let workers = try [Host.spark, Host.gpu2, Host.gpu8].map { try worker($0, store: common, folder: folder) }
     defer { for worker in workers { worker.signal(SIGKILL) } }
-    try await eventually("every job that fits somewhere to finish", timeout: .seconds(90)) {
-      try runs(log).count >= 18
+    do {
+      try await eventually("every job that fits somewhere to finish", timeout: .seconds(90)) { try runs(log).count >= 18 }
+    } catch {
+      let list = try await NovaProcess.run(["jobs", "list", "--json", "--limit", "50"] + common)
+      Issue.record("jobs: \(list.stdout.prefix(6000))\nruns: \(try runs(log).map { "\($0.kind)@\($0.host)\($0.devices)" })")
+      Issue.record("workers: \(workers.map { String($0.stderr.suffix(3000)) })")
+      throw error
     }
     let done = try runs(log)
     #expect(done.count == 18, "\(done.map(\.kind))")
