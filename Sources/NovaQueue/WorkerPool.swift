@@ -287,7 +287,18 @@ public final class WorkerPool: Service {
         continue
       }
       if leases.isEmpty {
-        await queue.waitForJobs(timeout: configuration.pollInterval)
+        if configuration.capacity != nil, state.withLock({ !$0.held.isEmpty }) {
+          // Nothing fitted what was free: a job of this pool that ends frees devices (the fetch
+          // wake says so) as surely as a new job arrives, so either ends the wait.
+          await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.queue.waitForJobs(timeout: self.configuration.pollInterval) }
+            group.addTask { _ = await self.fetchWake.wait(timeout: self.configuration.pollInterval) }
+            await group.next()
+            group.cancelAll()
+          }
+        } else {
+          await queue.waitForJobs(timeout: configuration.pollInterval)
+        }
         continue
       }
       let now = clock.uptime()
