@@ -31,16 +31,7 @@ struct QueuesController {
     if let value = fields["max_running"] {
       if case .null = value { maxRunning = .some(nil) } else { maxRunning = .some(try Self.whole(value, "max_running")) }
     }
-    var rate: Double??
-    if let value = fields["rate"] {
-      switch value {
-      case .null: rate = .some(nil)
-      case .string(let text): rate = .some(try QueueControls.parseRate(text, field: "rate"))
-      case .int(let number): rate = .some(Double(number))
-      case .double(let number): rate = .some(number)
-      default: throw NovaError.invalidInput(field: "rate", message: "must be a rate such as \"10/s\", a number per second, or null")
-      }
-    }
+    let rate = try fields["rate"].map { value throws(NovaError) in try Self.rate(value, "rate") }
     let weight = try fields["weight"].map { value throws(NovaError) in try Self.whole(value, "weight") }
     var perKey: Int??
     if let value = fields["max_running_per_key"] {

@@ -89,23 +89,11 @@ struct QueuesCommand: AsyncParsableCommand {
         throw NovaError.invalidInput(
           field: "nova queues set", message: "give --max-running, --rate, --weight, --max-running-per-key or --rate-per-key")
       }
-      var perKey: Int??
-      if let maxRunningPerKey {
-        guard maxRunningPerKey == "none" || Int(maxRunningPerKey) != nil else {
-          throw NovaError.invalidInput(field: "--max-running-per-key", message: "'\(maxRunningPerKey)' is not a number or none")
-        }
-        perKey = .some(Int(maxRunningPerKey))
-      }
+      let perKey = try maxRunningPerKey.map { text throws(NovaError) in try QueuesCommand.limit(text, flag: "--max-running-per-key") }
       let keyPace: Double?? = try ratePerKey.map { text throws(NovaError) in
         text == "none" ? nil : try QueueControls.parseRate(text, field: "--rate-per-key")
       }
-      var limit: Int??
-      if let maxRunning {
-        guard maxRunning == "none" || Int(maxRunning) != nil else {
-          throw NovaError.invalidInput(field: "--max-running", message: "'\(maxRunning)' is not a number or none")
-        }
-        limit = .some(Int(maxRunning))
-      }
+      let limit = try maxRunning.map { text throws(NovaError) in try QueuesCommand.limit(text, flag: "--max-running") }
       let pace: Double?? = try rate.map { text throws(NovaError) in text == "none" ? nil : try QueueControls.parseRate(text) }
       let controls = try await store.open().jobs().changeControls(of: queue, by: .localUser) { controls in
         if let limit { controls.maxRunning = limit }
@@ -122,6 +110,13 @@ struct QueuesCommand: AsyncParsableCommand {
         )
       }
     }
+  }
+
+  /// `N` or `none` (no limit), as `--max-running` and `--max-running-per-key` take it.
+  static func limit(_ text: String, flag: String) throws(NovaError) -> Int? {
+    if text == "none" { return nil }
+    guard let number = Int(text) else { throw .invalidInput(field: flag, message: "'\(text)' is not a number or none") }
+    return number
   }
 
   /// A rate as people read it: `10`, `0.5`, `0.000556`.

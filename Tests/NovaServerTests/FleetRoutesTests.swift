@@ -37,25 +37,11 @@ struct FleetRoutesTests {
   /// A server under the built-in policy with a worker, an operator, a viewer and an admin token;
   /// `train.*` kinds are external.
   func makeServer() async throws -> Setup {
-    let directory = try TemporaryDirectory.make()
-    let queue = try SQLiteJobQueue(
-      configuration: .init(
-        path: directory.appendingPathComponent("nova.sqlite").path, retryPolicy: RetryPolicy(baseDelay: 0.01, maxDelay: 0.01, jitter: 0),
-        journal: AuditJournal()))
-    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
-    let engine = PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit))
-    var tokens: [String: String] = [:]
-    for (name, role) in [("gpu-1", Role.worker), ("ops", .operator), ("dash", .viewer), ("root", .admin)] {
-      tokens[name] = try await security.tokens.create(name: name, role: role).token
-    }
     var registry = BuiltinJobs.registry
     registry.registerExternal("train.step")
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    TestMetrics.bootstrap()
-    let server = try NovaServer(
-      configuration: NovaServer.Configuration(workers: 0), queue: queue, registry: registry, security: security, policy: engine, logger: logger)
-    return Setup(server: server, queue: queue, tokens: tokens)
+    let made = try await PolicedTestServer.make(
+      roles: [("gpu-1", .worker), ("ops", .operator), ("dash", .viewer), ("root", .admin)], registry: registry)
+    return Setup(server: made.server, queue: made.queue, tokens: made.tokens)
   }
 
   /// A request under `token`.

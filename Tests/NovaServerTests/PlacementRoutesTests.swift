@@ -26,27 +26,12 @@ struct PlacementRoutesTests {
   /// A server under the built-in policy with an operator and a worker token; `train.*` kinds are
   /// external, and `train.gpu` asks for a GPU and 2 GiB on an H100 unless a job says otherwise.
   func makeServer() async throws -> Setup {
-    let directory = try TemporaryDirectory.make()
-    let queue = try SQLiteJobQueue(
-      configuration: .init(
-        path: directory.appendingPathComponent("nova.sqlite").path, retryPolicy: RetryPolicy(baseDelay: 0.01, maxDelay: 0.01, jitter: 0),
-        journal: AuditJournal()))
-    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
-    let engine = PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit))
-    var tokens: [String: String] = [:]
-    for (name, role) in [("gpu-1", Role.worker), ("ops", .operator)] {
-      tokens[name] = try await security.tokens.create(name: name, role: role).token
-    }
     var registry = BuiltinJobs.registry
     registry.registerExternal("train.step")
     registry.registerExternal("train.gpu")
     registry.setDefaults("train.gpu", resources: JobResources(gpus: 1, memory_mib: 2048), constraints: JobConstraints(gpu_model: "*H100*"))
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    TestMetrics.bootstrap()
-    let server = try NovaServer(
-      configuration: NovaServer.Configuration(workers: 0), queue: queue, registry: registry, security: security, policy: engine, logger: logger)
-    return Setup(server: server, queue: queue, tokens: tokens)
+    let made = try await PolicedTestServer.make(roles: [("gpu-1", .worker), ("ops", .operator)], registry: registry)
+    return Setup(server: made.server, queue: made.queue, tokens: made.tokens)
   }
 
   /// A request under `token`; the status and the body as JSON (null when it is not JSON).

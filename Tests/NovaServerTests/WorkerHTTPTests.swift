@@ -27,29 +27,16 @@ struct WorkerHTTPTests {
   }
 
   func makeServer(limits: WorkerActions.Limits = WorkerActions.Limits()) async throws -> Setup {
-    let directory = try TemporaryDirectory.make()
-    let queue = try SQLiteJobQueue(
-      configuration: .init(
-        path: directory.appendingPathComponent("nova.sqlite").path, retryPolicy: RetryPolicy(baseDelay: 0.01, maxDelay: 0.01, jitter: 0),
-        journal: AuditJournal()))
-    let security = try SecurityContext(database: queue.database, keyPath: directory.appendingPathComponent("key").path)
-    let engine = PolicyEngine(document: .builtIn, recorder: AuditDecisionRecorder(audit: security.audit))
-    var tokens: [String: String] = [:]
-    for (name, role) in [("gpu-1", Role.worker), ("gpu-2", .worker), ("ops", .operator), ("dash", .viewer), ("root", .admin)] {
-      tokens[name] = try await security.tokens.create(name: name, role: role).token
-    }
     var registry = BuiltinJobs.registry
     registry.registerExternal("train.step")
     registry.registerExternal("train.eval")
     registry.registerExternal("train.slow", timeout: .seconds(3))
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    TestMetrics.bootstrap()
     var configuration = NovaServer.Configuration(workers: 0)
     configuration.workerLimits = limits
-    let server = try NovaServer(
-      configuration: configuration, queue: queue, registry: registry, security: security, policy: engine, logger: logger)
-    return Setup(server: server, queue: queue, security: security, tokens: tokens)
+    let made = try await PolicedTestServer.make(
+      roles: [("gpu-1", .worker), ("gpu-2", .worker), ("ops", .operator), ("dash", .viewer), ("root", .admin)], registry: registry,
+      configuration: configuration)
+    return Setup(server: made.server, queue: made.queue, security: made.security, tokens: made.tokens)
   }
 
   /// A server on the Redis at `url` under the built-in policy, with a worker and an operator token.
