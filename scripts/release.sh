@@ -5,10 +5,12 @@
 # install deploy/systemd/nova-worker.service (or nova-serve.service). About 13 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A scratch folder of its own: the debug build in .build (and its coverage flags) stays as it is.
+build=(swift build -c release --static-swift-stdlib --scratch-path .build-static)
 for program in nova nova-supervise; do
-  swift build -c release --static-swift-stdlib --product "$program"
+  "${build[@]}" --product "$program"
 done
-bin="$(swift build -c release --static-swift-stdlib --show-bin-path)"
+bin="$("${build[@]}" --show-bin-path)"
 mkdir -p dist
 for program in nova nova-supervise; do
   strip -o "dist/$program" "$bin/$program"

@@ -185,15 +185,9 @@ public struct JobActions: Sendable {
   /// and running jobs per key in `keyQueues` (the first 1,000 running jobs of each).
   public func waitFacts(keyQueues: Set<String> = []) async throws -> WaitFacts {
     let stats = try await queue.stats()
-    var perKey: [[String]: Int] = [:]
-    for name in keyQueues {
-      for job in try await queue.list(JobFilter(state: .running, queue: name, limit: 1000)).jobs {
-        if let key = job.concurrencyKey { perKey[[name, key], default: 0] += 1 }
-      }
-    }
-    return WaitFacts(
-      controls: try await queue.controls(), running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers,
-      runningPerKey: perKey)
+    var facts = WaitFacts(controls: try await queue.controls(), running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers)
+    for name in keyQueues { try await facts.countKeys(of: name, in: queue) }
+    return facts
   }
 
   /// Why `job` waits (nil when it does not).

@@ -18,6 +18,9 @@ public struct WorkerClaim: Sendable, Equatable {
   public var wait: Duration
   /// What the worker has free now; without it, it gets only jobs that ask for nothing.
   public var capacity: HostCapacity?
+  /// All its host offers, free or not: shown in the registry, and what a starving large job
+  /// may reserve this host for (nil: the worker does not say, and reserves nothing).
+  public var hostCapacity: HostCapacity?
 
   /// The largest `max` a claim may ask for.
   public static let maxLimit = 1000
@@ -29,7 +32,7 @@ public struct WorkerClaim: Sendable, Equatable {
   /// Checks every field; errors name it.
   public init(
     worker: String, queues: [String] = ["default"], kinds: [String]? = nil, limit: Int = 1, leaseSeconds: Double = 60,
-    waitSeconds: Double = 0, capacity: HostCapacity? = nil
+    waitSeconds: Double = 0, capacity: HostCapacity? = nil, hostCapacity: HostCapacity? = nil
   ) throws(NovaError) {
     guard !worker.isEmpty, worker.utf8.count <= 200, !worker.contains(where: \.isNewline) else {
       throw .invalidInput(field: "worker", message: "must be 1 to 200 characters on one line")
@@ -56,7 +59,26 @@ public struct WorkerClaim: Sendable, Equatable {
     self.limit = limit
     self.leaseDuration = .seconds(leaseSeconds)
     self.wait = .seconds(waitSeconds)
+    if let hostCapacity {
+      // What is free is part of what the host has: the same host, no GPU it lacks, no more CPUs
+      // or memory.
+      guard let capacity else {
+        throw .invalidInput(field: "capacity", message: "give what is free as well as host_capacity")
+      }
+      guard capacity.host == hostCapacity.host else {
+        throw .invalidInput(
+          field: "capacity.host", message: "'\(capacity.host)' is not host_capacity's host '\(hostCapacity.host)'")
+      }
+      let indices = Set(hostCapacity.gpus.map(\.index))
+      if let gpu = capacity.gpus.first(where: { !indices.contains($0.index) }) {
+        throw .invalidInput(field: "capacity.gpus", message: "GPU \(gpu.index) is free but not in host_capacity")
+      }
+      guard capacity.cpus <= hostCapacity.cpus, capacity.memory_mib <= hostCapacity.memory_mib else {
+        throw .invalidInput(field: "capacity", message: "more CPUs or memory free than host_capacity has")
+      }
+    }
     self.capacity = capacity
+    self.hostCapacity = hostCapacity
   }
 }
 
@@ -120,14 +142,18 @@ public final class WorkerActions: Sendable {
 
   /// The kinds jobs may have, so that a claim is decided per kind (nil: per queue only).
   let registry: LiveJobRegistry?
+  /// How long a job that asks for something may be passed over before a worker that sends its
+  /// host's capacity reserves its host for it (nil: never).
+  let reserveAfter: Duration?
 
   /// Actions over `queue`, decided by `policy` (nil: none), handing out leases sealed by `seal`;
   /// with `registry`, each claim is decided on every kind it could receive.
   public init(
     queue: any JobQueue, policy: PolicyEngine?, seal: LeaseSeal = LeaseSeal(), registry: LiveJobRegistry? = nil,
-    limits: Limits = Limits(), clock: any NovaClock = SystemClock()
+    limits: Limits = Limits(), clock: any NovaClock = SystemClock(), reserveAfter: Duration? = nil
   ) {
     self.limits = limits
+    self.reserveAfter = reserveAfter
     self.queue = queue
     self.policy = policy
     self.seal = seal
@@ -165,7 +191,7 @@ public final class WorkerActions: Sendable {
     try await announce(claim, holder: holder)
     let request = ClaimRequest(
       queues: claim.queues, kinds: kinds, worker: claim.worker, leaseDuration: claim.leaseDuration, limit: claim.limit,
-      capacity: claim.capacity)
+      capacity: claim.capacity, totalCapacity: claim.hostCapacity, reserveAfter: claim.hostCapacity == nil ? nil : reserveAfter)
     // Each waiting claim holds a connection and a waiter: one token may not hold them all.
     if claim.wait > .zero {
       let admitted = waiting.withLock { waiting -> Bool in
@@ -354,7 +380,7 @@ public final class WorkerActions: Sendable {
     try await queue.announce(
       WorkerPresence(
         worker: claim.worker, queues: claim.queues, kinds: claim.kinds.patterns, expiresAt: lapses, host: claim.capacity?.host,
-        startedAt: first, lastSeen: now, free: claim.capacity))
+        startedAt: first, lastSeen: now, capacity: claim.hostCapacity, free: claim.capacity))
   }
 
 }

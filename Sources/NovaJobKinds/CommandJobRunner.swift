@@ -264,6 +264,7 @@ public struct CommandJobRunner: Sendable {
     values["NOVA_JOB_QUEUE"] = context.queue
     values["NOVA_JOB_ATTEMPT"] = String(context.attempt)
     values["NOVA_JOB_MAX_ATTEMPTS"] = String(context.maxAttempts)
+    if let key = context.concurrencyKey { values["NOVA_JOB_CONCURRENCY_KEY"] = key }
     values["NOVA_JOB_DEADLINE"] = Date().addingTimeInterval(timeout.seconds).formatted(.iso8601)
     if let placement = context.placement {
       // Exactly its own GPUs (none when it asked for none): CUDA by index, the NVIDIA container

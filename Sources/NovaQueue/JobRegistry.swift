@@ -16,11 +16,13 @@ public struct JobContext: Sendable {
   /// job has one (with no GPUs when it asked for none): a program sees exactly its own GPUs.
   /// Nil on a worker that declared no capacity.
   public var placement: JobPlacement?
+  /// The job's concurrency key (a tenant, a model, an account), if it has one.
+  public var concurrencyKey: String?
   private let baseLogger: Logger
 
   public init(
     id: JobID, queue: String, kind: String, attempt: Int, maxAttempts: Int, logger: Logger, logStore: (any JobLogStore)? = nil,
-    placement: JobPlacement? = nil
+    placement: JobPlacement? = nil, concurrencyKey: String? = nil
   ) {
     self.id = id
     self.queue = queue
@@ -29,6 +31,7 @@ public struct JobContext: Sendable {
     self.maxAttempts = maxAttempts
     self.logStore = logStore
     self.placement = placement
+    self.concurrencyKey = concurrencyKey
     self.baseLogger = logger
   }
 

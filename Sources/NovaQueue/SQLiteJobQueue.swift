@@ -207,6 +207,16 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           ALTER TABLE nova_jobs ADD COLUMN reserved_until INTEGER;
           """)
     }
+    migrator.registerMigration("v18-key-bucket-expiry") { db in
+      // When each per-key rate bucket is full again: from then on it says nothing that its
+      // absence does not, and purges delete it (a fleet whose keys are tenants or requests would
+      // otherwise keep one row per key for ever). Buckets from before wait a day.
+      try db.execute(
+        sql: """
+          ALTER TABLE nova_key_buckets ADD COLUMN full_at INTEGER NOT NULL DEFAULT 0;
+          UPDATE nova_key_buckets SET full_at = refilled_at + 86400000;
+          """)
+    }
   }
 
   // MARK: - Columns
@@ -526,49 +536,17 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, caps: [String: Int], keyLimits: [String: KeyLimits],
     now: Int64, expires: Int64, db: Database
   ) throws -> [JobLease] {
-    let select = try db.cachedStatement(
-      sql: """
-        SELECT id, priority, requirements, concurrency_key, key_max_running, key_rate, run_at, reserved_by, reserved_until
-        FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
-        ORDER BY priority DESC, id LIMIT ?
-        """)
-    var candidates:
-      [(id: String, queue: String, priority: Int, requirements: String?, key: String?, limits: KeyLimits, starving: Bool, reservable: Bool)] =
-        []
-    let starvingSince = request.reserveAfter.map { now - Int64($0.seconds * 1000) }
-    for name in queues {
-      let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [request.limit + placementScan]
-      let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
-      while let row = try rows.next() {
-        let reservedBy: String? = row[7]
-        let reservable = reservedBy == nil || reservedBy == request.worker || (row[8] as Int64? ?? 0) <= now
-        candidates.append(
-          (
-            row[0], name, row[1], row[2], row[3], KeyLimits(maxRunning: row[4], ratePerSecond: row[5]),
-            starvingSince.map { (row[6] as Int64) <= $0 } ?? false, reservable
-          ))
-      }
+    // Most claims are settled by the first few jobs in order: a short look first, and the long
+    // one only when that one ran out of jobs before it had enough.
+    var walk = try walkPlacing(
+      request, queues: queues, kinds: kinds, kindClause: kindClause, caps: caps, keyLimits: keyLimits, now: now, db: db,
+      look: request.limit + request.limit / 4 + 16, short: true)
+    if !walk.settled {
+      walk = try walkPlacing(
+        request, queues: queues, kinds: kinds, kindClause: kindClause, caps: caps, keyLimits: keyLimits, now: now, db: db,
+        look: request.limit + placementScan, short: false)
     }
-    var keys = KeyGate(now: now, db: db)
-    candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
-    var walk = PlacementWalk(free: request.capacity, total: request.reserveAfter == nil ? nil : request.totalCapacity)
-    var picked: [(id: String, placement: JobPlacement?)] = []
-    var reserved: [String] = []
-    var perQueue: [String: Int] = [:]
-    for candidate in candidates {
-      if picked.count >= request.limit { break }
-      if let cap = caps[candidate.queue], perQueue[candidate.queue, default: 0] >= cap { continue }
-      let limits = candidate.limits.tightened(by: keyLimits[candidate.queue])
-      if let key = candidate.key, !limits.isEmpty, try !keys.admits(queue: candidate.queue, key: key, limits: limits) { continue }
-      switch try walk.admit(stored: candidate.requirements, starving: candidate.starving, reservable: candidate.reservable) {
-      case .take(let placement):
-        picked.append((candidate.id, placement))
-        perQueue[candidate.queue, default: 0] += 1
-        if let key = candidate.key, !limits.isEmpty { keys.take(queue: candidate.queue, key: key, limits: limits) }
-      case .reserve: reserved.append(candidate.id)
-      case .pass: break
-      }
-    }
+    let (picked, reserved, keys) = (walk.picked, walk.reserved, walk.keys)
     try keys.save()
     // The reservation is held as long as a lease: a worker that stops claiming lets it lapse.
     let reserve = try db.cachedStatement(sql: "UPDATE nova_jobs SET reserved_by = ?, reserved_until = ? WHERE id = ? AND state = 'available'")
@@ -582,7 +560,31 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         RETURNING \(columns)
         """)
     var leases: [JobLease] = []
-    for (id, placement) in picked {
+    // Those placed nowhere (they ask for nothing) in one statement; the others one by one, each
+    // with its placement.
+    let unplaced = picked.filter { $0.placement == nil }.map(\.id)
+    if !unplaced.isEmpty {
+      let batch = try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?5,
+            fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+            started_at = ?3, updated_at = ?3, placement = NULL, reserved_by = NULL, reserved_until = NULL
+          WHERE id IN (SELECT value FROM json_each(?4)) AND state = 'available'
+          RETURNING \(columns)
+          """)
+      let raw = RawStatement(batch, in: db)
+      raw.bind(1, request.worker)
+      raw.bind(2, expires)
+      raw.bind(3, now)
+      raw.bind(4, String(decoding: try JSONEncoder().encode(unplaced), as: UTF8.self))
+      raw.bind(5, request.starting >= request.limit ? 1 : 0)
+      while try raw.step() {
+        let job = try job(from: raw)
+        leases.append(JobLease(job: job, token: job.fencingToken, worker: request.worker, expiresAt: date(expires)))
+      }
+      raw.finish()
+    }
+    for (id, placement) in picked where placement != nil {
       let raw = RawStatement(update, in: db)
       raw.bind(1, request.worker)
       raw.bind(2, expires)
@@ -597,6 +599,64 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       raw.finish()
     }
     return leases
+  }
+
+  /// One walk of a placing claim over each queue's first `look` available jobs. A short one is
+  /// settled when it took all it may, or saw every job that could come before one it has not.
+  private static func walkPlacing(
+    _ request: ClaimRequest, queues: [String], kinds: [String], kindClause: String, caps: [String: Int], keyLimits: [String: KeyLimits],
+    now: Int64, db: Database, look: Int, short: Bool
+  ) throws -> (picked: [(id: String, placement: JobPlacement?)], reserved: [String], keys: KeyGate, settled: Bool) {
+    let select = try db.cachedStatement(
+      sql: """
+        SELECT id, priority, requirements, concurrency_key, key_max_running, key_rate, run_at, reserved_by, reserved_until
+        FROM nova_jobs WHERE state = 'available' AND queue = ?\(kindClause)
+        ORDER BY priority DESC, id LIMIT ?
+        """)
+    var candidates:
+      [(id: String, queue: String, priority: Int, requirements: String?, key: String?, limits: KeyLimits, starving: Bool, reservable: Bool)] =
+        []
+    // The last job looked at in each queue that has more: past it, jobs of that queue are unseen.
+    var edges: Set<String> = []
+    let starvingSince = request.reserveAfter.map { now - Int64($0.seconds * 1000) }
+    for name in queues {
+      let values: [(any DatabaseValueConvertible)?] = [name] + kinds + [look]
+      let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
+      var count = 0
+      while let row = try rows.next() {
+        let reservedBy: String? = row[7]
+        let reservable = reservedBy == nil || reservedBy == request.worker || (row[8] as Int64? ?? 0) <= now
+        candidates.append(
+          (
+            row[0], name, row[1], row[2], row[3], KeyLimits(maxRunning: row[4], ratePerSecond: row[5]),
+            starvingSince.map { (row[6] as Int64) <= $0 } ?? false, reservable
+          ))
+        count += 1
+      }
+      if short, count == look, let last = candidates.last { edges.insert(last.id) }
+    }
+    var keys = KeyGate(now: now, db: db)
+    candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
+    var walk = PlacementWalk(free: request.capacity, total: request.reserveAfter == nil ? nil : request.totalCapacity)
+    var picked: [(id: String, placement: JobPlacement?)] = []
+    var reserved: [String] = []
+    var perQueue: [String: Int] = [:]
+    for candidate in candidates {
+      if picked.count >= request.limit { break }
+      if edges.contains(candidate.id) { return (picked, reserved, keys, false) }
+      if let cap = caps[candidate.queue], perQueue[candidate.queue, default: 0] >= cap { continue }
+      let limits = candidate.limits.tightened(by: keyLimits[candidate.queue])
+      if let key = candidate.key, !limits.isEmpty, try !keys.admits(queue: candidate.queue, key: key, limits: limits) { continue }
+      switch try walk.admit(stored: candidate.requirements, starving: candidate.starving, reservable: candidate.reservable) {
+      case .take(let placement):
+        picked.append((candidate.id, placement))
+        perQueue[candidate.queue, default: 0] += 1
+        if let key = candidate.key, !limits.isEmpty { keys.take(queue: candidate.queue, key: key, limits: limits) }
+      case .reserve: reserved.append(candidate.id)
+      case .pass: break
+      }
+    }
+    return (picked, reserved, keys, true)
   }
 
   /// The per-key limits of one claim: running jobs per key counted once, rate buckets read once
@@ -644,10 +704,14 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       if limits.ratePerSecond != nil { buckets[id]?.tokens -= 1 }
     }
 
-    /// Writes the buckets back.
+    /// Writes the buckets back, each with when it is full again.
     func save() throws {
-      let upsert = try db.cachedStatement(sql: "INSERT OR REPLACE INTO nova_key_buckets (queue, key, tokens, refilled_at) VALUES (?, ?, ?, ?)")
-      for (id, bucket) in buckets { try upsert.execute(arguments: [id[0], id[1], bucket.tokens, now]) }
+      let upsert = try db.cachedStatement(
+        sql: "INSERT OR REPLACE INTO nova_key_buckets (queue, key, tokens, refilled_at, full_at) VALUES (?, ?, ?, ?, ?)")
+      for (id, bucket) in buckets {
+        let full = now + Int64((max(1, bucket.rate) - bucket.tokens) / bucket.rate * 1000) + 1
+        try upsert.execute(arguments: [id[0], id[1], bucket.tokens, now, full])
+      }
     }
   }
 
@@ -1001,6 +1065,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         total += deleted
         if deleted < 5000 { break }
       }
+    }
+    // Per-key rate buckets that are full again (as good as absent).
+    let now = nowMillis
+    try await database.write { db in
+      try db.execute(sql: "DELETE FROM nova_key_buckets WHERE full_at < ?", arguments: [now])
     }
     return total
   }

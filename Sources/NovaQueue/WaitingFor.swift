@@ -114,3 +114,16 @@ public struct WaitFacts: Sendable {
     return WaitingFor(.slot, "a free slot on a worker that takes queue \(job.queue) and kind \(job.kind)")
   }
 }
+
+extension WaitFacts {
+  /// How many running jobs of one queue a key count looks at.
+  public static let keyCountLimit = 1000
+
+  /// Counts the running jobs of `queueName` per concurrency key (its first `keyCountLimit`
+  /// running jobs) into `runningPerKey`, so that a wait on a key's limit is explained.
+  public mutating func countKeys(of queueName: String, in queue: any JobQueue) async throws {
+    for job in try await queue.list(JobFilter(state: .running, queue: queueName, limit: Self.keyCountLimit)).jobs {
+      if let key = job.concurrencyKey { runningPerKey[[queueName, key], default: 0] += 1 }
+    }
+  }
+}

@@ -127,6 +127,9 @@ public final class WorkerPool: Service {
     /// What claimed jobs hold of the host, from their claim until their handler has ended (a
     /// program in its kill grace still holds its GPU).
     var held: [JobID: JobPlacement] = [:]
+    /// Whether the last claim that brought jobs brought one placed on the host's devices: while
+    /// such jobs come, claims ask only for free slots (see `fetch`).
+    var placing = false
     /// Changes with `held` and the running jobs: the registry entry is renewed sooner then.
     var occupancy = 0
 
@@ -270,6 +273,15 @@ public final class WorkerPool: Service {
         await fetchWake.wait(timeout: configuration.pollInterval)
         continue
       }
+      // A job placed on the host's devices holds them from its claim on: one claimed ahead of a
+      // free slot would keep its GPUs idle in the buffer, and a claim for more than the free
+      // slots walks the queue for jobs it could never place. While such jobs come, a claim asks
+      // for the free slots only; jobs that ask for nothing are claimed ahead as before.
+      let limit = configuration.capacity != nil && state.withLock({ $0.placing }) ? freeSlots : want
+      if limit <= 0 {
+        await fetchWake.wait()
+        continue
+      }
       let leases: [JobLease]
       do {
         // Those that will run at once are marked started in the claim itself (no second
@@ -278,7 +290,7 @@ public final class WorkerPool: Service {
         // runs it instead of failing here.
         let request = ClaimRequest(
           queues: configuration.queues, kinds: registry.kinds, worker: configuration.workerID,
-          leaseDuration: configuration.leaseDuration, limit: want, starting: freeSlots, capacity: freeCapacity(),
+          leaseDuration: configuration.leaseDuration, limit: limit, starting: freeSlots, capacity: freeCapacity(),
           totalCapacity: configuration.capacity, reserveAfter: configuration.reserveAfter)
         leases = try await bounded { try await queue.claim(request) }
       } catch {
@@ -305,6 +317,7 @@ public final class WorkerPool: Service {
       let stopping = state.withLock { state -> Bool in
         state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
         for lease in leases { if let placement = lease.job.placement { state.held[lease.id] = placement } }
+        state.placing = leases.contains { $0.job.requirements != nil }
         state.occupancy += 1
         return state.stopping
       }
@@ -397,7 +410,7 @@ public final class WorkerPool: Service {
         ?? configuration.capacity.flatMap { $0.gpus.isEmpty ? nil : JobPlacement(host: $0.host, gpus: [], cpus: 0, memory_mib: 0) }
       let context = JobContext(
         id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempts, maxAttempts: job.maxAttempts,
-        logger: logger, logStore: queue.logStore, placement: placement)
+        logger: logger, logStore: queue.logStore, placement: placement, concurrencyKey: job.concurrencyKey)
       let payload = job.payload
       let run = entry.run
       // The handler runs in its own task; the pool waits on the gate, which a stop (timeout,

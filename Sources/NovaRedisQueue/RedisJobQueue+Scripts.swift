@@ -218,27 +218,40 @@ enum RedisQueueScripts {
       -- Whether one more job of `id`'s concurrency key may start (a job without one always may);
       -- when it may, its key's running count and rate bucket take it at once, so the next
       -- candidate of the same key sees it.
+      -- The limits on a job's key (fields ckey, kmax, krate): its own, tightened by the queue's.
+      local function keylimits(f)
+        local kmax, krate = tonumber(f[2] or ''), tonumber(f[3] or '')
+        if settings[7] and (not kmax or tonumber(settings[7]) < kmax) then kmax = tonumber(settings[7]) end
+        if settings[8] and (not krate or tonumber(settings[8]) < krate) then krate = tonumber(settings[8]) end
+        return kmax, krate
+      end
+      -- The tokens of a key's rate bucket now (as this script has spent them).
       local keytokens = {}
+      local function tokensof(key, krate)
+        local tokens = keytokens[key]
+        if not tokens then
+          local burst = math.max(1, krate)
+          tokens = burst
+          local b = redis.call('HMGET', p .. 'keybuckets', key .. '|t', key .. '|at')
+          if b[1] and b[2] then tokens = math.min(burst, tonumber(b[1]) + (tonumber(now) - tonumber(b[2])) / 1000 * krate) end
+          keytokens[key] = tokens
+        end
+        return tokens
+      end
       local function keyok(id)
         local f = redis.call('HMGET', p .. 'job:' .. id, 'ckey', 'kmax', 'krate')
         local key = f[1]
         if not key then return true end
-        local kmax, krate = tonumber(f[2] or ''), tonumber(f[3] or '')
-        if settings[7] and (not kmax or tonumber(settings[7]) < kmax) then kmax = tonumber(settings[7]) end
-        if settings[8] and (not krate or tonumber(settings[8]) < krate) then krate = tonumber(settings[8]) end
+        local kmax, krate = keylimits(f)
         if kmax and tonumber(redis.call('HGET', p .. 'keyrun', key) or '0') >= kmax then return false end
         if krate then
-          local tokens = keytokens[key]
-          if not tokens then
-            local burst = math.max(1, krate)
-            tokens = burst
-            local b = redis.call('HMGET', p .. 'keybuckets', key .. '|t', key .. '|at')
-            if b[1] and b[2] then tokens = math.min(burst, tonumber(b[1]) + (tonumber(now) - tonumber(b[2])) / 1000 * krate) end
-          end
-          keytokens[key] = tokens
+          local tokens = tokensof(key, krate)
           if tokens < 1 then return false end
           keytokens[key] = tokens - 1
-          redis.call('HSET', p .. 'keybuckets', key .. '|t', string.format('%.4f', tokens - 1), key .. '|at', now)
+          -- With when it is full again: from then on purges delete it (`purgeKeyBuckets`).
+          local full = tonumber(now) + math.floor((math.max(1, krate) - tokens + 1) / krate * 1000) + 1
+          redis.call('HSET', p .. 'keybuckets', key .. '|t', string.format('%.4f', tokens - 1), key .. '|at', now,
+            key .. '|full', string.format('%d', full))
         end
         redis.call('HINCRBY', p .. 'keyrun', key, 1)
         return true
@@ -279,22 +292,25 @@ enum RedisQueueScripts {
       """
 
   /// ARGV: those of `claimHead`, then the number of kind patterns, the patterns (anchored Lua
-  /// patterns; none takes every kind), and '1' when the worker sent its free capacity (it can
-  /// place jobs that ask for something). Promotes due delayed jobs, then leases up to `limit`
+  /// patterns; none takes every kind), and, when the worker sent its free capacity (it can place
+  /// jobs that ask for something), that capacity in brief: "gpus cpus memory_mib least-GPU-memory
+  /// most-GPU-memory reservation-wait-ms full", full 1 for a list that does not end early ('' when
+  /// it sent none). Promotes due delayed jobs, then leases up to `limit`
   /// available jobs of those kinds that ask for nothing. Jobs of other kinds, and jobs that ask
   /// for something, are passed over: the scan looks at up to `kindScanLimit` of the queue's
   /// first available jobs per claim.
   /// Returns now, the leases' expiry, then per job the fields of `claimFields` in that order (by
   /// position: cheaper to make and to parse than HGETALL's names and values). When jobs that ask
-  /// for something wait and the worker can place, leases nothing and returns 'place', now, then
-  /// the first available jobs of its kinds as id, requirements ('' for none), run_at, reserved
+  /// for something wait and the worker can place, leases nothing and returns 'place', now, '1'
+  /// when the list ended early (it holds `limit` jobs that surely fit) or '0', then the first
+  /// available jobs of its kinds that may fit as id, requirements ('' for none), run_at, reserved
   /// by and reserved until, in order, for `claimPlaced`.
   static let claim = RedisScript(
     claimHead + """
       promote(now)
       if limit <= 0 then return out end
       local nk = tonumber(ARGV[7])
-      local placing = ARGV[8 + nk] == '1'
+      local placing = ARGV[8 + nk] ~= ''
       local waiting = tonumber(redis.call('GET', p .. 'needs') or '0') > 0
       local function wanted(id)
         if nk == 0 then return true end
@@ -305,19 +321,67 @@ enum RedisQueueScripts {
         return false
       end
       if waiting and placing then
-        local list = {'place', now}
+        -- What the worker has free: GPUs, CPUs, memory, the least and the most memory of a free
+        -- GPU, and the reservation wait in ms (-1: none). Jobs whose requests exceed it are left
+        -- out (unless starving: the worker may reserve its host for them), as are those whose key
+        -- is at its limit; the list ends once it holds `limit` jobs that surely fit (no
+        -- constraint, no key, requests within what is left), since the worker takes those first.
+        local free = {}
+        for v in string.gmatch(ARGV[8 + nk], '[^ ]+') do free[#free + 1] = tonumber(v) end
+        local lg, lc, lm, gmin, gmax, patience, full = free[1], free[2], free[3], free[4], free[5], free[6], free[7] == 1
+        local starving = patience >= 0 and tonumber(now) - patience or nil
+        local shapes, listedkeys, sure = {}, {}, 0
+        local list = {'place', now, '0'}
         local offset = 0
-        while #list - 2 < (limit + \(placementScan)) * 5 and offset < \(kindScanLimit) do
+        while #list - 3 < (limit + \(placementScan)) * 5 and offset < \(kindScanLimit) and (full or sure < limit) do
           local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499)
           if #window == 0 then break end
           for j = 1, #window do
             if wanted(window[j]) then
-              local f = redis.call('HMGET', p .. 'job:' .. window[j], 'req', 'run_at', 'rsv_by', 'rsv_until')
-              list[#list + 1] = window[j]
-              list[#list + 1] = f[1] or ''
-              list[#list + 1] = f[2] or '0'
-              list[#list + 1] = f[3] or ''
-              list[#list + 1] = f[4] or '0'
+              local f = redis.call('HMGET', p .. 'job:' .. window[j], 'req', 'run_at', 'rsv_by', 'rsv_until', 'ckey', 'kmax', 'krate')
+              local req = f[1] or ''
+              local shape = {g = 0, c = 0, m = 0, gm = 0, plain = true}
+              if req ~= '' then
+                shape = shapes[req]
+                if not shape then
+                  shape = {g = 0, c = 0, m = 0, gm = 0, plain = false}
+                  local ok, r = pcall(cjson.decode, req)
+                  if ok and type(r) == 'table' then
+                    local res = type(r.resources) == 'table' and r.resources or {}
+                    shape.g, shape.c = tonumber(res.gpus) or 0, tonumber(res.cpus) or 0
+                    shape.m, shape.gm = tonumber(res.memory_mib) or 0, tonumber(res.gpu_memory_mib) or 0
+                    local c = r.constraints
+                    shape.plain = type(c) ~= 'table'
+                      or (type(c.gpu_model) ~= 'string' and type(c.host) ~= 'string' and (type(c.labels) ~= 'table' or next(c.labels) == nil))
+                  end
+                  shapes[req] = shape
+                end
+              end
+              local fits = shape.g <= lg and shape.c <= lc and shape.m <= lm and (shape.g == 0 or shape.gm <= gmax)
+              local room = true
+              local key = f[5]
+              if key then
+                local kmax, krate = keylimits({key, f[6], f[7]})
+                local listed = listedkeys[key] or 0
+                if kmax and tonumber(redis.call('HGET', p .. 'keyrun', key) or '0') + listed >= kmax then room = false end
+                if krate and tokensof(key, krate) - listed < 1 then room = false end
+              end
+              if room and (fits or (starving and tonumber(f[2] or '0') <= starving)) then
+                list[#list + 1] = window[j]
+                list[#list + 1] = req
+                list[#list + 1] = f[2] or '0'
+                list[#list + 1] = f[3] or ''
+                list[#list + 1] = f[4] or '0'
+                if key then listedkeys[key] = (listedkeys[key] or 0) + 1 end
+                if fits and shape.plain and not key and (shape.g == 0 or shape.gm <= gmin) then
+                  lg, lc, lm = lg - shape.g, lc - shape.c, lm - shape.m
+                  sure = sure + 1
+                  if sure >= limit and not full then
+                    list[3] = '1'
+                    break
+                  end
+                end
+              end
             end
           end
           offset = offset + 500
@@ -651,5 +715,24 @@ enum RedisQueueScripts {
       end
       if #ids < 1000 then return {deleted, ''} end
       return {deleted, ids[#ids]}
+      """)
+
+  /// ARGV: now ('' for Redis's clock), the HSCAN cursor ('0' to begin). Deletes the per-key rate
+  /// buckets that are full again (as good as absent) among about 1,000 fields of `keybuckets`;
+  /// returns the number deleted and the next cursor ('0' when done). Buckets written before
+  /// they carried `|full` are left alone.
+  static let purgeKeyBuckets = RedisScript(
+    helpers + """
+      local now = tonumber(clock(ARGV[1]))
+      local page = redis.call('HSCAN', p .. 'keybuckets', ARGV[2], 'MATCH', '*|full', 'COUNT', 1000)
+      local deleted = 0
+      for j = 1, #page[2], 2 do
+        if tonumber(page[2][j + 1]) < now then
+          local key = string.sub(page[2][j], 1, -6)
+          redis.call('HDEL', p .. 'keybuckets', key .. '|t', key .. '|at', key .. '|full')
+          deleted = deleted + 1
+        end
+      end
+      return {deleted, page[1]}
       """)
 }

@@ -275,20 +275,31 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     var toStart = starting
     // What is still free as jobs are placed, over every queue of this claim.
     var walk = PlacementWalk(free: request.capacity, total: request.reserveAfter == nil ? nil : request.totalCapacity)
-    let placing: RESPArgument = request.capacity == nil ? "0" : "1"
+    let patience = request.reserveAfter.map { Int64($0.seconds * 1000) } ?? -1
+    // What is free, in brief, for the script to leave out jobs that cannot fit (see `claim`).
+    func brief(full: Bool) -> RESPArgument {
+      guard let free = walk.free else { return "" }
+      let memories = free.gpus.map(\.memory_mib)
+      return .string(
+        "\(free.gpus.count) \(free.cpus) \(free.memory_mib) \(memories.min() ?? 0) \(memories.max() ?? 0) \(patience) \(full ? 1 : 0)")
+    }
     func claim(_ queue: String, count: Int, starting: Int, round: Int) async throws {
       let head: [RESPArgument] = [
         scriptNow, .int(count), .string(worker), .int(leaseMillis), .int(max(0, starting)), .string("\(claimID)/\(round)"),
       ]
-      var reply = try await run(RedisQueueScripts.claim, queue: queue, head + kindArguments + [placing])
-      if let items = reply.elements, items.first?.string == "place" {
-        // Jobs that ask for something wait: the script listed the queue's first jobs, placed
-        // here in order on what is free, and the picked ones are leased if still available.
+      var reply = try await run(RedisQueueScripts.claim, queue: queue, head + kindArguments + [brief(full: false)])
+      let before = walk
+      var full = false
+      while let items = reply.elements, items.first?.string == "place" {
+        // Jobs that ask for something wait: the script listed the queue's first jobs that may
+        // fit, placed here in order on what is free, and the picked ones are leased if still
+        // available.
         var picked: [RESPArgument] = []
         var reserved: [RESPArgument] = []
         let now = items.count > 1 ? items[1].int ?? 0 : 0
+        let endedEarly = items.count > 2 && items[2].string == "1"
         let starvingSince = request.reserveAfter.map { now - Int64($0.seconds * 1000) }
-        for index in stride(from: 2, to: items.count - 4, by: 5) where picked.count < count * 2 {
+        for index in stride(from: 3, to: items.count - 4, by: 5) where picked.count < count * 2 {
           guard let id = items[index].string else { continue }
           let text = items[index + 1].string ?? ""
           let runAt = items[index + 2].int ?? 0
@@ -300,6 +311,13 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
           case .reserve: reserved.append(.string(id))
           case .pass: break
           }
+        }
+        if endedEarly, !full, picked.count < count * 2 {
+          // The script counted on a job that does not fit here after all: look again, at all.
+          full = true
+          walk = before
+          reply = try await run(RedisQueueScripts.claim, queue: queue, head + kindArguments + [brief(full: true)])
+          continue
         }
         reply = try await run(
           RedisQueueScripts.claimPlaced, queue: queue, head + [.int(picked.count / 2)] + picked + [.int(reserved.count)] + reserved)
@@ -559,6 +577,15 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
           cursor = parts[1].string ?? ""
         } while !cursor.isEmpty
       }
+      // Per-key rate buckets that are full again (as good as absent).
+      var cursor = "0"
+      repeat {
+        let reply = try await run(RedisQueueScripts.purgeKeyBuckets, queue: queue, [scriptNow, .string(cursor)])
+        guard let parts = reply.elements, parts.count == 2, let next = parts[1].string else {
+          throw RedisStoreBoundary.badReply("purgeKeyBuckets returned \(reply)")
+        }
+        cursor = next
+      } while cursor != "0"
     }
     return total
   }

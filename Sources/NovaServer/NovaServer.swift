@@ -139,7 +139,7 @@ public struct NovaServer: Sendable {
     self.policy = policy
     self.workerActions = WorkerActions(
       queue: self.queue, policy: security == nil ? nil : policy, seal: security.map { LeaseSeal(signer: $0.signer) } ?? LeaseSeal(),
-      registry: liveRegistry, limits: configuration.workerLimits, clock: clock)
+      registry: liveRegistry, limits: configuration.workerLimits, clock: clock, reserveAfter: configuration.pool.reserveAfter)
     // A store that cannot be opened stops the server: no route may silently go missing.
     let kpis = try security.map {
       try KPIStore(database: $0.database, clock: clock, futureTolerance: configuration.kpiFutureTolerance)

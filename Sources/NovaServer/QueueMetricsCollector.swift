@@ -101,7 +101,7 @@ public struct QueueMetricsCollector: Service {
   /// to the queue's), so that jobs no worker could ever hold show as `unschedulable`.
   func recordWaiting(_ stats: QueueStats, now: Int64) async throws -> [KPISample] {
     let controls = try await queue.controls()
-    let facts = WaitFacts(controls: controls, running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers)
+    var facts = WaitFacts(controls: controls, running: stats.counts.mapValues { $0[.running] ?? 0 }, workers: stats.workers)
     var waiting: [[String]: Int] = [:]
     for (name, counts) in stats.counts {
       let available = counts[.available] ?? 0
@@ -117,6 +117,8 @@ public struct QueueMetricsCollector: Service {
       }
       let sample = try await queue.list(JobFilter(state: .available, queue: name, limit: Self.waitingSample)).jobs
       guard !sample.isEmpty else { continue }
+      // Jobs with a concurrency key may wait on its limit: their queue's running jobs per key.
+      if sample.contains(where: { $0.concurrencyKey != nil }) { try await facts.countKeys(of: name, in: queue) }
       var reasons: [String: Int] = [:]
       for job in sample { if let why = facts.explain(job) { reasons[why.reason, default: 0] += 1 } }
       let scale = Double(available) / Double(sample.count)

@@ -32,12 +32,13 @@ struct WorkersController {
 
   @Sendable func claim(_ request: Request, context: Context) async throws -> Response {
     let body = try await Self.object(request, limit: RouteBodyLimits.claim)
-    try body.only(["worker", "queues", "kinds", "max", "lease_seconds", "wait_seconds", "capacity"])
+    try body.only(["worker", "queues", "kinds", "max", "lease_seconds", "wait_seconds", "capacity", "host_capacity"])
     let claim = try WorkerClaim(
       worker: try body.string("worker"), queues: try body.strings("queues") ?? ["default"], kinds: try body.strings("kinds"),
       limit: try body.integer("max") ?? 1, leaseSeconds: try body.number("lease_seconds") ?? 60,
       waitSeconds: try body.number("wait_seconds") ?? 0,
-      capacity: try body.fields["capacity"].map { value throws(NovaError) in try HostCapacity(json: value) })
+      capacity: try body.fields["capacity"].map { value throws(NovaError) in try HostCapacity(json: value) },
+      hostCapacity: try body.fields["host_capacity"].map { value throws(NovaError) in try HostCapacity(json: value, field: "host_capacity") })
     // A server that begins to stop answers waiting claims at once: the HTTP server waits for
     // requests in flight before the other services hear of the shutdown.
     let actions = actions

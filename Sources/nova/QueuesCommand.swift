@@ -23,12 +23,15 @@ struct QueuesCommand: AsyncParsableCommand {
         try printJSON(QueueListResource(queues: queues))
         return
       }
-      var rows = [["QUEUE", "STATE", "RUNNING", "MAX RUNNING", "RATE", "WEIGHT", "AVAILABLE", "SCHEDULED", "DEAD"]]
+      var rows = [
+        ["QUEUE", "STATE", "RUNNING", "MAX RUNNING", "RATE", "WEIGHT", "PER KEY", "KEY RATE", "AVAILABLE", "SCHEDULED", "DEAD"]
+      ]
       for queue in queues {
         rows.append([
           queue.name, queue.paused ? "paused" : "active", "\(queue.jobs["running"] ?? 0)", queue.max_running.map(String.init) ?? "-",
-          queue.rate_per_second.map { "\(QueuesCommand.number($0))/s" } ?? "-", "\(queue.weight)", "\(queue.jobs["available"] ?? 0)",
-          "\(queue.jobs["scheduled"] ?? 0)", "\(queue.jobs["dead"] ?? 0)",
+          queue.rate_per_second.map { "\(QueuesCommand.number($0))/s" } ?? "-", "\(queue.weight)",
+          queue.max_running_per_key.map(String.init) ?? "-", queue.rate_per_key.map { "\(QueuesCommand.number($0))/s" } ?? "-",
+          "\(queue.jobs["available"] ?? 0)", "\(queue.jobs["scheduled"] ?? 0)", "\(queue.jobs["dead"] ?? 0)",
         ])
       }
       print(TextTable.render(rows), terminator: "")
@@ -105,9 +108,12 @@ struct QueuesCommand: AsyncParsableCommand {
       if output.json {
         try printJSON(QueueResource(QueueSummary(name: queue, controls: controls, counts: [:])))
       } else {
+        let rate = controls.ratePerSecond.map { "\(QueuesCommand.number($0))/s" } ?? "none"
+        let keyRate = controls.ratePerKey.map { "\(QueuesCommand.number($0))/s" } ?? "none"
         print(
-          "\(queue): max running \(controls.maxRunning.map(String.init) ?? "none"), rate \(controls.ratePerSecond.map { "\(QueuesCommand.number($0))/s" } ?? "none"), weight \(controls.weight)\(controls.paused ? ", paused" : "")"
-        )
+          "\(queue): max running \(controls.maxRunning.map(String.init) ?? "none"), rate \(rate), weight \(controls.weight), "
+            + "max running per key \(controls.maxRunningPerKey.map(String.init) ?? "none"), rate per key \(keyRate)"
+            + (controls.paused ? ", paused" : ""))
       }
     }
   }

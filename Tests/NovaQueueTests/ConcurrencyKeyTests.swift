@@ -1,6 +1,10 @@
 import Foundation
+import GRDB
 import NovaCore
+import NovaDatabase
 import NovaQueue
+import NovaRedis
+import NovaRedisQueue
 import NovaTestSupport
 import Testing
 
@@ -99,5 +103,56 @@ struct ConcurrencyKeyTests {
     #expect(taken.first { $0.job.concurrencyKey == "a" }?.job.placement?.gpus.count == 1)
     // Without capacity only the job that asks for nothing could go, and its key is full.
     #expect(try await claim(queue).isEmpty)
+  }
+
+  /// A placing claim passes over a job whose key is full: the job behind it that fits takes the
+  /// free GPU (it did not on Redis, whose walk picked the full key's job and then leased nothing).
+  @Test(arguments: QueueBackend.all)
+  func aJobWhoseKeyIsFullDoesNotHideTheJobsBehindIt(backend: QueueBackend) async throws {
+    let queue = try backend.make(clock, RetryPolicy())
+    var keyed = job("a", limits: KeyLimits(maxRunning: 1))
+    keyed.resources = JobResources(gpus: 1)
+    var plain = job(nil)
+    plain.resources = JobResources(gpus: 1)
+    _ = try await queue.enqueue(batch: [keyed, keyed, plain])
+    let gpus = (0..<2).map { HostCapacity.GPU(index: $0, uuid: "GPU-\($0)", model: "H100", memory_mib: 80_000) }
+    let first = try await claim(queue, limit: 1, capacity: HostCapacity(host: "h", gpus: gpus, cpus: 8, memory_mib: 32_000))
+    #expect(keys(first) == ["a"])
+    let second = try await claim(queue, limit: 1, capacity: HostCapacity(host: "h", gpus: [gpus[1]], cpus: 8, memory_mib: 32_000))
+    #expect(keys(second) == ["-"], "the second job of key a waits; the one behind it runs")
+    #expect(second.first?.job.placement?.gpus.map(\.index) == [1])
+  }
+
+  /// A key's rate bucket is deleted by the purge once it is full again (as good as absent), and
+  /// not before: a fleet whose keys are tenants or requests does not keep one per key for ever.
+  @Test(arguments: QueueBackend.all)
+  func rateBucketsArePurgedOnceFullAndNotBefore(backend: QueueBackend) async throws {
+    let queue = try backend.make(clock, RetryPolicy())
+    _ = try await queue.enqueue(
+      batch: (0..<3).map { _ in job("slow", limits: KeyLimits(ratePerSecond: 0.5)) } + [job("fast", limits: KeyLimits(ratePerSecond: 100))])
+    #expect(keys(try await claim(queue)) == ["fast", "slow"])
+    #expect(try await bucketCount(queue) == 2)
+    clock.advance(by: 1)
+    _ = try await queue.purgeFinished(before: clock.now())
+    #expect(try await bucketCount(queue) == 1, "fast's bucket is full again; slow's needs two seconds")
+    #expect(try await claim(queue).isEmpty, "slow's bucket still paces it")
+    clock.advance(by: 1.5)
+    #expect(keys(try await claim(queue)) == ["slow"])
+    clock.advance(by: 3)
+    _ = try await queue.purgeFinished(before: clock.now())
+    #expect(try await bucketCount(queue) == 0)
+    #expect(keys(try await claim(queue)) == ["slow"], "an absent bucket is a full one")
+  }
+
+  /// The per-key rate buckets the store keeps for queue `llm`.
+  func bucketCount(_ queue: any JobQueue) async throws -> Int {
+    if let sqlite = queue as? SQLiteJobQueue {
+      return try await sqlite.database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_key_buckets") ?? 0 }
+    }
+    let redis = try #require(queue as? RedisJobQueue)
+    let raw = try RedisClient(url: RedisTestServer.shared.url)
+    defer { raw.close() }
+    let fields = try await raw.send("HLEN", .string("\(redis.configuration.keyPrefix):{llm}:keybuckets")).int ?? -1
+    return Int(fields) / 3
   }
 }

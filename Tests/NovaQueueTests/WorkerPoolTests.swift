@@ -165,6 +165,67 @@ struct WorkerPoolTests {
     }
   }
 
+  /// Issue #22, placement as work really arrives: 1-GPU jobs trickle in faster than they end on
+  /// a host with two GPUs. Each of the first two takes a free GPU at once, no two ever share one,
+  /// and a freed GPU takes the next waiting job at once: the poll interval is 5 s, so neither can
+  /// come from polling.
+  @Test(arguments: QueueBackend.all)
+  func gpuJobsTricklingInTakeEachFreedGPUAtOnce(backend: QueueBackend) async throws {
+    let server = backend.name == "redis" ? try RedisTestServer() : nil
+    defer { server?.stop() }
+    let queue: any JobQueue =
+      if let server {
+        RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url)), keyPrefix: "trickle-gpu", serverTime: false))
+      } else {
+        try makeQueue(backend)
+      }
+    let spans = Mutex<[(id: JobID, gpus: [Int], start: ContinuousClock.Instant, end: ContinuousClock.Instant)]>([])
+    var registry = JobRegistry()
+    registry.register("train", parameters: TestParameters.self) { _, context in
+      let start = ContinuousClock.now
+      try await Task.sleep(for: .milliseconds(600))
+      let gpus = context.placement?.gpus.map(\.index) ?? []
+      spans.withLock { $0.append((context.id, gpus, start, .now)) }
+      return EmptyResult()
+    }
+    var configuration = poolConfiguration(concurrency: 6)
+    configuration.pollInterval = .seconds(5)
+    configuration.capacity = HostCapacity(
+      host: "gpu-2", gpus: (0..<2).map { HostCapacity.GPU(index: $0, uuid: "GPU-\($0)", model: "H100", memory_mib: 80_000) }, cpus: 8,
+      memory_mib: 32_000)
+    var enqueued: [JobID: ContinuousClock.Instant] = [:]
+    try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
+      for _ in 0..<5 {
+        let at = ContinuousClock.now
+        var request = JobRequest(kind: "train")
+        request.resources = JobResources(gpus: 1)
+        enqueued[try await queue.enqueue(request).id] = at
+        try await Task.sleep(for: .milliseconds(150))
+      }
+      try await eventually("the jobs to succeed", timeout: .seconds(30)) { try await queue.stats().total(.succeeded) == 5 }
+    }
+    let runs = spans.withLock { $0 }.sorted { $0.start < $1.start }
+    #expect(runs.count == 5)
+    #expect(runs.allSatisfy { $0.gpus.count == 1 }, "\(runs.map(\.gpus))")
+    for (index, run) in runs.enumerated() {
+      for other in runs[(index + 1)...] where other.start < run.end {
+        #expect(run.gpus != other.gpus, "two jobs ran on GPU \(run.gpus) at once")
+      }
+    }
+    // The first two took the free GPUs as they arrived.
+    for run in runs.prefix(2) {
+      let at = try #require(enqueued[run.id])
+      #expect(run.start - at < .seconds(1), "a job waited \(run.start - at) with a GPU free")
+    }
+    // Each later one started as soon as a GPU freed (far below the 5 s poll interval).
+    for gpu in [0, 1] {
+      let onGPU = runs.filter { $0.gpus == [gpu] }
+      for (previous, next) in zip(onGPU, onGPU.dropFirst()) {
+        #expect(next.start - previous.end < .seconds(1), "GPU \(gpu) stood free for \(next.start - previous.end)")
+      }
+    }
+  }
+
   /// Another handle on the store of `queue`, as another process would open it.
   static func secondHandle(on queue: any JobQueue) throws -> any JobQueue {
     if let sqlite = queue as? SQLiteJobQueue { return try SQLiteJobQueue(configuration: .init(path: sqlite.database.path)) }

@@ -41,7 +41,7 @@ struct GPUFleetProcessTests {
   /// placement around a short sleep.
   func kindsFile(in folder: URL, log: String, seconds: Double, filename: String = "nova-jobs.yaml") throws -> String {
     let program =
-      "echo \"start $NOVA_JOB_ID $NOVA_JOB_KIND $NOVA_JOB_HOST [$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES] $(date +%s%N)\" >> \(log); "
+      "echo \"start $NOVA_JOB_ID $NOVA_JOB_KIND${NOVA_JOB_CONCURRENCY_KEY:+/$NOVA_JOB_CONCURRENCY_KEY} $NOVA_JOB_HOST [$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES] $(date +%s%N)\" >> \(log); "
       + "sleep \(seconds); echo \"end $NOVA_JOB_ID $NOVA_JOB_KIND $NOVA_JOB_HOST [$CUDA_VISIBLE_DEVICES] [$NVIDIA_VISIBLE_DEVICES] $(date +%s%N)\" >> \(log)"
     func kind(_ name: String, _ extra: String) -> String {
       "  \(name):\n    type: command\n    command: [/bin/sh, -c, '\(program)']\n    timeout: 60s\n\(extra)"
@@ -56,12 +56,14 @@ struct GPUFleetProcessTests {
       + kind("huge", "    resources: {gpus: 16}\n")
       + kind("flex", "")
       + kind("plain", "")
+      + kind("keyed", "    max_running_per_key: 2\n")
     let path = folder.appendingPathComponent(filename).path
     try yaml.write(toFile: path, atomically: true, encoding: .utf8)
     return path
   }
 
-  /// One run of a job's program, from its log lines.
+  /// One run of a job's program, from its log lines (its kind as `kind/key` for a job with a
+  /// concurrency key).
   struct Run {
     var job: String
     var kind: String
@@ -85,7 +87,7 @@ struct GPUFleetProcessTests {
         let devices = fields[4].dropFirst().dropLast().split(separator: ",").compactMap { Int($0) }
         runs.append(
           Run(
-            job: fields[1], kind: fields[2], host: fields[3], devices: devices, uuids: String(fields[5].dropFirst().dropLast()),
+            job: fields[1], kind: start[2], host: fields[3], devices: devices, uuids: String(fields[5].dropFirst().dropLast()),
             start: UInt64(start[6]) ?? 0, end: UInt64(fields[6]) ?? 0))
       }
     }
@@ -266,5 +268,41 @@ struct GPUFleetProcessTests {
       most = max(most, done.filter { $0.start <= run.start && run.start < $0.end }.count)
     }
     #expect(most == 2, "at most \(most) ran at once; the limit is 2")
+  }
+
+  /// Issue #22 point 5, per key: a kind's `max_running_per_key` holds across three worker
+  /// processes (12 slots) on one store, while another key's jobs run beside them.
+  @Test(arguments: stores)
+  func perKeyLimitsHoldAcrossThreeWorkerProcesses(store: Store) async throws {
+    let folder = try TemporaryDirectory.make("nova-fleet-keys")
+    let redis = store == .redis ? try RedisTestServer() : nil
+    defer { redis?.stop() }
+    let log = folder.appendingPathComponent("runs.log").path
+    let jobs = try kindsFile(in: folder, log: log, seconds: 0.3)
+    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
+    try await enqueue(["keyed", "--concurrency-key", "tenant-a", "--count", "8"], store: common)
+    try await enqueue(["keyed", "--concurrency-key", "tenant-b", "--count", "4"], store: common)
+    try await enqueue(["plain", "--count", "4"], store: common)
+    let workers = try [Host.spark, Host.gpu2, Host.gpu8].map { try worker($0, store: common, folder: folder) }
+    defer { for worker in workers { worker.signal(SIGKILL) } }
+    do {
+      try await eventually("every job to finish", timeout: .seconds(120)) { try runs(log).count >= 16 }
+    } catch {
+      let stats = try await NovaProcess.run(["jobs", "stats", "--json"] + common)
+      Issue.record("stats: \(stats.stdout)\nruns: \(try runs(log).map(\.kind))\nworkers: \(workers.map { String($0.stderr.suffix(2000)) })")
+      throw error
+    }
+    let done = try runs(log)
+    #expect(done.filter { $0.kind == "keyed/tenant-a" }.count == 8 && done.filter { $0.kind == "keyed/tenant-b" }.count == 4, "\(done.map(\.kind))")
+    // The most of one set of runs that ran at one instant.
+    func most(_ runs: [Run]) -> Int {
+      runs.map { run in runs.filter { $0.start <= run.start && run.start < $0.end }.count }.max() ?? 0
+    }
+    let a = done.filter { $0.kind == "keyed/tenant-a" }
+    let b = done.filter { $0.kind == "keyed/tenant-b" }
+    #expect(most(a) == 2, "tenant-a: at most \(most(a)) at once; its limit is 2")
+    #expect(most(b) <= 2, "tenant-b: \(most(b)) at once")
+    // The limit is per key, not per kind: more than two of the kind ran together.
+    #expect(most(a + b) > 2, "the keys ran one after the other")
   }
 }

@@ -224,4 +224,63 @@ struct PlacementRoutesTests {
       #expect(try second.first?["placement"] == parse(#"{"host": "gpu-b", "gpus": [], "cpus": 0, "memory_mib": 0}"#))
     }
   }
+
+  /// A worker over HTTP that sends its host's whole capacity (`host_capacity`) beside what is
+  /// free is listed with it, and reserves its host for a starving large job as a pool does.
+  @Test func aWorkerThatSendsItsHostCapacityIsListedWithItAndReservesForAStarvingJob() async throws {
+    var registry = BuiltinJobs.registry
+    registry.registerExternal("train.step")
+    var configuration = NovaServer.Configuration(workers: 0)
+    configuration.pool.reserveAfter = .milliseconds(200)
+    let made = try await PolicedTestServer.make(roles: [("gpu-1", .worker), ("ops", .operator)], registry: registry, configuration: configuration)
+    let setup = Setup(server: made.server, queue: made.queue, tokens: made.tokens)
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.router) { client in
+      let worker = setup.tokens["gpu-1"]!
+      let claim = #""worker":"gpu-a-pid-7","queues":["default"],"kinds":["train.*"],"max":10"#
+      func gpu(_ index: Int) -> String { #"{"index":\#(index),"uuid":"GPU-a\#(index)","model":"NVIDIA H100","memory_mib":81559}"# }
+      let host = #"{"host":"gpu-a","gpus":[\#(gpu(0)),\#(gpu(1))],"cpus":8,"memory_mib":64000}"#
+      let oneFree = #"{"host":"gpu-a","gpus":[\#(gpu(1))],"cpus":8,"memory_mib":64000}"#
+
+      // What is free must be part of what the host has; each mistake names its field.
+      for (body, message) in [
+        (#"{\#(claim),"host_capacity":\#(host)}"#, "invalid capacity: give what is free as well as host_capacity"),
+        (
+          #"{\#(claim),"capacity":{"host":"gpu-b","gpus":[]},"host_capacity":\#(host)}"#,
+          "invalid capacity.host: 'gpu-b' is not host_capacity's host 'gpu-a'"
+        ),
+        (
+          #"{\#(claim),"capacity":{"host":"gpu-a","gpus":[\#(gpu(2))]},"host_capacity":\#(host)}"#,
+          "invalid capacity.gpus: GPU 2 is free but not in host_capacity"
+        ),
+        (#"{\#(claim),"capacity":\#(oneFree),"host_capacity":{"gpus":[]}}"#, "invalid host_capacity.host: is required"),
+      ] {
+        let answer = try await send(client, .post, "/v1/workers/claim", worker, body)
+        #expect(answer.status == .unprocessableContent, "\(body)")
+        #expect(failure(answer.body).message == message, "\(answer.body)")
+      }
+
+      // A 2-GPU job on a host with one of its two GPUs free: it waits, and once it has waited
+      // past the reservation wait, the claim reserves the host for it.
+      let big = try #require(string(try await submit(client, setup, #"{"kind":"train.step","resources":{"gpus":2}}"#)["id"]))
+      try await Task.sleep(for: .milliseconds(300))
+      let first = try await send(client, .post, "/v1/workers/claim", worker, #"{\#(claim),"capacity":\#(oneFree),"host_capacity":\#(host)}"#)
+      #expect(first.status == .ok && entries(first.body).isEmpty, "\(first.body)")
+      // A 1-GPU job that arrives later would fit the free GPU, but the host is held for the big one.
+      let small = try #require(string(try await submit(client, setup, #"{"kind":"train.step","resources":{"gpus":1}}"#)["id"]))
+      let held = try await send(client, .post, "/v1/workers/claim", worker, #"{\#(claim),"capacity":\#(oneFree),"host_capacity":\#(host)}"#)
+      #expect(entries(held.body).isEmpty, "the reserved host placed \(entries(held.body).map { string($0["id"]) })")
+      // Both GPUs free: the big job starts first.
+      let drained = try await send(client, .post, "/v1/workers/claim", worker, #"{\#(claim),"capacity":\#(host),"host_capacity":\#(host)}"#)
+      #expect(entries(drained.body).map { string($0["id"]) } == [big], "\(drained.body)")
+      #expect(try await setup.queue.get(JobID(small))?.state == .available)
+
+      // The registry shows the host's whole capacity, and what is in use of it.
+      let listed = try await send(client, .get, "/v1/workers/gpu-a-pid-7", setup.tokens["ops"]!)
+      #expect(listed.status == .ok, "\(listed.body)")
+      let capacity = try #require(listed.body.objectValue?["capacity"]?.objectValue)
+      guard case .array(let gpus)? = capacity["gpus"] else { throw TestFailure("no GPUs listed: \(listed.body)") }
+      #expect(gpus.count == 2)
+    }
+  }
 }

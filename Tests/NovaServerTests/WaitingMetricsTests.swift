@@ -31,6 +31,13 @@ struct WaitingMetricsTests {
     try await queue.setControls(QueueControls(paused: true), queue: paused)
     _ = try await queue.enqueue(batch: [JobRequest(kind: "noop", queue: paused), JobRequest(kind: "noop", queue: paused)])
     _ = try await queue.enqueue(JobRequest(kind: "noop", queue: open))
+    // One of three jobs of a key limited to one runs: the other two wait on the key.
+    let keyed = "keyed-\(tag)"
+    var call = JobRequest(kind: "call", queue: keyed)
+    call.concurrencyKey = "tenant-a"
+    call.keyLimits = KeyLimits(maxRunning: 1)
+    _ = try await queue.enqueue(batch: [call, call, call])
+    #expect(try await queue.claim(queues: [keyed], worker: "w", leaseDuration: .seconds(60), limit: 10).count == 1)
     let collector = QueueMetricsCollector(queue: queue, pool: nil, logger: Logger(label: "test"))
     try await collector.collect()
     var lines = Set(String(decoding: NovaMetrics.render(), as: UTF8.self).split(separator: "\n").map(String.init))
@@ -38,6 +45,7 @@ struct WaitingMetricsTests {
     #expect(lines.contains(line(gpu, "slot", 1)))
     #expect(lines.contains(line(paused, "queue_paused", 2)))
     #expect(lines.contains(line(open, "slot", 1)))
+    #expect(lines.contains(line(keyed, "key_limit", 2)))
     // Resumed and drained: the series go back to zero.
     try await queue.setControls(QueueControls(), queue: paused)
     _ = try await queue.claim(queues: [paused, gpu], worker: "w", leaseDuration: .seconds(60), limit: 10)

@@ -392,6 +392,7 @@ class Client:
         lease_seconds: float = 60,
         wait_seconds: float = 0,
         capacity: Mapping[str, Any] | None = None,
+        host_capacity: Mapping[str, Any] | None = None,
     ) -> List[ClaimedJob]:
         """Leases up to ``max`` jobs (``POST /v1/workers/claim``), long-polling up to
         ``wait_seconds`` when none is available. ``kinds`` are names or ``*`` patterns; None
@@ -403,7 +404,12 @@ class Client:
         :func:`nova_client.detect_capacity` gives it). Without it only jobs that ask for no
         resources and have no constraints are handed out; with it, also those that fit, each with
         a ``placement`` naming the GPUs it gets: they are that job's alone until its attempt ends,
-        so leave them out of the capacity of later claims until then."""
+        so leave them out of the capacity of later claims until then.
+
+        ``host_capacity`` is all the host offers, free or not (the same form): the registry shows
+        it (``GET /v1/workers``), ``waiting_for`` tells from it whether a job could ever run
+        here, and a large job that has waited past the server's reservation wait reserves this
+        host (no other job that asks for something is placed here until it fits)."""
         body: dict[str, Any] = {
             "worker": worker,
             "queues": [queues] if isinstance(queues, str) else list(queues),
@@ -415,11 +421,20 @@ class Client:
             body["kinds"] = list(kinds)
         if capacity is not None:
             body["capacity"] = capacity if isinstance(capacity, dict) else dict(capacity)
+        if host_capacity is not None:
+            body["host_capacity"] = host_capacity if isinstance(host_capacity, dict) else dict(host_capacity)
         # Not resent after it was sent: a lost answer's jobs come back when their leases expire.
         data = self._call(
             "POST", "/v1/workers/claim", body, retry_safe=False, timeout=self.timeout + float(wait_seconds)
         )
         return [ClaimedJob.from_json(item) for item in data.get("jobs") or []]
+
+    def workers(self) -> List[dict[str, Any]]:
+        """The worker registry (``GET /v1/workers``): every worker live or lapsed within the hour,
+        as the server lists it (``id``, ``state``, ``host``, ``capacity``, ``free``, ``in_use``,
+        ``running``, …)."""
+        data = self._call("GET", "/v1/workers", None, retry_safe=True)
+        return list(data.get("workers") or [])
 
     def heartbeat(self, leases: Iterable[Lease], lease_seconds: float | None = None) -> List[HeartbeatResult]:
         """Extends many leases at once (``POST /v1/jobs/heartbeat``). Each result's ``status`` is

@@ -217,7 +217,8 @@ class Worker:
     that capacity (or the one given), as :func:`~nova_client.detect_capacity` does. Each claim
     sends what is free: the capacity less what the placed jobs claimed and not yet ended here hold
     (a job's GPUs, CPUs and memory are given back when its handler returns, or when it is released
-    or dropped before it started).
+    or dropped before it started), and the whole capacity as ``host_capacity``, so that the
+    registry shows it and a starving large job can reserve this host.
     """
 
     _max_jobs: Optional[int]
@@ -477,7 +478,7 @@ class Worker:
             try:
                 jobs = self._fetch_client.claim(
                     self.name, self.queues, kinds, max=want, lease_seconds=self.lease_seconds,
-                    wait_seconds=wait, capacity=free,
+                    wait_seconds=wait, capacity=free, host_capacity=self._capacity,
                 )
                 failures = 0
             except (NovaConnectionError, ServerError, RateLimited) as error:

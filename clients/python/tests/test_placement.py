@@ -159,6 +159,10 @@ def test_worker_with_two_gpus_never_gives_one_to_two_jobs(nova: NovaServer, oper
         time.sleep(2.5)  # claims with both GPUs free go on: the 4-GPU job still does not fit
         assert operator.get(big.id).state == "available"
         assert worker.free_capacity() == worker.capacity
+        # The registry shows the host's whole capacity (sent as host_capacity), not only what is free.
+        [entry] = [entry for entry in operator.workers() if entry["id"] == worker.name]
+        assert [gpu["uuid"] for gpu in entry["capacity"]["gpus"]] == list(UUIDS.values())
+        assert entry["free"]["gpus"] == entry["capacity"]["gpus"]
     assert not overlaps
     assert peak[0] == 2  # both GPUs were used at once
     for job in gpu_jobs:
