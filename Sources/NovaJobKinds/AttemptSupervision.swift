@@ -62,18 +62,52 @@ public enum AttemptCgroups {
   /// cgroup v2 with `cgroup.kill` (kernel 5.14) or `NOVA_CGROUP` is `off`.
   public static func root(setting: String?) -> String? {
     if setting == "off" { return nil }
-    let base: String
+    var base: String
     if let setting, setting != "auto", !setting.isEmpty {
       base = setting
     } else {
       guard let own = ownCgroup() else { return nil }
       base = own
+      // Moved into its own leaf by an earlier call (see `delegateControllers`): the folder
+      // above is the one delegated to it.
+      if URL(fileURLWithPath: own).lastPathComponent == "\(workerLeafPrefix)\(getpid())" {
+        base = URL(fileURLWithPath: own).deletingLastPathComponent().path
+      }
     }
     guard FileManager.default.fileExists(atPath: base + "/cgroup.kill") else { return nil }
     removeStale(in: base)
     let root = "\(base)/nova-\(getpid())"
     guard mkdir(root, 0o755) == 0 || errno == EEXIST else { return nil }
+    delegateControllers(base: base, root: root)
     return root
+  }
+
+  /// The leaf a worker moves itself into when it hands controllers down: `nova-worker-<pid>`.
+  static let workerLeafPrefix = "nova-worker-"
+
+  /// Where `cpu` and `memory` are delegated to `base` (systemd's `Delegate=yes`), hands them down
+  /// to the attempt cgroups under `root`, so that `limit` can write `cpu.max` and `memory.max`.
+  /// A cgroup that hands controllers down may hold no process itself, so this process first
+  /// moves into a leaf of its own beside `root`. Returns the controllers handed down (none where
+  /// they are not delegated, or the move is refused: attempts then run without limits).
+  @discardableResult
+  static func delegateControllers(base: String, root: String, pid: Int32 = getpid()) -> [String] {
+    guard let available = try? String(contentsOfFile: base + "/cgroup.controllers", encoding: .utf8) else { return [] }
+    let names = Set(available.split(whereSeparator: \.isWhitespace).map(String.init))
+    let wanted = ["cpu", "memory"].filter(names.contains)
+    guard !wanted.isEmpty else { return [] }
+    let enable = wanted.map { "+" + $0 }.joined(separator: " ")
+    func write(_ text: String, _ path: String) -> Bool { (try? text.write(toFile: path, atomically: false, encoding: .utf8)) != nil }
+    let handed = Set(
+      ((try? String(contentsOfFile: base + "/cgroup.subtree_control", encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace)
+        .map(String.init))
+    if !wanted.allSatisfy(handed.contains) {
+      let leaf = "\(base)/\(workerLeafPrefix)\(pid)"
+      guard mkdir(leaf, 0o755) == 0 || errno == EEXIST, write("\(pid)", leaf + "/cgroup.procs"),
+        write(enable, base + "/cgroup.subtree_control")
+      else { return [] }
+    }
+    return write(enable, root + "/cgroup.subtree_control") ? wanted : []
   }
 
   /// This process's cgroup v2 folder: its `0::` line in /proc/self/cgroup under the cgroup2 mount.
@@ -98,6 +132,11 @@ public enum AttemptCgroups {
   /// Kills and removes the attempt cgroups of workers that died (their `nova-<pid>` folder stays).
   static func removeStale(in base: String) {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: base) else { return }
+    for entry in entries where entry.hasPrefix(workerLeafPrefix) {
+      // The leaf a dead worker had moved itself into: empty since it died.
+      guard let pid = Int32(entry.dropFirst(workerLeafPrefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+      rmdir("\(base)/\(entry)")
+    }
     for entry in entries where entry.hasPrefix("nova-") {
       guard let pid = Int32(entry.dropFirst(5)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
       let folder = "\(base)/\(entry)"
@@ -116,8 +155,8 @@ public enum AttemptCgroups {
   }
 
   /// Limits the attempt's cgroup to the CPUs and memory its job asked for (0: no limit), where
-  /// the controllers are delegated to the root; where they are not, the request still placed
-  /// the job and the limit is left out. Returns the files written.
+  /// the controllers are handed down to it (`delegateControllers`); where they are not, the
+  /// request still placed the job and the limit is left out. Returns the files written.
   @discardableResult
   static func limit(_ folder: String, cpus: Int, memoryMiB: Int) -> [String] {
     var written: [String] = []

@@ -270,6 +270,45 @@ struct CommandAccountTests {
     #expect(AttemptCgroups.limit(folder + "/missing", cpus: 2, memoryMiB: 1024).isEmpty)
   }
 
+  /// Issue #22 point 4: where `cpu` and `memory` are delegated to the worker's cgroup (systemd's
+  /// `Delegate=yes`), the worker moves itself into a leaf of its own and hands them down, so that
+  /// each attempt's cgroup gets `cpu.max` and `memory.max`. On a folder laid out as a cgroup (the
+  /// kernel's rules cannot be met here), the writes and their order are checked.
+  @Test func delegatedControllersAreHandedDownToTheAttempts() throws {
+    func cgroupFolder(controllers: String) throws -> String {
+      let base = try TemporaryDirectory.make().path
+      try controllers.write(toFile: base + "/cgroup.controllers", atomically: false, encoding: .utf8)
+      try "".write(toFile: base + "/cgroup.subtree_control", atomically: false, encoding: .utf8)
+      try "".write(toFile: base + "/cgroup.kill", atomically: false, encoding: .utf8)
+      return base
+    }
+    let pid = getpid()
+    let base = try cgroupFolder(controllers: "cpuset cpu io memory pids\n")
+    // A dead worker's leaf is removed on the way.
+    try FileManager.default.createDirectory(atPath: base + "/nova-worker-2147483000", withIntermediateDirectories: false)
+    let root = try #require(AttemptCgroups.root(setting: base))
+    #expect(root == "\(base)/nova-\(pid)")
+    #expect(try String(contentsOfFile: "\(base)/nova-worker-\(pid)/cgroup.procs", encoding: .utf8) == "\(pid)")
+    #expect(try String(contentsOfFile: base + "/cgroup.subtree_control", encoding: .utf8) == "+cpu +memory")
+    #expect(try String(contentsOfFile: root + "/cgroup.subtree_control", encoding: .utf8) == "+cpu +memory")
+    #expect(!FileManager.default.fileExists(atPath: base + "/nova-worker-2147483000"))
+    // Handed down already (by an earlier call): this process does not move again.
+    let again = try cgroupFolder(controllers: "cpu memory\n")
+    try "cpu memory".write(toFile: again + "/cgroup.subtree_control", atomically: false, encoding: .utf8)
+    #expect(AttemptCgroups.delegateControllers(base: again, root: again) == ["cpu", "memory"])
+    #expect(!FileManager.default.fileExists(atPath: "\(again)/nova-worker-\(pid)"))
+    // Only memory delegated: only memory is handed down.
+    let memoryOnly = try cgroupFolder(controllers: "memory pids")
+    let memoryRoot = try #require(AttemptCgroups.root(setting: memoryOnly))
+    #expect(try String(contentsOfFile: memoryRoot + "/cgroup.subtree_control", encoding: .utf8) == "+memory")
+    // Neither delegated: nothing moves, and attempts still get their cgroups (without limits).
+    let bare = try cgroupFolder(controllers: "pids\n")
+    let bareRoot = try #require(AttemptCgroups.root(setting: bare))
+    #expect(!FileManager.default.fileExists(atPath: "\(bare)/nova-worker-\(pid)"))
+    #expect(!FileManager.default.fileExists(atPath: bareRoot + "/cgroup.subtree_control"))
+    #expect(try String(contentsOfFile: bare + "/cgroup.subtree_control", encoding: .utf8).isEmpty)
+  }
+
   @Test func cgroupSettings() throws {
     #expect(AttemptCgroups.root(setting: "off") == nil)
     #expect(AttemptCgroups.root(setting: "/nonexistent/cgroup") == nil)
