@@ -119,16 +119,8 @@ struct WorkerPoolTests {
   /// `nova enqueue` or `nova serve` beside `nova worker`).
   @Test(arguments: QueueBackend.all, [false, true])
   func jobsTricklingInEachTakeAFreeSlotAtOnce(backend: QueueBackend, fromAnotherHandle: Bool) async throws {
-    // A Redis of its own: what is measured is the pool, not the scripts of the suites that share
-    // the test server (one of them can hold it for seconds).
-    let server = backend.name == "redis" ? try RedisTestServer() : nil
+    let (queue, server) = try ownQueue(backend)
     defer { server?.stop() }
-    let queue: any JobQueue =
-      if let server {
-        RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url)), keyPrefix: "trickle", serverTime: false))
-      } else {
-        try makeQueue(backend)
-      }
     let submitter = fromAnotherHandle ? try Self.secondHandle(on: queue) : queue
     let starts = Mutex<[JobID: ContinuousClock.Instant]>([:])
     let running = Mutex((now: 0, most: 0))
@@ -171,14 +163,8 @@ struct WorkerPoolTests {
   /// come from polling.
   @Test(arguments: QueueBackend.all)
   func gpuJobsTricklingInTakeEachFreedGPUAtOnce(backend: QueueBackend) async throws {
-    let server = backend.name == "redis" ? try RedisTestServer() : nil
+    let (queue, server) = try ownQueue(backend)
     defer { server?.stop() }
-    let queue: any JobQueue =
-      if let server {
-        RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url)), keyPrefix: "trickle-gpu", serverTime: false))
-      } else {
-        try makeQueue(backend)
-      }
     let spans = Mutex<[(id: JobID, gpus: [Int], start: ContinuousClock.Instant, end: ContinuousClock.Instant)]>([])
     var registry = JobRegistry()
     registry.register("train", parameters: TestParameters.self) { _, context in
@@ -224,6 +210,16 @@ struct WorkerPoolTests {
         #expect(next.start - previous.end < .seconds(1), "GPU \(gpu) stood free for \(next.start - previous.end)")
       }
     }
+  }
+
+  /// A queue of `backend` on a store of its own; on Redis, a server of its own (the caller stops
+  /// it): what a timing test measures is the pool, not the scripts of the suites that share the
+  /// test server (one of them can hold it for seconds).
+  func ownQueue(_ backend: QueueBackend) throws -> (queue: any JobQueue, server: RedisTestServer?) {
+    guard backend.name == "redis" else { return (try makeQueue(backend), nil) }
+    let server = try RedisTestServer()
+    let queue = RedisJobQueue(configuration: .init(client: .init(url: try RedisURL(parsing: server.url)), keyPrefix: "own", serverTime: false))
+    return (queue, server)
   }
 
   /// Another handle on the store of `queue`, as another process would open it.

@@ -100,6 +100,16 @@ struct GPUFleetProcessTests {
     return arguments
   }
 
+  /// A fleet's folder, its store (a Redis of the test's own, which the caller stops), the runs
+  /// log of its jobs' programs (each sleeping `seconds`), and the store arguments of every command.
+  func fleet(_ store: Store, _ name: String, seconds: Double) throws -> (folder: URL, redis: RedisTestServer?, log: String, common: [String]) {
+    let folder = try TemporaryDirectory.make(name)
+    let redis = store == .redis ? try RedisTestServer() : nil
+    let log = folder.appendingPathComponent("runs.log").path
+    let jobs = try kindsFile(in: folder, log: log, seconds: seconds)
+    return (folder, redis, log, storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs))
+  }
+
   func worker(_ host: Host, store: [String], folder: URL, extra: [String] = []) throws -> NovaProcess {
     let bin = try fakeGPUs(host, in: folder)
     return try NovaProcess(
@@ -122,12 +132,8 @@ struct GPUFleetProcessTests {
 
   @Test(arguments: stores)
   func threeHostsRunEveryJobWhereItFitsAndNeverShareADevice(store: Store) async throws {
-    let folder = try TemporaryDirectory.make("nova-fleet")
-    let redis = store == .redis ? try RedisTestServer() : nil
+    let (folder, redis, log, common) = try fleet(store, "nova-fleet", seconds: 0.4)
     defer { redis?.stop() }
-    let log = folder.appendingPathComponent("runs.log").path
-    let jobs = try kindsFile(in: folder, log: log, seconds: 0.4)
-    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
     // Jobs first: every worker then meets a full queue, the hardest case for exclusivity.
     try await enqueue(["one", "--count", "6"], store: common)
     try await enqueue(["two", "--count", "3"], store: common)
@@ -200,12 +206,8 @@ struct GPUFleetProcessTests {
 
   @Test(arguments: stores)
   func aKilledWorkersGPUIsFreeAgainAfterItsLease(store: Store) async throws {
-    let folder = try TemporaryDirectory.make("nova-fleet-kill")
-    let redis = store == .redis ? try RedisTestServer() : nil
+    let (folder, redis, log, common) = try fleet(store, "nova-fleet-kill", seconds: 30)
     defer { redis?.stop() }
-    let log = folder.appendingPathComponent("runs.log").path
-    let jobs = try kindsFile(in: folder, log: log, seconds: 30)
-    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
     try await enqueue(["gb10"], store: common)
     let first = try worker(.spark, store: common, folder: folder, extra: ["--lease-seconds", "2"])
     defer { first.signal(SIGKILL) }
@@ -228,12 +230,8 @@ struct GPUFleetProcessTests {
   /// queue accepts jobs and none of them runs until it is resumed.
   @Test(arguments: stores)
   func queueLimitsHoldAcrossThreeWorkerProcesses(store: Store) async throws {
-    let folder = try TemporaryDirectory.make("nova-fleet-limits")
-    let redis = store == .redis ? try RedisTestServer() : nil
+    let (folder, redis, log, common) = try fleet(store, "nova-fleet-limits", seconds: 0.3)
     defer { redis?.stop() }
-    let log = folder.appendingPathComponent("runs.log").path
-    let jobs = try kindsFile(in: folder, log: log, seconds: 0.3)
-    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
     let set = try await NovaProcess.run(["queues", "set", "llm", "--max-running", "2"] + common)
     #expect(set.code == 0, "\(set.stderr)")
     let paused = try await NovaProcess.run(["queues", "pause", "llm"] + common)
@@ -274,12 +272,8 @@ struct GPUFleetProcessTests {
   /// processes (12 slots) on one store, while another key's jobs run beside them.
   @Test(arguments: stores)
   func perKeyLimitsHoldAcrossThreeWorkerProcesses(store: Store) async throws {
-    let folder = try TemporaryDirectory.make("nova-fleet-keys")
-    let redis = store == .redis ? try RedisTestServer() : nil
+    let (folder, redis, log, common) = try fleet(store, "nova-fleet-keys", seconds: 0.3)
     defer { redis?.stop() }
-    let log = folder.appendingPathComponent("runs.log").path
-    let jobs = try kindsFile(in: folder, log: log, seconds: 0.3)
-    let common = storeArguments(store, data: folder.appendingPathComponent("data"), redis: redis, jobs: jobs)
     try await enqueue(["keyed", "--concurrency-key", "tenant-a", "--count", "8"], store: common)
     try await enqueue(["keyed", "--concurrency-key", "tenant-b", "--count", "4"], store: common)
     try await enqueue(["plain", "--count", "4"], store: common)

@@ -60,9 +60,17 @@ struct WorkerCapacityProcessTests {
       return output?["samples"] as? [[String: Any]] ?? []
     }
     var temperatures: [[String: Any]] = []
-    try await eventually("two GPU health passes") {
-      temperatures = try await samples("gpu.temperature")
-      return temperatures.count >= 2
+    do {
+      // Each poll starts a `nova` process: a few a second, not fifty.
+      try await eventually("two GPU health passes", timeout: .seconds(60), poll: .milliseconds(200)) {
+        temperatures = try await samples("gpu.temperature")
+        return temperatures.count >= 2
+      }
+    } catch {
+      // What the worker and the store said, for the report.
+      let query = try await NovaProcess.run(["kpi", "query", "gpu.temperature", "--json", "--data-dir", data])
+      Issue.record("kpi query (exit \(query.code)): \(query.stdout.prefix(2000)) \(query.stderr.prefix(2000))\nworker: \(worker.stderr.suffix(4000))")
+      throw error
     }
     for sample in temperatures {
       #expect(sample["labels"] as? [String: String] == ["host": "gpu-a", "gpu": "1", "uuid": "GPU-bbbb", "model": "NVIDIA H200"])
