@@ -44,10 +44,7 @@ struct QueuesCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @Argument(help: "The queue.") var queue: String
 
-    func run() async throws {
-      _ = try await store.open().jobs().changeControls(of: queue, by: .localUser) { $0.paused = true }
-      print("paused \(queue)")
-    }
+    func run() async throws { try await QueuesCommand.setPaused(true, queue: queue, store: store) }
   }
 
   struct Resume: AsyncParsableCommand {
@@ -56,10 +53,7 @@ struct QueuesCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @Argument(help: "The queue.") var queue: String
 
-    func run() async throws {
-      _ = try await store.open().jobs().changeControls(of: queue, by: .localUser) { $0.paused = false }
-      print("resumed \(queue)")
-    }
+    func run() async throws { try await QueuesCommand.setPaused(false, queue: queue, store: store) }
   }
 
   struct Set: AsyncParsableCommand {
@@ -116,6 +110,12 @@ struct QueuesCommand: AsyncParsableCommand {
             + (controls.paused ? ", paused" : ""))
       }
     }
+  }
+
+  /// Pauses or resumes `queue` (journaled as any change of its controls) and says so.
+  static func setPaused(_ paused: Bool, queue: String, store: StoreOptions) async throws {
+    _ = try await store.open().jobs().changeControls(of: queue, by: .localUser) { $0.paused = paused }
+    print("\(paused ? "paused" : "resumed") \(queue)")
   }
 
   /// `N` or `none` (no limit), as `--max-running` and `--max-running-per-key` take it.

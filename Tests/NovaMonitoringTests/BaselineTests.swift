@@ -23,17 +23,6 @@ struct BaselineTests {
         rtt_p50_us: 20, rtt_p99_us: 40))
   }
 
-  /// Writes a script in one step, executable, with close-on-exec: a child that another test
-  /// starts meanwhile must not inherit it open for writing (the script would stay "busy").
-  func writeExecutable(_ path: String, _ text: String) throws {
-    unlink(path)
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-    guard fd >= 0 else { throw NovaError.storage("cannot write \(path)") }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    guard write(fd, bytes, bytes.count) == bytes.count else { throw NovaError.storage("cannot write \(path)") }
-  }
-
   @Test func comparisonsFlagRealChangesNotNoise() throws {
     let baseline = run(cpu: 1000)
     let unchanged = BaselineComparison.compare(run(cpu: 990, network: 980, gpu: 78), with: baseline, name: "b", thresholds: BaselineThresholds())

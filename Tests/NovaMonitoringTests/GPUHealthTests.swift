@@ -19,17 +19,6 @@ struct GPUHealthTests {
   ]
   static let gb10 = "0, GPU-5c1d7e9a-1111-4222-8333-944455556666, NVIDIA GB10, 45, [N/A], [N/A], 48, [N/A]"
 
-  /// Writes a script in one step, executable, with close-on-exec: a child that another test
-  /// starts meanwhile must not inherit it open for writing (the script would stay "busy").
-  func writeExecutable(_ path: String, _ text: String) throws {
-    unlink(path)
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-    guard fd >= 0 else { throw NovaError.storage("cannot write \(path)") }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    guard write(fd, bytes, bytes.count) == bytes.count else { throw NovaError.storage("cannot write \(path)") }
-  }
-
   /// A folder whose `nvidia-smi` prints `lines` and exits with `status` when asked GPUHealth's
   /// query (and fails with 3 when asked anything else).
   func fakeNvidiaSmi(_ lines: [String], status: Int = 0) throws -> URL {

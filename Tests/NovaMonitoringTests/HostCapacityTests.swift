@@ -14,8 +14,7 @@ struct HostCapacityTests {
     let folder = try TemporaryDirectory.make("nova-capacity")
     let path = folder.appendingPathComponent("nvidia-smi").path
     let script = "#!/bin/sh\n" + lines.map { "echo '\($0)'" }.joined(separator: "\n") + "\nexit \(status)\n"
-    try script.write(toFile: path, atomically: true, encoding: .utf8)
-    chmod(path, 0o755)
+    try writeExecutable(path, script)
     return folder
   }
 

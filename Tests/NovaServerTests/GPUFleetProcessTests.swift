@@ -32,8 +32,7 @@ struct GPUFleetProcessTests {
     try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
     let script = "#!/bin/sh\n" + host.gpus.map { "echo '\($0)'\n" }.joined()
     let path = bin.appendingPathComponent("nvidia-smi").path
-    try script.write(toFile: path, atomically: true, encoding: .utf8)
-    chmod(path, 0o755)
+    try writeExecutable(path, script)
     return bin.path
   }
 

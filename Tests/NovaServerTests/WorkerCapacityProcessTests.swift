@@ -9,9 +9,7 @@ struct WorkerCapacityProcessTests {
   @Test func theWorkerPrintsTheCapacityItWouldAdvertise() async throws {
     let folder = try TemporaryDirectory.make("nova-capacity")
     let fake = folder.appendingPathComponent("nvidia-smi").path
-    try "#!/bin/sh\necho '0, GPU-aaaa, NVIDIA H200, 143771'\necho '1, GPU-bbbb, NVIDIA H200, 143771'\n"
-      .write(toFile: fake, atomically: true, encoding: .utf8)
-    chmod(fake, 0o755)
+    try writeExecutable(fake, "#!/bin/sh\necho '0, GPU-aaaa, NVIDIA H200, 143771'\necho '1, GPU-bbbb, NVIDIA H200, 143771'\n")
     let environment = ["PATH": "\(folder.path):/usr/bin:/bin"]
     let common = ["worker", "--data-dir", folder.appendingPathComponent("data").path, "--print-capacity"]
     let printed = try await run(common + ["--gpus", "1", "--cpus", "1", "--memory", "1G", "--labels", "zone=b"], environment: environment)
@@ -34,21 +32,22 @@ struct WorkerCapacityProcessTests {
     let folder = try TemporaryDirectory.make("nova-gpu-health")
     let fake = folder.appendingPathComponent("nvidia-smi").path
     // Capacity and health are different queries; the fake answers each as nvidia-smi would.
-    try """
-    #!/bin/sh
-    case "$1" in
-    --query-gpu=index,uuid,name,memory.total)
-      echo '0, GPU-aaaa, NVIDIA H200, 143771'
-      echo '1, GPU-bbbb, NVIDIA H200, 143771' ;;
-    --query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw)
-      echo '0, GPU-aaaa, NVIDIA H200, 87, 30721, 143771, 61, 412.35'
-      echo '1, GPU-bbbb, NVIDIA H200, 12, 2048, 143771, 35, [N/A]' ;;
-    *)
-      exit 3 ;;
-    esac
+    try writeExecutable(
+      fake,
+      """
+      #!/bin/sh
+      case "$1" in
+      --query-gpu=index,uuid,name,memory.total)
+        echo '0, GPU-aaaa, NVIDIA H200, 143771'
+        echo '1, GPU-bbbb, NVIDIA H200, 143771' ;;
+      --query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw)
+        echo '0, GPU-aaaa, NVIDIA H200, 87, 30721, 143771, 61, 412.35'
+        echo '1, GPU-bbbb, NVIDIA H200, 12, 2048, 143771, 35, [N/A]' ;;
+      *)
+        exit 3 ;;
+      esac
 
-    """.write(toFile: fake, atomically: true, encoding: .utf8)
-    chmod(fake, 0o755)
+      """)
     let data = folder.appendingPathComponent("data").path
     let worker = try NovaProcess(
       ["worker", "--data-dir", data, "--workers", "1", "--gpus", "1", "--host-name", "gpu-a", "--gpu-sample-seconds", "0.2"],

@@ -61,3 +61,14 @@ public var novaExecutablePath: String {
   let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
   return root.appendingPathComponent(".build/debug/nova").path
 }
+
+/// Writes a script in one step, executable, with close-on-exec: a child that another test starts
+/// meanwhile must not inherit it open for writing (exec would fail with ETXTBSY).
+public func writeExecutable(_ path: String, _ text: String) throws {
+  unlink(path)
+  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+  guard fd >= 0 else { throw TestFailure("cannot write \(path)") }
+  defer { close(fd) }
+  let bytes = Array(text.utf8)
+  guard write(fd, bytes, bytes.count) == bytes.count else { throw TestFailure("cannot write \(path)") }
+}
