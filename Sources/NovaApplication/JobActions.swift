@@ -176,6 +176,8 @@ public struct JobActions: Sendable {
     var payload: [String: JSONValue] = ["paused": .bool(controls.paused), "weight": .int(Int64(controls.weight))]
     payload["max_running"] = controls.maxRunning.map { .int(Int64($0)) } ?? .null
     payload["rate_per_second"] = controls.ratePerSecond.map { .double($0) } ?? .null
+    payload["max_running_per_key"] = controls.maxRunningPerKey.map { .int(Int64($0)) } ?? .null
+    payload["rate_per_key"] = controls.ratePerKey.map { .double($0) } ?? .null
     try await journal?.append(
       kind: "queue.controls", subject: name, payload: .object(payload), actor: caller?.subject.id ?? AuditContext.actor)
     return controls

@@ -106,8 +106,8 @@ public final class WorkerActions: Sendable {
   let book = LeaseBook()
   let clock: any NovaClock
   let seal: LeaseSeal
-  /// Workers announced, by name: the token that announced them and when.
-  private let announced = Mutex<[String: (holder: String, time: Date, first: Date)]>([:])
+  /// Workers announced, by name: the token that announced them, when, and what they had free.
+  private let announced = Mutex<[String: (holder: String, time: Date, first: Date, free: HostCapacity?)]>([:])
   /// Claims waiting now, by token.
   private let waiting = Mutex<[String: Int]>([:])
   public let limits: Limits
@@ -365,13 +365,13 @@ public final class WorkerActions: Sendable {
     let first = try announced.withLock { announced throws(Refusal) -> Date? in
       // A worker whose free capacity changed is announced again at once: the registry shows
       // what it has free.
-      if let last = announced[claim.worker], now.timeIntervalSince(last.time) < 10, claim.capacity == nil { return nil }
+      if let last = announced[claim.worker], now.timeIntervalSince(last.time) < 10, claim.capacity == last.free { return nil }
       if announced[claim.worker] == nil {
         let recent = announced.values.lazy.filter { $0.holder == holder && now.timeIntervalSince($0.time) < 60 }.count
         guard recent < limit else { throw Refusal.tooManyWorkers(holder: holder, limit: limit) }
       }
       let first = announced[claim.worker]?.first ?? now
-      announced[claim.worker] = (holder, now, first)
+      announced[claim.worker] = (holder, now, first, claim.capacity)
       if announced.count > 10_000 { announced = announced.filter { now.timeIntervalSince($0.value.time) < 60 } }
       return first
     }

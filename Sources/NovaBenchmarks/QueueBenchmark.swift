@@ -158,7 +158,7 @@ public enum QueueBenchmark {
         return copy
       }
       if let rate = options.rate {
-        arrivals = try await arrive(jobs: options.jobs, rate: rate, request: request, queue: counting) {
+        arrivals = try await arrive(jobs: options.jobs, rate: rate, request: keyed, queue: counting) {
           progress?(counting.completedCount, options.jobs)
         }
         ids = arrivals.map { $0.id }
@@ -233,13 +233,13 @@ public enum QueueBenchmark {
     return result
   }
 
-  /// Enqueues `jobs` jobs one at a time, the i-th due i/rate seconds after the first, and returns
+  /// Enqueues `jobs` jobs one at a time (the i-th is `request(i)`), due i/rate seconds after the first, and returns
   /// each one's id with the instant just before its enqueue call; `tick` runs every half second.
   ///
   /// A schedule of absolute instants keeps the pace when an enqueue is slow, instead of adding each
   /// call's time to the interval; an enqueue that overruns its slot shows as a lower achieved rate.
   static func arrive(
-    jobs: Int, rate: Double, request: JobRequest, queue: any JobQueue, tick: () -> Void = {}
+    jobs: Int, rate: Double, request: (Int) -> JobRequest, queue: any JobQueue, tick: () -> Void = {}
   ) async throws -> [(id: JobID, at: ContinuousClock.Instant)] {
     let clock = ContinuousClock()
     let first = clock.now
@@ -250,7 +250,7 @@ public enum QueueBenchmark {
       let due = first.advanced(by: .seconds(Double(index) / rate))
       if due > clock.now { try await clock.sleep(until: due) }
       let at = clock.now
-      let id = try await queue.enqueue(request).id
+      let id = try await queue.enqueue(request(index)).id
       arrivals.append((id, at))
       if at - lastTick > .milliseconds(500) {
         tick()

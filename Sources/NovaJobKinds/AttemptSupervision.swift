@@ -78,9 +78,12 @@ public enum AttemptCgroups {
     removeStale(in: base)
     let root = "\(base)/nova-\(getpid())"
     guard mkdir(root, 0o755) == 0 || errno == EEXIST else { return nil }
-    delegateControllers(base: base, root: root)
     return root
   }
+
+  /// The roots whose controllers were handed down: at the first attempt made under each, so that
+  /// a process that never runs a program (`nova enqueue`, `nova jobs show`) never moves itself.
+  private static let delegated = Mutex<Set<String>>([])
 
   /// The leaf a worker moves itself into when it hands controllers down: `nova-worker-<pid>`.
   static let workerLeafPrefix = "nova-worker-"
@@ -149,6 +152,9 @@ public enum AttemptCgroups {
 
   /// Makes the cgroup of one attempt.
   static func make(in root: String, job: JobID, attempt: Int) -> String? {
+    if delegated.withLock({ $0.insert(root).inserted }) {
+      delegateControllers(base: URL(fileURLWithPath: root).deletingLastPathComponent().path, root: root)
+    }
     let folder = "\(root)/attempt-\(job.rawValue)-\(attempt)"
     guard mkdir(folder, 0o755) == 0 || errno == EEXIST else { return nil }
     return folder

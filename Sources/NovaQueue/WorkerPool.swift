@@ -299,9 +299,10 @@ public final class WorkerPool: Service {
         continue
       }
       if leases.isEmpty {
-        if configuration.capacity != nil, state.withLock({ !$0.held.isEmpty }) {
-          // Nothing fitted what was free: a job of this pool that ends frees devices (the fetch
-          // wake says so) as surely as a new job arrives, so either ends the wait.
+        if state.withLock({ $0.running > 0 || !$0.held.isEmpty }) {
+          // Nothing could be taken: a job of this pool that ends frees devices, or a slot under
+          // a queue's or a key's limit (the fetch wake says so), as surely as a new job arrives,
+          // so either ends the wait.
           await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.queue.waitForJobs(timeout: self.configuration.pollInterval) }
             group.addTask { _ = await self.fetchWake.wait(timeout: self.configuration.pollInterval) }
@@ -791,12 +792,16 @@ public final class WorkerPool: Service {
       }
     }
     if !gone.isEmpty {
-      // Buffered jobs that were cancelled or reclaimed must not start.
-      state.withLock { state in
-        let kept = state.buffer[state.bufferHead...].filter { !gone.contains($0.lease.id) }
-        state.buffer = Array(kept)
+      // Buffered jobs that were cancelled or reclaimed must not start, and the devices they
+      // were placed on are free again (a running one frees its own when its handler ends).
+      let freed = state.withLock { state -> Bool in
+        let dropped = state.buffer[state.bufferHead...].filter { gone.contains($0.lease.id) }.map(\.lease.id)
+        state.buffer = state.buffer[state.bufferHead...].filter { !gone.contains($0.lease.id) }
         state.bufferHead = 0
+        for id in dropped where state.held.removeValue(forKey: id) != nil { state.occupancy += 1 }
+        return !dropped.isEmpty
       }
+      if freed { fetchWake.signal() }
     }
   }
 }

@@ -56,11 +56,17 @@ enum RedisQueueScripts {
       if redis.call('INCRBY', p .. 'needs', n) < 0 then redis.call('SET', p .. 'needs', '0') end
     end
     -- Out of the running set; a job with a concurrency key gives its key's slot back (`keyrun`
-    -- hash: running jobs per key).
+    -- hash: running jobs per key). A slot under a limit (its key's, or the queue's max running)
+    -- that frees may let a waiting job start: idle workers on other hosts watch the enqueue
+    -- counter (`<prefix>:enqueued`, beside the queue's keys), so it moves as an enqueue would.
     local function unrun(id)
       if redis.call('ZREM', p .. 'running', id) == 1 then
         local key = redis.call('HGET', p .. 'job:' .. id, 'ckey')
         if key and redis.call('HINCRBY', p .. 'keyrun', key, -1) <= 0 then redis.call('HDEL', p .. 'keyrun', key) end
+        if key or redis.call('HEXISTS', p .. 'settings', 'max_running') == 1 then
+          local prefix = string.match(p, '^(.*):{[^{]*}:$')
+          if prefix then redis.call('INCR', prefix .. ':enqueued') end
+        end
       end
     end
     local function move(id, from, to, now, event, detail)

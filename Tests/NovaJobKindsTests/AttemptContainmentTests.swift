@@ -288,6 +288,9 @@ struct CommandAccountTests {
     try FileManager.default.createDirectory(atPath: base + "/nova-worker-2147483000", withIntermediateDirectories: false)
     let root = try #require(AttemptCgroups.root(setting: base))
     #expect(root == "\(base)/nova-\(pid)")
+    // Nothing moves until the first attempt.
+    #expect(!FileManager.default.fileExists(atPath: "\(base)/nova-worker-\(pid)"))
+    _ = try #require(AttemptCgroups.make(in: root, job: JobID.generate(), attempt: 1))
     #expect(try String(contentsOfFile: "\(base)/nova-worker-\(pid)/cgroup.procs", encoding: .utf8) == "\(pid)")
     #expect(try String(contentsOfFile: base + "/cgroup.subtree_control", encoding: .utf8) == "+cpu +memory")
     #expect(try String(contentsOfFile: root + "/cgroup.subtree_control", encoding: .utf8) == "+cpu +memory")
@@ -300,10 +303,12 @@ struct CommandAccountTests {
     // Only memory delegated: only memory is handed down.
     let memoryOnly = try cgroupFolder(controllers: "memory pids")
     let memoryRoot = try #require(AttemptCgroups.root(setting: memoryOnly))
+    _ = AttemptCgroups.make(in: memoryRoot, job: JobID.generate(), attempt: 1)
     #expect(try String(contentsOfFile: memoryRoot + "/cgroup.subtree_control", encoding: .utf8) == "+memory")
     // Neither delegated: nothing moves, and attempts still get their cgroups (without limits).
     let bare = try cgroupFolder(controllers: "pids\n")
     let bareRoot = try #require(AttemptCgroups.root(setting: bare))
+    _ = AttemptCgroups.make(in: bareRoot, job: JobID.generate(), attempt: 1)
     #expect(!FileManager.default.fileExists(atPath: "\(bare)/nova-worker-\(pid)"))
     #expect(!FileManager.default.fileExists(atPath: bareRoot + "/cgroup.subtree_control"))
     #expect(try String(contentsOfFile: bare + "/cgroup.subtree_control", encoding: .utf8).isEmpty)

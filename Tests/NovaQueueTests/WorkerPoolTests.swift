@@ -222,6 +222,87 @@ struct WorkerPoolTests {
     return (queue, server)
   }
 
+  /// A placed job claimed ahead and cancelled while it waits in the buffer gives its GPU back:
+  /// a 2-GPU job enqueued after it starts once the running one ends (the cancelled job's GPU
+  /// used to stay held until the worker restarted, and the 2-GPU job never fitted).
+  @Test(arguments: QueueBackend.all)
+  func aBufferedPlacedJobThatIsCancelledFreesItsGPU(backend: QueueBackend) async throws {
+    let (queue, server) = try ownQueue(backend)
+    defer { server?.stop() }
+    let ran = Mutex<[String: [Int]]>([:])
+    var registry = JobRegistry()
+    registry.registerRaw("train") { payload, context in
+      let name = String(decoding: payload, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+      ran.withLock { $0[name] = context.placement?.gpus.map(\.index) ?? [] }
+      if payload == Data(#""a""#.utf8) { try await Task.sleep(for: .milliseconds(1500)) }
+      return nil
+    }
+    var configuration = poolConfiguration(concurrency: 1, lease: .seconds(1.5))
+    configuration.prefetch = 1
+    configuration.capacity = HostCapacity(
+      host: "gpu-2", gpus: (0..<2).map { HostCapacity.GPU(index: $0, uuid: "GPU-\($0)", model: "H100", memory_mib: 80_000) }, cpus: 8,
+      memory_mib: 32_000)
+    func job(_ name: String, gpus: Int) -> JobRequest {
+      var request = JobRequest(kind: "train", payload: Data("\"\(name)\"".utf8))
+      request.resources = JobResources(gpus: gpus)
+      return request
+    }
+    // Both claimed at once: a runs, b waits in the buffer on the other GPU.
+    let ids = try await queue.enqueue(batch: [job("a", gpus: 1), job("b", gpus: 1)]).map(\.id)
+    try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
+      try await eventually("a to run with b claimed ahead") {
+        let bClaimed = try await queue.get(ids[1])?.state == .running
+        return ran.withLock { $0["a"] != nil } && bClaimed
+      }
+      _ = try await queue.cancel(ids[1])
+      // The next heartbeat (every 0.5 s) hears of it while a still runs.
+      try await Task.sleep(for: .milliseconds(800))
+      let big = try await queue.enqueue(job("big", gpus: 2)).id
+      try await eventually("the 2-GPU job to run on both GPUs", timeout: .seconds(15)) { try await queue.get(big)?.state == .succeeded }
+    }
+    #expect(ran.withLock { $0["big"] } == [0, 1])
+    #expect(ran.withLock { $0["b"] } == nil, "the cancelled job never ran")
+  }
+
+  /// A slot under a queue's limit (or a key's) that frees elsewhere, another process completing
+  /// its job, lets a waiting worker start the next job at once, not at its next poll (5 s here).
+  /// On Redis a completion used to move nothing that idle workers watch.
+  @Test(arguments: QueueBackend.all, [false, true])
+  func aLimitedSlotFreedElsewhereIsTakenAtOnce(backend: QueueBackend, byKey: Bool) async throws {
+    let (queue, server) = try ownQueue(backend)
+    defer { server?.stop() }
+    let other = try Self.secondHandle(on: queue)
+    var request = JobRequest(kind: "work")
+    if byKey {
+      request.concurrencyKey = "tenant"
+      request.keyLimits = KeyLimits(maxRunning: 1)
+    } else {
+      try await queue.setControls(QueueControls(maxRunning: 1), queue: "default")
+    }
+    // Another process holds the one slot.
+    _ = try await other.enqueue(request)
+    let held = try await other.claim(queues: ["default"], worker: "elsewhere", leaseDuration: .seconds(60), limit: 1)
+    #expect(held.count == 1)
+    let started = Mutex<ContinuousClock.Instant?>(nil)
+    var registry = JobRegistry()
+    registry.registerRaw("work") { _, _ in
+      started.withLock { $0 = $0 ?? .now }
+      return nil
+    }
+    var configuration = poolConfiguration(concurrency: 2)
+    configuration.pollInterval = .seconds(5)
+    try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
+      _ = try await queue.enqueue(request)
+      try await Task.sleep(for: .milliseconds(500))
+      #expect(started.withLock { $0 } == nil, "the limit held")
+      let freed = ContinuousClock.now
+      try await other.complete(held[0], result: nil)
+      try await eventually("the waiting job to start") { started.withLock { $0 } != nil }
+      let start = try #require(started.withLock { $0 })
+      #expect(start - freed < .seconds(2.5), "the freed slot waited \(start - freed)")
+    }
+  }
+
   /// Another handle on the store of `queue`, as another process would open it.
   static func secondHandle(on queue: any JobQueue) throws -> any JobQueue {
     if let sqlite = queue as? SQLiteJobQueue { return try SQLiteJobQueue(configuration: .init(path: sqlite.database.path)) }

@@ -44,9 +44,10 @@ _JSON_SEPARATORS = (",", ":")
 #: The fields of a job body (``POST /v1/jobs``, and each entry of ``POST /v1/jobs/batch``).
 _JOB_FIELDS = (
     "kind", "payload", "queue", "priority", "delay_seconds", "max_attempts", "idempotency_key", "resources", "constraints",
+    "concurrency_key",
 )
 #: Those sent as given.
-_PLAIN_FIELDS = ("queue", "priority", "delay_seconds", "max_attempts", "idempotency_key")
+_PLAIN_FIELDS = ("queue", "priority", "delay_seconds", "max_attempts", "idempotency_key", "concurrency_key")
 #: The most jobs one ``POST /v1/jobs/batch`` takes.
 MAX_BATCH = 1000
 #: A batch body is split before it grows past this (the server takes bodies of 32 MiB at least).
@@ -203,6 +204,7 @@ class Client:
         idempotency_key: str | None = None,
         resources: Union[Mapping[str, int], Resources, None] = None,
         constraints: Union[Mapping[str, Any], Constraints, None] = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """Submits a job (``POST /v1/jobs``). With an ``idempotency_key`` already used, the
         existing job is returned (200) instead of a new one (201).
@@ -212,7 +214,11 @@ class Client:
         (``{"gpu_model": "*H100*", "host": "spark-*", "labels": {"zone": "b"}}``, glob patterns,
         each optional); either may be a mapping or a :class:`Resources` / :class:`Constraints`.
         Only workers that declare capacity take such a job, and only when it fits what they have
-        free. The server checks both strictly (``Unprocessable`` naming ``resources.gpus``...)."""
+        free. The server checks both strictly (``Unprocessable`` naming ``resources.gpus``...).
+
+        ``concurrency_key`` (a tenant, a model, an API account) makes the job share its kind's and
+        its queue's per-key limits (``max_running_per_key``, ``rate_per_key``) with the jobs of
+        that key, across every worker."""
         body: dict[str, Any] = {"kind": kind}
         if payload is not None:
             if not isinstance(payload, Mapping):
@@ -228,6 +234,8 @@ class Client:
             body["max_attempts"] = max_attempts
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if concurrency_key is not None:
+            body["concurrency_key"] = concurrency_key
         requested = _requirements(resources, Resources, "resources")
         if requested is not None:
             body["resources"] = requested

@@ -184,6 +184,7 @@ class Job:
     resources: Resources | None = None
     constraints: Constraints | None = None
     placement: Placement | None = None
+    concurrency_key: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Job":
@@ -250,6 +251,7 @@ def _job_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "resources": _parsed(Resources, data, "resources"),
         "constraints": _parsed(Constraints, data, "constraints"),
         "placement": _parsed(Placement, data, "placement"),
+        "concurrency_key": _str_or_none(data.get("concurrency_key")),
     }
 
 
@@ -381,6 +383,7 @@ class JobSpec:
     idempotency_key: str | None = None
     resources: Mapping[str, int] | Resources | None = None
     constraints: Mapping[str, Any] | Constraints | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass

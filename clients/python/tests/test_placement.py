@@ -103,6 +103,25 @@ def test_invalid_resources_and_constraints_are_refused_naming_the_field(operator
     assert jobs_in(operator, queue_name) == []
 
 
+def test_concurrency_keys_are_sent_stored_and_limit_claims(
+    operator: Client, worker_client: Client, queue_name: str
+) -> None:
+    first = operator.enqueue("py.echo", {"n": 1}, queue=queue_name, concurrency_key="tenant-a")
+    assert first.concurrency_key == "tenant-a" and operator.get(first.id).concurrency_key == "tenant-a"
+    submitted = operator.enqueue_many(
+        [JobSpec("py.echo", concurrency_key="tenant-a"), {"kind": "py.echo", "concurrency_key": "tenant-b"}],
+        queue=queue_name,
+    )
+    assert [operator.get(job.id).concurrency_key for job in submitted] == ["tenant-a", "tenant-b"]
+    assert operator.get(operator.enqueue("py.echo", queue=queue_name).id).concurrency_key is None
+    # One running job per key in this queue (set over HTTP as an operator): a claim for ten gets
+    # one of tenant-a, the one of tenant-b and the job without a key.
+    operator._call("POST", f"/v1/queues/{queue_name}/controls", {"max_running_per_key": 1}, retry_safe=False)
+    claimed = worker_client.claim("py-keys", [queue_name], max=10)
+    assert sorted(str(job.concurrency_key) for job in claimed) == ["None", "tenant-a", "tenant-b"]
+    worker_client.release_many([(job.id, job.lease) for job in claimed])
+
+
 def test_claim_without_capacity_gets_only_jobs_that_ask_for_nothing(
     operator: Client, worker_client: Client, queue_name: str
 ) -> None:
