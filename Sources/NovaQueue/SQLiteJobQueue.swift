@@ -422,9 +422,27 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
             AND queue = ? LIMIT 1
           """)
       var leases: [JobLease] = []
+      // Shared by weight: how many each has (up to the limit) decides nothing but the bound.
+      var shares: [String: Int]?
+      if weighted {
+        var queues: [(name: String, weight: Int, served: Int64, available: Int)] = []
+        let count = try db.cachedStatement(
+          sql: "SELECT COUNT(*) FROM (SELECT 1 FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause) LIMIT ?)")
+        for name in names {
+          let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
+          let available = try Int.fetchOne(count, arguments: StatementArguments(values)) ?? 0
+          let state = states[name]
+          queues.append((name, state?.controls.weight ?? 1, state?.served ?? 0, min(available, caps[name] ?? available)))
+        }
+        shares = WeightedShare.split(limit: limit, queues: queues)
+      }
       if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
+        // A placing claim keeps to the weights' shares as its per-queue bounds.
+        var bounds = caps
+        for (name, share) in shares ?? [:] { bounds[name] = min(bounds[name] ?? share, share) }
+        for name in names where shares != nil && shares?[name] == nil { bounds[name] = 0 }
         leases = try Self.claimPlacing(
-          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: caps,
+          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: bounds,
           keyLimits: names.reduce(into: [String: KeyLimits]()) { $0[$1] = states[$1]?.controls.keyLimits }, now: now, expires: expires, db: db)
       } else {
         // How many to take from each queue: one queue takes all; several are merged by priority
@@ -432,18 +450,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         var counts: [(queue: String, count: Int)] = []
         if names.count == 1 {
           counts = [(names[0], min(limit, caps[names[0]] ?? limit))]
-        } else if weighted {
-          // Shared by weight: how many each has (up to the limit) decides nothing but the bound.
-          var shares: [(name: String, weight: Int, served: Int64, available: Int)] = []
-          let count = try db.cachedStatement(
-            sql: "SELECT COUNT(*) FROM (SELECT 1 FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause) LIMIT ?)")
-          for name in names {
-            let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
-            let available = try Int.fetchOne(count, arguments: StatementArguments(values)) ?? 0
-            let state = states[name]
-            shares.append((name, state?.controls.weight ?? 1, state?.served ?? 0, min(available, caps[name] ?? available)))
-          }
-          counts = WeightedShare.split(limit: limit, queues: shares).map { ($0.key, $0.value) }
+        } else if let shares {
+          counts = shares.map { ($0.key, $0.value) }
         } else {
           var candidates: [(queue: String, id: String, priority: Int)] = []
           let select = try db.cachedStatement(

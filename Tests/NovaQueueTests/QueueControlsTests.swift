@@ -11,8 +11,13 @@ struct QueueControlsTests {
   let clock = TestClock()
   let lease: Duration = .seconds(60)
 
-  func fill(_ queue: any JobQueue, _ name: String, _ count: Int) async throws {
-    _ = try await queue.enqueue(batch: (0..<count).map { _ in JobRequest(kind: "noop", queue: name) })
+  func fill(_ queue: any JobQueue, _ name: String, _ count: Int, key: String? = nil) async throws {
+    _ = try await queue.enqueue(
+      batch: (0..<count).map { _ in
+        var request = JobRequest(kind: "noop", queue: name)
+        request.concurrencyKey = key
+        return request
+      })
   }
 
   func claim(_ queue: any JobQueue, _ queues: [String], limit: Int) async throws -> [JobLease] {
@@ -75,13 +80,15 @@ struct QueueControlsTests {
     #expect(try await claim(queue, ["api"], limit: 100).count == 1)
   }
 
-  @Test(arguments: QueueBackend.all)
-  func weightsShareWorkersBetweenBusyQueues(backend: QueueBackend) async throws {
+  /// With keyed jobs too (a claim that walks the jobs one by one, as placing claims do: it kept
+  /// no weights on SQLite and took the older queue's jobs first).
+  @Test(arguments: QueueBackend.all, [false, true])
+  func weightsShareWorkersBetweenBusyQueues(backend: QueueBackend, keyed: Bool) async throws {
     let queue = try backend.make(clock, RetryPolicy())
     try await queue.setControls(QueueControls(weight: 3), queue: "gold")
     try await queue.setControls(QueueControls(weight: 1), queue: "bronze")
-    try await fill(queue, "gold", 100)
-    try await fill(queue, "bronze", 100)
+    try await fill(queue, "gold", 100, key: keyed ? "tenant" : nil)
+    try await fill(queue, "bronze", 100, key: keyed ? "tenant" : nil)
     var taken: [String: Int] = [:]
     // One job at a time (workers with one free slot) and four at a time.
     for _ in 0..<40 {

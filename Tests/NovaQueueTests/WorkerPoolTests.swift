@@ -264,6 +264,48 @@ struct WorkerPoolTests {
     #expect(ran.withLock { $0["b"] } == nil, "the cancelled job never ran")
   }
 
+  /// A program that misbehaves keeps its GPU until it has really ended: a job past its timeout
+  /// whose handler ignores the stop for 800 ms (within its 2 s stop grace) still holds GPU 0,
+  /// and the next 1-GPU job on this 1-GPU host starts only after it, and soon after.
+  @Test(arguments: QueueBackend.all)
+  func aStoppedJobThatLingersKeepsItsGPUUntilItEnds(backend: QueueBackend) async throws {
+    let (queue, server) = try ownQueue(backend)
+    defer { server?.stop() }
+    let spans = Mutex<[String: (start: ContinuousClock.Instant, end: ContinuousClock.Instant, gpus: [Int])]>([:])
+    var registry = JobRegistry()
+    registry.registerRaw("stuck", timeout: .milliseconds(300), stopGrace: .seconds(2)) { _, context in
+      let start = ContinuousClock.now
+      // Deaf to cancellation, as a program that ignores SIGTERM.
+      await Task.detached { try? await Task.sleep(for: .milliseconds(800)) }.value
+      spans.withLock { $0["stuck"] = (start, .now, context.placement?.gpus.map(\.index) ?? []) }
+      return nil
+    }
+    registry.registerRaw("next") { _, context in
+      spans.withLock { $0["next"] = (.now, .now, context.placement?.gpus.map(\.index) ?? []) }
+      return nil
+    }
+    var configuration = poolConfiguration(concurrency: 2)
+    configuration.pollInterval = .seconds(5)
+    configuration.capacity = HostCapacity(
+      host: "gpu-1", gpus: [HostCapacity.GPU(index: 0, uuid: "GPU-0", model: "H100", memory_mib: 80_000)], cpus: 8, memory_mib: 32_000)
+    var stuck = JobRequest(kind: "stuck", maxAttempts: 1)
+    stuck.resources = JobResources(gpus: 1)
+    var next = JobRequest(kind: "next")
+    next.resources = JobResources(gpus: 1)
+    try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
+      let stuckID = try await queue.enqueue(stuck).id
+      try await eventually("the stuck job to start") { try await queue.get(stuckID)?.state == .running }
+      _ = try await queue.enqueue(next)
+      try await eventually("the next job to run", timeout: .seconds(15)) { spans.withLock { $0["next"] != nil } }
+    }
+    let ran = spans.withLock { $0 }
+    let first = try #require(ran["stuck"])
+    let second = try #require(ran["next"])
+    #expect(first.gpus == [0] && second.gpus == [0])
+    #expect(second.start >= first.end, "the next job started \(first.end - second.start) before the stopped one ended")
+    #expect(second.start - first.end < .seconds(2.5), "GPU 0 stood free for \(second.start - first.end)")
+  }
+
   /// A slot under a queue's limit (or a key's) that frees elsewhere, another process completing
   /// its job, lets a waiting worker start the next job at once, not at its next poll (5 s here).
   /// On Redis a completion used to move nothing that idle workers watch.
