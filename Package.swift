@@ -32,6 +32,7 @@ let package = Package(
     .library(name: "NovaDashboards", targets: ["NovaDashboards"]),
     .library(name: "NovaApplication", targets: ["NovaApplication"]),
     .library(name: "NovaServer", targets: ["NovaServer"]),
+    .library(name: "NovaConsole", targets: ["NovaConsole"]),
     .library(name: "NovaJobKinds", targets: ["NovaJobKinds"]),
   ],
   dependencies: [
@@ -113,6 +114,7 @@ let package = Package(
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Yams", package: "Yams"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -179,6 +181,12 @@ let package = Package(
       dependencies: ["NovaCore"],
       swiftSettings: swiftSettings
     ),
+    // The operations console: server-rendered pages over the stores (routes live in NovaServer).
+    .target(
+      name: "NovaConsole",
+      dependencies: ["NovaAlerting", "NovaCore", "NovaQueue", "NovaSecurity"],
+      swiftSettings: swiftSettings
+    ),
     .target(
       name: "NovaApplication",
       dependencies: [
@@ -192,6 +200,7 @@ let package = Package(
       name: "NovaServer",
       dependencies: [
         "NovaApplication",
+        "NovaConsole",
         "NovaCore",
         "NovaDatabase",
         "NovaAlerting",
@@ -356,7 +365,8 @@ let package = Package(
     .testTarget(
       name: "NovaServerTests",
       dependencies: [
-        "NovaApplication", "NovaAlerting", "NovaBenchmarks", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring", "NovaPolicy",
+        "NovaApplication", "NovaAlerting", "NovaBenchmarks", "NovaConsole", "NovaCore", "NovaDatabase", "NovaDashboards", "NovaMonitoring",
+        "NovaPolicy",
         "NovaQueue", "NovaServer", "NovaRedisQueue",
         "NovaSecurity", "NovaTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),

@@ -23,8 +23,10 @@ need() {
 need redis-server redis-server
 need promtool prometheus
 need prometheus-alertmanager prometheus-alertmanager
-# Headless Chromium opens the LUX compliance page; Python's jsonschema checks the Grafana dashboard.
+# Headless Chromium opens the LUX compliance page and, driven by Selenium through chromedriver,
+# the console; Python's jsonschema checks the Grafana dashboard.
 need chromium chromium
+need chromedriver chromium-driver
 python3 -c 'import jsonschema' 2>/dev/null || need python3-jsonschema-module python3-jsonschema
 need sqlite3 sqlite3
 need jq jq
@@ -42,6 +44,12 @@ if ! .build/webhooks-venv/bin/python -c 'import standardwebhooks' 2>/dev/null; t
   .build/webhooks-venv/bin/pip install -q standardwebhooks==1.3.0
 fi
 export NOVA_WEBHOOKS_PYTHON="$PWD/.build/webhooks-venv/bin/python"
+# Selenium (PyPI) and pytest for the console's browser tests, in a venv of their own.
+if ! .build/browser-venv/bin/python -c 'import selenium, pytest' 2>/dev/null; then
+  rm -rf .build/browser-venv
+  python3 -m venv .build/browser-venv
+  .build/browser-venv/bin/pip install -q selenium==4.51.0 pytest==8.3.5
+fi
 [ -f /usr/include/zlib.h ] || need zlib-headers zlib1g-dev
 
 # The formatter's configuration (.swift-format) holds for every source file.
@@ -53,12 +61,18 @@ export NOVA_WARNINGS_AS_ERRORS=1 NOVA_REQUIRE_ALL_TESTS=1
 swift build --build-tests --enable-code-coverage
 # A hung test fails the run instead of holding CI until its own limit.
 timeout 1200 swift test --enable-code-coverage --skip-build
-python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85 NovaCore=85 NovaServer=85 NovaDatabase=85 NovaBenchmarks=85 NovaApplication=85 NovaJobKinds=85
+python3 scripts/coverage.py "$(swift test --enable-code-coverage --show-codecov-path)" NovaQueue=85 NovaRedis=85 NovaRedisQueue=85 NovaSecurity=85 NovaPolicy=85 NovaMonitoring=85 NovaAlerting=85 NovaDashboards=85 NovaCore=85 NovaServer=85 NovaDatabase=85 NovaBenchmarks=85 NovaApplication=85 NovaJobKinds=85 NovaConsole=85
 
 # The Python client's tests (pytest), against real `nova serve` processes they start from the
 # binary just built; they include the README's three-ways quickstart, run as pasted.
 if python3 -c 'import pytest' 2>/dev/null; then python=python3; else need python3-pytest-module python3-pytest; python=/usr/bin/python3; fi
 NOVA_BIN="$(swift build --enable-code-coverage --show-bin-path)/nova" timeout 900 "$python" -m pytest -q -p no:cacheprovider clients/python/tests
+
+# The console in a real browser: headless Chromium driven by Selenium against a real `nova serve`
+# (sign-in, a job's verified audit trail, bulk retry, queues, alerts, CSRF, viewers, the proxy
+# header); it takes a screenshot of each page (NOVA_CONSOLE_SCREENSHOTS=docs/console refreshes
+# the README's).
+NOVA_BIN="$(swift build --enable-code-coverage --show-bin-path)/nova" timeout 600 .build/browser-venv/bin/python -m pytest -q -p no:cacheprovider Tests/Browser
 
 # The decoders of untrusted bytes (RESP from the network, tar from evidence bundles) are fuzzed
 # for a short while on every run; a crash fails the run and leaves its input in .build/fuzz.

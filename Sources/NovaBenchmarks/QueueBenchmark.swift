@@ -367,6 +367,7 @@ public final class CompletionCountingQueue: JobQueue {
   public func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
     try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
+  public func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int { try await base.delete(jobs) }
   public func stats() async throws -> QueueStats { try await base.stats() }
   public func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
   public func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }

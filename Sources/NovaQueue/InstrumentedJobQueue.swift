@@ -159,6 +159,8 @@ public final class InstrumentedJobQueue: JobQueue {
     try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
 
+  public func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int { try await base.delete(jobs) }
+
   public func stats() async throws -> QueueStats { try await base.stats() }
   public func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
   public func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }

@@ -41,6 +41,9 @@ public protocol JobQueue: Sendable {
   /// Deletes succeeded and cancelled jobs that finished before `before`, and dead ones that
   /// finished before `deadBefore` (nil keeps them), in bounded batches; returns how many.
   func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int
+  /// Deletes the jobs among `jobs` (id and queue) that are succeeded, dead or cancelled, with
+  /// their output; returns how many were deleted (others are left alone).
+  func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int
   /// Counts per queue and state, available jobs per kind, and the live workers.
   func stats() async throws -> QueueStats
   /// Announces (or renews) a worker and what it takes; it lapses at `expiresAt`.
@@ -203,6 +206,32 @@ public struct JobFilter: Sendable, Equatable {
   public var limit: Int
   /// The `nextCursor` of the previous page.
   public var cursor: String?
+  /// Only jobs with this concurrency key.
+  public var concurrencyKey: String?
+  /// Only jobs whose current or last lease is this worker's.
+  public var worker: String?
+  /// Only the job submitted with this idempotency key.
+  public var idempotencyKey: String?
+  /// Only jobs created at or after, and before, these times.
+  public var createdAfter: Date?
+  public var createdBefore: Date?
+
+  /// Whether the filter looks inside jobs beyond their queue and state (a store that indexes
+  /// only those reads more to fill a page).
+  public var looksInsideJobs: Bool {
+    kind != nil || concurrencyKey != nil || worker != nil || idempotencyKey != nil || createdAfter != nil || createdBefore != nil
+  }
+
+  /// Whether `job` passes the filters other than queue, state and cursor.
+  public func matches(_ job: Job) -> Bool {
+    if let kind, job.kind != kind { return false }
+    if let concurrencyKey, job.concurrencyKey != concurrencyKey { return false }
+    if let worker, job.leaseOwner != worker { return false }
+    if let idempotencyKey, job.idempotencyKey != idempotencyKey { return false }
+    if let createdAfter, job.createdAt < createdAfter { return false }
+    if let createdBefore, job.createdAt >= createdBefore { return false }
+    return true
+  }
 
   /// Checks the limit and the cursor (a job id from a previous page).
   public func validate() throws(NovaError) {

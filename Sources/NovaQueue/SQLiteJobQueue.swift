@@ -217,6 +217,40 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           UPDATE nova_key_buckets SET full_at = refilled_at + 86400000;
           """)
     }
+    migrator.registerMigration("v19-job-counts") { db in
+      // Jobs per queue, kind and state, kept by triggers in the transaction of every change:
+      // counts (the console, /v1/queues/stats, the collector) read a few rows, never a million.
+      try db.execute(
+        sql: """
+          CREATE TABLE nova_job_counts (
+            queue TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (queue, kind, state)) WITHOUT ROWID;
+          INSERT INTO nova_job_counts (queue, kind, state, n) SELECT queue, kind, state, COUNT(*) FROM nova_jobs GROUP BY 1, 2, 3;
+          CREATE TRIGGER nova_job_counts_insert AFTER INSERT ON nova_jobs BEGIN
+            INSERT INTO nova_job_counts (queue, kind, state, n) VALUES (NEW.queue, NEW.kind, NEW.state, 1)
+              ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + 1;
+          END;
+          CREATE TRIGGER nova_job_counts_delete AFTER DELETE ON nova_jobs BEGIN
+            UPDATE nova_job_counts SET n = n - 1 WHERE queue = OLD.queue AND kind = OLD.kind AND state = OLD.state;
+          END;
+          CREATE TRIGGER nova_job_counts_update AFTER UPDATE OF state, queue, kind ON nova_jobs
+            WHEN OLD.state IS NOT NEW.state OR OLD.queue IS NOT NEW.queue OR OLD.kind IS NOT NEW.kind BEGIN
+            UPDATE nova_job_counts SET n = n - 1 WHERE queue = OLD.queue AND kind = OLD.kind AND state = OLD.state;
+            INSERT INTO nova_job_counts (queue, kind, state, n) VALUES (NEW.queue, NEW.kind, NEW.state, 1)
+              ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + 1;
+          END;
+          """)
+    }
+    migrator.registerMigration("v20-listing-by-state") { db in
+      // Listing newest first by queue and state, deep into a million jobs (the old index left
+      // out available, running and succeeded, and being partial it served no listing: they
+      // scanned the table from the newest job down).
+      try db.execute(
+        sql: """
+          DROP INDEX IF EXISTS nova_jobs_listing;
+          CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
+          """)
+    }
   }
 
   // MARK: - Columns
@@ -1088,18 +1122,18 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     return try await database.read { db in
       var counts: [String: [JobState: Int]] = [:]
-      let rows = try Row.fetchCursor(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY queue, state")
+      var byKind: [String: [String: Int]] = [:]
+      // The counters the triggers keep (a few rows per queue), not a count over every job.
+      let rows = try Row.fetchCursor(db, sql: "SELECT queue, kind, state, n FROM nova_job_counts WHERE n > 0")
       while let row = try rows.next() {
-        guard let state = JobState(rawValue: row[1]) else { continue }
-        counts[row[0], default: [:]][state] = row[2]
+        guard let state = JobState(rawValue: row[2]) else { continue }
+        let n: Int = row[3]
+        counts[row[0], default: [:]][state, default: 0] += n
+        if state == .available { byKind[row[0], default: [:]][row[1], default: 0] += n }
       }
       for name in try String.fetchAll(db, sql: "SELECT name FROM nova_queues") where counts[name] == nil {
         counts[name] = [:]
       }
-      var byKind: [String: [String: Int]] = [:]
-      let kinds = try Row.fetchCursor(
-        db, sql: "SELECT queue, kind, COUNT(*) FROM nova_jobs WHERE state = 'available' GROUP BY queue, kind")
-      while let row = try kinds.next() { byKind[row[0], default: [:]][row[1]] = row[2] }
       let workers = try Data.fetchAll(
         db, sql: "SELECT presence FROM nova_workers WHERE expires_at > ? ORDER BY worker", arguments: [now]
       ).compactMap(WorkerPresence.decoded)
@@ -1171,31 +1205,67 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     }
   }
 
+  public func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int {
+    guard !jobs.isEmpty else { return 0 }
+    let ids = String(decoding: try JSONEncoder().encode(jobs.map(\.id.rawValue)), as: UTF8.self)
+    return try await database.write { db in
+      // Output rows go with their job (the trigger on nova_jobs).
+      try db.execute(
+        sql: "DELETE FROM nova_jobs WHERE id IN (SELECT value FROM json_each(?)) AND state IN ('succeeded', 'dead', 'cancelled')",
+        arguments: [ids])
+      return db.changesCount
+    }
+  }
+
   public func list(_ filter: JobFilter) async throws -> JobPage {
     try filter.validate()
     var conditions: [String] = []
-    var arguments: StatementArguments = []
-    if let state = filter.state {
-      conditions.append("state = ?")
-      _ = arguments.append(contentsOf: [state.rawValue])
+    var arguments: [DatabaseValue] = []
+    func add(_ condition: String, _ value: some DatabaseValueConvertible) {
+      conditions.append(condition)
+      arguments.append(value.databaseValue)
     }
-    if let queue = filter.queue {
-      conditions.append("queue = ?")
-      _ = arguments.append(contentsOf: [queue])
-    }
-    if let kind = filter.kind {
-      conditions.append("kind = ?")
-      _ = arguments.append(contentsOf: [kind])
-    }
-    if let cursor = filter.cursor {
-      conditions.append("id < ?")
-      _ = arguments.append(contentsOf: [cursor])
-    }
-    let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-    let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(filter.limit + 1)"
-    let finalArguments = arguments
-    let jobs = try await database.read { db in
-      try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Self.job(from:))
+    if let kind = filter.kind { add("kind = ?", kind) }
+    if let key = filter.concurrencyKey { add("concurrency_key = ?", key) }
+    if let worker = filter.worker { add("lease_owner = ?", worker) }
+    if let key = filter.idempotencyKey { add("idempotency_key = ?", key) }
+    if let after = filter.createdAfter { add("created_at >= ?", after.millisecondsSince1970) }
+    if let before = filter.createdBefore { add("created_at < ?", before.millisecondsSince1970) }
+    if let cursor = filter.cursor { add("id < ?", cursor) }
+    let rest = conditions
+    let restArguments = arguments
+    let limit = filter.limit + 1
+    let jobs = try await database.read { db -> [Job] in
+      // Each (queue, state) pair is one range of the (queue, state, id) index, read newest
+      // first: a filter on both reads one range; on one of them, a range per queue or per
+      // state, merged; on neither, the table by id. No listing sorts or scans a million rows.
+      let queues: [String?] =
+        if let queue = filter.queue { [queue] } else if filter.state != nil {
+          try String.fetchAll(db, sql: "SELECT DISTINCT queue FROM nova_job_counts")
+        } else { [nil] }
+      let states: [String?] =
+        if let state = filter.state { [state.rawValue] } else if filter.queue != nil { JobState.allCases.map(\.rawValue) } else { [nil] }
+      var found: [Job] = []
+      for queue in queues {
+        for state in states {
+          var partition: [String] = []
+          var values: [DatabaseValue] = []
+          if let queue {
+            partition.append("queue = ?")
+            values.append(queue.databaseValue)
+          }
+          if let state {
+            partition.append("state = ?")
+            values.append(state.databaseValue)
+          }
+          let all = partition + rest
+          let whereClause = all.isEmpty ? "" : "WHERE " + all.joined(separator: " AND ")
+          let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(limit)"
+          found += try Row.fetchAll(db, sql: sql, arguments: StatementArguments(values + restArguments)).map(Self.job(from:))
+        }
+      }
+      if queues.count * states.count > 1 { found.sort { $0.id.rawValue > $1.id.rawValue } }
+      return Array(found.prefix(limit))
     }
     return JobPage(newestFirst: jobs, limit: filter.limit)
   }

@@ -723,6 +723,26 @@ enum RedisQueueScripts {
       return {deleted, ids[#ids]}
       """)
 
+  /// ARGV: job ids (then the actor). Deletes those that are succeeded, dead or cancelled, with
+  /// their idempotency key and output; returns how many.
+  static let delete = RedisScript(
+    helpers + """
+      local deleted = 0
+      for i = 1, #ARGV - 1 do
+        local id = ARGV[i]
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'idem')
+        if f[1] == 'succeeded' or f[1] == 'dead' or f[1] == 'cancelled' then
+          if f[2] then redis.call('HDEL', p .. 'idem', f[2]) end
+          redis.call('ZREM', p .. 'state:' .. f[1], id)
+          redis.call('DEL', k)
+          redis.call('UNLINK', p .. 'log:' .. id)
+          deleted = deleted + 1
+        end
+      end
+      return deleted
+      """)
+
   /// ARGV: now ('' for Redis's clock), the HSCAN cursor ('0' to begin). Deletes the per-key rate
   /// buckets that are full again (as good as absent) among about 1,000 fields of `keybuckets`;
   /// returns the number deleted and the next cursor ('0' when done). Buckets written before

@@ -513,6 +513,18 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     return nil
   }
 
+  public func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int {
+    var deleted = 0
+    for (queue, group) in Dictionary(grouping: jobs, by: \.queue) {
+      for chunk in stride(from: 0, to: group.count, by: 500).map({ group[$0..<min(group.count, $0 + 500)] }) {
+        let reply = try await run(RedisQueueScripts.delete, queue: queue, chunk.map { .string($0.id.rawValue) })
+        guard let count = reply.int else { throw RedisStoreBoundary.badReply("delete returned \(reply)") }
+        deleted += Int(count)
+      }
+    }
+    return deleted
+  }
+
   public func cancel(_ id: JobID) async throws -> Job {
     guard let queue = try await queueOf(id) else { throw NovaError.jobNotFound(id) }
     do {
@@ -717,7 +729,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     // small and sorted here; without a state filter, every set is read and merged.
     let states = filter.state.map { [$0] } ?? JobState.allCases
     var ids: [(queue: String, id: String)] = []
-    let fetch = filter.kind == nil ? filter.limit + 1 : 1000
+    let fetch = filter.looksInsideJobs ? 1000 : filter.limit + 1
     var commands: [[RESPArgument]] = []
     var owners: [String] = []
     for name in names {
@@ -752,7 +764,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       let hashes = try await redis.pipeline(chunk.map { ["HGETALL", .string("\(configuration.keyPrefix):{\($0.queue)}:job:\($0.id)")] })
       for (entry, reply) in zip(chunk, hashes) where !(reply.elements ?? []).isEmpty {
         let job = try Self.job(from: reply, queue: entry.queue)
-        if let kind = filter.kind, job.kind != kind { continue }
+        if !filter.matches(job) { continue }
         jobs.append(job)
         if jobs.count > filter.limit { break }
       }

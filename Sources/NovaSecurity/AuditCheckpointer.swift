@@ -26,6 +26,8 @@ public struct AuditCheckpointer: Service {
   public var logger: Logger
   /// Paces the passes (a test clock in timing tests).
   public var clock: any NovaClock
+  /// Where the coverage computed last is kept for the compliance page, if anywhere.
+  let coverageCache: AuditCoverageCache?
   /// Where audit coverage is also kept as a KPI (`audit.coverage`), if anywhere.
   public var kpis: KPIStore?
   /// Where every checkpoint is also kept, outside the database.
@@ -36,8 +38,9 @@ public struct AuditCheckpointer: Service {
   public init(
     security: SecurityContext, jobs: any JobStateListing, source: (any TransitionSource)? = nil,
     interval: Duration = .seconds(60), logger: Logger, kpis: KPIStore? = nil, mirror: (any CheckpointMirror)? = nil,
-    clock: any NovaClock = SystemClock()
+    clock: any NovaClock = SystemClock(), coverageCache: AuditCoverageCache? = nil
   ) {
+    self.coverageCache = coverageCache
     self.mirror = mirror
     self.security = security
     self.jobs = jobs
@@ -61,6 +64,7 @@ public struct AuditCheckpointer: Service {
     let size = try await security.audit.size()
     Gauge(label: Self.entriesMetric).record(size)
     let coverage = try await security.audit.coverage(of: jobs)
+    coverageCache?.store(coverage)
     Gauge(label: Self.coverageMetric).record(coverage.ratio)
     try await kpis?.record([
       KPISample(
@@ -78,6 +82,7 @@ public struct AuditCheckpointer: Service {
     if size > last {
       let checkpoint = try await security.audit.checkpoint(signer: security.signer, origin: security.origin)
       Gauge(label: Self.checkpointMetric).record(checkpoint.size)
+      try await security.audit.updateTiles(through: checkpoint.size)
       if let mirror {
         mirrored.set(try await security.audit.synchronize(mirror: mirror, publishedThrough: mirrored.get()))
       }

@@ -66,6 +66,12 @@ public struct AuditJournal: JobTransitionJournal {
             BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
           """)
     }
+    ConsoleSessionStore.registerSchema(in: &migrator)
+    migrator.registerMigration("v10-audit-tiles") { db in
+      // The hash of every complete run of 256 leaves (see `AuditLog.updateTiles`): inclusion
+      // proofs read a few thousand of these instead of every leaf of the log.
+      try db.execute(sql: "CREATE TABLE nova_audit_tiles (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL)")
+    }
   }
 
   public func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws {

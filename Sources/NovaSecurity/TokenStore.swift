@@ -180,6 +180,10 @@ public final class TokenStore: Sendable {
       else { throw NovaError.notFound("no token is named '\(name)'") }
       if (revokedAt[0] as Int64?) != nil { return }
       try db.execute(sql: "UPDATE nova_tokens SET revoked_at = ? WHERE name = ?", arguments: [millis, name])
+      // Console sessions signed in with the token end with it, in the same transaction.
+      if let id = try String.fetchOne(db, sql: "SELECT id FROM nova_tokens WHERE name = ?", arguments: [name]) {
+        try ConsoleSessionStore.endSessions(ofToken: id, in: db)
+      }
       try AuditJournal.append([(millis, actor, "token.revoked", name, "{}")], in: db)
     }
     guard let token = try await list().first(where: { $0.name == name }) else {

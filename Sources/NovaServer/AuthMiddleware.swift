@@ -20,6 +20,9 @@ public struct AuthMiddleware: RouterMiddleware {
   var luxOpen = false
   /// The largest body each route reads.
   var bodyLimits = RouteBodyLimits(maxPayloadBytes: 1 << 20)
+  /// The console's sign-in: its routes check sessions themselves, and `/lux` opened in a browser
+  /// (no bearer token) takes a console session.
+  var console: ConsoleAuthenticator?
 
   /// The route PagerDuty's webhooks (v3) are delivered to.
   public static let pagerDutyWebhookPath = "/v1/alerts/pagerduty"
@@ -35,6 +38,12 @@ public struct AuthMiddleware: RouterMiddleware {
       return try await next(request, context)
     }
     let source = context.remoteAddress?.ipAddress ?? "unknown"
+    if let console {
+      if ConsoleController.isConsolePath(path) { return try await next(request, context) }
+      if path == "/lux", request.method == .get, request.headers[.authorization] == nil {
+        return try await consoleCompliance(request, context: context, console: console, source: source, next: next)
+      }
+    }
     let action = Self.action(method: request.method, path: path)
     let token: APIToken
     if let gate {
@@ -68,6 +77,26 @@ public struct AuthMiddleware: RouterMiddleware {
     return try await AuditContext.$actor.withValue("token:\(token.name)") {
       try await next(request, context)
     }
+  }
+
+  /// `/lux` for a person signed in to the console (or named by the trusted proxy); others are
+  /// sent to sign in.
+  private func consoleCompliance(
+    _ request: Request, context: Context, console: ConsoleAuthenticator, source: String, next: (Request, Context) async throws -> Response
+  ) async throws -> Response {
+    let identity: ConsoleIdentity?
+    do {
+      identity = try await console.identify(request, context: context)
+    } catch {
+      throw APIError(.forbidden, code: "forbidden", message: "the sign-in header is not accepted from \(source), or names no console role")
+    }
+    guard let identity else { return ConsoleController.redirect("/login?next=/lux") }
+    if let gate {
+      let decision = try await gate.engine.decide(
+        PolicyRequest(subject: identity.subject, action: APIAction.read.rawValue, resource: Self.resource(path: "/lux"), source: source))
+      if !decision.permits { throw APIError(.forbidden, code: "forbidden", message: decision.refusal) }
+    }
+    return try await AuditContext.$actor.withValue(identity.actor) { try await next(request, context) }
   }
 
   private static func refuse(_ decision: AccessGuard.Decision, source: String) throws -> Never {

@@ -24,11 +24,24 @@ struct ComplianceReporter: Sendable {
   let alertSettings: @Sendable () async -> AlertSettings
   let reviewScheduleURL: String
   let dashboardURL: String?
+  /// Verifies the latest checkpoint from the last one verified (no request reads the whole log).
+  var verifier: CheckpointVerifier?
+  /// The coverage the checkpointer computed last (over every job), and how old it may be.
+  var coverageCache: AuditCoverageCache?
+  var coverageMaxAge: Duration = .seconds(180)
+  /// The last day's policy decisions, counted incrementally.
+  var decisionTally: DecisionTally?
 
   /// The report at `now` (ms).
   func report(now: Int64 = Date().millisecondsSince1970) async throws -> ComplianceReport {
     let audit = security.audit
-    let coverage = try await audit.coverage(of: jobs)
+    let coverage: AuditCoverage
+    if let cached = coverageCache?.coverage(within: coverageMaxAge) {
+      coverage = cached
+    } else {
+      // Until the checkpointer's first pass (or when its figure is stale), counted here.
+      coverage = try await audit.coverage(of: jobs)
+    }
     // Only samples up to now count: one dated in the future is not yet a figure.
     var trend = try await kpis.query(name: "audit.coverage", since: now - 7 * 86_400_000, until: now, limit: .max)
       .map { ComplianceReport.Point(time: AuditTime.string($0.time), value: $0.value) }
@@ -38,7 +51,13 @@ struct ComplianceReporter: Sendable {
     }
     let size = try await audit.size()
     var checkpoint: ComplianceReport.Checkpoint?
-    if let latest = try await audit.latestCheckpoint() {
+    if let verifier {
+      let status = try await verifier.status()
+      if let size = status.checkpointSize, let time = status.checkpointTime, let root = status.checkpointRoot {
+        checkpoint = ComplianceReport.Checkpoint(
+          size: size, created_at: AuditTime.string(time), root: EvidenceBundle.hex(root), signature_valid: status.valid)
+      }
+    } else if let latest = try await audit.latestCheckpoint() {
       // Valid means the signature verifies, names this log, and signs the root the entries
       // give now, recomputed from their content (not the stored hashes or root).
       let signed = try? Checkpoint.verify(note: latest.note, verifier: security.signer.verifier)
@@ -68,7 +87,12 @@ struct ComplianceReporter: Sendable {
         approved_version: nil, approved_opa_revision: nil, drifted: nil, differences: [])
     }
 
-    let counts = try await audit.decisionCounts(since: now - 86_400_000)
+    let counts: [AuditActivity.DecisionKey: Int]
+    if let decisionTally {
+      counts = try await decisionTally.counts(now: now)
+    } else {
+      counts = try await audit.decisionCounts(since: now - 86_400_000)
+    }
     let sources = Set(counts.keys.map(\.source)).union(AuditActivity.decisionSources).sorted()
     let decisions = ComplianceReport.Decisions(
       window_hours: 24,

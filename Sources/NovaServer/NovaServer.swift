@@ -50,6 +50,8 @@ public struct NovaServer: Sendable {
     public var jobsPath: String?
     /// Serve `/lux` and `/v1/compliance` without a token.
     public var luxOpen = false
+    /// The console's sign-in: session cookies and the authenticating proxy.
+    public var console = ConsoleSettings()
     /// Where the LUX page links the review schedule and the Grafana dashboard.
     public var reviewScheduleURL = Review.scheduleURL
     public var dashboardURL: String?
@@ -121,6 +123,12 @@ public struct NovaServer: Sendable {
   let pagerDutyWebhookSecret: String?
   /// The actions of HTTP workers; one per server, as it holds their waiting claims and leases.
   public let workerActions: WorkerActions
+  /// Verifies the latest signed checkpoint incrementally, for the console and the LUX page.
+  public let checkpointVerifier: CheckpointVerifier?
+  /// The audit coverage the checkpointer computed last, for the compliance page.
+  let coverageCache = AuditCoverageCache()
+  /// The last day's policy decisions, for the compliance page.
+  let decisionTally: DecisionTally?
 
   /// Wraps the backend in metrics instrumentation; throws when a store cannot be opened.
   public init(
@@ -137,6 +145,8 @@ public struct NovaServer: Sendable {
     self.security = security
     self.transitionSource = transitionSource
     self.policy = policy
+    self.decisionTally = security.map { DecisionTally(log: $0.audit) }
+    self.checkpointVerifier = security.map { CheckpointVerifier(log: $0.audit, verifier: $0.signer.verifier, origin: $0.origin) }
     self.workerActions = WorkerActions(
       queue: self.queue, policy: security == nil ? nil : policy, seal: security.map { LeaseSeal(signer: $0.signer) } ?? LeaseSeal(),
       registry: liveRegistry, limits: configuration.workerLimits, clock: clock, reserveAfter: configuration.pool.reserveAfter)
@@ -183,12 +193,22 @@ public struct NovaServer: Sendable {
     router.add(middleware: StoreDeadlineMiddleware(bound: configuration.storeDeadline))
     let gate = security == nil ? nil : policy.map(PolicyGate.init)
     if let security {
+      let console = ConsoleAuthenticator(
+        sessions: ConsoleSessionStore(audit: security.audit, lifetime: configuration.console.lifetime), access: security.access,
+        settings: configuration.console)
       router.add(
         middleware: AuthMiddleware(
           access: security.access, metricsOpen: configuration.metricsOpen, gate: gate,
           pagerDutyWebhookOpen: pagerDutyWebhookSecret != nil, luxOpen: configuration.luxOpen,
-          bodyLimits: RouteBodyLimits(maxPayloadBytes: configuration.maxPayloadBytes)))
+          bodyLimits: RouteBodyLimits(maxPayloadBytes: configuration.maxPayloadBytes), console: console))
       SecurityController(security: security, jobs: jobs).addRoutes(to: router)
+      ConsoleController(
+        auth: console, actions: jobActions, audit: security.audit, security: security,
+        verifier: checkpointVerifier
+          ?? CheckpointVerifier(
+            log: security.audit, verifier: security.signer.verifier, origin: security.origin),
+        kpis: kpis, alertStore: alertStore, alerts: alerts, clock: clock
+      ).addRoutes(to: router)
     }
     if let policy {
       PolicyController(engine: policy, audit: security?.audit).addRoutes(to: router)
@@ -209,7 +229,8 @@ public struct NovaServer: Sendable {
       let reporter = ComplianceReporter(
         security: security, jobs: jobs, transitionSource: transitionSource, policy: policy, policyBaseline: configuration.policyBaseline, kpis: kpis,
         alertStore: alertStore, alertSettings: { await alerts?.configuration.settings ?? AlertSettings() },
-        reviewScheduleURL: configuration.reviewScheduleURL, dashboardURL: configuration.dashboardURL)
+        reviewScheduleURL: configuration.reviewScheduleURL, dashboardURL: configuration.dashboardURL, verifier: checkpointVerifier,
+        coverageCache: coverageCache, coverageMaxAge: configuration.checkpointInterval * 3, decisionTally: decisionTally)
       let evidence: @Sendable (Int64?, Int64?) async throws -> [UInt8] = { since, until in
         let sections = try await EvidenceSections.build(
           journal: journal, alertStore: alertStore, policy: engine, baseline: configuration.policyBaseline,
@@ -307,7 +328,7 @@ public struct NovaServer: Sendable {
       services.append(
         AuditCheckpointer(
           security: security, jobs: jobs, source: transitionSource, interval: configuration.checkpointInterval, logger: logger,
-          kpis: kpis, mirror: configuration.checkpointMirror, clock: clock))
+          kpis: kpis, mirror: configuration.checkpointMirror, clock: clock, coverageCache: coverageCache))
     }
     var reloads: [(name: String, reload: @Sendable () async throws -> Void)] = []
     if let policy {

@@ -71,6 +71,8 @@ struct ServeCommand: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Where the LUX page links the Grafana dashboard.", valueName: "url"))
   var dashboardURL: String?
 
+  @OptionGroup var console: ConsoleOptions
+
   func validate() throws {
     guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is out of range 0...65535") }
     guard maxPayloadBytes > 0 else { throw ValidationError("--max-payload-bytes must be positive") }
@@ -81,6 +83,7 @@ struct ServeCommand: AsyncParsableCommand {
     try checkNumber(kpiRetentionDays, "--kpi-retention-days", 0.001...3650, "days")
     try checkNumber(collectSeconds, "--collect-seconds", 0.1...3600, "seconds")
     try pool.check()
+    try console.check()
   }
 
   func run() async throws {
@@ -143,6 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
     withBaseline.kpiRetention = .seconds(kpiRetentionDays * 86_400)
     withBaseline.kpiFutureTolerance = .seconds(fractional: kpiFutureSeconds)
     withBaseline.luxOpen = luxOpen
+    withBaseline.console = try console.settings()
     withBaseline.dashboardURL = dashboardURL
     // The built-in pool's host records its GPUs' health (when it has any) with the other KPIs.
     withBaseline.gpuHealthInterval = .seconds(fractional: collectSeconds)
@@ -278,5 +282,56 @@ struct PoolOptions: ParsableArguments {
       shutdownGracePeriod: .seconds(fractional: shutdownGraceSeconds), prefetch: prefetch)
     configuration.reserveAfter = reserveAfterSeconds > 0 ? .seconds(fractional: reserveAfterSeconds) : nil
     return configuration
+  }
+}
+
+/// The console's sign-in options of `nova serve`.
+struct ConsoleOptions: ParsableArguments {
+  @Flag(name: .long, help: "Mark the console's session cookie Secure (Nova reached over TLS through a proxy).")
+  var cookieSecure = false
+
+  @Option(name: .long, help: ArgumentHelp("A console session ends this long after sign-in.", valueName: "minutes"))
+  var sessionMinutes: Double = 720
+
+  @Option(name: .long, help: ArgumentHelp("A console session idle this long ends.", valueName: "minutes"))
+  var sessionIdleMinutes: Double = 30
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Sign in to the console by this header of an authenticating proxy (such as X-Forwarded-Email).", valueName: "header"))
+  var authProxyHeader: String?
+
+  @Option(name: .long, help: ArgumentHelp("The role map of people the proxy signs in (YAML: users, patterns, default).", valueName: "file"))
+  var authProxyRoles: String?
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "The proxy's addresses, comma-separated (IP addresses or CIDR ranges); the header is believed only from these.", valueName: "addresses"))
+  var authProxyTrusted: String?
+
+  func check() throws {
+    try checkNumber(sessionMinutes, "--session-minutes", 1...43_200, "minutes")
+    try checkNumber(sessionIdleMinutes, "--session-idle-minutes", 1...43_200, "minutes")
+    let given = [authProxyHeader, authProxyRoles, authProxyTrusted].filter { $0 != nil }.count
+    if given != 0 && given != 3 {
+      throw ValidationError("--auth-proxy-header, --auth-proxy-roles and --auth-proxy-trusted go together: give all three or none")
+    }
+    if let header = authProxyHeader, header.isEmpty || !header.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+      throw ValidationError("--auth-proxy-header '\(header)' is not a header name")
+    }
+  }
+
+  /// The settings these options give; reads and checks the role map.
+  func settings() throws -> ConsoleSettings {
+    var settings = ConsoleSettings(
+      cookieSecure: cookieSecure,
+      lifetime: ConsoleSessionStore.Lifetime(absolute: .seconds(fractional: sessionMinutes * 60), idle: .seconds(fractional: sessionIdleMinutes * 60))
+    )
+    if let header = authProxyHeader, let rolesPath = authProxyRoles, let trusted = authProxyTrusted {
+      settings.authProxy = AuthProxy(
+        header: header, roles: try AuthProxyRoles.load(path: rolesPath), trusted: try AddressRange.list(trusted, field: "--auth-proxy-trusted"))
+    }
+    return settings
   }
 }

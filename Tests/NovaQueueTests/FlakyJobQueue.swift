@@ -67,6 +67,7 @@ final class FlakyJobQueue: JobQueue {
   func purgeFinished(before: Date, deadBefore: Date?) async throws -> Int {
     try await base.purgeFinished(before: before, deadBefore: deadBefore)
   }
+  func delete(_ jobs: [(id: JobID, queue: String)]) async throws -> Int { try await base.delete(jobs) }
   func stats() async throws -> QueueStats { try await base.stats() }
   func announce(_ presence: WorkerPresence) async throws { try await base.announce(presence) }
   func withdraw(worker: String) async throws { try await base.withdraw(worker: worker) }

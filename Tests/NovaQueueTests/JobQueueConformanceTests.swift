@@ -516,6 +516,52 @@ struct JobQueueConformanceTests {
   }
 
   @Test(arguments: QueueBackend.all)
+  func listFiltersByKeyWorkerIdempotencyKeyAndTime(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let start = clock.now()
+    var keyed = request("echo", key: "order-7")
+    keyed.concurrencyKey = "tenant-a"
+    let first: JobID = try await queue.enqueue(keyed)
+    clock.advance(by: 10)
+    let middle = clock.now()
+    let second: JobID = try await queue.enqueue(request("echo"))
+    let lease = try #require(try await queue.claim(queues: ["default"], worker: "w-9", leaseDuration: leaseTime, limit: 1).first)
+    var filter = JobFilter()
+    filter.concurrencyKey = "tenant-a"
+    #expect(try await queue.list(filter).jobs.map(\.id) == [first])
+    filter = JobFilter()
+    filter.idempotencyKey = "order-7"
+    #expect(try await queue.list(filter).jobs.map(\.id) == [first])
+    filter = JobFilter()
+    filter.worker = "w-9"
+    #expect(try await queue.list(filter).jobs.map(\.id) == [lease.id])
+    filter = JobFilter()
+    filter.createdAfter = middle
+    #expect(try await queue.list(filter).jobs.map(\.id) == [second])
+    filter = JobFilter()
+    filter.createdAfter = start
+    filter.createdBefore = middle
+    #expect(try await queue.list(filter).jobs.map(\.id) == [first])
+  }
+
+  @Test(arguments: QueueBackend.all)
+  func deleteRemovesOnlyFinishedJobs(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let done: JobID = try await queue.enqueue(request(key: "k1"))
+    let waiting: JobID = try await queue.enqueue(request())
+    let lease = try #require(try await queue.claim(queues: ["default"], worker: "w", leaseDuration: leaseTime, limit: 1).first)
+    #expect(lease.id == done)
+    try await queue.complete(lease, result: nil)
+    #expect(try await queue.delete([(done, "default"), (waiting, "default")]) == 1)
+    #expect(try await queue.get(done) == nil)
+    #expect(try await queue.get(waiting) != nil)
+    // Its idempotency key is free again.
+    let again: JobID = try await queue.enqueue(request(key: "k1"))
+    #expect(again != done)
+    #expect(try await queue.delete([]) == 0)
+  }
+
+  @Test(arguments: QueueBackend.all)
   func purgeDeletesOnlyOldFinishedJobs(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
     let done: JobID = try await queue.enqueue(request())
