@@ -73,6 +73,9 @@ public struct JobsPage: Sendable {
       }
       body += "</div><p class=\"muted\">Each asks for confirmation with the number of jobs first.</p></form>"
     }
+    if nextCursor != nil, jobs.count < query.limit {
+      body += "<p class=\"muted\">Fewer jobs than a page matched among those looked at; the next page looks further.</p>"
+    }
     var paging = "<p class=\"actions\">"
     if query.cursor != nil { paging += "<a href=\"/console/jobs?\(ConsoleHTML.escape(query.queryString))\">First page</a>" }
     if let nextCursor {

@@ -249,6 +249,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         sql: """
           DROP INDEX IF EXISTS nova_jobs_listing;
           CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
+          CREATE INDEX nova_jobs_kind ON nova_jobs(kind, id);
+          CREATE INDEX nova_jobs_key ON nova_jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL;
           """)
     }
   }
@@ -1229,8 +1231,16 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     if let key = filter.concurrencyKey { add("concurrency_key = ?", key) }
     if let worker = filter.worker { add("lease_owner = ?", worker) }
     if let key = filter.idempotencyKey { add("idempotency_key = ?", key) }
-    if let after = filter.createdAfter { add("created_at >= ?", after.millisecondsSince1970) }
-    if let before = filter.createdBefore { add("created_at < ?", before.millisecondsSince1970) }
+    // Ids begin with their creation time (or a little later, when the clock stepped back): a
+    // time window also bounds the ids, which the index serves; the times themselves decide.
+    if let after = filter.createdAfter {
+      add("created_at >= ?", after.millisecondsSince1970)
+      add("id >= ?", JobID.lowerBound(for: after).rawValue)
+    }
+    if let before = filter.createdBefore {
+      add("created_at < ?", before.millisecondsSince1970)
+      add("id < ?", JobID.lowerBound(for: before.addingTimeInterval(3600)).rawValue)
+    }
     if let cursor = filter.cursor { add("id < ?", cursor) }
     let rest = conditions
     let restArguments = arguments
@@ -1240,11 +1250,13 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       // first: a filter on both reads one range; on one of them, a range per queue or per
       // state, merged; on neither, the table by id. No listing sorts or scans a million rows.
       let queues: [String?] =
-        if let queue = filter.queue { [queue] } else if filter.state != nil {
+        if let queue = filter.queue { [queue] } else if filter.state != nil || filter.idempotencyKey != nil {
           try String.fetchAll(db, sql: "SELECT DISTINCT queue FROM nova_job_counts")
         } else { [nil] }
       let states: [String?] =
-        if let state = filter.state { [state.rawValue] } else if filter.queue != nil { JobState.allCases.map(\.rawValue) } else { [nil] }
+        if let state = filter.state { [state.rawValue] } else if filter.queue != nil && filter.idempotencyKey == nil {
+          JobState.allCases.map(\.rawValue)
+        } else { [nil] }
       var found: [Job] = []
       for queue in queues {
         for state in states {

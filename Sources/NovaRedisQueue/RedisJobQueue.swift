@@ -725,11 +725,26 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     try filter.validate()
     let names: [String]
     if let queue = filter.queue { names = [queue] } else { names = try await allQueues() }
+    if let key = filter.idempotencyKey {
+      // Each queue keeps its idempotency keys in a hash: one look-up per queue.
+      let replies = try await redis.pipeline(names.map { ["HGET", .string("\(configuration.keyPrefix):{\($0)}:idem"), .string(key)] })
+      var jobs: [Job] = []
+      for (name, reply) in zip(names, replies) {
+        guard let id = try reply.checked().string else { continue }
+        let hash = try await redis.send("HGETALL", .string("\(configuration.keyPrefix):{\(name)}:job:\(id)"))
+        guard !(hash.elements ?? []).isEmpty else { continue }
+        let job = try Self.job(from: hash, queue: name)
+        if filter.matches(job), filter.state.map({ $0 == job.state }) ?? true, filter.cursor.map({ id < $0 }) ?? true { jobs.append(job) }
+      }
+      return JobPage(newestFirst: jobs.sorted { $0.id.rawValue > $1.id.rawValue }, limit: filter.limit)
+    }
     // Newest first by id: each state set is ordered by id (creation time); the running set is
     // small and sorted here; without a state filter, every set is read and merged.
     let states = filter.state.map { [$0] } ?? JobState.allCases
     var ids: [(queue: String, id: String)] = []
-    let fetch = filter.looksInsideJobs ? 1000 : filter.limit + 1
+    // A filter that looks inside jobs reads about 2,000 of them per page at most (spread over
+    // the sets); a page that finds fewer matches says where to go on (its cursor).
+    let fetch = filter.looksInsideJobs ? max(filter.limit + 1, 2000 / max(1, names.count * states.count)) : filter.limit + 1
     var commands: [[RESPArgument]] = []
     var owners: [String] = []
     for name in names {

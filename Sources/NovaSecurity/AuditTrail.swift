@@ -10,6 +10,11 @@ public struct AuditTrail: Sendable {
   public struct Item: Sendable, Equatable {
     public var entry: AuditEntry
     public var status: Status
+
+    public init(entry: AuditEntry, status: Status) {
+      self.entry = entry
+      self.status = status
+    }
   }
 
   /// What the check of one entry found.
@@ -33,6 +38,15 @@ public struct AuditTrail: Sendable {
   public var problem: String?
   /// More entries exist than were checked.
   public var truncated: Bool
+
+  public init(items: [Item], checkpointSize: Int64?, checkpointTime: Int64?, checkpointValid: Bool, problem: String?, truncated: Bool) {
+    self.items = items
+    self.checkpointSize = checkpointSize
+    self.checkpointTime = checkpointTime
+    self.checkpointValid = checkpointValid
+    self.problem = problem
+    self.truncated = truncated
+  }
 }
 
 extension AuditLog {

@@ -57,6 +57,7 @@ public enum ConsoleBenchmark {
         var request = JobRequest(
           kind: "k\(number % 5)", payload: Data("{\"n\":\(number)}".utf8), queue: "q\(number % 4)", maxAttempts: 1)
         if number % 10 == 0 { request.concurrencyKey = "tenant-\(number % 97)" }
+        if number % 100 == 0 { request.idempotencyKey = "order-\(number)" }
         return request
       }
       _ = try await queue.enqueue(batch: requests)
@@ -127,7 +128,8 @@ public enum ConsoleBenchmark {
       let finished = try await application.queue.list(JobFilter(state: .succeeded, limit: 1)).jobs.first
       var paths = [
         "/console", "/console/queues", "/console/jobs", "/console/jobs?state=dead&kind=k3", "/console/jobs?queue=q2&state=succeeded",
-        "/console/workers", "/console/alerts", "/lux",
+        "/console/jobs?queue=q1", "/console/jobs?kind=k2&key=tenant-7", "/console/jobs?q=order-500",
+        "/console/jobs?state=succeeded&from=2026-01-01T00:00", "/console/workers", "/console/alerts", "/lux",
       ]
       if let middle { paths.append("/console/jobs?state=available&cursor=\(middle.id.rawValue)") }
       if let finished { paths.append("/console/jobs/\(finished.id.rawValue)") }
