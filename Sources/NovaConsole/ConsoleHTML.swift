@@ -152,7 +152,8 @@ public enum ConsoleHTML {
   public static func pretty(_ data: Data?) -> String {
     guard let data, !data.isEmpty else { return "" }
     if let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]),
-      let text = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
+      let text = try? JSONSerialization.data(
+        withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
     {
       return String(decoding: text, as: UTF8.self)
     }
