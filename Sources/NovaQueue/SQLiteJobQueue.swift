@@ -1221,34 +1221,28 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
 
   public func list(_ filter: JobFilter) async throws -> JobPage {
     try filter.validate()
-    var conditions: [String] = []
-    var arguments: [DatabaseValue] = []
-    func add(_ condition: String, _ value: some DatabaseValueConvertible) {
-      conditions.append(condition)
-      arguments.append(value.databaseValue)
-    }
-    if let kind = filter.kind { add("kind = ?", kind) }
-    if let key = filter.concurrencyKey { add("concurrency_key = ?", key) }
-    if let worker = filter.worker { add("lease_owner = ?", worker) }
-    if let key = filter.idempotencyKey { add("idempotency_key = ?", key) }
-    // Ids begin with their creation time (or a little later, when the clock stepped back): a
-    // time window also bounds the ids, which the index serves; the times themselves decide.
-    if let after = filter.createdAfter {
-      add("created_at >= ?", after.millisecondsSince1970)
-      add("id >= ?", JobID.lowerBound(for: after).rawValue)
-    }
+    // Conditions on ids (the cursor, and a time window: ids begin with their creation time, or a
+    // little later when the clock stepped back), which every index below ends with.
+    var idConditions: [(String, DatabaseValue)] = []
+    if let cursor = filter.cursor { idConditions.append(("id < ?", cursor.databaseValue)) }
+    if let after = filter.createdAfter { idConditions.append(("id >= ?", JobID.lowerBound(for: after).rawValue.databaseValue)) }
     if let before = filter.createdBefore {
-      add("created_at < ?", before.millisecondsSince1970)
-      add("id < ?", JobID.lowerBound(for: before.addingTimeInterval(3600)).rawValue)
+      idConditions.append(("id < ?", JobID.lowerBound(for: before.addingTimeInterval(3600)).rawValue.databaseValue))
     }
-    if let cursor = filter.cursor { add("id < ?", cursor) }
-    let rest = conditions
-    let restArguments = arguments
+    // Conditions inside jobs, checked on the rows the index range gives.
+    var inside: [(String, DatabaseValue)] = []
+    if let kind = filter.kind { inside.append(("kind = ?", kind.databaseValue)) }
+    if let key = filter.concurrencyKey { inside.append(("concurrency_key = ?", key.databaseValue)) }
+    if let worker = filter.worker { inside.append(("lease_owner = ?", worker.databaseValue)) }
+    if let key = filter.idempotencyKey { inside.append(("idempotency_key = ?", key.databaseValue)) }
+    if let after = filter.createdAfter { inside.append(("created_at >= ?", after.millisecondsSince1970.databaseValue)) }
+    if let before = filter.createdBefore { inside.append(("created_at < ?", before.millisecondsSince1970.databaseValue)) }
     let limit = filter.limit + 1
-    let jobs = try await database.read { db -> [Job] in
+    let (insideJobs, byID) = (inside, idConditions)
+    let (jobs, floor) = try await database.read { db -> ([Job], String?) in
       // Each (queue, state) pair is one range of the (queue, state, id) index, read newest
       // first: a filter on both reads one range; on one of them, a range per queue or per
-      // state, merged; on neither, the table by id. No listing sorts or scans a million rows.
+      // state, merged; on neither, the table (or the kind or key index) by id.
       let queues: [String?] =
         if let queue = filter.queue { [queue] } else if filter.state != nil || filter.idempotencyKey != nil {
           try String.fetchAll(db, sql: "SELECT DISTINCT queue FROM nova_job_counts")
@@ -1257,28 +1251,49 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         if let state = filter.state { [state.rawValue] } else if filter.queue != nil && filter.idempotencyKey == nil {
           JobState.allCases.map(\.rawValue)
         } else { [nil] }
+      // A filter inside jobs looks at about 2,000 rows of the index per page, spread over the
+      // ranges: a page that finds fewer matches ends at the deepest row looked at (its cursor
+      // goes on from there), so no page scans a million rows for a rare match.
+      let budget = insideJobs.isEmpty ? nil : max(limit, 2000 / max(1, queues.count * states.count))
       var found: [Job] = []
+      var floor: String?
       for queue in queues {
         for state in states {
-          var partition: [String] = []
-          var values: [DatabaseValue] = []
-          if let queue {
-            partition.append("queue = ?")
-            values.append(queue.databaseValue)
+          var drive: [(String, DatabaseValue)] = []
+          if let queue { drive.append(("queue = ?", queue.databaseValue)) }
+          if let state { drive.append(("state = ?", state.databaseValue)) }
+          if queue == nil, state == nil {
+            // No range of the listing index: the key's or the kind's index leads.
+            if let key = filter.concurrencyKey {
+              drive.append(("concurrency_key = ?", key.databaseValue))
+            } else if let kind = filter.kind {
+              drive.append(("kind = ?", kind.databaseValue))
+            }
           }
-          if let state {
-            partition.append("state = ?")
-            values.append(state.databaseValue)
+          drive += byID
+          func clause(_ conditions: [(String, DatabaseValue)]) -> String {
+            conditions.isEmpty ? "" : "WHERE " + conditions.map(\.0).joined(separator: " AND ")
           }
-          let all = partition + rest
-          let whereClause = all.isEmpty ? "" : "WHERE " + all.joined(separator: " AND ")
-          let sql = "SELECT \(Self.columns) FROM nova_jobs \(whereClause) ORDER BY id DESC LIMIT \(limit)"
-          found += try Row.fetchAll(db, sql: sql, arguments: StatementArguments(values + restArguments)).map(Self.job(from:))
+          guard let budget else {
+            let sql = "SELECT \(Self.columns) FROM nova_jobs \(clause(drive)) ORDER BY id DESC LIMIT \(limit)"
+            found += try Row.fetchAll(db, sql: sql, arguments: StatementArguments(drive.map(\.1))).map(Self.job(from:))
+            continue
+          }
+          let looked = try String.fetchAll(
+            db, sql: "SELECT id FROM nova_jobs \(clause(drive)) ORDER BY id DESC LIMIT \(budget)", arguments: StatementArguments(drive.map(\.1)))
+          if looked.count == budget, let deepest = looked.last, floor.map({ deepest > $0 }) ?? true { floor = deepest }
+          guard !looked.isEmpty else { continue }
+          let ids = String(decoding: try JSONEncoder().encode(looked), as: UTF8.self)
+          let conditions = [("id IN (SELECT value FROM json_each(?))", ids.databaseValue)] + insideJobs
+          let sql = "SELECT \(Self.columns) FROM nova_jobs \(clause(conditions)) ORDER BY id DESC LIMIT \(limit)"
+          found += try Row.fetchAll(db, sql: sql, arguments: StatementArguments(conditions.map(\.1))).map(Self.job(from:))
         }
       }
+      if let floor { found.removeAll { $0.id.rawValue < floor } }
       if queues.count * states.count > 1 { found.sort { $0.id.rawValue > $1.id.rawValue } }
-      return Array(found.prefix(limit))
+      return (Array(found.prefix(limit)), floor)
     }
+    if let floor, jobs.count < limit { return JobPage(jobs: jobs, nextCursor: floor) }
     return JobPage(newestFirst: jobs, limit: filter.limit)
   }
 

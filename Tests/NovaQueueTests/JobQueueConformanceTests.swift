@@ -544,6 +544,41 @@ struct JobQueueConformanceTests {
     #expect(try await queue.list(filter).jobs.map(\.id) == [first])
   }
 
+  /// A rare match deep in a big store: each page looks at a bounded number of jobs and its
+  /// cursor goes on from the deepest one looked at, until the match is found.
+  @Test(arguments: QueueBackend.all)
+  func aFilterInsideJobsPagesOnToARareMatch(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let rare: JobID = try await queue.enqueue(request("rare"))
+    clock.advance(by: 0.01)
+    for _ in 0..<3 { _ = try await queue.enqueue(batch: (0..<1500).map { _ in request("bulk", queue: "other") }) }
+    var found: [JobID] = []
+    var cursor: String?
+    var pages = 0
+    repeat {
+      let page = try await queue.list(JobFilter(kind: "rare", limit: 10, cursor: cursor))
+      found += page.jobs.map(\.id)
+      cursor = page.nextCursor
+      pages += 1
+    } while cursor != nil && pages < 50
+    #expect(found == [rare])
+    #expect(pages < 50)
+    // Two filters inside jobs that nothing matches: pages still end, each looking at a bounded
+    // number of jobs (on SQLite the kind's index leads, then the worker is checked).
+    var filter = JobFilter(kind: "bulk", limit: 10)
+    filter.worker = "nobody"
+    var empty = 0
+    cursor = nil
+    repeat {
+      filter.cursor = cursor
+      let page = try await queue.list(filter)
+      #expect(page.jobs.isEmpty)
+      cursor = page.nextCursor
+      empty += 1
+    } while cursor != nil && empty < 50
+    #expect(empty > 1 && empty < 50)
+  }
+
   @Test(arguments: QueueBackend.all)
   func deleteRemovesOnlyFinishedJobs(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
