@@ -249,6 +249,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         sql: """
           DROP INDEX IF EXISTS nova_jobs_listing;
           CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
+          """)
+    }
+    migrator.registerMigration("v21-listing-by-kind-and-key") { db in
+      // A listing by kind or concurrency key alone reads its own index, newest first.
+      try db.execute(
+        sql: """
           CREATE INDEX nova_jobs_kind ON nova_jobs(kind, id);
           CREATE INDEX nova_jobs_key ON nova_jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL;
           """)
@@ -1262,6 +1268,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           var drive: [(String, DatabaseValue)] = []
           if let queue { drive.append(("queue = ?", queue.databaseValue)) }
           if let state { drive.append(("state = ?", state.databaseValue)) }
+          // An idempotency key is unique in its queue: its index finds the job at once.
+          if let key = filter.idempotencyKey, queue != nil, state == nil { drive.append(("idempotency_key = ?", key.databaseValue)) }
           if queue == nil, state == nil {
             // No range of the listing index: the key's or the kind's index leads.
             if let key = filter.concurrencyKey {

@@ -77,3 +77,49 @@ public actor DecisionTally {
     return total
   }
 }
+
+/// Jobs finished and failed per minute over the last hour, counted from the job transitions in
+/// the audit log and brought up to date from the entries appended since the last call.
+public actor JobEventTally {
+  let log: AuditLog
+  private var cursor: Int64?
+  /// Per minute (ms since 1970 / 60,000): jobs completed, and jobs that failed or died.
+  private var minutes: [Int64: (completed: Int, failed: Int)] = [:]
+  static let window: Int64 = 3_600_000
+
+  public init(log: AuditLog) { self.log = log }
+
+  /// The last 60 whole minutes before `now` and the current one, oldest first: (completed, failed).
+  public func perMinute(now: Int64) async throws -> (completed: [Int], failed: [Int]) {
+    let since = now - Self.window
+    let start: Int64
+    if let cursor {
+      start = cursor + 1
+    } else {
+      let size = try await log.size()
+      start = try await log.firstEntry(atOrAfter: since) ?? size + 1
+    }
+    let (rows, last) = try await log.database.read { db -> ([(Int64, String)], Int64) in
+      let last = try AuditJournal.lastSequence(db)
+      guard last >= start else { return ([], last) }
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT time, event FROM nova_audit
+          WHERE seq BETWEEN ? AND ? AND event IN ('job.completed', 'job.failed', 'job.dead')
+          """, arguments: [start, last]
+      ).map { ($0[0] as Int64, $0[1] as String) }
+      return (rows, last)
+    }
+    for (time, event) in rows {
+      var counts = minutes[time / 60_000] ?? (0, 0)
+      if event == "job.completed" { counts.completed += 1 } else { counts.failed += 1 }
+      minutes[time / 60_000] = counts
+    }
+    cursor = max(cursor ?? 0, last)
+    let current = now / 60_000
+    minutes = minutes.filter { $0.key > current - 61 }
+    let range = (current - 59)...current
+    return (range.map { minutes[$0]?.completed ?? 0 }, range.map { minutes[$0]?.failed ?? 0 })
+  }
+}

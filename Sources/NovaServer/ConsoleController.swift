@@ -22,7 +22,7 @@ struct ConsoleController: Sendable {
   let audit: AuditLog
   let security: SecurityContext
   let verifier: CheckpointVerifier
-  let kpis: KPIStore?
+  let jobEvents: JobEventTally
   let alertStore: AlertStore?
   let alerts: AlertEngine?
   let clock: any NovaClock
@@ -309,42 +309,11 @@ struct ConsoleController: Sendable {
       audit: audit, completedPerMinute: completed, failedPerMinute: failed, now: now)
   }
 
-  /// Jobs finished and failed per minute over the last hour, from the recorded queue depths
-  /// (the collector's samples): the rise of the succeeded and dead counts in each minute.
+  /// Jobs finished and failed per minute over the last hour, from the audit log's job
+  /// transitions (counted incrementally).
   func perMinute(now: Date) async throws -> ([Int], [Int]) {
-    guard let kpis else { return (Array(repeating: 0, count: 60), Array(repeating: 0, count: 60)) }
-    let end = now.millisecondsSince1970
-    let start = end - 61 * 60_000
-    func series(_ state: String) async throws -> [Int] {
-      let samples = try await kpis.query(name: "queue.depth", since: start, until: end, labels: ["state": state], limit: 50_000)
-      // The total over queues at each sampling time; per minute, the rise from the minute
-      // before's last total (or, for the first minute seen, from its own first).
-      var totals: [Int64: Double] = [:]
-      for sample in samples { totals[sample.time, default: 0] += sample.value }
-      var first = [Double?](repeating: nil, count: 61)
-      var last = [Double?](repeating: nil, count: 61)
-      for (time, total) in totals.sorted(by: { $0.key < $1.key }) {
-        let index = Int((time - start) / 60_000)
-        guard (0..<61).contains(index) else { continue }
-        if first[index] == nil { first[index] = total }
-        last[index] = total
-      }
-      var out: [Int] = []
-      var previous: Double? = last[0]
-      for index in 1..<61 {
-        guard let end = last[index], let begin = previous ?? first[index] else {
-          out.append(0)
-          continue
-        }
-        out.append(max(0, Int(end - begin)))
-        previous = end
-      }
-      return out
-    }
-    let succeeded = try await series("succeeded")
-    let dead = try await series("dead")
-    let failed = try await series("failed")
-    return (succeeded, zip(dead, failed).map { $0 + $1 })
+    let counts = try await jobEvents.perMinute(now: now.millisecondsSince1970)
+    return (counts.completed, counts.failed)
   }
 
   /// `text/event-stream` of the overview's figures every two seconds, for ten minutes (the

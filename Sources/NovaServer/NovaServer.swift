@@ -207,7 +207,7 @@ public struct NovaServer: Sendable {
         verifier: checkpointVerifier
           ?? CheckpointVerifier(
             log: security.audit, verifier: security.signer.verifier, origin: security.origin),
-        kpis: kpis, alertStore: alertStore, alerts: alerts, clock: clock
+        jobEvents: JobEventTally(log: security.audit), alertStore: alertStore, alerts: alerts, clock: clock
       ).addRoutes(to: router)
     }
     if let policy {

@@ -95,6 +95,30 @@ struct AuditTrailTests {
     #expect(try await other.status().valid == false)
   }
 
+  @Test func jobEventsAreCountedPerMinuteFromNewEntriesOnly() async throws {
+    let fixture = try SecurityFixture()
+    let now: Int64 = 1_800_000_000_000
+    let tally = JobEventTally(log: fixture.audit)
+    func add(_ event: String, minutesAgo: Int64) async throws {
+      try await fixture.audit.append(
+        event: event, subject: "j", payload: .object([:]), time: Date(millisecondsSince1970: now - minutesAgo * 60_000))
+    }
+    try await add("job.completed", minutesAgo: 90)
+    try await add("job.completed", minutesAgo: 30)
+    try await add("job.dead", minutesAgo: 30)
+    try await add("job.enqueued", minutesAgo: 0)
+    var counts = try await tally.perMinute(now: now)
+    #expect(counts.completed.count == 60 && counts.failed.count == 60)
+    #expect(counts.completed.reduce(0, +) == 1 && counts.failed.reduce(0, +) == 1)
+    #expect(counts.completed[29] == 1)
+    try await add("job.failed", minutesAgo: 0)
+    try await add("job.completed", minutesAgo: 0)
+    counts = try await tally.perMinute(now: now)
+    #expect(counts.completed.last == 1 && counts.failed.last == 1)
+    counts = try await tally.perMinute(now: now + 3_600_000)
+    #expect(counts.completed.reduce(0, +) == 0)
+  }
+
   @Test func decisionsAreTalliedFromNewEntriesOnly() async throws {
     let fixture = try SecurityFixture()
     let now = Date().millisecondsSince1970

@@ -252,6 +252,10 @@ struct ConsoleHTTPTests {
     _ = try await setup.security.audit.checkpoint(signer: setup.security.signer, origin: setup.security.origin)
     try await app.test(.router) { client in
       var ops = try await signIn(client, token: setup.operatorToken)
+      // The overview counts the three jobs that died this minute, from their audit entries.
+      try await client.execute(uri: "/console", method: .get, headers: ops.headers) { response in
+        #expect(String(buffer: response.body).contains("<span data-live-id=\"failures.hour\">3</span>"))
+      }
       // Search by id opens the job; its trail is proved against the signed checkpoint.
       try await client.execute(uri: "/console/jobs?q=\(dead[0].rawValue)", method: .get, headers: ops.headers) { response in
         #expect(response.status == .seeOther)
