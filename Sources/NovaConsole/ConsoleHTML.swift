@@ -41,21 +41,7 @@ public enum ConsoleHTML {
   }
 
   /// `text` made safe inside HTML text and attribute values.
-  public static func escape(_ text: String) -> String {
-    var out = ""
-    out.reserveCapacity(text.utf8.count)
-    for character in text {
-      switch character {
-      case "&": out += "&amp;"
-      case "<": out += "&lt;"
-      case ">": out += "&gt;"
-      case "\"": out += "&quot;"
-      case "'": out += "&#39;"
-      default: out.append(character)
-      }
-    }
-    return out
-  }
+  public static func escape(_ text: String) -> String { HTMLText.escape(text) }
 
   /// `text` as one component of a URL's query.
   public static func query(_ text: String) -> String {

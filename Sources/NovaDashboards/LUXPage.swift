@@ -1,4 +1,5 @@
 import Foundation
+import NovaCore
 
 /// The LUX compliance page: server-rendered HTML with inline SVG charts and inline CSS, no
 /// scripts and no external assets, so it works offline; semantic sections, tables with headers,
@@ -50,20 +51,7 @@ public enum LUXPage {
     .wide{grid-column:1/-1}
     """
 
-  static func escape(_ text: String) -> String {
-    var out = ""
-    for character in text {
-      switch character {
-      case "&": out += "&amp;"
-      case "<": out += "&lt;"
-      case ">": out += "&gt;"
-      case "\"": out += "&quot;"
-      case "'": out += "&#39;"
-      default: out.append(character)
-      }
-    }
-    return out
-  }
+  static func escape(_ text: String) -> String { HTMLText.escape(text) }
 
   static func percent(_ ratio: Double?) -> String {
     guard let ratio else { return "n/a" }

@@ -324,22 +324,34 @@ struct ConsoleController: Sendable {
     case .failure(let response): return response
     case .success(let found): identity = found
     }
+    let clock = clock
+    return Self.eventStream { send, stopping in
+      for _ in 0..<300 {
+        if stopping() || Task.isCancelled { break }
+        let figures = try await overview(identity).figures
+        let data = try JSONSerialization.data(withJSONObject: figures, options: [.sortedKeys])
+        try await send("figures", String(decoding: data, as: UTF8.self))
+        try await clock.sleep(for: .seconds(2))
+      }
+    }
+  }
+
+  /// A `text/event-stream` response whose events `body` sends (`send(event, data)`) until it
+  /// returns or `stopping()` says the server is stopping; the browser reconnects after 5 s.
+  static func eventStream(
+    _ body: @escaping @Sendable (_ send: (String, String) async throws -> Void, _ stopping: @Sendable () -> Bool) async throws -> Void
+  ) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "text/event-stream"
     headers[.cacheControl] = "no-store"
-    let clock = clock
     return Response(
       status: .ok, headers: headers,
       body: ResponseBody { writer in
         let stopping = Mutex(false)
         try await withGracefulShutdownHandler {
           try await writer.write(ByteBuffer(string: "retry: 5000\n\n"))
-          for _ in 0..<300 {
-            if stopping.withLock({ $0 }) || Task.isCancelled { break }
-            let figures = try await overview(identity).figures
-            let data = try JSONSerialization.data(withJSONObject: figures, options: [.sortedKeys])
-            try await writer.write(ByteBuffer(string: "event: figures\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
-            try await clock.sleep(for: .seconds(2))
+          try await body({ event, data in try await writer.write(ByteBuffer(string: "event: \(event)\ndata: \(data)\n\n")) }) {
+            stopping.withLock { $0 }
           }
         } onGracefulShutdown: {
           stopping.withLock { $0 = true }
@@ -471,26 +483,14 @@ struct ConsoleController: Sendable {
     } catch {
       return Self.failure(error, viewer: identity.viewer)
     }
-    var headers = HTTPFields()
-    headers[.contentType] = "text/event-stream"
-    headers[.cacheControl] = "no-store"
-    return Response(
-      status: .ok, headers: headers,
-      body: ResponseBody { writer in
-        let stopping = Mutex(false)
-        try await withGracefulShutdownHandler {
-          try await writer.write(ByteBuffer(string: "retry: 5000\n\n"))
-          try await feed.read(follow: true, stop: { stopping.withLock { $0 } }) { chunks in
-            let text = chunks.map { String(decoding: $0.data, as: UTF8.self) }.joined()
-            let data = try JSONSerialization.data(withJSONObject: ["text": text])
-            try await writer.write(ByteBuffer(string: "event: output\ndata: \(String(decoding: data, as: UTF8.self))\n\n"))
-          }
-          try await writer.write(ByteBuffer(string: "event: end\ndata: {}\n\n"))
-        } onGracefulShutdown: {
-          stopping.withLock { $0 = true }
-        }
-        try await writer.finish(nil)
-      })
+    return Self.eventStream { send, stopping in
+      try await feed.read(follow: true, stop: stopping) { chunks in
+        let text = chunks.map { String(decoding: $0.data, as: UTF8.self) }.joined()
+        let data = try JSONSerialization.data(withJSONObject: ["text": text])
+        try await send("output", String(decoding: data, as: UTF8.self))
+      }
+      try await send("end", "{}")
+    }
   }
 
   @Sendable func jobAction(_ request: Request, context: NovaRequestContext) async throws -> Response {
