@@ -52,6 +52,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// Ids strictly increase in enqueue order (claims take equal priorities by id).
   private let ids = JobID.Generator()
   private let knownQueues = Mutex<Set<String>>([])
+  /// The (queue, kind) pairs whose job counters exist (see migration v19).
+  private let countRows = Mutex<Set<[String]>>([])
 
   /// The queue in `database` (its tables created on first use), recording transitions in
   /// `journal` when given.
@@ -220,24 +222,26 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     migrator.registerMigration("v19-job-counts") { db in
       // Jobs per queue, kind and state, kept by triggers in the transaction of every change:
       // counts (the console, /v1/queues/stats, the collector) read a few rows, never a million.
+      // Every state's row of a (queue, kind) exists from its first job on (`countRows`), so a
+      // trigger only adds to a row, the cheapest write there is.
       try db.execute(
         sql: """
           CREATE TABLE nova_job_counts (
             queue TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
             PRIMARY KEY (queue, kind, state)) WITHOUT ROWID;
           INSERT INTO nova_job_counts (queue, kind, state, n) SELECT queue, kind, state, COUNT(*) FROM nova_jobs GROUP BY 1, 2, 3;
+          INSERT OR IGNORE INTO nova_job_counts (queue, kind, state, n)
+            SELECT pairs.queue, pairs.kind, states.column1, 0 FROM (SELECT DISTINCT queue, kind FROM nova_jobs) AS pairs
+            CROSS JOIN (VALUES ('scheduled'), ('available'), ('running'), ('succeeded'), ('failed'), ('dead'), ('cancelled')) AS states;
           CREATE TRIGGER nova_job_counts_insert AFTER INSERT ON nova_jobs BEGIN
-            INSERT INTO nova_job_counts (queue, kind, state, n) VALUES (NEW.queue, NEW.kind, NEW.state, 1)
-              ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + 1;
+            UPDATE nova_job_counts SET n = n + 1 WHERE queue = NEW.queue AND kind = NEW.kind AND state = NEW.state;
           END;
           CREATE TRIGGER nova_job_counts_delete AFTER DELETE ON nova_jobs BEGIN
             UPDATE nova_job_counts SET n = n - 1 WHERE queue = OLD.queue AND kind = OLD.kind AND state = OLD.state;
           END;
-          CREATE TRIGGER nova_job_counts_update AFTER UPDATE OF state, queue, kind ON nova_jobs
-            WHEN OLD.state IS NOT NEW.state OR OLD.queue IS NOT NEW.queue OR OLD.kind IS NOT NEW.kind BEGIN
+          CREATE TRIGGER nova_job_counts_update AFTER UPDATE OF state ON nova_jobs WHEN OLD.state IS NOT NEW.state BEGIN
             UPDATE nova_job_counts SET n = n - 1 WHERE queue = OLD.queue AND kind = OLD.kind AND state = OLD.state;
-            INSERT INTO nova_job_counts (queue, kind, state, n) VALUES (NEW.queue, NEW.kind, NEW.state, 1)
-              ON CONFLICT (queue, kind, state) DO UPDATE SET n = n + 1;
+            UPDATE nova_job_counts SET n = n + 1 WHERE queue = NEW.queue AND kind = NEW.kind AND state = NEW.state;
           END;
           """)
     }
@@ -251,13 +255,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
           """)
     }
-    migrator.registerMigration("v21-listing-by-kind-and-key") { db in
-      // A listing by kind or concurrency key alone reads its own index, newest first.
+    migrator.registerMigration("v21-listing-by-key") { db in
+      // A listing by concurrency key alone reads its own index, newest first (only keyed jobs
+      // are in it). Kind has none: an index every enqueue pays for, where a listing by kind
+      // alone reads the table by id a bounded number of rows per page.
       try db.execute(
-        sql: """
-          CREATE INDEX nova_jobs_kind ON nova_jobs(kind, id);
-          CREATE INDEX nova_jobs_key ON nova_jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL;
-          """)
+        sql: "CREATE INDEX nova_jobs_key ON nova_jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL")
     }
   }
 
@@ -324,12 +327,24 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       let fresh = Set(requests.map(\.queue)).subtracting(known)
       return Array(fresh)
     }
+    let newPairs = countRows.withLock { known -> [[String]] in
+      Array(Set(requests.map { [$0.queue, $0.kind] }).subtracting(known))
+    }
     let journal = journal
     let actor = AuditContext.actor
     let ids = ids
     let results = try await database.write { db -> [EnqueueResult] in
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
+      }
+      // The counters the triggers add to, one per state, before the first job of their kind.
+      for pair in newPairs {
+        try db.cachedStatement(
+          sql: """
+            INSERT OR IGNORE INTO nova_job_counts (queue, kind, state, n)
+              SELECT ?, ?, column1, 0 FROM (VALUES ('scheduled'), ('available'), ('running'), ('succeeded'), ('failed'), ('dead'), ('cancelled'))
+            """
+        ).execute(arguments: [pair[0], pair[1]])
       }
       var results: [EnqueueResult] = []
       results.reserveCapacity(requests.count)
@@ -348,6 +363,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       return results
     }
     if !newQueues.isEmpty { knownQueues.withLock { $0.formUnion(newQueues) } }
+    if !newPairs.isEmpty { countRows.withLock { $0.formUnion(newPairs) } }
     wake.signal()
     return results
   }
@@ -1272,11 +1288,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           if let key = filter.idempotencyKey, queue != nil, state == nil { drive.append(("idempotency_key = ?", key.databaseValue)) }
           if queue == nil, state == nil {
             // No range of the listing index: the key's or the kind's index leads.
-            if let key = filter.concurrencyKey {
-              drive.append(("concurrency_key = ?", key.databaseValue))
-            } else if let kind = filter.kind {
-              drive.append(("kind = ?", kind.databaseValue))
-            }
+            if let key = filter.concurrencyKey { drive.append(("concurrency_key = ?", key.databaseValue)) }
           }
           drive += byID
           func clause(_ conditions: [(String, DatabaseValue)]) -> String {

@@ -23,6 +23,41 @@ struct SQLiteJobQueueTests {
     #expect(try await reopened.sqliteVersion().hasPrefix("3."))
   }
 
+  /// The counters the triggers keep agree with a count over every job after every kind of
+  /// change, including from a second handle on the file (another process's enqueue).
+  @Test func jobCountersAgreeWithTheJobsAfterEveryChange() async throws {
+    let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    let queue = try SQLiteJobQueue(configuration: .init(path: path, clock: clock))
+    let other = try SQLiteJobQueue(configuration: .init(path: path, clock: clock))
+    func agree() async throws {
+      let counted = try await queue.database.read { db in
+        try Row.fetchAll(db, sql: "SELECT queue, state, COUNT(*) FROM nova_jobs GROUP BY 1, 2").reduce(into: [String: [JobState: Int]]()) {
+          $0[$1[0], default: [:]][JobState(rawValue: $1[1])!] = $1[2]
+        }
+      }
+      let stats = try await queue.stats().counts.mapValues { $0.filter { $0.value > 0 } }.filter { !$0.value.isEmpty }
+      #expect(stats == counted)
+    }
+    _ = try await queue.enqueue(batch: (0..<20).map { JobRequest(kind: $0 % 2 == 0 ? "a" : "b", queue: $0 % 3 == 0 ? "x" : "y", maxAttempts: 1) })
+    _ = try await other.enqueue(JobRequest(kind: "c", queue: "z", runAt: clock.now().addingTimeInterval(60)))
+    try await agree()
+    let leases = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 8)
+    _ = try await queue.complete(batch: leases.prefix(4).map { JobCompletion(lease: $0, result: nil) })
+    for lease in leases.dropFirst(4).prefix(2) { _ = try await queue.fail(lease, error: "x", retryable: false) }
+    try await queue.release(leases[7])
+    try await agree()
+    _ = try await queue.cancel(leases[7].id)
+    _ = try await queue.retry(leases[4].id)
+    clock.advance(by: 120)
+    _ = try await queue.reapExpiredLeases()
+    try await agree()
+    #expect(try await queue.delete(leases.prefix(2).map { ($0.id, $0.job.queue) }) == 2)
+    clock.advance(by: 3600)
+    _ = try await queue.purgeFinished(before: clock.now(), deadBefore: clock.now())
+    try await agree()
+  }
+
   @Test func refusesAFileThatIsNotADatabase() throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("junk.sqlite").path
     try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: path))
