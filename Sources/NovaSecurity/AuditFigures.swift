@@ -41,14 +41,7 @@ public actor DecisionTally {
   /// Decisions recorded from `now` less 24 hours to `now`, by source and outcome.
   public func counts(now: Int64) async throws -> [AuditActivity.DecisionKey: Int] {
     let since = now - Self.window
-    let start: Int64
-    if let cursor {
-      start = cursor + 1
-    } else {
-      // The first call starts at the first entry of the window.
-      let size = try await log.size()
-      start = try await log.firstEntry(atOrAfter: since) ?? size + 1
-    }
+    let start = try await log.tallyStart(after: cursor, since: since)
     let (rows, last) = try await log.database.read { db -> ([(Int64, String?, Bool)], Int64) in
       let last = try AuditJournal.lastSequence(db)
       guard last >= start else { return ([], last) }
@@ -92,13 +85,7 @@ public actor JobEventTally {
   /// The last 60 whole minutes before `now` and the current one, oldest first: (completed, failed).
   public func perMinute(now: Int64) async throws -> (completed: [Int], failed: [Int]) {
     let since = now - Self.window
-    let start: Int64
-    if let cursor {
-      start = cursor + 1
-    } else {
-      let size = try await log.size()
-      start = try await log.firstEntry(atOrAfter: since) ?? size + 1
-    }
+    let start = try await log.tallyStart(after: cursor, since: since)
     let (rows, last) = try await log.database.read { db -> ([(Int64, String)], Int64) in
       let last = try AuditJournal.lastSequence(db)
       guard last >= start else { return ([], last) }
@@ -121,5 +108,15 @@ public actor JobEventTally {
     minutes = minutes.filter { $0.key > current - 61 }
     let range = (current - 59)...current
     return (range.map { minutes[$0]?.completed ?? 0 }, range.map { minutes[$0]?.failed ?? 0 })
+  }
+}
+
+extension AuditLog {
+  /// Where an incremental tally reads from: after its cursor, or (the first time) the first
+  /// entry written at or after `since` (one past the end when there is none).
+  func tallyStart(after cursor: Int64?, since: Int64) async throws -> Int64 {
+    if let cursor { return cursor + 1 }
+    let size = try await size()
+    return try await firstEntry(atOrAfter: since) ?? size + 1
   }
 }
