@@ -65,6 +65,12 @@ public struct JobActions: Sendable {
     if !decision.permits { throw NovaError.forbidden(decision.refusal) }
   }
 
+  /// Throws `forbidden` unless the policy permits `caller` to take `action` on every job of
+  /// `jobs` (given as `[queue, kind]`): one decision per distinct queue and kind, not per job.
+  public func authorize(_ caller: Caller?, _ action: String, jobs: some Sequence<[String]>) async throws {
+    try await Self.authorize(policy, caller, action, jobs: jobs)
+  }
+
   /// One decision on jobs per distinct queue and kind among `jobs` (given as `[queue, kind]`).
   static func authorize(_ policy: PolicyEngine?, _ caller: Caller?, _ action: String, jobs: some Sequence<[String]>) async throws {
     var decided: Set<[String]> = []

@@ -543,6 +543,8 @@ struct ConsoleController: Sendable {
         }
         return await act(identity, back: "/console/jobs" + (query.queryString.isEmpty ? "" : "?" + query.queryString)) {
           let (jobs, _) = try await targets(action, query: query, selected: selected, caller: caller)
+          // One policy decision per queue and kind among the jobs (each recorded), not one per job.
+          try await actions.authorize(caller, action == .delete ? "cancel" : action.rawValue, jobs: jobs.map { [$0.queue, $0.kind] })
           var done = 0
           var skipped = 0
           for start in stride(from: 0, to: jobs.count, by: Self.bulkBatch) {
@@ -553,10 +555,8 @@ struct ConsoleController: Sendable {
             case .retry, .cancel:
               for job in batch {
                 do {
-                  _ = action == .retry ? try await actions.retry(job.id, by: caller) : try await actions.cancel(job.id, by: caller)
+                  _ = action == .retry ? try await actions.queue.retry(job.id) : try await actions.queue.cancel(job.id)
                   done += 1
-                } catch NovaError.forbidden(let reason) {
-                  throw NovaError.forbidden(reason)
                 } catch {
                   // A job that moved on since it was counted (finished, retried by another) is skipped.
                   skipped += 1

@@ -313,6 +313,44 @@ struct ConsoleHTTPTests {
     #expect(bulk.first?.payload.contains(#""kind":"resize""#) == true)
   }
 
+  /// A long job's output arrives piece by piece while a browser follows it: each piece comes as
+  /// an event when written, and the stream ends once the job is over.
+  @Test func aRunningAttemptsOutputIsFollowedAsItIsWritten() async throws {
+    let setup = try await makeServer()
+    let id: JobID = try await setup.queue.enqueue(JobRequest(kind: "echo", queue: "long"))
+    let lease = try #require(try await setup.queue.claim(queues: ["long"], worker: "w-1", leaseDuration: .seconds(60), limit: 1).first)
+    let queue = setup.queue
+    @Sendable func write(_ text: String) async throws {
+      try await queue.appendLogs([JobLogChunk(job: id, queue: "long", attempt: 1, stream: .stdout, data: Data(text.utf8), time: Date())])
+    }
+    try await write("epoch 1\n")
+    let app = Application(router: setup.server.makeRouter())
+    try await app.test(.live) { client in
+      let ops = try await signIn(client, token: setup.operatorToken)
+      try await client.execute(uri: "/console/jobs/\(id.rawValue)", method: .get, headers: ops.headers) { response in
+        #expect(String(buffer: response.body).contains("data-follow=\"/console/jobs/\(id.rawValue)/output?attempt=1\""))
+      }
+      // The job goes on writing, then ends, while the follower waits.
+      let writer = Task {
+        try await Task.sleep(for: .milliseconds(400))
+        try await write("epoch 2\n")
+        try await Task.sleep(for: .milliseconds(400))
+        try await queue.complete(lease, result: nil)
+      }
+      let started = ContinuousClock.now
+      try await client.execute(uri: "/console/jobs/\(id.rawValue)/output?attempt=1", method: .get, headers: ops.headers) { response in
+        #expect(response.headers[.contentType] == "text/event-stream")
+        let body = String(buffer: response.body)
+        let first = try #require(body.range(of: "epoch 1"))
+        let second = try #require(body.range(of: "epoch 2"))
+        #expect(first.lowerBound < second.lowerBound)
+        #expect(body.hasSuffix("event: end\ndata: {}\n\n"))
+      }
+      #expect(ContinuousClock.now - started >= .milliseconds(700))
+      try await writer.value
+    }
+  }
+
   @Test func signInThroughTheAuthenticatingProxy() async throws {
     let roles = try AuthProxyRoles.parse(
       """
