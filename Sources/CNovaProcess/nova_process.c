@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,4 +392,65 @@ int nova_supervise(int argc, char *const argv[]) {
     return 128 + sig;
   }
   return 1;
+}
+
+int nova_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, const int fds[3], pid_t *pid,
+               int *pidfd) {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  int error = posix_spawn_file_actions_init(&actions);
+  if (error) return error;
+  error = posix_spawnattr_init(&attributes);
+  if (error) {
+    posix_spawn_file_actions_destroy(&actions);
+    return error;
+  }
+  for (int target = 0; target < 3 && !error; target++) error = posix_spawn_file_actions_adddup2(&actions, fds[target], target);
+  if (!error) error = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  if (!error && cwd) error = posix_spawn_file_actions_addchdir_np(&actions, cwd);
+  sigset_t empty, defaults;
+  sigemptyset(&empty);
+  sigemptyset(&defaults);
+  // The worker ignores SIGPIPE and may block signals on its threads; the program starts clean.
+  for (int sig = 1; sig < 32; sig++) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaddset(&defaults, sig);
+  }
+  if (!error) error = posix_spawnattr_setsigmask(&attributes, &empty);
+  if (!error) error = posix_spawnattr_setsigdefault(&attributes, &defaults);
+  if (!error) error = posix_spawnattr_setpgroup(&attributes, 0);
+  if (!error) error = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  if (!error) error = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+  posix_spawnattr_destroy(&attributes);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error) return error;
+  *pidfd = -1;
+#if defined(SYS_pidfd_open)
+  // Not yet reaped (only this process waits for it), so the pidfd names exactly this child.
+  *pidfd = (int)syscall(SYS_pidfd_open, *pid, 0);
+  if (*pidfd >= 0) fcntl(*pidfd, F_SETFD, FD_CLOEXEC);
+#endif
+  return 0;
+}
+
+int nova_child_exited(pid_t pid) {
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
+  return info.si_pid == pid ? 1 : 0;
+}
+
+int nova_reap(pid_t pid) {
+  int status = 0;
+  pid_t result;
+  do {
+    result = waitpid(pid, &status, 0);
+  } while (result < 0 && errno == EINTR);
+  if (result != pid) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 256 + WTERMSIG(status);
+  return -1;
+}
+
+int nova_pipe(int fds[2], int nonblocking) {
+  return pipe2(fds, O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0)) == 0 ? 0 : errno;
 }

@@ -50,9 +50,6 @@ public struct AttemptSupervision: Sendable, Equatable {
     return URL(fileURLWithPath: supervisor).lastPathComponent == Self.programName ? [] : [ProcessHardening.supervisorCommand]
   }
 
-  /// The supervisors running now, by pid: the sweep of this worker's orphans never touches them
-  /// (nor takes the exit status swift-subprocess waits for).
-  static let running = Mutex<Set<Int32>>([])
 }
 
 /// A cgroup v2 per attempt, under a folder of this worker's own.

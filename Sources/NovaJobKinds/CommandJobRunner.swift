@@ -1,9 +1,7 @@
 import Foundation
 import NovaCore
 import NovaQueue
-import Subprocess
 import Synchronization
-import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -72,7 +70,7 @@ public struct CommandJobRunner: Sendable {
   }
 
   /// Writing to a program that exited without reading its input must fail the write, not kill
-  /// the worker (swift-subprocess writes with plain `write`; a worker on SQLite may never open
+  /// the worker (`ChildProgram` writes with plain `write`; a worker on SQLite may never open
   /// the socket after which NIO ignores SIGPIPE).
   private static let sigpipeIgnored: Bool = {
     signal(SIGPIPE, SIG_IGN)
@@ -84,16 +82,16 @@ public struct CommandJobRunner: Sendable {
     _ = Self.sigpipeIgnored
     let program = try resolve(kind.command[0])
     let account = try resolveAccount()
-    var options = PlatformOptions()
-    options.processGroupID = 0
-    var executable = Executable.path(FilePath(program))
+    var executable = program
     var arguments = Array(kind.command.dropFirst())
     var cgroup: String?
+    // On cancellation (timeout, a cancelled job, shutdown) the program's process group gets
+    // SIGTERM, then SIGKILL after the grace.
+    var stopGrace = kind.killGrace
     if let supervisor = supervision.supervisor {
-      // On cancellation (timeout, a cancelled job, shutdown) the supervisor gets SIGTERM, passes
-      // it to every process of the attempt and SIGKILLs them after the grace; it is killed
-      // itself only if it has not exited 5 s later.
-      options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace + .seconds(5))]
+      // The supervisor passes the SIGTERM to every process of the attempt and SIGKILLs them after
+      // the grace; it is killed itself only if it has not exited 5 s later.
+      stopGrace = kind.killGrace + .seconds(5)
       var options = supervision.prefix + ["--grace-ms", String(Int(kind.killGrace.seconds * 1000))]
       if let root = supervision.cgroupRoot, let folder = AttemptCgroups.make(in: root, job: context.id, attempt: context.attempt) {
         cgroup = folder
@@ -104,20 +102,20 @@ public struct CommandJobRunner: Sendable {
         options += ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.map(String.init).joined(separator: ",")]
       }
       if let files = ProcessHardening.originalOpenFileLimit { options += ["--nofile", String(files)] }
-      executable = .path(FilePath(supervisor))
+      executable = supervisor
       arguments = options + ["--", program] + arguments
-    } else {
-      options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: kind.killGrace)]
+    } else if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+      // The program dies with the worker: setpriv sets its parent-death signal before exec (and
+      // switches to the kind's account first, where it names one).
+      var options = ["--pdeathsig", "KILL"]
       if let account {
-        options.userID = account.uid
-        options.groupID = account.gid
-        options.supplementaryGroups = account.groups
+        options += ["--reuid", String(account.uid), "--regid", String(account.gid)]
+        options += account.groups.isEmpty ? ["--clear-groups"] : ["--groups", account.groups.map(String.init).joined(separator: ",")]
       }
-      // The program dies with the worker: setpriv sets its parent-death signal before exec.
-      if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
-        executable = .path(FilePath(Self.setpriv))
-        arguments = ["--pdeathsig", "KILL", "--", program] + arguments
-      }
+      executable = Self.setpriv
+      arguments = options + ["--", program] + arguments
+    } else if account != nil {
+      throw NonRetryableJobError("kind '\(name)': running as another account needs the attempt supervisor or \(Self.setpriv)")
     }
     // Whatever the supervisor could not reap (it was killed itself) goes with the cgroup.
     defer { if let cgroup { AttemptCgroups.empty(cgroup, within: .seconds(5)) } }
@@ -126,24 +124,15 @@ public struct CommandJobRunner: Sendable {
     let flusher = log.map { log in Task { await log.flushPeriodically() } }
     defer { flusher?.cancel() }
     do {
-      let result = try await Subprocess.run(
-        executable, arguments: Arguments(arguments), environment: .custom(childEnvironment(context, home: account?.home)),
-        workingDirectory: kind.cwd.map { FilePath($0) }, platformOptions: options,
-        input: .inputWriter, output: .sequence, error: .sequence
+      let (termination, output) = try await ChildProgram.run(
+        executable, arguments: arguments, environment: childEnvironment(context, home: account?.home), workingDirectory: kind.cwd,
+        input: Array(payload), stopGrace: stopGrace
       ) { execution in
-        let supervised = supervision.supervisor != nil
-        let pid = execution.processIdentifier.value
-        if supervised { AttemptSupervision.running.withLock { _ = $0.insert(pid) } }
-        defer { if supervised { AttemptSupervision.running.withLock { _ = $0.remove(pid) } } }
         async let stdout = BoundedOutput.collect(execution.standardOutput, limit: limit, stream: .stdout, log: log)
         async let stderr = BoundedOutput.collect(execution.standardError, limit: limit, stream: .stderr, log: log)
-        // A program that does not read its input must not fail the job.
-        _ = try? await execution.standardInputWriter.write(Array(payload))
-        try? await execution.standardInputWriter.finish()
-        let output = try await (stdout, stderr)
-        return (output.0, output.1, execution.processIdentifier.value)
+        return await (stdout, stderr, execution.pid)
       }
-      let (stdout, stderr, pid) = result.closureResult
+      let (stdout, stderr, pid) = output
       // Without a supervisor, whatever of its group outlived the program (a child it forked)
       // goes with it. (The supervisor reaps everything itself; its pid, reaped, may already name
       // another process's group.)
@@ -151,16 +140,16 @@ public struct CommandJobRunner: Sendable {
       flusher?.cancel()
       await log?.finish(stdout: stdout, stderr: stderr, limit: limit)
       let status: Termination
-      switch result.terminationStatus {
+      switch termination {
       case .exited(let code): status = .exited(code)
       case .signaled(let signal): status = .signaled(signal)
       }
       return Outcome(status: status, stdout: stdout, stderr: stderr)
-    } catch let error as SubprocessError where [.executableNotFound, .failedToChangeWorkingDirectory].contains(error.code) {
+    } catch let error as ChildProgram.SpawnError where [ENOENT, EACCES, ENOTDIR, ENOEXEC].contains(error.code) {
       // The kind's setup is wrong: no retry will fix it.
       throw NonRetryableJobError("kind '\(name)': could not start \(kind.command[0]): \(error)")
-    } catch let error as SubprocessError {
-      // Out of processes or descriptors, an I/O error: retried with backoff.
+    } catch let error as ChildProgram.SpawnError {
+      // Out of processes or descriptors: retried with backoff.
       throw CommandFailure(message: "kind '\(name)': running \(kind.command[0]) failed: \(error)")
     } catch {
       // Stopped (timeout, cancellation, shutdown): what it wrote so far is still kept, by a write
@@ -253,7 +242,7 @@ public struct CommandJobRunner: Sendable {
 
   /// The program's whole environment: nothing is inherited but `PATH`, `HOME`, `LANG` and the
   /// `env_pass` names; then the kind's fixed `env`, then the job's `NOVA_JOB_*`.
-  func childEnvironment(_ context: JobContext, home: String? = nil) -> [Environment.Key: String] {
+  func childEnvironment(_ context: JobContext, home: String? = nil) -> [String: String] {
     var values: [String: String] = [:]
     for name in ["PATH", "HOME", "LANG"] + kind.envPass { values[name] = environment[name] }
     // A program run as another account gets that account's home, not the worker's.
@@ -277,11 +266,8 @@ public struct CommandJobRunner: Sendable {
     }
     // Inherited by whatever the program forks: how a sweep finds them once this worker is gone.
     values[OrphanSweeper.variable] = OrphanSweeper.identity
-    var keyed: [Environment.Key: String] = [:]
-    for (name, value) in values {
-      if let key = Environment.Key(rawValue: name) { keyed[key] = value }
-    }
-    return keyed
+    // A name with `=` or a NUL cannot be passed (and is refused when the kinds file loads).
+    return values.filter { !$0.key.isEmpty && !$0.key.contains("=") && !$0.key.contains("\0") && !$0.value.contains("\0") }
   }
 
   /// The result of a successful run: its last stdout line when that is a JSON value, else the
@@ -335,9 +321,7 @@ public struct BoundedOutput: Sendable, Equatable {
     return (unseen - kept.count, kept)
   }
 
-  static func collect(_ sequence: SubprocessOutputSequence, limit: Int, stream: JobLogStream, log: AttemptLog?) async throws
-    -> BoundedOutput
-  {
+  static func collect(_ sequence: ChildProgram.Output, limit: Int, stream: JobLogStream, log: AttemptLog?) async -> BoundedOutput {
     var output = BoundedOutput()
     // The head is forwarded as it comes, but for an unended line in the last `lineWindow` bytes of
     // the limit: whether it is kept depends on whether the stream goes past the limit.
@@ -345,33 +329,28 @@ public struct BoundedOutput: Sendable, Equatable {
     var lineEnd = 0
     var forwarded = 0
     var full = false
-    do {
-      // Reading on even past the limit: a program whose pipe fills would block.
-      for try await chunk in sequence {
-        let wasFull = full
-        let passed = chunk.withUnsafeBytes { bytes -> Bool in
-          output.total += bytes.count
-          output.tail.append(contentsOf: bytes.suffix(tailBytes))
-          if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
-          if wasFull { return true }
-          let room = max(0, limit - output.head.count)
-          let start = output.head.count
-          output.head.append(contentsOf: bytes.prefix(room))
-          if let end = output.head[start...].lastIndex(of: Self.newline) { lineEnd = end + 1 }
-          guard bytes.count > room else { return false }
-          // Past the limit: the head ends with its last whole line when that ends near the limit.
-          if lineEnd > 0, lineEnd >= windowStart { output.head.removeLast(output.head.count - lineEnd) }
-          return true
-        }
-        full = passed
-        let ready = (full || output.head.count <= windowStart) ? output.head.count : max(windowStart, lineEnd)
-        if let log, ready > forwarded { await log.add(stream, Array(output.head[forwarded..<ready])) }
-        forwarded = max(forwarded, ready)
+    // Reading on even past the limit: a program whose pipe fills would block. (A stopped run
+    // ends the sequence early.)
+    for await chunk in sequence {
+      let wasFull = full
+      let passed = chunk.withUnsafeBytes { bytes -> Bool in
+        output.total += bytes.count
+        output.tail.append(contentsOf: bytes.suffix(tailBytes))
+        if output.tail.count > 2 * tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }
+        if wasFull { return true }
+        let room = max(0, limit - output.head.count)
+        let start = output.head.count
+        output.head.append(contentsOf: bytes.prefix(room))
+        if let end = output.head[start...].lastIndex(of: Self.newline) { lineEnd = end + 1 }
+        guard bytes.count > room else { return false }
+        // Past the limit: the head ends with its last whole line when that ends near the limit.
+        if lineEnd > 0, lineEnd >= windowStart { output.head.removeLast(output.head.count - lineEnd) }
+        return true
       }
-    } catch {
-      // Stopped: the line held back is still output the program wrote.
-      if let log, output.head.count > forwarded { await log.add(stream, Array(output.head[forwarded...])) }
-      throw error
+      full = passed
+      let ready = (full || output.head.count <= windowStart) ? output.head.count : max(windowStart, lineEnd)
+      if let log, ready > forwarded { await log.add(stream, Array(output.head[forwarded..<ready])) }
+      forwarded = max(forwarded, ready)
     }
     if let log, output.head.count > forwarded { await log.add(stream, Array(output.head[forwarded...])) }
     if output.tail.count > tailBytes { output.tail.removeFirst(output.tail.count - tailBytes) }

@@ -50,7 +50,7 @@ public enum OrphanSweeper {
   /// in this process's group (what the worker itself starts stays in it): descendants of a killed
   /// supervisor, reparented here. Only a child seen on two sweeps in a row (the same process: its
   /// start time) is touched, so a child being spawned, or a supervisor that just exited and is
-  /// about to be reaped by swift-subprocess, is never taken for an orphan; and each is reaped by its
+  /// about to be reaped by its `ChildProgram` run, is never taken for an orphan; and each is reaped by its
   /// pid, never with a wait for any child.
   @discardableResult
   public static func reapOwnOrphans() -> [Int32] {
@@ -59,11 +59,11 @@ public enum OrphanSweeper {
     else { return [] }
     let own = getpid()
     let group = getpgrp()
-    let supervisors = AttemptSupervision.running.withLock { $0 }
+    let ours = ChildProgram.running.withLock { $0 }
     var suspects: Set<String> = []
     var reaped: [Int32] = []
     for entry in entries {
-      guard let pid = Int32(entry), pid != own, !supervisors.contains(pid), parent(of: pid) == own, getpgid(pid) != group,
+      guard let pid = Int32(entry), pid != own, !ours.contains(pid), parent(of: pid) == own, getpgid(pid) != group,
         let identity = identity(of: pid)
       else { continue }
       let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()

@@ -1,7 +1,7 @@
-import Subprocess
-import SystemPackage
+import Foundation
+import NovaCore
 
-/// Runs the hardware probes' programs (nvidia-smi, a GPU load) with swift-subprocess, as job programs are run.
+/// Runs the hardware probes' programs (nvidia-smi, a GPU load) with `ChildProgram`, as job programs are run.
 enum ProbeProgram {
   /// How one run ended.
   enum Outcome: Sendable, Equatable {
@@ -44,8 +44,14 @@ enum ProbeProgram {
   static func start(shell command: String) -> Task<Void, Never> {
     Task {
       do {
-        _ = try await Subprocess.run(
-          Executable.path(FilePath("/bin/sh")), arguments: ["-c", command], platformOptions: Self.options, output: .discarded)
+        _ = try await ChildProgram.run(
+          "/bin/sh", arguments: ["-c", command], environment: ProcessInfo.processInfo.environment, stopGrace: .seconds(2)
+        ) {
+          execution in
+          async let discarded: Void = { for await _ in execution.standardError {} }()
+          for await _ in execution.standardOutput {}
+          await discarded
+        }
       } catch {
         // A load that cannot start leaves the GPU idle, which the samples then show.
       }
@@ -58,33 +64,25 @@ enum ProbeProgram {
     await program.value
   }
 
-  /// A group of its own, so that the signals of a timeout or a stop reach whatever the program started too.
-  private static var options: PlatformOptions {
-    var options = PlatformOptions()
-    options.processGroupID = 0
-    options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .seconds(2))]
-    return options
-  }
-
   private static func runToEnd(_ path: String, _ arguments: [String], limit: Int) async -> Outcome {
     var busyTries = 0
     while true {
       do {
-        let result = try await Subprocess.run(
-          Executable.path(FilePath(path)), arguments: Arguments(arguments), platformOptions: options, output: .string(limit: limit))
-        switch result.terminationStatus {
-        case .exited(let code): return .finished(status: code, output: result.standardOutput)
-        case .signaled(let signal): return .finished(status: 128 + signal, output: result.standardOutput)
+        // In a group of its own, so that the signals of a timeout reach whatever the program started too.
+        let (termination, output) = try await ChildProgram.output(path, arguments: arguments, limit: limit)
+        guard let output else { return .failed("more than \(limit) bytes of output") }
+        let text = String(decoding: output, as: UTF8.self)
+        switch termination {
+        case .exited(let code): return .finished(status: code, output: text)
+        case .signaled(let signal): return .finished(status: 128 + signal, output: text)
         }
-      } catch let error as SubprocessError {
+      } catch let error as ChildProgram.SpawnError {
         switch error.code {
-        case .executableNotFound:
+        case ENOENT:
           return .missing
-        case .outputLimitExceeded:
-          return .failed("more than \(limit) bytes of output")
         // A program written a moment ago can be briefly busy (ETXTBSY) while another thread's fork still holds it
         // open for writing.
-        case .spawnFailed where error.underlyingError == Errno.textFileBusy && busyTries < 50:
+        case ETXTBSY where busyTries < 50:
           busyTries += 1
           do { try await Task.sleep(for: .milliseconds(10)) } catch { return .failed("cancelled") }
         default:

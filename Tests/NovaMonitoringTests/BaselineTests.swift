@@ -160,7 +160,7 @@ struct BaselineTests {
     #expect(missing.contains("does not exist"))
   }
 
-  @Test func probeProgramsRunWithSwiftSubprocess() async throws {
+  @Test func probeProgramsRunAndAreStoppedAtTheirTimeout() async throws {
     #expect(await ProbeProgram.run("/bin/sh", ["-c", "echo ok; exit 3"], timeout: .seconds(30)) == .finished(status: 3, output: "ok\n"))
     #expect(await ProbeProgram.run("/bin/sh", ["-c", "kill -9 $$"], timeout: .seconds(30)) == .finished(status: 137, output: ""))
     let clock = ContinuousClock()
