@@ -165,6 +165,7 @@ let package = Package(
       name: "NovaBenchmarks",
       dependencies: [
         "NovaAlerting", "NovaCore", "NovaDatabase", "NovaJobKinds", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaSecurity",
+        .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -7,6 +7,6 @@ struct BenchCommand: AsyncParsableCommand {
     commandName: "bench", abstract: "Benchmarks that print JSON and a human summary.",
     subcommands: [
       QueueBench.self, PromotionBench.self, AuditBench.self, PolicyBench.self, KPIBench.self, AlertsBench.self, BaselineBench.self, NetServer.self,
-      ConsoleBench.self,
+      ConsoleBench.self, SQLiteCeilingBench.self, HTTPBench.self,
     ])
 }

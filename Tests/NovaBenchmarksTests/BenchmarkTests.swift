@@ -11,6 +11,39 @@ import Testing
 /// Each benchmark behind `nova bench` runs small and reports figures that make sense.
 @Suite("Benchmarks", .serialized, .timeLimit(.minutes(5)))
 struct BenchmarkTests {
+  /// Issue #24: the SQLite ceiling runs every lifecycle it was asked for, and inserts alone are
+  /// faster than whole lifecycles.
+  @Test func theSQLiteCeilingRunsEveryLifecycle() throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("ceiling.sqlite").path
+    let result = try SQLiteCeilingBenchmark.run(path: path, jobs: 1_050, batch: 100)
+    #expect(result.jobs == 1_050 && result.batch == 100)
+    #expect(result.jobs_per_s > 0 && result.inserts_per_s > result.jobs_per_s)
+    #expect(SQLiteCeilingBenchmark.median([result, result, result]) == result)
+  }
+
+  /// Issue #24: the HTTP load generator keeps its connections busy, sends the request as given
+  /// and counts the answers by status.
+  @Test func theHTTPLoadGeneratorSendsTheRequestOnEveryConnection() async throws {
+    let receiver = try await LocalHTTPReceiver()
+    receiver.setDefault(status: 201, body: #"{"id":"x"}"#)
+    let request = try #require(
+      HTTPLoadBenchmark.Request(
+        url: receiver.url + "/v1/jobs", method: "POST", headers: [("Authorization", "Bearer t")], body: Array(#"{"kind":"echo"}"#.utf8)))
+    let result = try await HTTPLoadBenchmark.run(request, connections: 3, duration: .milliseconds(500), warmup: .milliseconds(100))
+    #expect(result.requests > 0 && result.requests_per_s > 0)
+    #expect(result.statuses == ["201": result.requests])
+    #expect(result.p50_ms <= result.p99_ms && result.p99_ms <= result.max_ms)
+    let sent = receiver.requests
+    #expect(sent.allSatisfy { $0.method == "POST" && $0.path == "/v1/jobs" && $0.header("Authorization") == "Bearer t" })
+    #expect(sent.first?.text == #"{"kind":"echo"}"#)
+    #expect(HTTPLoadBenchmark.median([result, result]).requests_per_s == result.requests_per_s)
+    #expect(HTTPLoadBenchmark.Request(url: "ftp://host/x", method: "GET") == nil)
+    await #expect(throws: (any Error).self) {
+      _ = try await HTTPLoadBenchmark.run(
+        try #require(HTTPLoadBenchmark.Request(url: "http://127.0.0.1:1/", method: "GET")), connections: 1, duration: .milliseconds(10))
+    }
+  }
+
   @Test func queueBenchmarkLosesNothing() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
     let result = try await QueueBenchmark.run(

@@ -1,0 +1,198 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NovaCore
+import Synchronization
+
+/// A closed-loop HTTP/1.1 load generator: `connections` keep-alive connections, each sending the
+/// same request again as soon as the answer to the last one is in, for `duration`. Reports requests
+/// per second and the latency of each (p50, p99, max), and counts answers by status.
+public enum HTTPLoadBenchmark {
+  /// What to send.
+  public struct Request: Sendable {
+    /// `GET`, `POST`, ...
+    public var method: String
+    public var host: String
+    public var port: Int
+    public var path: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(method: String, host: String, port: Int, path: String, headers: [(String, String)] = [], body: [UInt8] = []) {
+      self.method = method
+      self.host = host
+      self.port = port
+      self.path = path
+      self.headers = headers
+      self.body = body
+    }
+
+    /// A request for `url` (`http://HOST:PORT/PATH`); nil when it is not one.
+    public init?(url: String, method: String, headers: [(String, String)] = [], body: [UInt8] = []) {
+      guard let parsed = URL(string: url), parsed.scheme == "http", let host = parsed.host else { return nil }
+      let path = parsed.path.isEmpty ? "/" : parsed.path + (parsed.query.map { "?" + $0 } ?? "")
+      self.init(method: method, host: host, port: parsed.port ?? 80, path: path, headers: headers, body: body)
+    }
+  }
+
+  /// One run's figures.
+  public struct Result: Codable, Sendable, Equatable {
+    public var connections: Int
+    public var seconds: Double
+    public var requests: Int
+    public var requests_per_s: Double
+    public var p50_ms: Double
+    public var p99_ms: Double
+    public var max_ms: Double
+    /// Answers by status code ("201": 51234); "error" counts connections that failed.
+    public var statuses: [String: Int]
+  }
+
+  /// Runs the load for `duration` after `warmup` (whose requests are not counted).
+  public static func run(
+    _ request: Request, connections: Int, duration: Duration, warmup: Duration = .seconds(1)
+  ) async throws -> Result {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: min(connections, max(1, ProcessInfo.processInfo.activeProcessorCount)))
+    do {
+      let result = try await load(request, group: group, connections: connections, duration: duration, warmup: warmup)
+      try? await group.shutdownGracefully()
+      return result
+    } catch {
+      try? await group.shutdownGracefully()
+      throw error
+    }
+  }
+
+  private static func load(
+    _ request: Request, group: MultiThreadedEventLoopGroup, connections: Int, duration: Duration, warmup: Duration
+  ) async throws -> Result {
+    let recorder = Recorder()
+    var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
+    head.headers.add(name: "Host", value: "\(request.host):\(request.port)")
+    head.headers.add(name: "Content-Length", value: String(request.body.count))
+    for (name, value) in request.headers { head.headers.add(name: name, value: value) }
+    let template = head
+    var channels: [any Channel] = []
+    for _ in 0..<connections {
+      let channel = try await ClientBootstrap(group: group)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+          channel.pipeline.addHTTPClientHandlers().flatMap {
+            channel.pipeline.addHandler(LoopHandler(head: template, body: request.body, recorder: recorder))
+          }
+        }
+        .connect(host: request.host, port: request.port).get()
+      channels.append(channel)
+    }
+    try await Task.sleep(for: warmup)
+    recorder.start()
+    let started = ContinuousClock.now
+    try await Task.sleep(for: duration)
+    let (latencies, statuses) = recorder.stop()
+    let seconds = (ContinuousClock.now - started).seconds
+    for channel in channels { try? await channel.close() }
+    let sorted = latencies.sorted()
+    func percentile(_ p: Double) -> Double {
+      sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
+    }
+    return Result(
+      connections: connections, seconds: seconds, requests: sorted.count, requests_per_s: Double(sorted.count) / seconds,
+      p50_ms: percentile(0.5), p99_ms: percentile(0.99), max_ms: (sorted.last ?? 0) * 1000,
+      statuses: Dictionary(uniqueKeysWithValues: statuses.map { ($0.key < 0 ? "error" : String($0.key), $0.value) }))
+  }
+
+  /// The median of several runs, figure by figure (statuses: summed).
+  public static func median(_ results: [Result]) -> Result {
+    func middle(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    guard var out = results.first else {
+      return Result(connections: 0, seconds: 0, requests: 0, requests_per_s: 0, p50_ms: 0, p99_ms: 0, max_ms: 0, statuses: [:])
+    }
+    out.seconds = middle(results.map(\.seconds))
+    out.requests = Int(middle(results.map { Double($0.requests) }))
+    out.requests_per_s = middle(results.map(\.requests_per_s))
+    out.p50_ms = middle(results.map(\.p50_ms))
+    out.p99_ms = middle(results.map(\.p99_ms))
+    out.max_ms = results.map(\.max_ms).max() ?? 0
+    out.statuses = results.reduce(into: [:]) { sum, result in sum.merge(result.statuses, uniquingKeysWith: +) }
+    return out
+  }
+
+  /// Latencies (seconds) and statuses of the answers that arrived while recording.
+  final class Recorder: Sendable {
+    private struct State {
+      var recording = false
+      var latencies: [Double] = []
+      var statuses: [Int: Int] = [:]
+    }
+    private let state = Mutex(State())
+
+    func start() { state.withLock { $0.recording = true } }
+
+    func stop() -> ([Double], [Int: Int]) {
+      state.withLock { state in
+        state.recording = false
+        return (state.latencies, state.statuses)
+      }
+    }
+
+    func record(seconds: Double, status: Int) {
+      state.withLock { state in
+        guard state.recording else { return }
+        if status >= 0 { state.latencies.append(seconds) }
+        state.statuses[status, default: 0] += 1
+      }
+    }
+  }
+
+  /// Sends the request, waits for the whole answer, records it, sends it again.
+  final class LoopHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let head: HTTPRequestHead
+    let body: [UInt8]
+    let recorder: Recorder
+    /// When the request in flight was sent, and its answer's status (only this channel's event
+    /// loop touches them; the Mutex keeps the type Sendable).
+    private let inFlight = Mutex((sent: ContinuousClock.now, status: 0))
+
+    init(head: HTTPRequestHead, body: [UInt8], recorder: Recorder) {
+      self.head = head
+      self.body = body
+      self.recorder = recorder
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+      send(context)
+      context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      switch unwrapInboundIn(data) {
+      case .head(let response):
+        inFlight.withLock { $0.status = Int(response.status.code) }
+      case .body:
+        break
+      case .end:
+        let (sent, status) = inFlight.withLock { ($0.sent, $0.status) }
+        recorder.record(seconds: (ContinuousClock.now - sent).seconds, status: status)
+        send(context)
+      }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+      recorder.record(seconds: 0, status: -1)
+      context.close(promise: nil)
+    }
+
+    private func send(_ context: ChannelHandlerContext) {
+      inFlight.withLock { $0.sent = .now }
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
+      if !body.isEmpty {
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+      }
+      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+  }
+}
