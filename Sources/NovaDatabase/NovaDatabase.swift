@@ -171,6 +171,17 @@ public final class NovaDatabase: Sendable {
     }
   }
 
+  /// Runs `body`, which must run a single statement (a statement reads one snapshot by itself),
+  /// on a reader without a transaction around it: `read` begins and ends one, two statements
+  /// more to prepare and run on the hot paths (a token check, a job by id).
+  package func readStatement<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do {
+      return try await pool.unsafeRead(body)
+    } catch {
+      throw SQLiteErrorTranslation.translate(error, path: path)
+    }
+  }
+
   /// Write transactions committed and the operations they grouped (group commit's effect).
   public var writeStatistics: (transactions: Int, operations: Int) { writer.statistics }
 

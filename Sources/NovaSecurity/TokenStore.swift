@@ -221,9 +221,9 @@ public final class TokenStore: Sendable {
     }
     let id = String(parts[1])
     let presentedDigest = Array(SHA256.hash(data: Data(parts[2].utf8)))
-    let found = try await database.read { db -> (APIToken, [UInt8])? in
+    let found = try await database.readStatement { db -> (APIToken, [UInt8])? in
       try Row.fetchOne(
-        db, sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?",
+        db.cachedStatement(sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?"),
         arguments: [id]
       ).map { row in
         let token = APIToken(
