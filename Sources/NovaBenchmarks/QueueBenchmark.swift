@@ -86,6 +86,15 @@ public enum QueueBenchmark {
     /// From a GPU's job ending to the next job on that GPU starting, median and 99th percentile.
     public var gpu_handoff_p50_ms: Double? = nil
     public var gpu_handoff_p99_ms: Double? = nil
+    // Set for runs of at least 10 jobs: how the rate and the memory hold up as the run goes on.
+    /// Completions per second within each tenth of the jobs (the first from the start).
+    public var tenths_per_s: [Double]? = nil
+    /// The last tenth's rate over the first's (1: flat).
+    public var last_to_first_tenth: Double? = nil
+    /// The process's resident memory as each tenth of the jobs completed, in MiB.
+    public var rss_mib_by_tenth: [Double]? = nil
+    /// The process's peak resident memory by the last completion, in MiB.
+    public var peak_rss_mib: Double? = nil
   }
 
   /// Runs the benchmark against `queue`, which should be empty and used by nobody else.
@@ -99,7 +108,7 @@ public enum QueueBenchmark {
     if let rate = options.rate, !(rate > 0 && rate.isFinite) {
       throw NovaError.invalidInput(field: "rate", message: "the rate must be a positive number of jobs per second")
     }
-    let counting = CompletionCountingQueue(queue)
+    let counting = CompletionCountingQueue(queue, tenthsOf: options.jobs >= 10 ? options.jobs : nil)
     let job: @Sendable (Data, JobContext) async throws -> Data?
     if let command = options.command {
       let runner = CommandJobRunner(name: "bench", kind: CommandKind(command: command), timeout: .seconds(60))
@@ -143,7 +152,9 @@ public enum QueueBenchmark {
 
     let start = clock.now
     var enqueueElapsed = Duration.zero
-    var ids: [JobID] = []
+    // Ids as UUIDs (16 bytes, not a 36-character string each): the benchmark's own bookkeeping
+    // must not pass for the store's memory on a million jobs.
+    var ids: [UUID] = []
     ids.reserveCapacity(options.jobs)
     var arrivals: [(id: JobID, at: ContinuousClock.Instant)] = []
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -161,13 +172,13 @@ public enum QueueBenchmark {
         arrivals = try await arrive(jobs: options.jobs, rate: rate, request: keyed, queue: counting) {
           progress?(counting.completedCount, options.jobs)
         }
-        ids = arrivals.map { $0.id }
+        ids = arrivals.map { CompletionCountingQueue.key($0.id) }
       } else {
         var remaining = options.jobs
         while remaining > 0 {
           let count = min(options.enqueueBatch, remaining)
           let batch = keys > 0 ? (0..<count).map { keyed(remaining - $0) } : Array(repeating: request, count: count)
-          ids.append(contentsOf: try await counting.enqueue(batch: batch).map(\.id))
+          ids.append(contentsOf: try await counting.enqueue(batch: batch).map { CompletionCountingQueue.key($0.id) })
           remaining -= count
         }
       }
@@ -189,12 +200,12 @@ public enum QueueBenchmark {
 
     var latencies: [Double] = []
     latencies.reserveCapacity(options.jobs)
-    var succeeded = Set<JobID>()
+    var succeeded = Set<UUID>()
     var cursor: String?
     repeat {
       let page = try await queue.list(JobFilter(state: .succeeded, queue: queueName, limit: 1000, cursor: cursor))
       for job in page.jobs {
-        succeeded.insert(job.id)
+        succeeded.insert(CompletionCountingQueue.key(job.id))
         if let finished = job.finishedAt { latencies.append(finished.timeIntervalSince(job.createdAt) * 1000) }
       }
       cursor = page.nextCursor
@@ -208,6 +219,20 @@ public enum QueueBenchmark {
       p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
       duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed, kind: options.command == nil ? "in-process" : "command",
       processes: options.command == nil ? 0 : counting.completedCount)
+    let marks = counting.tenths
+    if marks.count == 10 {
+      var previous = (count: 0, at: start)
+      var rate = 0.0
+      result.tenths_per_s = marks.map { mark in
+        // A tenth crossed by the same batch as the one before it shares that one's rate.
+        if mark.count > previous.count { rate = Double(mark.count - previous.count) / max((mark.at - previous.at).seconds, 1e-9) }
+        previous = (mark.count, mark.at)
+        return rate
+      }
+      if let rates = result.tenths_per_s, let first = rates.first, first > 0 { result.last_to_first_tenth = (rates.last ?? 0) / first }
+      result.rss_mib_by_tenth = marks.map { Double($0.rssBytes) / 1_048_576 }
+      result.peak_rss_mib = Double(marks.last?.peakBytes ?? 0) / 1_048_576
+    }
     if options.gpusPerJob > 0 || options.fakeGPUs > 0 || options.concurrencyKeys > 0 {
       result.gpus_per_job = options.gpusPerJob
       result.fake_gpus = options.fakeGPUs
@@ -279,6 +304,15 @@ public enum QueueBenchmark {
     out.max_running = Statistics.median(results.compactMap(\.max_running))
     out.gpu_handoff_p50_ms = medPresent(\.gpu_handoff_p50_ms)
     out.gpu_handoff_p99_ms = medPresent(\.gpu_handoff_p99_ms)
+    out.last_to_first_tenth = medPresent(\.last_to_first_tenth)
+    out.peak_rss_mib = medPresent(\.peak_rss_mib)
+    // Per tenth, the median over the runs.
+    func medTenths(_ key: (Result) -> [Double]?) -> [Double]? {
+      let lists = results.compactMap(key).filter { $0.count == 10 }
+      return lists.isEmpty ? nil : (0..<10).map { index in Statistics.median(lists.map { $0[index] }) ?? 0 }
+    }
+    out.tenths_per_s = medTenths(\.tenths_per_s)
+    out.rss_mib_by_tenth = medTenths(\.rss_mib_by_tenth)
     return out
   }
 }
@@ -325,24 +359,91 @@ final class StartRecorder: Sendable {
 /// Forwards to a queue and counts the completions it accepted per job, so that a job recorded
 /// as completed twice would show (the benchmark's and the stress tests' check).
 public final class CompletionCountingQueue: JobQueue {
-  private let base: any JobQueue
-  private let counts = Mutex<[JobID: Int]>([:])
+  /// When a tenth of the jobs had completed, and the process's memory then.
+  public struct Mark: Sendable {
+    /// Jobs completed at the mark.
+    public var count: Int
+    public var at: ContinuousClock.Instant
+    /// Resident memory (VmRSS) and its peak so far (VmHWM), in bytes; 0 where /proc has none.
+    public var rssBytes: Int
+    public var peakBytes: Int
+  }
 
-  public init(_ base: any JobQueue) { self.base = base }
+  private struct State {
+    // Keyed by the id's 16 bytes (ids that are not UUIDs by their text), so that counting a
+    // million jobs costs tens of megabytes, not hundreds.
+    var counts: [UUID: Int] = [:]
+    var others: [String: Int] = [:]
+    var marks: [Mark] = []
+  }
+
+  private let base: any JobQueue
+  private let state = Mutex(State())
+  private let total: Int?
+
+  /// Counts `base`'s completions; with `tenthsOf`, marks each tenth of that many jobs completed.
+  public init(_ base: any JobQueue, tenthsOf total: Int? = nil) {
+    self.base = base
+    self.total = total
+  }
+
+  /// The key a job is counted under.
+  static func key(_ id: JobID) -> UUID {
+    UUID(uuidString: id.rawValue) ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+  }
 
   /// Completions accepted, per job.
-  public var completions: [JobID: Int] { counts.withLock { $0 } }
+  public var completions: [JobID: Int] {
+    state.withLock { state in
+      var all = Dictionary(uniqueKeysWithValues: state.counts.map { (JobID($0.key.uuidString.lowercased()), $0.value) })
+      for (id, count) in state.others { all[JobID(id)] = count }
+      return all
+    }
+  }
   /// Jobs with at least one accepted completion.
-  public var completedCount: Int { counts.withLock { $0.count } }
+  public var completedCount: Int { state.withLock { $0.counts.count + $0.others.count } }
   /// Accepted completions beyond the first, over all jobs (must be 0).
-  public var duplicateCompletions: Int { counts.withLock { $0.values.reduce(0) { $0 + $1 - 1 } } }
+  public var duplicateCompletions: Int {
+    state.withLock { state in (state.counts.values.reduce(0) { $0 + $1 - 1 }) + state.others.values.reduce(0) { $0 + $1 - 1 } }
+  }
+  /// The tenths reached so far (with `tenthsOf`).
+  public var tenths: [Mark] { state.withLock { $0.marks } }
 
   public func complete(batch: [JobCompletion]) async throws -> [Bool] {
     let recorded = try await base.complete(batch: batch)
-    counts.withLock { counts in
-      for (entry, ok) in zip(batch, recorded) where ok { counts[entry.lease.id, default: 0] += 1 }
+    let reached = state.withLock { state -> Int? in
+      for (entry, ok) in zip(batch, recorded) where ok {
+        if let uuid = UUID(uuidString: entry.lease.id.rawValue) {
+          state.counts[uuid, default: 0] += 1
+        } else {
+          state.others[entry.lease.id.rawValue, default: 0] += 1
+        }
+      }
+      guard let total else { return nil }
+      let done = state.counts.count + state.others.count
+      let next = state.marks.count + 1
+      return next <= 10 && done >= total * next / 10 ? done : nil
+    }
+    if let reached, let total {
+      let (rss, peak) = Self.memory()
+      state.withLock { state in
+        // One batch may cross several marks: each tenth is marked once, in order.
+        while state.marks.count < 10, reached >= total * (state.marks.count + 1) / 10 {
+          state.marks.append(Mark(count: reached, at: .now, rssBytes: rss, peakBytes: peak))
+        }
+      }
     }
     return recorded
+  }
+
+  /// This process's resident memory and its peak, from /proc/self/status (zeros elsewhere).
+  static func memory() -> (rss: Int, peak: Int) {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    func kibibytes(_ field: String) -> Int {
+      guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }) else { return 0 }
+      return (Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") ?? 0) * 1024
+    }
+    return (kibibytes("VmRSS:"), kibibytes("VmHWM:"))
   }
 
   public func enqueue(_ request: JobRequest) async throws -> EnqueueResult { try await base.enqueue(request) }

@@ -1,12 +1,18 @@
 import Synchronization
 
 /// Wakes waiting tasks when something happened (new jobs, a free worker slot).
-/// A signal with nobody waiting is remembered for the next wait, so none is missed.
+/// A signal with nobody waiting is remembered for the next wait, so none is missed; and a signal
+/// is taken only by a wait that then reports it (a wait that times out at the same moment leaves
+/// it to the next one).
 public final class WakeSignal: Sendable {
   private struct State {
     var pending = false
     var nextID = 0
-    var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
+    /// Waits begun and not yet returned.
+    var active: Set<Int> = []
+    /// Active waits that ended (timed out or cancelled) before their continuation was registered.
+    var ended: Set<Int> = []
   }
 
   private let state = Mutex(State())
@@ -15,7 +21,7 @@ public final class WakeSignal: Sendable {
 
   /// Wakes every waiting task, or the next one to wait.
   public func signal() {
-    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+    let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
       if state.waiters.isEmpty {
         state.pending = true
         return []
@@ -24,50 +30,76 @@ public final class WakeSignal: Sendable {
       state.waiters.removeAll(keepingCapacity: true)
       return waiters
     }
-    for waiter in waiters { waiter.resume() }
+    for waiter in waiters { waiter.resume(returning: true) }
   }
 
   /// Returns after a signal, or when the task is cancelled.
   public func wait() async {
-    let id = state.withLock { state -> Int in
-      state.nextID += 1
-      return state.nextID
-    }
-    await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let resumeNow = state.withLock { state -> Bool in
-          if state.pending {
-            state.pending = false
-            return true
-          }
-          if Task.isCancelled { return true }
-          state.waiters[id] = continuation
-          return false
-        }
-        if resumeNow { continuation.resume() }
-      }
-    } onCancel: {
-      let continuation = state.withLock { $0.waiters.removeValue(forKey: id) }
-      continuation?.resume()
-    }
+    _ = await wait(until: nil)
   }
 
   /// Returns after a signal, after `timeout` of `clock`'s time, or when the task is cancelled;
   /// true when a signal ended the wait.
   @discardableResult
   public func wait(timeout: Duration, clock: any NovaClock = SystemClock()) async -> Bool {
-    await withTaskGroup(of: Bool.self) { group in
-      group.addTask {
-        await self.wait()
-        return !Task.isCancelled
+    await wait(until: (timeout, clock))
+  }
+
+  private func wait(until limit: (timeout: Duration, clock: any NovaClock)?) async -> Bool {
+    // A signal already there, or a cancelled task, answers at once: no timer is started (a loop
+    // that keeps waiting while cancelled must not pile up timer tasks).
+    let begun = state.withLock { state -> Int? in
+      if state.pending {
+        state.pending = false
+        return nil
       }
-      group.addTask {
-        try? await clock.sleep(for: timeout)
-        return false
-      }
-      let signalled = await group.next() ?? false
-      group.cancelAll()
-      return signalled
+      if Task.isCancelled { return 0 }
+      state.nextID += 1
+      state.active.insert(state.nextID)
+      return state.nextID
     }
+    // nil: a signal was waiting; 0: cancelled; else the wait's id (ids start at 1).
+    guard let id = begun else { return true }
+    if id == 0 { return false }
+    let timer = limit.map { limit in
+      Task {
+        do { try await limit.clock.sleep(for: limit.timeout) } catch { return }
+        self.end(id)
+      }
+    }
+    defer {
+      timer?.cancel()
+      state.withLock { state in
+        state.active.remove(id)
+        state.ended.remove(id)
+      }
+    }
+    return await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+        let resumeNow = state.withLock { state -> Bool? in
+          if state.pending {
+            state.pending = false
+            return true
+          }
+          if state.ended.remove(id) != nil || Task.isCancelled { return false }
+          state.waiters[id] = continuation
+          return nil
+        }
+        if let resumeNow { continuation.resume(returning: resumeNow) }
+      }
+    } onCancel: {
+      end(id)
+    }
+  }
+
+  /// Ends wait `id` without a signal: resumes it if it waits, else marks it so that it does not.
+  private func end(_ id: Int) {
+    let continuation = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+      if let continuation = state.waiters.removeValue(forKey: id) { return continuation }
+      // Not registered yet: it must not register. (A wait already resumed is no longer active.)
+      if state.active.contains(id) { state.ended.insert(id) }
+      return nil
+    }
+    continuation?.resume(returning: false)
   }
 }

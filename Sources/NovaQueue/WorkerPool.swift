@@ -502,7 +502,13 @@ public final class WorkerPool: Service {
       }
       if done { return }
       if batch.isEmpty {
-        await recordWake.wait(timeout: .milliseconds(100))
+        if Task.isCancelled {
+          // Cancelled with attempts still to record: a wait here would answer at once, so it
+          // waits outside this task (else the loop spins a core until the last job ends).
+          _ = await Task { await self.recordWake.wait(timeout: .milliseconds(100)) }.value
+        } else {
+          await recordWake.wait(timeout: .milliseconds(100))
+        }
         continue
       }
       let recorded = await recordWithRetries(batch)

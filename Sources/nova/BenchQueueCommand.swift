@@ -147,10 +147,21 @@ extension BenchCommand {
             end to end   \(Int(median.e2e_per_s)) jobs/s
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
-          \(steadyLines(median))\(placementLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
+          \(steadyLines(median))\(placementLines(median))\(tenthLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
           """)
       }
       if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
+    }
+
+    /// The summary's lines for the rate and memory by tenth of the jobs (none under 10 jobs).
+    func tenthLines(_ median: QueueBenchmark.Result) -> String {
+      guard let rates = median.tenths_per_s, let memory = median.rss_mib_by_tenth, let ratio = median.last_to_first_tenth else {
+        return ""
+      }
+      let perTenth = rates.map { String(Int($0)) }.joined(separator: " ")
+      let resident = memory.map { String(Int($0)) }.joined(separator: " ")
+      return "  by tenth     \(perTenth) jobs/s (last/first \(String(format: "%.2f", ratio)))\n"
+        + "  memory       \(resident) MiB resident by tenth, peak \(Int(median.peak_rss_mib ?? 0)) MiB\n"
     }
 
     /// The summary's lines for placement and keys (none without), each ending in a newline.

@@ -56,6 +56,28 @@ struct BenchmarkTests {
     #expect(result.p99_ms >= result.p50_ms)
     let median = QueueBenchmark.median([result, result, result])
     #expect(median.e2e_per_s == result.e2e_per_s)
+    // Issue #24: the rate and the memory by tenth of the jobs, so that a long run shows whether it holds up.
+    let rates = try #require(result.tenths_per_s)
+    #expect(rates.count == 10 && rates.allSatisfy { $0 > 0 }, "\(rates)")
+    let memory = try #require(result.rss_mib_by_tenth)
+    #expect(memory.count == 10 && memory.allSatisfy { $0 > 1 }, "\(memory)")
+    #expect((result.peak_rss_mib ?? 0) >= memory.max() ?? .infinity)
+    #expect(result.last_to_first_tenth == rates[9] / rates[0])
+    #expect(median.tenths_per_s == rates && median.rss_mib_by_tenth == memory)
+  }
+
+  /// Each tenth of the jobs is marked once, in order, even when one batch of completions crosses several.
+  @Test func completionCountingMarksEachTenthOnce() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("count.sqlite").path
+    let queue = CompletionCountingQueue(try SQLiteJobQueue(path: path), tenthsOf: 20)
+    let ids = try await queue.enqueue(batch: Array(repeating: JobRequest(kind: "k"), count: 20)).map(\.id)
+    for size in [1, 5, 14] {
+      let leases = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: size)
+      _ = try await queue.complete(batch: leases.map { JobCompletion(lease: $0, result: nil) })
+    }
+    #expect(queue.tenths.map(\.count) == [6, 6, 6, 20, 20, 20, 20, 20, 20, 20])
+    #expect(queue.completedCount == 20 && queue.duplicateCompletions == 0)
+    #expect(Set(queue.completions.keys) == Set(ids))
   }
 
   /// Issue #15: `--kind command` runs each job as a program (the cost of spawning).
