@@ -164,7 +164,7 @@ let package = Package(
     .target(
       name: "NovaBenchmarks",
       dependencies: [
-        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaJobKinds", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaSecurity",
+        "NovaAlerting", "NovaCore", "NovaDatabase", "NovaJobKinds", "NovaMonitoring", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaSecurity",
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -301,7 +301,7 @@ let package = Package(
     .testTarget(
       name: "NovaBenchmarksTests",
       dependencies: [
-        "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaSecurity", "NovaTestSupport",
+        "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings

@@ -3,6 +3,7 @@ import Logging
 import NovaCore
 import NovaJobKinds
 import NovaQueue
+import NovaRedis
 import Synchronization
 
 /// `nova bench queue`: enqueues N jobs, runs them to completion in-process, checks that none was
@@ -35,6 +36,12 @@ public enum QueueBenchmark {
     /// Jobs carry one of this many concurrency keys, each limited to `workers` running at once
     /// (a limit that never binds: the cost of checking it); 0: no keys.
     public var concurrencyKeys = 0
+    /// Enqueue every job before the workers start, then time how they burn the backlog down
+    /// (without a rate only).
+    public var backlog = false
+    /// The Redis server behind the queue, sampled (INFO) before and after the jobs ran for its
+    /// own CPU time and commands per job; nil for none.
+    public var redisServer: RedisClient? = nil
 
     public init(
       jobs: Int = 20000, workers: Int = 10, payloadBytes: Int = 64, enqueueBatch: Int = 500, timeout: Duration = .seconds(600), prefetch: Int? = nil
@@ -86,6 +93,16 @@ public enum QueueBenchmark {
     /// From a GPU's job ending to the next job on that GPU starting, median and 99th percentile.
     public var gpu_handoff_p50_ms: Double? = nil
     public var gpu_handoff_p99_ms: Double? = nil
+    // Redis runs only: the server's own cost, from INFO before and after the run.
+    /// Redis's CPU time per job, in milliseconds.
+    public var redis_cpu_ms_per_job: Double? = nil
+    /// Commands clients sent per job (a script counts once): round trips.
+    public var redis_commands_per_job: Double? = nil
+    /// Commands Redis ran per job, those inside scripts included.
+    public var redis_calls_per_job: Double? = nil
+    /// True when the jobs were all enqueued before the workers started: `e2e_per_s` and the
+    /// tenths then time the burn-down alone.
+    public var backlog: Bool? = nil
     // Set for runs of at least 10 jobs: how the rate and the memory hold up as the run goes on.
     /// Completions per second within each tenth of the jobs (the first from the start).
     public var tenths_per_s: [Double]? = nil
@@ -150,6 +167,8 @@ public enum QueueBenchmark {
     let payload = Data("{\"data\":\"\(filler)\"}".utf8)
     let clock = ContinuousClock()
 
+    var loadBefore: RedisServerLoad?
+    if let server = options.redisServer { loadBefore = try await RedisServerLoad.sample(server) }
     let start = clock.now
     var enqueueElapsed = Duration.zero
     // Ids as UUIDs (16 bytes, not a 36-character string each): the benchmark's own bookkeeping
@@ -157,8 +176,10 @@ public enum QueueBenchmark {
     var ids: [UUID] = []
     ids.reserveCapacity(options.jobs)
     var arrivals: [(id: JobID, at: ContinuousClock.Instant)] = []
+    var drainStart = start
     try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await pool.run() }
+      let backlog = options.backlog && options.rate == nil
+      if !backlog { group.addTask { try await pool.run() } }
       var request = JobRequest(kind: "bench", payload: payload, queue: queueName)
       if options.gpusPerJob > 0 { request.resources = JobResources(gpus: options.gpusPerJob) }
       if options.concurrencyKeys > 0 { request.keyLimits = KeyLimits(maxRunning: options.workers) }
@@ -183,6 +204,10 @@ public enum QueueBenchmark {
         }
       }
       enqueueElapsed = clock.now - start
+      if backlog {
+        drainStart = clock.now
+        group.addTask { try await pool.run() }
+      }
       let deadline = clock.now.advanced(by: options.timeout)
       var lastReport = clock.now
       while counting.completedCount < options.jobs && clock.now < deadline {
@@ -195,7 +220,13 @@ public enum QueueBenchmark {
       pool.shutdown()
       try await group.waitForAll()
     }
-    let elapsed = (clock.now - start).seconds
+    let finished = clock.now
+    // Before the listing below, whose reads are not the jobs' cost.
+    var load: RedisServerLoad?
+    if let server = options.redisServer { load = try await RedisServerLoad.sample(server) }
+    let elapsed = (finished - start).seconds
+    // Without a backlog the workers started with the first enqueue: the same span.
+    let working = (finished - drainStart).seconds
     progress?(counting.completedCount, options.jobs)
 
     var latencies: [Double] = []
@@ -215,13 +246,13 @@ public enum QueueBenchmark {
     var result = Result(
       backend: backend, jobs: options.jobs, workers: options.workers, payload_bytes: payload.count,
       enqueue_per_s: Double(options.jobs) / max(enqueueElapsed.seconds, 1e-9),
-      e2e_per_s: Double(options.jobs - lost) / max(elapsed, 1e-9),
+      e2e_per_s: Double(options.jobs - lost) / max(working, 1e-9),
       p50_ms: Statistics.percentile(sorted: latencies, 0.50) ?? 0, p99_ms: Statistics.percentile(sorted: latencies, 0.99) ?? 0, lost: lost,
       duplicate_completions: counting.duplicateCompletions, elapsed_s: elapsed, kind: options.command == nil ? "in-process" : "command",
       processes: options.command == nil ? 0 : counting.completedCount)
     let marks = counting.tenths
     if marks.count == 10 {
-      var previous = (count: 0, at: start)
+      var previous = (count: 0, at: drainStart)
       var rate = 0.0
       result.tenths_per_s = marks.map { mark in
         // A tenth crossed by the same batch as the one before it shares that one's rate.
@@ -233,6 +264,8 @@ public enum QueueBenchmark {
       result.rss_mib_by_tenth = marks.map { Double($0.rssBytes) / 1_048_576 }
       result.peak_rss_mib = Double(marks.last?.peakBytes ?? 0) / 1_048_576
     }
+    if options.backlog && options.rate == nil { result.backlog = true }
+    if let loadBefore, let load { attach(load.since(loadBefore), to: &result) }
     if options.gpusPerJob > 0 || options.fakeGPUs > 0 || options.concurrencyKeys > 0 {
       result.gpus_per_job = options.gpusPerJob
       result.fake_gpus = options.fakeGPUs
@@ -285,6 +318,14 @@ public enum QueueBenchmark {
     return arrivals
   }
 
+  /// Sets the Redis figures of `result` from the server's load over the run.
+  public static func attach(_ load: RedisServerLoad, to result: inout Result) {
+    let jobs = Double(max(result.jobs, 1))
+    result.redis_cpu_ms_per_job = load.cpuSeconds * 1000 / jobs
+    result.redis_commands_per_job = Double(load.clientCommands) / jobs
+    result.redis_calls_per_job = Double(load.calls) / jobs
+  }
+
   /// The median of several runs' results, field by field (the first run's identity fields).
   public static func median(_ results: [Result]) -> Result {
     guard var out = results.first else { preconditionFailure("median of no results") }
@@ -304,6 +345,9 @@ public enum QueueBenchmark {
     out.max_running = Statistics.median(results.compactMap(\.max_running))
     out.gpu_handoff_p50_ms = medPresent(\.gpu_handoff_p50_ms)
     out.gpu_handoff_p99_ms = medPresent(\.gpu_handoff_p99_ms)
+    out.redis_cpu_ms_per_job = medPresent(\.redis_cpu_ms_per_job)
+    out.redis_commands_per_job = medPresent(\.redis_commands_per_job)
+    out.redis_calls_per_job = medPresent(\.redis_calls_per_job)
     out.last_to_first_tenth = medPresent(\.last_to_first_tenth)
     out.peak_rss_mib = medPresent(\.peak_rss_mib)
     // Per tenth, the median over the runs.

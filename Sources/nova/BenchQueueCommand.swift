@@ -8,6 +8,7 @@ import NovaDatabase
 import NovaMonitoring
 import NovaPolicy
 import NovaQueue
+import NovaRedis
 import NovaRedisQueue
 import NovaSecurity
 import NovaServer
@@ -64,6 +65,9 @@ extension BenchCommand {
     @Option(name: .long, help: "Jobs carry one of this many concurrency keys, each limited to --workers running (the cost of the check).")
     var concurrencyKeys: Int = 0
 
+    @Flag(help: "Enqueue every job before the workers start and time the burn-down alone (not with --rate).")
+    var backlog = false
+
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -80,6 +84,7 @@ extension BenchCommand {
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
       guard (0...100_000).contains(prefetch ?? 0) else { throw ValidationError("--prefetch must be in 0...100000") }
       guard (1...100_000).contains(rate ?? 1) else { throw ValidationError("--rate must be in 1...100000 jobs per second") }
+      guard !backlog || rate == nil else { throw ValidationError("--backlog enqueues everything at once; it cannot go with --rate") }
       guard (0...60_000).contains(jobMs ?? 0) else { throw ValidationError("--job-ms must be in 0...60000") }
       guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
       guard kind == "in-process" || kind == "command" else { throw ValidationError("--kind must be in-process or command") }
@@ -119,6 +124,10 @@ extension BenchCommand {
         options.gpusPerJob = gpusPerJob
         options.fakeGPUs = fakeGPUs
         options.concurrencyKeys = concurrencyKeys
+        options.backlog = backlog
+        let redisServer = try backend.hasPrefix("redis://") ? RedisClient(configuration: .init(url: RedisURL(parsing: backend))) : nil
+        defer { redisServer?.close() }
+        options.redisServer = redisServer
         let showProgress = stderrIsTerminal
         let result = try await QueueBenchmark.run(
           queue: queue, backend: backendName, options: options,
@@ -144,13 +153,21 @@ extension BenchCommand {
         print(
           """
           backend \(median.backend)\(median.backend == "sqlite" ? " (synchronous=\(mode.rawValue.lowercased()), audit \(audit))" : " (audit \(audit))"), \(median.jobs) jobs (\(median.kind == "command" ? "each one process of /bin/true: \(median.processes) processes" : "in-process")), \(median.workers) workers, \(median.payload_bytes)-byte payloads, median of \(runs) run(s)
-            end to end   \(Int(median.e2e_per_s)) jobs/s
+            end to end   \(Int(median.e2e_per_s)) jobs/s\(median.backlog == true ? " (the backlog burned down, enqueued first)" : "")
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
-          \(steadyLines(median))\(placementLines(median))\(tenthLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
+          \(steadyLines(median))\(placementLines(median))\(tenthLines(median))\(redisLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
           """)
       }
       if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
+    }
+
+    /// The summary's line for Redis's own cost (none for SQLite).
+    func redisLines(_ median: QueueBenchmark.Result) -> String {
+      guard let cpu = median.redis_cpu_ms_per_job, let commands = median.redis_commands_per_job, let calls = median.redis_calls_per_job
+      else { return "" }
+      return "  redis        \(String(format: "%.3f", cpu)) ms CPU, \(String(format: "%.2f", commands)) commands sent, "
+        + "\(String(format: "%.1f", calls)) run (scripts' included) per job\n"
     }
 
     /// The summary's lines for the rate and memory by tenth of the jobs (none under 10 jobs).

@@ -4,6 +4,8 @@ import NovaBenchmarks
 import NovaCore
 import NovaPolicy
 import NovaQueue
+import NovaRedis
+import NovaRedisQueue
 import NovaSecurity
 import NovaTestSupport
 import Testing
@@ -64,6 +66,54 @@ struct BenchmarkTests {
     #expect((result.peak_rss_mib ?? 0) >= memory.max() ?? .infinity)
     #expect(result.last_to_first_tenth == rates[9] / rates[0])
     #expect(median.tenths_per_s == rates && median.rss_mib_by_tenth == memory)
+  }
+
+  /// Issue #24: `--backlog` enqueues every job first and times the burn-down alone.
+  @Test func queueBenchmarkBurnsDownABacklog() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
+    var options = QueueBenchmark.Options(jobs: 300, workers: 4, payloadBytes: 16, enqueueBatch: 50)
+    options.backlog = true
+    let result = try await QueueBenchmark.run(
+      queue: try SQLiteJobQueue(path: path), backend: "sqlite", options: options, logger: .init(label: "bench"))
+    #expect(result.backlog == true && result.lost == 0 && result.duplicate_completions == 0)
+    // Timed from the workers' start: the burn-down took less than the whole run.
+    #expect(result.e2e_per_s > Double(result.jobs) / result.elapsed_s)
+    #expect(result.tenths_per_s?.count == 10)
+  }
+
+  /// Issue #24: on Redis, the server's own CPU time and commands per job, from INFO around the run.
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing))
+  func queueBenchmarkReportsRedisOwnCost() async throws {
+    let url = try RedisURL(parsing: RedisTestServer.shared.url)
+    let queue = RedisJobQueue(configuration: .init(client: .init(url: url), keyPrefix: "bench-\(UUID().uuidString.prefix(6))"))
+    let server = RedisClient(configuration: .init(url: url))
+    defer {
+      queue.close()
+      server.close()
+    }
+    var options = QueueBenchmark.Options(jobs: 200, workers: 4, payloadBytes: 16, enqueueBatch: 50)
+    options.redisServer = server
+    let result = try await QueueBenchmark.run(queue: queue, backend: "redis", options: options, logger: .init(label: "bench"))
+    try await queue.deleteAllKeys()
+    #expect(result.lost == 0)
+    let commands = try #require(result.redis_commands_per_job)
+    let calls = try #require(result.redis_calls_per_job)
+    // Each job is at least enqueued, claimed and completed, in batches; scripts run more inside.
+    #expect(commands > 0 && calls >= commands, "\(commands) commands, \(calls) calls per job")
+    #expect((result.redis_cpu_ms_per_job ?? -1) >= 0)
+    #expect(QueueBenchmark.median([result]).redis_calls_per_job == calls)
+  }
+
+  @Test func redisServerLoadReadsInfoAndNamesWhatIsMissing() throws {
+    let info =
+      "# CPU\r\nused_cpu_sys:1.5\r\nused_cpu_user:2.25\r\n# Stats\r\ntotal_commands_processed:40\r\n"
+      + "# Commandstats\r\ncmdstat_hset:calls=12,usec=30,usec_per_call=2.5\r\ncmdstat_evalsha:calls=8,usec=90\r\n"
+    let load = try RedisServerLoad.parse(info)
+    #expect(load == RedisServerLoad(cpuSeconds: 3.75, clientCommands: 40, calls: 20))
+    #expect(
+      load.since(RedisServerLoad(cpuSeconds: 1, clientCommands: 10, calls: 5)) == RedisServerLoad(cpuSeconds: 2.75, clientCommands: 30, calls: 15))
+    #expect(throws: RedisServerLoadError.self) { try RedisServerLoad.parse("used_cpu_sys:1\r\n") }
+    #expect((try? RedisServerLoad.parse("used_cpu_sys:1\r\nused_cpu_user:x\r\n")) == nil)
   }
 
   /// Each tenth of the jobs is marked once, in order, even when one batch of completions crosses several.
