@@ -86,9 +86,8 @@ public struct JobActions: Sendable {
     let request = registry.withDefaults(request)
     try registry.validate(kind: request.kind, payload: request.payload)
     try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
-    let result: EnqueueResult = try await queue.enqueue(request)
-    guard let job = try await queue.get(result.id) else { throw NovaError.jobNotFound(result.id) }
-    return (job, !result.existing)
+    let (job, existing) = try await queue.enqueueReadingBack(request)
+    return (job, !existing)
   }
 
   /// Submits many jobs in one store step (each validated against its kind's handler, one policy

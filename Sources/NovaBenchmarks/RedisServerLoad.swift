@@ -5,14 +5,15 @@ import NovaRedis
 public struct RedisServerLoad: Sendable, Equatable {
   /// CPU seconds the server has used (user and system, its main thread and the rest).
   public var cpuSeconds: Double
-  /// Commands clients sent (a script's `EVALSHA` counts once): the round trips.
-  public var clientCommands: Int
-  /// Every command run, those a script calls included (the sum of `INFO commandstats`).
+  /// Scripts run (`EVALSHA`, `EVAL`, `FCALL` and their read-only forms).
+  public var scripts: Int
+  /// Every command run, those scripts call included (the sum of `INFO commandstats`; Redis 7
+  /// counts a script's own calls there and in `total_commands_processed` alike).
   public var calls: Int
 
-  public init(cpuSeconds: Double, clientCommands: Int, calls: Int) {
+  public init(cpuSeconds: Double, scripts: Int, calls: Int) {
     self.cpuSeconds = cpuSeconds
-    self.clientCommands = clientCommands
+    self.scripts = scripts
     self.calls = calls
   }
 
@@ -26,6 +27,7 @@ public struct RedisServerLoad: Sendable, Equatable {
   public static func parse(_ info: String) throws -> RedisServerLoad {
     var fields: [Substring: Substring] = [:]
     var calls = 0
+    var scripts = 0
     for line in info.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
       guard let colon = line.firstIndex(of: ":") else { continue }
       let name = line[..<colon]
@@ -33,7 +35,9 @@ public struct RedisServerLoad: Sendable, Equatable {
       fields[name] = value
       // cmdstat_hset:calls=12,usec=30,...
       if name.hasPrefix("cmdstat_"), let entry = value.split(separator: ",").first(where: { $0.hasPrefix("calls=") }) {
-        calls += Int(entry.dropFirst("calls=".count)) ?? 0
+        let count = Int(entry.dropFirst("calls=".count)) ?? 0
+        calls += count
+        if Self.scriptCommands.contains(String(name.dropFirst("cmdstat_".count))) { scripts += count }
       }
     }
     func number(_ name: Substring) throws -> Double {
@@ -42,15 +46,14 @@ public struct RedisServerLoad: Sendable, Equatable {
       }
       return value
     }
-    return RedisServerLoad(
-      cpuSeconds: try number("used_cpu_user") + number("used_cpu_sys"),
-      clientCommands: Int(try number("total_commands_processed")), calls: calls)
+    return RedisServerLoad(cpuSeconds: try number("used_cpu_user") + number("used_cpu_sys"), scripts: scripts, calls: calls)
   }
+
+  private static let scriptCommands: Set<String> = ["evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"]
 
   /// What the server did between `earlier` and this sample.
   public func since(_ earlier: RedisServerLoad) -> RedisServerLoad {
-    RedisServerLoad(
-      cpuSeconds: cpuSeconds - earlier.cpuSeconds, clientCommands: clientCommands - earlier.clientCommands, calls: calls - earlier.calls)
+    RedisServerLoad(cpuSeconds: cpuSeconds - earlier.cpuSeconds, scripts: scripts - earlier.scripts, calls: calls - earlier.calls)
   }
 }
 

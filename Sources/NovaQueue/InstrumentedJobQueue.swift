@@ -78,6 +78,12 @@ public final class InstrumentedJobQueue: JobQueue {
     return result
   }
 
+  public func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool) {
+    let result = try await base.enqueueReadingBack(request)
+    if !result.existing { metrics(request.queue).enqueued.increment() }
+    return result
+  }
+
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
     let results = try await base.enqueue(batch: requests)
     for (request, result) in zip(requests, results) where !result.existing {

@@ -9,6 +9,9 @@ public protocol JobQueue: Sendable {
   func enqueue(_ request: JobRequest) async throws -> EnqueueResult
   /// Adds many jobs in one step; results are in request order.
   func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult]
+  /// Adds a job as `enqueue` does and returns it as stored (the earlier job when its
+  /// idempotency key was seen), with whether it was there already.
+  func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool)
   /// Atomically leases up to `request.limit` runnable jobs of the queues and kinds asked for,
   /// highest priority first, then in enqueue order. Jobs of other kinds are passed over, not
   /// taken: they wait for a worker that runs them.
@@ -71,6 +74,13 @@ extension JobQueue {
   /// the handler, so a job that kills its worker before its mark lands would otherwise be
   /// given back forever instead of reaching dead.
   public static var freeReturns: Int { 3 }
+
+  /// Enqueues, then reads the job (backends that can read it in the same step do).
+  public func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool) {
+    let result: EnqueueResult = try await enqueue(request)
+    guard let job = try await get(result.id) else { throw NovaError.jobNotFound(result.id) }
+    return (job, result.existing)
+  }
 
   /// Enqueues one job and returns its id.
   public func enqueue(_ request: JobRequest) async throws -> JobID {

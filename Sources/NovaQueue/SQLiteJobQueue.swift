@@ -322,6 +322,26 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
 
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {
     if requests.isEmpty { return [] }
+    return try await enqueue(requests) { _, results in results }
+  }
+
+  /// Read back in the enqueue's own transaction: a single submission over HTTP answers with
+  /// the stored job without a second trip to a reader.
+  public func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool) {
+    try await enqueue([request]) { db, results in
+      let id = results[0].id
+      guard
+        let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), arguments: [id.rawValue])
+          .map(Self.job(from:))
+      else { throw NovaError.jobNotFound(id) }
+      return (job, results[0].existing)
+    }
+  }
+
+  /// Inserts `requests` and runs `then` in the same transaction.
+  private func enqueue<T: Sendable>(
+    _ requests: [JobRequest], then: @escaping @Sendable (Database, [EnqueueResult]) throws -> T
+  ) async throws -> T {
     let now = clock.now()
     let newQueues = knownQueues.withLock { known -> [String] in
       let fresh = Set(requests.map(\.queue)).subtracting(known)
@@ -333,7 +353,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let journal = journal
     let actor = AuditContext.actor
     let ids = ids
-    let results = try await database.write { db -> [EnqueueResult] in
+    let answer = try await database.write { db -> T in
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
       }
@@ -360,12 +380,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
         try journal.record(transitions, actor: actor, in: DatabaseTransaction(db))
       }
-      return results
+      return try then(db, results)
     }
     if !newQueues.isEmpty { knownQueues.withLock { $0.formUnion(newQueues) } }
     if !newPairs.isEmpty { countRows.withLock { $0.formUnion(newPairs) } }
     wake.signal()
-    return results
+    return answer
   }
 
   private static func insert(_ request: JobRequest, now: Date, db: Database, ids: JobID.Generator) throws -> EnqueueResult {

@@ -164,10 +164,10 @@ extension BenchCommand {
 
     /// The summary's line for Redis's own cost (none for SQLite).
     func redisLines(_ median: QueueBenchmark.Result) -> String {
-      guard let cpu = median.redis_cpu_ms_per_job, let commands = median.redis_commands_per_job, let calls = median.redis_calls_per_job
+      guard let cpu = median.redis_cpu_ms_per_job, let scripts = median.redis_scripts_per_job, let calls = median.redis_calls_per_job
       else { return "" }
-      return "  redis        \(String(format: "%.3f", cpu)) ms CPU, \(String(format: "%.2f", commands)) commands sent, "
-        + "\(String(format: "%.1f", calls)) run (scripts' included) per job\n"
+      return "  redis        \(String(format: "%.3f", cpu)) ms CPU, \(String(format: "%.1f", calls)) commands (scripts' own included), "
+        + "\(String(format: "%.2f", scripts)) scripts per job\n"
     }
 
     /// The summary's lines for the rate and memory by tenth of the jobs (none under 10 jobs).

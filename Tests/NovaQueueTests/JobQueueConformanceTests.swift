@@ -175,6 +175,23 @@ struct JobQueueConformanceTests {
     #expect(try await queue.stats().total(.available) == 1)
   }
 
+  /// Issue #24: a single submission reads the job back with its enqueue (SQLite: in the same
+  /// transaction), exactly as `get` would, and an idempotency key answers the earlier job.
+  @Test(arguments: QueueBackend.all)
+  func aJobEnqueuedIsReadBackAsStored(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    let (job, existing) = try await queue.enqueueReadingBack(request(payload: #"{"n":1}"#, key: "read-back", delay: 60))
+    #expect(!existing)
+    #expect(try await queue.get(job.id) == job)
+    #expect(job.state == .scheduled && job.payload == Data(#"{"n":1}"#.utf8) && job.idempotencyKey == "read-back")
+    let again = try await queue.enqueueReadingBack(request(payload: #"{"n":1}"#, key: "read-back", delay: 60))
+    #expect(again.existing && again.job == job)
+    await #expect(throws: NovaError.idempotencyConflict(key: "read-back", existing: job.id)) {
+      _ = try await queue.enqueueReadingBack(request(payload: #"{"n":2}"#, key: "read-back"))
+    }
+    #expect(try await queue.stats().total(.scheduled) == 1)
+  }
+
   /// Issue #14 point 5: within one millisecond (the test clock stands still) and within a batch,
   /// jobs of equal priority are claimed in the order they were enqueued.
   @Test(arguments: QueueBackend.all)
