@@ -20,7 +20,8 @@ import NovaRedis
 /// Every script takes the acting name (the audit actor) as its last argument; an empty one
 /// writes no audit records (benchmarks without auditing).
 ///
-/// Each job's life is about 14 Redis calls inside three scripts, the fewest that keep every
+/// Each job's life is about 14 Redis calls inside three scripts (and an audit record per
+/// transition, from what the script has read of the job already), the fewest that keep every
 /// state listable and countable. Times, scores and counters travel as strings: a Lua number given
 /// to `redis.call` is formatted with printf, which cost more than the commands themselves.
 enum RedisQueueScripts {
@@ -36,11 +37,15 @@ enum RedisQueueScripts {
       return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
     end
     local function plus(ms, delta) return string.format('%d', tonumber(ms) + tonumber(delta)) end
-    local function audit(event, id, from, to, now, detail)
+    -- `kind` and `attempts` when the caller has them already (saves reading the job again).
+    local function audit(event, id, from, to, now, detail, kind, attempts)
       if actor == '' then return end
-      local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'attempts')
-      redis.call('XADD', p .. 'audit', '*', 'e', event, 'j', id, 'f', from or '', 't', to, 'a', f[2] or '0',
-        'k', f[1] or '', 'd', detail or '', 'ts', now, 'ac', actor)
+      if kind == nil then
+        local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'attempts')
+        kind, attempts = f[1], f[2]
+      end
+      redis.call('XADD', p .. 'audit', '*', 'e', event, 'j', id, 'f', from or '', 't', to, 'a', attempts or '0',
+        'k', kind or '', 'd', detail or '', 'ts', now, 'ac', actor)
     end
     -- `kinds` hash: available jobs per kind (for stats: kinds no live worker takes). Never below
     -- zero: jobs that were available before the hash existed are not counted until they leave.
@@ -59,11 +64,16 @@ enum RedisQueueScripts {
     -- hash: running jobs per key). A slot under a limit (its key's, or the queue's max running)
     -- that frees may let a waiting job start: idle workers on other hosts watch the enqueue
     -- counter (`<prefix>:enqueued`, beside the queue's keys), so it moves as an enqueue would.
-    local function unrun(id)
+    -- `known`: the job's `ckey` as the caller read it (false: none), nil to read it here. Whether
+    -- the queue has a max running is read once per script call (no script here changes it).
+    local limited = nil
+    local function unrun(id, known)
       if redis.call('ZREM', p .. 'running', id) == 1 then
-        local key = redis.call('HGET', p .. 'job:' .. id, 'ckey')
+        local key = known
+        if key == nil then key = redis.call('HGET', p .. 'job:' .. id, 'ckey') end
         if key and redis.call('HINCRBY', p .. 'keyrun', key, -1) <= 0 then redis.call('HDEL', p .. 'keyrun', key) end
-        if key or redis.call('HEXISTS', p .. 'settings', 'max_running') == 1 then
+        if not key and limited == nil then limited = redis.call('HEXISTS', p .. 'settings', 'max_running') == 1 end
+        if key or limited then
           local prefix = string.match(p, '^(.*):{[^{]*}:$')
           if prefix then redis.call('INCR', prefix .. ':enqueued') end
         end
@@ -162,7 +172,7 @@ enum RedisQueueScripts {
             redis.call('ZADD', p .. 'delayed', runat, id)
           end
           redis.call('ZADD', p .. 'state:' .. state, '0', id)
-          audit('enqueued', id, nil, state, now)
+          audit('enqueued', id, nil, state, now, nil, kind, '0')
           out[#out + 1] = id
           out[#out + 1] = state
           out[#out + 1] = 0
@@ -274,8 +284,8 @@ enum RedisQueueScripts {
         end
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
-        audit('claimed', id, 'available', 'running', now, worker)
         local fields = redis.call('HMGET', k, \(claimFieldList))
+        audit('claimed', id, 'available', 'running', now, worker, fields[2], fields[6])
         record[#record + 1] = id .. ':' .. fields[10]
         tally[fields[2]] = (tally[fields[2]] or 0) - 1
         if (fields[12] and fields[12] ~= '') or fields[14] then needs(-1) end
@@ -483,7 +493,7 @@ enum RedisQueueScripts {
         local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
         i = i + 3
         local k = p .. 'job:' .. id
-        local fields = redis.call('HMGET', k, 'state', 'token')
+        local fields = redis.call('HMGET', k, 'state', 'token', 'kind', 'attempts', 'ckey')
         if fields[1] == 'running' and fields[2] == token then
           -- An empty lease_expires_at reads as none (cheaper than a separate HDEL).
           if result ~= '' then
@@ -492,9 +502,9 @@ enum RedisQueueScripts {
           else
             redis.call('HSET', k, 'state', 'succeeded', 'finished_at', now, 'updated_at', now, 'lease_expires_at', '')
           end
-          unrun(id)
+          unrun(id, fields[5])
           redis.call('ZADD', p .. 'state:succeeded', '0', id)
-          audit('completed', id, 'running', 'succeeded', now)
+          audit('completed', id, 'running', 'succeeded', now, nil, fields[3], fields[4])
           out[#out + 1] = 1
         elseif fields[1] == 'succeeded' and fields[2] == token then
           out[#out + 1] = 1
