@@ -116,6 +116,25 @@ struct BenchmarkTests {
     #expect((try? RedisServerLoad.parse("used_cpu_sys:1\r\nused_cpu_user:x\r\n")) == nil)
   }
 
+  /// Open-loop arrivals count from each job's due instant, even when the loop is held back (here
+  /// by a cap of one enqueue in flight, so every arrival waits for the one before it).
+  @Test func steadyArrivalsCountFromTheirDueInstant() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("arrive.sqlite").path
+    let queue = try SQLiteJobQueue(path: path)
+    let rate = 100_000.0
+    let arrivals = try await QueueBenchmark.arrive(
+      jobs: 30, rate: rate, request: { _ in JobRequest(kind: "k") }, queue: queue, maxInFlight: 1)
+    #expect(Set(arrivals.map(\.id)).count == 30)
+    let instants = arrivals.map(\.at).sorted()
+    for (index, instant) in instants.enumerated() {
+      let offset = instant - instants[0]
+      #expect(abs((offset - .seconds(Double(index) / rate)).seconds) < 1e-6, "arrival \(index) at \(offset)")
+    }
+    // The sends fell behind (each waited for the enqueue before it), which the achieved rate shows.
+    let sends = arrivals.map(\.sent).sorted()
+    #expect(sends[29] - sends[0] > instants[29] - instants[0])
+  }
+
   /// Each tenth of the jobs is marked once, in order, even when one batch of completions crosses several.
   @Test func completionCountingMarksEachTenthOnce() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("count.sqlite").path
