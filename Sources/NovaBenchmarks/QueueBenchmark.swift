@@ -84,6 +84,13 @@ public enum QueueBenchmark {
     public var start_p50_ms: Double? = nil
     /// Enqueue to the handler's start, 99th percentile.
     public var start_p99_ms: Double? = nil
+    /// The start's two parts. Arrival to the enqueue's return (the job stored), median and 99th
+    /// percentile: the store's share.
+    public var enqueue_p50_ms: Double? = nil
+    public var enqueue_p99_ms: Double? = nil
+    /// The enqueue's return to the handler's start: the claim's and the pool's share.
+    public var pickup_p50_ms: Double? = nil
+    public var pickup_p99_ms: Double? = nil
     /// The most handlers running at once.
     public var max_running: Int? = nil
     // Set only with placement (--gpus-per-job, --fake-gpus) or keys.
@@ -280,6 +287,13 @@ public enum QueueBenchmark {
     if let rate = options.rate, let starts {
       let started = starts.starts
       let waits = arrivals.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
+      let stores = arrivals.map { ($0.stored - $0.at).seconds * 1000 }.sorted()
+      // A job can start before its enqueue returns (the pool claims it first): no wait then.
+      let pickups = arrivals.compactMap { arrival in started[arrival.id].map { max(0, ($0 - arrival.stored).seconds * 1000) } }.sorted()
+      result.enqueue_p50_ms = Statistics.percentile(sorted: stores, 0.50)
+      result.enqueue_p99_ms = Statistics.percentile(sorted: stores, 0.99)
+      result.pickup_p50_ms = Statistics.percentile(sorted: pickups, 0.50)
+      result.pickup_p99_ms = Statistics.percentile(sorted: pickups, 0.99)
       result.rate_per_s = rate
       // From the first send to the last (the arrivals are in the order their enqueues returned):
       // below the rate asked when the load generator fell behind.
@@ -294,8 +308,9 @@ public enum QueueBenchmark {
     return result
   }
 
-  /// A job of a steady run: its id, the instant it was due and the instant its enqueue was sent.
-  package typealias Arrival = (id: JobID, at: ContinuousClock.Instant, sent: ContinuousClock.Instant)
+  /// A job of a steady run: its id, the instant it was due, the instant its enqueue was sent and
+  /// the instant the enqueue returned.
+  package typealias Arrival = (id: JobID, at: ContinuousClock.Instant, sent: ContinuousClock.Instant, stored: ContinuousClock.Instant)
 
   /// Enqueues `jobs` jobs one at a time (the i-th is `request(i)`), due i/rate seconds after the first, and returns
   /// each one's id with the instant it was due to arrive and the instant its enqueue was sent; `tick` runs every
@@ -329,7 +344,10 @@ public enum QueueBenchmark {
         }
         let job = request(index)
         let sent = clock.now
-        group.addTask { (try await queue.enqueue(job).id, at, sent) }
+        group.addTask {
+          let id = try await queue.enqueue(job).id
+          return (id, at, sent, clock.now)
+        }
         inFlight += 1
         if clock.now - lastTick > .milliseconds(500) {
           tick()
@@ -365,6 +383,10 @@ public enum QueueBenchmark {
     out.arrival_per_s = medPresent(\.arrival_per_s)
     out.start_p50_ms = medPresent(\.start_p50_ms)
     out.start_p99_ms = medPresent(\.start_p99_ms)
+    out.enqueue_p50_ms = medPresent(\.enqueue_p50_ms)
+    out.enqueue_p99_ms = medPresent(\.enqueue_p99_ms)
+    out.pickup_p50_ms = medPresent(\.pickup_p50_ms)
+    out.pickup_p99_ms = medPresent(\.pickup_p99_ms)
     out.max_running = Statistics.median(results.compactMap(\.max_running))
     out.gpu_handoff_p50_ms = medPresent(\.gpu_handoff_p50_ms)
     out.gpu_handoff_p99_ms = medPresent(\.gpu_handoff_p99_ms)

@@ -24,6 +24,8 @@ final class GroupCommitWriter: Sendable {
   /// The database file, named in translated errors.
   private let path: String
   private let maxBatch: Int
+  /// Called on the writer's thread after each commit.
+  private let committed: @Sendable () -> Void
   private let state = Mutex(State())
   private let counters = Mutex<(transactions: Int, operations: Int)>((0, 0))
 
@@ -31,10 +33,11 @@ final class GroupCommitWriter: Sendable {
   var statistics: (transactions: Int, operations: Int) { counters.withLock { $0 } }
   private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
 
-  init(writer: DatabasePool, path: String, maxBatch: Int) {
+  init(writer: DatabasePool, path: String, maxBatch: Int, committed: @escaping @Sendable () -> Void = {}) {
     self.writer = writer
     self.path = path
     self.maxBatch = max(1, maxBatch)
+    self.committed = committed
   }
 
   /// Runs `body` in a write transaction shared with other concurrent callers. With `savepoint`
@@ -130,6 +133,7 @@ final class GroupCommitWriter: Sendable {
           $0.transactions += 1
           $0.operations += batch.count
         }
+        committed()
         for resume in resumers { resume(nil) }
       } catch {
         // The transaction did not commit: every caller, whether its operation ran or not, gets the error.

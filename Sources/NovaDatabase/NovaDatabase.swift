@@ -42,6 +42,7 @@ public final class NovaDatabase: Sendable {
   /// The connection pool (one writer, concurrent readers), for the stores of this package.
   package let pool: DatabasePool
   private let writer: GroupCommitWriter
+  private let checkpointer: WALCheckpointer
 
   /// The database file.
   public var path: String { configuration.path }
@@ -57,9 +58,9 @@ public final class NovaDatabase: Sendable {
     config.prepareDatabase { db in
       try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
       guard !db.configuration.readonly else { return }
-      // Writer only. Hot pages (the ends of the indexes) are rewritten by every transaction;
-      // checkpointing less often copies each of them to the database file once, not many times.
-      try db.execute(sql: "PRAGMA wal_autocheckpoint = 8192")
+      // Writer only. The checkpoints run beside it (`WALCheckpointer`); this one, in a commit,
+      // only if they fall far behind.
+      try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.backstopCheckpointPages)")
       try db.execute(sql: "PRAGMA cache_size = -16384")
       // Each grouped operation runs in a savepoint, whose statement journal would otherwise be
       // a temporary file written for every operation.
@@ -79,8 +80,13 @@ public final class NovaDatabase: Sendable {
     } catch {
       throw SQLiteErrorTranslation.translate(error, path: path)
     }
-    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize)
+    let checkpointer = WALCheckpointer(path: path)
+    self.checkpointer = checkpointer
+    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize) { checkpointer.committed() }
   }
+
+  /// WAL pages at which the writer checkpoints in its own commit (128 MiB of 4 KiB pages).
+  static let backstopCheckpointPages = 32_768
 
   /// Creates the database file readable by its owner only (SQLite gives its WAL and shared-memory
   /// files the database file's mode), or takes group and other access away from an existing one.
@@ -181,6 +187,9 @@ public final class NovaDatabase: Sendable {
       throw SQLiteErrorTranslation.translate(error, path: path)
     }
   }
+
+  /// Checkpoints run beside the writer, and the WAL at the last of them.
+  package var checkpointStatistics: WALCheckpointer.Statistics { checkpointer.statistics }
 
   /// Write transactions committed and the operations they grouped (group commit's effect).
   public var writeStatistics: (transactions: Int, operations: Int) { writer.statistics }

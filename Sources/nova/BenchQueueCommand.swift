@@ -197,11 +197,13 @@ extension BenchCommand {
 
     /// The summary's lines for steady arrivals (none for a burst), each ending in a newline.
     func steadyLines(_ median: QueueBenchmark.Result) -> String {
+      func format(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "-" }
       guard let rate, let start50 = median.start_p50_ms, let start99 = median.start_p99_ms else { return "" }
       let achieved = median.arrival_per_s.map { String(format: "%.1f", $0) } ?? "-"
       return """
           arrivals     \(rate) jobs/s asked, \(achieved) achieved, one at a time; each job runs \(Int(median.job_ms ?? 0)) ms
-          start        p50 \(String(format: "%.1f", start50)) ms, p99 \(String(format: "%.1f", start99)) ms (enqueue to handler start)
+          start        p50 \(String(format: "%.1f", start50)) ms, p99 \(String(format: "%.1f", start99)) ms (arrival to handler start)
+          of which     stored p50 \(format(median.enqueue_p50_ms)) ms, p99 \(format(median.enqueue_p99_ms)) ms (arrival to the enqueue's return); picked up p50 \(format(median.pickup_p50_ms)) ms, p99 \(format(median.pickup_p99_ms)) ms (its return to the start)
           running      \(median.max_running ?? 0) at most at once
 
         """
