@@ -1,5 +1,4 @@
 import Dispatch
-import Foundation
 import GRDBSQLite
 import Synchronization
 
@@ -37,7 +36,7 @@ package final class WALCheckpointer: Sendable {
 
   package var statistics: Statistics { counters.withLock { $0 } }
 
-  init(path: String, interval: DispatchTimeInterval = .milliseconds(Int(ProcessInfo.processInfo.environment["NOVA_CKPT_MS"] ?? "100") ?? 100)) {
+  init(path: String, interval: DispatchTimeInterval = .milliseconds(100)) {
     self.path = path
     self.interval = interval
   }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import NovaCore
 import NovaDatabase
 import NovaQueue
@@ -35,6 +36,25 @@ struct AuditTrailTests {
     let seq = Int64(size / 2 + 1)
     let own = try await fixture.audit.inclusionProof(seq: seq)
     #expect(own.isValid)
+  }
+
+  /// Issue #24: tiles are hashed on a reader and stored by the writer; updates racing each
+  /// other (another process's checkpointer) store each tile once, in order, and the proofs hold.
+  @Test func racingTileUpdatesStoreEachTileOnce() async throws {
+    let fixture = try SecurityFixture()
+    try await fill(fixture, count: 1300)
+    let other = try AuditLog(database: fixture.queue.database)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for (log, size) in [(fixture.audit, 1300), (other, 700), (fixture.audit, 1030), (other, 1300)] {
+        group.addTask { try await log.updateTiles(through: Int64(size)) }
+      }
+      try await group.waitForAll()
+    }
+    let tiles = try await fixture.queue.database.read { db in try Int.fetchAll(db, sql: "SELECT idx FROM nova_audit_tiles ORDER BY idx") }
+    #expect(tiles == [0, 1, 2, 3, 4])
+    _ = try await fixture.audit.checkpoint(signer: fixture.security.signer, origin: fixture.security.origin)
+    let trail = try await fixture.audit.trail(subject: "s3", verifier: fixture.security.signer.verifier, origin: fixture.security.origin)
+    #expect(trail.checkpointValid && trail.problem == nil && trail.items.allSatisfy { $0.status == .verified })
   }
 
   @Test func entriesAfterTheCheckpointWaitAndAChangedEntryFails() async throws {
