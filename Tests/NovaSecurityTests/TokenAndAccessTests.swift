@@ -67,6 +67,31 @@ struct TokenAndAccessTests {
     #expect(events == ["token.created", "token.revoked"])
   }
 
+  /// Issue #24: tokens looked up lately are kept in memory, and a revocation ends that at once,
+  /// in the process that revokes and in every other one on the same database (here a second
+  /// store on its own connections, as `nova tokens revoke` in another process).
+  @Test func aKeptTokenStopsWorkingWhenAnyProcessRevokesIt() async throws {
+    let fixture = try SecurityFixture()
+    let server = fixture.security.tokens
+    let (secret, record) = try await server.create(name: "agent", role: .operator)
+    let (otherSecret, _) = try await server.create(name: "other", role: .viewer)
+    #expect(try await server.authenticate(secret) == .valid(record))
+    #expect(try await server.authenticate(secret) == .valid(record))  // from what it kept
+    let elsewhere = TokenStore(audit: try AuditLog(database: try NovaDatabase(path: fixture.queue.database.path)))
+    try await elsewhere.revoke(name: "agent")
+    #expect(try await server.authenticate(secret) == .invalid("the token was revoked"))
+    #expect(try await server.authenticate(otherSecret) != .invalid("the token was revoked"))
+    // A token created elsewhere works here at once, and one revoked here fails there.
+    let (third, thirdRecord) = try await elsewhere.create(name: "third", role: .admin)
+    #expect(try await server.authenticate(third) == .valid(thirdRecord))
+    #expect(try await elsewhere.authenticate(third) == .valid(thirdRecord))
+    try await server.revoke(name: "third")
+    #expect(try await elsewhere.authenticate(third) == .invalid("the token was revoked"))
+    #expect(try await server.authenticate(third) == .invalid("the token was revoked"))
+    // A wrong secret for a kept token is refused like any other.
+    #expect(try await server.authenticate(otherSecret + "x") == .invalid("the token is not valid"))
+  }
+
   @Test func rolesAllowTheirActionsAndFailuresAreAuditedAndLimited() async throws {
     let fixture = try SecurityFixture()
     let tokens = fixture.security.tokens
