@@ -255,6 +255,21 @@ public final class TokenStore: Sendable {
     return String(parts[1])
   }
 
+  /// The stored token with id `id` and its secret's digest.
+  private func lookUp(_ id: String) async throws -> (APIToken, [UInt8])? {
+    try await database.readStatement { db -> (APIToken, [UInt8])? in
+      try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?"),
+        arguments: [id]
+      ).map { row in
+        let token = APIToken(
+          id: row[0], name: row[1], role: Role(rawValue: row[2]) ?? .viewer, createdAt: Self.date(row[4]),
+          revokedAt: (row[5] as Int64?).map(Self.date))
+        return (token, Array(row[3] as Data))
+      }
+    }
+  }
+
   /// Checks a presented token string.
   public func authenticate(_ presented: String) async throws -> Authentication {
     let parts = presented.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
@@ -269,17 +284,8 @@ public final class TokenStore: Sendable {
       guard recent.stamp == stamp, let entry = recent.tokens[id], now - entry.at < Self.recentLifetime else { return nil }
       return (entry.token, entry.digest)
     }
-    let found = try await kept != nil ? kept : database.readStatement { db -> (APIToken, [UInt8])? in
-      try Row.fetchOne(
-        db.cachedStatement(sql: "SELECT id, name, role, secret_sha256, created_at, revoked_at FROM nova_tokens WHERE id = ?"),
-        arguments: [id]
-      ).map { row in
-        let token = APIToken(
-          id: row[0], name: row[1], role: Role(rawValue: row[2]) ?? .viewer, createdAt: Self.date(row[4]),
-          revokedAt: (row[5] as Int64?).map(Self.date))
-        return (token, Array(row[3] as Data))
-      }
-    }
+    var found = kept
+    if found == nil { found = try await lookUp(id) }
     if kept == nil, let found {
       recent.withLock { recent in
         // Kept under the stamp read before the lookup: a change since makes it stale at once.
