@@ -1,3 +1,4 @@
+import Foundation
 import NovaCore
 import NovaPolicy
 import NovaSecurity
@@ -27,7 +28,18 @@ public struct AuditDecisionRecorder: DecisionRecorder {
     if let revision = decision.opaRevision { payload["opa_revision"] = .string(revision) }
     if let fallback = decision.fallback { payload["fallback"] = .string(fallback) }
     if let source = request.source { payload["source_address"] = .string(source) }
-    // A decision that cannot be recorded does not stand: the error fails the request.
+    // A permit for an action that holds its events is written with the action's change (or on
+    // its own if that fails); others now. A decision that cannot be recorded does not stand:
+    // the error fails the request.
+    if decision.permits, let held = AuditContext.held {
+      let audit = audit
+      held.hold(
+        HeldAuditEvents.Event(
+          time: Date().millisecondsSince1970, actor: request.subject.id, event: "policy.decided", subject: request.subject.id,
+          payload: try CanonicalJSON.string(.object(payload)))
+      ) { events in try await audit.append(held: events) }
+      return
+    }
     try await audit.append(
       event: "policy.decided", subject: request.subject.id, payload: .object(payload), actor: request.subject.id)
   }

@@ -85,9 +85,27 @@ public struct JobActions: Sendable {
     let registry = registry
     let request = registry.withDefaults(request)
     try registry.validate(kind: request.kind, payload: request.payload)
-    try await authorize(caller, "submit", PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind]))
-    let (job, existing) = try await queue.enqueueReadingBack(request)
-    return (job, !existing)
+    let resource = PolicyResource(kind: "job", attributes: ["queue": request.queue, "job_kind": request.kind])
+    guard queue.writesHeldAuditEvents, policy != nil, caller != nil else {
+      try await authorize(caller, "submit", resource)
+      let (job, existing) = try await queue.enqueueReadingBack(request)
+      return (job, !existing)
+    }
+    // The decision is written in the job's transaction: one write per submission, not two.
+    let held = HeldAuditEvents()
+    do {
+      let (job, existing) = try await AuditContext.$held.withValue(held) {
+        try await authorize(caller, "submit", resource)
+        return try await queue.enqueueReadingBack(request)
+      }
+      try await held.writeRemaining()
+      return (job, !existing)
+    } catch {
+      // The job was not stored (a conflicting idempotency key, the store down): the decision
+      // is recorded all the same, on its own, when it can be.
+      try? await held.writeRemaining()
+      throw error
+    }
   }
 
   /// Submits many jobs in one store step (each validated against its kind's handler, one policy

@@ -49,6 +49,8 @@ public final class InstrumentedJobQueue: JobQueue {
   private let clock: any NovaClock
   private let handles = Mutex<[String: Handles]>([:])
 
+  public var writesHeldAuditEvents: Bool { base.writesHeldAuditEvents }
+
   public init(_ base: any JobQueue, clock: any NovaClock = SystemClock()) {
     self.base = base
     self.clock = clock

@@ -66,6 +66,9 @@ public protocol JobQueue: Sendable {
   func list(_ filter: JobFilter) async throws -> JobPage
   /// Returns when new work may be available, or after `timeout`.
   func waitForJobs(timeout: Duration) async
+  /// Whether `enqueueReadingBack` writes the audit events its caller held back
+  /// (`AuditContext.held`) in the transaction that stores the job.
+  var writesHeldAuditEvents: Bool { get }
 }
 
 extension JobQueue {
@@ -74,6 +77,9 @@ extension JobQueue {
   /// the handler, so a job that kills its worker before its mark lands would otherwise be
   /// given back forever instead of reaching dead.
   public static var freeReturns: Int { 3 }
+
+  /// None by default: a store outside the audit log's database cannot.
+  public var writesHeldAuditEvents: Bool { false }
 
   /// Enqueues, then reads the job (backends that can read it in the same step do).
   public func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool) {

@@ -46,6 +46,8 @@ public protocol JobTransitionJournal: Sendable {
   func prepare(_ database: NovaDatabase) throws
   /// Records `transitions`, made by `actor`, inside the open transaction.
   func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws
+  /// Writes audit events an action held back (`AuditContext.held`) inside the open transaction.
+  func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws
 }
 
 /// A queue that can list every job it holds with its current state (for audit coverage).

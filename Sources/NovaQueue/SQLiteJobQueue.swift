@@ -336,6 +336,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     return try await enqueue(requests) { _, results in results }
   }
 
+  /// With a journal (the audit log in this database), held audit events are written with the job.
+  public var writesHeldAuditEvents: Bool { journal != nil }
+
   /// Read back in the enqueue's own transaction: a single submission over HTTP answers with
   /// the stored job without a second trip to a reader.
   public func enqueueReadingBack(_ request: JobRequest) async throws -> (job: Job, existing: Bool) {
@@ -361,7 +364,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let journal = journal
     let actor = AuditContext.actor
     let ids = ids
+    // A submission's policy decision, held to be written before its job in one transaction.
+    let held = journal == nil ? nil : AuditContext.held
+    let heldEvents = held?.events ?? []
     let answer = try await database.write { db -> T in
+      if let journal, !heldEvents.isEmpty { try journal.record(held: heldEvents, in: DatabaseTransaction(db)) }
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
       }
@@ -388,6 +395,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       return try then(db, results)
     }
     if !newQueues.isEmpty { knownQueues.withLock { $0.formUnion(newQueues) } }
+    held?.written(heldEvents.count)
     wake.signal()
     return answer
   }

@@ -88,6 +88,11 @@ public struct AuditJournal: JobTransitionJournal {
     }
   }
 
+  public func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws {
+    if events.isEmpty { return }
+    try Self.append(events.map { ($0.time, $0.actor, $0.event, $0.subject, $0.payload) }, in: transaction.db)
+  }
+
   /// Appends entries for events other than job transitions inside the open transaction `db`;
   /// returns them with their sequence numbers.
   @discardableResult

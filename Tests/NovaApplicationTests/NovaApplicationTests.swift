@@ -114,6 +114,38 @@ struct NovaApplicationTests {
     await #expect(throws: NovaError.unknownJobKind("unknown.kind")) { _ = try await jobs.submit(JobRequest(kind: "unknown.kind"), by: nil) }
   }
 
+  /// Issue #24: a submission's decision is written in its job's transaction (one write, the
+  /// decision first); a submission the store refuses still has its decision recorded, and one
+  /// whose decision cannot be recorded stores no job.
+  @Test func aSubmissionsDecisionIsWrittenWithItsJob() async throws {
+    let (application, _) = try await open()
+    let jobs = try application.jobs()
+    let caller = Caller(subject: PolicySubject(id: "cli:tester"))
+    let audit = application.security.audit
+    _ = try await jobs.submit(JobRequest(kind: "noop", queue: "cpu"), by: caller)
+    let before = application.database.writeStatistics.operations
+    let (job, created) = try await jobs.submit(JobRequest(kind: "noop", payload: Data("{}".utf8), queue: "cpu", idempotencyKey: "k"), by: caller)
+    #expect(created)
+    #expect(application.database.writeStatistics.operations == before + 1)
+    var size = try await audit.size()
+    let last = try await audit.entries(from: size - 1, through: size)
+    #expect(last.map(\.event) == ["policy.decided", "job.enqueued"])
+    #expect(last.first?.payload.contains(#""queue":"cpu""#) == true && last.last?.subject == job.id.rawValue)
+    // The same key for another payload: refused by the store, the decision recorded on its own.
+    await #expect(throws: NovaError.self) {
+      _ = try await jobs.submit(JobRequest(kind: "noop", payload: Data(#"{"a":1}"#.utf8), queue: "cpu", idempotencyKey: "k"), by: caller)
+    }
+    #expect(try await audit.size() == size + 1)
+    size += 1
+    #expect(try await audit.entries(from: size, through: size).map(\.event) == ["policy.decided"])
+    // The audit log refuses writes: the submission fails and no job is stored.
+    try await application.database.pool.write { db in
+      try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON nova_audit BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    }
+    await #expect(throws: NovaError.self) { _ = try await jobs.submit(JobRequest(kind: "noop", queue: "gpu"), by: caller) }
+    #expect(try await application.queue.list(JobFilter(queue: "gpu")).jobs.isEmpty)
+  }
+
   @Test func aDecisionThatCannotBeAuditedFailsTheAction() async throws {
     let (application, _) = try await open()
     let jobs = try application.jobs()

@@ -67,7 +67,7 @@ struct SQLiteJobQueueTests {
     // The same idempotency key twice is one job.
     for _ in 0..<2 { _ = try await other.enqueue(JobRequest(kind: "d", queue: "z", maxAttempts: 3, idempotencyKey: "once")) }
     try await agree("enqueues")
-    let leases = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 8)
+    let leases = try await queue.claim(queues: ["x", "y"], worker: "w", leaseDuration: .seconds(30), limit: 8)
     _ = try await queue.complete(batch: leases.prefix(4).map { JobCompletion(lease: $0, result: nil) })
     for lease in leases.dropFirst(4).prefix(2) { _ = try await queue.fail(lease, error: "x", retryable: false) }
     try await queue.release(leases[7])
