@@ -44,6 +44,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
 
   /// Parses JSON bytes (any value, not only objects).
   public static func parse(_ data: Data) throws -> JSONValue {
+    if let value = JSONFastParser.parse(data) { return value }
     do {
       return try JSONDecoder().decode(JSONValue.self, from: data)
     } catch {
