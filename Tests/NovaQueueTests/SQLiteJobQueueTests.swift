@@ -273,6 +273,14 @@ struct QueueModelTests {
       "\(error)".contains("missing required field 'times'")
     }
     #expect(throws: NovaError.self) { try registry.validate(kind: "noop", payload: Data("[1]".utf8)) }
+    // Any JSON (echo's parameters) is checked by the fast parser, its errors as before.
+    try registry.validate(kind: "echo", payload: Data(#"{"n":1,"s":"x\ny"}"#.utf8))
+    try registry.validate(kind: "echo", payload: Data(#"{"π":1.5e3}"#.utf8))
+    #expect {
+      try registry.validate(kind: "echo", payload: Data("{\"a\": 1,\n  oops}".utf8))
+    } throws: { error in
+      "\(error)".contains("for kind 'echo'") && "\(error)".contains("line 2")
+    }
     #expect(try JobState.parse("DEAD") == .dead)
   }
 
