@@ -84,15 +84,8 @@ struct JSONFastParser {
       guard let member = value(depth: depth + 1) else { return nil }
       // A key given twice: which one counts is `JSONDecoder`'s to say.
       guard members.updateValue(member, forKey: key) == nil else { return nil }
-      skipWhitespace()
-      guard !atEnd else { return nil }
-      switch bytes[index] {
-      case Byte.comma: index += 1
-      case Byte.closeBrace:
-        index += 1
-        return .object(members)
-      default: return nil
-      }
+      guard let more = next(closing: Byte.closeBrace) else { return nil }
+      if !more { return .object(members) }
     }
   }
 
@@ -107,15 +100,25 @@ struct JSONFastParser {
     while true {
       guard let element = value(depth: depth + 1) else { return nil }
       elements.append(element)
-      skipWhitespace()
-      guard !atEnd else { return nil }
-      switch bytes[index] {
-      case Byte.comma: index += 1
-      case Byte.closeBracket:
-        index += 1
-        return .array(elements)
-      default: return nil
-      }
+      guard let more = next(closing: Byte.closeBracket) else { return nil }
+      if !more { return .array(elements) }
+    }
+  }
+
+  /// After a member or an element: true past a comma (another follows), false past `close`,
+  /// nil at anything else.
+  private mutating func next(closing close: UInt8) -> Bool? {
+    skipWhitespace()
+    guard !atEnd else { return nil }
+    switch bytes[index] {
+    case Byte.comma:
+      index += 1
+      return true
+    case close:
+      index += 1
+      return false
+    default:
+      return nil
     }
   }
 
