@@ -34,7 +34,10 @@ kinds:
     command: [/bin/sh, -c, 'cat > /dev/null; echo "{\"ran_in\": \"$PWD\"}"']
 YAML
 id=$(run ./nova enqueue hello --payload '{"from":"release check"}' --data-dir data --jobs nova-jobs.yaml)
-run ./nova worker --data-dir data --jobs nova-jobs.yaml --host-name fresh-host --workers 1 > worker.log 2>&1 &
+# Not through `run`: a function sent to the background runs in a subshell, whose pid `$!` is, and
+# killing that left the worker running after the check (env execs nova under its own pid).
+env -i HOME="$host" PATH=/usr/bin:/bin ./nova worker --data-dir data --jobs nova-jobs.yaml --host-name fresh-host --workers 1 \
+  > worker.log 2>&1 &
 worker=$!
 for _ in $(seq 1 100); do
   state=$(run ./nova jobs show "$id" --data-dir data --jobs nova-jobs.yaml | sed -n 's/.*"state" *: *"\([a-z]*\)".*/\1/p' | head -1)
@@ -42,6 +45,10 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 kill -TERM "$worker"; wait "$worker" || true
+if pgrep -f -- "--host-name fresh-host" > /dev/null; then
+  echo "error: the worker of the release check outlived it" >&2
+  exit 1
+fi
 if [ "$state" != succeeded ]; then
   echo "error: the job did not succeed on a fresh directory (state: ${state:-unknown})" >&2
   cat worker.log >&2
