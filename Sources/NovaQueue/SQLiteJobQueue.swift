@@ -1409,23 +1409,16 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     // the database would cost a transaction): a `nova worker` beside `nova serve` or `nova
     // enqueue` then starts a job within that tick, not the pool's poll interval.
     let deadline = ContinuousClock.now + timeout
-    let before = Self.walStamp(database.path)
+    let before = NovaDatabase.fileStamp(database.path + "-wal")
     while ContinuousClock.now < deadline {
       let tick = min(Self.crossProcessTick, deadline - ContinuousClock.now)
       if await wake.wait(timeout: tick) { return }
-      if Task.isCancelled || Self.walStamp(database.path) != before { return }
+      if Task.isCancelled || NovaDatabase.fileStamp(database.path + "-wal") != before { return }
     }
   }
 
   /// How often an idle wait looks for other processes' commits.
   static let crossProcessTick: Duration = .milliseconds(10)
-
-  /// Size and modification time of the database's WAL file (zero when there is none).
-  static func walStamp(_ path: String) -> [Int] {
-    var info = stat()
-    guard stat(path + "-wal", &info) == 0 else { return [0, 0, 0] }
-    return [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
-  }
 
   public func jobStates() async throws -> [(id: JobID, state: JobState)] {
     try await database.read { db in try Self.jobStates(db) }

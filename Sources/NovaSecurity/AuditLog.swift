@@ -34,9 +34,7 @@ public final class AuditLog: Sendable {
   /// Appends events an action held back and no transaction of its took (`AuditContext.held`).
   public func append(held events: [HeldAuditEvents.Event]) async throws {
     if events.isEmpty { return }
-    try await database.write { db in
-      _ = try AuditJournal.append(events.map { ($0.time, $0.actor, $0.event, $0.subject, $0.payload) }, in: db)
-    }
+    try await database.write { db in try AuditJournal().record(held: events, in: DatabaseTransaction(db)) }
   }
 
   /// The number of the last entry (0 for an empty log).

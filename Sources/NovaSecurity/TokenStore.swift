@@ -131,13 +131,6 @@ public final class TokenStore: Sendable {
     changeMarker = audit.database.path + ".tokens-changed"
   }
 
-  /// The change marker's identity, size and modification time; empty while it does not exist.
-  private func markerStamp() -> [Int] {
-    var info = stat()
-    guard stat(changeMarker, &info) == 0 else { return [] }
-    return [Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
-  }
-
   /// Tells every process that tokens changed (called before the change and after it commits:
   /// a lookup between the two keeps what it read under the first stamp only).
   private func markChanged() {
@@ -278,7 +271,7 @@ public final class TokenStore: Sendable {
     }
     let id = String(parts[1])
     let presentedDigest = Array(SHA256.hash(data: Data(parts[2].utf8)))
-    let stamp = markerStamp()
+    let stamp = NovaDatabase.fileStamp(changeMarker)
     let now = ContinuousClock.now
     let kept = recent.withLock { recent -> (APIToken, [UInt8])? in
       guard recent.stamp == stamp, let entry = recent.tokens[id], now - entry.at < Self.recentLifetime else { return nil }

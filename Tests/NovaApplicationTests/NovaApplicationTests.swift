@@ -146,6 +146,30 @@ struct NovaApplicationTests {
     #expect(try await application.queue.list(JobFilter(queue: "gpu")).jobs.isEmpty)
   }
 
+  /// Submissions as clients send them, one job each and many at once (their writes share
+  /// transactions): each job's decision is the entry right before its `job.enqueued`.
+  @Test func concurrentSubmissionsEachWriteTheirDecisionBeforeTheirJob() async throws {
+    let (application, _) = try await open()
+    let jobs = try application.jobs()
+    let ids = try await withThrowingTaskGroup(of: JobID.self) { group in
+      for index in 0..<40 {
+        group.addTask {
+          try await Task.sleep(for: .milliseconds(index % 4))
+          return try await jobs.submit(JobRequest(kind: "noop", queue: "q\(index % 3)"), by: Caller(subject: PolicySubject(id: "cli:c\(index)"))).job
+            .id
+        }
+      }
+      return try await group.reduce(into: [JobID]()) { $0.append($1) }
+    }
+    let audit = application.security.audit
+    let entries = try await audit.entries(from: 1, through: try await audit.size())
+    for id in ids {
+      let index = try #require(entries.firstIndex { $0.event == "job.enqueued" && $0.subject == id.rawValue })
+      #expect(index > 0 && entries[index - 1].event == "policy.decided", "\(id)")
+    }
+    #expect(entries.filter { $0.event == "policy.decided" }.count == 40)
+  }
+
   @Test func aDecisionThatCannotBeAuditedFailsTheAction() async throws {
     let (application, _) = try await open()
     let jobs = try application.jobs()
