@@ -107,6 +107,11 @@ public enum QueueBenchmark {
     public var redis_scripts_per_job: Double? = nil
     /// Commands Redis ran per job, those inside scripts included.
     public var redis_calls_per_job: Double? = nil
+    // SQLite runs only: the writer's transactions (commits) over the run.
+    /// Commits per job (group commit shares them; a steady trickle pays each one's fixed cost).
+    public var sqlite_commits_per_job: Double? = nil
+    /// Operations (enqueues, claims, completions...) per commit.
+    public var sqlite_operations_per_commit: Double? = nil
     /// True when the jobs were all enqueued before the workers started: `e2e_per_s` and the
     /// tenths then time the burn-down alone.
     public var backlog: Bool? = nil
@@ -176,6 +181,7 @@ public enum QueueBenchmark {
 
     var loadBefore: RedisServerLoad?
     if let server = options.redisServer { loadBefore = try await RedisServerLoad.sample(server) }
+    let writesBefore = (queue as? SQLiteJobQueue)?.writeStatistics
     let start = clock.now
     var enqueueElapsed = Duration.zero
     // Ids as UUIDs (16 bytes, not a 36-character string each): the benchmark's own bookkeeping
@@ -232,6 +238,7 @@ public enum QueueBenchmark {
     // Before the listing below, whose reads are not the jobs' cost.
     var load: RedisServerLoad?
     if let server = options.redisServer { load = try await RedisServerLoad.sample(server) }
+    let writes = (queue as? SQLiteJobQueue)?.writeStatistics
     let elapsed = (finished - start).seconds
     // Without a backlog the workers started with the first enqueue: the same span.
     let working = (finished - drainStart).seconds
@@ -274,6 +281,11 @@ public enum QueueBenchmark {
     }
     if options.backlog && options.rate == nil { result.backlog = true }
     if let loadBefore, let load { attach(load.since(loadBefore), to: &result) }
+    if let writesBefore, let writes, writes.transactions > writesBefore.transactions {
+      let commits = Double(writes.transactions - writesBefore.transactions)
+      result.sqlite_commits_per_job = commits / Double(max(result.jobs, 1))
+      result.sqlite_operations_per_commit = Double(writes.operations - writesBefore.operations) / commits
+    }
     if options.gpusPerJob > 0 || options.fakeGPUs > 0 || options.concurrencyKeys > 0 {
       result.gpus_per_job = options.gpusPerJob
       result.fake_gpus = options.fakeGPUs
@@ -393,6 +405,8 @@ public enum QueueBenchmark {
     out.redis_cpu_ms_per_job = medPresent(\.redis_cpu_ms_per_job)
     out.redis_scripts_per_job = medPresent(\.redis_scripts_per_job)
     out.redis_calls_per_job = medPresent(\.redis_calls_per_job)
+    out.sqlite_commits_per_job = medPresent(\.sqlite_commits_per_job)
+    out.sqlite_operations_per_commit = medPresent(\.sqlite_operations_per_commit)
     out.last_to_first_tenth = medPresent(\.last_to_first_tenth)
     out.peak_rss_mib = medPresent(\.peak_rss_mib)
     // Per tenth, the median over the runs.
@@ -545,6 +559,9 @@ public final class CompletionCountingQueue: JobQueue {
   }
   public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
     try await base.claim(request)
+  }
+  public func claim(_ request: ClaimRequest, waitingUpTo timeout: Duration) async throws -> [JobLease] {
+    try await base.claim(request, waitingUpTo: timeout)
   }
   public func start(_ leases: [JobLease]) async throws {
     try await base.start(leases)

@@ -7,12 +7,23 @@ import Synchronization
 ///
 /// Each operation runs in its own savepoint: one that throws is rolled back alone, the others
 /// commit. Callers are resumed only after the shared transaction committed.
+///
+/// Waiters (claims parked until a job arrives) are served at the end of each transaction that
+/// carried an operation marked `servesWaiters`, in that transaction: a waiting claim takes a
+/// new job in the commit that stores it.
 final class GroupCommitWriter: Sendable {
+  /// How to resume a caller once the transaction committed (nil) or failed.
+  typealias Resumer = @Sendable ((any Error)?) -> Void
+  /// Runs inside a transaction, after its operations, and returns how to resume what it served.
+  typealias WaiterService = @Sendable (Database) -> [Resumer]
+
   private struct Pending: Sendable {
     /// Runs the operation inside the open transaction and returns how to resume its caller.
-    let execute: @Sendable (Database) -> @Sendable ((any Error)?) -> Void
+    let execute: @Sendable (Database) -> Resumer
     /// Resumes the caller with an error without running the operation.
     let fail: @Sendable (any Error) -> Void
+    /// Whether waiters are served at the end of the transaction that runs it.
+    let servesWaiters: Bool
   }
 
   private struct State {
@@ -27,6 +38,11 @@ final class GroupCommitWriter: Sendable {
   /// Called on the writer's thread after each commit.
   private let committed: @Sendable () -> Void
   private let state = Mutex(State())
+  /// The WAL file as this process's last commit left it, and how many times another process's
+  /// commit was found before one of ours (`hasForeignCommits`).
+  private let walWatch: Mutex<(own: [Int], foreign: Int, inTransaction: Bool)>
+  private let walPath: String
+  private let waiterServices = Mutex<[WaiterService]>([])
   private let counters = Mutex<(transactions: Int, operations: Int)>((0, 0))
 
   /// Transactions committed and operations they carried, for diagnostics.
@@ -36,23 +52,51 @@ final class GroupCommitWriter: Sendable {
   init(writer: DatabasePool, path: String, maxBatch: Int, committed: @escaping @Sendable () -> Void = {}) {
     self.writer = writer
     self.path = path
+    self.walPath = path + "-wal"
+    self.walWatch = Mutex((NovaDatabase.fileStamp(path + "-wal"), 0, false))
     self.maxBatch = max(1, maxBatch)
     self.committed = committed
   }
 
   /// Runs `body` in a write transaction shared with other concurrent callers. With `savepoint`
   /// false the caller promises that `body` changes nothing when it throws (a single statement,
-  /// or checks before the first write), which saves the savepoint's cost.
+  /// or checks before the first write), which saves the savepoint's cost. With `servesWaiters`,
+  /// the waiter services run at the end of the transaction.
   /// SQLite's errors leave translated (`NovaError.unavailable` for a lock, `.storage` otherwise).
-  func perform<T: Sendable>(savepoint: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+  func perform<T: Sendable>(
+    savepoint: Bool = true, servesWaiters: Bool = false, _ body: @escaping @Sendable (Database) throws -> T
+  ) async throws -> T {
     do {
-      return try await enqueue(savepoint: savepoint, body)
+      return try await enqueue(savepoint: savepoint, servesWaiters: servesWaiters, body)
     } catch {
       throw SQLiteErrorTranslation.translate(error, path: path)
     }
   }
 
-  private func enqueue<T: Sendable>(savepoint: Bool, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+  /// Adds a service run at the end of each transaction that carries an operation marked
+  /// `servesWaiters`, on the writer's thread (so in order with every operation).
+  func addWaiterService(_ service: @escaping WaiterService) {
+    waiterServices.withLock { $0.append(service) }
+  }
+
+  /// Commits of other processes found so far: a mark for `hasForeignCommits(since:)`.
+  var foreignCommits: Int { walWatch.withLock { $0.foreign } }
+
+  /// Whether another process committed since `mark`: found at one of this writer's
+  /// transactions, or now (the WAL is not as this process's last commit left it). This
+  /// process's own commits are not news: unlike a bare look at the WAL, it does not wake a
+  /// wait for each of them.
+  func hasForeignCommits(since mark: Int) -> Bool {
+    let watch = walWatch.withLock { $0 }
+    if watch.foreign > mark { return true }
+    // While this writer holds the write lock nobody else commits; its own frames are not news.
+    if watch.inTransaction { return false }
+    return NovaDatabase.fileStamp(walPath) != watch.own
+  }
+
+  private func enqueue<T: Sendable>(
+    savepoint: Bool, servesWaiters: Bool, _ body: @escaping @Sendable (Database) throws -> T
+  ) async throws -> T {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
       let pending = Pending(
         execute: { db in
@@ -87,7 +131,7 @@ final class GroupCommitWriter: Sendable {
               continuation.resume(with: result)
             }
           }
-        }, fail: { continuation.resume(throwing: $0) })
+        }, fail: { continuation.resume(throwing: $0) }, servesWaiters: servesWaiters)
       let startFlush = state.withLock { state -> Bool in
         state.pending.append(pending)
         if state.flushing { return false }
@@ -115,14 +159,25 @@ final class GroupCommitWriter: Sendable {
         return batch
       }
       if batch.isEmpty { return }
-      var resumers: [@Sendable ((any Error)?) -> Void] = []
+      var resumers: [Resumer] = []
       resumers.reserveCapacity(batch.count)
+      // Resumers of what the services served, after the operations' (which they follow).
+      var served: [Resumer] = []
+      let services = batch.contains { $0.servesWaiters } ? waiterServices.withLock { $0 } : []
       do {
         try writer.writeWithoutTransaction { db in
           // Prepared once, like the savepoints (GRDB's `inTransaction` prepares both each time).
           try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+          // The write lock is held: the WAL is what other processes left, as of now.
+          let walPath = walPath
+          walWatch.withLock { watch in
+            if NovaDatabase.fileStamp(walPath) != watch.own { watch.foreign += 1 }
+            watch.inTransaction = true
+          }
+          defer { walWatch.withLock { $0 = (NovaDatabase.fileStamp(walPath), $0.foreign, false) } }
           do {
             for operation in batch { resumers.append(operation.execute(db)) }
+            for service in services { served.append(contentsOf: service(db)) }
             try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
           } catch {
             if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }
@@ -135,9 +190,11 @@ final class GroupCommitWriter: Sendable {
         }
         committed()
         for resume in resumers { resume(nil) }
+        for resume in served { resume(nil) }
       } catch {
         // The transaction did not commit: every caller, whether its operation ran or not, gets the error.
         for resume in resumers { resume(error) }
+        for resume in served { resume(error) }
         for operation in batch.dropFirst(resumers.count) { operation.fail(error) }
       }
     }

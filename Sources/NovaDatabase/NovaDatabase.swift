@@ -171,9 +171,27 @@ public final class NovaDatabase: Sendable {
   }
 
   /// Runs `body` in the shared write transaction (in a savepoint of its own unless `savepoint`
-  /// is false, which the caller may choose when `body` changes nothing before it throws).
-  package func write<T: Sendable>(savepoint: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-    try await writer.perform(savepoint: savepoint, body)
+  /// is false, which the caller may choose when `body` changes nothing before it throws). With
+  /// `servesWaiters` (a write that may give waiters what they wait for), the waiter services
+  /// run at the end of that transaction.
+  package func write<T: Sendable>(
+    savepoint: Bool = true, servesWaiters: Bool = false, _ body: @escaping @Sendable (Database) throws -> T
+  ) async throws -> T {
+    try await writer.perform(savepoint: savepoint, servesWaiters: servesWaiters, body)
+  }
+
+  /// A mark for `hasForeignCommits(since:)`: other processes' commits found so far.
+  package var foreignCommits: Int { writer.foreignCommits }
+
+  /// Whether another process committed to the database since `mark` (this process's own
+  /// commits do not count).
+  package func hasForeignCommits(since mark: Int) -> Bool { writer.hasForeignCommits(since: mark) }
+
+  /// Adds `service`, run on the writer at the end of each transaction that carries a write
+  /// marked `servesWaiters`, after its operations and before its commit; the closures it returns
+  /// are called once that transaction committed (nil) or failed.
+  package func addWaiterService(_ service: @escaping @Sendable (Database) -> [@Sendable ((any Error)?) -> Void]) {
+    writer.addWaiterService(service)
   }
 
   /// Runs `body` on a reader, its errors translated like the writer's.

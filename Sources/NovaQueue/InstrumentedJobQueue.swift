@@ -95,7 +95,14 @@ public final class InstrumentedJobQueue: JobQueue {
   }
 
   public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
-    let leases = try await base.claim(request)
+    count(try await base.claim(request))
+  }
+
+  public func claim(_ request: ClaimRequest, waitingUpTo timeout: Duration) async throws -> [JobLease] {
+    count(try await base.claim(request, waitingUpTo: timeout))
+  }
+
+  private func count(_ leases: [JobLease]) -> [JobLease] {
     let now = clock.now()
     for lease in leases {
       let handles = metrics(lease.job.queue)

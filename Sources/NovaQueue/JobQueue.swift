@@ -16,6 +16,10 @@ public protocol JobQueue: Sendable {
   /// highest priority first, then in enqueue order. Jobs of other kinds are passed over, not
   /// taken: they wait for a worker that runs them.
   func claim(_ request: ClaimRequest) async throws -> [JobLease]
+  /// Claims like `claim`; when nothing can be taken, waits up to `timeout` for news and returns
+  /// what the wait brought: jobs, or nothing (the caller then claims again). A store may hand
+  /// a job over in the very transaction that stores it (SQLite does).
+  func claim(_ request: ClaimRequest, waitingUpTo timeout: Duration) async throws -> [JobLease]
   /// Marks leased jobs as started, just before their handlers run: from then on their attempt
   /// counts. A lease that expires before its job started (claimed ahead by a worker that died)
   /// gives the attempt back, so prefetched jobs are not dead-lettered for a crash they never saw.
@@ -72,6 +76,13 @@ public protocol JobQueue: Sendable {
 }
 
 extension JobQueue {
+  /// A claim, then, if it took nothing, `waitForJobs`.
+  public func claim(_ request: ClaimRequest, waitingUpTo timeout: Duration) async throws -> [JobLease] {
+    let leases = try await claim(request)
+    if leases.isEmpty { await waitForJobs(timeout: timeout) }
+    return leases
+  }
+
   /// How many times a job's attempt is given back because its lease expired before it was
   /// marked started; after that its attempts count anyway. Start marks are written alongside
   /// the handler, so a job that kills its worker before its mark lands would otherwise be

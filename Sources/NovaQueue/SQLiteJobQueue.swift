@@ -48,7 +48,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   public let retryPolicy: RetryPolicy
   /// Dates jobs, leases and backoff.
   public let clock: any NovaClock
+  /// Signalled by whatever may make jobs claimable (waits for jobs end).
   private let wake = WakeSignal()
+  /// Signalled by what may make jobs claimable besides an enqueue (parked claims, which an
+  /// enqueue serves itself, are told to claim again).
+  private let news = WakeSignal()
+  private let parked = ParkedClaims()
   /// Ids strictly increase in enqueue order (claims take equal priorities by id).
   private let ids = JobID.Generator()
   private let knownQueues = Mutex<Set<String>>([])
@@ -65,6 +70,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     self.journal = journal
     try database.migrate("queue") { Self.registerMigrations(in: &$0) }
     try journal?.prepare(database)
+    database.addWaiterService { [weak self] db in self?.serveParked(db) ?? [] }
   }
 
   /// Opens (and creates or migrates) a database of its own at `configuration.path`.
@@ -367,7 +373,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     // A submission's policy decision, held to be written before its job in one transaction.
     let held = journal == nil ? nil : AuditContext.held
     let heldEvents = held?.events ?? []
-    let answer = try await database.write { db -> T in
+    let answer = try await database.write(servesWaiters: true) { db -> T in
       if let journal, !heldEvents.isEmpty { try journal.record(held: heldEvents, in: DatabaseTransaction(db)) }
       for queue in newQueues {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
@@ -454,9 +460,89 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   public static let promotionBatch = 500
 
   public func claim(_ request: ClaimRequest) async throws -> [JobLease] {
-    let (queues, worker, limit, starting) = (request.queues, request.worker, request.limit, request.starting)
-    guard limit > 0 else { return [] }
+    guard request.limit > 0 else { return [] }
+    let (journal, actor, clock) = (journal, AuditContext.actor, clock)
+    return try await database.write { db -> [JobLease] in
+      try Self.claim(request, now: Self.millis(clock.now()), journal: journal, actor: actor, db: db)
+    }
+  }
+
+  /// Claims; with nothing to take, the claim parks at the writer in the same transaction, and
+  /// the next transaction that enqueues serves it before its commit (`ParkedClaims`). It waits
+  /// up to `timeout`, or until news an enqueue does not bring (a release, a retry, another
+  /// process's commit), and then answers with nothing.
+  public func claim(_ request: ClaimRequest, waitingUpTo timeout: Duration) async throws -> [JobLease] {
+    guard request.limit > 0 else { return [] }
+    let (journal, clock, parked) = (journal, clock, parked)
+    let claim = parked.make(request, actor: AuditContext.actor)
+    let leases: [JobLease]
+    do {
+      leases = try await database.write { db -> [JobLease] in
+        let leases = try Self.claim(request, now: Self.millis(clock.now()), journal: journal, actor: claim.actor, db: db)
+        if leases.isEmpty { parked.park(claim) }
+        return leases
+      }
+    } catch {
+      // A commit that failed after the claim parked: the claim may have been served since.
+      guard parked.giveUp(claim) else { throw error }
+      let answer = try await claim.wait().get()
+      if answer.isEmpty { throw error }
+      return answer
+    }
+    if !leases.isEmpty { return leases }
+    // Another process's commit from now on ends the wait (its jobs are not served here).
+    let mark = database.foreignCommits
+    let watcher = Task {
+      await self.waitForNews(timeout: timeout, since: mark)
+      parked.giveUp(claim)
+    }
+    defer { watcher.cancel() }
+    return try await withTaskCancellationHandler {
+      try await claim.wait().get()
+    } onCancel: {
+      parked.giveUp(claim)
+    }
+  }
+
+  /// Claims parked now, waiting for a job.
+  package var parkedClaimCount: Int { parked.count }
+
+  /// Serves the parked claims at the end of a transaction that enqueued (on the writer), each
+  /// in a savepoint of its own.
+  private func serveParked(_ db: Database) -> [@Sendable ((any Error)?) -> Void] {
+    let claims = parked.takeAll()
+    if claims.isEmpty { return [] }
     let now = nowMillis
+    var resumers: [@Sendable ((any Error)?) -> Void] = []
+    for claim in claims {
+      let result = Result { () throws -> [JobLease] in
+        try db.cachedStatement(sql: "SAVEPOINT nova_parked_claim").execute()
+        do {
+          let leases = try Self.claim(claim.request, now: now, journal: journal, actor: claim.actor, db: db)
+          try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_parked_claim").execute()
+          return leases
+        } catch {
+          if db.isInsideTransaction {
+            try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT nova_parked_claim").execute()
+            try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_parked_claim").execute()
+          }
+          throw error
+        }
+      }
+      if case .success(let leases) = result, leases.isEmpty {
+        parked.servedNothing(claim)
+      } else {
+        resumers.append(parked.servedResumer(claim, result))
+      }
+    }
+    return resumers
+  }
+
+  /// One claim, in the writer's transaction.
+  private static func claim(
+    _ request: ClaimRequest, now: Int64, journal: (any JobTransitionJournal)?, actor: String, db: Database
+  ) throws -> [JobLease] {
+    let (queues, worker, limit, starting) = (request.queues, request.worker, request.limit, request.starting)
     let expires = now + Int64(request.leaseDuration.seconds * 1000)
     // Kinds the worker does not run are passed over (GLOB's `*` is the filter's `*`; kind names
     // hold no other GLOB character).
@@ -465,166 +551,162 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       patterns.isEmpty ? "" : " AND (" + patterns.indices.map { "kind GLOB ?\($0 + 7)" }.joined(separator: " OR ") + ")"
     let candidateKindClause =
       patterns.isEmpty ? "" : " AND (" + patterns.map { _ in "kind GLOB ?" }.joined(separator: " OR ") + ")"
-    let journal = journal
-    let actor = AuditContext.actor
-    return try await database.write { db -> [JobLease] in
-      // Due delayed and retrying jobs become available. A failed job has run at least once, a
-      // scheduled one never (retry resets attempts but makes the job available at once).
-      let promoted = try Row.fetchAll(
-        db.cachedStatement(
+    // Due delayed and retrying jobs become available. A failed job has run at least once, a
+    // scheduled one never (retry resets attempts but makes the job available at once).
+    let promoted = try Row.fetchAll(
+      db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'available', updated_at = ?1
+          WHERE id IN (
+            SELECT id FROM nova_jobs WHERE state IN ('scheduled', 'failed') AND run_at <= ?1 ORDER BY run_at LIMIT ?2)
+          RETURNING id, queue, kind, attempts
+          """), arguments: [now, Self.promotionBatch])
+    var transitions: [JobTransition] = []
+    var counts = JobCountChanges()
+    for row in promoted {
+      let attempts: Int = row[3]
+      let from: JobState = attempts > 0 ? .failed : .scheduled
+      counts.move(queue: row[1], kind: row[2], from: from, to: .available)
+      if journal != nil {
+        transitions.append(
+          JobTransition(
+            event: .promoted, job: JobID(row[0] as String), queue: row[1], kind: row[2],
+            from: from, to: .available, attempt: attempts, time: now))
+      }
+    }
+    let requested = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
+    // Queues under flow control take at most their allowance (none while paused).
+    let states = try Self.controlStates(requested, db: db)
+    let controlled = states.filter { !$0.value.controls.isDefault }
+    var caps: [String: Int] = [:]
+    for (name, control) in controlled {
+      var running = 0
+      if control.controls.maxRunning != nil {
+        running =
+          try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT COUNT(*) FROM nova_jobs WHERE state = 'running' AND queue = ?"), arguments: [name]) ?? 0
+      }
+      caps[name] = control.allowance(running: running, at: now)
+    }
+    let names = requested.filter { caps[$0] != 0 }
+    let weighted = names.count > 1 && names.contains { (controlled[$0]?.controls.weight ?? 1) != 1 }
+    // While jobs that ask for something wait in these queues, the claim walks the queues'
+    // first jobs in order and places each that fits; otherwise every job fits any worker.
+    // (Named: the planner otherwise took the listing index's (queue, state) range and read
+    // every available job of the queue on every claim, which halved `bench queue`.)
+    let placedWaiting = try db.cachedStatement(sql: Self.placedWaitingSQL)
+    var leases: [JobLease] = []
+    // Shared by weight: how many each has (up to the limit) decides nothing but the bound.
+    var shares: [String: Int]?
+    if weighted {
+      var queues: [(name: String, weight: Int, served: Int64, available: Int)] = []
+      let count = try db.cachedStatement(
+        sql: "SELECT COUNT(*) FROM (SELECT 1 FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause) LIMIT ?)")
+      for name in names {
+        let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
+        let available = try Int.fetchOne(count, arguments: StatementArguments(values)) ?? 0
+        let state = states[name]
+        queues.append((name, state?.controls.weight ?? 1, state?.served ?? 0, min(available, caps[name] ?? available)))
+      }
+      shares = WeightedShare.split(limit: limit, queues: queues)
+    }
+    if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
+      // A placing claim keeps to the weights' shares as its per-queue bounds.
+      var bounds = caps
+      for (name, share) in shares ?? [:] { bounds[name] = min(bounds[name] ?? share, share) }
+      for name in names where shares != nil && shares?[name] == nil { bounds[name] = 0 }
+      leases = try Self.claimPlacing(
+        request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: bounds,
+        keyLimits: names.reduce(into: [String: KeyLimits]()) { $0[$1] = states[$1]?.controls.keyLimits }, now: now, expires: expires, db: db)
+    } else {
+      // How many to take from each queue: one queue takes all; several are merged by priority
+      // first, since `queue IN (...)` would sort every available job of those queues.
+      var counts: [(queue: String, count: Int)] = []
+      if names.count == 1 {
+        counts = [(names[0], min(limit, caps[names[0]] ?? limit))]
+      } else if let shares {
+        counts = shares.map { ($0.key, $0.value) }
+      } else {
+        var candidates: [(queue: String, id: String, priority: Int)] = []
+        let select = try db.cachedStatement(
           sql: """
-            UPDATE nova_jobs SET state = 'available', updated_at = ?1
-            WHERE id IN (
-              SELECT id FROM nova_jobs WHERE state IN ('scheduled', 'failed') AND run_at <= ?1 ORDER BY run_at LIMIT ?2)
-            RETURNING id, queue, kind, attempts
-            """), arguments: [now, Self.promotionBatch])
-      var transitions: [JobTransition] = []
-      var counts = JobCountChanges()
-      for row in promoted {
-        let attempts: Int = row[3]
-        let from: JobState = attempts > 0 ? .failed : .scheduled
-        counts.move(queue: row[1], kind: row[2], from: from, to: .available)
-        if journal != nil {
-          transitions.append(
-            JobTransition(
-              event: .promoted, job: JobID(row[0] as String), queue: row[1], kind: row[2],
-              from: from, to: .available, attempt: attempts, time: now))
-        }
-      }
-      let requested = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
-      // Queues under flow control take at most their allowance (none while paused).
-      let states = try Self.controlStates(requested, db: db)
-      let controlled = states.filter { !$0.value.controls.isDefault }
-      var caps: [String: Int] = [:]
-      for (name, control) in controlled {
-        var running = 0
-        if control.controls.maxRunning != nil {
-          running =
-            try Int.fetchOne(
-              db.cachedStatement(sql: "SELECT COUNT(*) FROM nova_jobs WHERE state = 'running' AND queue = ?"), arguments: [name]) ?? 0
-        }
-        caps[name] = control.allowance(running: running, at: now)
-      }
-      let names = requested.filter { caps[$0] != 0 }
-      let weighted = names.count > 1 && names.contains { (controlled[$0]?.controls.weight ?? 1) != 1 }
-      // While jobs that ask for something wait in these queues, the claim walks the queues'
-      // first jobs in order and places each that fits; otherwise every job fits any worker.
-      // (Named: the planner otherwise took the listing index's (queue, state) range and read
-      // every available job of the queue on every claim, which halved `bench queue`.)
-      let placedWaiting = try db.cachedStatement(sql: Self.placedWaitingSQL)
-      var leases: [JobLease] = []
-      // Shared by weight: how many each has (up to the limit) decides nothing but the bound.
-      var shares: [String: Int]?
-      if weighted {
-        var queues: [(name: String, weight: Int, served: Int64, available: Int)] = []
-        let count = try db.cachedStatement(
-          sql: "SELECT COUNT(*) FROM (SELECT 1 FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause) LIMIT ?)")
+            SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause)
+            ORDER BY priority DESC, id LIMIT ?
+            """)
         for name in names {
           let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
-          let available = try Int.fetchOne(count, arguments: StatementArguments(values)) ?? 0
-          let state = states[name]
-          queues.append((name, state?.controls.weight ?? 1, state?.served ?? 0, min(available, caps[name] ?? available)))
+          let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
+          while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
         }
-        shares = WeightedShare.split(limit: limit, queues: queues)
-      }
-      if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
-        // A placing claim keeps to the weights' shares as its per-queue bounds.
-        var bounds = caps
-        for (name, share) in shares ?? [:] { bounds[name] = min(bounds[name] ?? share, share) }
-        for name in names where shares != nil && shares?[name] == nil { bounds[name] = 0 }
-        leases = try Self.claimPlacing(
-          request, queues: names, kinds: patterns, kindClause: candidateKindClause, caps: bounds,
-          keyLimits: names.reduce(into: [String: KeyLimits]()) { $0[$1] = states[$1]?.controls.keyLimits }, now: now, expires: expires, db: db)
-      } else {
-        // How many to take from each queue: one queue takes all; several are merged by priority
-        // first, since `queue IN (...)` would sort every available job of those queues.
-        var counts: [(queue: String, count: Int)] = []
-        if names.count == 1 {
-          counts = [(names[0], min(limit, caps[names[0]] ?? limit))]
-        } else if let shares {
-          counts = shares.map { ($0.key, $0.value) }
-        } else {
-          var candidates: [(queue: String, id: String, priority: Int)] = []
-          let select = try db.cachedStatement(
-            sql: """
-              SELECT id, priority FROM nova_jobs WHERE state = 'available' AND queue = ?\(candidateKindClause)
-              ORDER BY priority DESC, id LIMIT ?
-              """)
-          for name in names {
-            let values: [(any DatabaseValueConvertible)?] = [name] + patterns + [limit]
-            let rows = try Row.fetchCursor(select, arguments: StatementArguments(values))
-            while let row = try rows.next() { candidates.append((name, row[0], row[1])) }
-          }
-          candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
-          var perQueue: [String: Int] = [:]
-          var taken = 0
-          for candidate in candidates where taken < limit && perQueue[candidate.queue, default: 0] < caps[candidate.queue] ?? limit {
-            perQueue[candidate.queue, default: 0] += 1
-            taken += 1
-          }
-          counts = perQueue.map { ($0.key, $0.value) }
+        candidates.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.id < $1.id }
+        var perQueue: [String: Int] = [:]
+        var taken = 0
+        for candidate in candidates where taken < limit && perQueue[candidate.queue, default: 0] < caps[candidate.queue] ?? limit {
+          perQueue[candidate.queue, default: 0] += 1
+          taken += 1
         }
-        let update = try db.cachedStatement(
-          sql: """
-            UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
-              fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
-              started_at = ?3, updated_at = ?3
-            WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
-              ORDER BY priority DESC, id LIMIT ?5)
-            RETURNING \(Self.columns)
-            """)
-        let expiresAt = Self.date(expires)
-        for (name, count) in counts {
-          let raw = RawStatement(update, in: db)
-          raw.bind(1, worker)
-          raw.bind(2, expires)
-          raw.bind(3, now)
-          raw.bind(4, name)
-          raw.bind(5, count)
-          raw.bind(6, starting >= limit ? 1 : 0)
-          for (index, pattern) in patterns.enumerated() { raw.bind(Int32(index + 7), pattern) }
-          while try raw.step() {
-            let job = try Self.job(from: raw)
-            leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
-          }
-          raw.finish()
+        counts = perQueue.map { ($0.key, $0.value) }
+      }
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
+            fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+            started_at = ?3, updated_at = ?3
+          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
+            ORDER BY priority DESC, id LIMIT ?5)
+          RETURNING \(Self.columns)
+          """)
+      let expiresAt = Self.date(expires)
+      for (name, count) in counts {
+        let raw = RawStatement(update, in: db)
+        raw.bind(1, worker)
+        raw.bind(2, expires)
+        raw.bind(3, now)
+        raw.bind(4, name)
+        raw.bind(5, count)
+        raw.bind(6, starting >= limit ? 1 : 0)
+        for (index, pattern) in patterns.enumerated() { raw.bind(Int32(index + 7), pattern) }
+        while try raw.step() {
+          let job = try Self.job(from: raw)
+          leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
         }
+        raw.finish()
       }
-      if !controlled.isEmpty {
-        // The rate's bucket loses what was taken; weights count what each queue handed out
-        // (every queue of a claim that shares by weight, the default weight's included).
-        let update = try db.cachedStatement(
-          sql: "UPDATE nova_queues SET tokens = coalesce(?, tokens), refilled_at = coalesce(?, refilled_at), served = served + ? WHERE name = ?")
-        for name in weighted ? names : Array(controlled.keys) {
-          let taken = leases.lazy.filter { $0.job.queue == name }.count
-          let tokens = controlled[name]?.tokens(at: now) ?? .infinity
-          try update.execute(arguments: [tokens.isFinite ? tokens - Double(taken) : nil, tokens.isFinite ? now : nil, taken, name])
-        }
-      }
-      for lease in leases { counts.move(queue: lease.job.queue, kind: lease.job.kind, from: .available, to: .running) }
-      try counts.save(db)
-      if let journal {
-        for lease in leases {
-          transitions.append(
-            JobTransition(
-              event: .claimed, job: lease.id, queue: lease.job.queue, kind: lease.job.kind, from: .available,
-              to: .running, attempt: lease.job.attempts, time: now, detail: worker))
-        }
-        try journal.record(transitions, actor: actor, in: DatabaseTransaction(db))
-      }
-      leases.sort {
-        $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
-      }
-      if starting < limit {
-        // Only the first `starting` run at once; the rest wait in the worker's buffer.
-        let mark = try db.cachedStatement(sql: "UPDATE nova_jobs SET started = 1 WHERE id = ?")
-        for index in leases.indices {
-          leases[index].started = index < starting
-          if index < starting { try mark.execute(arguments: [leases[index].id.rawValue]) }
-        }
-      }
-      return leases
     }
+    if !controlled.isEmpty {
+      // The rate's bucket loses what was taken; weights count what each queue handed out
+      // (every queue of a claim that shares by weight, the default weight's included).
+      let update = try db.cachedStatement(
+        sql: "UPDATE nova_queues SET tokens = coalesce(?, tokens), refilled_at = coalesce(?, refilled_at), served = served + ? WHERE name = ?")
+      for name in weighted ? names : Array(controlled.keys) {
+        let taken = leases.lazy.filter { $0.job.queue == name }.count
+        let tokens = controlled[name]?.tokens(at: now) ?? .infinity
+        try update.execute(arguments: [tokens.isFinite ? tokens - Double(taken) : nil, tokens.isFinite ? now : nil, taken, name])
+      }
+    }
+    for lease in leases { counts.move(queue: lease.job.queue, kind: lease.job.kind, from: .available, to: .running) }
+    try counts.save(db)
+    if let journal {
+      for lease in leases {
+        transitions.append(
+          JobTransition(
+            event: .claimed, job: lease.id, queue: lease.job.queue, kind: lease.job.kind, from: .available,
+            to: .running, attempt: lease.job.attempts, time: now, detail: worker))
+      }
+      try journal.record(transitions, actor: actor, in: DatabaseTransaction(db))
+    }
+    leases.sort {
+      $0.job.priority != $1.job.priority ? $0.job.priority > $1.job.priority : $0.job.id < $1.job.id
+    }
+    if starting < limit {
+      // Only the first `starting` run at once; the rest wait in the worker's buffer.
+      let mark = try db.cachedStatement(sql: "UPDATE nova_jobs SET started = 1 WHERE id = ?")
+      for index in leases.indices {
+        leases[index].started = index < starting
+        if index < starting { try mark.execute(arguments: [leases[index].id.rawValue]) }
+      }
+    }
+    return leases
   }
 
   /// How many of each queue's first available jobs a placing claim looks at beyond its limit:
@@ -850,7 +932,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   public func setControls(_ controls: QueueControls, queue: String) async throws {
     try controls.validate()
     try JobRequest.validateName(queue, field: "queue")
-    try await database.write { db in
+    try await database.write(servesWaiters: true) { db in
       try db.execute(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)", arguments: [queue])
       // A new rate starts with a full bucket.
       try db.execute(
@@ -866,7 +948,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         ])
     }
     knownQueues.withLock { _ = $0.insert(queue) }
-    wake.signal()
+    signalNews()
   }
 
   // MARK: - Leases
@@ -902,6 +984,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let journal = journal
     let actor = AuditContext.actor
     // In a savepoint: the counters (and the journal's records) are written after the updates.
+    defer { freedSlots() }
     return try await database.write { db -> [Bool] in
       let update = try db.cachedStatement(sql: Self.completeSQL)
       var recorded: [Bool] = []
@@ -950,6 +1033,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let policy = retryPolicy
     let journal = journal
     let actor = AuditContext.actor
+    defer { freedSlots() }
     let outcome = try await database.write { db -> FailOutcome in
       guard
         let row = try Row.fetchOne(
@@ -1006,7 +1090,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    let released = try await database.write { db -> Int in
+    let released = try await database.write(servesWaiters: true) { db -> Int in
       // A started attempt given back too often (a hung handler released on every restart of its
       // worker) counts, and the job goes dead when it was the last: otherwise it never would.
       let counted = "(started = 1 AND returns >= \(Self.freeReturns))"
@@ -1034,7 +1118,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return transitions.count
     }
-    if released > 0 { wake.signal() }
+    if released > 0 { signalNews() }
     return released
   }
 
@@ -1048,6 +1132,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
+    defer { freedSlots() }
     return try await database.write { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
@@ -1086,7 +1171,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    let job = try await database.write { db -> Job in
+    let job = try await database.write(servesWaiters: true) { db -> Job in
       let job = try Self.fetchJob(id, db: db)
       switch job.state {
       case .dead, .cancelled, .failed:
@@ -1106,7 +1191,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         throw NovaError.invalidState(id, job.state, "retry")
       }
     }
-    wake.signal()
+    signalNews()
     return job
   }
 
@@ -1124,7 +1209,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let now = nowMillis
     let journal = journal
     let actor = AuditContext.actor
-    let result = try await database.write { db -> ReapResult in
+    let result = try await database.write(servesWaiters: true) { db -> ReapResult in
       let rows = try Row.fetchAll(
         db.cachedStatement(
           sql: """
@@ -1158,7 +1243,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try journal?.record(transitions, actor: actor, in: DatabaseTransaction(db))
       return result
     }
-    if !result.requeued.isEmpty { wake.signal() }
+    if !result.requeued.isEmpty { signalNews() }
     return result
   }
 
@@ -1401,6 +1486,29 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     }
     if let floor, jobs.count < limit { return JobPage(jobs: jobs, nextCursor: floor) }
     return JobPage(newestFirst: jobs, limit: filter.limit)
+  }
+
+  /// News an enqueue does not bring: waits for jobs and parked claims both hear it.
+  private func signalNews() {
+    wake.signal()
+    news.signal()
+  }
+
+  /// A job that ends frees what held others back (a queue's or a key's running limit, devices):
+  /// claims parked in this process try again. (Enqueues serve them themselves.)
+  private func freedSlots() {
+    if parked.count > 0 { news.signal() }
+  }
+
+  /// A parked claim's wait: until `timeout`, news, or another process's commit since `mark`
+  /// (this process's own commits serve the claim themselves), whichever first.
+  private func waitForNews(timeout: Duration, since mark: Int) async {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      let tick = min(Self.crossProcessTick, deadline - ContinuousClock.now)
+      if await news.wait(timeout: tick) { return }
+      if Task.isCancelled || database.hasForeignCommits(since: mark) { return }
+    }
   }
 
   public func waitForJobs(timeout: Duration) async {

@@ -292,28 +292,13 @@ public final class WorkerPool: Service {
           queues: configuration.queues, kinds: registry.kinds, worker: configuration.workerID,
           leaseDuration: configuration.leaseDuration, limit: limit, starting: freeSlots, capacity: freeCapacity(),
           totalCapacity: configuration.capacity, reserveAfter: configuration.reserveAfter)
-        leases = try await bounded { try await queue.claim(request) }
+        leases = try await claimOrWait(request)
       } catch {
         logger.error("claim failed", metadata: ["error": "\(error)"])
         await fetchWake.wait(timeout: configuration.pollInterval)
         continue
       }
-      if leases.isEmpty {
-        if state.withLock({ $0.running > 0 || !$0.held.isEmpty }) {
-          // Nothing could be taken: a job of this pool that ends frees devices, or a slot under
-          // a queue's or a key's limit (the fetch wake says so), as surely as a new job arrives,
-          // so either ends the wait.
-          await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.queue.waitForJobs(timeout: self.configuration.pollInterval) }
-            group.addTask { _ = await self.fetchWake.wait(timeout: self.configuration.pollInterval) }
-            await group.next()
-            group.cancelAll()
-          }
-        } else {
-          await queue.waitForJobs(timeout: configuration.pollInterval)
-        }
-        continue
-      }
+      if leases.isEmpty { continue }
       let now = clock.uptime()
       let stopping = state.withLock { state -> Bool in
         state.buffer.append(contentsOf: leases.map { Buffered(lease: $0, lastHeartbeat: now) })
@@ -326,6 +311,28 @@ public final class WorkerPool: Service {
       if stopping { break }
     }
     await releaseBuffered()
+  }
+
+  /// Claims; with nothing to take, waits in the store's claim (up to the poll interval) for
+  /// jobs, which a SQLite store hands over in the transaction that enqueues them. The fetch
+  /// wake also ends the wait: a job of this pool that ends frees devices, or a slot under a
+  /// queue's or a key's limit, as surely as a new job arrives; and shutdown says so.
+  private func claimOrWait(_ request: ClaimRequest) async throws -> [JobLease] {
+    let wait = configuration.pollInterval
+    return try await withThrowingTaskGroup(of: [JobLease]?.self) { group in
+      group.addTask { try await self.bounded { try await self.queue.claim(request, waitingUpTo: wait) } }
+      group.addTask {
+        _ = await self.fetchWake.wait(timeout: wait)
+        return nil
+      }
+      // The claim's answer is always awaited: given up, it still brings what it took meanwhile.
+      var leases: [JobLease] = []
+      while let answer = try await group.next() {
+        group.cancelAll()
+        if let answer { leases = answer }
+      }
+      return leases
+    }
   }
 
   /// What the host has that no claimed job holds.

@@ -156,7 +156,7 @@ extension BenchCommand {
             end to end   \(Int(median.e2e_per_s)) jobs/s\(median.backlog == true ? " (the backlog burned down, enqueued first)" : "")
             enqueue      \(Int(median.enqueue_per_s)) jobs/s
             latency      p50 \(String(format: "%.1f", median.p50_ms)) ms, p99 \(String(format: "%.1f", median.p99_ms)) ms (enqueue to completion)
-          \(steadyLines(median))\(placementLines(median))\(tenthLines(median))\(redisLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
+          \(steadyLines(median))\(placementLines(median))\(tenthLines(median))\(redisLines(median))\(writerLines(median))  lost \(median.lost), completed twice \(median.duplicate_completions)
           """)
       }
       if median.lost > 0 || median.duplicate_completions > 0 { throw ExitCode(1) }
@@ -168,6 +168,12 @@ extension BenchCommand {
       else { return "" }
       return "  redis        \(String(format: "%.3f", cpu)) ms CPU, \(String(format: "%.1f", calls)) commands (scripts' own included), "
         + "\(String(format: "%.2f", scripts)) scripts per job\n"
+    }
+
+    /// The summary's line for the SQLite writer's commits (none for Redis).
+    func writerLines(_ median: QueueBenchmark.Result) -> String {
+      guard let commits = median.sqlite_commits_per_job, let operations = median.sqlite_operations_per_commit else { return "" }
+      return "  writer       \(String(format: "%.2f", commits)) commits per job, \(String(format: "%.1f", operations)) operations per commit\n"
     }
 
     /// The summary's lines for the rate and memory by tenth of the jobs (none under 10 jobs).

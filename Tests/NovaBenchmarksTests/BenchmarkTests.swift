@@ -186,6 +186,11 @@ struct BenchmarkTests {
     #expect((result.arrival_per_s ?? 0) > 0)
     let median = QueueBenchmark.median([result, result, result])
     #expect(median.start_p99_ms == p99 && median.max_running == result.max_running)
+    // The writer's commits: each job's enqueue, claim and completion share some at least.
+    let commits = try #require(result.sqlite_commits_per_job)
+    let operations = try #require(result.sqlite_operations_per_commit)
+    #expect(commits > 0 && commits < 3 && operations >= 1, "\(commits) commits per job, \(operations) operations per commit")
+    #expect(median.sqlite_commits_per_job == commits)
   }
 
   /// Issue #14 point 8: jobs due at one instant are all promoted, in bounded batches, while a

@@ -157,6 +157,35 @@ struct WorkerPoolTests {
     }
   }
 
+  /// Issue #24, steady arrivals: an idle pool's claim waits at the SQLite writer, and the job that
+  /// trickles in is leased to it in the commit that stores it: one transaction from the enqueue
+  /// to the handler's start, where a claim woken afterwards needed a second (and a wake-up).
+  /// The poll interval is long, so a pool that polled could not pass.
+  @Test func aJobTricklingIntoAnIdlePoolIsLeasedInTheCommitThatStoresIt() async throws {
+    let queue = try SQLiteJobQueue(path: TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
+    let started = Mutex<(transactions: Int, at: ContinuousClock.Instant)?>(nil)
+    var registry = JobRegistry()
+    registry.registerRaw("trickle") { _, _ in
+      started.withLock { $0 = (queue.writeStatistics.transactions, .now) }
+      return nil
+    }
+    var configuration = poolConfiguration(concurrency: 2)
+    configuration.pollInterval = .seconds(30)
+    try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
+      try await eventually("the pool announced and its claim parked", poll: .milliseconds(2)) {
+        try await !queue.workers().isEmpty && queue.parkedClaimCount == 1
+      }
+      let before = queue.writeStatistics.transactions
+      let at = ContinuousClock.now
+      let id = try await queue.enqueue(JobRequest(kind: "trickle")).id
+      try await eventually("the job to start", timeout: .seconds(10), poll: .milliseconds(1)) { started.withLock { $0 != nil } }
+      let start = try #require(started.withLock { $0 })
+      #expect(start.transactions == before + 1, "transactions from the enqueue to the start: \(start.transactions - before)")
+      #expect(start.at - at < .seconds(5))
+      try await eventually("the job to succeed") { try await queue.get(id)?.state == .succeeded }
+    }
+  }
+
   /// Issue #22, placement as work really arrives: 1-GPU jobs trickle in faster than they end on
   /// a host with two GPUs. Each of the first two takes a free GPU at once, no two ever share one,
   /// and a freed GPU takes the next waiting job at once: the poll interval is 5 s, so neither can
