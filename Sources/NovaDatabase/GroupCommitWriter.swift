@@ -14,8 +14,9 @@ import Synchronization
 final class GroupCommitWriter: Sendable {
   /// How to resume a caller once the transaction committed (nil) or failed.
   typealias Resumer = @Sendable ((any Error)?) -> Void
-  /// Runs inside a transaction, after its operations, and returns how to resume what it served.
-  typealias WaiterService = @Sendable (Database) -> [Resumer]
+  /// Runs inside a transaction, after its operations, and adds how to resume what it served
+  /// (added before it throws, so that a transaction rolled back answers those too).
+  typealias WaiterService = @Sendable (Database, inout [Resumer]) throws -> Void
 
   private struct Pending: Sendable {
     /// Runs the operation inside the open transaction and returns how to resume its caller.
@@ -94,6 +95,22 @@ final class GroupCommitWriter: Sendable {
     return NovaDatabase.fileStamp(walPath) != watch.own
   }
 
+  /// Asks for a transaction that runs the waiter services (nothing else of its own); `failed`
+  /// is told when that transaction could not begin.
+  func requestService(failed: @escaping @Sendable (any Error) -> Void) {
+    submit(Pending(execute: { _ in { _ in } }, fail: failed, servesWaiters: true))
+  }
+
+  private func submit(_ pending: Pending) {
+    let startFlush = state.withLock { state -> Bool in
+      state.pending.append(pending)
+      if state.flushing { return false }
+      state.flushing = true
+      return true
+    }
+    if startFlush { queue.async { self.flushLoop() } }
+  }
+
   private func enqueue<T: Sendable>(
     savepoint: Bool, servesWaiters: Bool, _ body: @escaping @Sendable (Database) throws -> T
   ) async throws -> T {
@@ -132,13 +149,7 @@ final class GroupCommitWriter: Sendable {
             }
           }
         }, fail: { continuation.resume(throwing: $0) }, servesWaiters: servesWaiters)
-      let startFlush = state.withLock { state -> Bool in
-        state.pending.append(pending)
-        if state.flushing { return false }
-        state.flushing = true
-        return true
-      }
-      if startFlush { queue.async { self.flushLoop() } }
+      submit(pending)
     }
   }
 
@@ -177,7 +188,7 @@ final class GroupCommitWriter: Sendable {
           defer { walWatch.withLock { $0 = (NovaDatabase.fileStamp(walPath), $0.foreign, false) } }
           do {
             for operation in batch { resumers.append(operation.execute(db)) }
-            for service in services { served.append(contentsOf: service(db)) }
+            for service in services { try service(db, &served) }
             try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
           } catch {
             if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }

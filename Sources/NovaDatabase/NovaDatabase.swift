@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import NovaCore
 
 /// Nova's SQLite database: one WAL-mode file that every store of the application shares (the
@@ -188,10 +189,36 @@ public final class NovaDatabase: Sendable {
   package func hasForeignCommits(since mark: Int) -> Bool { writer.hasForeignCommits(since: mark) }
 
   /// Adds `service`, run on the writer at the end of each transaction that carries a write
-  /// marked `servesWaiters`, after its operations and before its commit; the closures it returns
-  /// are called once that transaction committed (nil) or failed.
-  package func addWaiterService(_ service: @escaping @Sendable (Database) -> [@Sendable ((any Error)?) -> Void]) {
+  /// marked `servesWaiters`, after its operations and before its commit. The closures it adds
+  /// are called once that transaction committed (nil) or failed; one that throws rolls the
+  /// transaction back (it must have added its closures first).
+  package func addWaiterService(
+    _ service: @escaping @Sendable (Database, inout [@Sendable ((any Error)?) -> Void]) throws -> Void
+  ) {
     writer.addWaiterService(service)
+  }
+
+  /// How many times SQLite prepared the writer's statements again (a schema change, or a bound
+  /// value that may change a statement's plan, such as a GLOB pattern): each costs a parse.
+  package func writerStatementsPreparedAgain() async throws -> Int {
+    try await write(savepoint: false) { db in
+      var total: Int32 = 0
+      var statement = sqlite3_next_stmt(db.sqliteConnection, nil)
+      while let current = statement {
+        total += sqlite3_stmt_status(current, SQLITE_STMTSTATUS_REPREPARE, 0)
+        statement = sqlite3_next_stmt(db.sqliteConnection, current)
+      }
+      return Int(total)
+    }
+  }
+
+  /// SQLite's error as the writer reports it (`NovaError.unavailable` for a lock, `.storage`
+  /// otherwise), for results delivered by a waiter service.
+  package func translate(_ error: any Error) -> any Error { SQLiteErrorTranslation.translate(error, path: path) }
+
+  /// Asks for a transaction that runs the waiter services; `failed` is told if it cannot begin.
+  package func requestWaiterService(failed: @escaping @Sendable (any Error) -> Void) {
+    writer.requestService(failed: failed)
   }
 
   /// Runs `body` on a reader, its errors translated like the writer's.

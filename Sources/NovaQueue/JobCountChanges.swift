@@ -23,6 +23,11 @@ struct JobCountChanges {
     deltas[Counter(queue: queue, kind: kind, state: state), default: 0] += count
   }
 
+  /// Adds `other`'s changes to these.
+  mutating func merge(_ other: JobCountChanges) {
+    for (counter, delta) in other.deltas { deltas[counter, default: 0] += delta }
+  }
+
   /// A job of `queue` and `kind` went from one state to another.
   mutating func move(queue: String, kind: String, from: JobState, to: JobState) {
     if from == to { return }
