@@ -9,15 +9,23 @@ public final class WakeSignal: Sendable {
     var pending = false
     var nextID = 0
     var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
-    /// Waits begun and not yet returned.
-    var active: Set<Int> = []
+    /// Waits begun and not yet returned, each with the signals counted when it began.
+    var active: [Int: Int] = [:]
+    /// Signals that woke registered waiters: a wait that began before one and registers after
+    /// it was meant to be woken too.
+    var signals = 0
     /// Active waits that ended (timed out or cancelled) before their continuation was registered.
     var ended: Set<Int> = []
   }
 
   private let state = Mutex(State())
+  /// Runs between a wait's start and its registration (tests hold that window open with it).
+  private let beforeRegistering: (@Sendable () async -> Void)?
 
-  public init() {}
+  public init() { beforeRegistering = nil }
+
+  /// A signal whose waits run `beforeRegistering` between their start and their registration.
+  package init(beforeRegistering: @escaping @Sendable () async -> Void) { self.beforeRegistering = beforeRegistering }
 
   /// Wakes every waiting task, or the next one to wait.
   public func signal() {
@@ -28,6 +36,7 @@ public final class WakeSignal: Sendable {
       }
       let waiters = Array(state.waiters.values)
       state.waiters.removeAll(keepingCapacity: true)
+      state.signals += 1
       return waiters
     }
     for waiter in waiters { waiter.resume(returning: true) }
@@ -55,7 +64,7 @@ public final class WakeSignal: Sendable {
       }
       if Task.isCancelled { return 0 }
       state.nextID += 1
-      state.active.insert(state.nextID)
+      state.active[state.nextID] = state.signals
       return state.nextID
     }
     // nil: a signal was waiting; 0: cancelled; else the wait's id (ids start at 1).
@@ -70,15 +79,22 @@ public final class WakeSignal: Sendable {
     defer {
       timer?.cancel()
       state.withLock { state in
-        state.active.remove(id)
+        state.active.removeValue(forKey: id)
         state.ended.remove(id)
       }
     }
+    if let beforeRegistering { await beforeRegistering() }
     return await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
         let resumeNow = state.withLock { state -> Bool? in
           if state.pending {
             state.pending = false
+            return true
+          }
+          // A signal came between this wait's start and now, and woke the waiters registered
+          // then: it was meant for this one too.
+          if let begun = state.active[id], begun != state.signals {
+            state.ended.remove(id)
             return true
           }
           if state.ended.remove(id) != nil || Task.isCancelled { return false }
@@ -97,7 +113,7 @@ public final class WakeSignal: Sendable {
     let continuation = state.withLock { state -> CheckedContinuation<Bool, Never>? in
       if let continuation = state.waiters.removeValue(forKey: id) { return continuation }
       // Not registered yet: it must not register. (A wait already resumed is no longer active.)
-      if state.active.contains(id) { state.ended.insert(id) }
+      if state.active[id] != nil { state.ended.insert(id) }
       return nil
     }
     continuation?.resume(returning: false)

@@ -27,8 +27,13 @@ package final class WALCheckpointer: Sendable {
   package struct Statistics: Sendable, Equatable {
     /// Checkpoints run.
     package var runs = 0
-    /// Checkpoints that could not run (another process's checkpoint, or an error).
+    /// Checkpoints that failed (an error other than a busy database).
     package var failures = 0
+    /// Checkpoints that found the database busy (another checkpoint running, or a lock held at
+    /// that instant): the next one does their work.
+    package var busy = 0
+    /// SQLite's result code of the last checkpoint that did not succeed.
+    package var lastCode: Int32 = 0
     /// Frames in the WAL at the last checkpoint, and how many of them are back in the database.
     package var walFrames = 0
     package var framesBack = 0
@@ -65,11 +70,11 @@ package final class WALCheckpointer: Sendable {
         var opened: OpaquePointer?
         // A connection learns that the file is in WAL mode when it first reads it; until then
         // a checkpoint does nothing.
-        if sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) != SQLITE_OK
-          || sqlite3_exec(opened, "SELECT count(*) FROM sqlite_master", nil, nil, nil) != SQLITE_OK
-        {
+        var code = sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil)
+        if code == SQLITE_OK { code = sqlite3_exec(opened, "SELECT count(*) FROM sqlite_master", nil, nil, nil) }
+        if code != SQLITE_OK {
           sqlite3_close_v2(opened)
-          counters.withLock { $0.failures += 1 }
+          counters.withLock { $0.count(failed: code) }
           return
         }
         handle = opened
@@ -83,9 +88,18 @@ package final class WALCheckpointer: Sendable {
           $0.walFrames = Int(logFrames)
           $0.framesBack = Int(backFrames)
         } else {
-          $0.failures += 1
+          // SQLITE_OK with -1 frames: the connection does not see the WAL (a failure).
+          $0.count(failed: code == SQLITE_OK ? SQLITE_ERROR : code)
         }
       }
     }
+  }
+}
+
+extension WALCheckpointer.Statistics {
+  /// Counts a checkpoint that did not succeed with SQLite's `code`.
+  mutating func count(failed code: Int32) {
+    lastCode = code
+    if code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED { busy += 1 } else { failures += 1 }
   }
 }

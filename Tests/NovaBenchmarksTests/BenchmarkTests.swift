@@ -31,7 +31,12 @@ struct BenchmarkTests {
     let request = try #require(
       HTTPLoadBenchmark.Request(
         url: receiver.url + "/v1/jobs", method: "POST", headers: [("Authorization", "Bearer t")], body: Array(#"{"kind":"echo"}"#.utf8)))
-    let result = try await HTTPLoadBenchmark.run(request, connections: 3, duration: .milliseconds(500), warmup: .milliseconds(100))
+    // A window in which nothing was answered (a machine busy with every other suite) says
+    // nothing about what is sent and counted: the run is tried again, three times at most.
+    var result = try await HTTPLoadBenchmark.run(request, connections: 3, duration: .milliseconds(500), warmup: .milliseconds(100))
+    for _ in 0..<2 where result.requests == 0 {
+      result = try await HTTPLoadBenchmark.run(request, connections: 3, duration: .seconds(1), warmup: .milliseconds(100))
+    }
     #expect(result.requests > 0 && result.requests_per_s > 0)
     #expect(result.statuses == ["201": result.requests])
     #expect(result.p50_ms <= result.p99_ms && result.p99_ms <= result.max_ms)

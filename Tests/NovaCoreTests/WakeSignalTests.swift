@@ -20,6 +20,25 @@ struct WakeSignalTests {
     #expect(lost == 0, "\(lost) signals lost")
   }
 
+  /// A wait that has begun but not yet registered when a signal wakes the registered waiters is
+  /// woken by it too. It used to miss it and sleep until its timeout or the next signal (a claim
+  /// long-poll beside a job that had just arrived).
+  @Test func aWaitBetweenItsStartAndItsRegistrationIsWokenByTheSignal() async throws {
+    let window = RegistrationWindow()
+    let signal = WakeSignal(beforeRegistering: { await window.passThrough() })
+    let first = Task { await signal.wait(timeout: .seconds(30)) }
+    try await Task.sleep(for: .milliseconds(100))
+    window.hold()
+    let second = Task { await signal.wait(timeout: .seconds(30)) }
+    while !window.isHeld { try await Task.sleep(for: .milliseconds(1)) }
+    signal.signal()
+    window.release()
+    #expect(await first.value)
+    let start = ContinuousClock.now
+    #expect(await second.value, "the second wait timed out")
+    #expect(ContinuousClock.now - start < .seconds(5))
+  }
+
   @Test func aSignalWithNobodyWaitingIsKeptForTheNextWait() async {
     let signal = WakeSignal()
     signal.signal()
@@ -61,5 +80,29 @@ private final class CountingClock: NovaClock {
   func sleep(for duration: Duration) async throws {
     count.withLock { $0 += 1 }
     try await Task.sleep(for: duration)
+  }
+}
+
+/// Holds the next wait between its start and its registration until released (without
+/// blocking a thread: the tests share a small pool of them).
+private final class RegistrationWindow: Sendable {
+  private let state = Mutex((holdNext: false, held: false, released: false))
+
+  func hold() { state.withLock { $0.holdNext = true } }
+
+  var isHeld: Bool { state.withLock { $0.held } }
+
+  func release() { state.withLock { $0.released = true } }
+
+  /// Called by the wait: returns once the window, held open for it, is released.
+  func passThrough() async {
+    let hold = state.withLock { state -> Bool in
+      guard state.holdNext else { return false }
+      state.holdNext = false
+      state.held = true
+      return true
+    }
+    guard hold else { return }
+    while !state.withLock({ $0.released }) { try? await Task.sleep(for: .milliseconds(1)) }
   }
 }

@@ -212,7 +212,8 @@ struct SQLiteJobQueueTests {
       let statistics = queue.database.checkpointStatistics
       return statistics.walFrames > 0 && statistics.framesBack == statistics.walFrames
     }
-    #expect(queue.database.checkpointStatistics.failures == 0)
+    let statistics = queue.database.checkpointStatistics
+    #expect(statistics.failures == 0, "checkpoints failed, the last with SQLite code \(statistics.lastCode)")
     let after = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
     #expect(after > before, "the jobs' pages are in the database file (\(before) -> \(after) bytes)")
     let backstop = try await queue.database.write(savepoint: false) { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }
