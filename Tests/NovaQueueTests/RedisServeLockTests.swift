@@ -43,13 +43,14 @@ struct RedisServeLockTests {
   @Test func aSecondServerIsRefusedNamingTheHolderUntilTheFirstGivesTheLockBack() async throws {
     let server = RedisTestServer.shared
     let prefix = uniquePrefix()
-    // TTLs long enough that renewals keep up on a loaded machine.
-    let first = try makeLock(prefix, "first", ttl: .seconds(5), listen: "10.0.0.1:8080", url: server.url)
+    // TTLs long enough that renewals keep up on a loaded machine (5 s lapsed once in a full
+    // fresh-clone run, every suite at once on two cores: the second then took the lock).
+    let first = try makeLock(prefix, "first", ttl: .seconds(10), listen: "10.0.0.1:8080", url: server.url)
     try await first.acquire()
     #expect(try await currentHolder(prefix, url: server.url) == first.holder)
     let renewing = Task { try await first.keepRenewing() }
 
-    let second = try makeLock(prefix, "second", ttl: .seconds(5), url: server.url)
+    let second = try makeLock(prefix, "second", ttl: .seconds(10), url: server.url)
     let waits = TestFlag()
     let refused = try await refusal { try await second.acquire { _ in waits.set() } }
     #expect(waits.isSet, "the second watched the lock before refusing")
