@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// One argument of a command: text or raw bytes.
 public enum RESPArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
@@ -17,24 +18,40 @@ public enum RESPArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByInt
 /// Encodes commands as RESP arrays of bulk strings.
 enum RESPCommandEncoder {
   static func encode(_ command: [RESPArgument], into buffer: inout ByteBuffer) {
-    buffer.writeStaticString("*")
-    buffer.writeString(String(command.count))
-    buffer.writeStaticString("\r\n")
+    buffer.writeInteger(UInt8(ascii: "*"))
+    writeDecimal(command.count, into: &buffer)
     for argument in command {
       switch argument {
       case .string(let text):
-        buffer.writeStaticString("$")
-        buffer.writeString(String(text.utf8.count))
-        buffer.writeStaticString("\r\n")
+        buffer.writeInteger(UInt8(ascii: "$"))
+        writeDecimal(text.utf8.count, into: &buffer)
         buffer.writeString(text)
       case .bytes(let bytes):
-        buffer.writeStaticString("$")
-        buffer.writeString(String(bytes.count))
-        buffer.writeStaticString("\r\n")
+        buffer.writeInteger(UInt8(ascii: "$"))
+        writeDecimal(bytes.count, into: &buffer)
         buffer.writeBytes(bytes)
       }
       buffer.writeStaticString("\r\n")
     }
+  }
+
+  /// A length and its CRLF, written without making a `String` of it.
+  private static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+    if value < 10 {
+      buffer.writeInteger(UInt8(ascii: "0") + UInt8(value))
+    } else {
+      withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+        var start = 20
+        var rest = value
+        while rest > 0 {
+          start -= 1
+          digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+          rest /= 10
+        }
+        buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(digits)[start...]))
+      }
+    }
+    buffer.writeStaticString("\r\n")
   }
 }
 
@@ -57,54 +74,126 @@ struct RESPMessageDecoder: ByteToMessageDecoder {
 }
 
 /// Sent through the pipeline when a command's reply is late.
-struct RedisTimeoutEvent {
-  var milliseconds: Int64
+/// The replies one `pipeline` call waits for: resumes its caller once, with every reply or the
+/// first failure, whichever of the handler, the deadline or a failed write comes first.
+final class PendingReplies: Sendable {
+  let expected: Int
+  /// When the connection gives up on these replies.
+  let deadline: NIODeadline
+  /// The timeout the deadline came from, for the error's text.
+  let milliseconds: Int64
+  /// The continuation is taken out under the lock to be resumed, so it is resumed exactly once.
+  private let state: Mutex<State>
+
+  private struct State {
+    var replies: [RESPValue]
+    var received = 0
+    var continuation: UnsafeContinuation<[RESPValue], any Error>?
+  }
+
+  init(expected: Int, deadline: NIODeadline, milliseconds: Int64, continuation: UnsafeContinuation<[RESPValue], any Error>) {
+    self.expected = expected
+    self.deadline = deadline
+    self.milliseconds = milliseconds
+    var replies: [RESPValue] = []
+    replies.reserveCapacity(expected)
+    state = Mutex(State(replies: replies, continuation: continuation))
+  }
+
+  /// Counts a reply in; true once all have arrived (the caller is resumed then, unless it
+  /// failed before). Replies are counted even after a failure, so that the next request's
+  /// replies are never taken for this one's.
+  func receive(_ value: RESPValue) -> Bool {
+    let (complete, resumed) = state.withLock { state -> (Bool, (UnsafeContinuation<[RESPValue], any Error>, [RESPValue])?) in
+      state.received += 1
+      guard state.continuation != nil else { return (state.received == expected, nil) }
+      state.replies.append(value)
+      guard state.received == expected, let continuation = state.continuation else { return (false, nil) }
+      state.continuation = nil
+      defer { state.replies = [] }
+      return (true, (continuation, state.replies))
+    }
+    if let (continuation, replies) = resumed { continuation.resume(returning: replies) }
+    return complete
+  }
+
+  /// Fails the caller, unless it was resumed already.
+  func fail(_ error: RedisError) {
+    state.withLock { state in
+      defer { state.continuation = nil }
+      return state.continuation
+    }?.resume(throwing: error)
+  }
 }
 
-/// A command on its way out, with the promise its reply fulfils.
-struct RedisRequest {
-  var commands: [[RESPArgument]]
-  var promises: [EventLoopPromise<RESPValue>]
+/// Commands on their way out, encoded, with the replies they wait for.
+struct RedisRequest: Sendable {
+  var bytes: ByteBuffer
+  var replies: PendingReplies
 }
 
 /// Matches replies to requests in order, which is what makes pipelining work: any number of
-/// commands may be in flight on one connection.
+/// commands may be in flight on one connection. One timer per connection, armed at the earliest
+/// deadline in flight, bounds the wait for replies.
 final class RedisRequestHandler: ChannelDuplexHandler {
   typealias InboundIn = RESPValue
   typealias OutboundIn = RedisRequest
   typealias OutboundOut = ByteBuffer
 
-  private var pending = CircularBuffer<EventLoopPromise<RESPValue>>(initialCapacity: 16)
+  private var pending = CircularBuffer<PendingReplies>(initialCapacity: 16)
   private var failure: RedisError?
+  private var timer: (deadline: NIODeadline, task: Scheduled<Void>)?
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
     let request = unwrapOutboundIn(data)
     if let failure {
-      for reply in request.promises { reply.fail(failure) }
+      request.replies.fail(failure)
       promise?.fail(failure)
       return
     }
-    var buffer = context.channel.allocator.buffer(capacity: 64 * request.commands.count)
-    for command in request.commands { RESPCommandEncoder.encode(command, into: &buffer) }
-    pending.append(contentsOf: request.promises)
-    context.write(wrapOutboundOut(buffer), promise: promise)
+    pending.append(request.replies)
+    arm(context: context, at: request.replies.deadline)
+    context.write(wrapOutboundOut(request.bytes), promise: promise)
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let value = unwrapInboundIn(data)
     if case .push = value { return }  // out-of-band (RESP3 pub/sub, invalidation): not ours
-    guard let promise = pending.popFirst() else {
+    guard let first = pending.first else {
       failAll(.unexpectedReply("a reply arrived with no command waiting"), context: context)
       return
     }
-    promise.succeed(value)
+    if first.receive(value) {
+      pending.removeFirst()
+      if pending.isEmpty, let timer {
+        timer.task.cancel()
+        self.timer = nil
+      }
+    }
   }
 
-  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if let timeout = event as? RedisTimeoutEvent {
-      failAll(.timeout("no reply within \(timeout.milliseconds) ms"), context: context)
-    } else {
-      context.fireUserInboundEventTriggered(event)
+  /// Arms the timer for `deadline` unless it is armed for an earlier one already. It is not
+  /// moved as replies arrive: when it fires early it is armed again for what is left.
+  private func arm(context: ChannelHandlerContext, at deadline: NIODeadline) {
+    if let timer {
+      if timer.deadline <= deadline { return }
+      timer.task.cancel()
+    }
+    let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+      self.timer = nil
+      self.deadlinePassed(context: context)
+    }
+    timer = (deadline, task)
+  }
+
+  private func deadlinePassed(context: ChannelHandlerContext) {
+    let now = NIODeadline.now()
+    // Replies are matched by order, so one request past its deadline makes the connection
+    // untrustworthy: everything in flight fails and the connection closes.
+    if let late = pending.first(where: { $0.deadline <= now }) {
+      failAll(.timeout("no reply within \(late.milliseconds) ms"), context: context)
+    } else if let next = pending.map(\.deadline).min() {
+      arm(context: context, at: next)
     }
   }
 
@@ -123,7 +212,9 @@ final class RedisRequestHandler: ChannelDuplexHandler {
 
   private func failAll(_ error: RedisError, context: ChannelHandlerContext?) {
     if failure == nil { failure = error }
-    while let promise = pending.popFirst() { promise.fail(error) }
+    timer?.task.cancel()
+    timer = nil
+    while let replies = pending.popFirst() { replies.fail(error) }
     context?.close(promise: nil)
   }
 }
@@ -211,35 +302,25 @@ public final class RedisConnection: Sendable {
   /// Writes several commands at once and returns their replies in order.
   public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
     if commands.isEmpty { return [] }
-    let loop = channel.eventLoop
-    let promises = commands.map { _ in loop.makePromise(of: RESPValue.self) }
     let channel = self.channel
-    let commandTimeout = TimeAmount(RedisClient.bounded(Duration(self.commandTimeout)))
-    let millis = commandTimeout.nanoseconds / 1_000_000
-    let timeout = loop.scheduleTask(in: commandTimeout) {
-      // Replies are matched by order, so after a timeout the connection cannot be trusted:
-      // the handler fails everything in flight and closes it. The promises are failed here
-      // too, in case the handler is gone already (a channel closed meanwhile); a promise
-      // completed before ignores the second result.
-      channel.pipeline.fireUserInboundEventTriggered(RedisTimeoutEvent(milliseconds: millis))
-      for promise in promises { promise.fail(RedisError.timeout("no reply within \(millis) ms")) }
-    }
-    // A write that cannot happen (the channel closed before it reached the handler) never
-    // registers its promises with the handler: fail them here, or their callers would wait.
-    let written = loop.makePromise(of: Void.self)
-    written.futureResult.whenFailure { _ in
-      for promise in promises { promise.fail(RedisError.connectionClosed) }
-    }
-    channel.writeAndFlush(RedisRequest(commands: commands, promises: promises), promise: written)
-    do {
-      var replies: [RESPValue] = []
-      replies.reserveCapacity(promises.count)
-      for promise in promises { replies.append(try await promise.futureResult.get()) }
-      timeout.cancel()
-      return replies
-    } catch {
-      timeout.cancel()
-      throw error
+    let timeout = RedisClient.bounded(Duration(commandTimeout))
+    let deadline = NIODeadline.now() + TimeAmount(timeout)
+    // Encoded here, off the event loop, which then only writes the bytes.
+    var bytes = channel.allocator.buffer(capacity: 64 * commands.count)
+    for command in commands { RESPCommandEncoder.encode(command, into: &bytes) }
+    let request = bytes
+    return try await withUnsafeThrowingContinuation { continuation in
+      let replies = PendingReplies(
+        expected: commands.count, deadline: deadline, milliseconds: Int64(timeout / .milliseconds(1)), continuation: continuation)
+      // One hop to the event loop per call: the write, the failure callback and the timer are
+      // all set up there, where they cost no further wake-ups.
+      channel.eventLoop.execute {
+        // A write that cannot happen (the channel closed before it reached the handler) never
+        // registers its replies with the handler: fail them here, or their caller would wait.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in replies.fail(.connectionClosed) }
+        channel.writeAndFlush(RedisRequest(bytes: request, replies: replies), promise: written)
+      }
     }
   }
 

@@ -100,6 +100,48 @@ struct RedisClientTests {
     #expect { _ = try RedisURL(parsing: "ftp://:pa55@h") } throws: { !"\($0)".contains("pa55") }
   }
 
+  @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func oneTimerPerConnectionBoundsEveryRequestInFlight() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let proxy = try await LatencyProxy(targetPort: server.port, delay: .milliseconds(150))
+    // The connection's timer is armed for the first request (600 ms) and fires while the
+    // second (sent at 400 ms, due at 1,000) is still in flight: it must be armed again for the
+    // second, not fail it. Each reply takes about 300 ms (150 each way).
+    let client = RedisClient(
+      configuration: .init(url: RedisURL(port: proxy.port), poolSize: 1, commandTimeout: .milliseconds(600), retryWindow: .zero))
+    async let first = client.send("PING")
+    try await Task.sleep(for: .milliseconds(400))
+    async let second = client.send("ECHO", "later")
+    #expect(try await first.string == "PONG")
+    #expect(try await second.string == "later")
+    client.close()
+
+    // A request with a nearer deadline (a request path's bound) behind one with a far one: the
+    // timer moves up to it, and it fails on time, taking the connection's other request with it
+    // (replies are matched by order, so the connection is closed).
+    let bounded = RedisClient(
+      configuration: .init(url: RedisURL(port: proxy.port), poolSize: 1, commandTimeout: .seconds(20), retryWindow: .zero))
+    defer { bounded.close() }
+    _ = try? await bounded.send("PING")  // connected, so both requests below share one connection
+    let started = ContinuousClock.now
+    async let far = bounded.send("PING")
+    try await Task.sleep(for: .milliseconds(50))
+    await #expect {
+      try await RedisClient.$deadline.withValue(ContinuousClock.now + .milliseconds(100)) { try await bounded.send("PING") }
+    } throws: { error in
+      guard case RedisError.timeout = error else { return false }
+      return true
+    }
+    do {
+      _ = try await far
+      Issue.record("the request behind the late one was answered on a connection that timed out")
+    } catch {
+      #expect(error is RedisError)
+    }
+    #expect(ContinuousClock.now - started < .seconds(2))
+    await proxy.close()
+  }
+
   @Test(.enabled(if: TestServers.redisAvailable, TestServers.redisMissing)) func commandTimeoutAndReconnectAfterADroppedConnection() async throws {
     let server = try RedisTestServer()
     defer { server.stop() }
