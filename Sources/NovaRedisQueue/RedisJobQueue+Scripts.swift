@@ -272,21 +272,28 @@ enum RedisQueueScripts {
         redis.call('HINCRBY', p .. 'keyrun', key, 1)
         return true
       end
+      -- One read and one write per job: the token and attempts are counted up from what the
+      -- read returned (two HINCRBYs cost more), and the reply is patched to match.
       local function take(id, placement)
         local k = p .. 'job:' .. id
-        redis.call('HINCRBY', k, 'token', 1)
-        redis.call('HINCRBY', k, 'attempts', 1)
-        redis.call('HSET', k, 'state', 'running', 'lease_owner', worker, 'lease_expires_at', expires,
-          'started_at', now, 'updated_at', now, 'started', (#out - 1 <= starting) and '1' or '0')
+        local fields = redis.call('HMGET', k, \(claimFieldList))
+        local token = string.format('%d', tonumber(fields[10] or '0') + 1)
+        local attempts = string.format('%d', tonumber(fields[6] or '0') + 1)
+        local started = (#out - 1 <= starting) and '1' or '0'
         if placement ~= '' then
-          redis.call('HSET', k, 'placement', placement)
+          redis.call('HSET', k, 'token', token, 'attempts', attempts, 'state', 'running', 'lease_owner', worker,
+            'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'started', started, 'placement', placement)
           redis.call('HDEL', k, 'rsv_by', 'rsv_until')
+          fields[13] = placement
+        else
+          redis.call('HSET', k, 'token', token, 'attempts', attempts, 'state', 'running', 'lease_owner', worker,
+            'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'started', started)
         end
+        fields[6], fields[10], fields[11] = attempts, token, started
         redis.call('ZREM', p .. 'state:available', id)
         redis.call('ZADD', p .. 'running', expires, id)
-        local fields = redis.call('HMGET', k, \(claimFieldList))
-        audit('claimed', id, 'available', 'running', now, worker, fields[2], fields[6])
-        record[#record + 1] = id .. ':' .. fields[10]
+        audit('claimed', id, 'available', 'running', now, worker, fields[2], attempts)
+        record[#record + 1] = id .. ':' .. token
         tally[fields[2]] = (tally[fields[2]] or 0) - 1
         if (fields[12] and fields[12] ~= '') or fields[14] then needs(-1) end
         out[#out + 1] = fields
@@ -328,13 +335,25 @@ enum RedisQueueScripts {
       local nk = tonumber(ARGV[7])
       local placing = ARGV[8 + nk] ~= ''
       local waiting = tonumber(redis.call('GET', p .. 'needs') or '0') > 0
-      local function wanted(id)
+      local function kindwanted(kind)
         if nk == 0 then return true end
-        local kind = redis.call('HGET', p .. 'job:' .. id, 'kind')
         for q = 1, nk do
           if kind and string.find(kind, ARGV[7 + q]) then return true end
         end
         return false
+      end
+      local function wanted(id)
+        return nk == 0 or kindwanted(redis.call('HGET', p .. 'job:' .. id, 'kind'))
+      end
+      -- Whether every kind the `kinds` hash counts available jobs of is one the worker takes:
+      -- then a claim pops the first jobs as an unfiltered one does instead of scanning.
+      local function onlywantedkinds()
+        if redis.call('HLEN', p .. 'kinds') > 64 then return false end
+        local all = redis.call('HGETALL', p .. 'kinds')
+        for j = 1, #all, 2 do
+          if all[j + 1] ~= '0' and not kindwanted(all[j]) then return false end
+        end
+        return true
       end
       if waiting and placing then
         -- What the worker has free: GPUs, CPUs, memory, the least and the most memory of a free
@@ -405,21 +424,11 @@ enum RedisQueueScripts {
         return list
       end
       local picked = {}
-      if nk == 0 and not waiting then
-        local popped = redis.call('ZPOPMIN', p .. 'available', limit)
-        for j = 1, #popped, 2 do
-          local f = redis.call('HMGET', p .. 'job:' .. popped[j], 'req', 'ckey')
-          if (f[1] and f[1] ~= '') or f[2] then
-            -- The count was off (a key changed by hand): the job goes back and is counted.
-            redis.call('ZADD', p .. 'available', popped[j + 1], popped[j])
-            needs(1)
-          else
-            picked[#picked + 1] = popped[j]
-          end
-        end
-      else
+      -- Looks at up to `kindScanLimit` of the first available jobs for `want` more to lease.
+      local function scan(want)
         local offset = 0
-        while #picked < limit and offset < \(kindScanLimit) do
+        local found = {}
+        while #found < want and offset < \(kindScanLimit) do
           local window = redis.call('ZRANGE', p .. 'available', offset, offset + 499)
           if #window == 0 then break end
           for j = 1, #window do
@@ -427,14 +436,39 @@ enum RedisQueueScripts {
             if wanted(id) then
               local req = waiting and redis.call('HGET', p .. 'job:' .. id, 'req') or ''
               if (not req or req == '') and keyok(id) then
-                picked[#picked + 1] = id
-                if #picked >= limit then break end
+                found[#found + 1] = id
+                if #found >= want then break end
               end
             end
           end
           offset = offset + 500
         end
-        for j = 1, #picked do redis.call('ZREM', p .. 'available', picked[j]) end
+        for j = 1, #found do
+          redis.call('ZREM', p .. 'available', found[j])
+          picked[#picked + 1] = found[j]
+        end
+      end
+      if not waiting and (nk == 0 or onlywantedkinds()) then
+        local popped = redis.call('ZPOPMIN', p .. 'available', limit)
+        local passed = false
+        for j = 1, #popped, 2 do
+          local f = redis.call('HMGET', p .. 'job:' .. popped[j], 'req', 'ckey', 'kind')
+          if (f[1] and f[1] ~= '') or f[2] then
+            -- The count was off (a key changed by hand): the job goes back and is counted.
+            redis.call('ZADD', p .. 'available', popped[j + 1], popped[j])
+            needs(1)
+          elseif not kindwanted(f[3]) then
+            -- A kind the hash does not count (a job from before it existed): back it goes, and
+            -- the jobs behind it are scanned for.
+            redis.call('ZADD', p .. 'available', popped[j + 1], popped[j])
+            passed = true
+          else
+            picked[#picked + 1] = popped[j]
+          end
+        end
+        if passed then scan(limit - #picked) end
+      else
+        scan(limit)
       end
       for j = 1, #picked do take(picked[j], '') end
       return finish()

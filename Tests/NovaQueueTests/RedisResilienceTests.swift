@@ -207,6 +207,31 @@ struct RedisResilienceTests {
     try await queue.deleteAllKeys()
   }
 
+  /// A claim for named kinds pops the first jobs, as an unfiltered one does, when every kind the
+  /// queue counts available jobs of is one it takes; a job the counts miss (from before they
+  /// existed) that it does not take goes back, keeping its place, and the jobs behind it are
+  /// leased instead.
+  @Test func aKindFilteredClaimPassesOverJobsTheKindCountsMiss() async throws {
+    let prefix = "fastkinds-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { queue.close() }
+    let first: JobID = try await queue.enqueue(JobRequest(kind: "legacy", priority: 5))
+    let wanted: [JobID] = try await queue.enqueue(batch: (0..<3).map { _ in JobRequest(kind: "echo") }).map(\.id)
+    let filter = try JobKindFilter(["echo"])
+    // While the counts know of the legacy job the claim scans past it.
+    var leases = try await queue.claim(ClaimRequest(kinds: filter, worker: "w", leaseDuration: .seconds(30), limit: 1))
+    #expect(leases.map(\.id) == [wanted[0]])
+    // Counts lost (as before the hash existed): the fast path pops the legacy job first.
+    _ = try await queue.client.send("HDEL", .string("\(prefix):{default}:kinds"), "legacy")
+    leases = try await queue.claim(ClaimRequest(kinds: filter, worker: "w", leaseDuration: .seconds(30), limit: 5))
+    #expect(leases.map(\.id) == Array(wanted[1...]))
+    #expect(leases.allSatisfy { $0.job.attempts == 1 && $0.job.kind == "echo" })
+    #expect(try await queue.get(first)?.state == .available)
+    let rest = try await queue.claim(queues: [], worker: "w", leaseDuration: .seconds(30), limit: 5)
+    #expect(rest.map(\.id) == [first])
+    try await queue.deleteAllKeys()
+  }
+
   /// A kind filter that matches nothing in the newest 1,000 ids of a state still leads on: the
   /// page comes back short, with a cursor to the rest.
   @Test func aKindFilteredListingLeadsPastNonMatchingJobs() async throws {
