@@ -10,29 +10,82 @@ extension RedisJobQueue: TransitionSource {
     var records: [SourcedTransition] = []
     for queue in try await allQueues() where records.count < limit {
       let key = "\(configuration.keyPrefix):{\(queue)}:audit"
-      let start = cursors[key].map { "(" + $0 } ?? "-"
-      let reply = try await redis.send("XRANGE", .string(key), .string(start), "+", "COUNT", .int(limit - records.count))
-      for item in reply.elements ?? [] {
-        guard let parts = item.elements, parts.count == 2, let id = parts[0].string, let flat = parts[1].elements else {
-          throw RedisStoreBoundary.badReply("XRANGE \(key) returned \(item)")
+      var start = cursors[key].map { "(" + $0 } ?? "-"
+      // An entry holds up to `auditBatch` records: entries are read a page at a time, and
+      // whole, so the batch may pass `limit` by less than a page's worth.
+      while records.count < limit {
+        let page = min(limit - records.count, Self.auditEntryPage)
+        let reply = try await redis.send("XRANGE", .string(key), .string(start), "+", "COUNT", .int(page))
+        let entries = reply.elements ?? []
+        for item in entries {
+          guard let parts = item.elements, parts.count == 2, let id = parts[0].string, let flat = parts[1].elements else {
+            throw RedisStoreBoundary.badReply("XRANGE \(key) returned \(item)")
+          }
+          start = "(" + id
+          var fields: [(name: String, value: String)] = []
+          for index in stride(from: 0, to: flat.count - 1, by: 2) {
+            if let name = flat[index].string { fields.append((name, flat[index + 1].string ?? "")) }
+          }
+          do {
+            records += try Self.transitions(from: fields, queue: queue, source: key, cursor: id)
+          } catch NovaError.storage(let problem) {
+            // Any client with write access can add to the stream: an entry that is not one the
+            // scripts write is copied aside (under its own id, so once) and the import goes on.
+            let named = Self.uniquelyNamed(fields)
+            var quarantine: [RESPArgument] = ["XADD", .string(key + ":quarantine"), .string(id), "reason", .string(problem)]
+            for (name, value) in named.sorted(by: { $0.key < $1.key }) { quarantine += [.string("f:" + name), .string(value)] }
+            _ = try? await redis.send(quarantine)
+            records.append(SourcedTransition(source: key, cursor: id, malformed: problem, fields: named))
+          }
         }
-        var fields: [String: String] = [:]
-        for index in stride(from: 0, to: flat.count - 1, by: 2) {
-          if let name = flat[index].string { fields[name] = flat[index + 1].string ?? "" }
-        }
-        do {
-          records.append(try Self.transition(from: fields, queue: queue, source: key, cursor: id))
-        } catch NovaError.storage(let problem) {
-          // Any client with write access can add to the stream: a record that is not a
-          // transition is copied aside (under its own id, so once) and the import goes on.
-          var quarantine: [RESPArgument] = ["XADD", .string(key + ":quarantine"), .string(id), "reason", .string(problem)]
-          for (name, value) in fields.sorted(by: { $0.key < $1.key }) { quarantine += [.string("f:" + name), .string(value)] }
-          _ = try? await redis.send(quarantine)
-          records.append(SourcedTransition(source: key, cursor: id, malformed: problem, fields: fields))
-        }
+        if entries.count < page { break }
       }
     }
     return records
+  }
+
+  /// Stream entries read per `XRANGE`.
+  static let auditEntryPage = 64
+
+  /// The records of one stream entry: a batch as the scripts write it (`v` 2: the actor, then
+  /// an `r` per record holding event, job, from, to, attempt, kind, time and detail, joined by
+  /// U+001F, the detail last so that it may hold anything), or one record as versions before
+  /// batches wrote it (a field each).
+  static func transitions(from fields: [(name: String, value: String)], queue: String, source: String, cursor: String) throws
+    -> [SourcedTransition]
+  {
+    guard let version = fields.first(where: { $0.name == "v" })?.value else {
+      return [try transition(from: uniquelyNamed(fields), queue: queue, source: source, cursor: cursor)]
+    }
+    guard version == "2" else { throw NovaError.storage("audit record \(cursor) in \(source): unknown version '\(version)'") }
+    let actor = fields.first { $0.name == "ac" }?.value ?? ""
+    var records: [SourcedTransition] = []
+    for (position, record) in fields.filter({ $0.name == "r" }).map(\.value).enumerated() {
+      let parts = record.split(separator: "\u{1F}", maxSplits: 7, omittingEmptySubsequences: false).map(String.init)
+      guard parts.count == 8 else {
+        throw NovaError.storage("audit record \(cursor) in \(source): record \(position + 1) has \(parts.count) of its 8 fields")
+      }
+      records.append(
+        try transition(
+          from: [
+            "e": parts[0], "j": parts[1], "f": parts[2], "t": parts[3], "a": parts[4], "k": parts[5], "ts": parts[6], "d": parts[7], "ac": actor,
+          ],
+          queue: queue, source: source, cursor: cursor))
+    }
+    guard !records.isEmpty else { throw NovaError.storage("audit record \(cursor) in \(source): a batch with no records") }
+    return records
+  }
+
+  /// Fields by name; a name that repeats gets its position after the first (`r`, `r.2`, ...).
+  static func uniquelyNamed(_ fields: [(name: String, value: String)]) -> [String: String] {
+    var named: [String: String] = [:]
+    var seen: [String: Int] = [:]
+    for (name, value) in fields {
+      let count = (seen[name] ?? 0) + 1
+      seen[name] = count
+      named[count == 1 ? name : "\(name).\(count)"] = value
+    }
+    return named
   }
 
   static func transition(from fields: [String: String], queue: String, source: String, cursor: String) throws -> SourcedTransition {
@@ -84,10 +137,24 @@ extension RedisJobQueue: TransitionSource {
     return states
   }
 
-  /// Audit records waiting in the queues' streams.
+  /// Audit records waiting in the queues' streams: counted exactly while a queue's stream holds
+  /// up to `auditEntryPage` entries (as after each import), estimated from its first entries
+  /// beyond that.
   public func pendingTransitionCount() async throws -> Int {
-    let queues = try await allQueues()
-    let replies = try await redis.pipeline(queues.map { ["XLEN", .string("\(configuration.keyPrefix):{\($0)}:audit")] })
-    return replies.reduce(0) { $0 + Int($1.int ?? 0) }
+    var total = 0
+    for queue in try await allQueues() {
+      let key = "\(configuration.keyPrefix):{\(queue)}:audit"
+      let entries = try await redis.send("XLEN", .string(key)).int ?? 0
+      if entries == 0 { continue }
+      let first = try await redis.send("XRANGE", .string(key), "-", "+", "COUNT", .int(Self.auditEntryPage)).elements ?? []
+      var records = 0
+      for item in first {
+        let flat = item.elements?.last?.elements ?? []
+        let names = stride(from: 0, to: flat.count - 1, by: 2).compactMap { flat[$0].string }
+        records += names.contains("v") ? names.filter { $0 == "r" }.count : 1
+      }
+      total += first.isEmpty ? Int(entries) : Int((Double(records) / Double(first.count) * Double(entries)).rounded())
+    }
+    return total
   }
 }

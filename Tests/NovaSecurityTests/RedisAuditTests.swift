@@ -122,4 +122,36 @@ struct RedisAuditTests {
     _ = try await quiet.enqueue(JobRequest(kind: "noop"))
     #expect(try await quiet.pendingTransitionCount() == 0)
   }
+  /// A script call's records share one stream entry (one XADD per call); entries written one
+  /// record each (before batches) still import; a batch that is not one the scripts write is
+  /// quarantined whole, named; a detail holding the separator keeps it.
+  @Test func batchesOfRecordsOlderEntriesAndBadBatchesAreRead() async throws {
+    let fixture = try SecurityFixture()
+    let redis = try redisQueue(clock: fixture.clock)
+    defer { redis.close() }
+    let stream = RESPArgument.string("\(redis.configuration.keyPrefix):{default}:audit")
+    _ = try await redis.enqueue(batch: (0..<300).map { _ in JobRequest(kind: "noop") })
+    #expect(try await redis.client.send("XLEN", stream).int == 2, "256 records, then 44")
+    #expect(try await redis.pendingTransitionCount() == 300)
+    let lease = try #require(try await redis.claim(queues: [], worker: "w", leaseDuration: .seconds(5), limit: 1).first)
+    _ = try await redis.fail(lease, error: "bad\u{1F}news", retryable: false)
+    _ = try await redis.client.send(
+      "XADD", stream, "*", "e", "enqueued", "j", "from-an-older-version", "f", "", "t", "available", "a", "0", "k", "noop", "d", "", "ts",
+      "1700000000000", "ac", "token:old")
+    _ = try await redis.client.send("XADD", stream, "*", "v", "2", "ac", "x", "r", "enqueued\u{1F}j", "r", "another")
+    _ = try await redis.client.send("XADD", stream, "*", "v", "3", "r", "x")
+    #expect(try await fixture.audit.importAllTransitions(from: redis) == 300 + 2 + 1 + 2)
+    #expect(try await redis.pendingTransitionCount() == 0)
+    let entries = try await fixture.audit.entries(from: 1, through: 400)
+    #expect(entries.filter { $0.event == "job.enqueued" }.count == 301)
+    let dead = try #require(entries.first { $0.event == "job.dead" })
+    #expect(dead.subject == lease.id.rawValue && dead.payload.contains(#"bad\u001fnews"#))
+    let older = try #require(entries.first { $0.subject == "from-an-older-version" })
+    #expect(older.actor == "token:old" && older.time == 1_700_000_000_000)
+    let quarantined = entries.filter { $0.event == "audit.quarantined" }.map(\.payload)
+    #expect(quarantined.count == 2)
+    #expect(quarantined.first?.contains("record 1 has 2 of its 8 fields") == true && quarantined.first?.contains(#""r.2":"another""#) == true)
+    #expect(quarantined.last?.contains("unknown version '3'") == true)
+    #expect(try await fixture.audit.verify(verifier: fixture.security.signer.verifier).passed)
+  }
 }
