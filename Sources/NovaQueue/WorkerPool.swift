@@ -469,6 +469,11 @@ public final class WorkerPool: Service {
         state.finishedSinceTick += 1
         state.held[job.id] = nil
         state.occupancy += 1
+        // A job that ended before its start mark went out needs none: its outcome is recorded
+        // next, and the mark would cost the store a read and a write for nothing.
+        if !lease.started, !state.pendingStarts.isEmpty, let waiting = state.pendingStarts.firstIndex(where: { $0.id == job.id }) {
+          state.pendingStarts.remove(at: waiting)
+        }
         let entry = state.inFlight.removeValue(forKey: job.id)
         return (entry?.stopReason, entry?.lease ?? lease, entry?.timeout ?? timeout)
       }

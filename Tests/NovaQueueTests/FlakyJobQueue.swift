@@ -12,6 +12,14 @@ final class FlakyJobQueue: JobQueue {
   private let failing: Mutex<Set<Operation>>
   private let calls = Mutex<[Operation: Int]>([:])
   private let heartbeatDelay = Mutex(Duration.zero)
+  private let startDelay = Mutex(Duration.zero)
+  private let marked = Mutex<[JobID]>([])
+
+  /// Makes every start mark call take `delay` first.
+  func setStartDelay(_ delay: Duration) { startDelay.withLock { $0 = delay } }
+
+  /// The jobs start marks were written for, in order.
+  var startMarked: [JobID] { marked.withLock { $0 } }
 
   /// Makes every heartbeat take `delay` first (a slow store).
   func setHeartbeatDelay(_ delay: Duration) { heartbeatDelay.withLock { $0 = delay } }
@@ -38,6 +46,9 @@ final class FlakyJobQueue: JobQueue {
     try await base.claim(request)
   }
   func start(_ leases: [JobLease]) async throws {
+    marked.withLock { $0 += leases.map(\.id) }
+    let delay = startDelay.withLock { $0 }
+    if delay > .zero { try await Task.sleep(for: delay) }
     try await base.start(leases)
   }
   func heartbeat(_ leases: [JobLease], leaseDuration: Duration) async throws -> [JobID: HeartbeatOutcome] {

@@ -169,7 +169,10 @@ struct WorkerPoolTests {
       started.withLock { $0 = (queue.writeStatistics.transactions, .now) }
       return nil
     }
-    var configuration = poolConfiguration(concurrency: 2)
+    // One slot and no prefetch: once the job is leased the pool claims nothing more, so no
+    // claim of its own (a transaction too) can come between the lease and the handler's start.
+    var configuration = poolConfiguration(concurrency: 1)
+    configuration.prefetch = 0
     configuration.pollInterval = .seconds(30)
     try await withPool(queue: queue, registry: registry, configuration: configuration) { _ in
       try await eventually("the pool announced and its claim parked", poll: .milliseconds(2)) {
@@ -474,6 +477,32 @@ struct WorkerPoolTests {
 
   /// A reload that drops a kind gives jobs of it already claimed back (attempt not counted)
   /// instead of dead-lettering them; a pool with no handlers at all claims nothing.
+  /// Jobs claimed ahead get a start mark when they leave the buffer; one that ends while the
+  /// marks are still waiting for the store (a slow start call) needs none, and gets none.
+  @Test(arguments: QueueBackend.all)
+  func jobsThatEndBeforeTheirStartMarkGoesOutGetNone(backend: QueueBackend) async throws {
+    let queue = FlakyJobQueue(try makeQueue(backend))
+    queue.setStartDelay(.milliseconds(300))
+    var registry = JobRegistry()
+    registry.register("quick", parameters: TestParameters.self) { _, _ in EmptyResult() }
+    let ids: [JobID] = try await queue.enqueue(batch: (0..<20).map { _ in JobRequest(kind: "quick") }).map(\.id)
+    try await withPool(
+      queue: queue, registry: registry,
+      configuration: .init(concurrency: 1, workerID: "w", pollInterval: .milliseconds(20), prefetch: 20)
+    ) { _ in
+      try await eventually("every job to succeed") {
+        var done = 0
+        for id in ids where try await queue.get(id)?.state == .succeeded { done += 1 }
+        return done == ids.count
+      }
+    }
+    // All but the first were claimed ahead; while the first mark call was out (300 ms), the
+    // rest ran and ended, so their marks were dropped.
+    let marked = queue.startMarked
+    #expect(marked.count < 5, "\(marked.count) start marks for 20 jobs of 0 ms")
+    #expect(Set(marked).isSubset(of: Set(ids)))
+  }
+
   @Test(arguments: QueueBackend.all)
   func aJobWhoseKindWasDroppedAfterItsClaimIsGivenBack(backend: QueueBackend) async throws {
     let queue = FlakyJobQueue(try makeQueue(backend))
