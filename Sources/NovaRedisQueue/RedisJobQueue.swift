@@ -41,6 +41,8 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   let redis: RedisStoreBoundary
   private let knownQueues = Mutex<Set<String>>([])
   private let wake = WakeSignal()
+  /// Single enqueues that arrive while one is out go together.
+  private let coalescer = EnqueueCoalescer()
   /// Ids strictly increase in enqueue order (the available set orders equal priorities by id).
   private let ids = JobID.Generator()
 
@@ -170,7 +172,14 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   // MARK: - Enqueue
 
   public func enqueue(_ request: JobRequest) async throws -> EnqueueResult {
-    try await enqueue(batch: [request])[0]
+    let actor = AuditContext.actor
+    let deadline = StoreDeadline.current
+    let key = EnqueueCoalescer.Key(queue: request.queue, actor: actor, bounded: deadline != nil)
+    return try await coalescer.enqueue(request, key: key, deadline: deadline) { requests, deadline in
+      try await AuditContext.$actor.withValue(actor) {
+        try await StoreDeadline.$current.withValue(deadline) { try await self.enqueue(batch: requests) }
+      }
+    }
   }
 
   public func enqueue(batch requests: [JobRequest]) async throws -> [EnqueueResult] {

@@ -1,0 +1,118 @@
+import NovaCore
+import NovaQueue
+import Synchronization
+
+/// Single enqueues for one queue, by one actor, that arrive while a call for them is out go to
+/// Redis together in the next call: one script call (and one audit entry) for many jobs where
+/// each job paid for its own. A caller that finds no call out sends at once, alone.
+///
+/// The caller whose call comes back hands the turn to the first that waited, which sends for
+/// every waiter and resumes each with its own result. Idempotency keys are checked per call, so
+/// a conflict in a shared call sends each of its jobs again on its own: only the job whose key
+/// conflicts fails.
+final class EnqueueCoalescer: Sendable {
+  /// Who may share a call: the audit records of a call name one actor, and callers bounded by
+  /// a deadline (request paths) share only with others that are.
+  struct Key: Hashable, Sendable {
+    var queue: String
+    var actor: String
+    var bounded: Bool
+  }
+
+  /// Stores a batch within a deadline (the nearest of its callers'; nil for none).
+  typealias Send = @Sendable ([JobRequest], ContinuousClock.Instant?) async throws -> [EnqueueResult]
+
+  private struct Waiter: Sendable {
+    var request: JobRequest
+    var deadline: ContinuousClock.Instant?
+    var continuation: UnsafeContinuation<Turn, Never>
+  }
+
+  private enum Turn: Sendable {
+    /// Send for these waiters (the first is the one resumed).
+    case lead([Waiter])
+    case done(Result<EnqueueResult, any Error>)
+  }
+
+  private struct State {
+    var busy: Set<Key> = []
+    var waiting: [Key: [Waiter]] = [:]
+  }
+
+  private let state = Mutex(State())
+
+  /// The most jobs one shared call sends; the rest wait for the next.
+  static let largestCall = 256
+
+  /// Enqueues `request`, alone or with others waiting under `key`; `send` stores a batch.
+  func enqueue(_ request: JobRequest, key: Key, deadline: ContinuousClock.Instant?, send: Send) async throws -> EnqueueResult {
+    let idle = state.withLock { state in
+      if state.busy.contains(key) { return false }
+      state.busy.insert(key)
+      return true
+    }
+    if idle { return try await lead([request], deadline: deadline, waiters: [], key: key, send: send) }
+    let turn = await withUnsafeContinuation { (continuation: UnsafeContinuation<Turn, Never>) in
+      let waiter = Waiter(request: request, deadline: deadline, continuation: continuation)
+      let leadNow = state.withLock { state in
+        if state.busy.contains(key) {
+          state.waiting[key, default: []].append(waiter)
+          return false
+        }
+        state.busy.insert(key)
+        return true
+      }
+      if leadNow { continuation.resume(returning: .lead([waiter])) }
+    }
+    switch turn {
+    case .done(let result):
+      return try result.get()
+    case .lead(let waiters):
+      let deadlines = waiters.compactMap(\.deadline)
+      return try await lead(waiters.map(\.request), deadline: deadlines.min(), waiters: Array(waiters.dropFirst()), key: key, send: send)
+    }
+  }
+
+  /// Sends `requests` (the leader's first, then one per waiter), hands the turn on, and
+  /// resumes the waiters with their results; returns the leader's.
+  private func lead(
+    _ requests: [JobRequest], deadline: ContinuousClock.Instant?, waiters: [Waiter], key: Key, send: Send
+  ) async throws -> EnqueueResult {
+    var results: [Result<EnqueueResult, any Error>]
+    do {
+      results = try await send(requests, deadline).map { .success($0) }
+    } catch NovaError.idempotencyConflict where requests.count > 1 {
+      results = []
+      for request in requests {
+        do {
+          results.append(.success(try await send([request], deadline)[0]))
+        } catch {
+          results.append(.failure(error))
+        }
+      }
+    } catch {
+      results = Array(repeating: .failure(error), count: requests.count)
+    }
+    handOver(key)
+    for (waiter, result) in zip(waiters, results.dropFirst()) { waiter.continuation.resume(returning: .done(result)) }
+    return try results[0].get()
+  }
+
+  /// Gives the turn to the first waiter, with every waiter for it to send, or ends it.
+  private func handOver(_ key: Key) {
+    let next = state.withLock { state -> [Waiter] in
+      guard let waiting = state.waiting[key], !waiting.isEmpty else {
+        state.waiting[key] = nil
+        state.busy.remove(key)
+        return []
+      }
+      if waiting.count <= Self.largestCall {
+        state.waiting[key] = nil
+        return waiting
+      }
+      state.waiting[key] = Array(waiting.dropFirst(Self.largestCall))
+      return Array(waiting.prefix(Self.largestCall))
+    }
+    if let first = next.first { first.continuation.resume(returning: .lead(next)) }
+  }
+}
