@@ -120,21 +120,7 @@ final class GroupCommitWriter: Sendable {
           let result: Result<T, any Error>
           do {
             if savepoint {
-              // Prepared once per connection: GRDB's `inSavepoint` compiles its statements on
-              // every call, which a profile of single submissions showed (with its authorizer).
-              try db.cachedStatement(sql: "SAVEPOINT nova_operation").execute()
-              do {
-                let value = try body(db)
-                try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_operation").execute()
-                result = .success(value)
-              } catch {
-                // (Some SQLite errors roll the whole transaction back themselves.)
-                if db.isInsideTransaction {
-                  try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT nova_operation").execute()
-                  try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_operation").execute()
-                }
-                throw error
-              }
+              result = .success(try CachedSavepoint.operation.run(in: db) { try body(db) })
             } else {
               result = .success(try body(db))
             }

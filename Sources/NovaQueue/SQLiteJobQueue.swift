@@ -75,7 +75,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       guard let self else { return }
       // Enqueues first: the claims parked then take what they stored.
       try self.storePendingEnqueues(db, &resumers)
-      resumers.append(contentsOf: self.serveParked(db))
+      self.serveParked(db, &resumers)
     }
   }
 
@@ -422,43 +422,40 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       // this caller alone: the whole transaction is.
       var wrote = false
       var fatal: (any Error)?
+      func store() throws -> PendingEnqueues.Stored {
+        if let journal, !entry.heldEvents.isEmpty { try journal.record(held: entry.heldEvents, in: DatabaseTransaction(db)) }
+        var results: [EnqueueResult] = []
+        results.reserveCapacity(entry.requests.count)
+        for request in entry.requests {
+          let result = try Self.insert(request, now: now, db: db, ids: ids)
+          wrote = true
+          if !result.existing { entryCounts.add(queue: request.queue, kind: request.kind, state: result.state) }
+          results.append(result)
+        }
+        if let journal {
+          let transitions = zip(entry.requests, results).compactMap { request, result -> JobTransition? in
+            result.existing
+              ? nil
+              : JobTransition(
+                event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
+                to: result.state, attempt: 0, time: time)
+          }
+          try journal.record(transitions, actor: entry.actor, in: DatabaseTransaction(db))
+        }
+        var job: Job?
+        if entry.readBack, let id = results.first?.id {
+          job = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), arguments: [id.rawValue]
+          ).map(Self.job(from:))
+        }
+        return PendingEnqueues.Stored(results: results, job: job)
+      }
       let answer = Result { () throws -> PendingEnqueues.Stored in
-        if savepoint { try db.cachedStatement(sql: "SAVEPOINT nova_enqueue").execute() }
+        if savepoint { return try Self.enqueueSavepoint.run(in: db, store) }
         do {
-          if let journal, !entry.heldEvents.isEmpty { try journal.record(held: entry.heldEvents, in: DatabaseTransaction(db)) }
-          var results: [EnqueueResult] = []
-          results.reserveCapacity(entry.requests.count)
-          for request in entry.requests {
-            let result = try Self.insert(request, now: now, db: db, ids: ids)
-            wrote = true
-            if !result.existing { entryCounts.add(queue: request.queue, kind: request.kind, state: result.state) }
-            results.append(result)
-          }
-          if let journal {
-            let transitions = zip(entry.requests, results).compactMap { request, result -> JobTransition? in
-              result.existing
-                ? nil
-                : JobTransition(
-                  event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
-                  to: result.state, attempt: 0, time: time)
-            }
-            try journal.record(transitions, actor: entry.actor, in: DatabaseTransaction(db))
-          }
-          var job: Job?
-          if entry.readBack, let id = results.first?.id {
-            job = try Row.fetchOne(
-              db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), arguments: [id.rawValue]
-            ).map(Self.job(from:))
-          }
-          if savepoint { try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_enqueue").execute() }
-          return PendingEnqueues.Stored(results: results, job: job)
+          return try store()
         } catch {
-          if savepoint && db.isInsideTransaction {
-            try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT nova_enqueue").execute()
-            try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_enqueue").execute()
-          } else if wrote {
-            fatal = error
-          }
+          if wrote { fatal = error }
           throw error
         }
       }
@@ -580,26 +577,21 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// Claims parked now, waiting for a job.
   package var parkedClaimCount: Int { parked.count }
 
+  /// Each caller's jobs in a shared store of enqueues, and each parked claim served at a
+  /// commit, go in all or none.
+  private static let enqueueSavepoint = CachedSavepoint("nova_enqueue")
+  private static let parkedClaimSavepoint = CachedSavepoint("nova_parked_claim")
+
   /// Serves the parked claims at the end of a transaction that enqueued (on the writer), each
-  /// in a savepoint of its own.
-  private func serveParked(_ db: Database) -> [@Sendable ((any Error)?) -> Void] {
+  /// in a savepoint of its own; adds the resumers of those it leased jobs to (or failed).
+  private func serveParked(_ db: Database, _ resumers: inout [@Sendable ((any Error)?) -> Void]) {
     let claims = parked.takeAll()
-    if claims.isEmpty { return [] }
+    if claims.isEmpty { return }
     let now = nowMillis
-    var resumers: [@Sendable ((any Error)?) -> Void] = []
     for claim in claims {
       let result = Result { () throws -> [JobLease] in
-        try db.cachedStatement(sql: "SAVEPOINT nova_parked_claim").execute()
-        do {
-          let leases = try Self.claim(claim.request, now: now, journal: journal, actor: claim.actor, db: db)
-          try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_parked_claim").execute()
-          return leases
-        } catch {
-          if db.isInsideTransaction {
-            try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT nova_parked_claim").execute()
-            try db.cachedStatement(sql: "RELEASE SAVEPOINT nova_parked_claim").execute()
-          }
-          throw error
+        try Self.parkedClaimSavepoint.run(in: db) {
+          try Self.claim(claim.request, now: now, journal: journal, actor: claim.actor, db: db)
         }
       }
       if case .success(let leases) = result, leases.isEmpty {
@@ -608,7 +600,6 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         resumers.append(parked.servedResumer(claim, result))
       }
     }
-    return resumers
   }
 
   /// One claim, in the writer's transaction.
@@ -1582,11 +1573,17 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// A parked claim's wait: until `timeout`, news, or another process's commit since `mark`
   /// (this process's own commits serve the claim themselves), whichever first.
   private func waitForNews(timeout: Duration, since mark: Int) async {
+    await wait(on: news, timeout: timeout) { database.hasForeignCommits(since: mark) }
+  }
+
+  /// Waits for `signal`, `timeout`, or `changed` (looked at every `crossProcessTick`: what other
+  /// processes did), whichever first.
+  private func wait(on signal: WakeSignal, timeout: Duration, orUntil changed: () -> Bool) async {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
       let tick = min(Self.crossProcessTick, deadline - ContinuousClock.now)
-      if await news.wait(timeout: tick) { return }
-      if Task.isCancelled || database.hasForeignCommits(since: mark) { return }
+      if await signal.wait(timeout: tick) { return }
+      if Task.isCancelled || changed() { return }
     }
   }
 
@@ -1595,13 +1592,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     // WAL file's size or modification time, which a stat every few milliseconds sees (a read of
     // the database would cost a transaction): a `nova worker` beside `nova serve` or `nova
     // enqueue` then starts a job within that tick, not the pool's poll interval.
-    let deadline = ContinuousClock.now + timeout
-    let before = NovaDatabase.fileStamp(database.path + "-wal")
-    while ContinuousClock.now < deadline {
-      let tick = min(Self.crossProcessTick, deadline - ContinuousClock.now)
-      if await wake.wait(timeout: tick) { return }
-      if Task.isCancelled || NovaDatabase.fileStamp(database.path + "-wal") != before { return }
-    }
+    let wal = database.path + "-wal"
+    let before = NovaDatabase.fileStamp(wal)
+    await wait(on: wake, timeout: timeout) { NovaDatabase.fileStamp(wal) != before }
   }
 
   /// How often an idle wait looks for other processes' commits.
