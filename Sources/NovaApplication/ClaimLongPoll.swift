@@ -14,35 +14,15 @@ public final class ClaimLongPoll: Sendable {
     /// Who asked: the claims made for this waiter are recorded under this name, not under the
     /// name of whichever request happened to start the loop.
     let actor = AuditContext.actor
-    private let outcome = Mutex<(done: Bool, continuation: CheckedContinuation<[JobLease], Never>?, early: [JobLease]?)>(
-      (false, nil, nil))
+    private let outcome = OneShotAnswer<[JobLease]>()
 
     init(request: ClaimRequest) { self.request = request }
 
     /// Hands the waiter its answer; false when it already had one (it timed out), in which
     /// case the caller still owns `leases`.
-    func resolve(_ leases: [JobLease]) -> Bool {
-      // The answer goes to the waiting continuation, or is kept for `wait` when it has not begun.
-      let (resolved, waiting) = outcome.withLock { state -> (Bool, CheckedContinuation<[JobLease], Never>?) in
-        if state.done { return (false, nil) }
-        state.done = true
-        if state.continuation == nil { state.early = leases }
-        return (true, state.continuation)
-      }
-      waiting?.resume(returning: leases)
-      return resolved
-    }
+    func resolve(_ leases: [JobLease]) -> Bool { outcome.resolve(leases) }
 
-    func wait() async -> [JobLease] {
-      await withCheckedContinuation { continuation in
-        let early = outcome.withLock { state -> [JobLease]? in
-          if let early = state.early { return early }
-          state.continuation = continuation
-          return nil
-        }
-        if let early { continuation.resume(returning: early) }
-      }
-    }
+    func wait() async -> [JobLease] { await outcome.wait() }
   }
 
   private struct State {

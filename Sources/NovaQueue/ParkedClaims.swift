@@ -15,8 +15,7 @@ final class ParkedClaims: Sendable {
     /// The audit actor of the task that parked it.
     let actor: String
     fileprivate let id: Int
-    private typealias Answer = Result<[JobLease], any Error>
-    private let answer = Mutex<(result: Answer?, waiter: CheckedContinuation<Answer, Never>?)>((nil, nil))
+    private let answer = OneShotAnswer<Result<[JobLease], any Error>>()
 
     fileprivate init(request: ClaimRequest, actor: String, id: Int) {
       self.request = request
@@ -25,30 +24,13 @@ final class ParkedClaims: Sendable {
     }
 
     /// Sets the answer unless one was set, and wakes the waiter.
-    fileprivate func resolve(_ result: Result<[JobLease], any Error>) {
-      let waiter = answer.withLock { answer -> CheckedContinuation<Result<[JobLease], any Error>, Never>? in
-        guard answer.result == nil else { return nil }
-        answer.result = result
-        defer { answer.waiter = nil }
-        return answer.waiter
-      }
-      waiter?.resume(returning: result)
-    }
+    fileprivate func resolve(_ result: Result<[JobLease], any Error>) { answer.resolve(result) }
 
     /// Whether it has its answer.
-    var isAnswered: Bool { answer.withLock { $0.result != nil } }
+    var isAnswered: Bool { answer.isResolved }
 
     /// The answer, once there is one.
-    func wait() async -> Result<[JobLease], any Error> {
-      await withCheckedContinuation { continuation in
-        let ready = answer.withLock { answer -> Result<[JobLease], any Error>? in
-          if let result = answer.result { return result }
-          answer.waiter = continuation
-          return nil
-        }
-        if let ready { continuation.resume(returning: ready) }
-      }
-    }
+    func wait() async -> Result<[JobLease], any Error> { await answer.wait() }
   }
 
   private struct State {

@@ -43,6 +43,9 @@ final class PendingEnqueues: Sendable {
     }
   }
 
+  /// Entries waiting for the writer.
+  var count: Int { state.withLock { $0.entries.count } }
+
   /// Takes every entry (on the writer): a later one asks for a transaction of its own.
   func takeAll() -> [Entry] {
     state.withLock { state in

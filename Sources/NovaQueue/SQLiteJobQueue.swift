@@ -577,6 +577,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// Claims parked now, waiting for a job.
   package var parkedClaimCount: Int { parked.count }
 
+  /// Enqueues waiting for the writer to store them together.
+  package var pendingEnqueueCount: Int { pendingEnqueues.count }
+
   /// Each caller's jobs in a shared store of enqueues, and each parked claim served at a
   /// commit, go in all or none.
   private static let enqueueSavepoint = CachedSavepoint("nova_enqueue")

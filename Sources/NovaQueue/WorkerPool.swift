@@ -826,33 +826,4 @@ public final class WorkerPool: Service {
 
 /// A handler's outcome, given once: by the handler's task when it ends, or by the pool when it
 /// stops the job first (the handler's later result is then ignored).
-final class OutcomeGate: Sendable {
-  private struct State {
-    var result: Result<Data?, any Error>?
-    var waiter: CheckedContinuation<Result<Data?, any Error>, Never>?
-  }
-  private let state = Mutex(State())
-
-  /// Sets the outcome unless one was set; wakes the waiter.
-  func resolve(_ result: Result<Data?, any Error>) {
-    let waiter = state.withLock { state -> CheckedContinuation<Result<Data?, any Error>, Never>? in
-      guard state.result == nil else { return nil }
-      state.result = result
-      defer { state.waiter = nil }
-      return state.waiter
-    }
-    waiter?.resume(returning: result)
-  }
-
-  /// The outcome, once there is one.
-  func wait() async -> Result<Data?, any Error> {
-    await withCheckedContinuation { continuation in
-      let ready = state.withLock { state -> Result<Data?, any Error>? in
-        if let result = state.result { return result }
-        state.waiter = continuation
-        return nil
-      }
-      if let ready { continuation.resume(returning: ready) }
-    }
-  }
-}
+typealias OutcomeGate = OneShotAnswer<Result<Data?, any Error>>
