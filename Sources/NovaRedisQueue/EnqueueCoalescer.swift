@@ -45,7 +45,7 @@ final class EnqueueCoalescer: Sendable {
   static let largestCall = 256
 
   /// Enqueues `request`, alone or with others waiting under `key`; `send` stores a batch.
-  func enqueue(_ request: JobRequest, key: Key, deadline: ContinuousClock.Instant?, send: Send) async throws -> EnqueueResult {
+  func enqueue(_ request: JobRequest, key: Key, deadline: ContinuousClock.Instant?, send: @escaping Send) async throws -> EnqueueResult {
     let idle = state.withLock { state in
       if state.busy.contains(key) { return false }
       state.busy.insert(key)
@@ -76,13 +76,30 @@ final class EnqueueCoalescer: Sendable {
   /// Sends `requests` (the leader's first, then one per waiter), hands the turn on, and
   /// resumes the waiters with their results; returns the leader's.
   private func lead(
-    _ requests: [JobRequest], deadline: ContinuousClock.Instant?, waiters: [Waiter], key: Key, send: Send
+    _ requests: [JobRequest], deadline: ContinuousClock.Instant?, waiters: [Waiter], key: Key, send: @escaping Send
   ) async throws -> EnqueueResult {
-    var results: [Result<EnqueueResult, any Error>]
+    // A shared call runs in a task of its own: the leader's cancellation (its client gone)
+    // must not fail the others' jobs (a retry's pause would throw it).
+    let results: [Result<EnqueueResult, any Error>]
+    if waiters.isEmpty {
+      results = await Self.store(requests, deadline: deadline, send: send)
+    } else {
+      results = await Task { await Self.store(requests, deadline: deadline, send: send) }.value
+    }
+    handOver(key)
+    for (waiter, result) in zip(waiters, results.dropFirst()) { waiter.continuation.resume(returning: .done(result)) }
+    return try results[0].get()
+  }
+
+  /// Each request's result: one call for all, or, when an idempotency key conflicts in a
+  /// shared call (which then writes nothing), one call each.
+  private static func store(
+    _ requests: [JobRequest], deadline: ContinuousClock.Instant?, send: @escaping Send
+  ) async -> [Result<EnqueueResult, any Error>] {
     do {
-      results = try await send(requests, deadline).map { .success($0) }
+      return try await send(requests, deadline).map { .success($0) }
     } catch NovaError.idempotencyConflict where requests.count > 1 {
-      results = []
+      var results: [Result<EnqueueResult, any Error>] = []
       for request in requests {
         do {
           results.append(.success(try await send([request], deadline)[0]))
@@ -90,12 +107,10 @@ final class EnqueueCoalescer: Sendable {
           results.append(.failure(error))
         }
       }
+      return results
     } catch {
-      results = Array(repeating: .failure(error), count: requests.count)
+      return Array(repeating: .failure(error), count: requests.count)
     }
-    handOver(key)
-    for (waiter, result) in zip(waiters, results.dropFirst()) { waiter.continuation.resume(returning: .done(result)) }
-    return try results[0].get()
   }
 
   /// Gives the turn to the first waiter, with every waiter for it to send, or ends it.

@@ -87,4 +87,35 @@ struct RedisEnqueueCoalescingTests {
     }
     #expect(try await queue.stats().count(queue: "default", state: .available) == 100)
   }
+
+  /// A waiter that leads a shared call after its own task was cancelled (its client went away)
+  /// does not take the others down with it: with Redis down, a retry's pause in a cancelled
+  /// task would throw, failing every job of the call.
+  @Test func aCancelledLeaderDoesNotFailTheJobsItSendsForOthers() async throws {
+    let server = try RedisTestServer()
+    defer { server.stop() }
+    let queue = RedisJobQueue(
+      configuration: .init(
+        client: .init(url: try RedisURL(parsing: server.url), retryWindow: .seconds(2)), keyPrefix: "cancelled", serverTime: false))
+    defer { queue.close() }
+    _ = try await queue.enqueue(JobRequest(kind: "warm"))
+    server.stop()
+    // The first caller sends alone and fails once its retry window ends; the next leads the
+    // others' call.
+    let first = Task { try await queue.enqueue(JobRequest(kind: "echo")) }
+    try await Task.sleep(for: .milliseconds(100))
+    let cancelled = Task { try await queue.enqueue(JobRequest(kind: "echo")) }
+    try await Task.sleep(for: .milliseconds(100))
+    let others = (0..<3).map { _ in Task { try await queue.enqueue(JobRequest(kind: "echo")) } }
+    try await Task.sleep(for: .milliseconds(100))
+    cancelled.cancel()
+    _ = await first.result
+    try await Task.sleep(for: .milliseconds(300))
+    try server.start()
+    for other in others {
+      let result = try await other.value
+      #expect(!result.existing)
+    }
+    _ = await cancelled.result
+  }
 }
