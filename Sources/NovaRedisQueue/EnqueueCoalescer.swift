@@ -34,32 +34,28 @@ final class EnqueueCoalescer: Sendable {
     case done(Result<EnqueueResult, any Error>)
   }
 
-  private struct State {
-    var busy: Set<Key> = []
-    var waiting: [Key: [Waiter]] = [:]
-  }
-
-  private let state = Mutex(State())
+  /// A key is present while a call for it is out; its callers waiting for the next call.
+  private let calls = Mutex<[Key: [Waiter]]>([:])
 
   /// The most jobs one shared call sends; the rest wait for the next.
   static let largestCall = 256
 
   /// Enqueues `request`, alone or with others waiting under `key`; `send` stores a batch.
   func enqueue(_ request: JobRequest, key: Key, deadline: ContinuousClock.Instant?, send: @escaping Send) async throws -> EnqueueResult {
-    let idle = state.withLock { state in
-      if state.busy.contains(key) { return false }
-      state.busy.insert(key)
+    let idle = calls.withLock { calls in
+      if calls[key] != nil { return false }
+      calls[key] = []
       return true
     }
     if idle { return try await lead([request], deadline: deadline, waiters: [], key: key, send: send) }
     let turn = await withUnsafeContinuation { (continuation: UnsafeContinuation<Turn, Never>) in
       let waiter = Waiter(request: request, deadline: deadline, continuation: continuation)
-      let leadNow = state.withLock { state in
-        if state.busy.contains(key) {
-          state.waiting[key, default: []].append(waiter)
+      let leadNow = calls.withLock { calls in
+        if calls[key] != nil {
+          calls[key]?.append(waiter)
           return false
         }
-        state.busy.insert(key)
+        calls[key] = []
         return true
       }
       if leadNow { continuation.resume(returning: .lead([waiter])) }
@@ -115,17 +111,14 @@ final class EnqueueCoalescer: Sendable {
 
   /// Gives the turn to the first waiter, with every waiter for it to send, or ends it.
   private func handOver(_ key: Key) {
-    let next = state.withLock { state -> [Waiter] in
-      guard let waiting = state.waiting[key], !waiting.isEmpty else {
-        state.waiting[key] = nil
-        state.busy.remove(key)
+    let next = calls.withLock { calls -> [Waiter] in
+      let waiting = calls[key] ?? []
+      if waiting.isEmpty {
+        calls[key] = nil
         return []
       }
-      if waiting.count <= Self.largestCall {
-        state.waiting[key] = nil
-        return waiting
-      }
-      state.waiting[key] = Array(waiting.dropFirst(Self.largestCall))
+      // The new leader's call is out: the key stays, with whoever waits beyond this call.
+      calls[key] = Array(waiting.dropFirst(Self.largestCall))
       return Array(waiting.prefix(Self.largestCall))
     }
     if let first = next.first { first.continuation.resume(returning: .lead(next)) }

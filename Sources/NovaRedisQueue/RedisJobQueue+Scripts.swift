@@ -93,6 +93,20 @@ enum RedisQueueScripts {
         end
       end
     end
+    -- The `n` (id, token) pairs of ARGV from `first`: each job's id, key, and 'held' while the
+    -- lease of that token holds, else the job's state ('' for none).
+    local function leases(first, n)
+      local j = 0
+      return function()
+        if j >= n then return nil end
+        local id, token = ARGV[first + 2 * j], ARGV[first + 2 * j + 1]
+        j = j + 1
+        local k = p .. 'job:' .. id
+        local f = redis.call('HMGET', k, 'state', 'token')
+        if f[1] == 'running' and f[2] == token then return id, k, 'held' end
+        return id, k, f[1] or ''
+      end
+    end
     local function move(id, from, to, now, event, detail)
       if from == 'available' or to == 'available' then
         local f = redis.call('HMGET', p .. 'job:' .. id, 'kind', 'req', 'ckey')
@@ -294,14 +308,12 @@ enum RedisQueueScripts {
       local token = string.format('%d', tonumber(fields[10] or '0') + 1)
       local attempts = string.format('%d', tonumber(fields[6] or '0') + 1)
       local started = (#out - 1 <= starting) and '1' or '0'
+      redis.call('HSET', k, 'token', token, 'attempts', attempts, 'state', 'running', 'lease_owner', worker,
+        'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'started', started)
       if placement ~= '' then
-        redis.call('HSET', k, 'token', token, 'attempts', attempts, 'state', 'running', 'lease_owner', worker,
-          'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'started', started, 'placement', placement)
+        redis.call('HSET', k, 'placement', placement)
         redis.call('HDEL', k, 'rsv_by', 'rsv_until')
         fields[13] = placement
-      else
-        redis.call('HSET', k, 'token', token, 'attempts', attempts, 'state', 'running', 'lease_owner', worker,
-          'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'started', started)
       end
       fields[6], fields[10], fields[11] = attempts, token, started
       redis.call('ZREM', p .. 'state:available', id)
@@ -613,13 +625,8 @@ enum RedisQueueScripts {
   static let start = script(
     """
     local n = tonumber(ARGV[1])
-    local i = 2
-    for _ = 1, n do
-      local id, token = ARGV[i], ARGV[i + 1]
-      i = i + 2
-      local k = p .. 'job:' .. id
-      local f = redis.call('HMGET', k, 'state', 'token')
-      if f[1] == 'running' and f[2] == token then redis.call('HSET', k, 'started', '1') end
+    for _, k, state in leases(2, n) do
+      if state == 'held' then redis.call('HSET', k, 'started', '1') end
     end
     return n
     """)
@@ -631,17 +638,12 @@ enum RedisQueueScripts {
     local now, n = clock(ARGV[1]), tonumber(ARGV[3])
     local expires = plus(now, ARGV[2])
     local out = {expires}
-    local i = 4
-    for _ = 1, n do
-      local id, token = ARGV[i], ARGV[i + 1]
-      i = i + 2
-      local k = p .. 'job:' .. id
-      local f = redis.call('HMGET', k, 'state', 'token')
-      if f[1] == 'running' and f[2] == token then
+    for id, k, state in leases(4, n) do
+      if state == 'held' then
         redis.call('HSET', k, 'lease_expires_at', expires, 'updated_at', now)
         redis.call('ZADD', p .. 'running', expires, id)
         out[#out + 1] = 'ok'
-      elseif f[1] == 'cancelled' then
+      elseif state == 'cancelled' then
         out[#out + 1] = 'cancelled'
       else
         out[#out + 1] = 'lost'
