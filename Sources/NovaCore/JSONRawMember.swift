@@ -51,7 +51,12 @@ extension JSONValue {
       guard index < bytes.count, bytes[index] == 0x22 else { return found }
       let keyStart = index
       skipString()
-      let key = try? JSONDecoder().decode(String.self, from: Data(bytes[keyStart..<index]))
+      guard index <= bytes.count, index - keyStart >= 2 else { return found }
+      // A key without escapes is its bytes; only one with escapes needs a decoder.
+      let text = bytes[(keyStart + 1)..<(index - 1)]
+      let key =
+        text.contains(0x5C)
+        ? try? JSONDecoder().decode(String.self, from: Data(bytes[keyStart..<index])) : String(decoding: text, as: UTF8.self)
       skipSpace()
       index += 1  // the colon
       skipSpace()

@@ -89,7 +89,9 @@ public struct JobRequest: Sendable, Equatable {
     guard payload.count <= maxPayloadBytes else {
       throw .payloadTooLarge(limit: maxPayloadBytes, actual: payload.count)
     }
-    if let syntax = JSONErrorText.syntaxError(in: payload) {
+    // The common payload passes the fast parser (which takes only valid JSON) in a fraction of
+    // the time `JSONSerialization` takes to say where the rest is wrong.
+    if JSONFastParser.parse(payload) == nil, let syntax = JSONErrorText.syntaxError(in: payload) {
       throw .malformedInput(field: "payload", message: "not valid JSON: \(syntax)")
     }
   }

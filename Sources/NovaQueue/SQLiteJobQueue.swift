@@ -444,9 +444,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
         var job: Job?
         if entry.readBack, let id = results.first?.id {
-          job = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), arguments: [id.rawValue]
-          ).map(Self.job(from:))
+          let read = RawStatement(try db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), in: db)
+          read.bind(1, id.rawValue)
+          if try read.step() { job = try Self.job(from: read) }
+          read.finish()
         }
         return PendingEnqueues.Stored(results: results, job: job)
       }

@@ -113,7 +113,10 @@ public struct AuditJournal: JobTransitionJournal {
   }
 
   static func lastSequence(_ db: Database) throws -> Int64 {
-    try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) FROM nova_audit")) ?? 0
+    // Read for every batch of entries the writer appends: around GRDB's row machinery.
+    let read = RawStatement(try db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) FROM nova_audit"), in: db)
+    defer { read.finish() }
+    return try read.step() ? read.int64(0) : 0
   }
 
   private static let insertSQL =

@@ -58,9 +58,11 @@ public struct JobResource: Codable, Sendable, Equatable {
     concurrency_key = job.concurrencyKey
   }
 
-  /// RFC 3339 with milliseconds, UTC.
+  /// RFC 3339 with milliseconds, UTC: the stored millisecond, as the audit log writes it.
+  /// (Foundation's ISO 8601 style cut the fraction off the binary double, so that half of all
+  /// times read a millisecond early.)
   public static func timestamp(_ date: Date) -> String {
-    date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    AuditTime.string(date.millisecondsSince1970)
   }
 }
 

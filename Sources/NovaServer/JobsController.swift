@@ -160,9 +160,19 @@ struct JobListResponse: Codable {
   var next_cursor: String?
 }
 
+/// A job's answer, with sorted keys: written directly when `JobResource.encodedDirectly` can (the same bytes).
+func jsonResponse(_ job: JobResource, status: HTTPResponse.Status = .ok) throws -> Response {
+  if let bytes = job.encodedDirectly() { return jsonBody(bytes, status: status) }
+  return jsonBody(try NovaJSON.encode(job), status: status)
+}
+
 /// A JSON response with sorted keys.
 func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+  jsonBody(try NovaJSON.encode(value), status: status)
+}
+
+private func jsonBody(_ bytes: some Sequence<UInt8>, status: HTTPResponse.Status) -> Response {
   var headers = HTTPFields()
   headers[.contentType] = "application/json"
-  return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try NovaJSON.encode(value))))
+  return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
 }

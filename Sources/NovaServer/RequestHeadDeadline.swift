@@ -17,8 +17,9 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
   typealias OutboundOut = IOData
 
   private enum State {
-    /// Waiting for (the rest of) a request head; `tail` is its last bytes so far.
-    case head(tail: [UInt8])
+    /// Waiting for (the rest of) a request head; `tail` holds its last four bytes so far, the
+    /// latest lowest.
+    case head(tail: UInt32)
     /// The head arrived: the body is read and the request processed.
     case request
     /// A response was written; the next byte starts a new head.
@@ -26,7 +27,7 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   private let timeout: TimeAmount
-  private var state = State.head(tail: [])
+  private var state = State.head(tail: 0)
   private var timer: Scheduled<Void>?
 
   init(timeout: TimeAmount) {
@@ -55,35 +56,32 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let buffer = unwrapInboundIn(data)
-    var tail: [UInt8]
+    var tail: UInt32
     switch state {
     case .request:
       context.fireChannelRead(data)
       return
     case .idle:
-      tail = []
+      tail = 0
       arm(context)
     case .head(let sofar):
       tail = sofar
     }
-    // The head ends at the first CRLF CRLF.
-    let bytes = buffer.readableBytesView
-    var window = tail
-    var complete = false
-    for byte in bytes {
-      window.append(byte)
-      if window.count > 4 { window.removeFirst(window.count - 4) }
-      if window == [13, 10, 13, 10] {
-        complete = true
-        break
+    // The head ends at the first CRLF CRLF; the last four bytes are kept in one integer (every
+    // request passes through here).
+    let complete = buffer.withUnsafeReadableBytes { bytes in
+      for byte in bytes {
+        tail = tail << 8 | UInt32(byte)
+        if tail == 0x0D0A_0D0A { return true }
       }
+      return false
     }
     if complete {
       timer?.cancel()
       timer = nil
       state = .request
     } else {
-      state = .head(tail: window)
+      state = .head(tail: tail)
     }
     context.fireChannelRead(data)
   }
