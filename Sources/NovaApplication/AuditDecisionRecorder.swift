@@ -29,63 +29,41 @@ public struct AuditDecisionRecorder: DecisionRecorder {
   /// server's time under single submissions. Keys in code-unit order; `resource.attributes`
   /// sorted as `CanonicalJSON` sorts them.
   static func payload(of decision: PolicyDecision, for request: PolicyRequest) -> String {
-    var out: [UInt8] = []
-    out.reserveCapacity(384)
-    var first = true
-    func key(_ name: StaticString) {
-      out.append(first ? UInt8(ascii: "{") : UInt8(ascii: ","))
-      first = false
-      out.append(UInt8(ascii: "\""))
-      out.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-      out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
-    }
-    func string(_ name: StaticString, _ value: String?) {
-      guard let value else { return }
-      key(name)
-      CanonicalJSON.writeString(value, into: &out)
-    }
-    func flag(_ name: StaticString, _ value: Bool?) {
-      guard let value else { return }
-      key(name)
-      out.append(contentsOf: (value ? "true" : "false").utf8)
-    }
-    string("action", request.action)
-    flag("allowed", decision.allowed)
-    flag("enforced", decision.enforced)
-    string("fallback", decision.fallback)
+    var out = JSONObjectWriter(capacity: 384)
+    out.string("action", request.action)
+    out.bool("allowed", decision.allowed)
+    out.bool("enforced", decision.enforced)
+    out.string("fallback", decision.fallback)
     // In shadow mode the role floor's decision is the one enforced, recorded beside the shadowed one.
-    flag("floor_allowed", decision.floorAllowed)
-    string("opa_revision", decision.opaRevision)
-    string("policy_version", decision.policyVersion)
-    string("reason", decision.reason)
-    key("resource")
-    out.append(contentsOf: #"{"attributes":{"#.utf8)
+    out.bool("floor_allowed", decision.floorAllowed)
+    out.string("opa_revision", decision.opaRevision)
+    out.string("policy_version", decision.policyVersion)
+    out.string("reason", decision.reason)
+    out.key("resource")
+    var resource = JSONObjectWriter(capacity: 128)
+    resource.key("attributes")
+    resource.bytes.append(UInt8(ascii: "{"))
     let attributes = request.resource.attributes
     for (index, name) in attributes.keys.sorted(by: { $0.utf16.lexicographicallyPrecedes($1.utf16) }).enumerated() {
-      if index > 0 { out.append(UInt8(ascii: ",")) }
-      CanonicalJSON.writeString(name, into: &out)
-      out.append(UInt8(ascii: ":"))
-      CanonicalJSON.writeString(attributes[name]!, into: &out)
+      if index > 0 { resource.bytes.append(UInt8(ascii: ",")) }
+      CanonicalJSON.writeString(name, into: &resource.bytes)
+      resource.bytes.append(UInt8(ascii: ":"))
+      CanonicalJSON.writeString(attributes[name]!, into: &resource.bytes)
     }
-    out.append(UInt8(ascii: "}"))
-    if let id = request.resource.id {
-      out.append(contentsOf: #","id":"#.utf8)
-      CanonicalJSON.writeString(id, into: &out)
-    }
-    out.append(contentsOf: #","kind":"#.utf8)
-    CanonicalJSON.writeString(request.resource.kind, into: &out)
-    out.append(UInt8(ascii: "}"))
-    key("roles")
-    out.append(UInt8(ascii: "["))
+    resource.bytes.append(UInt8(ascii: "}"))
+    resource.string("id", request.resource.id)
+    resource.string("kind", request.resource.kind)
+    out.bytes += resource.finish()
+    out.key("roles")
+    out.bytes.append(UInt8(ascii: "["))
     for (index, role) in request.subject.roles.enumerated() {
-      if index > 0 { out.append(UInt8(ascii: ",")) }
-      CanonicalJSON.writeString(role, into: &out)
+      if index > 0 { out.bytes.append(UInt8(ascii: ",")) }
+      CanonicalJSON.writeString(role, into: &out.bytes)
     }
-    out.append(UInt8(ascii: "]"))
-    string("rule", decision.rule)
-    string("source", decision.source.rawValue)
-    string("source_address", request.source)
-    out.append(UInt8(ascii: "}"))
-    return String(decoding: out, as: UTF8.self)
+    out.bytes.append(UInt8(ascii: "]"))
+    out.string("rule", decision.rule)
+    out.string("source", decision.source.rawValue)
+    out.string("source_address", request.source)
+    return String(decoding: out.finish(), as: UTF8.self)
   }
 }

@@ -10,53 +10,33 @@ extension JobResource {
   /// the server's time under single submissions.
   func encodedDirectly() -> [UInt8]? {
     guard resources == nil, constraints == nil, placement == nil, waiting_for == nil else { return nil }
-    var out: [UInt8] = []
-    out.reserveCapacity(512)
-    var first = true
-    func key(_ name: StaticString) {
-      out.append(first ? UInt8(ascii: "{") : UInt8(ascii: ","))
-      first = false
-      out.append(UInt8(ascii: "\""))
-      out.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-      out.append(UInt8(ascii: "\""))
-      out.append(UInt8(ascii: ":"))
-    }
-    func string(_ name: StaticString, _ value: String?) {
-      guard let value else { return }
-      key(name)
-      CanonicalJSON.writeString(value, into: &out)
-    }
-    func integer(_ name: StaticString, _ value: Int) {
-      key(name)
-      out.append(contentsOf: String(value).utf8)
-    }
+    var out = JSONObjectWriter(capacity: 512)
     // The keys in `JSONEncoder`'s sorted order (Swift's `<` on the names); nil members are left
     // out, as the synthesised `encode(to:)` leaves them.
-    integer("attempts", attempts)
-    string("concurrency_key", concurrency_key)
-    string("created_at", created_at)
-    string("finished_at", finished_at)
-    string("id", id)
-    string("idempotency_key", idempotency_key)
-    string("kind", kind)
-    string("last_error", last_error)
-    string("lease_expires_at", lease_expires_at)
-    string("lease_owner", lease_owner)
-    integer("max_attempts", max_attempts)
-    key("payload")
-    guard Self.write(payload, into: &out) else { return nil }
-    integer("priority", priority)
-    string("queue", queue)
+    out.integer("attempts", attempts)
+    out.string("concurrency_key", concurrency_key)
+    out.string("created_at", created_at)
+    out.string("finished_at", finished_at)
+    out.string("id", id)
+    out.string("idempotency_key", idempotency_key)
+    out.string("kind", kind)
+    out.string("last_error", last_error)
+    out.string("lease_expires_at", lease_expires_at)
+    out.string("lease_owner", lease_owner)
+    out.integer("max_attempts", max_attempts)
+    out.key("payload")
+    guard Self.write(payload, into: &out.bytes) else { return nil }
+    out.integer("priority", priority)
+    out.string("queue", queue)
     if let result {
-      key("result")
-      guard Self.write(result, into: &out) else { return nil }
+      out.key("result")
+      guard Self.write(result, into: &out.bytes) else { return nil }
     }
-    string("run_at", run_at)
-    string("started_at", started_at)
-    string("state", state)
-    string("updated_at", updated_at)
-    out.append(UInt8(ascii: "}"))
-    return out
+    out.string("run_at", run_at)
+    out.string("started_at", started_at)
+    out.string("state", state)
+    out.string("updated_at", updated_at)
+    return out.finish()
   }
 
   /// Appends `value` as `JSONEncoder` with sorted keys writes it; false on a fractional number,
