@@ -540,15 +540,20 @@ public final class AuditLog: Sendable {
   public func coverage(of jobs: any JobStateListing) async throws -> AuditCoverage {
     if let sqlite = jobs as? SQLiteJobQueue, sqlite.database === database {
       return try await database.read { db in
-        let states = try SQLiteJobQueue.jobStates(db)
+        let jobs = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_jobs") ?? 0
         let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
-        let latest = try db.cachedStatement(
-          sql: "SELECT json_extract(payload, '$.to') FROM nova_audit WHERE subject = ? ORDER BY seq DESC LIMIT 1")
-        var unexplained: [String] = []
-        for (id, state) in states where try String.fetchOne(latest, arguments: [id.rawValue]) != state.rawValue {
-          unexplained.append(id.rawValue)
-        }
-        return AuditCoverage(auditedTransitions: audited, jobs: states.count, unauditedJobs: unexplained)
+        // One statement for every job, its state against its latest entry's: the server
+        // computes this each minute, and a lookup per job from Swift took a second per 300,000
+        // jobs (this, a quarter of that). A state no entry names (even one Nova does not know)
+        // is unexplained.
+        let unexplained = try String.fetchAll(
+          db,
+          sql: """
+            SELECT id FROM nova_jobs AS job WHERE job.state IS NOT (
+              SELECT json_extract(entry.payload, '$.to') FROM nova_audit AS entry WHERE entry.subject = job.id
+              ORDER BY entry.seq DESC LIMIT 1)
+            """)
+        return AuditCoverage(auditedTransitions: audited, jobs: jobs, unauditedJobs: unexplained)
       }
     }
     let states = try await jobs.jobStates()

@@ -70,6 +70,13 @@ struct AuditLogTests {
     let coverage = try await fixture.audit.coverage(of: fixture.queue)
     #expect(coverage.unauditedJobs == [id.rawValue])
     #expect(coverage.ratio == 0.5)
+    // A state Nova does not even know is unexplained too (it was left out of the count before).
+    let other: JobID = try await fixture.queue.enqueue(JobRequest(kind: "echo"))
+    try await fixture.queue.database.pool.write { db in
+      try db.execute(sql: "UPDATE nova_jobs SET state = 'bogus' WHERE id = ?", arguments: [other.rawValue])
+    }
+    let withUnknown = try await fixture.audit.coverage(of: fixture.queue)
+    #expect(Set(withUnknown.unauditedJobs) == [id.rawValue, other.rawValue] && withUnknown.jobs == 2)
     // The log refuses changes through SQL while its guards are in place.
     await #expect(throws: DatabaseError.self) {
       try await fixture.queue.database.pool.write { db in try db.execute(sql: "DELETE FROM nova_audit") }
