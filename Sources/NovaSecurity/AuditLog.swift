@@ -4,6 +4,7 @@ import Metrics
 import NovaCore
 import NovaDatabase
 import NovaQueue
+import Synchronization
 
 /// The audit log of a Nova database: appends, streamed reads, verification, signed
 /// checkpoints, inclusion and consistency proofs, and the audit coverage figure.
@@ -17,6 +18,27 @@ public final class AuditLog: Sendable {
   public init(database: NovaDatabase) throws {
     self.database = database
     try AuditJournal.prepare(database)
+  }
+
+  /// Job transitions counted in the log through an entry: entries never change or go, so a
+  /// count reads only what was appended since the last one (the server counts each minute).
+  private let jobTransitions = Mutex<(through: Int64, count: Int)>((0, 0))
+
+  /// The log's job transitions, read in `db`'s snapshot.
+  private func jobTransitionCount(_ db: Database) throws -> Int {
+    let last = try AuditJournal.lastSequence(db)
+    var (through, counted) = jobTransitions.withLock { $0 }
+    // A log shorter than the last count (an older snapshot, or another file) is counted anew.
+    if last < through { (through, counted) = (0, 0) }
+    if last == through { return counted }
+    let added =
+      try Int.fetchOne(
+        db, sql: "SELECT COUNT(*) FROM nova_audit WHERE seq > ? AND seq <= ? AND event LIKE 'job.%'", arguments: [through, last])
+      ?? 0
+    let total = counted + added
+    // Any count through any entry stays true (even one from an older snapshot than the last).
+    jobTransitions.withLock { $0 = (last, total) }
+    return total
   }
 
   /// Appends one event other than a job transition, in the queue's shared write transaction.
@@ -541,7 +563,7 @@ public final class AuditLog: Sendable {
     if let sqlite = jobs as? SQLiteJobQueue, sqlite.database === database {
       return try await database.read { db in
         let jobs = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_jobs") ?? 0
-        let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
+        let audited = try self.jobTransitionCount(db)
         // One statement for every job, its state against its latest entry's: the server
         // computes this each minute, and a lookup per job from Swift took a second per 300,000
         // jobs (this, a quarter of that). A state no entry names (even one Nova does not know)
@@ -559,7 +581,7 @@ public final class AuditLog: Sendable {
     let states = try await jobs.jobStates()
     if let source = jobs as? any TransitionSource { try await importAllTransitions(from: source) }
     return try await database.read { db in
-      let audited = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM nova_audit WHERE event LIKE 'job.%'") ?? 0
+      let audited = try self.jobTransitionCount(db)
       let check = try db.cachedStatement(
         sql: "SELECT 1 FROM nova_audit WHERE subject = ? AND json_extract(payload, '$.to') = ? LIMIT 1")
       var unexplained: [String] = []

@@ -77,6 +77,8 @@ struct AuditLogTests {
     }
     let withUnknown = try await fixture.audit.coverage(of: fixture.queue)
     #expect(Set(withUnknown.unauditedJobs) == [id.rawValue, other.rawValue] && withUnknown.jobs == 2)
+    // The transitions counted before are kept; only the entry since is read (and counted).
+    #expect(coverage.auditedTransitions == 1 && withUnknown.auditedTransitions == 2)
     // The log refuses changes through SQL while its guards are in place.
     await #expect(throws: DatabaseError.self) {
       try await fixture.queue.database.pool.write { db in try db.execute(sql: "DELETE FROM nova_audit") }
