@@ -12,7 +12,7 @@ public struct AuditDecisionRecorder: DecisionRecorder {
   public func record(_ decision: PolicyDecision, for request: PolicyRequest) async throws {
     let event = HeldAuditEvents.Event(
       time: Date().millisecondsSince1970, actor: request.subject.id, event: "policy.decided", subject: request.subject.id,
-      payload: Self.payload(of: decision, for: request))
+      payload: try Self.payload(of: decision, for: request))
     // A permit for an action that holds its events is written with the action's change (or on
     // its own if that fails); others now. A decision that cannot be recorded does not stand:
     // the error fails the request.
@@ -26,9 +26,8 @@ public struct AuditDecisionRecorder: DecisionRecorder {
 
   /// The entry's payload in canonical JSON (RFC 8785), written directly: one is written for
   /// every request, and building it as a `JSONValue` to canonicalise was a thirtieth of the
-  /// server's time under single submissions. Keys in code-unit order; `resource.attributes`
-  /// sorted as `CanonicalJSON` sorts them.
-  static func payload(of decision: PolicyDecision, for request: PolicyRequest) -> String {
+  /// server's time under single submissions. Keys in code-unit order, as `CanonicalJSON` sorts them.
+  static func payload(of decision: PolicyDecision, for request: PolicyRequest) throws -> String {
     var out = JSONObjectWriter(capacity: 384)
     out.string("action", request.action)
     out.bool("allowed", decision.allowed)
@@ -42,15 +41,7 @@ public struct AuditDecisionRecorder: DecisionRecorder {
     out.key("resource")
     var resource = JSONObjectWriter(capacity: 128)
     resource.key("attributes")
-    resource.bytes.append(UInt8(ascii: "{"))
-    let attributes = request.resource.attributes
-    for (index, name) in attributes.keys.sorted(by: { $0.utf16.lexicographicallyPrecedes($1.utf16) }).enumerated() {
-      if index > 0 { resource.bytes.append(UInt8(ascii: ",")) }
-      CanonicalJSON.writeString(name, into: &resource.bytes)
-      resource.bytes.append(UInt8(ascii: ":"))
-      CanonicalJSON.writeString(attributes[name]!, into: &resource.bytes)
-    }
-    resource.bytes.append(UInt8(ascii: "}"))
+    resource.bytes += try CanonicalJSON.encode(.object(request.resource.attributes.mapValues(JSONValue.string)))
     resource.string("id", request.resource.id)
     resource.string("kind", request.resource.kind)
     out.bytes += resource.finish()

@@ -21,27 +21,35 @@ public enum CanonicalJSON {
   }
 
   private static func write(_ value: JSONValue, into out: inout [UInt8]) throws {
+    try write(value, into: &out, keysInOrder: { $0.utf16.lexicographicallyPrecedes($1.utf16) }) { Array(try format($0).utf8) }
+  }
+
+  /// Appends `value` with this form's strings, its object keys in `keysInOrder`'s order and its
+  /// fractional numbers as `number` writes them (which may refuse by throwing): the one
+  /// writer behind canonical JSON and the answers written without `JSONEncoder`.
+  public static func write(
+    _ value: JSONValue, into out: inout [UInt8], keysInOrder: (String, String) -> Bool, number: (Double) throws -> [UInt8]
+  ) throws {
     switch value {
     case .null: out += Array("null".utf8)
     case .bool(let flag): out += Array((flag ? "true" : "false").utf8)
     case .int(let number): out += Array(String(number).utf8)
-    case .double(let number): out += Array(try format(number).utf8)
+    case .double(let value): out += try number(value)
     case .string(let text): writeString(text, into: &out)
     case .array(let values):
       out.append(UInt8(ascii: "["))
       for (index, element) in values.enumerated() {
         if index > 0 { out.append(UInt8(ascii: ",")) }
-        try write(element, into: &out)
+        try write(element, into: &out, keysInOrder: keysInOrder, number: number)
       }
       out.append(UInt8(ascii: "]"))
     case .object(let members):
       out.append(UInt8(ascii: "{"))
-      let keys = members.keys.sorted { $0.utf16.lexicographicallyPrecedes($1.utf16) }
-      for (index, key) in keys.enumerated() {
+      for (index, key) in members.keys.sorted(by: keysInOrder).enumerated() {
         if index > 0 { out.append(UInt8(ascii: ",")) }
         writeString(key, into: &out)
         out.append(UInt8(ascii: ":"))
-        try write(members[key]!, into: &out)
+        try write(members[key]!, into: &out, keysInOrder: keysInOrder, number: number)
       }
       out.append(UInt8(ascii: "}"))
     }

@@ -445,9 +445,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         var job: Job?
         if entry.readBack, let id = results.first?.id {
           let read = RawStatement(try db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), in: db)
+          defer { read.finish() }
           read.bind(1, id.rawValue)
           if try read.step() { job = try Self.job(from: read) }
-          read.finish()
         }
         return PendingEnqueues.Stored(results: results, job: job)
       }

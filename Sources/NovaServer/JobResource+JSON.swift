@@ -39,32 +39,11 @@ extension JobResource {
     return out.finish()
   }
 
-  /// Appends `value` as `JSONEncoder` with sorted keys writes it; false on a fractional number,
-  /// whose digits are `JSONEncoder`'s own to choose.
+  /// Appends `value` as `JSONEncoder` with sorted keys writes it (keys in Swift's `<` order);
+  /// false on a fractional number, whose digits are `JSONEncoder`'s own to choose.
   private static func write(_ value: JSONValue, into out: inout [UInt8]) -> Bool {
-    switch value {
-    case .null: out.append(contentsOf: "null".utf8)
-    case .bool(let flag): out.append(contentsOf: (flag ? "true" : "false").utf8)
-    case .int(let number): out.append(contentsOf: String(number).utf8)
-    case .double: return false
-    case .string(let text): CanonicalJSON.writeString(text, into: &out)
-    case .array(let values):
-      out.append(UInt8(ascii: "["))
-      for (index, element) in values.enumerated() {
-        if index > 0 { out.append(UInt8(ascii: ",")) }
-        guard write(element, into: &out) else { return false }
-      }
-      out.append(UInt8(ascii: "]"))
-    case .object(let members):
-      out.append(UInt8(ascii: "{"))
-      for (index, key) in members.keys.sorted().enumerated() {
-        if index > 0 { out.append(UInt8(ascii: ",")) }
-        CanonicalJSON.writeString(key, into: &out)
-        out.append(UInt8(ascii: ":"))
-        guard write(members[key]!, into: &out) else { return false }
-      }
-      out.append(UInt8(ascii: "}"))
-    }
-    return true
+    (try? CanonicalJSON.write(value, into: &out, keysInOrder: <) { _ in throw FractionalNumber() }) != nil
   }
+
+  private struct FractionalNumber: Error {}
 }

@@ -53,7 +53,7 @@ struct DecisionPayloadTests {
     decisions.append(shadowed)
     for request in requests {
       for decision in decisions {
-        let direct = AuditDecisionRecorder.payload(of: decision, for: request)
+        let direct = try AuditDecisionRecorder.payload(of: decision, for: request)
         #expect(direct == (try reference(decision, request)))
         #expect((try JSONValue.parse(Data(direct.utf8))).objectValue?.count ?? 0 >= 8)
       }
