@@ -42,11 +42,16 @@ public final class AccessGuard: Sendable {
       return .refused(
         try await fail(source: source, tokenID: nil, action: action, reason: "no Authorization header; send Authorization: Bearer <token>", now: now))
     }
-    guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
-      return .refused(
-        try await fail(source: source, tokenID: nil, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now))
+    let presented: String
+    if let plain = Self.plainBearerToken(authorization) {
+      presented = plain
+    } else {
+      guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
+        return .refused(
+          try await fail(source: source, tokenID: nil, action: action, reason: "the Authorization header is not 'Bearer <token>'", now: now))
+      }
+      presented = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
     }
-    let presented = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
     switch try await tokens.authenticate(presented) {
     case .invalid(let reason):
       return .refused(try await fail(source: source, tokenID: TokenStore.id(of: presented), action: action, reason: reason, now: now))
@@ -70,6 +75,21 @@ public final class AccessGuard: Sendable {
       }
       return .allowed(token)
     }
+  }
+
+  /// The token of `Bearer <token>` (the scheme in any case) when the token is printable ASCII
+  /// with nothing to trim, read from the bytes: every request carries one. Anything else is
+  /// left to the general path, which trims Unicode whitespace and explains what is wrong.
+  package static func plainBearerToken(_ authorization: String) -> String? {
+    let utf8 = authorization.utf8
+    return utf8.withContiguousStorageIfAvailable { bytes -> String? in
+      guard bytes.count > 7 else { return nil }
+      for (index, letter) in "bearer".utf8.enumerated() where bytes[index] | 0x20 != letter { return nil }
+      guard bytes[6] == UInt8(ascii: " ") else { return nil }
+      let token = UnsafeBufferPointer(rebasing: bytes[7...])
+      guard token.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+      return String(decoding: token, as: UTF8.self)
+    } ?? nil
   }
 
   private func fail(source: String, tokenID: String?, action: String, reason: String, now: Date) async throws -> Decision {

@@ -152,6 +152,30 @@ struct TokenAndAccessTests {
       TokenStore.constantTimeEqual([1, 2], [1, 2]) && !TokenStore.constantTimeEqual([1, 2], [1, 3]) && !TokenStore.constantTimeEqual([1], [1, 2]))
   }
 
+  /// The bytes-only reading of `Authorization` takes what the general path would, and leaves
+  /// everything else (other schemes, whitespace to trim, non-ASCII) to it.
+  @Test func theFastBearerReadingAgreesWithTheGeneralOne() async throws {
+    #expect(AccessGuard.plainBearerToken("Bearer nova_a_b") == "nova_a_b")
+    #expect(AccessGuard.plainBearerToken("bEaReR nova_a_b") == "nova_a_b")
+    for header in ["Bearer", "Bearer ", "Bearer  nova_a_b", "Bearer nova_a_b ", "Bearer\tnova_a_b", "Basic abc", "Bearer nova_é_b", "Bearerxnova"] {
+      #expect(AccessGuard.plainBearerToken(header) == nil, "\(header)")
+    }
+    let fixture = try SecurityFixture()
+    let secret = try await fixture.security.tokens.create(name: "op", role: .operator).token
+    let access = AccessGuard(tokens: fixture.security.tokens)
+    // Trimmed by the general path: the same token.
+    for header in ["Bearer \(secret)", "BEARER \(secret)", "Bearer  \(secret)\u{00A0}", "Bearer \(secret)\t"] {
+      guard case .allowed(let token) = try await access.authorize(authorization: header, action: .submit, source: "10.0.0.9") else {
+        Issue.record("'\(header)' carries a valid token")
+        continue
+      }
+      #expect(token.name == "op")
+    }
+    #expect(
+      try await access.authorize(authorization: "Bearer \(secret)x", action: .submit, source: "10.0.0.9")
+        == .unauthenticated("the token is not valid"))
+  }
+
   @Test func signingKeysAreFilesOnlyTheirOwnerMayRead() throws {
     let directory = try TemporaryDirectory.make("nova-key")
     let path = directory.appendingPathComponent("key").path
