@@ -128,7 +128,7 @@ public struct JobRegistry: Sendable {
         let output = try await body(parameters, context)
         if output is EmptyResult { return nil }
         // Any JSON (`echo`): its canonical form (RFC 8785: keys sorted, the shortest escapes).
-        if let value = output as? JSONValue { return Data(try CanonicalJSON.encode(value)) }
+        if Output.self == JSONValue.self, let value = output as? JSONValue { return Data(try CanonicalJSON.encode(value)) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try encoder.encode(output)
