@@ -55,6 +55,8 @@ let package = Package(
     // The per-attempt process supervisor and the prctl calls Swift cannot make (prctl is variadic).
     .target(name: "CNovaProcess"),
     .executableTarget(name: "nova-supervise", dependencies: ["CNovaProcess"]),
+    // sqlite3_config, which Swift cannot call either (it is variadic).
+    .target(name: "CNovaSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
     .target(
       name: "NovaCore",
       dependencies: [
@@ -69,7 +71,7 @@ let package = Package(
     .target(
       name: "NovaDatabase",
       dependencies: [
-        "NovaCore",
+        "NovaCore", "CNovaSQLite",
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "GRDBSQLite", package: "GRDB.swift"),
       ],

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NovaCore
+import NovaDatabase
 
 /// The most a job queue on one SQLite file can do on this machine: the bare lifecycle of a job
 /// (insert, claim, delete) in plain SQL, 100 jobs per transaction, WAL with `synchronous = NORMAL`,
@@ -21,6 +22,8 @@ public enum SQLiteCeilingBenchmark {
   /// Runs `jobs` lifecycles in a fresh database at `path`, `batch` jobs per transaction; the
   /// payload is `payloadBytes` of JSON, like a small job's.
   public static func run(path: String, jobs: Int, batch: Int = 100, payloadBytes: Int = 64) throws -> Result {
+    // SQLite set up as Nova's own database sets it (no memory statistics), before it opens.
+    _ = NovaDatabase.memoryStatisticsOff
     var configuration = Configuration()
     configuration.journalMode = .wal
     configuration.prepareDatabase { db in

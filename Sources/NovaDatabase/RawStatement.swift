@@ -58,6 +58,23 @@ package struct RawStatement {
     }
   }
 
+  /// Binds UTF-8 bytes as text.
+  package func bind(_ index: Int32, text bytes: ArraySlice<UInt8>) {
+    bytes.withUnsafeBytes { raw in
+      // No address (no bytes) would bind NULL.
+      guard let base = raw.baseAddress else {
+        _ = sqlite3_bind_text(handle, index, "", 0, Self.transient)
+        return
+      }
+      _ = sqlite3_bind_text(handle, index, base.assumingMemoryBound(to: CChar.self), Int32(raw.count), Self.transient)
+    }
+  }
+
+  /// Binds bytes as a blob.
+  package func bind(_ index: Int32, blob bytes: UnsafeRawBufferPointer) {
+    _ = sqlite3_bind_blob(handle, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
+  }
+
   /// Advances; true when a row is ready to read.
   package func step() throws -> Bool {
     let code = sqlite3_step(handle)

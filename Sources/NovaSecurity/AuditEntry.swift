@@ -30,21 +30,51 @@ public struct AuditEntry: Sendable, Equatable {
   public var canonicalBytes: [UInt8] {
     var out: [UInt8] = []
     out.reserveCapacity(96 + actor.utf8.count + event.utf8.count + payload.utf8.count + (subject?.utf8.count ?? 0))
+    let payload = payload
+    Self.writeCanonical(into: &out, actor: actor, event: event, seq: seq, subject: subject, time: time) { $0 += payload.utf8 }
+    return out
+  }
+
+  /// Appends an entry's canonical JSON to `out`, its payload (canonical JSON already) written by
+  /// `payload`; returns where the payload's bytes are in `out`. The journal writes the entries of
+  /// job transitions through this without making an `AuditEntry` (or a payload string) first.
+  @discardableResult
+  static func writeCanonical(
+    into out: inout [UInt8], actor: String, event: String, seq: Int64, subject: String?, time: Int64,
+    payload: (inout [UInt8]) -> Void
+  ) -> Range<Int> {
     out += Self.actorKey
     CanonicalJSON.writeString(actor, into: &out)
     out += Self.eventKey
     CanonicalJSON.writeString(event, into: &out)
     out += Self.payloadKey
-    out += payload.utf8
+    let payloadStart = out.count
+    payload(&out)
+    let payloadEnd = out.count
     out += Self.seqKey
-    out += String(seq).utf8
+    writeDecimal(seq, into: &out)
     out += Self.subjectKey
     if let subject { CanonicalJSON.writeString(subject, into: &out) } else { out += Self.null }
     out += Self.timeKey
     out.append(UInt8(ascii: "\""))
     AuditTime.write(time, into: &out)
     out += Self.close
-    return out
+    return payloadStart..<payloadEnd
+  }
+
+  /// Appends `value` in decimal, as `String(value)` would spell it, without making the string.
+  static func writeDecimal(_ value: Int64, into out: inout [UInt8]) {
+    if value < 0 {
+      out += String(value).utf8
+      return
+    }
+    let number = UInt64(value)
+    var divisor: UInt64 = 1
+    while divisor <= number / 10 { divisor *= 10 }
+    while divisor > 0 {
+      out.append(UInt8(ascii: "0") + UInt8(number / divisor % 10))
+      divisor /= 10
+    }
   }
 
   /// The entry's Merkle leaf hash.

@@ -79,12 +79,26 @@ public struct AuditJournal: JobTransitionJournal {
     let db = transaction.db
     var seq = try Self.lastSequence(db)
     let insert = RawStatement(try db.cachedStatement(sql: Self.insertSQL), in: db)
+    // One buffer for every entry's canonical bytes; the payload column is a slice of them. On
+    // the single writer, for every transition: no entry, payload string or hash array is made.
+    var line: [UInt8] = []
+    line.reserveCapacity(512)
     for transition in transitions {
       seq += 1
-      let entry = AuditEntry(
-        seq: seq, time: transition.time, actor: actor, event: Self.eventNames[transition.event]!,
-        subject: transition.job.rawValue, payload: Self.payload(of: transition))
-      try Self.insert(entry, with: insert)
+      let subject = transition.job.rawValue
+      let event = Self.eventNames[transition.event]!
+      line.removeAll(keepingCapacity: true)
+      let payload = AuditEntry.writeCanonical(
+        into: &line, actor: actor, event: event, seq: seq, subject: subject, time: transition.time
+      ) { Self.writePayload(of: transition, into: &$0) }
+      insert.bind(1, seq)
+      insert.bind(2, transition.time)
+      insert.bind(3, actor)
+      insert.bind(4, event)
+      insert.bind(5, subject)
+      insert.bind(6, text: line[payload])
+      MerkleTree.withLeafHash(line[...]) { insert.bind(7, blob: $0) }
+      _ = try insert.run()
     }
   }
 
@@ -141,8 +155,14 @@ public struct AuditJournal: JobTransitionJournal {
   static func payload(of transition: JobTransition) -> String {
     var out: [UInt8] = []
     out.reserveCapacity(96 + transition.queue.utf8.count + transition.kind.utf8.count + (transition.detail?.utf8.count ?? 0))
+    writePayload(of: transition, into: &out)
+    return String(decoding: out, as: UTF8.self)
+  }
+
+  /// Appends the payload of `payload(of:)` to `out`.
+  static func writePayload(of transition: JobTransition, into out: inout [UInt8]) {
     out += Keys.attempt
-    out += String(transition.attempt).utf8
+    AuditEntry.writeDecimal(Int64(transition.attempt), into: &out)
     if let detail = transition.detail {
       out += Keys.detail
       CanonicalJSON.writeString(detail.utf8.count <= 512 ? detail : String(detail.prefix(512)), into: &out)
@@ -160,7 +180,6 @@ public struct AuditJournal: JobTransitionJournal {
     out += Keys.to
     CanonicalJSON.writeString(transition.to.rawValue, into: &out)
     out.append(UInt8(ascii: "}"))
-    return String(decoding: out, as: UTF8.self)
   }
 
   private enum Keys {

@@ -21,6 +21,14 @@ public enum MerkleTree {
     return Array(hasher.finalize())
   }
 
+  /// Calls `body` with the hash of a leaf, made without an array of its own.
+  public static func withLeafHash<T>(_ entry: ArraySlice<UInt8>, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+    var hasher = SHA256()
+    withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
+    entry.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+    return try hasher.finalize().withUnsafeBytes(body)
+  }
+
   /// The hash of a leaf, without copying its bytes.
   public static func leafHash(_ entry: [UInt8]) -> Hash { leafHash(entry[...]) }
 

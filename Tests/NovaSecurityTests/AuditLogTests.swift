@@ -200,6 +200,34 @@ struct AuditLogTests {
     let text = String(decoding: entry.canonicalBytes, as: UTF8.self)
     #expect(text == #"{"actor":"a\"b","event":"e","payload":{"x":1},"seq":7,"subject":null,"time":"1970-01-01T00:00:00.000Z"}"#)
     #expect(try CanonicalJSON.string(try JSONValue.parse(Data(text.utf8))) == text)
+    // Sequence numbers are written digit by digit, not through `String`: the same text.
+    for seq: Int64 in [0, 1, 9, 10, 99, 100, 101, 999_999, 1_000_000, 1_234_567_890_123, .max, -1, .min] {
+      let bytes = AuditEntry(seq: seq, time: 0, actor: "a", event: "e", subject: "s", payload: "{}").canonicalBytes
+      #expect(String(decoding: bytes, as: UTF8.self).contains(#","seq":\#(seq),"subject""#), "seq \(seq)")
+    }
+  }
+
+  /// The journal writes job transitions' entries straight into one buffer (no `AuditEntry`
+  /// first): what it stores must be what an entry of the same fields hashes, for every sequence
+  /// number's digits and for details that need escaping.
+  @Test func theJournalStoresTheHashOfTheEntryItsRowsMake() async throws {
+    let fixture = try SecurityFixture()
+    try await fixture.runJobs(12)
+    _ = try await fixture.queue.enqueue(JobRequest(kind: "echo", payload: Data("{}".utf8)))
+    let lease = try #require(try await fixture.queue.claim(queues: [], worker: "w1", leaseDuration: .seconds(30), limit: 1).first)
+    _ = try await fixture.queue.fail(lease, error: "line \"one\"\n\ttab \u{1} é", retryable: true)
+    let rows = try fixture.queue.database.pool.read { db in
+      try Row.fetchAll(db, sql: "SELECT seq, time, actor, event, subject, payload, hash FROM nova_audit ORDER BY seq")
+    }
+    #expect(rows.count >= 38)
+    var sawDetail = false
+    for row in rows {
+      let entry = AuditEntry(seq: row[0], time: row[1], actor: row[2], event: row[3], subject: row[4], payload: row[5])
+      #expect(Array(row[6] as Data) == entry.leafHash, "entry \(entry.seq)")
+      #expect(try CanonicalJSON.string(try JSONValue.parse(Data(entry.payload.utf8))) == entry.payload)
+      if entry.payload.contains(#""detail":"line \"one\"\n\ttab \u0001 é""#) { sawDetail = true }
+    }
+    #expect(sawDetail)
   }
 }
 
