@@ -36,8 +36,8 @@ final class GroupCommitWriter: Sendable {
   /// The database file, named in translated errors.
   private let path: String
   private let maxBatch: Int
-  /// Called on the writer's thread after each commit.
-  private let committed: @Sendable () -> Void
+  /// Told of each commit, on the writer's thread; may ask the writer to finish a checkpoint.
+  private let checkpointer: WALCheckpointer?
   private let state = Mutex(State())
   /// The WAL file as this process's last commit left it, and how many times another process's
   /// commit was found before one of ours (`hasForeignCommits`).
@@ -50,13 +50,13 @@ final class GroupCommitWriter: Sendable {
   var statistics: (transactions: Int, operations: Int) { counters.withLock { $0 } }
   private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
 
-  init(writer: DatabasePool, path: String, maxBatch: Int, committed: @escaping @Sendable () -> Void = {}) {
+  init(writer: DatabasePool, path: String, maxBatch: Int, checkpointer: WALCheckpointer? = nil) {
     self.writer = writer
     self.path = path
     self.walPath = path + "-wal"
     self.walWatch = Mutex((NovaDatabase.fileStamp(path + "-wal"), 0, false))
     self.maxBatch = max(1, maxBatch)
-    self.committed = committed
+    self.checkpointer = checkpointer
   }
 
   /// Runs `body` in a write transaction shared with other concurrent callers. With `savepoint`
@@ -185,9 +185,15 @@ final class GroupCommitWriter: Sendable {
           $0.transactions += 1
           $0.operations += batch.count
         }
-        committed()
+        checkpointer?.committed()
         for resume in resumers { resume(nil) }
         for resume in served { resume(nil) }
+        // Between two transactions, after the callers of this one were answered: the operations
+        // queued meanwhile wait for the last frames' copy (a few milliseconds), not for the
+        // backstop's (the whole WAL's, in a commit).
+        if let checkpointer, checkpointer.takeRestart() {
+          writer.writeWithoutTransaction { db in checkpointer.finishOnWriter(db.sqliteConnection) }
+        }
       } catch {
         // The transaction did not commit: every caller, whether its operation ran or not, gets the error.
         for resume in resumers { resume(error) }

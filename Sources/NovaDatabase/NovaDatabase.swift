@@ -28,6 +28,9 @@ public final class NovaDatabase: Sendable {
     public var busyTimeout: TimeInterval
     /// Most operations grouped into one transaction.
     public var maxBatchSize: Int
+    /// WAL frames (4 KiB pages) from which the checkpoints have the writer start the WAL over
+    /// (`WALCheckpointer`).
+    public var walRestartFrames = 4096
 
     public init(path: String, synchronous: Synchronous = .normal, busyTimeout: TimeInterval = 10, maxBatchSize: Int = 1024) {
       self.path = path
@@ -96,9 +99,9 @@ public final class NovaDatabase: Sendable {
     } catch {
       throw SQLiteErrorTranslation.translate(error, path: path)
     }
-    let checkpointer = WALCheckpointer(path: path)
+    let checkpointer = WALCheckpointer(path: path, restartFrames: configuration.walRestartFrames)
     self.checkpointer = checkpointer
-    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize) { checkpointer.committed() }
+    writer = GroupCommitWriter(writer: pool, path: path, maxBatch: configuration.maxBatchSize, checkpointer: checkpointer)
   }
 
   /// WAL pages at which the writer checkpoints in its own commit (128 MiB of 4 KiB pages).

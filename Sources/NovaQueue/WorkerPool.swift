@@ -108,10 +108,8 @@ public final class WorkerPool: Service {
     var pendingStarts: [JobLease] = []
     var inFlight: [JobID: InFlight] = [:]
     var stopping = false
-    /// Handlers finished since the supervisor last measured the pace.
-    var finishedSinceTick = 0
-    /// Jobs finished per second, smoothed.
-    var pace: Double = 0
+    /// Jobs finished per second (`PaceMeter`), from the pool's start.
+    var pace = PaceMeter(now: .zero)
     var stopDeadline: Duration?
     /// When a stopping pool must be done with the store (real time: store deadlines are).
     var exitBy: ContinuousClock.Instant?
@@ -184,7 +182,7 @@ public final class WorkerPool: Service {
   /// The prefetch to use now: fixed, or about 100 ms of work at the pace measured so far.
   private func currentPrefetch(_ state: State) -> Int {
     if let fixed = configuration.prefetch { return fixed }
-    return min(maxPrefetch, Int(state.pace * 0.1))
+    return min(maxPrefetch, Int(state.pace.pace * 0.1))
   }
 
   public convenience init(
@@ -211,6 +209,8 @@ public final class WorkerPool: Service {
   /// Runs until shutdown (graceful shutdown of the service group, `shutdown()`, or task
   /// cancellation, which releases in-flight leases at once).
   public func run() async throws {
+    let started = clock.uptime()
+    state.withLock { $0.pace = PaceMeter(now: started) }
     // Everything the pool does is audited as this worker.
     await AuditContext.$actor.withValue("worker:\(configuration.workerID)") {
       await withGracefulShutdownHandler {
@@ -464,9 +464,10 @@ public final class WorkerPool: Service {
             metadata: ["job": "\(job.id)", "stop_grace_s": "\(entry.stopGrace.seconds)"])
         }
       }
+      let finishedAt = clock.uptime()
       (reason, currentLease, ranFor) = state.withLock { state -> (StopReason?, JobLease, Duration) in
         state.running -= 1
-        state.finishedSinceTick += 1
+        state.pace.finish(at: finishedAt)
         state.held[job.id] = nil
         state.occupancy += 1
         // A job that ended before its start mark went out needs none: its outcome is recorded
@@ -649,14 +650,10 @@ public final class WorkerPool: Service {
   private func supervise() async {
     let tick = supervisorTick
     while !isFinished {
-      let tickStart = clock.uptime()
       try? await clock.sleep(for: tick)
       let now = clock.uptime()
-      let elapsed = max((now - tickStart).seconds, 0.001)
-      state.withLock { state in
-        state.pace = 0.7 * state.pace + 0.3 * Double(state.finishedSinceTick) / elapsed
-        state.finishedSinceTick = 0
-      }
+      // Without jobs ending, the pace decays here.
+      state.withLock { $0.pace.measure(now: now) }
       var toCancel: [(Task<Void, Never>, OutcomeGate)] = []
       state.withLock { state in
         if state.stopping, let deadline = state.stopDeadline, now >= deadline, !state.forceStopped {
