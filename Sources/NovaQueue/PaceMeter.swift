@@ -6,8 +6,8 @@ import NovaCore
 ///
 /// Measured as jobs end (at most once per `window`) as well as on the pool's supervisor tick,
 /// so that a pool that starts, or wakes from an idle spell, into a stream of short jobs claims
-/// ahead within milliseconds. Measured on the tick alone (100 ms), it claimed one free slot's
-/// worth at a time for the first tick, and 16,000 jobs/s arriving one by one fell 30 ms behind.
+/// ahead within milliseconds. Measured on the tick alone (100 ms), it claimed for its free slots
+/// only until the first tick, and 16,000 jobs/s arriving one by one fell 30 ms behind.
 package struct PaceMeter: Sendable {
   /// The smoothing's time constant.
   package static let smoothing: Duration = .milliseconds(100)
