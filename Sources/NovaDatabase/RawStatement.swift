@@ -53,9 +53,7 @@ package struct RawStatement {
 
   /// Binds bytes as a blob.
   package func bind(_ index: Int32, bytes: [UInt8]) {
-    bytes.withUnsafeBytes { raw in
-      _ = sqlite3_bind_blob(handle, index, raw.baseAddress, Int32(raw.count), Self.transient)
-    }
+    bytes.withUnsafeBytes { bind(index, blob: $0) }
   }
 
   /// Binds UTF-8 bytes as text.

@@ -108,21 +108,14 @@ package final class WALCheckpointer: Sendable {
   /// Copies the frames left on the writer's connection `handle`, outside any transaction: with
   /// every frame back in the database, its next commit starts the WAL over.
   func finishOnWriter(_ handle: OpaquePointer?) {
-    var logFrames: Int32 = 0
-    var backFrames: Int32 = 0
-    let code = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &backFrames)
+    guard let done = run(on: handle) else { return }
     counters.withLock {
-      if code == SQLITE_OK, logFrames >= 0 {
-        $0.writerCheckpoints += 1
-        $0.restartedFrom = Int(logFrames)
-      } else {
-        $0.count(failed: code == SQLITE_OK ? SQLITE_ERROR : code)
-      }
+      $0.writerCheckpoints += 1
+      $0.restartedFrom = done.frames
     }
   }
 
-  /// One passive checkpoint on this checkpointer's connection: the WAL's frames and how many
-  /// are back in the database, or nil when it did not run.
+  /// One passive checkpoint on this checkpointer's connection (opened on first use).
   private func passive() -> (frames: Int, back: Int)? {
     connection.withLock { handle -> (frames: Int, back: Int)? in
       if handle == nil {
@@ -138,21 +131,28 @@ package final class WALCheckpointer: Sendable {
         }
         handle = opened
       }
-      var logFrames: Int32 = 0
-      var backFrames: Int32 = 0
-      let code = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &backFrames)
-      return counters.withLock { counters -> (frames: Int, back: Int)? in
-        counters.runs += 1
-        guard code == SQLITE_OK, logFrames >= 0 else {
-          // SQLITE_OK with -1 frames: the connection does not see the WAL (a failure).
-          counters.count(failed: code == SQLITE_OK ? SQLITE_ERROR : code)
-          return nil
-        }
-        counters.walFrames = Int(logFrames)
-        counters.framesBack = Int(backFrames)
-        return (Int(logFrames), Int(backFrames))
+      counters.withLock { $0.runs += 1 }
+      guard let done = run(on: handle) else { return nil }
+      counters.withLock {
+        $0.walFrames = done.frames
+        $0.framesBack = done.back
       }
+      return done
     }
+  }
+
+  /// A passive checkpoint on `handle`: the WAL's frames and how many are back in the database,
+  /// or nil (counted) when it did not succeed.
+  private func run(on handle: OpaquePointer?) -> (frames: Int, back: Int)? {
+    var logFrames: Int32 = 0
+    var backFrames: Int32 = 0
+    let code = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &logFrames, &backFrames)
+    guard code == SQLITE_OK, logFrames >= 0 else {
+      // SQLITE_OK with -1 frames: the connection does not see the WAL (a failure).
+      counters.withLock { $0.count(failed: code == SQLITE_OK ? SQLITE_ERROR : code) }
+      return nil
+    }
+    return (Int(logFrames), Int(backFrames))
   }
 }
 

@@ -150,16 +150,8 @@ public struct AuditJournal: JobTransitionJournal {
   private static let eventNames = Dictionary(
     uniqueKeysWithValues: JobTransition.Event.allCases.map { ($0, "job.\($0.rawValue)") })
 
-  /// `{"attempt":…,"detail":…,"from":…,"kind":…,"queue":…,"to":…}` in canonical form, built
-  /// directly: it is written for every transition.
-  static func payload(of transition: JobTransition) -> String {
-    var out: [UInt8] = []
-    out.reserveCapacity(96 + transition.queue.utf8.count + transition.kind.utf8.count + (transition.detail?.utf8.count ?? 0))
-    writePayload(of: transition, into: &out)
-    return String(decoding: out, as: UTF8.self)
-  }
-
-  /// Appends the payload of `payload(of:)` to `out`.
+  /// Appends a transition's payload to `out`: `{"attempt":…,"detail":…,"from":…,"kind":…,
+  /// "queue":…,"to":…}` in canonical form, built directly (it is written for every transition).
   static func writePayload(of transition: JobTransition, into out: inout [UInt8]) {
     out += Keys.attempt
     AuditEntry.writeDecimal(Int64(transition.attempt), into: &out)

@@ -15,10 +15,7 @@ public enum MerkleTree {
 
   /// The hash of a leaf given as part of a buffer, without copying it.
   public static func leafHash(_ entry: ArraySlice<UInt8>) -> Hash {
-    var hasher = SHA256()
-    withUnsafeBytes(of: UInt8(0)) { hasher.update(bufferPointer: $0) }
-    entry.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-    return Array(hasher.finalize())
+    withLeafHash(entry) { Array($0) }
   }
 
   /// Calls `body` with the hash of a leaf, made without an array of its own.
