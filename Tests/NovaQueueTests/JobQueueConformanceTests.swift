@@ -532,6 +532,66 @@ struct JobQueueConformanceTests {
     await #expect(throws: NovaError.self) { _ = try await queue.list(JobFilter(cursor: "'; DROP TABLE")) }
   }
 
+  /// Issue #24: every state of every queue lists newest first, page after page, whichever
+  /// index holds it on SQLite (available jobs of several priorities, running ones, resting ones).
+  @Test(arguments: QueueBackend.all)
+  func everyStateListsNewestFirstAcrossPriorities(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    for index in 0..<24 {
+      clock.advance(by: 0.01)
+      _ = try await queue.enqueue(
+        request(
+          index.isMultiple(of: 3) ? "echo" : "noop", queue: index < 16 ? "a" : "b", priority: [0, 5, 1000, 5][index % 4], maxAttempts: 2,
+          delay: index == 7 ? 60 : nil))
+    }
+    let leases = try await queue.claim(queues: ["a", "b"], worker: "w", leaseDuration: leaseTime, limit: 12)
+    #expect(leases.count == 12)
+    for (index, lease) in leases.enumerated() {
+      switch index % 4 {
+      case 0: try await queue.complete(lease, result: nil)
+      case 1: _ = try await queue.fail(lease, error: "again", retryable: true)
+      case 2: _ = try await queue.fail(lease, error: "no", retryable: false)
+      default: break
+      }
+    }
+    let waiting = try await queue.list(JobFilter(state: .available, limit: 100)).jobs
+    _ = try await queue.cancel(try #require(waiting.first).id)
+    var all: [Job] = []
+    for name in ["a", "b"] {
+      var cursor: String?
+      repeat {
+        let page = try await queue.list(JobFilter(queue: name, limit: 1000, cursor: cursor))
+        all += page.jobs
+        cursor = page.nextCursor
+      } while cursor != nil
+    }
+    #expect(all.count == 24)
+    #expect(Set(all.map(\.state)) == [.available, .running, .succeeded, .failed, .dead, .cancelled, .scheduled])
+    for name in ["a", "b"] {
+      for state in JobState.allCases {
+        let expected = all.filter { $0.queue == name && $0.state == state }.map(\.id).sorted(by: >)
+        var listed: [JobID] = []
+        var cursor: String?
+        repeat {
+          let page = try await queue.list(JobFilter(state: state, queue: name, limit: 2, cursor: cursor))
+          listed += page.jobs.map(\.id)
+          cursor = page.nextCursor
+        } while cursor != nil && listed.count <= expected.count
+        #expect(listed == expected, "\(name) \(state)")
+        var filter = JobFilter(state: state, queue: name, kind: "echo")
+        filter.limit = 1
+        let rare = all.filter { $0.queue == name && $0.state == state && $0.kind == "echo" }.map(\.id).sorted(by: >).first
+        #expect(try await queue.list(filter).jobs.first?.id == rare, "\(name) \(state) echo")
+      }
+      let newest = all.filter { $0.queue == name }.map(\.id).sorted(by: >)
+      #expect(try await queue.list(JobFilter(queue: name, limit: 3)).jobs.map(\.id) == Array(newest.prefix(3)))
+    }
+    for state in JobState.allCases {
+      let expected = all.filter { $0.state == state }.map(\.id).sorted(by: >)
+      #expect(try await queue.list(JobFilter(state: state, limit: 100)).jobs.map(\.id) == expected, "\(state)")
+    }
+  }
+
   @Test(arguments: QueueBackend.all)
   func listFiltersByKeyWorkerIdempotencyKeyAndTime(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)

@@ -46,6 +46,42 @@ struct SQLiteJobQueueTests {
     #expect(claimed.count == 10)
   }
 
+  /// Issue #24: the listing index held every job, and moving each job's entry on enqueue, claim
+  /// and completion was a third of the writer's SQL per job. It holds the jobs that rest (here
+  /// the finished ones) and no others, in a new database and in one made before the change.
+  @Test func theListingIndexHoldsRestingJobsOnly() async throws {
+    let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
+    do {
+      // A database as v22 left it: the listing index over every job.
+      let old = try SQLiteJobQueue(path: path)
+      try await old.database.write { db in
+        try db.execute(
+          sql: """
+            DROP INDEX nova_jobs_queue_state;
+            CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
+            DELETE FROM grdb_migrations WHERE identifier = 'v23-listing-at-rest';
+            """)
+      }
+    }
+    let queue = try SQLiteJobQueue(path: path)
+    let definition = try await queue.database.read { db in
+      try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'nova_jobs_queue_state'")
+    }
+    #expect(definition?.hasSuffix("WHERE \(SQLiteJobQueue.restingStates)") == true, "\(definition ?? "none")")
+    _ = try await queue.enqueue(batch: (0..<300).map { JobRequest(kind: "noop", priority: $0 % 3) })
+    let leases = try await queue.claim(ClaimRequest(queues: ["default"], worker: "w", leaseDuration: .seconds(30), limit: 100))
+    _ = try await queue.complete(batch: leases.prefix(40).map { JobCompletion(lease: $0, result: nil) })
+    let held = try await queue.database.read { db in
+      try Row.fetchAll(
+        db, sql: "SELECT state, count(*) FROM nova_jobs INDEXED BY nova_jobs_queue_state WHERE \(SQLiteJobQueue.restingStates) GROUP BY 1"
+      )
+      .map { "\($0[0] as String)=\($0[1] as Int)" }
+    }
+    #expect(held == ["succeeded=40"])
+    #expect(try await queue.list(JobFilter(state: .running, limit: 1000)).jobs.count == 60)
+    #expect(try await queue.list(JobFilter(state: .available, limit: 1000)).jobs.count == 200)
+  }
+
   /// The counters the operations keep (per queue, kind and state) agree with a count over every
   /// job after every kind of change, including from a second handle on the file (another
   /// process's enqueue).
