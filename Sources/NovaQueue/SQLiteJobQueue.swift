@@ -1567,12 +1567,12 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
 
   /// The ids of up to `limit` jobs of `queue` in `state` that meet `conditions`, newest first,
   /// each pair read from an index that holds it: resting states from the listing index,
-  /// available jobs from the claims' index one priority at a time (merged), running ones from
+  /// available jobs from the claims' index by priority (merged), running ones from
   /// the leases' index (as many as run, sorted). Without a queue or a state, the table by id.
   package static func newestIDs(
     _ db: Database, queue: String?, state: JobState?, where conditions: [(String, DatabaseValue)], limit: Int
   ) throws -> [String] {
-    func newest(_ from: String, _ lead: [String], _ values: [DatabaseValue]) throws -> [String] {
+    func newest(_ from: String, _ lead: [String], _ values: [DatabaseValue], limit: Int) throws -> [String] {
       let all = lead + conditions.map(\.0)
       let clause = all.isEmpty ? "" : "WHERE " + all.joined(separator: " AND ")
       return try String.fetchAll(
@@ -1590,12 +1590,24 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         lead.append("state = ?")
         values.append(state.rawValue.databaseValue)
       }
-      return try newest("nova_jobs", lead, values)
+      return try newest("nova_jobs", lead, values, limit: limit)
     }
     switch state {
     case .available:
-      // The claims' index orders by priority first: each priority's range, newest last.
-      var ids: [String] = []
+      // The claims' index orders by priority first: each priority's range is read newest first,
+      // a chunk at a time, and the ranges merged. A page reads about `limit` rows and a chunk per
+      // priority present, however many priorities hold how many jobs.
+      let chunk = min(limit, 32)
+      func read(_ priority: Int, below last: String?) throws -> [String] {
+        var lead = ["state = 'available'", "queue = ?", "priority = ?"]
+        var values = [queue.databaseValue, priority.databaseValue]
+        if let last {
+          lead.append("id < ?")
+          values.append(last.databaseValue)
+        }
+        return try newest("nova_jobs INDEXED BY nova_jobs_available", lead, values, limit: chunk)
+      }
+      var ranges: [(priority: Int, ids: ArraySlice<String>)] = []
       var below = JobRequest.maxPriority + 1
       let next = try db.cachedStatement(
         sql: """
@@ -1603,18 +1615,27 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           WHERE state = 'available' AND queue = ? AND priority < ? ORDER BY priority DESC LIMIT 1
           """)
       while let priority = try Int.fetchOne(next, arguments: [queue, below]) {
-        ids += try newest(
-          "nova_jobs INDEXED BY nova_jobs_available", ["state = 'available'", "queue = ?", "priority = ?"],
-          [queue.databaseValue, priority.databaseValue])
+        ranges.append((priority, try read(priority, below: nil)[...]))
         below = priority
       }
-      return Array(ids.sorted(by: >).prefix(limit))
+      var ids: [String] = []
+      while ids.count < limit {
+        var pick: (index: Int, id: String)?
+        for (index, range) in ranges.enumerated() {
+          if let first = range.ids.first, pick.map({ first > $0.id }) ?? true { pick = (index, first) }
+        }
+        guard let pick else { break }
+        ids.append(pick.id)
+        ranges[pick.index].ids.removeFirst()
+        if ranges[pick.index].ids.isEmpty { ranges[pick.index].ids = try read(ranges[pick.index].priority, below: pick.id)[...] }
+      }
+      return ids
     case .running:
-      return try newest("nova_jobs INDEXED BY nova_jobs_leases", ["state = 'running'", "queue = ?"], [queue.databaseValue])
+      return try newest("nova_jobs INDEXED BY nova_jobs_leases", ["state = 'running'", "queue = ?"], [queue.databaseValue], limit: limit)
     default:
       return try newest(
         "nova_jobs INDEXED BY nova_jobs_queue_state", ["queue = ?", "state = ?", restingStates],
-        [queue.databaseValue, state.rawValue.databaseValue])
+        [queue.databaseValue, state.rawValue.databaseValue], limit: limit)
     }
   }
 
