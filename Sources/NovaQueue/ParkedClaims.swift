@@ -38,6 +38,9 @@ final class ParkedClaims: Sendable {
     var waiting: [Int: Claim] = [:]
     /// Being served now (out of `waiting`); true once its waiter gave up.
     var serving: [Int: Bool] = [:]
+    /// Waiting claims that found jobs they did not take (held back by a limit, or by what their
+    /// host had free): a job that ends may let them take one.
+    var heldBack: Set<Int> = []
   }
 
   private let state = Mutex(State())
@@ -50,13 +53,21 @@ final class ParkedClaims: Sendable {
     }
   }
 
-  /// Parks `claim` (on the writer, in the transaction that found nothing for it).
-  func park(_ claim: Claim) {
-    state.withLock { $0.waiting[claim.id] = claim }
+  /// Parks `claim` (on the writer, in the transaction that found nothing for it); `heldBack`:
+  /// it found jobs waiting that it did not take.
+  func park(_ claim: Claim, heldBack: Bool) {
+    state.withLock { state in
+      state.waiting[claim.id] = claim
+      if heldBack { state.heldBack.insert(claim.id) }
+    }
   }
 
   /// How many claims wait.
   var count: Int { state.withLock { $0.waiting.count } }
+
+  /// Whether a waiting claim was held back (only those can take a job that another's end frees;
+  /// the others wait for a new job, which is served to them in the commit that stores it).
+  var anyHeldBack: Bool { state.withLock { !$0.heldBack.isEmpty } }
 
   /// Takes every waiting claim out to be served (on the writer), oldest first.
   func takeAll() -> [Claim] {
@@ -64,6 +75,7 @@ final class ParkedClaims: Sendable {
       if state.waiting.isEmpty { return [] }
       let claims = state.waiting.values.sorted { $0.id < $1.id }
       state.waiting.removeAll(keepingCapacity: true)
+      state.heldBack.removeAll(keepingCapacity: true)
       for claim in claims { state.serving[claim.id] = false }
       return claims
     }
@@ -71,11 +83,12 @@ final class ParkedClaims: Sendable {
 
   /// Settles a claim that was served and took nothing: it waits again, or, if its waiter gave
   /// up meanwhile, is answered with nothing.
-  func servedNothing(_ claim: Claim) {
+  func servedNothing(_ claim: Claim, heldBack: Bool) {
     let gaveUp = state.withLock { state -> Bool in
       if state.serving[claim.id] == true { return true }
       state.serving.removeValue(forKey: claim.id)
       state.waiting[claim.id] = claim
+      if heldBack { state.heldBack.insert(claim.id) }
       return false
     }
     if gaveUp { answer(claim, .success([])) }
@@ -100,7 +113,10 @@ final class ParkedClaims: Sendable {
   @discardableResult
   func giveUp(_ claim: Claim) -> Bool {
     let (parked, serving) = state.withLock { state -> (Bool, Bool) in
-      if state.waiting.removeValue(forKey: claim.id) != nil { return (true, false) }
+      if state.waiting.removeValue(forKey: claim.id) != nil {
+        state.heldBack.remove(claim.id)
+        return (true, false)
+      }
       if state.serving[claim.id] != nil {
         state.serving[claim.id] = true
         return (false, true)

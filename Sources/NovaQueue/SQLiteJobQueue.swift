@@ -565,7 +565,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     do {
       leases = try await database.write { db -> [JobLease] in
         let leases = try Self.claim(request, now: Self.millis(clock.now()), journal: journal, actor: claim.actor, db: db)
-        if leases.isEmpty { parked.park(claim) }
+        if leases.isEmpty { parked.park(claim, heldBack: try Self.hasAvailableJobs(request.queues, db)) }
         return leases
       }
     } catch {
@@ -614,11 +614,24 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
       }
       if case .success(let leases) = result, leases.isEmpty {
-        parked.servedNothing(claim)
+        parked.servedNothing(claim, heldBack: (try? Self.hasAvailableJobs(claim.request.queues, db)) ?? true)
       } else {
         resumers.append(parked.servedResumer(claim, result))
       }
     }
+  }
+
+  /// Whether `queues` (every queue when empty) hold an available job: a claim that took none
+  /// of them was held back (by a kind, a limit, its host's free devices), and a job that ends
+  /// may free what it waits for.
+  private static func hasAvailableJobs(_ queues: [String], _ db: Database) throws -> Bool {
+    if queues.isEmpty {
+      return try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM nova_jobs WHERE state = 'available')")) ?? true
+    }
+    let any = try db.cachedStatement(
+      sql: "SELECT EXISTS (SELECT 1 FROM nova_jobs INDEXED BY nova_jobs_available WHERE state = 'available' AND queue = ?)")
+    for queue in queues where try Bool.fetchOne(any, arguments: [queue]) ?? true { return true }
+    return false
   }
 
   /// One claim, in the writer's transaction.
@@ -1648,7 +1661,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   /// A job that ends frees what held others back (a queue's or a key's running limit, devices):
   /// claims parked in this process try again. (Enqueues serve them themselves.)
   private func freedSlots() {
-    if parked.count > 0 { news.signal() }
+    if parked.anyHeldBack { news.signal() }
   }
 
   /// A parked claim's wait: until `timeout`, news, or another process's commit since `mark`

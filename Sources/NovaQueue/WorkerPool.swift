@@ -170,6 +170,9 @@ public final class WorkerPool: Service {
   private let dispatchWake = WakeSignal()
   /// Wakes the fetcher: the buffer has room, shutdown.
   private let fetchWake = WakeSignal()
+  /// Ends a claim's wait for jobs: shutdown, or devices freed on a host that places jobs (a
+  /// claim that waits for a new job is served it by the store, whatever ends meanwhile).
+  private let claimWake = WakeSignal()
   /// Wakes the recorder: successes to record.
   private let recordWake = WakeSignal()
   /// Wakes the start-mark writer.
@@ -241,6 +244,7 @@ public final class WorkerPool: Service {
     }
     dispatchWake.signal()
     fetchWake.signal()
+    claimWake.signal()
   }
 
   private var isStopping: Bool { state.withLock { $0.stopping } || Task.isCancelled }
@@ -314,15 +318,17 @@ public final class WorkerPool: Service {
   }
 
   /// Claims; with nothing to take, waits in the store's claim (up to the poll interval) for
-  /// jobs, which a SQLite store hands over in the transaction that enqueues them. The fetch
-  /// wake also ends the wait: a job of this pool that ends frees devices, or a slot under a
-  /// queue's or a key's limit, as surely as a new job arrives; and shutdown says so.
+  /// jobs, which a SQLite store hands over in the transaction that enqueues them. A job of
+  /// this pool that ends and frees devices ends the wait (the claim asked for what was free
+  /// before), and so does shutdown. A slot freed under a queue's or a key's limit wakes the
+  /// store's claims itself. Any other end leaves the claim waiting: ended on every job's end,
+  /// it cost a claim that found nothing, and a commit, per job.
   private func claimOrWait(_ request: ClaimRequest) async throws -> [JobLease] {
     let wait = configuration.pollInterval
     return try await withThrowingTaskGroup(of: [JobLease]?.self) { group in
       group.addTask { try await self.bounded { try await self.queue.claim(request, waitingUpTo: wait) } }
       group.addTask {
-        _ = await self.fetchWake.wait(timeout: wait)
+        await self.claimWake.wait()
         return nil
       }
       // The claim's answer is always awaited: given up, it still brings what it took meanwhile.
@@ -403,6 +409,7 @@ public final class WorkerPool: Service {
     // Shutdown (or cancellation): wake the fetcher so that it releases what it buffered.
     state.withLock { $0.stopping = true }
     fetchWake.signal()
+    claimWake.signal()
   }
 
   private func execute(_ lease: JobLease) async {
@@ -487,6 +494,7 @@ public final class WorkerPool: Service {
         state.held[job.id] = nil
       }
     }
+    if configuration.capacity != nil { claimWake.signal() }
     if reason == nil, case .success(let result) = outcome {
       state.withLock { $0.completions.append(JobCompletion(lease: currentLease, result: result)) }
       recordWake.signal()
@@ -816,7 +824,10 @@ public final class WorkerPool: Service {
         for id in dropped where state.held.removeValue(forKey: id) != nil { state.occupancy += 1 }
         return !dropped.isEmpty
       }
-      if freed { fetchWake.signal() }
+      if freed {
+        fetchWake.signal()
+        claimWake.signal()
+      }
     }
   }
 }

@@ -188,7 +188,8 @@ struct BenchmarkTests {
   /// Issue #21 point 1: `--rate` enqueues jobs one at a time and reports how soon each one starts.
   @Test func queueBenchmarkMeasuresStartsOfSteadyArrivals() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("bench.sqlite").path
-    var options = QueueBenchmark.Options(jobs: 40, workers: 4, payloadBytes: 16)
+    // About five jobs run at once (50 ms each, one every 10 ms): eight workers leave slots free.
+    var options = QueueBenchmark.Options(jobs: 40, workers: 8, payloadBytes: 16)
     options.rate = 100
     options.jobDuration = .milliseconds(50)
     let result = try await QueueBenchmark.run(
@@ -210,10 +211,13 @@ struct BenchmarkTests {
     #expect((result.arrival_per_s ?? 0) > 0)
     let median = QueueBenchmark.median([result, result, result])
     #expect(median.start_p99_ms == p99 && median.max_running == result.max_running)
-    // The writer's commits: each job's enqueue, claim and completion share some at least.
+    // The writer's commits: a free slot's claim waits for the next job and is served in the
+    // commit that stores it, so a job takes its enqueue's, its completion's and the pool's next
+    // claim's, which finds nothing and waits (four, were the claim not served at the enqueue;
+    // more than four when every job's end ended the claims' wait).
     let commits = try #require(result.sqlite_commits_per_job)
     let operations = try #require(result.sqlite_operations_per_commit)
-    #expect(commits > 0 && commits < 3 && operations >= 1, "\(commits) commits per job, \(operations) operations per commit")
+    #expect(commits > 0 && commits < 3.5 && operations >= 1, "\(commits) commits per job, \(operations) operations per commit")
     #expect(median.sqlite_commits_per_job == commits)
   }
 

@@ -95,19 +95,47 @@ struct ParkedClaimTests {
     #expect(try await queue.claim(request()).map(\.id) == [id])
   }
 
-  /// A job that ends (here one cancelled) may free what held a parked claim back: the claim
-  /// tries again.
-  @Test func aJobThatEndsEndsTheWait() async throws {
+  /// A job that ends (here one cancelled) may free what held a parked claim back (here the
+  /// queue's running limit, with a second job waiting): the claim tries again and takes it.
+  @Test func aJobThatEndsEndsTheWaitOfAClaimHeldBack() async throws {
     let queue = try makeQueue()
+    try await queue.setControls(QueueControls(maxRunning: 1), queue: "default")
     let id = try await queue.enqueue(JobRequest(kind: "k")).id
     #expect(try await queue.claim(request("first")).count == 1)
+    let second = try await queue.enqueue(JobRequest(kind: "k")).id
+    // The limit's change was news to claims: one that waits ends at it, held back or not.
+    #expect(try await queue.claim(request("second"), waitingUpTo: .seconds(20)).isEmpty)
     let waiting = Task { try await queue.claim(request("second"), waitingUpTo: .seconds(20)) }
     try await parked(queue, 1)
     let start = ContinuousClock.now
     _ = try await queue.cancel(id)
-    #expect(try await waiting.value.isEmpty)
+    let answer = try await waiting.value
     #expect(ContinuousClock.now - start < .seconds(5))
     #expect(queue.parkedClaimCount == 0)
+    // The claim ended: it took the job, or (given up before the news) the next claim does.
+    let taken = answer.isEmpty ? try await queue.claim(request("second")) : answer
+    #expect(taken.map(\.id) == [second])
+  }
+
+  /// Issue #24: a claim that waits for a job in an empty queue waits on when another job ends
+  /// (only a new job can serve it, and the transaction that stores one does). Ended by every
+  /// job's end, it cost a claim that found nothing, and a commit, per job.
+  @Test func aJobThatEndsLeavesAClaimWaitingForANewJob() async throws {
+    let queue = try makeQueue()
+    let ids = try await queue.enqueue(batch: [JobRequest(kind: "k"), JobRequest(kind: "k")]).map(\.id)
+    let first = try await queue.claim(request("first", limit: 2))
+    #expect(first.count == 2)
+    let waiting = Task { try await queue.claim(request("second"), waitingUpTo: .seconds(20)) }
+    try await parked(queue, 1)
+    // One job succeeds, the other is cancelled: neither ends the wait.
+    #expect(try await queue.complete(batch: [JobCompletion(lease: first[0], result: nil)]) == [true])
+    _ = try await queue.cancel(first[1].id)
+    try await Task.sleep(for: .milliseconds(100))
+    #expect(queue.parkedClaimCount == 1)
+    let next = try await queue.enqueue(JobRequest(kind: "k")).id
+    #expect(try await waiting.value.map(\.id) == [next])
+    #expect(try await queue.get(ids[0])?.state == .succeeded)
+    #expect(try await queue.get(ids[1])?.state == .cancelled)
   }
 
   @Test func aReleasedJobIsHandedToAWaitingClaim() async throws {
