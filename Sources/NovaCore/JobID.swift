@@ -35,7 +35,7 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
     private let last = Mutex<(millis: UInt64, high: UInt64, low: UInt64)>((0, 0, 0))
     /// A clock that steps back further than this starts again from its own time (ids keep
     /// telling roughly when they were made).
-    private static let maxStepBack: UInt64 = 10_000
+    private static let maxStepBack = UInt64(JobID.maxLead * 1000)
 
     public init() {}
 
@@ -62,6 +62,10 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
       return JobID.make(millis: millis, high: high, low: low)
     }
   }
+
+  /// How much later than the clock a new id's time may be: a generator counts up from its last
+  /// id while the clock steps back by less than this.
+  public static let maxLead: TimeInterval = 10
 
   /// The smallest id that `generate` can make at `date`: ids below it were made earlier.
   public static func lowerBound(for date: Date) -> JobID {

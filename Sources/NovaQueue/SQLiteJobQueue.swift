@@ -296,6 +296,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id) WHERE \(restingStates);
           """)
     }
+    migrator.registerMigration("v24-purge-by-listing") { db in
+      // Purges walk the listing index by id, up to the ids made by their cutoff: an index on
+      // when jobs finished cost every completion an entry.
+      try db.execute(sql: "DROP INDEX IF EXISTS nova_jobs_finished")
+    }
   }
 
   /// The condition of the listing index: a query names it word for word, so that SQLite sees
@@ -1356,27 +1361,33 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     var total = 0
     var targets: [(state: JobState, cutoff: Int64)] = [(.succeeded, Self.millis(before)), (.cancelled, Self.millis(before))]
     if let deadBefore { targets.append((.dead, Self.millis(deadBefore))) }
+    let queues = try await database.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT queue FROM nova_job_counts") }
     for target in targets {
-      // Along the (state, finished_at) index, 5,000 rows a transaction: the writer is never
-      // held long, and rows not yet due are never read.
-      while true {
-        let deleted = try await database.write { db -> Int in
-          let rows = try Row.fetchAll(
-            db,
-            sql: """
-              DELETE FROM nova_jobs WHERE id IN (
-                SELECT id FROM nova_jobs INDEXED BY nova_jobs_finished
-                WHERE state = ? AND finished_at < ? LIMIT 5000)
-              RETURNING queue, kind
-              """,
-            arguments: [target.state.rawValue, target.cutoff])
-          var counts = JobCountChanges()
-          for row in rows { counts.add(queue: row[0], kind: row[1], state: target.state, count: -1) }
-          try counts.save(db)
-          return rows.count
+      // Each queue's range of the listing index for the state, oldest first, up to the ids made
+      // by the cutoff (a job finishes after it is made; its id's time is at most `JobID.maxLead`
+      // later than that), 5,000 rows a transaction: the writer is never held long, and rows made
+      // after the cutoff are never read. (An index on when jobs finished cost every completion.)
+      let madeBy = JobID.lowerBound(for: Date(timeIntervalSince1970: Double(target.cutoff) / 1000 + JobID.maxLead + 0.001)).rawValue
+      for queue in queues {
+        while true {
+          let deleted = try await database.write { db -> Int in
+            let rows = try Row.fetchAll(
+              db,
+              sql: """
+                DELETE FROM nova_jobs WHERE id IN (
+                  SELECT id FROM nova_jobs INDEXED BY nova_jobs_queue_state
+                  WHERE queue = ? AND state = ? AND \(Self.restingStates) AND id < ? AND finished_at < ? LIMIT 5000)
+                RETURNING queue, kind
+                """,
+              arguments: [queue, target.state.rawValue, madeBy, target.cutoff])
+            var counts = JobCountChanges()
+            for row in rows { counts.add(queue: row[0], kind: row[1], state: target.state, count: -1) }
+            try counts.save(db)
+            return rows.count
+          }
+          total += deleted
+          if deleted < 5000 { break }
         }
-        total += deleted
-        if deleted < 5000 { break }
       }
     }
     // Per-key rate buckets that are full again (as good as absent).

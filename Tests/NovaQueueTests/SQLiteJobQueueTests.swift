@@ -48,7 +48,8 @@ struct SQLiteJobQueueTests {
 
   /// Issue #24: the listing index held every job, and moving each job's entry on enqueue, claim
   /// and completion was a third of the writer's SQL per job. It holds the jobs that rest (here
-  /// the finished ones) and no others, in a new database and in one made before the change.
+  /// the finished ones) and no others, in a new database and in one made before the change;
+  /// the index on when jobs finished (another entry per completion) is gone.
   @Test func theListingIndexHoldsRestingJobsOnly() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path
     do {
@@ -59,7 +60,8 @@ struct SQLiteJobQueueTests {
           sql: """
             DROP INDEX nova_jobs_queue_state;
             CREATE INDEX nova_jobs_queue_state ON nova_jobs(queue, state, id);
-            DELETE FROM grdb_migrations WHERE identifier = 'v23-listing-at-rest';
+            CREATE INDEX nova_jobs_finished ON nova_jobs(state, finished_at) WHERE finished_at IS NOT NULL;
+            DELETE FROM grdb_migrations WHERE identifier IN ('v23-listing-at-rest', 'v24-purge-by-listing');
             """)
       }
     }
@@ -68,6 +70,11 @@ struct SQLiteJobQueueTests {
       try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'nova_jobs_queue_state'")
     }
     #expect(definition?.hasSuffix("WHERE \(SQLiteJobQueue.restingStates)") == true, "\(definition ?? "none")")
+    // Purges walk the listing index: no index on when jobs finished is left for completions.
+    let finishedIndex = try await queue.database.read { db in
+      try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name = 'nova_jobs_finished'")
+    }
+    #expect(finishedIndex == 0)
     _ = try await queue.enqueue(batch: (0..<300).map { JobRequest(kind: "noop", priority: $0 % 3) })
     let leases = try await queue.claim(ClaimRequest(queues: ["default"], worker: "w", leaseDuration: .seconds(30), limit: 100))
     _ = try await queue.complete(batch: leases.prefix(40).map { JobCompletion(lease: $0, result: nil) })
