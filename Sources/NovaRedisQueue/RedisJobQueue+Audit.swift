@@ -130,7 +130,7 @@ extension RedisJobQueue: TransitionSource {
     for queue in try await allQueues() {
       let base = "\(configuration.keyPrefix):{\(queue)}:"
       for state in JobState.allCases {
-        let key = base + (state == .running ? "running" : "state:" + state.rawValue)
+        let key = base + RedisJobQueue.set(of: state)
         for id in try await members(of: key) { states.append((JobID(id), state)) }
       }
     }

@@ -10,7 +10,8 @@ import NovaRedis
 /// - `delayed` sorted set, score run-at in ms (delayed jobs and failed jobs waiting to retry);
 /// - `running` sorted set, score lease expiry in ms;
 /// - `state:<state>` sorted sets (score 0, so members sort by id, which is creation order) for
-///   listing and counting, for every state but `running` (the `running` set serves);
+///   listing and counting, for the states a job rests in: `available` and `running`, which every
+///   job passes through, have their own sets (`listAvailable` lists the first by id);
 /// - `idem` hash: idempotency key → job id;
 /// - `settings` hash: the queue's flow control (`paused`, `max_running`, `rate`, `weight`) and
 ///   the state claims keep for it (`tokens`, `refilled_at`, `served`);
@@ -22,7 +23,7 @@ import NovaRedis
 /// Every script takes the acting name (the audit actor) as its last argument; an empty one
 /// writes no audit records (benchmarks without auditing).
 ///
-/// Each job's life is about 14 Redis calls inside three scripts (with one audit entry per
+/// Each job's life is about 12 Redis calls inside three scripts (with one audit entry per
 /// script call, from what the script has read of the job already), the fewest that keep every
 /// state listable and countable. Times, scores and counters travel as strings: a Lua number given
 /// to `redis.call` is formatted with printf, which cost more than the commands themselves.
@@ -113,8 +114,8 @@ enum RedisQueueScripts {
         if f[1] then count(f[1], to == 'available' and 1 or -1) end
         if (f[2] and f[2] ~= '') or f[3] then needs(to == 'available' and 1 or -1) end
       end
-      if from ~= 'running' then redis.call('ZREM', p .. 'state:' .. from, id) end
-      if to ~= 'running' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
+      if from ~= 'running' and from ~= 'available' then redis.call('ZREM', p .. 'state:' .. from, id) end
+      if to ~= 'running' and to ~= 'available' then redis.call('ZADD', p .. 'state:' .. to, '0', id) end
       redis.call('HSET', p .. 'job:' .. id, 'state', to, 'updated_at', now)
       audit(event, id, from, to, now, detail)
     end
@@ -199,7 +200,7 @@ enum RedisQueueScripts {
         else
           redis.call('ZADD', p .. 'delayed', runat, id)
         end
-        redis.call('ZADD', p .. 'state:' .. state, '0', id)
+        if state ~= 'available' then redis.call('ZADD', p .. 'state:' .. state, '0', id) end
         audit('enqueued', id, nil, state, now, nil, kind, '0')
         out[#out + 1] = id
         out[#out + 1] = state
@@ -316,7 +317,6 @@ enum RedisQueueScripts {
         fields[13] = placement
       end
       fields[6], fields[10], fields[11] = attempts, token, started
-      redis.call('ZREM', p .. 'state:available', id)
       redis.call('ZADD', p .. 'running', expires, id)
       audit('claimed', id, 'available', 'running', now, worker, fields[2], attempts)
       record[#record + 1] = id .. ':' .. token
@@ -765,6 +765,50 @@ enum RedisQueueScripts {
     local out = requeued
     out[#out + 1] = '|'
     for _, id in ipairs(dead) do out[#out + 1] = id end
+    return out
+    """)
+
+  /// ARGV: cursor ('' for none), n. The newest `n` available jobs with ids below the cursor,
+  /// newest first. The `available` set orders by score (−priority), then id: each score's run of
+  /// ranks is found, the cursor's place in it by a binary search on rank, the `n` ids below it
+  /// read, and the runs merged. A page costs a few lookups per priority present and `n` ids per
+  /// priority, however many jobs wait.
+  static let listAvailable = script(
+    """
+    local cursor, n = ARGV[1], tonumber(ARGV[2])
+    local key = p .. 'available'
+    local runs = {}
+    local low = '-inf'
+    while true do
+      local first = redis.call('ZRANGEBYSCORE', key, low, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+      if #first == 0 then break end
+      local score = first[2]
+      local a = redis.call('ZRANK', key, first[1])
+      local b = a + redis.call('ZCOUNT', key, score, score)
+      -- The first rank of the run whose id is not below the cursor (b when none).
+      local hi = b
+      if cursor ~= '' then
+        local lo = a
+        while lo < hi do
+          local mid = math.floor((lo + hi) / 2)
+          if redis.call('ZRANGE', key, mid, mid)[1] < cursor then lo = mid + 1 else hi = mid end
+        end
+      end
+      if hi > a then runs[#runs + 1] = redis.call('ZRANGE', key, math.max(a, hi - n), hi - 1) end
+      low = '(' .. score
+    end
+    local out, at = {}, {}
+    for i, run in ipairs(runs) do at[i] = #run end
+    while #out < n do
+      local best, from = nil, nil
+      for i, run in ipairs(runs) do
+        local id = run[at[i]]
+        if id and (best == nil or id > best) then best, from = id, i end
+      end
+      if best == nil then break end
+      out[#out + 1] = best
+      at[from] = at[from] - 1
+    end
     return out
     """)
 

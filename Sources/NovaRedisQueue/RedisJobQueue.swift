@@ -104,6 +104,15 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     return names.sorted()
   }
 
+  /// The sorted set (after the queue's prefix) that holds a queue's jobs in `state`.
+  static func set(of state: JobState) -> String {
+    switch state {
+    case .running: "running"
+    case .available: "available"
+    default: "state:\(state.rawValue)"
+    }
+  }
+
   // MARK: - Parsing
 
   /// A job from its hash (HGETALL); the queue is not stored in it, the caller knows it.
@@ -584,15 +593,16 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     var targets: [(state: String, before: Date)] = [("succeeded", before), ("cancelled", before)]
     if let deadBefore { targets.append(("dead", deadBefore)) }
     for queue in try await allQueues() {
+      // Builds before the `available` set served listings kept a `state:available` set too.
+      _ = try await redis.send("UNLINK", .string("\(configuration.keyPrefix):{\(queue)}:state:available"))
       for target in targets {
         var cursor = ""
+        // A job finishes after it is made, and its id's time is at most `JobID.maxLead` later.
+        let madeBy = JobID.lowerBound(for: target.before.addingTimeInterval(JobID.maxLead + 0.001)).rawValue
         repeat {
           let reply = try await run(
             RedisQueueScripts.purge, queue: queue,
-            [
-              .int(Self.millis(target.before)), .string(JobID.lowerBound(for: target.before).rawValue), .string(target.state),
-              .string(cursor),
-            ])
+            [.int(Self.millis(target.before)), .string(madeBy), .string(target.state), .string(cursor)])
           guard let parts = reply.elements, parts.count == 2 else { throw RedisStoreBoundary.badReply("purge returned \(reply)") }
           total += Int(parts[0].int ?? 0)
           cursor = parts[1].string ?? ""
@@ -618,8 +628,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     var commands: [[RESPArgument]] = []
     for name in names {
       for state in JobState.allCases {
-        let set = state == .running ? "running" : "state:\(state.rawValue)"
-        commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:\(set)")])
+        commands.append(["ZCARD", .string("\(configuration.keyPrefix):{\(name)}:\(Self.set(of: state))")])
       }
       commands.append(["HGETALL", .string("\(configuration.keyPrefix):{\(name)}:kinds")])
     }
@@ -762,10 +771,18 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
         // The running set is ordered by lease expiry, not id: read whole, a page at a time.
         for id in try await members(of: base + "running") where filter.cursor.map({ id < $0 }) ?? true { ids.append((name, id)) }
       }
-      for state in states where state != .running {
+      for state in states where state != .running && state != .available {
         let upper: RESPArgument = filter.cursor.map { .string("(\($0)") } ?? "+"
         commands.append(["ZREVRANGEBYLEX", .string(base + "state:\(state.rawValue)"), upper, "-", "LIMIT", 0, .int(fetch)])
         owners.append(name)
+      }
+    }
+    // Available jobs: the `available` set orders by priority first, a script reads it by id.
+    var availableReplies: [(String, RESPValue)] = []
+    if states.contains(.available) {
+      for name in names {
+        availableReplies.append(
+          (name, try await run(RedisQueueScripts.listAvailable, queue: name, [.string(filter.cursor ?? ""), .int(fetch)])))
       }
     }
     // A set that filled its `fetch` may hold more below its last id: the page covers only ids
@@ -773,7 +790,7 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     // short of `limit`; the cursor still leads on).
     var floor: String?
     let replies = try await redis.pipeline(commands)
-    for (name, reply) in zip(owners, replies) {
+    for (name, reply) in zip(owners, replies) + availableReplies {
       let values = (try reply.checked().elements ?? []).compactMap(\.string)
       if values.count == fetch, let last = values.last, floor.map({ last > $0 }) ?? true { floor = last }
       for id in values { ids.append((name, id)) }
@@ -801,10 +818,11 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   /// `page` ids (a client refuses replies of over 1,048,576 elements, and a huge reply would
   /// block Redis while it is written). The `state:` sets (all scores 0) are paged by id, so
   /// changes between pages skip nothing; the `running` set (scored by expiry, reordered by every
-  /// heartbeat) is paged by rank, and an id seen twice is kept once.
+  /// heartbeat) and the `available` set (scored by priority) are paged by rank, and an id seen
+  /// twice is kept once.
   func members(of key: String, page: Int = 10_000) async throws -> [String] {
     var all: [String] = []
-    if key.hasSuffix(":running") {
+    if key.hasSuffix(":running") || key.hasSuffix(":available") {
       var seen = Set<String>()
       var start = 0
       while true {

@@ -101,6 +101,24 @@ struct RedisResilienceTests {
     direct.close()
   }
 
+  /// Issue #24: the `available` set serves listings and counts; no job's enqueue or claim writes
+  /// a second set of available jobs, and one that an earlier build left is deleted by a purge.
+  @Test func availableJobsAreKeptInOneSet() async throws {
+    let prefix = "available-\(UUID().uuidString.prefix(8))"
+    let queue = try redisQueue(port: RedisTestServer.shared.port, prefix: prefix)
+    defer { queue.close() }
+    let stale = "\(prefix):{default}:state:available"
+    _ = try await queue.client.send("ZADD", .string(stale), "0", "left-by-an-earlier-build")
+    let ids = try await queue.enqueue(batch: (0..<5).map { JobRequest(kind: "noop", priority: $0) }).map(\.id)
+    _ = try await queue.claim(queues: ["default"], worker: "w", leaseDuration: .seconds(30), limit: 2)
+    #expect(try await queue.client.send("ZCARD", .string(stale)).int == 1)
+    #expect(try await queue.stats().count(queue: "default", state: .available) == 3)
+    #expect(Set(try await queue.jobStates().filter { $0.state == .available }.map(\.id)) == Set(ids.dropLast(2)))
+    _ = try await queue.purgeFinished(before: Date(), deadBefore: nil)
+    #expect(try await queue.client.send("EXISTS", .string(stale)).int == 0)
+    try await queue.deleteAllKeys()
+  }
+
   /// Issue #14 point 3: the queue registry is written by every enqueue; after it is lost (`DEL`,
   /// a failover) a new job is still claimable and visible.
   @Test func aLostQueueRegistryStrandsNoNewJob() async throws {

@@ -89,24 +89,6 @@ struct SQLiteJobQueueTests {
     #expect(try await queue.list(JobFilter(state: .available, limit: 1000)).jobs.count == 200)
   }
 
-  /// Available jobs list from the claims' index, whose ranges (one per priority) are merged a
-  /// chunk at a time: newest first across 40 priorities, page after page, none twice.
-  @Test func availableJobsListNewestFirstAcrossManyPriorities() async throws {
-    let queue = try SQLiteJobQueue(path: try TemporaryDirectory.make().appendingPathComponent("q.sqlite").path)
-    var ids: [JobID] = []
-    for round in 0..<4 {
-      ids += try await queue.enqueue(batch: (0..<300).map { JobRequest(kind: "noop", priority: ($0 * 7 + round) % 40) }).map(\.id)
-    }
-    var listed: [JobID] = []
-    var cursor: String?
-    repeat {
-      let page = try await queue.list(JobFilter(state: .available, queue: "default", limit: 45, cursor: cursor))
-      listed += page.jobs.map(\.id)
-      cursor = page.nextCursor
-    } while cursor != nil && listed.count <= ids.count
-    #expect(listed == ids.sorted(by: >))
-  }
-
   /// The counters the operations keep (per queue, kind and state) agree with a count over every
   /// job after every kind of change, including from a second handle on the file (another
   /// process's enqueue).

@@ -98,7 +98,7 @@ struct RedisAuditTests {
     defer { redis.close() }
     let id: JobID = try await redis.enqueue(JobRequest(kind: "noop"))
     let prefix = "\(redis.configuration.keyPrefix):{default}:"
-    _ = try await redis.client.send("ZREM", .string(prefix + "state:available"), .string(id.rawValue))
+    _ = try await redis.client.send("ZREM", .string(prefix + "available"), .string(id.rawValue))
     _ = try await redis.client.send("ZADD", .string(prefix + "state:succeeded"), "0", .string(id.rawValue))
     let coverage = try await fixture.audit.coverage(of: redis)
     #expect(coverage.unauditedJobs == [id.rawValue] && coverage.ratio < 1)
