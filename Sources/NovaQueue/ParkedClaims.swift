@@ -65,9 +65,21 @@ final class ParkedClaims: Sendable {
   /// How many claims wait.
   var count: Int { state.withLock { $0.waiting.count } }
 
-  /// Whether a waiting claim was held back (only those can take a job that another's end frees;
-  /// the others wait for a new job, which is served to them in the commit that stores it).
-  var anyHeldBack: Bool { state.withLock { !$0.heldBack.isEmpty } }
+  /// Answers every waiting claim that was held back with nothing, so that its claimer tries
+  /// again now (a job that ended may have freed what held it back). The others wait on for a new
+  /// job, which is served to them in the commit that stores it.
+  func releaseHeldBack() {
+    let released = state.withLock { state -> [Claim] in
+      // Claims being served now: should they take nothing, they are answered instead of
+      // waiting again (whether they were held back shows only after).
+      for id in state.serving.keys { state.serving[id] = true }
+      if state.heldBack.isEmpty { return [] }
+      let claims = state.heldBack.compactMap { state.waiting.removeValue(forKey: $0) }
+      state.heldBack.removeAll(keepingCapacity: true)
+      return claims
+    }
+    for claim in released { claim.resolve(.success([])) }
+  }
 
   /// Takes every waiting claim out to be served (on the writer), oldest first.
   func takeAll() -> [Claim] {

@@ -691,7 +691,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       if control.controls.maxRunning != nil {
         running =
           try Int.fetchOne(
-            db.cachedStatement(sql: "SELECT COUNT(*) FROM nova_jobs WHERE state = 'running' AND queue = ?"), arguments: [name]) ?? 0
+            db.cachedStatement(sql: "SELECT COALESCE(SUM(n), 0) FROM nova_job_counts WHERE queue = ? AND state = 'running'"),
+            arguments: [name]) ?? 0
       }
       caps[name] = control.allowance(running: running, at: now)
     }
@@ -1632,7 +1633,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         return try newest("nova_jobs INDEXED BY nova_jobs_available", lead, values, limit: chunk)
       }
       var ranges: [(priority: Int, ids: ArraySlice<String>)] = []
-      var below = JobRequest.maxPriority + 1
+      var below = Int.max
       let next = try db.cachedStatement(
         sql: """
           SELECT priority FROM nova_jobs INDEXED BY nova_jobs_available
@@ -1670,9 +1671,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   }
 
   /// A job that ends frees what held others back (a queue's or a key's running limit, devices):
-  /// claims parked in this process try again. (Enqueues serve them themselves.)
+  /// claims parked in this process that were held back are answered at once and try again, each
+  /// directly (a shared signal could reach a claim before its wait began). Enqueues serve the
+  /// others themselves.
   private func freedSlots() {
-    if parked.anyHeldBack { news.signal() }
+    parked.releaseHeldBack()
   }
 
   /// A parked claim's wait: until `timeout`, news, or another process's commit since `mark`

@@ -770,14 +770,24 @@ enum RedisQueueScripts {
 
   /// ARGV: cursor ('' for none), n. The newest `n` available jobs with ids below the cursor,
   /// newest first. The `available` set orders by score (−priority), then id: each score's run of
-  /// ranks is found, the cursor's place in it by a binary search on rank, the `n` ids below it
-  /// read, and the runs merged. A page costs a few lookups per priority present and `n` ids per
-  /// priority, however many jobs wait.
+  /// ranks is found, the cursor's place in it by a binary search on rank, and the runs are read
+  /// from there down a chunk at a time and merged. A page reads about `n` ids and a chunk per
+  /// priority present, however many jobs wait.
   static let listAvailable = script(
     """
     local cursor, n = ARGV[1], tonumber(ARGV[2])
+    local chunk = math.min(n, 32)
     local key = p .. 'available'
+    -- Per run: its first rank, the rank below which nothing is read yet, the ids read (ascending)
+    -- and how many of them are left.
     local runs = {}
+    local function refill(run)
+      if run.top <= run.a then return end
+      local from = math.max(run.a, run.top - chunk)
+      run.ids = redis.call('ZRANGE', key, from, run.top - 1)
+      run.left = #run.ids
+      run.top = from
+    end
     local low = '-inf'
     while true do
       local first = redis.call('ZRANGEBYSCORE', key, low, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
@@ -794,20 +804,21 @@ enum RedisQueueScripts {
           if redis.call('ZRANGE', key, mid, mid)[1] < cursor then lo = mid + 1 else hi = mid end
         end
       end
-      if hi > a then runs[#runs + 1] = redis.call('ZRANGE', key, math.max(a, hi - n), hi - 1) end
+      local run = {a = a, top = hi, ids = {}, left = 0}
+      refill(run)
+      if run.left > 0 then runs[#runs + 1] = run end
       low = '(' .. score
     end
-    local out, at = {}, {}
-    for i, run in ipairs(runs) do at[i] = #run end
+    local out = {}
     while #out < n do
-      local best, from = nil, nil
-      for i, run in ipairs(runs) do
-        local id = run[at[i]]
-        if id and (best == nil or id > best) then best, from = id, i end
+      local best = nil
+      for _, run in ipairs(runs) do
+        if run.left > 0 and (best == nil or run.ids[run.left] > best.ids[best.left]) then best = run end
       end
       if best == nil then break end
-      out[#out + 1] = best
-      at[from] = at[from] - 1
+      out[#out + 1] = best.ids[best.left]
+      best.left = best.left - 1
+      if best.left == 0 then refill(best) end
     end
     return out
     """)

@@ -796,6 +796,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       for id in values { ids.append((name, id)) }
     }
     if let floor { ids.removeAll { $0.id < floor } }
+    // A job that moved between two sets while they were read shows once.
+    var listed = Set<String>()
+    ids.removeAll { !listed.insert($0.queue + "\u{0}" + $0.id).inserted }
     ids.sort { $0.id > $1.id }
     var jobs: [Job] = []
     var position = 0
@@ -818,11 +821,29 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   /// `page` ids (a client refuses replies of over 1,048,576 elements, and a huge reply would
   /// block Redis while it is written). The `state:` sets (all scores 0) are paged by id, so
   /// changes between pages skip nothing; the `running` set (scored by expiry, reordered by every
-  /// heartbeat) and the `available` set (scored by priority) are paged by rank, and an id seen
-  /// twice is kept once.
+  /// heartbeat) is paged by rank, the `available` set (scored by priority) scanned, and an id
+  /// seen twice is kept once.
   func members(of key: String, page: Int = 10_000) async throws -> [String] {
     var all: [String] = []
-    if key.hasSuffix(":running") || key.hasSuffix(":available") {
+    if key.hasSuffix(":available") {
+      // Claims take from its front while it is read: ZSCAN returns every member that stays in
+      // it for the whole scan (some perhaps twice), where pages by rank would skip some.
+      var seen = Set<String>()
+      var cursor = "0"
+      repeat {
+        let reply = try await redis.send("ZSCAN", .string(key), .string(cursor), "COUNT", .int(page))
+        guard let parts = reply.elements, parts.count == 2, let next = parts[0].string else {
+          throw RedisStoreBoundary.badReply("ZSCAN returned \(reply)")
+        }
+        let pairs = parts[1].elements ?? []
+        for index in stride(from: 0, to: pairs.count, by: 2) {
+          if let id = pairs[index].string, seen.insert(id).inserted { all.append(id) }
+        }
+        cursor = next
+      } while cursor != "0"
+      return all
+    }
+    if key.hasSuffix(":running") {
       var seen = Set<String>()
       var start = 0
       while true {

@@ -117,6 +117,25 @@ struct ParkedClaimTests {
     #expect(taken.map(\.id) == [second])
   }
 
+  /// Every claim held back is answered when a job ends, each directly: a shared signal reached
+  /// only the waits that had begun, and a claim whose wait began after it waited on to its timeout.
+  @Test func aJobThatEndsAnswersEveryClaimHeldBack() async throws {
+    let queue = try makeQueue()
+    try await queue.setControls(QueueControls(maxRunning: 1), queue: "default")
+    #expect(try await queue.claim(request("probe"), waitingUpTo: .seconds(20)).isEmpty)
+    _ = try await queue.enqueue(batch: [JobRequest(kind: "k"), JobRequest(kind: "k")])
+    let running = try await queue.claim(request("first"))
+    #expect(running.count == 1)
+    let waiting = (0..<2).map { index in Task { try await queue.claim(request("w\(index)"), waitingUpTo: .seconds(20)) } }
+    try await parked(queue, 2)
+    let start = ContinuousClock.now
+    #expect(try await queue.complete(batch: [JobCompletion(lease: running[0], result: nil)]) == [true])
+    for task in waiting { #expect(try await task.value.isEmpty) }
+    #expect(ContinuousClock.now - start < .seconds(5))
+    #expect(queue.parkedClaimCount == 0)
+    #expect(try await queue.claim(request("again")).count == 1)
+  }
+
   /// Issue #24: a claim that waits for a job in an empty queue waits on when another job ends
   /// (only a new job can serve it, and the transaction that stores one does). Ended by every
   /// job's end, it cost a claim that found nothing, and a commit, per job.
