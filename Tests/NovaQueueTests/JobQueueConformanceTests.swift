@@ -16,6 +16,30 @@ struct JobQueueConformanceTests {
     try backend.make(clock, retry)
   }
 
+  /// Every job `filter` lists, page after page, newest first; at most `pages` pages (a listing
+  /// that never ends stops there, and the test's expectation on what it got fails).
+  func listAll(_ queue: any JobQueue, _ filter: JobFilter, pages: Int = 1000) async throws -> [Job] {
+    var filter = filter
+    var jobs: [Job] = []
+    for _ in 0..<pages {
+      let page = try await queue.list(filter)
+      jobs += page.jobs
+      guard let next = page.nextCursor else { break }
+      filter.cursor = next
+    }
+    return jobs
+  }
+
+  /// Enqueues each batch a little after the one before (ids follow that order); their ids.
+  func enqueueSpaced(_ queue: any JobQueue, _ batches: [[JobRequest]]) async throws -> [JobID] {
+    var ids: [JobID] = []
+    for batch in batches {
+      clock.advance(by: 0.01)
+      ids += try await queue.enqueue(batch: batch).map(\.id)
+    }
+    return ids
+  }
+
   func request(
     _ kind: String = "noop", queue: String = "default", priority: Int = 0, payload: String = "{}",
     maxAttempts: Int = 3, key: String? = nil, delay: TimeInterval? = nil
@@ -513,18 +537,9 @@ struct JobQueueConformanceTests {
   @Test(arguments: QueueBackend.all)
   func listFiltersAndPagesNewestFirst(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
-    var ids: [JobID] = []
-    for index in 0..<7 {
-      clock.advance(by: 0.01)
-      ids.append(try await queue.enqueue(request(index.isMultiple(of: 2) ? "echo" : "noop", queue: index < 5 ? "a" : "b")))
-    }
-    var seen: [JobID] = []
-    var cursor: String?
-    repeat {
-      let page = try await queue.list(JobFilter(queue: "a", limit: 2, cursor: cursor))
-      seen += page.jobs.map(\.id)
-      cursor = page.nextCursor
-    } while cursor != nil
+    let ids = try await enqueueSpaced(
+      queue, (0..<7).map { [request($0.isMultiple(of: 2) ? "echo" : "noop", queue: $0 < 5 ? "a" : "b")] })
+    let seen = try await listAll(queue, JobFilter(queue: "a", limit: 2)).map(\.id)
     #expect(seen == Array(ids[0..<5].reversed()))
     #expect(try await queue.list(JobFilter(kind: "echo")).jobs.count == 4)
     #expect(try await queue.list(JobFilter(state: .running)).jobs.isEmpty)
@@ -537,13 +552,15 @@ struct JobQueueConformanceTests {
   @Test(arguments: QueueBackend.all)
   func everyStateListsNewestFirstAcrossPriorities(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
-    for index in 0..<24 {
-      clock.advance(by: 0.01)
-      _ = try await queue.enqueue(
-        request(
-          index.isMultiple(of: 3) ? "echo" : "noop", queue: index < 16 ? "a" : "b", priority: [0, 5, 1000, 5][index % 4], maxAttempts: 2,
-          delay: index == 7 ? 60 : nil))
-    }
+    _ = try await enqueueSpaced(
+      queue,
+      (0..<24).map { index in
+        [
+          request(
+            index.isMultiple(of: 3) ? "echo" : "noop", queue: index < 16 ? "a" : "b", priority: [0, 5, 1000, 5][index % 4],
+            maxAttempts: 2, delay: index == 7 ? 60 : nil)
+        ]
+      })
     let leases = try await queue.claim(queues: ["a", "b"], worker: "w", leaseDuration: leaseTime, limit: 12)
     #expect(leases.count == 12)
     for (index, lease) in leases.enumerated() {
@@ -557,26 +574,13 @@ struct JobQueueConformanceTests {
     let waiting = try await queue.list(JobFilter(state: .available, limit: 100)).jobs
     _ = try await queue.cancel(try #require(waiting.first).id)
     var all: [Job] = []
-    for name in ["a", "b"] {
-      var cursor: String?
-      repeat {
-        let page = try await queue.list(JobFilter(queue: name, limit: 1000, cursor: cursor))
-        all += page.jobs
-        cursor = page.nextCursor
-      } while cursor != nil
-    }
+    for name in ["a", "b"] { all += try await listAll(queue, JobFilter(queue: name, limit: 1000)) }
     #expect(all.count == 24)
     #expect(Set(all.map(\.state)) == [.available, .running, .succeeded, .failed, .dead, .cancelled, .scheduled])
     for name in ["a", "b"] {
       for state in JobState.allCases {
         let expected = all.filter { $0.queue == name && $0.state == state }.map(\.id).sorted(by: >)
-        var listed: [JobID] = []
-        var cursor: String?
-        repeat {
-          let page = try await queue.list(JobFilter(state: state, queue: name, limit: 2, cursor: cursor))
-          listed += page.jobs.map(\.id)
-          cursor = page.nextCursor
-        } while cursor != nil && listed.count <= expected.count
+        let listed = try await listAll(queue, JobFilter(state: state, queue: name, limit: 2), pages: expected.count + 2).map(\.id)
         #expect(listed == expected, "\(name) \(state)")
         var filter = JobFilter(state: state, queue: name, kind: "echo")
         filter.limit = 1
@@ -598,18 +602,8 @@ struct JobQueueConformanceTests {
   @Test(arguments: QueueBackend.all)
   func availableJobsListNewestFirstAcrossManyPriorities(backend: QueueBackend) async throws {
     let queue = try makeQueue(backend)
-    var ids: [JobID] = []
-    for round in 0..<4 {
-      clock.advance(by: 0.01)
-      ids += try await queue.enqueue(batch: (0..<300).map { request(priority: ($0 * 7 + round) % 40) }).map(\.id)
-    }
-    var listed: [JobID] = []
-    var cursor: String?
-    repeat {
-      let page = try await queue.list(JobFilter(state: .available, queue: "default", limit: 45, cursor: cursor))
-      listed += page.jobs.map(\.id)
-      cursor = page.nextCursor
-    } while cursor != nil && listed.count <= ids.count
+    let ids = try await enqueueSpaced(queue, (0..<4).map { round in (0..<300).map { request(priority: ($0 * 7 + round) % 40) } })
+    let listed = try await listAll(queue, JobFilter(state: .available, queue: "default", limit: 45), pages: 40).map(\.id)
     #expect(listed == ids.sorted(by: >))
     #expect(try await queue.stats().count(queue: "default", state: .available) == 1200)
     // Claimed jobs leave the listing at once.
