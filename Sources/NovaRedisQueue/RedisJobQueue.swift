@@ -40,6 +40,9 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
   /// Every call to Redis goes through here: bounded by the caller's deadline, errors translated.
   let redis: RedisStoreBoundary
   private let knownQueues = Mutex<Set<String>>([])
+  /// Queues whose `state:available` set, left by a build before the `available` set served
+  /// listings, this process has deleted (once each, not at every purge).
+  private let cleanedQueues = Mutex<Set<String>>([])
   private let wake = WakeSignal()
   /// Single enqueues that arrive while one is out go together.
   private let coalescer = EnqueueCoalescer()
@@ -593,8 +596,10 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
     var targets: [(state: String, before: Date)] = [("succeeded", before), ("cancelled", before)]
     if let deadBefore { targets.append(("dead", deadBefore)) }
     for queue in try await allQueues() {
-      // Builds before the `available` set served listings kept a `state:available` set too.
-      _ = try await redis.send("UNLINK", .string("\(configuration.keyPrefix):{\(queue)}:state:available"))
+      if !cleanedQueues.withLock({ $0.contains(queue) }) {
+        _ = try await redis.send("UNLINK", .string("\(configuration.keyPrefix):{\(queue)}:state:available"))
+        cleanedQueues.withLock { _ = $0.insert(queue) }
+      }
       for target in targets {
         var cursor = ""
         // A job finishes after it is made, and its id's time is at most `JobID.maxLead` later.
