@@ -160,6 +160,32 @@ struct BenchmarkTests {
     #expect(wakes <= 6, "\(wakes) wakes")
   }
 
+  /// A steady run's start figures leave out the warm-up's jobs, and its p99 over every job keeps them.
+  @Test func steadyStartFiguresLeaveOutTheWarmUp() throws {
+    let base = ContinuousClock.now
+    var arrivals: [QueueBenchmark.Arrival] = []
+    var started: [JobID: ContinuousClock.Instant] = [:]
+    for index in 0..<100 {
+      let at = base + .milliseconds(index)
+      let id = JobID("job-\(index)")
+      arrivals.append((id: id, at: at, sent: at, stored: at + .microseconds(500)))
+      // The first ten start 50 ms late (a cold process), the rest 1 ms after they arrive.
+      started[id] = at + (index < 10 ? .milliseconds(50) : .milliseconds(1))
+    }
+    let blank =
+      #"{"backend":"sqlite","jobs":100,"workers":1,"payload_bytes":0,"enqueue_per_s":0,"e2e_per_s":0,"p50_ms":0,"p99_ms":0,"lost":0,"duplicate_completions":0,"elapsed_s":0,"kind":"in-process","processes":0}"#
+    var warm = try JSONDecoder().decode(QueueBenchmark.Result.self, from: Data(blank.utf8))
+    QueueBenchmark.setStartFigures(of: arrivals, started: started, warmup: .milliseconds(10), in: &warm)
+    let p99 = try #require(warm.start_p99_ms)
+    let all = try #require(warm.start_p99_all_ms)
+    #expect(abs(p99 - 1) < 0.01 && abs(all - 50) < 0.01, "p99 \(p99) ms after the warm-up, \(all) ms over every job")
+    #expect(warm.warmup_s == 0.01 && abs((warm.pickup_p99_ms ?? 0) - 0.5) < 0.01 && abs((warm.enqueue_p99_ms ?? 0) - 0.5) < 0.01)
+    var cold = try JSONDecoder().decode(QueueBenchmark.Result.self, from: Data(blank.utf8))
+    QueueBenchmark.setStartFigures(of: arrivals, started: started, warmup: .zero, in: &cold)
+    #expect(cold.start_p99_ms.map { abs($0 - 50) < 0.01 } == true && cold.start_p99_all_ms == cold.start_p99_ms)
+    #expect(cold.arrival_per_s.map { abs($0 - 1000) < 1 } == true)
+  }
+
   /// Each tenth of the jobs is marked once, in order, even when one batch of completions crosses several.
   @Test func completionCountingMarksEachTenthOnce() async throws {
     let path = try TemporaryDirectory.make().appendingPathComponent("count.sqlite").path
