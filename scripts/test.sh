@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The tests' own folders (databases, sockets, the servers' data) go in one folder of this run's,
+# removed when the run ends however it ends: repeated runs do not pile folders up in /tmp.
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/nova-tests.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR="$scratch"
+
 # Real servers and tools the tests use: redis-server and Alertmanager (the tests start their
 # own, on free loopback ports), promtool (checks the /metrics exposition and the rules), sqlite3 (tampers with the audit
 # log as an attacker would), jq and openssl (verify evidence the way a reviewer does), Python's
