@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # The tests' own folders (databases, sockets, the servers' data) go in one folder of this run's,
 # removed when the run ends however it ends: repeated runs do not pile folders up in /tmp.
+# Open to every user as /tmp is (sticky): the isolation tests run programs under other accounts.
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/nova-tests.XXXXXX")"
+chmod 1777 "$scratch"
 trap 'rm -rf "$scratch"' EXIT
 export TMPDIR="$scratch"
 
