@@ -120,6 +120,9 @@ public enum QueueBenchmark {
     public var sqlite_commits_per_job: Double? = nil
     /// Operations (enqueues, claims, completions...) per commit.
     public var sqlite_operations_per_commit: Double? = nil
+    /// The share of the run (0-1) the single writer spent in transactions and its own
+    /// checkpoints: near 1, every write waits for the ones before it, and starts' tails grow.
+    public var sqlite_writer_busy: Double? = nil
     /// True when the jobs were all enqueued before the workers started: `e2e_per_s` and the
     /// tenths then time the burn-down alone.
     public var backlog: Bool? = nil
@@ -293,6 +296,7 @@ public enum QueueBenchmark {
       let commits = Double(writes.transactions - writesBefore.transactions)
       result.sqlite_commits_per_job = commits / Double(max(result.jobs, 1))
       result.sqlite_operations_per_commit = Double(writes.operations - writesBefore.operations) / commits
+      result.sqlite_writer_busy = min(1, (writes.busy - writesBefore.busy).seconds / max(elapsed, 1e-9))
     }
     if options.gpusPerJob > 0 || options.fakeGPUs > 0 || options.concurrencyKeys > 0 {
       result.gpus_per_job = options.gpusPerJob
@@ -436,6 +440,7 @@ public enum QueueBenchmark {
     out.redis_calls_per_job = medPresent(\.redis_calls_per_job)
     out.sqlite_commits_per_job = medPresent(\.sqlite_commits_per_job)
     out.sqlite_operations_per_commit = medPresent(\.sqlite_operations_per_commit)
+    out.sqlite_writer_busy = medPresent(\.sqlite_writer_busy)
     out.last_to_first_tenth = medPresent(\.last_to_first_tenth)
     out.peak_rss_mib = medPresent(\.peak_rss_mib)
     // Per tenth, the median over the runs.

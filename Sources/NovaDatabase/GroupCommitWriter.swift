@@ -44,10 +44,11 @@ final class GroupCommitWriter: Sendable {
   private let walWatch: Mutex<(own: [Int], foreign: Int, inTransaction: Bool)>
   private let walPath: String
   private let waiterServices = Mutex<[WaiterService]>([])
-  private let counters = Mutex<(transactions: Int, operations: Int)>((0, 0))
+  private let counters = Mutex<(transactions: Int, operations: Int, busy: Duration)>((0, 0, .zero))
 
-  /// Transactions committed and operations they carried, for diagnostics.
-  var statistics: (transactions: Int, operations: Int) { counters.withLock { $0 } }
+  /// Transactions committed, operations they carried, and the time the writer spent in
+  /// transactions and its own checkpoints (how near its ceiling it runs), for diagnostics.
+  var statistics: (transactions: Int, operations: Int, busy: Duration) { counters.withLock { $0 } }
   private let queue = DispatchQueue(label: "nova.sqlite.group-commit")
 
   init(writer: DatabasePool, path: String, maxBatch: Int, checkpointer: WALCheckpointer? = nil) {
@@ -161,6 +162,7 @@ final class GroupCommitWriter: Sendable {
       // Resumers of what the services served, after the operations' (which they follow).
       var served: [Resumer] = []
       let services = batch.contains { $0.servesWaiters } ? waiterServices.withLock { $0 } : []
+      let began = ContinuousClock.now
       do {
         try writer.writeWithoutTransaction { db in
           // Prepared once, like the savepoints (GRDB's `inTransaction` prepares both each time).
@@ -181,9 +183,11 @@ final class GroupCommitWriter: Sendable {
             throw error
           }
         }
+        let committed = ContinuousClock.now
         counters.withLock {
           $0.transactions += 1
           $0.operations += batch.count
+          $0.busy += committed - began
         }
         checkpointer?.committed()
         for resume in resumers { resume(nil) }
@@ -192,9 +196,14 @@ final class GroupCommitWriter: Sendable {
         // queued meanwhile wait for the last frames' copy (a few milliseconds), not for the
         // backstop's (the whole WAL's, in a commit).
         if let checkpointer, checkpointer.takeRestart() {
+          let copying = ContinuousClock.now
           writer.writeWithoutTransaction { db in checkpointer.finishOnWriter(db.sqliteConnection) }
+          let copied = ContinuousClock.now
+          counters.withLock { $0.busy += copied - copying }
         }
       } catch {
+        let failed = ContinuousClock.now
+        counters.withLock { $0.busy += failed - began }
         // The transaction did not commit: every caller, whether its operation ran or not, gets the error.
         for resume in resumers { resume(error) }
         for resume in served { resume(error) }

@@ -263,7 +263,7 @@ public final class NovaDatabase: Sendable {
   package var checkpointStatistics: WALCheckpointer.Statistics { checkpointer.statistics }
 
   /// Write transactions committed and the operations they grouped (group commit's effect).
-  public var writeStatistics: (transactions: Int, operations: Int) { writer.statistics }
+  public var writeStatistics: (transactions: Int, operations: Int, busy: Duration) { writer.statistics }
 
   /// The SQLite version linked into this process.
   public func sqliteVersion() async throws -> String {

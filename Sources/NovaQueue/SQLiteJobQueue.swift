@@ -1713,7 +1713,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   }
 
   /// Write transactions committed and the operations they grouped (group commit's effect).
-  public var writeStatistics: (transactions: Int, operations: Int) { database.writeStatistics }
+  public var writeStatistics: (transactions: Int, operations: Int, busy: Duration) { database.writeStatistics }
 
   /// Every job and its state, read in `db`'s snapshot (for checks that must see the jobs at the
   /// same moment as other tables of the database).

@@ -194,7 +194,8 @@ extension BenchCommand {
     /// The summary's line for the SQLite writer's commits (none for Redis).
     func writerLines(_ median: QueueBenchmark.Result) -> String {
       guard let commits = median.sqlite_commits_per_job, let operations = median.sqlite_operations_per_commit else { return "" }
-      return "  writer       \(String(format: "%.2f", commits)) commits per job, \(String(format: "%.1f", operations)) operations per commit\n"
+      let busy = median.sqlite_writer_busy.map { String(format: ", busy %.0f %% of the run", $0 * 100) } ?? ""
+      return "  writer       \(String(format: "%.2f", commits)) commits per job, \(String(format: "%.1f", operations)) operations per commit\(busy)\n"
     }
 
     /// The summary's lines for the rate and memory by tenth of the jobs (none under 10 jobs).

@@ -244,6 +244,9 @@ struct BenchmarkTests {
     let commits = try #require(result.sqlite_commits_per_job)
     let operations = try #require(result.sqlite_operations_per_commit)
     #expect(commits > 0 && commits < 3.5 && operations >= 1, "\(commits) commits per job, \(operations) operations per commit")
+    // The writer works a share of the run: jobs were written, and never longer than the run.
+    let busy = try #require(result.sqlite_writer_busy)
+    #expect(busy > 0 && busy <= 1, "writer busy \(busy)")
     #expect(median.sqlite_commits_per_job == commits)
   }
 

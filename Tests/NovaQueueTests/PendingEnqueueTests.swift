@@ -50,6 +50,8 @@ struct PendingEnqueueTests {
     let after = queue.writeStatistics
     // The busy writer's own operation, then one that stored all fifty.
     #expect(after.operations - before.operations <= 2, "\(after.operations - before.operations) operations for 50 enqueues")
+    // The writer was held in a transaction meanwhile: its busy time counts it.
+    #expect(after.busy > before.busy && after.busy < .seconds(60), "busy \(before.busy) → \(after.busy)")
     #expect(try await queue.stats().total(.available) == 50)
     // Each job has its own audit entry, in the order the jobs were stored.
     let entries = try await queue.database.read { db in
