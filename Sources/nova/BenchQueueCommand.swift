@@ -94,6 +94,9 @@ extension BenchCommand {
       guard !backlog || rate == nil else { throw ValidationError("--backlog enqueues everything at once; it cannot go with --rate") }
       guard (0...60_000).contains(jobMs ?? 0) else { throw ValidationError("--job-ms must be in 0...60000") }
       guard (0...60_000).contains(warmupMs ?? 0) else { throw ValidationError("--warmup-ms must be in 0...60000") }
+      guard warmupMs == nil || rate != nil else {
+        throw ValidationError("--warmup-ms leaves the first jobs of steady arrivals out of the start figures; it goes with --rate")
+      }
       if let rate, let warmupMs, Double(warmupMs) >= Double(jobs) / Double(rate) * 1000 {
         throw ValidationError(
           "--warmup-ms \(warmupMs) leaves no job to measure: \(jobs) jobs at \(rate) a second all arrive within \(Int(Double(jobs) / Double(rate) * 1000)) ms"
