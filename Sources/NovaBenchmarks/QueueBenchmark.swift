@@ -474,20 +474,25 @@ final class DeviceRecorder: Sendable {
 }
 
 /// When each job's handler started, and the most handlers running at once (rate runs).
-final class StartRecorder: Sendable {
+package final class StartRecorder: Sendable {
   private let state = Mutex((starts: [JobID: ContinuousClock.Instant](), running: 0, most: 0))
 
   /// With room for `jobs` starts from the outset: a table that doubled as it filled rehashed
   /// every id so far under the lock every handler takes (5-15 ms at 49,152 ids, at 2.2 s into a
   /// run at 22,000 a second), which stalled every start and showed as the run's p99.
-  init(reserving jobs: Int) {
+  package init(reserving jobs: Int) {
     state.withLock { $0.starts.reserveCapacity(jobs) }
   }
 
-  var starts: [JobID: ContinuousClock.Instant] { state.withLock { $0.starts } }
-  var mostRunning: Int { state.withLock { $0.most } }
+  /// Each job's first start.
+  package var starts: [JobID: ContinuousClock.Instant] { state.withLock { $0.starts } }
+  /// The most handlers running at once.
+  package var mostRunning: Int { state.withLock { $0.most } }
+  /// Starts the table holds without growing.
+  package var capacity: Int { state.withLock { $0.starts.capacity } }
 
-  func begin(_ id: JobID) {
+  /// Records that job `id`'s handler started now.
+  package func begin(_ id: JobID) {
     let now = ContinuousClock.now
     state.withLock { state in
       // A retried job keeps its first start: the figure is how soon a job found a slot.
@@ -497,7 +502,8 @@ final class StartRecorder: Sendable {
     }
   }
 
-  func end() { state.withLock { $0.running -= 1 } }
+  /// Records that a handler ended.
+  package func end() { state.withLock { $0.running -= 1 } }
 }
 
 /// Forwards to a queue and counts the completions it accepted per job, so that a job recorded

@@ -160,6 +160,19 @@ struct BenchmarkTests {
     #expect(wakes <= 6, "\(wakes) wakes")
   }
 
+  /// The start recorder holds every job's start without its table growing while jobs run (a
+  /// doubling rehashed every id under the handlers' lock: a stall of every start).
+  @Test func startRecorderHoldsEveryStartWithoutGrowing() {
+    let recorder = StartRecorder(reserving: 50_000)
+    let capacity = recorder.capacity
+    #expect(capacity >= 50_000)
+    for index in 0..<50_000 {
+      recorder.begin(JobID("job-\(index)"))
+      recorder.end()
+    }
+    #expect(recorder.capacity == capacity && recorder.starts.count == 50_000 && recorder.mostRunning == 1)
+  }
+
   /// A steady run's start figures leave out the warm-up's jobs, and its p99 over every job keeps them.
   @Test func steadyStartFiguresLeaveOutTheWarmUp() throws {
     let base = ContinuousClock.now
