@@ -323,14 +323,17 @@ public enum QueueBenchmark {
   package static func setStartFigures(
     of arrivals: [Arrival], started: [JobID: ContinuousClock.Instant], warmup: Duration, in result: inout Result
   ) {
-    let everyWait = arrivals.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
+    func waits(_ jobs: [Arrival]) -> [Double] {
+      jobs.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
+    }
     let warmedUp = arrivals.map(\.at).min().map { first in arrivals.filter { $0.at >= first + warmup } } ?? []
-    let waits = warmedUp.compactMap { arrival in started[arrival.id].map { ($0 - arrival.at).seconds * 1000 } }.sorted()
+    let everyWait = waits(arrivals)
+    let warmWaits = waits(warmedUp)
     let stores = warmedUp.map { ($0.stored - $0.at).seconds * 1000 }.sorted()
     // A job can start before its enqueue returns (the pool claims it first): no wait then.
     let pickups = warmedUp.compactMap { arrival in started[arrival.id].map { max(0, ($0 - arrival.stored).seconds * 1000) } }.sorted()
-    result.start_p50_ms = Statistics.percentile(sorted: waits, 0.50)
-    result.start_p99_ms = Statistics.percentile(sorted: waits, 0.99)
+    result.start_p50_ms = Statistics.percentile(sorted: warmWaits, 0.50)
+    result.start_p99_ms = Statistics.percentile(sorted: warmWaits, 0.99)
     result.start_p99_all_ms = Statistics.percentile(sorted: everyWait, 0.99)
     result.warmup_s = warmup.seconds
     result.enqueue_p50_ms = Statistics.percentile(sorted: stores, 0.50)

@@ -75,6 +75,12 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
     return JobID(formatUUID(bytes))
   }
 
+  /// An id above every id `generate` made by `date` (an id's time runs at most `maxLead` ahead
+  /// of the clock): what a walk by id for jobs made by then stops at.
+  public static func upperBound(madeBy date: Date) -> JobID {
+    lowerBound(for: date.addingTimeInterval(maxLead + 0.001))
+  }
+
   /// True when the text has the shape of a UUID (8-4-4-4-12 hex digits).
   public var isWellFormed: Bool {
     let utf8 = Array(rawValue.utf8)

@@ -1365,10 +1365,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let queues = try await database.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT queue FROM nova_job_counts") }
     for target in targets {
       // Each queue's range of the listing index for the state, oldest first, up to the ids made
-      // by the cutoff (a job finishes after it is made; its id's time is at most `JobID.maxLead`
-      // later than that), 5,000 rows a transaction: the writer is never held long, and rows made
-      // after the cutoff are never read. (An index on when jobs finished cost every completion.)
-      let madeBy = JobID.lowerBound(for: Date(timeIntervalSince1970: Double(target.cutoff) / 1000 + JobID.maxLead + 0.001)).rawValue
+      // by the cutoff (a job finishes after it is made), 5,000 rows a transaction: the writer is
+      // never held long, and rows made after the cutoff are never read. (An index on when jobs
+      // finished cost every completion.)
+      let madeBy = JobID.upperBound(madeBy: Date(millisecondsSince1970: target.cutoff)).rawValue
       for queue in queues {
         while true {
           let deleted = try await database.write { db -> Int in

@@ -602,8 +602,8 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
       }
       for target in targets {
         var cursor = ""
-        // A job finishes after it is made, and its id's time is at most `JobID.maxLead` later.
-        let madeBy = JobID.lowerBound(for: target.before.addingTimeInterval(JobID.maxLead + 0.001)).rawValue
+        // A job finishes after it is made.
+        let madeBy = JobID.upperBound(madeBy: target.before).rawValue
         repeat {
           let reply = try await run(
             RedisQueueScripts.purge, queue: queue,
@@ -782,12 +782,16 @@ public final class RedisJobQueue: JobQueue, JobLogStore {
         owners.append(name)
       }
     }
-    // Available jobs: the `available` set orders by priority first, a script reads it by id.
+    // Available jobs: the `available` set orders by priority first, a script reads it by id;
+    // one call per queue, all at once (the order of the replies does not matter below).
     var availableReplies: [(String, RESPValue)] = []
     if states.contains(.available) {
-      for name in names {
-        availableReplies.append(
-          (name, try await run(RedisQueueScripts.listAvailable, queue: name, [.string(filter.cursor ?? ""), .int(fetch)])))
+      let cursor = filter.cursor ?? ""
+      availableReplies = try await withThrowingTaskGroup(of: (String, RESPValue).self) { group in
+        for name in names {
+          group.addTask { (name, try await self.run(RedisQueueScripts.listAvailable, queue: name, [.string(cursor), .int(fetch)])) }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
       }
     }
     // A set that filled its `fetch` may hold more below its last id: the page covers only ids

@@ -97,10 +97,9 @@ extension BenchCommand {
       guard warmupMs == nil || rate != nil else {
         throw ValidationError("--warmup-ms leaves the first jobs of steady arrivals out of the start figures; it goes with --rate")
       }
-      if let rate, let warmupMs, Double(warmupMs) >= Double(jobs) / Double(rate) * 1000 {
+      if let span = arrivalSpanMs, let warmupMs, Double(warmupMs) >= span {
         throw ValidationError(
-          "--warmup-ms \(warmupMs) leaves no job to measure: \(jobs) jobs at \(rate) a second all arrive within \(Int(Double(jobs) / Double(rate) * 1000)) ms"
-        )
+          "--warmup-ms \(warmupMs) leaves no job to measure: \(jobs) jobs at \(rate ?? 0) a second all arrive within \(Int(span)) ms")
       }
       guard audit == "on" || audit == "off" else { throw ValidationError("--audit must be on or off") }
       guard kind == "in-process" || kind == "command" else { throw ValidationError("--kind must be in-process or command") }
@@ -109,12 +108,11 @@ extension BenchCommand {
       }
     }
 
+    /// With a rate: how long the arrivals last, in ms.
+    var arrivalSpanMs: Double? { rate.map { Double(jobs) / Double($0) * 1000 } }
+
     /// The warm-up asked for, or 500 ms but no more than a tenth of the arrivals' span.
-    var warmup: Int {
-      if let warmupMs { return warmupMs }
-      guard let rate else { return 0 }
-      return min(500, Int(Double(jobs) / Double(rate) * 100))
-    }
+    var warmup: Int { warmupMs ?? arrivalSpanMs.map { min(500, Int($0 / 10)) } ?? 0 }
 
     func run() async throws {
       guard let mode = SQLiteJobQueue.Synchronous(rawValue: synchronous.uppercased()) else {

@@ -25,4 +25,17 @@ struct JobIDTests {
     #expect(reset < JobID.lowerBound(for: instant) && reset >= JobID.lowerBound(for: instant.addingTimeInterval(-60)))
     #expect(JobID.generate(now: instant).isWellFormed)
   }
+
+  /// An id made while the clock stood up to `maxLead` behind the generator's last id is still
+  /// below the bound for the clock's time: a purge walking ids up to it misses no job.
+  @Test func everyIdMadeByAnInstantIsBelowItsUpperBound() {
+    let instant = Date(timeIntervalSince1970: 1_900_000_000)
+    let ids = JobID.Generator()
+    _ = ids.next(now: instant)
+    // The clock steps back 9.9 s: the generator keeps counting up from `instant`.
+    let made = ids.next(now: instant.addingTimeInterval(-9.9))
+    #expect(made > JobID.lowerBound(for: instant))
+    #expect(made < JobID.upperBound(madeBy: instant.addingTimeInterval(-9.9)))
+    #expect(JobID.upperBound(madeBy: instant) > JobID.lowerBound(for: instant.addingTimeInterval(JobID.maxLead)))
+  }
 }
