@@ -435,23 +435,27 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
     }
     for entry in entries {
-      // A single job without held events is one statement, undone by itself if it fails.
-      let savepoint = entry.requests.count > 1 || !entry.heldEvents.isEmpty
+      // A single job is one statement, undone by itself if it fails; its held events and its
+      // transition follow it, so a failure among them fails the whole transaction.
+      let savepoint = entry.requests.count > 1
       var entryCounts = JobCountChanges()
       // Without a savepoint, a failure after the job's row was written cannot be undone for
       // this caller alone: the whole transaction is.
       var wrote = false
       var fatal: (any Error)?
       func store() throws -> PendingEnqueues.Stored {
-        if let journal, !entry.heldEvents.isEmpty { try journal.record(held: entry.heldEvents, in: DatabaseTransaction(db)) }
         var results: [EnqueueResult] = []
         results.reserveCapacity(entry.requests.count)
+        var inserted: Job?
         for request in entry.requests {
-          let result = try Self.insert(request, now: now, db: db, ids: ids)
+          let (result, made) = try Self.insert(request, now: now, db: db, ids: ids, makingJob: entry.readBack)
+          if let made { inserted = made }
           wrote = true
           if !result.existing { entryCounts.add(queue: request.queue, kind: request.kind, state: result.state) }
           results.append(result)
         }
+        // The caller's decision precedes the jobs' transitions in the log.
+        if let journal, !entry.heldEvents.isEmpty { try journal.record(held: entry.heldEvents, in: DatabaseTransaction(db)) }
         if let journal {
           let transitions = zip(entry.requests, results).compactMap { request, result -> JobTransition? in
             result.existing
@@ -462,8 +466,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           }
           try journal.record(transitions, actor: entry.actor, in: DatabaseTransaction(db))
         }
-        var job: Job?
-        if entry.readBack, let id = results.first?.id {
+        var job = inserted
+        if entry.readBack, job == nil, let id = results.first?.id {
           let read = RawStatement(try db.cachedStatement(sql: "SELECT \(Self.columns) FROM nova_jobs WHERE id = ?"), in: db)
           defer { read.finish() }
           read.bind(1, id.rawValue)
@@ -497,7 +501,11 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     }
   }
 
-  private static func insert(_ request: JobRequest, now: Date, db: Database, ids: JobID.Generator) throws -> EnqueueResult {
+  /// Inserts a job unless its idempotency key names one already; `makingJob`, also returns the
+  /// job as written (nil for an existing one): what reading its row back gives, without the read.
+  private static func insert(
+    _ request: JobRequest, now: Date, db: Database, ids: JobID.Generator, makingJob: Bool = false
+  ) throws -> (EnqueueResult, Job?) {
     if let key = request.idempotencyKey {
       let existing = try Row.fetchOne(
         db.cachedStatement(sql: "SELECT id, state, kind, payload FROM nova_jobs WHERE queue = ? AND idempotency_key = ?"),
@@ -507,8 +515,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         guard existing[2] as String == request.kind, (existing[3] as Data?) ?? Data() == request.payload else {
           throw NovaError.idempotencyConflict(key: key, existing: JobID(existing[0]))
         }
-        return EnqueueResult(
-          id: JobID(existing[0]), state: JobState(rawValue: existing[1]) ?? .available, existing: true)
+        return (EnqueueResult(id: JobID(existing[0]), state: JobState(rawValue: existing[1]) ?? .available, existing: true), nil)
       }
     }
     let runAt = max(request.runAt ?? now, now)
@@ -539,7 +546,17 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     if let maxRunning = limits?.maxRunning { insert.bind(14, maxRunning) } else { insert.bind(14, nil as String?) }
     if let rate = limits?.ratePerSecond { insert.bind(15, rate) } else { insert.bind(15, nil as String?) }
     _ = try insert.run()
-    return EnqueueResult(id: id, state: state, existing: false)
+    let result = EnqueueResult(id: id, state: state, existing: false)
+    guard makingJob else { return (result, nil) }
+    return (
+      result,
+      Job(
+        id: id, queue: request.queue, kind: request.kind, payload: request.payload, priority: request.priority, state: state,
+        runAt: date(millis(runAt)), attempts: 0, maxAttempts: request.maxAttempts, idempotencyKey: request.idempotencyKey,
+        createdAt: date(nowMillis), updatedAt: date(nowMillis),
+        requirements: try request.requirements.map { requirements throws(NovaError) in try JobRequirements.decoded(requirements.encoded()) },
+        concurrencyKey: request.concurrencyKey, keyLimits: keyLimits(limits?.maxRunning, limits?.ratePerSecond))
+    )
   }
 
   // MARK: - Claim

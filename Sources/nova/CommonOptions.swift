@@ -133,7 +133,7 @@ enum NovaLogging {
 
 extension LoggingSystem {
   fileprivate static let bootstrapOnce: Void = {
-    LoggingSystem.bootstrap(StreamLogHandler.standardError)
+    LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label) }
   }()
 }
 

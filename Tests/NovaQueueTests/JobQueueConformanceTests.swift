@@ -216,6 +216,26 @@ struct JobQueueConformanceTests {
     #expect(try await queue.stats().total(.scheduled) == 1)
   }
 
+  /// The job a submission answers with is the one stored, to the last field, for a job that
+  /// asks for a host, carries a limited concurrency key and runs at once (SQLite builds it from
+  /// the row it wrote instead of reading the row back).
+  @Test(arguments: QueueBackend.all)
+  func aJobWithRequirementsAndAKeyIsAnsweredAsStored(backend: QueueBackend) async throws {
+    let queue = try makeQueue(backend)
+    var submitted = request("gpu", priority: 7, payload: #"{"model":"x"}"#, maxAttempts: 5)
+    submitted.requirements = JobRequirements(
+      resources: JobResources(gpus: 2, gpu_memory_mib: 40_000, cpus: 8, memory_mib: 1024),
+      constraints: JobConstraints(gpu_model: "H100*", labels: ["zone": "a"]))
+    submitted.concurrencyKey = "tenant-9"
+    submitted.keyLimits = KeyLimits(maxRunning: 2, ratePerSecond: 0.5)
+    let (job, existing) = try await queue.enqueueReadingBack(submitted)
+    #expect(!existing)
+    #expect(try await queue.get(job.id) == job)
+    #expect(job.state == .available && job.priority == 7 && job.maxAttempts == 5 && job.attempts == 0)
+    #expect(job.requirements == submitted.requirements && job.concurrencyKey == "tenant-9")
+    #expect(job.keyLimits == KeyLimits(maxRunning: 2, ratePerSecond: 0.5))
+  }
+
   /// Issue #14 point 5: within one millisecond (the test clock stands still) and within a batch,
   /// jobs of equal priority are claimed in the order they were enqueued.
   @Test(arguments: QueueBackend.all)
