@@ -18,11 +18,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+int nova_random_bytes(void *buffer, size_t count) {
+  ssize_t got;
+  do {
+    got = getrandom(buffer, count, 0);
+  } while (got < 0 && errno == EINTR);
+  return got == (ssize_t)count ? 0 : -1;
+}
 
 int nova_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0); }
 

@@ -60,9 +60,15 @@ public enum CanonicalJSON {
   /// Appends a string as a canonical JSON string literal.
   public static func writeString(_ text: String, into out: inout [UInt8]) {
     out.append(UInt8(ascii: "\""))
-    // Most strings (ids, names, states) need no escape: copy them whole.
-    if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-      out.append(contentsOf: text.utf8)
+    // Most strings (ids, names, states) need no escape: checked and copied whole from their
+    // contiguous bytes (walking the UTF-8 view byte by byte cost a tenth of the audit's time).
+    let clean =
+      text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+        for byte in bytes where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+        out.append(contentsOf: bytes)
+        return true
+      } ?? false
+    if clean {
       out.append(UInt8(ascii: "\""))
       return
     }

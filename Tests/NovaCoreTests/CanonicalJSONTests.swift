@@ -9,6 +9,22 @@ struct CanonicalJSONTests {
     #expect(try CanonicalJSON.string(value) == #"{"1":false,"a":"x","b":[1,2,{"a":true,"z":null}],"€":1,"😀":2}"#)
   }
 
+  /// Strings that need no escape are copied whole, whether stored inline (up to 15 bytes), on
+  /// the heap, or made from a substring; an escape found late still escapes from the start.
+  @Test func copiesCleanStringsWholeInEveryStorage() {
+    let long = String(repeating: "job-0193a7c2-", count: 8) + "é€😀"
+    let cases = ["", "job.enqueued", long, String(long.dropFirst(4).prefix(40)), String(repeating: "a", count: 300) + "\n"]
+    let expected = [
+      "\"\"", "\"job.enqueued\"", "\"" + long + "\"", "\"" + String(long.dropFirst(4).prefix(40)) + "\"",
+      "\"" + String(repeating: "a", count: 300) + "\\n\"",
+    ]
+    for (text, want) in zip(cases, expected) {
+      var out: [UInt8] = [UInt8(ascii: "[")]
+      CanonicalJSON.writeString(text, into: &out)
+      #expect(String(decoding: out, as: UTF8.self) == "[" + want)
+    }
+  }
+
   @Test func escapesOnlyWhatItMust() throws {
     let value = JSONValue.string("q\"b\\s/\u{08}\u{0C}\n\r\t\u{01}\u{1F}é€")
     #expect(try CanonicalJSON.string(value) == "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001fé€\"")

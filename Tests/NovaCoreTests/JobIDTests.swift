@@ -26,6 +26,19 @@ struct JobIDTests {
     #expect(JobID.generate(now: instant).isWellFormed)
   }
 
+  /// Ids drawn across many refills of the generator's batch of random bits stay distinct in
+  /// their random part: a new millisecond's ids share nothing but the time.
+  @Test func idsOfNewMillisecondsDrawFreshRandomBits() {
+    let ids = JobID.Generator()
+    let start = Date(timeIntervalSince1970: 1_900_000_000)
+    var tails = Set<Substring>()
+    for index in 0..<200 {
+      let id = ids.next(now: start.addingTimeInterval(Double(index) / 100))
+      tails.insert(id.rawValue.dropFirst(15))
+    }
+    #expect(tails.count == 200)
+  }
+
   /// An id made while the clock stood up to `maxLead` behind the generator's last id is still
   /// below the bound for the clock's time: a purge walking ids up to it misses no job.
   @Test func everyIdMadeByAnInstantIsBelowItsUpperBound() {

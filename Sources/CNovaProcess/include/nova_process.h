@@ -17,6 +17,10 @@ int nova_set_child_subreaper(int on);
 /// of the same user.
 int nova_set_dumpable(int on);
 
+/// Fills `count` bytes (at most 256) from the kernel's random pool with one getrandom(2) call;
+/// returns 0, or -1 when the kernel gave fewer.
+int nova_random_bytes(void *buffer, size_t count);
+
 /// prctl(PR_GET_DUMPABLE).
 int nova_get_dumpable(void);
 
