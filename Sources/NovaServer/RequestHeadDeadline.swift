@@ -57,15 +57,15 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let buffer = unwrapInboundIn(data)
     var tail: UInt32
+    let starting: Bool
     switch state {
     case .request:
       context.fireChannelRead(data)
       return
     case .idle:
-      tail = 0
-      arm(context)
+      (tail, starting) = (0, true)
     case .head(let sofar):
-      tail = sofar
+      (tail, starting) = (sofar, false)
     }
     // The head ends at the first CRLF CRLF; the last four bytes are kept in one integer (every
     // request passes through here).
@@ -81,6 +81,9 @@ final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
       timer = nil
       state = .request
     } else {
+      // A head that came whole in one read never needs the timer (most requests of a
+      // keep-alive connection): it is armed only for one still arriving.
+      if starting { arm(context) }
       state = .head(tail: tail)
     }
     context.fireChannelRead(data)

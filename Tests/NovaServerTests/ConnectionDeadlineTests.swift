@@ -85,6 +85,29 @@ struct ConnectionDeadlineTests {
       let normal = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
       #expect(normal.received.hasPrefix("HTTP/1.1 200") && normal.received.contains(#""ok""#), "\(normal.received)")
       #expect(normal.seconds > 1.5 && normal.seconds < 20, "an idle keep-alive connection closed after \(normal.seconds) s")
+
+    }
+  }
+
+  /// A keep-alive connection's next head dripped after a whole one is closed by the head's
+  /// deadline (armed for a head still arriving; one that arrives whole in one read never arms
+  /// it), long before the idle timeout would.
+  @Test func aDrippedHeadAfterAWholeOneIsClosedAtItsDeadline() async throws {
+    let directory = try TemporaryDirectory.make()
+    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path))
+    var configuration = NovaServer.Configuration(port: 0, workers: 0)
+    configuration.requestHeadTimeout = .seconds(1)
+    configuration.idleTimeout = .seconds(60)
+    TestMetrics.bootstrap()
+    let server = try NovaServer(configuration: configuration, queue: queue, security: nil, logger: Logger(label: "test"))
+    try await server.makeApplication().test(.live) { client in
+      let port = try #require(client.port)
+      let chunks =
+        [(delay: 0.0, text: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), (delay: 0.3, text: "GET /healthz HTTP/1.1\r\n")]
+        + (0..<60).map { _ in (delay: 0.3, text: "X") }
+      let dripped = await Self.session(port: port, chunks: chunks)
+      #expect(dripped.received.components(separatedBy: "HTTP/1.1 200").count == 2, "\(dripped.received)")
+      #expect(dripped.seconds > 1.1 && dripped.seconds < 8, "a dripped second head closed after \(dripped.seconds) s")
     }
   }
 
