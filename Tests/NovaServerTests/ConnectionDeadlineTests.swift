@@ -65,16 +65,23 @@ struct ConnectionDeadlineTests {
     }
   }
 
-  @Test func silentSlowAndIdleConnectionsAreClosed() async throws {
+  /// Runs `body` against a live server without workers whose request heads are due within
+  /// `headTimeout` and whose idle connections close after `idleTimeout`; `body` gets its port.
+  static func withServer(headTimeout: Duration, idleTimeout: Duration, _ body: @escaping @Sendable (Int) async throws -> Void)
+    async throws
+  {
     let directory = try TemporaryDirectory.make()
     let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path))
     var configuration = NovaServer.Configuration(port: 0, workers: 0)
-    configuration.requestHeadTimeout = .seconds(1)
-    configuration.idleTimeout = .seconds(2)
+    configuration.requestHeadTimeout = headTimeout
+    configuration.idleTimeout = idleTimeout
     TestMetrics.bootstrap()
     let server = try NovaServer(configuration: configuration, queue: queue, security: nil, logger: Logger(label: "test"))
-    try await server.makeApplication().test(.live) { client in
-      let port = try #require(client.port)
+    try await server.makeApplication().test(.live) { client in try await body(try #require(client.port)) }
+  }
+
+  @Test func silentSlowAndIdleConnectionsAreClosed() async throws {
+    try await Self.withServer(headTimeout: .seconds(1), idleTimeout: .seconds(2)) { port in
       let silent = await Self.session(port: port, chunks: [])
       #expect(silent.seconds > 0.8 && silent.seconds < 20, "a silent socket closed after \(silent.seconds) s")
 
@@ -85,7 +92,6 @@ struct ConnectionDeadlineTests {
       let normal = await Self.session(port: port, chunks: [(0, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")])
       #expect(normal.received.hasPrefix("HTTP/1.1 200") && normal.received.contains(#""ok""#), "\(normal.received)")
       #expect(normal.seconds > 1.5 && normal.seconds < 20, "an idle keep-alive connection closed after \(normal.seconds) s")
-
     }
   }
 
@@ -93,15 +99,7 @@ struct ConnectionDeadlineTests {
   /// deadline (armed for a head still arriving; one that arrives whole in one read never arms
   /// it), long before the idle timeout would.
   @Test func aDrippedHeadAfterAWholeOneIsClosedAtItsDeadline() async throws {
-    let directory = try TemporaryDirectory.make()
-    let queue = try SQLiteJobQueue(configuration: .init(path: directory.appendingPathComponent("nova.sqlite").path))
-    var configuration = NovaServer.Configuration(port: 0, workers: 0)
-    configuration.requestHeadTimeout = .seconds(1)
-    configuration.idleTimeout = .seconds(60)
-    TestMetrics.bootstrap()
-    let server = try NovaServer(configuration: configuration, queue: queue, security: nil, logger: Logger(label: "test"))
-    try await server.makeApplication().test(.live) { client in
-      let port = try #require(client.port)
+    try await Self.withServer(headTimeout: .seconds(1), idleTimeout: .seconds(60)) { port in
       let chunks =
         [(delay: 0.0, text: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), (delay: 0.3, text: "GET /healthz HTTP/1.1\r\n")]
         + (0..<60).map { _ in (delay: 0.3, text: "X") }
