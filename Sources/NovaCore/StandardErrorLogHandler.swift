@@ -18,9 +18,17 @@ public struct StandardErrorLogHandler: LogHandler {
   /// A handler for `label` writing to standard error.
   public init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
     self.init(label: label, metadataProvider: metadataProvider) { line in
-      line.utf8CString.withUnsafeBufferPointer { buffer in
-        // One write per line (the terminating NUL left out): lines of several threads never interleave.
-        _ = buffer.baseAddress.map { Foundation.write(2, $0, buffer.count - 1) }
+      var line = line
+      line.withUTF8 { bytes in
+        // One write per line (a line is shorter than a pipe's atomic size): lines of several
+        // threads do not interleave. A write cut short goes on with the rest.
+        var offset = 0
+        while offset < bytes.count, let base = bytes.baseAddress {
+          let written = Foundation.write(2, base + offset, bytes.count - offset)
+          if written < 0, errno == EINTR { continue }
+          if written <= 0 { return }
+          offset += written
+        }
       }
     }
   }

@@ -554,7 +554,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         id: id, queue: request.queue, kind: request.kind, payload: request.payload, priority: request.priority, state: state,
         runAt: date(millis(runAt)), attempts: 0, maxAttempts: request.maxAttempts, idempotencyKey: request.idempotencyKey,
         createdAt: date(nowMillis), updatedAt: date(nowMillis),
-        requirements: try request.requirements.map { requirements throws(NovaError) in try JobRequirements.decoded(requirements.encoded()) },
+        requirements: request.requirements,
         concurrencyKey: request.concurrencyKey, keyLimits: keyLimits(limits?.maxRunning, limits?.ratePerSecond))
     )
   }
