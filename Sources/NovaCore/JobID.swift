@@ -33,10 +33,10 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
   /// queue enqueues one after another, or in one batch, are claimed in that order among equal
   /// priorities. Each queue owns one.
   public final class Generator: Sendable {
-    private let last = Mutex<(millis: UInt64, high: UInt64, low: UInt64)>((0, 0, 0))
-    /// The random bits: drawn from the kernel a batch at a time (one system call per id cost 4 %
-    /// of the SQLite writer's time, where ids are made).
-    private let random = Mutex(BufferedSystemRandom())
+    /// The last id's parts, and the random bits: drawn from the kernel a batch at a time (one
+    /// system call per id cost 4 % of the SQLite writer's time, where ids are made).
+    private let state = Mutex<(last: (millis: UInt64, high: UInt64, low: UInt64), random: BufferedSystemRandom)>(
+      ((0, 0, 0), BufferedSystemRandom()))
     /// A clock that steps back further than this starts again from its own time (ids keep
     /// telling roughly when they were made).
     private static let maxStepBack = UInt64(JobID.maxLead * 1000)
@@ -46,22 +46,22 @@ public struct JobID: Hashable, Sendable, Codable, Comparable, CustomStringConver
     /// The next id at `now`.
     public func next(now: Date = Date()) -> JobID {
       let clockMillis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
-      let (first, second) = random.withLock { ($0.next(), $0.next()) }
-      let (millis, high, low) = last.withLock { last -> (UInt64, UInt64, UInt64) in
+      let (millis, high, low) = state.withLock { state -> (UInt64, UInt64, UInt64) in
+        let last = state.last
         if clockMillis > last.millis || clockMillis + Self.maxStepBack < last.millis {
           // A new millisecond: fresh random bits, the top one clear to leave room to count up.
-          last = (clockMillis, first & 0x7FF, second & 0x1FFF_FFFF_FFFF_FFFF)
+          state.last = (clockMillis, state.random.next() & 0x7FF, state.random.next() & 0x1FFF_FFFF_FFFF_FFFF)
         } else {
           // The same millisecond (or a little earlier): the last id plus a small random step.
-          var low = last.low + 1 + first % 1024
+          var low = last.low + 1 + state.random.next() % 1024
           var high = last.high
           if low > 0x3FFF_FFFF_FFFF_FFFF {
             low &= 0x3FFF_FFFF_FFFF_FFFF
             high += 1
           }
-          last = high > 0xFFF ? (last.millis + 1, 0, low) : (last.millis, high, low)
+          state.last = high > 0xFFF ? (last.millis + 1, 0, low) : (last.millis, high, low)
         }
-        return last
+        return state.last
       }
       return JobID.make(millis: millis, high: high, low: low)
     }
