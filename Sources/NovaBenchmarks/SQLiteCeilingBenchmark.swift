@@ -22,8 +22,9 @@ public enum SQLiteCeilingBenchmark {
   /// Runs `jobs` lifecycles in a fresh database at `path`, `batch` jobs per transaction; the
   /// payload is `payloadBytes` of JSON, like a small job's.
   public static func run(path: String, jobs: Int, batch: Int = 100, payloadBytes: Int = 64) throws -> Result {
-    // SQLite set up as Nova's own database sets it (no memory statistics), before it opens.
-    _ = NovaDatabase.memoryStatisticsOff
+    // SQLite set up as Nova's own database sets it (no memory statistics, the WAL frame VFS),
+    // before it opens.
+    _ = NovaDatabase.walFrameVFSRegistered
     var configuration = Configuration()
     configuration.journalMode = .wal
     configuration.prepareDatabase { db in
