@@ -46,8 +46,23 @@ public protocol JobTransitionJournal: Sendable {
   func prepare(_ database: NovaDatabase) throws
   /// Records `transitions`, made by `actor`, inside the open transaction.
   func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws
-  /// Writes audit events an action held back (`AuditContext.held`) inside the open transaction.
-  func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws
+  /// Records, in order, each submission's held events and then its transitions, inside the open
+  /// transaction: the whole of one transaction's submissions in one append.
+  func record(submissions: [JournalSubmission], in transaction: DatabaseTransaction) throws
+}
+
+/// What one submission adds to the journal: the events its action held back (its policy
+/// decision), then its jobs' transitions, made by `actor`.
+public struct JournalSubmission: Sendable {
+  public var held: [HeldAuditEvents.Event]
+  public var transitions: [JobTransition]
+  public var actor: String
+
+  public init(held: [HeldAuditEvents.Event], transitions: [JobTransition], actor: String) {
+    self.held = held
+    self.transitions = transitions
+    self.actor = actor
+  }
 }
 
 /// A queue that can list every job it holds with its current state (for audit coverage).

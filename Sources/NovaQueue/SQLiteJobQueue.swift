@@ -418,6 +418,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     var stored = 0
     var answers: [(PendingEnqueues.Entry, Result<PendingEnqueues.Stored, any Error>)] = []
     answers.reserveCapacity(entries.count)
+    var submissions: [JournalSubmission] = []
+    submissions.reserveCapacity(entries.count)
     // Answered after the commit (or with its error), however this ends.
     defer {
       resumers.append { [answers] commitError in
@@ -435,8 +437,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       try db.cachedStatement(sql: "INSERT OR IGNORE INTO nova_queues(name) VALUES (?)").execute(arguments: [queue])
     }
     for entry in entries {
-      // A single job is one statement, undone by itself if it fails; its held events and its
-      // transition follow it, so a failure among them fails the whole transaction.
+      // A single job is one statement, undone by itself if it fails. The audit records of every
+      // submission stored follow the loop.
       let savepoint = entry.requests.count > 1
       var entryCounts = JobCountChanges()
       // Without a savepoint, a failure after the job's row was written cannot be undone for
@@ -453,18 +455,6 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           wrote = true
           if !result.existing { entryCounts.add(queue: request.queue, kind: request.kind, state: result.state) }
           results.append(result)
-        }
-        // The caller's decision precedes the jobs' transitions in the log.
-        if let journal, !entry.heldEvents.isEmpty { try journal.record(held: entry.heldEvents, in: DatabaseTransaction(db)) }
-        if let journal {
-          let transitions = zip(entry.requests, results).compactMap { request, result -> JobTransition? in
-            result.existing
-              ? nil
-              : JobTransition(
-                event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
-                to: result.state, attempt: 0, time: time)
-          }
-          try journal.record(transitions, actor: entry.actor, in: DatabaseTransaction(db))
         }
         var job = inserted
         if entry.readBack, job == nil, let id = results.first?.id {
@@ -487,12 +477,25 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       if case .success(let done) = answer {
         counts.merge(entryCounts)
         stored += done.results.count
+        if journal != nil {
+          let transitions = zip(entry.requests, done.results).compactMap { request, result -> JobTransition? in
+            result.existing
+              ? nil
+              : JobTransition(
+                event: .enqueued, job: result.id, queue: request.queue, kind: request.kind, from: nil,
+                to: result.state, attempt: 0, time: time)
+          }
+          submissions.append(JournalSubmission(held: entry.heldEvents, transitions: transitions, actor: entry.actor))
+        }
       }
       answers.append((entry, answer))
       if let fatal { throw fatal }
       // SQLite rolled the whole transaction back itself (I/O, full disk): nobody's jobs stay.
       if !db.isInsideTransaction, case .failure(let error) = answer { throw error }
     }
+    // Every stored submission's records in one append, each caller's decision before its jobs'
+    // transitions. Failing here fails the whole transaction: no job commits without its record.
+    if let journal, !submissions.isEmpty { try journal.record(submissions: submissions, in: DatabaseTransaction(db)) }
     try counts.save(db)
     resumers.append { [stored] commitError in
       guard commitError == nil, stored > 0 else { return }

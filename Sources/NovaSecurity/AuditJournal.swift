@@ -76,35 +76,66 @@ public struct AuditJournal: JobTransitionJournal {
 
   public func record(_ transitions: [JobTransition], actor: String, in transaction: DatabaseTransaction) throws {
     if transitions.isEmpty { return }
-    let db = transaction.db
-    var seq = try Self.lastSequence(db)
-    let insert = RawStatement(try db.cachedStatement(sql: Self.insertSQL), in: db)
-    // One buffer for every entry's canonical bytes; the payload column is a slice of them. On
-    // the single writer, for every transition: no entry, payload string or hash array is made.
-    var line: [UInt8] = []
-    line.reserveCapacity(512)
-    for transition in transitions {
+    var appender = try Appender(transaction.db)
+    for transition in transitions { try appender.append(transition, actor: actor) }
+  }
+
+  public func record(submissions: [JournalSubmission], in transaction: DatabaseTransaction) throws {
+    if submissions.isEmpty { return }
+    var appender = try Appender(transaction.db)
+    for submission in submissions {
+      for event in submission.held {
+        try appender.append(
+          actor: event.actor, event: event.event, subject: event.subject, time: event.time
+        ) { $0 += event.payload.utf8 }
+      }
+      for transition in submission.transitions { try appender.append(transition, actor: submission.actor) }
+    }
+  }
+
+  /// Appends entries after the last one, in the open transaction. One buffer for every entry's
+  /// canonical bytes, the payload column a slice of them: on the single writer, no entry,
+  /// payload string or hash array is made per entry, and the last sequence number and the
+  /// statement are looked up once per batch.
+  private struct Appender {
+    private var seq: Int64
+    private let insert: RawStatement
+    private var line: [UInt8] = []
+
+    init(_ db: Database) throws {
+      seq = try AuditJournal.lastSequence(db)
+      insert = RawStatement(try db.cachedStatement(sql: AuditJournal.insertSQL), in: db)
+      line.reserveCapacity(512)
+    }
+
+    mutating func append(_ transition: JobTransition, actor: String) throws {
+      try append(actor: actor, event: AuditJournal.eventNames[transition.event]!, subject: transition.job.rawValue, time: transition.time) {
+        AuditJournal.writePayload(of: transition, into: &$0)
+      }
+    }
+
+    /// Appends an entry whose payload (canonical JSON) `payload` writes.
+    mutating func append(
+      actor: String, event: String, subject: String?, time: Int64, payload: (inout [UInt8]) -> Void
+    ) throws {
       seq += 1
-      let subject = transition.job.rawValue
-      let event = Self.eventNames[transition.event]!
       line.removeAll(keepingCapacity: true)
-      let payload = AuditEntry.writeCanonical(
-        into: &line, actor: actor, event: event, seq: seq, subject: subject, time: transition.time
-      ) { Self.writePayload(of: transition, into: &$0) }
+      let range = AuditEntry.writeCanonical(
+        into: &line, actor: actor, event: event, seq: seq, subject: subject, time: time, payload: payload)
       insert.bind(1, seq)
-      insert.bind(2, transition.time)
+      insert.bind(2, time)
       insert.bind(3, actor)
       insert.bind(4, event)
       insert.bind(5, subject)
-      insert.bind(6, text: line[payload])
+      insert.bind(6, text: line[range])
       MerkleTree.withLeafHash(line[...]) { insert.bind(7, blob: $0) }
       _ = try insert.run()
     }
   }
 
+  /// Writes audit events an action held back (`AuditContext.held`) inside the open transaction.
   public func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws {
-    if events.isEmpty { return }
-    try Self.append(events.map { ($0.time, $0.actor, $0.event, $0.subject, $0.payload) }, in: transaction.db)
+    try record(submissions: [JournalSubmission(held: events, transitions: [], actor: "")], in: transaction)
   }
 
   /// Appends entries for events other than job transitions inside the open transaction `db`;

@@ -168,6 +168,12 @@ struct NovaApplicationTests {
       #expect(index > 0 && entries[index - 1].event == "policy.decided", "\(id)")
     }
     #expect(entries.filter { $0.event == "policy.decided" }.count == 40)
+    // Appended a transaction's submissions at a time: sequence numbers without gaps, every
+    // leaf hash and a checkpoint over them all verify.
+    #expect(entries.map(\.seq) == Array(1...Int64(entries.count)))
+    _ = try await audit.checkpoint(signer: application.security.signer, origin: application.security.origin)
+    let report = try await audit.verify(verifier: application.security.signer.verifier)
+    #expect(report.passed && report.entries == Int64(entries.count) && report.checkpointsChecked >= 1)
   }
 
   @Test func aDecisionThatCannotBeAuditedFailsTheAction() async throws {
