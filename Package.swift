@@ -305,6 +305,7 @@ let package = Package(
       dependencies: [
         "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -1,6 +1,5 @@
 import Foundation
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import NovaCore
 import Synchronization
@@ -30,8 +29,12 @@ public enum HTTPLoadBenchmark {
 
     /// A request for `url` (`http://HOST:PORT/PATH`); nil when it is not one.
     public init?(url: String, method: String, headers: [(String, String)] = [], body: [UInt8] = []) {
-      guard let parsed = URL(string: url), parsed.scheme == "http", let host = parsed.host else { return nil }
-      let path = parsed.path.isEmpty ? "/" : parsed.path + (parsed.query.map { "?" + $0 } ?? "")
+      guard let parsed = URLComponents(string: url), parsed.scheme == "http", let host = parsed.host, !host.isEmpty else {
+        return nil
+      }
+      // Sent in the request line as written (percent-encoded).
+      let path =
+        (parsed.percentEncodedPath.isEmpty ? "/" : parsed.percentEncodedPath) + (parsed.percentEncodedQuery.map { "?" + $0 } ?? "")
       self.init(method: method, host: host, port: parsed.port ?? 80, path: path, headers: headers, body: body)
     }
   }
@@ -68,19 +71,13 @@ public enum HTTPLoadBenchmark {
     _ request: Request, group: MultiThreadedEventLoopGroup, connections: Int, duration: Duration, warmup: Duration
   ) async throws -> Result {
     let recorder = Recorder()
-    var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
-    head.headers.add(name: "Host", value: "\(request.host):\(request.port)")
-    head.headers.add(name: "Content-Length", value: String(request.body.count))
-    for (name, value) in request.headers { head.headers.add(name: name, value: value) }
-    let template = head
+    let bytes = request.encoded
     var channels: [any Channel] = []
     for _ in 0..<connections {
       let channel = try await ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .channelInitializer { channel in
-          channel.pipeline.addHTTPClientHandlers().flatMap {
-            channel.pipeline.addHandler(LoopHandler(head: template, body: request.body, recorder: recorder))
-          }
+          channel.pipeline.addHandler(LoopHandler(request: bytes, recorder: recorder))
         }
         .connect(host: request.host, port: request.port).get()
       channels.append(channel)
@@ -145,39 +142,58 @@ public enum HTTPLoadBenchmark {
     }
   }
 
-  /// Sends the request, waits for the whole answer, records it, sends it again.
+  /// Sends the request, waits for the whole answer, records it, sends it again. The request's
+  /// bytes are made once; answers are scanned for their ends (`HTTPResponseScanner`).
   final class LoopHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
-    let head: HTTPRequestHead
-    let body: [UInt8]
+    let request: [UInt8]
     let recorder: Recorder
-    /// When the request in flight was sent, and its answer's status (only this channel's event
-    /// loop touches them; the Mutex keeps the type Sendable).
-    private let inFlight = Mutex((sent: ContinuousClock.now, status: 0))
+    /// The request's bytes as a buffer (written again and again: a write does not copy it), when
+    /// the request in flight was sent, what has arrived of its answer, and the scanner. Only
+    /// this channel's event loop touches them; the Mutex keeps the type Sendable.
+    private let connection = Mutex(
+      (request: ByteBuffer?.none, sent: ContinuousClock.now, received: ByteBuffer(), scanner: HTTPResponseScanner()))
 
-    init(head: HTTPRequestHead, body: [UInt8], recorder: Recorder) {
-      self.head = head
-      self.body = body
+    init(request: [UInt8], recorder: Recorder) {
+      self.request = request
       self.recorder = recorder
     }
 
     func channelActive(context: ChannelHandlerContext) {
+      let buffer = context.channel.allocator.buffer(bytes: request)
+      connection.withLock { $0.request = buffer }
       send(context)
       context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-      switch unwrapInboundIn(data) {
-      case .head(let response):
-        inFlight.withLock { $0.status = Int(response.status.code) }
-      case .body:
-        break
-      case .end:
-        let (sent, status) = inFlight.withLock { ($0.sent, $0.status) }
-        recorder.record(seconds: (ContinuousClock.now - sent).seconds, status: status)
+      var bytes = unwrapInboundIn(data)
+      let scanned = connection.withLock {
+        state -> Swift.Result<(sent: ContinuousClock.Instant, answers: [HTTPResponseScanner.Response]), HTTPResponseScanner.Malformed> in
+        if state.received.readableBytes == 0 {
+          swap(&state.received, &bytes)
+        } else {
+          state.received.writeBuffer(&bytes)
+        }
+        do throws(HTTPResponseScanner.Malformed) {
+          let answers = try state.scanner.scan(&state.received)
+          state.received.discardReadBytes()
+          return .success((state.sent, answers))
+        } catch {
+          return .failure(error)
+        }
+      }
+      switch scanned {
+      case .success(let (sent, answers)):
+        guard !answers.isEmpty else { return }
+        let seconds = (ContinuousClock.now - sent).seconds
+        for answer in answers { recorder.record(seconds: seconds, status: answer.status) }
         send(context)
+      case .failure:
+        recorder.record(seconds: 0, status: -1)
+        context.close(promise: nil)
       }
     }
 
@@ -187,12 +203,23 @@ public enum HTTPLoadBenchmark {
     }
 
     private func send(_ context: ChannelHandlerContext) {
-      inFlight.withLock { $0.sent = .now }
-      context.write(wrapOutboundOut(.head(head)), promise: nil)
-      if !body.isEmpty {
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+      let buffer = connection.withLock { state -> ByteBuffer? in
+        state.sent = .now
+        return state.request
       }
-      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+      guard let buffer else { return }
+      context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
+  }
+}
+
+extension HTTPLoadBenchmark.Request {
+  /// The whole request as HTTP/1.1 bytes: request line, `Host`, `Content-Length`, the headers
+  /// given, and the body.
+  var encoded: [UInt8] {
+    var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
+    for (name, value) in headers { head += "\(name): \(value)\r\n" }
+    head += "\r\n"
+    return Array(head.utf8) + body
   }
 }

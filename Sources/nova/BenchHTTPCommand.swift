@@ -44,6 +44,14 @@ extension BenchCommand {
       guard (1...4096).contains(connections) else { throw ValidationError("--connections must be in 1...4096") }
       guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be in (0, 3600]") }
       guard (1...100).contains(runs) else { throw ValidationError("--runs must be in 1...100") }
+      // Sent as a header line as it is: a control character would break the request.
+      if let token = token ?? ProcessInfo.processInfo.environment["NOVA_TOKEN"],
+        let bad = token.unicodeScalars.firstIndex(where: { !(0x21...0x7E).contains($0.value) })
+      {
+        let offset = token.unicodeScalars.distance(from: token.unicodeScalars.startIndex, to: bad)
+        throw ValidationError(
+          "the token (\(self.token == nil ? "$NOVA_TOKEN" : "--token")) has a character that cannot be sent in a header at offset \(offset)")
+      }
     }
 
     func run() async throws {

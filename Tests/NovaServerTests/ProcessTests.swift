@@ -136,6 +136,9 @@ struct ProcessTests {
       (["worker", "--gpu-sample-seconds=-1", "--data-dir", dir], 2, "--gpu-sample-seconds -1.0 is out of range"),
       (["worker", "--gpu-sample-seconds", "0.01", "--data-dir", dir], 2, "--gpu-sample-seconds must be 0 (never) or at least 0.1"),
       (["bench", "queue", "--backend", "postgres"], 2, "--backend"),
+      // Sent as a header line as it is: a line break would split the request.
+      (["bench", "http", "--token", "abc\r\nX-Evil: 1"], 2, "cannot be sent in a header at offset 3"),
+      (["bench", "http", "--url", "http:///v1/jobs"], 2, "is not an http://HOST:PORT/PATH URL"),
       (["enqueue", "noop", "--data-dir", "\(dir)/nova.sqlite/sub"], 2, "data directory"),
       (["frobnicate"], 2, "frobnicate"),
     ]
