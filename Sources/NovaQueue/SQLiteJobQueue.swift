@@ -680,25 +680,31 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       patterns.isEmpty ? "" : " AND (" + patterns.map { match($0, "?") }.joined(separator: " OR ") + ")"
     // Due delayed and retrying jobs become available. A failed job has run at least once, a
     // scheduled one never (retry resets attempts but makes the job available at once).
-    let promoted = try Row.fetchAll(
-      db.cachedStatement(
+    // Run on every claim, nearly always to find nothing: read without GRDB's row machinery.
+    let promote = RawStatement(
+      try db.cachedStatement(
         sql: """
           UPDATE nova_jobs SET state = 'available', updated_at = ?1
           WHERE id IN (
             SELECT id FROM nova_jobs WHERE state IN ('scheduled', 'failed') AND run_at <= ?1 ORDER BY run_at LIMIT ?2)
           RETURNING id, queue, kind, attempts
-          """), arguments: [now, Self.promotionBatch])
+          """), in: db)
     var transitions: [JobTransition] = []
     var counts = JobCountChanges()
-    for row in promoted {
-      let attempts: Int = row[3]
-      let from: JobState = attempts > 0 ? .failed : .scheduled
-      counts.move(queue: row[1], kind: row[2], from: from, to: .available)
-      if journal != nil {
-        transitions.append(
-          JobTransition(
-            event: .promoted, job: JobID(row[0] as String), queue: row[1], kind: row[2],
-            from: from, to: .available, attempt: attempts, time: now))
+    do {
+      defer { promote.finish() }
+      promote.bind(1, now)
+      promote.bind(2, Self.promotionBatch)
+      while try promote.step() {
+        let (queue, kind, attempts) = (promote.string(1), promote.string(2), promote.int(3))
+        let from: JobState = attempts > 0 ? .failed : .scheduled
+        counts.move(queue: queue, kind: kind, from: from, to: .available)
+        if journal != nil {
+          transitions.append(
+            JobTransition(
+              event: .promoted, job: JobID(promote.string(0)), queue: queue, kind: kind,
+              from: from, to: .available, attempt: attempts, time: now))
+        }
       }
     }
     let requested = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
@@ -738,7 +744,13 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       }
       shares = WeightedShare.split(limit: limit, queues: queues)
     }
-    if try names.contains(where: { try Row.fetchOne(placedWaiting, arguments: [$0]) != nil }) {
+    let placed = RawStatement(placedWaiting, in: db)
+    let placing = try names.contains { name in
+      defer { placed.finish() }
+      placed.bind(1, name)
+      return try placed.step()
+    }
+    if placing {
       // A placing claim keeps to the weights' shares as its per-queue bounds.
       var bounds = caps
       for (name, share) in shares ?? [:] { bounds[name] = min(bounds[name] ?? share, share) }
@@ -1034,12 +1046,18 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         SELECT paused, max_running, rate, weight, tokens, refilled_at, served, max_running_per_key, rate_per_key
         FROM nova_queues WHERE name = ?
         """)
+    // Read on every claim: without GRDB's row machinery.
+    let raw = RawStatement(select, in: db)
+    defer { raw.finish() }
     for name in queues {
-      guard let row = try Row.fetchOne(select, arguments: [name]) else { continue }
+      raw.finish()
+      raw.bind(1, name)
+      guard try raw.step() else { continue }
       states[name] = QueueControlState(
         controls: QueueControls(
-          paused: row[0] as Int == 1, maxRunning: row[1], ratePerSecond: row[2], weight: row[3], maxRunningPerKey: row[7],
-          ratePerKey: row[8]), tokens: row[4], refilledAt: row[5], served: row[6])
+          paused: raw.int(0) == 1, maxRunning: raw.isNull(1) ? nil : raw.int(1), ratePerSecond: raw.isNull(2) ? nil : raw.double(2),
+          weight: raw.int(3), maxRunningPerKey: raw.isNull(7) ? nil : raw.int(7), ratePerKey: raw.isNull(8) ? nil : raw.double(8)),
+        tokens: raw.double(4), refilledAt: raw.int64(5), served: raw.int64(6))
     }
     return states
   }
