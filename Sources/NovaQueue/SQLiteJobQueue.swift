@@ -670,14 +670,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     // statement again whenever a GLOB's pattern is bound (the pattern may change its plan), and
     // that was a sixth of the writer's time at a steady 8,000 jobs a second.
     let patterns = request.kinds.patterns
-    func match(_ pattern: String, _ parameter: String) -> String {
-      pattern.contains("*") ? "kind GLOB \(parameter)" : "kind = \(parameter)"
-    }
-    let kindClause =
-      patterns.isEmpty
-      ? "" : " AND (" + patterns.enumerated().map { match($1, "?\($0 + 7)") }.joined(separator: " OR ") + ")"
-    let candidateKindClause =
-      patterns.isEmpty ? "" : " AND (" + patterns.map { match($0, "?") }.joined(separator: " OR ") + ")"
+    let sql = Self.claimSQL(for: patterns)
+    let candidateKindClause = sql.candidateKindClause
     // Due delayed and retrying jobs become available. A failed job has run at least once, a
     // scheduled one never (retry resets attempts but makes the job available at once).
     // Run on every claim, nearly always to find nothing: read without GRDB's row machinery.
@@ -707,7 +701,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
       }
     }
-    let requested = queues.isEmpty ? try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM nova_queues")) : queues
+    let requested = queues.isEmpty ? try Self.queueNames(db) : queues
     // Queues under flow control take at most their allowance (none while paused).
     let states = try Self.controlStates(requested, db: db)
     let controlled = states.filter { !$0.value.controls.isDefault }
@@ -787,15 +781,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         }
         counts = perQueue.map { ($0.key, $0.value) }
       }
-      let update = try db.cachedStatement(
-        sql: """
-          UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
-            fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
-            started_at = ?3, updated_at = ?3
-          WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
-            ORDER BY priority DESC, id LIMIT ?5)
-          RETURNING \(Self.columns)
-          """)
+      let update = try db.cachedStatement(sql: sql.update)
       let expiresAt = Self.date(expires)
       for (name, count) in counts {
         let raw = RawStatement(update, in: db)
@@ -847,6 +833,53 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       }
     }
     return leases
+  }
+
+  /// A claim's SQL for a kind filter: the kinds as a clause with numbered parameters (from ?7,
+  /// for the claim's UPDATE) and with plain ones (for the candidate reads), and the UPDATE.
+  private struct ClaimSQL: Sendable {
+    let kindClause: String
+    let candidateKindClause: String
+    let update: String
+  }
+
+  /// Built once per filter shape (which patterns hold `*`), not on every claim: building the
+  /// texts was a twentieth of a claim's time.
+  private static let claimSQLByShape = Mutex<[[Bool]: ClaimSQL]>([:])
+
+  private static func claimSQL(for patterns: [String]) -> ClaimSQL {
+    let shape = patterns.map { $0.contains("*") }
+    if let cached = claimSQLByShape.withLock({ $0[shape] }) { return cached }
+    // Kinds the worker does not run are passed over (GLOB's `*` is the filter's `*`; kind names
+    // hold no other GLOB character). A name without `*` is compared with `=`: SQLite prepares a
+    // statement again whenever a GLOB's pattern is bound (the pattern may change its plan), and
+    // that was a sixth of the writer's time at a steady 8,000 jobs a second.
+    func match(_ glob: Bool, _ parameter: String) -> String { glob ? "kind GLOB \(parameter)" : "kind = \(parameter)" }
+    let kindClause =
+      shape.isEmpty ? "" : " AND (" + shape.enumerated().map { match($1, "?\($0 + 7)") }.joined(separator: " OR ") + ")"
+    let built = ClaimSQL(
+      kindClause: kindClause,
+      candidateKindClause: shape.isEmpty ? "" : " AND (" + shape.map { match($0, "?") }.joined(separator: " OR ") + ")",
+      update: """
+        UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
+          fencing_token = fencing_token + 1, lease_owner = ?1, lease_expires_at = ?2,
+          started_at = ?3, updated_at = ?3
+        WHERE id IN (SELECT id FROM nova_jobs WHERE state = 'available' AND queue = ?4\(kindClause)
+          ORDER BY priority DESC, id LIMIT ?5)
+        RETURNING \(columns)
+        """)
+    // Filters come from configuration: a handful of shapes in a process.
+    claimSQLByShape.withLock { if $0.count < 256 { $0[shape] = built } }
+    return built
+  }
+
+  /// Every queue's name (a claim from every queue reads them each time).
+  private static func queueNames(_ db: Database) throws -> [String] {
+    let read = RawStatement(try db.cachedStatement(sql: "SELECT name FROM nova_queues"), in: db)
+    defer { read.finish() }
+    var names: [String] = []
+    while try read.step() { names.append(read.string(0)) }
+    return names
   }
 
   /// How many of each queue's first available jobs a placing claim looks at beyond its limit:
