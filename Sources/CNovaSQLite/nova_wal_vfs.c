@@ -3,15 +3,19 @@
 // SQLite appends a WAL frame as two writes: its 24-byte header, then the page right after it
 // (walWriteOneFrame in wal.c). Under small group commits, those pwrite calls were the largest
 // single cost of Nova's writer thread: a frame header costs a system call of its own for 24
-// bytes. This shim holds a 24-byte write to a WAL file back and, when the next write starts
-// where the header ends, writes both from one buffer. Anything else done to the file first
-// (another write, a read, a sync, a lock, a size, a close) writes the held header alone first,
-// so the file's contents, as any later operation sees them, are what SQLite wrote, in order.
+// bytes. This shim holds back a 24-byte write to a WAL file that starts where this handle's
+// last write ended (a frame appended: its page comes next) and, when the next write starts
+// where the header ends, writes both from one buffer. Anything else done through the handle
+// first (another write, a read, a sync, a size, a close) writes the held header alone first.
 //
-// Other connections read a frame only after the writer has published it in the WAL index,
-// which SQLite does after the frame's page write: a held header is never all a reader could
-// see. A crash between the header and the page leaves the same torn frame as before (WAL
-// recovery drops frames whose checksums fail).
+// Only appended headers are held: the headers SQLite rewrites in place at a commit that
+// overwrote frames of its own transaction (walRewriteChecksums) have no page after them, and
+// the last of them would otherwise wait for the handle's next use, unwritten when the
+// transaction is published. An appended header is always followed by its page, in the same
+// call of walWriteOneFrame, before SQLite publishes the frame in the WAL index (on the
+// database file's handle): a held header is never all that a reader or a crash could see. A
+// crash between the header and the page leaves the same torn frame as before (WAL recovery
+// drops frames whose checksums fail).
 //
 // Files other than WAL files are opened by the default VFS itself, with its own methods: the
 // shim adds nothing to database, journal or temporary files.
@@ -31,6 +35,8 @@ typedef struct NovaWALFile {
   sqlite3_file *real;
   /// The offset of the held frame header, or -1 when none is held.
   sqlite3_int64 heldOffset;
+  /// Where this handle's last write ended (-1 before the first): the WAL's append point.
+  sqlite3_int64 writtenTo;
   unsigned char held[WAL_FRAME_HEADER_BYTES];
   /// Header and page, copied together (grown to the page size on first use).
   unsigned char *joined;
@@ -52,7 +58,9 @@ static int flushHeld(NovaWALFile *file) {
   sqlite3_int64 offset = file->heldOffset;
   file->heldOffset = -1;
   atomic_fetch_add_explicit(&loneHeaderWrites, 1, memory_order_relaxed);
-  return file->real->pMethods->xWrite(file->real, file->held, WAL_FRAME_HEADER_BYTES, offset);
+  int rc = file->real->pMethods->xWrite(file->real, file->held, WAL_FRAME_HEADER_BYTES, offset);
+  file->writtenTo = rc == SQLITE_OK ? offset + WAL_FRAME_HEADER_BYTES : -1;
+  return rc;
 }
 
 #define REAL(f) (((NovaWALFile *)(f))->real)
@@ -84,7 +92,9 @@ static int walWrite(sqlite3_file *f, const void *buffer, int amount, sqlite3_int
       unsigned char *grown = sqlite3_realloc(file->joined, total);
       if (grown == NULL) {
         FLUSHED_OR_RETURN(f);
-        return file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+        int rc = file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+        file->writtenTo = rc == SQLITE_OK ? offset + amount : -1;
+        return rc;
       }
       file->joined = grown;
       file->joinedCapacity = total;
@@ -94,19 +104,26 @@ static int walWrite(sqlite3_file *f, const void *buffer, int amount, sqlite3_int
     sqlite3_int64 start = file->heldOffset;
     file->heldOffset = -1;
     atomic_fetch_add_explicit(&joinedWrites, 1, memory_order_relaxed);
-    return file->real->pMethods->xWrite(file->real, file->joined, total, start);
+    int rc = file->real->pMethods->xWrite(file->real, file->joined, total, start);
+    file->writtenTo = rc == SQLITE_OK ? offset + amount : -1;
+    return rc;
   }
   FLUSHED_OR_RETURN(f);
-  if (amount == WAL_FRAME_HEADER_BYTES) {
+  if (amount == WAL_FRAME_HEADER_BYTES && offset == file->writtenTo) {
     memcpy(file->held, buffer, WAL_FRAME_HEADER_BYTES);
     file->heldOffset = offset;
     return SQLITE_OK;
   }
-  return file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+  // A header rewritten in place (its checksums), or one not at the append point.
+  if (amount == WAL_FRAME_HEADER_BYTES) atomic_fetch_add_explicit(&loneHeaderWrites, 1, memory_order_relaxed);
+  int rc = file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+  file->writtenTo = rc == SQLITE_OK ? offset + amount : -1;
+  return rc;
 }
 
 static int walTruncate(sqlite3_file *f, sqlite3_int64 size) {
   FLUSHED_OR_RETURN(f);
+  ((NovaWALFile *)f)->writtenTo = -1;
   return REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
 
@@ -181,10 +198,20 @@ static const sqlite3_io_methods walMethods = {
   walCheckReservedLock, walFileControl, walSectorSize, walDeviceCharacteristics, walShmMap,
   walShmLock, walShmBarrier, walShmUnmap, walFetch, walUnfetch,
 };
+static const sqlite3_io_methods walMethodsV2 = {
+  2, walClose, walRead, walWrite, walTruncate, walSync, walFileSize, walLock, walUnlock,
+  walCheckReservedLock, walFileControl, walSectorSize, walDeviceCharacteristics, walShmMap,
+  walShmLock, walShmBarrier, walShmUnmap, NULL, NULL,
+};
+static const sqlite3_io_methods walMethodsV1 = {
+  1, walClose, walRead, walWrite, walTruncate, walSync, walFileSize, walLock, walUnlock,
+  walCheckReservedLock, walFileControl, walSectorSize, walDeviceCharacteristics, NULL, NULL,
+  NULL, NULL, NULL, NULL,
+};
 
 static int novaOpen(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags, int *outFlags) {
   (void)vfs;
-  if ((flags & SQLITE_OPEN_WAL) == 0 || realVFS->iVersion < 3) {
+  if ((flags & SQLITE_OPEN_WAL) == 0) {
     // The default VFS's own file and methods, in the (larger) space SQLite allocated.
     return realVFS->xOpen(realVFS, name, f, flags, outFlags);
   }
@@ -192,9 +219,13 @@ static int novaOpen(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, in
   memset(file, 0, sizeof(NovaWALFile));
   file->real = (sqlite3_file *)((unsigned char *)f + walRealOffset());
   file->heldOffset = -1;
+  file->writtenTo = -1;
   int rc = realVFS->xOpen(realVFS, name, file->real, flags, outFlags);
-  // SQLite closes a file whose methods are set even when opening it failed.
-  file->base.pMethods = file->real->pMethods ? &walMethods : NULL;
+  // SQLite closes a file whose methods are set even when opening it failed. Methods of an
+  // older version than the wrapper's are offered as that version (SQLite then calls none of
+  // the newer ones, which the wrapper would forward to nothing).
+  const sqlite3_io_methods *real = file->real->pMethods;
+  file->base.pMethods = real == NULL ? NULL : real->iVersion >= 3 ? &walMethods : real->iVersion == 2 ? &walMethodsV2 : &walMethodsV1;
   return rc;
 }
 
@@ -274,9 +305,11 @@ static const char *novaNextSystemCall(sqlite3_vfs *vfs, const char *name) {
 }
 
 int nova_sqlite_register_wal_vfs(void) {
+  // Once per process (the Swift side calls it once): registered again, the VFS would be
+  // overwritten while SQLite's list holds it.
+  if (sqlite3_vfs_find("nova-wal") != NULL) return SQLITE_OK;
   sqlite3_vfs *current = sqlite3_vfs_find(NULL);
   if (current == NULL) return SQLITE_ERROR;
-  if (current == &novaVFS) return SQLITE_OK;
   if (current->iVersion < 3) return SQLITE_MISUSE;
   realVFS = current;
   novaVFS = (sqlite3_vfs){

@@ -57,7 +57,8 @@ public final class NovaDatabase: Sendable {
     return nova_sqlite_register_wal_vfs()
   }()
 
-  /// WAL frames written with one system call, and frame headers written alone, by this process.
+  /// WAL frames written with one system call, and frame headers written alone (rewritten in
+  /// place, mostly), by this process.
   package static var walFrameWrites: (joined: Int64, loneHeaders: Int64) {
     (nova_sqlite_wal_joined_writes(), nova_sqlite_wal_lone_header_writes())
   }

@@ -15,7 +15,8 @@ int nova_sqlite_register_wal_vfs(void);
 /// WAL frames written with one system call (header and page together) since the process began.
 long long nova_sqlite_wal_joined_writes(void);
 
-/// WAL frame headers written alone (something else came between a header and its page).
+/// WAL frame headers written alone: rewritten in place (their checksums, at a commit that
+/// overwrote frames of its own transaction), or something else came between a header and its page.
 long long nova_sqlite_wal_lone_header_writes(void);
 
 #endif
