@@ -306,6 +306,7 @@ let package = Package(
         "NovaBenchmarks", "NovaCore", "NovaPolicy", "NovaQueue", "NovaRedis", "NovaRedisQueue", "NovaSecurity", "NovaTestSupport",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -10,7 +10,7 @@ import Synchronization
 public enum HTTPLoadBenchmark {
   /// What to send.
   public struct Request: Sendable {
-    /// `GET`, `POST`, ...
+    /// `GET` or `POST` (an answer to `HEAD` is not read as one).
     public var method: String
     public var host: String
     public var port: Int
@@ -56,6 +56,7 @@ public enum HTTPLoadBenchmark {
   public static func run(
     _ request: Request, connections: Int, duration: Duration, warmup: Duration = .seconds(1)
   ) async throws -> Result {
+    try request.validate()
     let group = MultiThreadedEventLoopGroup(numberOfThreads: min(connections, max(1, ProcessInfo.processInfo.activeProcessorCount)))
     do {
       let result = try await load(request, group: group, connections: connections, duration: duration, warmup: warmup)
@@ -154,7 +155,10 @@ public enum HTTPLoadBenchmark {
     /// the request in flight was sent, what has arrived of its answer, and the scanner. Only
     /// this channel's event loop touches them; the Mutex keeps the type Sendable.
     private let connection = Mutex(
-      (request: ByteBuffer?.none, sent: ContinuousClock.now, received: ByteBuffer(), scanner: HTTPResponseScanner()))
+      (
+        request: ByteBuffer?.none, sent: ContinuousClock.now, inFlight: false, received: ByteBuffer(),
+        scanner: HTTPResponseScanner()
+      ))
 
     init(request: [UInt8], recorder: Recorder) {
       self.request = request
@@ -180,8 +184,10 @@ public enum HTTPLoadBenchmark {
         do throws(HTTPResponseScanner.Malformed) {
           let answers = try state.scanner.scan(&state.received)
           state.received.discardReadBytes()
+          if !answers.isEmpty { state.inFlight = false }
           return .success((state.sent, answers))
         } catch {
+          state.inFlight = false
           return .failure(error)
         }
       }
@@ -197,7 +203,24 @@ public enum HTTPLoadBenchmark {
       }
     }
 
+    /// A server that closes ends the answer whose body ran to the close, or fails the request
+    /// in flight: either is counted (an error, like a failed connection).
+    func channelInactive(context: ChannelHandlerContext) {
+      let (answer, failed, sent) = connection.withLock { state -> (HTTPResponseScanner.Response?, Bool, ContinuousClock.Instant) in
+        let answer = state.scanner.finish()
+        defer { state.inFlight = false }
+        return (answer, answer == nil && state.inFlight, state.sent)
+      }
+      if let answer {
+        recorder.record(seconds: (ContinuousClock.now - sent).seconds, status: answer.status)
+      } else if failed {
+        recorder.record(seconds: 0, status: -1)
+      }
+      context.fireChannelInactive()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+      connection.withLock { $0.inFlight = false }
       recorder.record(seconds: 0, status: -1)
       context.close(promise: nil)
     }
@@ -205,6 +228,7 @@ public enum HTTPLoadBenchmark {
     private func send(_ context: ChannelHandlerContext) {
       let buffer = connection.withLock { state -> ByteBuffer? in
         state.sent = .now
+        state.inFlight = true
         return state.request
       }
       guard let buffer else { return }
@@ -214,6 +238,24 @@ public enum HTTPLoadBenchmark {
 }
 
 extension HTTPLoadBenchmark.Request {
+  /// Throws unless every part can be written into the request's head as it is: a line break or
+  /// control character would split it, or end it early.
+  func validate() throws {
+    func check(_ text: String, _ what: String, spaces: Bool) throws {
+      if let bad = text.unicodeScalars.firstIndex(where: { $0.value < 0x20 || $0.value == 0x7F || (!spaces && $0 == " ") }) {
+        let offset = text.unicodeScalars.distance(from: text.unicodeScalars.startIndex, to: bad)
+        throw NovaError.invalidInput(field: what, message: "has a character that cannot be sent in a request head at offset \(offset)")
+      }
+    }
+    try check(method, "method", spaces: false)
+    try check(path, "path", spaces: false)
+    try check(host, "host", spaces: false)
+    for (name, value) in headers {
+      try check(name, "header name '\(name.prefix(40))'", spaces: false)
+      try check(value, "header '\(name.prefix(40))'", spaces: true)
+    }
+  }
+
   /// The whole request as HTTP/1.1 bytes: request line, `Host`, `Content-Length`, the headers
   /// given, and the body.
   var encoded: [UInt8] {

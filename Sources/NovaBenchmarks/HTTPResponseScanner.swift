@@ -5,6 +5,7 @@ import NIOCore
 /// `Content-Length` and `Transfer-Encoding: chunked` headers, and skips the body; it builds no
 /// header list or body. A full client codec (NIO's encoder and decoder) cost the load generator
 /// twice the CPU per request of `wrk`, CPU the server under test then lacked on a small machine.
+/// It reads answers to GET and POST (an answer to HEAD, whose length names no body, is not one).
 package struct HTTPResponseScanner {
   /// A response scanned to its end.
   package struct Response: Equatable, Sendable {
@@ -25,34 +26,42 @@ package struct HTTPResponseScanner {
     case chunkData(remaining: Int)
     case chunkEnd
     case trailers
+    /// A body without a length or chunks: it ends when the server closes (RFC 9112, 6.3).
+    case untilClose
   }
 
   private var stage = Stage.head
   private var status = 0
-  /// The most a response head may take before the scanner gives up on it.
+  /// How far the search for the end of a head or line has looked already, so that bytes that
+  /// arrive a few at a time are not searched again and again.
+  private var searched = 0
+  /// Trailer bytes read so far of the response's trailers.
+  private var trailerBytes = 0
+  /// The most a response head (or the trailers) may take before the scanner gives up on it.
   package static let maxHeadBytes = 64 * 1024
 
   package init() {}
 
   /// Consumes what it can of `buffer`; returns the responses that ended in it, in order.
+  /// Interim answers (1xx but 101) are read and passed over: the final one follows.
   package mutating func scan(_ buffer: inout ByteBuffer) throws(Malformed) -> [Response] {
     var done: [Response] = []
     while true {
       switch stage {
       case .head:
-        guard let end = Self.find(Self.headEnd, in: buffer) else {
+        guard let end = find(Self.headEnd, in: buffer) else {
           if buffer.readableBytes > Self.maxHeadBytes { throw Malformed(reason: "no end of the head in \(Self.maxHeadBytes) bytes") }
           return done
         }
         let head = buffer.readSlice(length: end + Self.headEnd.count)!
         let framing = try Self.parseHead(head)
         status = framing.status
-        if framing.chunked {
-          stage = .chunkSize
-        } else if framing.length > 0 {
-          stage = .body(remaining: framing.length)
-        } else {
-          done.append(Response(status: status))
+        switch framing.body {
+        case .interim: break
+        case .none: done.append(Response(status: status))
+        case .length(let length): stage = .body(remaining: length)
+        case .chunked: stage = .chunkSize
+        case .untilClose: stage = .untilClose
         }
       case .body(let remaining):
         let taken = min(remaining, buffer.readableBytes)
@@ -64,12 +73,13 @@ package struct HTTPResponseScanner {
         stage = .head
         done.append(Response(status: status))
       case .chunkSize:
-        guard let end = Self.find(Self.lineEnd, in: buffer) else {
+        guard let end = find(Self.lineEnd, in: buffer) else {
           if buffer.readableBytes > 1024 { throw Malformed(reason: "a chunk size line longer than 1024 bytes") }
           return done
         }
         let line = buffer.readSlice(length: end + 2)!
         let size = try Self.chunkSize(line.readableBytesView.dropLast(2))
+        trailerBytes = 0
         stage = size == 0 ? .trailers : .chunkData(remaining: size)
       case .chunkData(let remaining):
         let taken = min(remaining, buffer.readableBytes)
@@ -84,25 +94,45 @@ package struct HTTPResponseScanner {
         guard buffer.readBytes(length: 2) == Self.lineEnd else { throw Malformed(reason: "a chunk not followed by CRLF") }
         stage = .chunkSize
       case .trailers:
-        guard let end = Self.find(Self.lineEnd, in: buffer) else { return done }
+        guard let end = find(Self.lineEnd, in: buffer) else {
+          if trailerBytes + buffer.readableBytes > Self.maxHeadBytes {
+            throw Malformed(reason: "trailers longer than \(Self.maxHeadBytes) bytes")
+          }
+          return done
+        }
         buffer.moveReaderIndex(forwardBy: end + 2)
+        trailerBytes += end + 2
         // An empty line ends the trailers (and the response); a trailer field is skipped.
         if end == 0 {
           stage = .head
           done.append(Response(status: status))
+        } else if trailerBytes > Self.maxHeadBytes {
+          throw Malformed(reason: "trailers longer than \(Self.maxHeadBytes) bytes")
         }
+      case .untilClose:
+        buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+        return done
       }
     }
+  }
+
+  /// The connection closed: the response whose body ran to the close, if one was being read.
+  package mutating func finish() -> Response? {
+    guard case .untilClose = stage else { return nil }
+    stage = .head
+    return Response(status: status)
   }
 
   private static let headEnd: [UInt8] = Array("\r\n\r\n".utf8)
   private static let lineEnd: [UInt8] = Array("\r\n".utf8)
 
-  /// The offset of `needle` in `buffer`'s readable bytes.
-  private static func find(_ needle: [UInt8], in buffer: ByteBuffer) -> Int? {
-    buffer.withUnsafeReadableBytes { bytes -> Int? in
+  /// The offset of `needle` in `buffer`'s readable bytes, searched from where the last search
+  /// of the same bytes stopped; the next search starts over once it is found.
+  private mutating func find(_ needle: [UInt8], in buffer: ByteBuffer) -> Int? {
+    let from = searched
+    let found = buffer.withUnsafeReadableBytes { bytes -> Int? in
       guard bytes.count >= needle.count else { return nil }
-      var index = 0
+      var index = from
       let last = bytes.count - needle.count
       while index <= last {
         if bytes[index] == needle[0] {
@@ -117,11 +147,23 @@ package struct HTTPResponseScanner {
       }
       return nil
     }
+    searched = found == nil ? max(0, buffer.readableBytes - needle.count + 1) : 0
+    return found
+  }
+
+  /// How a response's body is framed.
+  private enum BodyFraming {
+    /// An interim answer (1xx but 101): no body, and the final answer follows.
+    case interim
+    case none
+    case length(Int)
+    case chunked
+    case untilClose
   }
 
   /// The status, and how the body is framed: `Content-Length` bytes (0 without one), or chunks.
   /// Read from the bytes (no strings but for an error's message): it runs for every response.
-  private static func parseHead(_ head: ByteBuffer) throws(Malformed) -> (status: Int, length: Int, chunked: Bool) {
+  private static func parseHead(_ head: ByteBuffer) throws(Malformed) -> (status: Int, body: BodyFraming) {
     let bytes = Array(head.readableBytesView)
     func text(_ range: Range<Int>) -> String { String(decoding: bytes[range].prefix(80), as: UTF8.self) }
     // "HTTP/1.x NNN ..."
@@ -133,7 +175,7 @@ package struct HTTPResponseScanner {
       throw Malformed(reason: "status line '\(text(0..<(bytes.firstIndex(of: UInt8(ascii: "\r")) ?? bytes.count)))'")
     }
     let status = bytes[9...11].reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
-    var length = 0
+    var length: Int?
     var chunked = false
     var lineStart = (bytes.firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count) + 1
     while lineStart < bytes.count {
@@ -161,8 +203,11 @@ package struct HTTPResponseScanner {
       }
     }
     // No body, whatever the headers say (RFC 9112, 6.3).
-    if (100..<200).contains(status) || status == 204 || status == 304 { return (status, 0, false) }
-    return (status, length, chunked)
+    if (100..<200).contains(status) && status != 101 { return (status, .interim) }
+    if status == 101 || status == 204 || status == 304 { return (status, .none) }
+    if chunked { return (status, .chunked) }
+    guard let length else { return (status, .untilClose) }
+    return (status, length > 0 ? .length(length) : .none)
   }
 
   private static let contentLength = Array("content-length".utf8)

@@ -494,7 +494,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       if !db.isInsideTransaction, case .failure(let error) = answer { throw error }
     }
     // Every stored submission's records in one append, each caller's decision before its jobs'
-    // transitions. Failing here fails the whole transaction: no job commits without its record.
+    // transitions. Failing here fails the whole transaction, every caller in it (before, a
+    // multi-job submission's failing record undid that submission alone): no job commits
+    // without its record.
     if let journal, !submissions.isEmpty { try journal.record(submissions: submissions, in: DatabaseTransaction(db)) }
     try counts.save(db)
     resumers.append { [stored] commitError in
@@ -665,10 +667,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
   ) throws -> [JobLease] {
     let (queues, worker, limit, starting) = (request.queues, request.worker, request.limit, request.starting)
     let expires = now + Int64(request.leaseDuration.seconds * 1000)
-    // Kinds the worker does not run are passed over (GLOB's `*` is the filter's `*`; kind names
-    // hold no other GLOB character). A name without `*` is compared with `=`: SQLite prepares a
-    // statement again whenever a GLOB's pattern is bound (the pattern may change its plan), and
-    // that was a sixth of the writer's time at a steady 8,000 jobs a second.
+    // Kinds the worker does not run are passed over (see `claimSQL(for:)`).
     let patterns = request.kinds.patterns
     let sql = Self.claimSQL(for: patterns)
     let candidateKindClause = sql.candidateKindClause
@@ -785,6 +784,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
       let expiresAt = Self.date(expires)
       for (name, count) in counts {
         let raw = RawStatement(update, in: db)
+        // Reset however this ends: a job that fails to decode leaves the UPDATE half-stepped.
+        defer { raw.finish() }
         raw.bind(1, worker)
         raw.bind(2, expires)
         raw.bind(3, now)
@@ -796,7 +797,6 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           let job = try Self.job(from: raw)
           leases.append(JobLease(job: job, token: job.fencingToken, worker: worker, expiresAt: expiresAt))
         }
-        raw.finish()
       }
     }
     if !controlled.isEmpty {
@@ -835,10 +835,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     return leases
   }
 
-  /// A claim's SQL for a kind filter: the kinds as a clause with numbered parameters (from ?7,
-  /// for the claim's UPDATE) and with plain ones (for the candidate reads), and the UPDATE.
+  /// A claim's SQL for a kind filter: the kinds as a clause with plain parameters (for the
+  /// candidate reads), and the claim's UPDATE (its kinds numbered from ?7).
   private struct ClaimSQL: Sendable {
-    let kindClause: String
     let candidateKindClause: String
     let update: String
   }
@@ -858,7 +857,6 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     let kindClause =
       shape.isEmpty ? "" : " AND (" + shape.enumerated().map { match($1, "?\($0 + 7)") }.joined(separator: " OR ") + ")"
     let built = ClaimSQL(
-      kindClause: kindClause,
       candidateKindClause: shape.isEmpty ? "" : " AND (" + shape.map { match($0, "?") }.joined(separator: " OR ") + ")",
       update: """
         UPDATE nova_jobs SET state = 'running', attempts = attempts + 1, started = ?6,
@@ -929,6 +927,7 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
           RETURNING \(columns)
           """)
       let raw = RawStatement(batch, in: db)
+      defer { raw.finish() }
       raw.bind(1, request.worker)
       raw.bind(2, expires)
       raw.bind(3, now)
@@ -938,10 +937,10 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         let job = try job(from: raw)
         leases.append(JobLease(job: job, token: job.fencingToken, worker: request.worker, expiresAt: date(expires)))
       }
-      raw.finish()
     }
     for (id, placement) in picked where placement != nil {
       let raw = RawStatement(update, in: db)
+      defer { raw.finish() }
       raw.bind(1, request.worker)
       raw.bind(2, expires)
       raw.bind(3, now)
@@ -952,7 +951,6 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
         let job = try job(from: raw)
         leases.append(JobLease(job: job, token: job.fencingToken, worker: request.worker, expiresAt: date(expires)))
       }
-      raw.finish()
     }
     return leases
   }

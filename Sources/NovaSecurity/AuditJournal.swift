@@ -85,9 +85,9 @@ public struct AuditJournal: JobTransitionJournal {
     var appender = try Appender(transaction.db)
     for submission in submissions {
       for event in submission.held {
-        try appender.append(
-          actor: event.actor, event: event.event, subject: event.subject, time: event.time
-        ) { $0 += event.payload.utf8 }
+        try appender.append(actor: event.actor, event: event.event, subject: event.subject, time: event.time) {
+          $0 += event.payload.utf8
+        }
       }
       for transition in submission.transitions { try appender.append(transition, actor: submission.actor) }
     }
@@ -114,10 +114,12 @@ public struct AuditJournal: JobTransitionJournal {
       }
     }
 
-    /// Appends an entry whose payload (canonical JSON) `payload` writes.
+    /// Appends an entry whose payload (canonical JSON) `payload` writes; returns its sequence
+    /// number.
+    @discardableResult
     mutating func append(
       actor: String, event: String, subject: String?, time: Int64, payload: (inout [UInt8]) -> Void
-    ) throws {
+    ) throws -> Int64 {
       seq += 1
       line.removeAll(keepingCapacity: true)
       let range = AuditEntry.writeCanonical(
@@ -130,12 +132,13 @@ public struct AuditJournal: JobTransitionJournal {
       insert.bind(6, text: line[range])
       MerkleTree.withLeafHash(line[...]) { insert.bind(7, blob: $0) }
       _ = try insert.run()
+      return seq
     }
   }
 
   /// Writes audit events an action held back (`AuditContext.held`) inside the open transaction.
   public func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws {
-    try record(submissions: [JournalSubmission(held: events, transitions: [], actor: "")], in: transaction)
+    try Self.append(events.map { ($0.time, $0.actor, $0.event, $0.subject, $0.payload) }, in: transaction.db)
   }
 
   /// Appends entries for events other than job transitions inside the open transaction `db`;
@@ -144,15 +147,16 @@ public struct AuditJournal: JobTransitionJournal {
   static func append(
     _ events: [(time: Int64, actor: String, event: String, subject: String?, payload: String)], in db: Database
   ) throws -> [AuditEntry] {
-    var seq = try lastSequence(db)
-    let statement = RawStatement(try db.cachedStatement(sql: insertSQL), in: db)
+    if events.isEmpty { return [] }
+    var appender = try Appender(db)
     var entries: [AuditEntry] = []
+    entries.reserveCapacity(events.count)
     for event in events {
-      seq += 1
-      let entry = AuditEntry(
-        seq: seq, time: event.time, actor: event.actor, event: event.event, subject: event.subject, payload: event.payload)
-      try insert(entry, with: statement)
-      entries.append(entry)
+      let seq = try appender.append(actor: event.actor, event: event.event, subject: event.subject, time: event.time) {
+        $0 += event.payload.utf8
+      }
+      entries.append(
+        AuditEntry(seq: seq, time: event.time, actor: event.actor, event: event.event, subject: event.subject, payload: event.payload))
     }
     return entries
   }
@@ -166,17 +170,6 @@ public struct AuditJournal: JobTransitionJournal {
 
   private static let insertSQL =
     "INSERT INTO nova_audit (seq, time, actor, event, subject, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
-  private static func insert(_ entry: AuditEntry, with statement: RawStatement) throws {
-    statement.bind(1, entry.seq)
-    statement.bind(2, entry.time)
-    statement.bind(3, entry.actor)
-    statement.bind(4, entry.event)
-    statement.bind(5, entry.subject)
-    statement.bind(6, entry.payload)
-    statement.bind(7, bytes: entry.leafHash)
-    _ = try statement.run()
-  }
 
   private static let eventNames = Dictionary(
     uniqueKeysWithValues: JobTransition.Event.allCases.map { ($0, "job.\($0.rawValue)") })
