@@ -64,10 +64,9 @@ package struct HTTPResponseScanner {
         case .untilClose: stage = .untilClose
         }
       case .body(let remaining):
-        let taken = min(remaining, buffer.readableBytes)
-        buffer.moveReaderIndex(forwardBy: taken)
-        if taken < remaining {
-          stage = .body(remaining: remaining - taken)
+        let left = Self.skip(remaining, in: &buffer)
+        if left > 0 {
+          stage = .body(remaining: left)
           return done
         }
         stage = .head
@@ -82,10 +81,9 @@ package struct HTTPResponseScanner {
         trailerBytes = 0
         stage = size == 0 ? .trailers : .chunkData(remaining: size)
       case .chunkData(let remaining):
-        let taken = min(remaining, buffer.readableBytes)
-        buffer.moveReaderIndex(forwardBy: taken)
-        if taken < remaining {
-          stage = .chunkData(remaining: remaining - taken)
+        let left = Self.skip(remaining, in: &buffer)
+        if left > 0 {
+          stage = .chunkData(remaining: left)
           return done
         }
         stage = .chunkEnd
@@ -114,6 +112,13 @@ package struct HTTPResponseScanner {
         return done
       }
     }
+  }
+
+  /// Skips up to `remaining` bytes of `buffer` (a body's); returns how many are still to come.
+  private static func skip(_ remaining: Int, in buffer: inout ByteBuffer) -> Int {
+    let taken = min(remaining, buffer.readableBytes)
+    buffer.moveReaderIndex(forwardBy: taken)
+    return remaining - taken
   }
 
   /// The connection closed: the response whose body ran to the close, if one was being read.
