@@ -149,25 +149,20 @@ public enum HTTPLoadBenchmark {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    let request: [UInt8]
+    /// The request's bytes, written again and again (a write does not copy them).
+    let request: ByteBuffer
     let recorder: Recorder
-    /// The request's bytes as a buffer (written again and again: a write does not copy it), when
-    /// the request in flight was sent, what has arrived of its answer, and the scanner. Only
-    /// this channel's event loop touches them; the Mutex keeps the type Sendable.
+    /// When the request in flight was sent, what has arrived of its answer, and the scanner.
+    /// Only this channel's event loop touches them; the Mutex keeps the type Sendable.
     private let connection = Mutex(
-      (
-        request: ByteBuffer?.none, sent: ContinuousClock.now, inFlight: false, received: ByteBuffer(),
-        scanner: HTTPResponseScanner()
-      ))
+      (sent: ContinuousClock.now, inFlight: false, received: ByteBuffer(), scanner: HTTPResponseScanner()))
 
     init(request: [UInt8], recorder: Recorder) {
-      self.request = request
+      self.request = ByteBuffer(bytes: request)
       self.recorder = recorder
     }
 
     func channelActive(context: ChannelHandlerContext) {
-      let buffer = context.channel.allocator.buffer(bytes: request)
-      connection.withLock { $0.request = buffer }
       send(context)
       context.fireChannelActive()
     }
@@ -226,13 +221,11 @@ public enum HTTPLoadBenchmark {
     }
 
     private func send(_ context: ChannelHandlerContext) {
-      let buffer = connection.withLock { state -> ByteBuffer? in
+      connection.withLock { state in
         state.sent = .now
         state.inFlight = true
-        return state.request
       }
-      guard let buffer else { return }
-      context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+      context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
   }
 }
