@@ -41,8 +41,9 @@ final class GroupCommitWriter: Sendable {
   private let state = Mutex(State())
   /// The WAL file as this process's last commit left it, and how many times another process's
   /// commit was found before one of ours (`hasForeignCommits`).
-  private let walWatch: Mutex<(own: [Int], foreign: Int, inTransaction: Bool)>
-  private let walPath: String
+  private let walWatch: Mutex<(own: FileStamp, foreign: Int, inTransaction: Bool)>
+  /// The WAL file, looked at after each BEGIN and COMMIT.
+  let wal: WatchedFile
   private let waiterServices = Mutex<[WaiterService]>([])
   private let counters = Mutex<(transactions: Int, operations: Int, busy: Duration)>((0, 0, .zero))
 
@@ -54,8 +55,9 @@ final class GroupCommitWriter: Sendable {
   init(writer: DatabasePool, path: String, maxBatch: Int, checkpointer: WALCheckpointer? = nil) {
     self.writer = writer
     self.path = path
-    self.walPath = path + "-wal"
-    self.walWatch = Mutex((NovaDatabase.fileStamp(path + "-wal"), 0, false))
+    let wal = WatchedFile(path: path + "-wal")
+    self.wal = wal
+    self.walWatch = Mutex((wal.stamp(), 0, false))
     self.maxBatch = max(1, maxBatch)
     self.checkpointer = checkpointer
   }
@@ -93,7 +95,7 @@ final class GroupCommitWriter: Sendable {
     if watch.foreign > mark { return true }
     // While this writer holds the write lock nobody else commits; its own frames are not news.
     if watch.inTransaction { return false }
-    return NovaDatabase.fileStamp(walPath) != watch.own
+    return wal.stamp() != watch.own
   }
 
   /// Asks for a transaction that runs the waiter services (nothing else of its own); `failed`
@@ -168,12 +170,12 @@ final class GroupCommitWriter: Sendable {
           // Prepared once, like the savepoints (GRDB's `inTransaction` prepares both each time).
           try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
           // The write lock is held: the WAL is what other processes left, as of now.
-          let walPath = walPath
+          let wal = wal
           walWatch.withLock { watch in
-            if NovaDatabase.fileStamp(walPath) != watch.own { watch.foreign += 1 }
+            if wal.stamp() != watch.own { watch.foreign += 1 }
             watch.inTransaction = true
           }
-          defer { walWatch.withLock { $0 = (NovaDatabase.fileStamp(walPath), $0.foreign, false) } }
+          defer { walWatch.withLock { $0 = (wal.stamp(), $0.foreign, false) } }
           do {
             for operation in batch { resumers.append(operation.execute(db)) }
             for service in services { try service(db, &served) }

@@ -122,13 +122,9 @@ public final class NovaDatabase: Sendable {
   /// WAL pages at which the writer checkpoints in its own commit (128 MiB of 4 KiB pages).
   static let backstopCheckpointPages = 32_768
 
-  /// The identity, size and modification time of the file at `path` (empty when there is none):
-  /// changes whenever another process writes it, for watching without reading it.
-  package static func fileStamp(_ path: String) -> [Int] {
-    var info = stat()
-    guard stat(path, &info) == 0 else { return [] }
-    return [Int(info.st_ino), Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
-  }
+  /// The WAL file's stamp now: changes whenever a process commits (or checkpoints the WAL
+  /// away), for waiting on other processes' writes without reading the database.
+  package func walStamp() -> FileStamp { writer.wal.stamp() }
 
   /// Creates the database file readable by its owner only (SQLite gives its WAL and shared-memory
   /// files the database file's mode), or takes group and other access away from an existing one.

@@ -1769,9 +1769,8 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
     // WAL file's size or modification time, which a stat every few milliseconds sees (a read of
     // the database would cost a transaction): a `nova worker` beside `nova serve` or `nova
     // enqueue` then starts a job within that tick, not the pool's poll interval.
-    let wal = database.path + "-wal"
-    let before = NovaDatabase.fileStamp(wal)
-    await wait(on: wake, timeout: timeout) { NovaDatabase.fileStamp(wal) != before }
+    let before = database.walStamp()
+    await wait(on: wake, timeout: timeout) { database.walStamp() != before }
   }
 
   /// How often an idle wait looks for other processes' commits.

@@ -114,10 +114,10 @@ public final class TokenStore: Sendable {
   private let recent = Mutex(RecentTokens())
   /// The file that `create` and `revoke` touch, in every process, so that the others drop
   /// what they keep.
-  private let changeMarker: String
+  private let changeMarker: WatchedFile
 
   private struct RecentTokens {
-    var stamp: [Int] = []
+    var stamp = FileStamp.absent
     var tokens: [String: (token: APIToken, digest: [UInt8], at: ContinuousClock.Instant)] = [:]
   }
 
@@ -128,14 +128,14 @@ public final class TokenStore: Sendable {
 
   public init(audit: AuditLog) {
     self.audit = audit
-    changeMarker = audit.database.path + ".tokens-changed"
+    changeMarker = WatchedFile(path: audit.database.path + ".tokens-changed")
   }
 
   /// Tells every process that tokens changed (called before the change and after it commits:
   /// a lookup between the two keeps what it read under the first stamp only).
   private func markChanged() {
     recent.withLock { $0 = RecentTokens() }
-    let fd = open(changeMarker, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    let fd = open(changeMarker.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
     guard fd >= 0 else { return }
     // Appending changes the size as well as the time, so that two changes within the file
     // system's time resolution still differ.
@@ -271,7 +271,7 @@ public final class TokenStore: Sendable {
     }
     let id = String(parts[1])
     let presentedDigest = Array(SHA256.hash(data: Data(parts[2].utf8)))
-    let stamp = NovaDatabase.fileStamp(changeMarker)
+    let stamp = changeMarker.stamp()
     let now = ContinuousClock.now
     let kept = recent.withLock { recent -> (APIToken, [UInt8])? in
       guard recent.stamp == stamp, let entry = recent.tokens[id], now - entry.at < Self.recentLifetime else { return nil }
