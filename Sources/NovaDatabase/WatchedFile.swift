@@ -10,19 +10,13 @@ package struct FileStamp: Equatable, Sendable {
 
   /// The stamp of a file that does not exist (or cannot be opened).
   package static let absent = FileStamp(inode: 0, size: -1, seconds: 0, nanoseconds: 0)
+}
 
+extension FileStamp {
   init(_ info: stat) {
-    inode = UInt64(info.st_ino)
-    size = Int64(info.st_size)
-    seconds = Int(info.st_mtim.tv_sec)
-    nanoseconds = Int(info.st_mtim.tv_nsec)
-  }
-
-  private init(inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int) {
-    self.inode = inode
-    self.size = size
-    self.seconds = seconds
-    self.nanoseconds = nanoseconds
+    self.init(
+      inode: UInt64(info.st_ino), size: Int64(info.st_size), seconds: Int(info.st_mtim.tv_sec),
+      nanoseconds: Int(info.st_mtim.tv_nsec))
   }
 }
 
