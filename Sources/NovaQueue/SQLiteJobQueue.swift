@@ -1766,9 +1766,9 @@ public final class SQLiteJobQueue: JobQueue, JobStateListing, JobLogStore {
 
   public func waitForJobs(timeout: Duration) async {
     // Jobs enqueued by this process wake the wait at once. Another process's commit changes the
-    // WAL file's size or modification time, which a stat every few milliseconds sees (a read of
-    // the database would cost a transaction): a `nova worker` beside `nova serve` or `nova
-    // enqueue` then starts a job within that tick, not the pool's poll interval.
+    // WAL file's size or modification time, which a look at it every few milliseconds sees (one
+    // `fstat`; a read of the database would cost a transaction): a `nova worker` beside `nova
+    // serve` or `nova enqueue` then starts a job within that tick, not the pool's poll interval.
     let before = database.walStamp()
     await wait(on: wake, timeout: timeout) { database.walStamp() != before }
   }

@@ -84,11 +84,7 @@ public struct AuditJournal: JobTransitionJournal {
     if submissions.isEmpty { return }
     var appender = try Appender(transaction.db)
     for submission in submissions {
-      for event in submission.held {
-        try appender.append(actor: event.actor, event: event.event, subject: event.subject, time: event.time) {
-          $0 += event.payload.utf8
-        }
-      }
+      for event in submission.held { try appender.append(event) }
       for transition in submission.transitions { try appender.append(transition, actor: submission.actor) }
     }
   }
@@ -106,6 +102,11 @@ public struct AuditJournal: JobTransitionJournal {
       seq = try AuditJournal.lastSequence(db)
       insert = RawStatement(try db.cachedStatement(sql: AuditJournal.insertSQL), in: db)
       line.reserveCapacity(512)
+    }
+
+    /// An event an action held back: its payload is canonical JSON already.
+    mutating func append(_ event: HeldAuditEvents.Event) throws {
+      try append(actor: event.actor, event: event.event, subject: event.subject, time: event.time) { $0 += event.payload.utf8 }
     }
 
     mutating func append(_ transition: JobTransition, actor: String) throws {
@@ -138,7 +139,9 @@ public struct AuditJournal: JobTransitionJournal {
 
   /// Writes audit events an action held back (`AuditContext.held`) inside the open transaction.
   public func record(held events: [HeldAuditEvents.Event], in transaction: DatabaseTransaction) throws {
-    try Self.append(events.map { ($0.time, $0.actor, $0.event, $0.subject, $0.payload) }, in: transaction.db)
+    if events.isEmpty { return }
+    var appender = try Appender(transaction.db)
+    for event in events { try appender.append(event) }
   }
 
   /// Appends entries for events other than job transitions inside the open transaction `db`;
